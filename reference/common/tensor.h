@@ -10,6 +10,7 @@
 
 #include <Eigen/Dense>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace pb::ref {
@@ -28,5 +29,15 @@ template <class T>
 Mat<T> nan_mat(Index rows, Index cols) {
   return Mat<T>::Constant(rows, cols, std::numeric_limits<T>::quiet_NaN());
 }
+
+// Positions 0..S-1 for each of B sequences of length S, row t = b*S + s.
+inline std::vector<int64_t> sequence_positions(Index B, Index S) {
+  std::vector<int64_t> pos(size_t(B * S));
+  for (Index t = 0; t < B * S; ++t) pos[size_t(t)] = t % S;
+  return pos;
+}
+
+// Positions 0..S-1 of one sequence (what attention takes per batch row).
+inline std::vector<int64_t> iota_positions(Index S) { return sequence_positions(1, S); }
 
 }  // namespace pb::ref

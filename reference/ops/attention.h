@@ -109,14 +109,4 @@ void attention_backward(Mat<T>& dq, Mat<T>& dk, Mat<T>& dv, const Mat<T>& dout, 
     }
 }
 
-// Positions 0..S-1 for each of B sequences of length S, row t = b*S + s.
-inline std::vector<int64_t> sequence_positions(Index B, Index S) {
-  std::vector<int64_t> pos(size_t(B * S));
-  for (Index t = 0; t < B * S; ++t) pos[size_t(t)] = t % S;
-  return pos;
-}
-
-// Positions 0..S-1 of one sequence (what attention takes per batch row).
-inline std::vector<int64_t> iota_positions(Index S) { return sequence_positions(1, S); }
-
 }  // namespace pb::ref

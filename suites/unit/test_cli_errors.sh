@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Bad input to parabench-ref: each case must exit with status 2 and print exactly one
+# line, starting "parabench-ref: error:", on stderr (no crash, no usage dump).
+set -u
+bin=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+printf 'not a safetensors file at all, just text' > "$work/corrupt.safetensors"
+printf '\x08\x00\x00\x00\x00\x00\x00\x00{"a":1}' > "$work/badheader.safetensors"
+printf '{"hidden_size": 64, "num_attention_heads": ' > "$work/truncated.json"
+printf '{"hidden_size": 60, "num_attention_heads": 8, "intermediate_size": 32, "vocab_size": 50, "num_hidden_layers": 2}' > "$work/nodivide.json"
+"$bin" --hidden 32 --heads 4 --kv-heads 2 --ffn 48 --vocab 40 --layers 1 --steps 0 --dump "$work/other" > /dev/null
+
+fail=0
+check() {  # check "description" args...
+  local what=$1; shift
+  "$bin" "$@" > "$work/out" 2> "$work/err"
+  local rc=$? lines
+  lines=$(wc -l < "$work/err")
+  if [ "$rc" -ne 2 ] || [ "$lines" -ne 1 ] || ! grep -q '^parabench-ref: error: ' "$work/err"; then
+    echo "FAIL: $what: exit $rc, $lines stderr lines:"; cat "$work/err"; fail=1
+  else
+    echo "ok: $what: $(cat "$work/err")"
+  fi
+}
+check "H not divisible by A"       --hidden 250 --steps 1
+check "A not divisible by G"       --heads 8 --kv-heads 3 --steps 1
+check "odd head dim"               --hidden 24 --heads 8 --kv-heads 8 --steps 1
+check "zero layers"                --layers 0
+check "negative hidden"            --hidden -4
+check "zero sequence"              --seq 0
+check "negative micro-batch"       --micro-batch -2
+check "top-k above experts"        --experts 2 --topk 3
+check "MoE layer out of range"     --experts 2 --moe-layers 0,7
+check "unknown option"             --bogus 3
+check "non-numeric value"          --hidden lots
+check "unknown dtype"              --dtype half
+check "missing init file"          --init "$work/nope.safetensors"
+check "corrupt init file"          --init "$work/corrupt.safetensors"
+check "bad safetensors header"     --init "$work/badheader.safetensors"
+check "init of another shape"      --init "$work/other/model.safetensors" --steps 1
+check "missing config"             --config "$work/nope.json"
+check "malformed config JSON"      --config "$work/truncated.json"
+check "config that does not divide" --config "$work/nodivide.json"
+check "config plus model flags"    --config "$work/other/config.json" --hidden 64
+exit $fail
