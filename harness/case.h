@@ -1,0 +1,55 @@
+/* Benchmark cases: model config x layout x features x backend x dtype x steps x seed,
+ * read from JSON case files (suites/cases/*.json).
+ *
+ *   {"suite": "smoke",
+ *    "models":   {"tiny": {<Hugging Face config fields>}},
+ *    "defaults": {"backend": "cpu", "dtype": "fp32", "steps": 3, "seed": 1234,
+ *                 "train": {"micro_batch_size": 2, "seq_length": 16, "num_micro_batches": 2, ...}},
+ *    "cases": [{"name": "tp2_sp", "model": "tiny", "layout": {"tp": 2}, "features": ["sp"]}, ...]}
+ * A case's "model" is a name from "models" or an inline object; any default can be
+ * overridden per case. num_micro_batches is per DP rank: the global batch is
+ * micro_batch_size x num_micro_batches x dp sequences. Unknown keys are errors.
+ */
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "optimized/parallel/layout.h"
+#include "reference/model/config.h"
+
+namespace pb::harness {
+
+struct Case {
+  std::string name;
+  ref::ModelConfig model;
+  ref::TrainConfig train;  // micro_batch_size, seq_length, num_micro_batches (per DP rank), optimizer, seed, steps
+  Layout layout;
+  std::vector<std::string> features;
+  std::string backend = "cpu";  // cpu | cuda
+  std::string dtype = "fp32";   // fp32 | bf16
+  nlohmann::json model_json;    // the HF config of the model, for the results
+
+  // The reference's view of the same step: all DP ranks' micro-batches accumulated.
+  ref::TrainConfig reference_train() const {
+    ref::TrainConfig t = train;
+    t.num_micro_batches = train.num_micro_batches * layout.dp;
+    return t;
+  }
+  int64_t global_batch() const { return train.micro_batch_size * train.num_micro_batches * layout.dp; }
+};
+
+struct Suite {
+  std::string name;
+  std::vector<Case> cases;
+};
+
+// A suite by name (smoke, ci, full, qualification: suites/cases/NAME.json) or a file path.
+Suite load_suite(const std::string& name_or_path);
+Suite parse_suite(const nlohmann::json& j, const std::string& origin);
+std::string cases_dir();  // $PB_CASES_DIR or the source tree's suites/cases
+std::vector<std::string> suite_names();
+
+}  // namespace pb::harness

@@ -1,0 +1,37 @@
+/* The regression gate behind `parabench compare BASELINE CURRENT` (results/README.md).
+ *
+ * Cases are matched by name. A problem (ok = false) is any of:
+ *   - a baseline case missing from current
+ *   - a current case whose status is not "pass"
+ *   - a current check with pass == false, or rel_err over its tol (or rel_err null: NaN)
+ *   - comm rows keyed by (group, op, phase) that differ from the baseline's: a row missing
+ *     or extra, or calls / bytes not exactly equal
+ *   - with timing on: current step_ms_median > baseline median × (1 + time_tol)
+ * Cases only in current are a note in the table, not a problem.
+ *
+ * Both documents must have schema "parabench.results/1" and the shape results/README.md
+ * gives; anything else throws pb::Error (a std::runtime_error) with one line that names
+ * the document, the case and the field.
+ */
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace pb::harness {
+
+struct CompareOptions {
+  double time_tol = 0.25;  // allowed relative slowdown of the median step time
+  bool timing = true;      // false: step times are not compared (--no-timing)
+};
+
+struct CompareResult {
+  bool ok = true;
+  std::vector<std::string> problems;  // one line each, "case: what"
+  std::string table;                  // Markdown, one row per case of either document
+};
+
+CompareResult compare_results(const nlohmann::json& baseline, const nlohmann::json& current, const CompareOptions& opt);
+
+}  // namespace pb::harness

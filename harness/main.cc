@@ -1,0 +1,331 @@
+/* parabench: the harness command (run it under mpirun / srun for `run`).
+ *
+ *   parabench list
+ *   parabench run --suite smoke|ci|full|FILE.json [--out R.json] [--md R.md] [--csv R.csv] [--timeout S]
+ *   parabench analyze --model CONFIG.json|NAME --layout dp2,tp2 [--features sp] [--micro-batch B] ...
+ *   parabench report R.json [--csv]
+ *   parabench compare BASELINE.json CURRENT.json [--time-tol 0.25] [--no-timing]
+ *
+ * Errors: bad input prints one line (from rank 0 when every rank sees the same problem)
+ * and exits non-zero; a failure on one rank aborts the whole job with that rank's
+ * message; --timeout aborts a case that runs too long instead of hanging.
+ */
+#include <mpi.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "harness/analytic.h"
+#include "harness/compare.h"
+#include "harness/env.h"
+#include "harness/report.h"
+#include "harness/runner.h"
+#include "optimized/core/fatal.h"
+#include "reference/common/error.h"
+#include "reference/io/checkpoint.h"
+
+namespace {
+
+using namespace pb;
+using namespace pb::harness;
+using nlohmann::json;
+
+// Aborts the job if a case runs longer than the timeout.
+class Watchdog {
+ public:
+  Watchdog(double seconds, std::string what) : thread_([this, seconds, what] {
+      std::unique_lock<std::mutex> lk(mu_);
+      if (!cv_.wait_for(lk, std::chrono::duration<double>(seconds), [this] { return done_; }))
+        abort_job("timeout: " + what + " ran longer than --timeout " + std::to_string(int(seconds)) + " s", 124);
+    }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  PB_REQUIRE(out.good(), "cannot write ", path);
+  out << text;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  PB_REQUIRE(in.good(), "cannot open ", path);
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(path + ": malformed JSON (" + std::string(e.what()) + ")");
+  }
+}
+
+int cmd_list() {
+  std::printf("techniques (feature names for case files and --features):\n");
+  std::printf("  %-22s %-5s %s\n", "dp", "yes", "data parallelism: layout dp; gradient all-reduce and averaging");
+  std::printf("  %-22s %-5s %s\n", "tp", "yes", "Megatron tensor parallelism: layout tp; column/row linears, vocab-parallel");
+  for (const auto& f : known_features()) std::printf("  %-22s %-5s %s\n", f.name, f.implemented ? "yes" : "no", f.summary);
+  std::printf("  %-22s %-5s %s\n", "pp / cp / ep", "no", "pipeline, context and expert parallelism (layout degrees)");
+  std::printf("\nsuites (%s):\n", cases_dir().c_str());
+  for (const auto& name : suite_names()) {
+    const Suite s = load_suite(name);
+    std::printf("  %s: %zu cases\n", name.c_str(), s.cases.size());
+    for (const auto& c : s.cases) {
+      std::string feats;
+      for (const auto& f : c.features) feats += (feats.empty() ? "" : ",") + f;
+      std::printf("    %-24s %-14s %-10s ranks %-3d %s %s, %lld steps\n", c.name.c_str(), c.layout.str().c_str(),
+                  feats.empty() ? "-" : feats.c_str(), c.layout.world(), c.backend.c_str(), c.dtype.c_str(),
+                  (long long)c.train.steps);
+    }
+  }
+  return 0;
+}
+
+struct RunArgs {
+  std::string suite, out, md, csv;
+  double timeout = 900;
+  RunOptions opt;
+};
+
+int cmd_run(const RunArgs& a) {
+  int rank = 0, world = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  Suite suite;
+  try {
+    suite = load_suite(a.suite);
+  } catch (const Error& e) {  // identical on every rank: report once, exit cleanly
+    if (rank == 0) std::fprintf(stderr, "parabench: error: %s\n", e.what());
+    return 2;
+  }
+  json results = {{"schema", "parabench.results/1"}, {"suite", suite.name}, {"env", environment(world)},
+                  {"cases", json::array()}};
+  {
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char buf[32];
+    std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    results["created"] = buf;
+  }
+  const auto t_start = std::chrono::steady_clock::now();
+  int failures = 0;
+  for (size_t i = 0; i < suite.cases.size(); ++i) {
+    const Case& c = suite.cases[i];
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    if (rank == 0) {
+      std::fprintf(stderr, "[%zu/%zu %6.1fs] %-24s %-12s ... ", i + 1, suite.cases.size(), elapsed, c.name.c_str(),
+                   c.layout.str().c_str());
+      std::fflush(stderr);
+    }
+    json result;
+    try {
+      validate_case(c, world);
+    } catch (const Error& e) {
+      result = error_result(c, "error", e.what());
+    }
+    if (result.is_null()) {
+      MPI_Comm comm;
+      MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, rank < c.layout.world() ? 0 : MPI_UNDEFINED, rank, &comm));
+      if (comm != MPI_COMM_NULL) {
+        Watchdog dog(a.timeout, "case " + c.name);
+        result = run_case(c, comm, a.opt).result;
+        MPI_Comm_free(&comm);
+      }
+      MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));  // ranks outside the case wait here
+    }
+    if (rank == 0) {
+      const std::string status = result["status"];
+      failures += status != "pass";
+      if (status == "error")
+        std::fprintf(stderr, "ERROR\n  %s\n", result["error"].get<std::string>().c_str());
+      else
+        std::fprintf(stderr, "%s  (%.2f ms/step)\n", status == "pass" ? "PASS" : "FAIL",
+                     result["throughput"]["step_ms_median"].get<double>());
+      results["cases"].push_back(result);
+    }
+  }
+  if (rank == 0) {
+    const std::string md = markdown_report(results);
+    std::printf("%s\n", md.c_str());
+    if (!a.out.empty()) write_file(a.out, results.dump(2) + "\n");
+    if (!a.md.empty()) write_file(a.md, md);
+    if (!a.csv.empty()) write_file(a.csv, csv_tables(results));
+    std::fprintf(stderr, "%zu cases, %d not passing%s%s\n", suite.cases.size(), failures,
+                 a.out.empty() ? "" : ", results in ", a.out.c_str());
+    std::fflush(stdout);  // before any rank exits non-zero and mpiexec tears the job down
+    std::fflush(stderr);
+  }
+  MPI_CHECK(MPI_Bcast(&failures, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  return failures ? 1 : 0;
+}
+
+struct AnalyzeArgs {
+  std::string model, layout = "", features;
+  int64_t micro_batch = 2, seq = 16, micro_batches = 1, steps = 1;
+};
+
+Layout parse_layout(const std::string& s) {
+  Layout l;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (item.empty()) continue;
+    size_t k = 0;
+    while (k < item.size() && std::isalpha(static_cast<unsigned char>(item[k]))) ++k;
+    const std::string key = item.substr(0, k);
+    std::string val = item.substr(k);
+    if (!val.empty() && val[0] == '=') val = val.substr(1);
+    int v = 0;
+    try {
+      v = std::stoi(val);
+    } catch (...) {
+      throw Error("--layout: cannot read '" + item + "' (expected e.g. dp2,tp2)");
+    }
+    int* dst = key == "dp" ? &l.dp : key == "tp" ? &l.tp : key == "pp" ? &l.pp : key == "vpp" ? &l.vpp
+             : key == "cp" ? &l.cp : key == "ep" ? &l.ep : nullptr;
+    PB_REQUIRE(dst, "--layout: unknown degree '", key, "' (dp, tp, pp, vpp, cp, ep)");
+    *dst = v;
+  }
+  return l;
+}
+
+int cmd_analyze(const AnalyzeArgs& a) {
+  Case c;
+  c.name = "analyze";
+  json mj;
+  if (std::ifstream(a.model).good()) {
+    mj = read_json(a.model);
+  } else {
+    for (const auto& name : suite_names()) {
+      const json s = read_json(cases_dir() + "/" + name + ".json");
+      if (s.contains("models") && s["models"].contains(a.model)) mj = s["models"][a.model];
+    }
+    PB_REQUIRE(!mj.is_null(), "--model: no config file or suite model named '", a.model, "'");
+  }
+  c.model = io::model_config_from_json(mj, a.model);
+  c.model_json = io::hf_config_json(c.model);
+  c.layout = parse_layout(a.layout);
+  std::stringstream fs(a.features);
+  for (std::string f; std::getline(fs, f, ',');)
+    if (!f.empty()) c.features.push_back(f);
+  c.train.micro_batch_size = a.micro_batch;
+  c.train.seq_length = a.seq;
+  c.train.num_micro_batches = a.micro_batches;
+  c.train.steps = a.steps;
+  validate_case(c, c.layout.world());
+  const Prediction p = predict(c);
+  std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | B=%lld S=%lld m=%lld, %lld step(s)\n",
+              (long long)c.model.hidden_size, (long long)c.model.num_attention_heads,
+              (long long)c.model.num_key_value_heads, (long long)c.model.intermediate_size,
+              (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers, c.layout.str().c_str(),
+              a.features.empty() ? "-" : a.features.c_str(), (long long)a.micro_batch, (long long)a.seq,
+              (long long)a.micro_batches, (long long)a.steps);
+  std::printf("parameters: %lld total, %lld per rank | model FLOPs per step: %.4g\n\n", (long long)p.params_total,
+              (long long)p.params_local, p.flops_per_step);
+  std::printf("| memory per rank | bytes |\n|---|---:|\n");
+  for (const auto& [cat, bytes] : p.memory) std::printf("| %s | %lld |\n", category_name(cat), (long long)bytes);
+  int64_t total = 0;
+  for (const auto& r : p.comm) total += r.bytes;
+  std::printf("\n| group | pattern | phase | bytes per transfer | transfers | total bytes | share |\n|---|---|---|---:|---:|---:|---:|\n");
+  for (const auto& r : p.comm)
+    std::printf("| %s | %s | %s | %lld | %lld | %lld | %.1f%% |\n", r.group.c_str(), comm_op_name(r.op),
+                phase_name(r.phase), (long long)(r.bytes / r.calls), (long long)r.calls, (long long)r.bytes,
+                total ? 100.0 * double(r.bytes) / double(total) : 0.0);
+  if (p.comm.empty()) std::printf("| (none: one rank) | | | | | | |\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"parabench: distributed-training techniques, checked against the reference and measured"};
+  app.require_subcommand(1);
+  auto* list = app.add_subcommand("list", "techniques, suites and cases");
+  RunArgs ra;
+  auto* run = app.add_subcommand("run", "run a suite under mpirun; exit 1 if any case does not pass");
+  run->add_option("--suite", ra.suite, "smoke | ci | full | path to a case file")->required();
+  run->add_option("--out", ra.out, "results JSON");
+  run->add_option("--md", ra.md, "Markdown report");
+  run->add_option("--csv", ra.csv, "CSV tables");
+  run->add_option("--timeout", ra.timeout, "seconds per case before the job is aborted")->capture_default_str();
+  run->add_option("--peak-tflops", ra.opt.peak_tflops, "stated peak TFLOP/s per rank for MFU");
+  run->add_option("--inject-failure", ra.opt.inject_failure_rank, "(test) this rank throws in its first step")
+      ->group("");
+  AnalyzeArgs aa;
+  auto* analyze = app.add_subcommand("analyze", "analytic predictions only (no run)");
+  analyze->add_option("--model", aa.model, "HF config.json, or a model name from a suite file")->required();
+  analyze->add_option("--layout", aa.layout, "degrees, e.g. dp2,tp2");
+  analyze->add_option("--features", aa.features, "comma-separated, e.g. sp");
+  analyze->add_option("--micro-batch", aa.micro_batch, "B")->capture_default_str();
+  analyze->add_option("--seq", aa.seq, "S")->capture_default_str();
+  analyze->add_option("--micro-batches", aa.micro_batches, "m per DP rank")->capture_default_str();
+  analyze->add_option("--steps", aa.steps, "steps")->capture_default_str();
+  std::string report_in;
+  bool report_csv = false;
+  auto* report = app.add_subcommand("report", "Markdown tables of a results file");
+  report->add_option("results", report_in, "results JSON")->required();
+  report->add_flag("--csv", report_csv, "CSV instead of Markdown");
+  std::string base, cur;
+  CompareOptions co;
+  bool no_timing = false;
+  auto* compare = app.add_subcommand("compare", "regression gate: exit 1 on a numerics, comm or time regression");
+  compare->add_option("baseline", base, "baseline results JSON")->required();
+  compare->add_option("current", cur, "current results JSON")->required();
+  compare->add_option("--time-tol", co.time_tol, "allowed relative step-time increase")->capture_default_str();
+  compare->add_flag("--no-timing", no_timing, "ignore step times (noisy machines, CI)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "parabench: error: %s\n", e.what());
+    return 2;
+  }
+  try {
+    if (list->parsed()) return cmd_list();
+    if (analyze->parsed()) return cmd_analyze(aa);
+    if (report->parsed()) {
+      const json r = read_json(report_in);
+      std::printf("%s\n", (report_csv ? csv_tables(r) : markdown_report(r)).c_str());
+      return 0;
+    }
+    if (compare->parsed()) {
+      co.timing = !no_timing;
+      const CompareResult r = compare_results(read_json(base), read_json(cur), co);
+      std::printf("%s\n", r.table.c_str());
+      for (const auto& p : r.problems) std::fprintf(stderr, "regression: %s\n", p.c_str());
+      std::printf("%s\n", r.ok ? "compare: OK" : "compare: REGRESSION");
+      return r.ok ? 0 : 1;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "parabench: error: %s\n", e.what());
+    return 2;
+  }
+  // run: under MPI; any exception on a rank aborts the job with its message.
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  int code = 0;
+  try {
+    code = cmd_run(ra);
+  } catch (const std::exception& e) {
+    abort_job(std::string("parabench: error: ") + e.what());
+  }
+  MPI_Finalize();
+  return code;
+}

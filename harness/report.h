@@ -1,0 +1,29 @@
+/* Results file (schema parabench.results/1, results/README.md) -> human-readable tables.
+ *
+ * Four tables, as in DESIGN.md "Harness and results":
+ *   equivalence    one row per case and check kind (loss, grad, param, comm, ...):
+ *                  tensors checked, worst rel_err and which tensor, worst max_abs, tol,
+ *                  PASS/FAIL, and the case status (with the error line for error/skip)
+ *   throughput     step time median/min/max, tokens/s, model TFLOP/s, MFU, stated peak
+ *   memory         per rank and category, measured vs predicted bytes
+ *   communication  per (group, op, phase): bytes per transfer, transfers, total, share
+ *                  of the case's bytes, predicted bytes, match (calls and bytes exact)
+ *
+ * Missing optional fields print "—" (Markdown) or an empty cell (CSV); a document whose
+ * "cases" is not an array throws pb::Error (a std::runtime_error) with one line.
+ */
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace pb::harness {
+
+// Markdown: a title, one environment line, then the four tables under "## " headings.
+std::string markdown_report(const nlohmann::json& results);
+
+// The same four tables as CSV, each section introduced by a line "# equivalence",
+// "# throughput", "# memory", "# communication". Byte counts are exact integers here.
+std::string csv_tables(const nlohmann::json& results);
+
+}  // namespace pb::harness

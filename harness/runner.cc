@@ -1,0 +1,240 @@
+/* One case: reference, distributed run, checks and metrics (see runner.h). */
+#include "harness/runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <stdexcept>
+
+#include "harness/analytic.h"
+#include "optimized/comm/ledger.h"
+#include "optimized/core/fatal.h"
+#include "optimized/model/dist_optimizer.h"
+#include "reference/common/error.h"
+#include "reference/model/train.h"
+
+namespace pb::harness {
+
+using nlohmann::json;
+
+Tolerance tolerance_for(const std::string& dtype) {
+  // fp32: only the order of reductions differs from the reference (DESIGN.md, Checks).
+  if (dtype == "fp32") return {1e-5, 1e-5, 1e-5};
+  return {1e-2, 1e-2, 1e-2};  // bf16
+}
+
+void validate_case(const Case& c, int world_size) {
+  c.model.validate();
+  c.train.validate();
+  PB_REQUIRE(c.train.steps >= 1, "case ", c.name, ": steps must be >= 1");
+  PB_REQUIRE(c.backend == "cpu" || c.backend == "cuda", "case ", c.name, ": unknown backend '", c.backend,
+             "' (cpu, cuda)");
+  PB_REQUIRE(c.backend == "cpu", "case ", c.name, ": backend cuda: this build has no CUDA backend");
+  PB_REQUIRE(c.dtype == "fp32" || c.dtype == "bf16", "case ", c.name, ": unknown dtype '", c.dtype, "' (fp32, bf16)");
+  PB_REQUIRE(c.dtype == "fp32", "case ", c.name, ": dtype bf16 needs the CUDA backend");
+  const Features f = parse_features(c.features);
+  try {
+    validate_layout(c.layout, c.model, c.train, f);
+  } catch (const Error& e) {
+    throw Error("case " + c.name + ": " + e.what());
+  }
+  PB_REQUIRE(c.layout.world() <= world_size, "case ", c.name, ": layout ", c.layout.str(), " needs ",
+             c.layout.world(), " ranks, only ", world_size, " started");
+}
+
+json error_result(const Case& c, const std::string& status, const std::string& message) {
+  return {{"name", c.name},
+          {"features", c.features},
+          {"layout", {{"dp", c.layout.dp}, {"tp", c.layout.tp}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
+                      {"cp", c.layout.cp}, {"ep", c.layout.ep}}},
+          {"backend", c.backend},
+          {"dtype", c.dtype},
+          {"steps", c.train.steps},
+          {"seed", c.train.seed},
+          {"model", c.model_json},
+          {"status", status},
+          {"error", message},
+          {"checks", json::array()},
+          {"memory", json::array()},
+          {"comm", json::array()}};
+}
+
+namespace {
+
+// Gathers a parameter (or gradient) to rank 0 of the case from the TP shards of DP
+// rank 0, as the reference's row-major [rows, cols]. Raw MPI: not accounted.
+std::vector<float> gather_full(const ShardedParam& p, const Tensor& local, ProcessGrid& grid) {
+  std::vector<float> out;
+  if (grid.dp_rank() != 0) return out;
+  const int t = grid.layout().tp;
+  const int64_t n = local.numel();
+  std::vector<float> all(grid.tp_rank() == 0 ? size_t(n * t) : 0);
+  MPI_CHECK(MPI_Gather(local.f32(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
+  if (grid.tp_rank() != 0) return out;
+  const int64_t R = p.global_rows, C = p.global_cols;
+  out.resize(size_t(R * C));
+  if (p.dim == ShardDim::None) {
+    std::copy(all.begin(), all.begin() + n, out.begin());
+  } else if (p.dim == ShardDim::Rows) {
+    std::copy(all.begin(), all.end(), out.begin());  // row blocks in TP order
+  } else {
+    const int64_t c = C / t;  // column blocks: shard r holds columns r*c .. r*c+c-1
+    for (int r = 0; r < t; ++r)
+      for (int64_t i = 0; i < R; ++i)
+        std::copy_n(all.begin() + r * n + i * c, c, out.begin() + i * C + r * c);
+  }
+  return out;
+}
+
+template <class T>
+json check(const std::string& tensor, const T* out, const T* ref, int64_t n, double tol) {
+  double diff = 0, norm = 0, max_abs = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(out[i]) - double(ref[i]);
+    diff += d * d;
+    norm += double(ref[i]) * double(ref[i]);
+    max_abs = std::max(max_abs, std::abs(d));
+  }
+  const double rel = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  return {{"tensor", tensor}, {"rel_err", rel}, {"max_abs", max_abs}, {"tol", tol}, {"pass", rel <= tol && std::isfinite(rel)}};
+}
+
+}  // namespace
+
+CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
+  int rank = 0, world_rank = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+  const Features features = parse_features(c.features);
+  const Tolerance tol = tolerance_for(c.dtype);
+  const ref::TrainConfig rtc = c.reference_train();
+  CaseOutcome out;
+
+  // The reference, on rank 0 only.
+  std::vector<ref::StepRecord> ref_steps;
+  ref::ModelParams<float> ref_grads1, ref_final;
+  if (rank == 0) {
+    ref::Trainer<float> tr(c.model, rtc, ref::init_params<float>(c.model, c.train.seed));
+    for (int64_t s = 0; s < c.train.steps; ++s) {
+      ref_steps.push_back(tr.step());
+      if (s == 0) ref_grads1 = tr.last_grads();
+    }
+    ref_final = tr.params();
+  }
+
+  // The distributed run.
+  CommLedger::get().clear();
+  TrackingAllocator::host().reset_peaks();
+  std::vector<double> step_ms;
+  std::map<std::string, std::vector<float>> grads1, finals;  // by name
+  {
+    ProcessGrid grid(comm, c.layout);
+    DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, features, c.train.seed}, grid);
+    DistOptimizer optim(model, grid, c.train);
+    const int64_t m = c.train.num_micro_batches;
+    for (int64_t n = 0; n < c.train.steps; ++n) {
+      MPI_CHECK(MPI_Barrier(comm));
+      const auto t0 = std::chrono::steady_clock::now();
+      model.params().zero_grads();
+      double loss = 0;
+      for (int64_t j = 0; j < m; ++j) {
+        if (n == 0 && j == 0 && world_rank == opt.inject_failure_rank)
+          throw std::runtime_error("injected failure (--inject-failure " + std::to_string(world_rank) + ")");
+        const ref::Batch b = ref::train_batch(c.model, rtc, n, grid.dp_rank() * m + j);
+        loss += model.forward_backward(b, 1.0f / float(m)) / double(m);
+      }
+      out.losses.push_back(optim.average_loss(loss));
+      optim.step();
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, comm));
+      step_ms.push_back(ms);
+      if (n == 0)
+        for (const auto& p : model.params().all()) grads1[p.name] = gather_full(p, p.g, grid);
+    }
+    for (const auto& p : model.params().all()) finals[p.name] = gather_full(p, p.w, grid);
+  }
+
+  // Memory peaks of every rank, to rank 0.
+  int size = 1;
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  const auto& st = TrackingAllocator::host().stats();
+  std::vector<int64_t> peaks(size_t(kMemCategories * size));
+  MPI_CHECK(MPI_Gather(st.peak.data(), kMemCategories, MPI_INT64_T, peaks.data(), kMemCategories, MPI_INT64_T, 0, comm));
+  if (rank != 0) return out;
+
+  const Prediction pred = predict(c);
+  json checks = json::array();
+  for (size_t s = 0; s < ref_steps.size(); ++s) {
+    const double o = out.losses[s], r = ref_steps[s].loss;
+    checks.push_back(check("loss.step" + std::to_string(s + 1), &o, &r, 1, tol.loss));
+  }
+  std::vector<const ref::Mat<float>*> rg, rp;
+  std::vector<std::string> names;
+  ref::for_each_param(ref_grads1, [&](const std::string& name, const ref::Mat<float>& g, bool) {
+    rg.push_back(&g);
+    names.push_back(name);
+  });
+  ref::for_each_param(ref_final, [&](const std::string&, const ref::Mat<float>& w, bool) { rp.push_back(&w); });
+  for (size_t i = 0; i < names.size(); ++i)
+    checks.push_back(check("grad." + names[i], grads1.at(names[i]).data(), rg[i]->data(), rg[i]->size(), tol.grad));
+  for (size_t i = 0; i < names.size(); ++i) {
+    checks.push_back(check("param." + names[i], finals.at(names[i]).data(), rp[i]->data(), rp[i]->size(), tol.param));
+    out.params.push_back(std::move(finals.at(names[i])));  // in the reference's order
+  }
+
+  // Communication: measured (this rank's ledger) against predicted, exact.
+  json comm_rows = json::array();
+  int64_t worst = 0;
+  std::map<CommLedger::Key, CommRow> predicted;
+  for (const auto& r : pred.comm) predicted[{r.group, r.op, r.phase}] = r;
+  std::map<CommLedger::Key, CommCounter> measured = CommLedger::get().entries();
+  for (const auto& [key, r] : predicted) measured.try_emplace(key);  // predicted but never called
+  for (const auto& [key, m] : measured) {
+    const auto it = predicted.find(key);
+    const int64_t pc = it == predicted.end() ? 0 : it->second.calls, pb = it == predicted.end() ? 0 : it->second.bytes;
+    worst = std::max({worst, std::abs(m.bytes - pb), std::abs(m.calls - pc)});
+    comm_rows.push_back({{"group", std::get<0>(key)}, {"op", comm_op_name(std::get<1>(key))},
+                         {"phase", phase_name(std::get<2>(key))}, {"calls", m.calls}, {"bytes", m.bytes},
+                         {"bus_bytes", m.bus_bytes}, {"predicted_calls", pc}, {"predicted_bytes", pb}});
+  }
+  checks.push_back({{"tensor", "comm"}, {"rel_err", double(worst)}, {"max_abs", double(worst)}, {"tol", 0.0}, {"pass", worst == 0}});
+
+  json memory = json::array();
+  for (int r = 0; r < size; ++r)
+    for (int k = 0; k < kMemCategories; ++k) {
+      const auto cat = MemCategory(k);
+      const auto it = pred.memory.find(cat);
+      memory.push_back({{"rank", r}, {"category", category_name(cat)},
+                        {"measured_bytes", peaks[size_t(r * kMemCategories + k)]},
+                        {"predicted_bytes", it == pred.memory.end() ? 0 : it->second}});
+    }
+
+  std::vector<double> timed(step_ms.size() > 1 ? step_ms.begin() + 1 : step_ms.begin(), step_ms.end());
+  std::sort(timed.begin(), timed.end());
+  const double med = timed[timed.size() / 2];
+  const double tokens = double(c.global_batch() * c.train.seq_length);
+  const double tflops = pred.flops_per_step / (med / 1e3) / 1e12;
+  json throughput = {{"step_ms_median", med}, {"step_ms_min", timed.front()}, {"step_ms_max", timed.back()},
+                     {"tokens_per_s", tokens / (med / 1e3)}, {"model_tflops", tflops},
+                     {"mfu", opt.peak_tflops > 0 ? json(tflops / opt.peak_tflops) : json(nullptr)},
+                     {"peak_tflops", opt.peak_tflops > 0 ? json(opt.peak_tflops) : json(nullptr)}};
+
+  bool pass = true;
+  for (const auto& ch : checks) pass = pass && ch["pass"].get<bool>();
+  out.result = error_result(c, pass ? "pass" : "fail", "");
+  out.result.erase("error");
+  out.result["train"] = {{"micro_batch_size", c.train.micro_batch_size}, {"seq_length", c.train.seq_length},
+                         {"num_micro_batches", c.train.num_micro_batches}, {"global_batch_size", c.global_batch()},
+                         {"lr", c.train.lr}, {"beta1", c.train.beta1}, {"beta2", c.train.beta2},
+                         {"adam_eps", c.train.adam_eps}, {"weight_decay", c.train.weight_decay},
+                         {"clip_grad", c.train.clip_grad}};
+  out.result["params_total"] = pred.params_total;
+  out.result["checks"] = checks;
+  out.result["throughput"] = throughput;
+  out.result["memory"] = memory;
+  out.result["comm"] = comm_rows;
+  return out;
+}
+
+}  // namespace pb::harness

@@ -1,0 +1,63 @@
+/* The Communicator interface (DESIGN.md, "Backends, communication, groups"): the
+ * collectives and point-to-point calls that technique code uses, on one process group.
+ *
+ * Conventions (for a group of n ranks, this rank r):
+ *   all_reduce(buf)              buf = sum (or max) over ranks, in place
+ *   all_gather(out, in)          out (n*rows(in), ...) = [in_0; in_1; ...; in_{n-1}]
+ *   reduce_scatter(out, in)      out = row block r of sum over ranks of in (n*rows(out), ...)
+ *   all_to_all(out, in)          row block j of in goes to rank j, arriving as block r
+ *   broadcast(buf, root), send/recv(buf, peer)
+ * Non-blocking variants return a Request to wait on. Every call is accounted in the
+ * CommLedger under the group's name and the current phase; a group of size 1
+ * short-circuits (copies where needed) and records nothing.
+ */
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "optimized/comm/ledger.h"
+#include "optimized/core/tensor.h"
+
+namespace pb {
+
+enum class ReduceOp { Sum, Max };
+
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual void wait() = 0;
+};
+using RequestPtr = std::unique_ptr<Request>;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+
+  virtual void all_reduce(Tensor& buf, ReduceOp op = ReduceOp::Sum) = 0;
+  virtual void all_gather(Tensor& out, const Tensor& in) = 0;
+  virtual void reduce_scatter(Tensor& out, const Tensor& in) = 0;
+  virtual void all_to_all(Tensor& out, const Tensor& in) = 0;
+  virtual void broadcast(Tensor& buf, int root) = 0;
+  virtual void send(const Tensor& buf, int peer, int tag = 0) = 0;
+  virtual void recv(Tensor& buf, int peer, int tag = 0) = 0;
+  virtual RequestPtr iall_reduce(Tensor& buf, ReduceOp op = ReduceOp::Sum) = 0;
+  virtual RequestPtr iall_gather(Tensor& out, const Tensor& in) = 0;
+  virtual RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) = 0;
+  virtual RequestPtr isend(const Tensor& buf, int peer, int tag = 0) = 0;
+  virtual RequestPtr irecv(Tensor& buf, int peer, int tag = 0) = 0;
+  virtual void barrier() = 0;
+  // All-reduce of one double (losses, norms), accounted as 8 bytes.
+  virtual double all_reduce_scalar(double v, ReduceOp op = ReduceOp::Sum) = 0;
+
+ protected:
+  Communicator(std::string name, int rank, int size) : name_(std::move(name)), rank_(rank), size_(size) {}
+  std::string name_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace pb

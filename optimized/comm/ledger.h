@@ -1,0 +1,56 @@
+/* Communication accounting: every call of every Communicator is recorded per
+ * (group, op, phase) with calls, payload bytes and bus bytes.
+ *
+ * Payload bytes are nccl-tests' "size": all_reduce the buffer, all_gather the gathered
+ * output, reduce_scatter the full input, all_to_all the send buffer, send/recv/broadcast
+ * the message. Bus bytes = payload x factor (nccl-tests' busBw, PERFORMANCE.md):
+ * all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all (n-1)/n; others 1.
+ * Calls on a group of size 1 short-circuit and are not recorded.
+ */
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+
+namespace pb {
+
+enum class Phase { Forward, Backward, Optimizer };
+enum class CommOp { AllReduce, AllGather, ReduceScatter, AllToAll, Send, Recv, Broadcast };
+const char* phase_name(Phase p);
+const char* comm_op_name(CommOp op);
+double bus_factor(CommOp op, int n);
+
+struct CommCounter {
+  int64_t calls = 0;
+  int64_t bytes = 0;
+  double bus_bytes = 0;
+};
+
+class CommLedger {
+ public:
+  static CommLedger& get();  // one per process
+  using Key = std::tuple<std::string, CommOp, Phase>;  // group, op, phase
+  void record(const std::string& group, CommOp op, int group_size, int64_t bytes);
+  const std::map<Key, CommCounter>& entries() const { return entries_; }
+  void clear() { entries_.clear(); }
+  Phase phase() const { return phase_; }
+  void set_phase(Phase p) { phase_ = p; }
+
+ private:
+  std::map<Key, CommCounter> entries_;
+  Phase phase_ = Phase::Forward;
+};
+
+// Sets the ledger's phase for a scope.
+class PhaseScope {
+ public:
+  explicit PhaseScope(Phase p) : prev_(CommLedger::get().phase()) { CommLedger::get().set_phase(p); }
+  ~PhaseScope() { CommLedger::get().set_phase(prev_); }
+
+ private:
+  Phase prev_;
+};
+
+}  // namespace pb

@@ -1,0 +1,175 @@
+/* MPI backend of the Communicator: blocking and non-blocking collectives on host
+ * buffers, every call accounted in the CommLedger. */
+#include "optimized/comm/mpi_communicator.h"
+
+#include <cstring>
+
+#include "optimized/core/fatal.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+namespace {
+
+MPI_Datatype mpi_type(const Tensor& t) { return t.dtype() == DType::F32 ? MPI_FLOAT : MPI_UINT16_T; }
+
+MPI_Op mpi_op(const Tensor& t, ReduceOp op) {
+  PB_REQUIRE(t.dtype() == DType::F32, "communicator: reductions on ", dtype_name(t.dtype()),
+             " buffers need the NCCL backend");
+  return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
+}
+
+int count(const Tensor& t) {
+  PB_REQUIRE(t.numel() <= INT32_MAX, "communicator: buffer of ", t.numel(), " elements exceeds MPI's int count");
+  return int(t.numel());
+}
+
+void copy(Tensor& dst, const Tensor& src) {
+  PB_REQUIRE(dst.bytes() == src.bytes(), "communicator: size-1 group copy of ", src.shape_str(), " into ",
+             dst.shape_str());
+  if (dst.raw() != src.raw() && src.bytes()) std::memcpy(dst.raw(), src.raw(), src.bytes());
+}
+
+class MpiRequest : public Request {
+ public:
+  MPI_Request req = MPI_REQUEST_NULL;
+  void wait() override { MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE)); }
+  ~MpiRequest() override {
+    if (req != MPI_REQUEST_NULL) MPI_Wait(&req, MPI_STATUS_IGNORE);
+  }
+};
+
+class DoneRequest : public Request {
+ public:
+  void wait() override {}
+};
+
+}  // namespace
+
+static int comm_rank(MPI_Comm c) {
+  int r = 0;
+  MPI_CHECK(MPI_Comm_rank(c, &r));
+  return r;
+}
+static int comm_size(MPI_Comm c) {
+  int s = 0;
+  MPI_CHECK(MPI_Comm_size(c, &s));
+  return s;
+}
+
+MpiCommunicator::MpiCommunicator(std::string name, MPI_Comm comm)
+    : Communicator(std::move(name), comm_rank(comm), comm_size(comm)), comm_(comm) {}
+
+MpiCommunicator::~MpiCommunicator() {
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (!fin && comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_SELF && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::all_reduce(Tensor& buf, ReduceOp op) {
+  if (size_ == 1) return;
+  CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf.raw(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_));
+}
+
+void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
+  PB_REQUIRE(out.numel() == in.numel() * size_, "all_gather: output ", out.shape_str(), " is not ", size_,
+             " x input ", in.shape_str());
+  if (size_ == 1) return copy(out, in);
+  CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
+  MPI_CHECK(MPI_Allgather(in.raw(), count(in), mpi_type(in), out.raw(), count(in), mpi_type(out), comm_));
+}
+
+void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
+  PB_REQUIRE(in.numel() == out.numel() * size_, "reduce_scatter: input ", in.shape_str(), " is not ", size_,
+             " x output ", out.shape_str());
+  if (size_ == 1) return copy(out, in);
+  CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
+  MPI_CHECK(MPI_Reduce_scatter_block(in.raw(), out.raw(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_));
+}
+
+void MpiCommunicator::all_to_all(Tensor& out, const Tensor& in) {
+  PB_REQUIRE(in.numel() == out.numel() && in.numel() % size_ == 0, "all_to_all: input ", in.shape_str(),
+             " and output ", out.shape_str(), " must match and divide by ", size_);
+  if (size_ == 1) return copy(out, in);
+  CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
+  const int n = count(in) / size_;
+  MPI_CHECK(MPI_Alltoall(in.raw(), n, mpi_type(in), out.raw(), n, mpi_type(out), comm_));
+}
+
+void MpiCommunicator::broadcast(Tensor& buf, int root) {
+  if (size_ == 1) return;
+  CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));
+  MPI_CHECK(MPI_Bcast(buf.raw(), count(buf), mpi_type(buf), root, comm_));
+}
+
+void MpiCommunicator::send(const Tensor& buf, int peer, int tag) {
+  CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
+  MPI_CHECK(MPI_Send(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_));
+}
+
+void MpiCommunicator::recv(Tensor& buf, int peer, int tag) {
+  CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
+  MPI_CHECK(MPI_Recv(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_, MPI_STATUS_IGNORE));
+}
+
+RequestPtr MpiCommunicator::iall_reduce(Tensor& buf, ReduceOp op) {
+  if (size_ == 1) return std::make_unique<DoneRequest>();
+  CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
+  auto r = std::make_unique<MpiRequest>();
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf.raw(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_, &r->req));
+  return r;
+}
+
+RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
+  PB_REQUIRE(out.numel() == in.numel() * size_, "iall_gather: output ", out.shape_str(), " is not ", size_,
+             " x input ", in.shape_str());
+  if (size_ == 1) {
+    copy(out, in);
+    return std::make_unique<DoneRequest>();
+  }
+  CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
+  auto r = std::make_unique<MpiRequest>();
+  MPI_CHECK(MPI_Iallgather(in.raw(), count(in), mpi_type(in), out.raw(), count(in), mpi_type(out), comm_, &r->req));
+  return r;
+}
+
+RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
+  PB_REQUIRE(in.numel() == out.numel() * size_, "ireduce_scatter: input ", in.shape_str(), " is not ", size_,
+             " x output ", out.shape_str());
+  if (size_ == 1) {
+    copy(out, in);
+    return std::make_unique<DoneRequest>();
+  }
+  CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
+  auto r = std::make_unique<MpiRequest>();
+  MPI_CHECK(MPI_Ireduce_scatter_block(in.raw(), out.raw(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_,
+                                      &r->req));
+  return r;
+}
+
+RequestPtr MpiCommunicator::isend(const Tensor& buf, int peer, int tag) {
+  CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
+  auto r = std::make_unique<MpiRequest>();
+  MPI_CHECK(MPI_Isend(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
+  return r;
+}
+
+RequestPtr MpiCommunicator::irecv(Tensor& buf, int peer, int tag) {
+  CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
+  auto r = std::make_unique<MpiRequest>();
+  MPI_CHECK(MPI_Irecv(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
+  return r;
+}
+
+void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
+
+double MpiCommunicator::all_reduce_scalar(double v, ReduceOp op) {
+  if (size_ == 1) return v;
+  CommLedger::get().record(name_, CommOp::AllReduce, size_, 8);
+  double out = 0;
+  MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_));
+  return out;
+}
+
+}  // namespace pb

@@ -1,0 +1,63 @@
+/* Tensor of the optimized path: shape, dtype, device and a category, over storage from
+ * the tracking allocator; owning, or a view sharing another tensor's storage.
+ *
+ * Row-major, contiguous. Activations are 2-D [tokens, features] with token row
+ * t = b*S + s, as in the reference (reference/common/tensor.h).
+ */
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "optimized/core/allocator.h"
+
+namespace pb {
+
+enum class DType { F32, BF16 };
+enum class Device { CPU, CUDA };
+size_t dtype_bytes(DType d);
+const char* dtype_name(DType d);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  static Tensor empty(std::vector<int64_t> shape, MemCategory cat, DType dt = DType::F32, Device dev = Device::CPU);
+  static Tensor zeros(std::vector<int64_t> shape, MemCategory cat, DType dt = DType::F32, Device dev = Device::CPU);
+
+  bool defined() const { return bool(st_); }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t dim(int i) const { return shape_[size_t(i)]; }
+  int64_t rows() const { return shape_.empty() ? 0 : shape_[0]; }
+  int64_t cols() const { return numel() / (rows() ? rows() : 1); }  // product of the trailing dims
+  int64_t numel() const;
+  size_t bytes() const { return size_t(numel()) * dtype_bytes(dtype_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  MemCategory category() const;
+
+  // Host pointers (CPU tensors, F32).
+  float* f32();
+  const float* f32() const;
+  void* raw() { return static_cast<char*>(base()) + offset_ * int64_t(dtype_bytes(dtype_)); }
+  const void* raw() const { return const_cast<Tensor*>(this)->raw(); }
+
+  // A view of numel(shape) elements starting at element `offset` of this tensor.
+  Tensor view(int64_t offset, std::vector<int64_t> shape) const;
+  // Rows r0 .. r0+n-1 of a tensor seen as [rows, cols].
+  Tensor slice_rows(int64_t r0, int64_t n) const;
+
+  std::string shape_str() const;
+
+ private:
+  struct Storage;
+  void* base() const;
+  std::shared_ptr<Storage> st_;
+  int64_t offset_ = 0;
+  std::vector<int64_t> shape_;
+  DType dtype_ = DType::F32;
+  Device device_ = Device::CPU;
+};
+
+}  // namespace pb

@@ -1,0 +1,40 @@
+/* Gradient sync, global norm and AdamW of the distributed model (see dist_optimizer.h). */
+#include "optimized/model/dist_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "optimized/kernels/ops.h"
+#include "optimized/parallel/dp_grad_sync.h"
+
+namespace pb {
+
+double DistOptimizer::step() {
+  PhaseScope phase(Phase::Optimizer);
+  DistParams& P = model_.params();
+  if (model_.config().features.sp) {
+    Tensor norms = P.replicated_grads();
+    grid_.tp().all_reduce(norms);
+  }
+  dp_all_reduce_mean(P.grad_buffer(), grid_.dp());
+  double sq = 0;
+  for (const auto& p : P.all())
+    if (!p.is_norm || grid_.tp_rank() == 0) sq += ops::sum_squares(p.g);
+  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
+  const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
+  t_ += 1;
+  ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
+                   1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
+  for (auto& p : P.all()) {
+    h.weight_decay = p.is_norm ? 0.0f : float(tc_.weight_decay);
+    ops::adamw(p.w, p.g, p.m, p.v, h);
+  }
+  return norm;
+}
+
+double DistOptimizer::average_loss(double local_mean) {
+  PhaseScope phase(Phase::Optimizer);
+  return grid_.dp().all_reduce_scalar(local_mean) / grid_.layout().dp;
+}
+
+}  // namespace pb

@@ -1,0 +1,36 @@
+/* The optimizer step of the distributed model: gradient synchronization, the global
+ * gradient norm, clipping and AdamW on this rank's shards.
+ *
+ *   1. SP: all-reduce the replicated norm-weight gradients over TP (each rank saw only
+ *      its N/TP rows) — one call over the leading block of the gradient buffer.
+ *   2. DP: all-reduce the whole gradient buffer over DP and divide by DP (mean over
+ *      the DP*m micro-batches, each already scaled by 1/m).
+ *   3. norm^2 = sum over TP-sharded grads + (TP rank 0 only) replicated grads, all-reduced
+ *      over the model-parallel group: every element of the global model counted once.
+ *   4. AdamW with the clip coefficient min(1, clip / (norm + 1e-6)) (reference/model/adamw.h).
+ * All calls are accounted in the optimizer phase.
+ */
+#pragma once
+
+#include "optimized/model/dist_model.h"
+#include "reference/model/config.h"
+
+namespace pb {
+
+class DistOptimizer {
+ public:
+  DistOptimizer(DistModel& model, ProcessGrid& grid, const ref::TrainConfig& tc)
+      : model_(model), grid_(grid), tc_(tc) {}
+  // Returns the global gradient norm before clipping.
+  double step();
+  // The DP-averaged loss of the step (the mean of the ranks' local means).
+  double average_loss(double local_mean);
+
+ private:
+  DistModel& model_;
+  ProcessGrid& grid_;
+  ref::TrainConfig tc_;
+  int64_t t_ = 0;
+};
+
+}  // namespace pb

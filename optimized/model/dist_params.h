@@ -1,0 +1,53 @@
+/* The parameters of the distributed model: each rank's shard of every reference
+ * parameter, with its place in the global tensor, stored as views into contiguous
+ * parameter, gradient and Adam-moment buffers (one buffer each, so that gradient
+ * reduction is one collective and ZeRO can later shard the buffers).
+ *
+ * Buffer order: the replicated tensors (norm weights) first, then the TP-sharded ones, so
+ * the SP norm-gradient all-reduce is one call over the leading block.
+ * Sharding over TP (t ranks, this rank r), in the reference's [out, in] layout:
+ *   rows  : embed, lm_head (V/t rows), q (A/t heads), k, v (G/t heads), gate, up (F/t)
+ *   cols  : o (A/t heads of columns), down (F/t columns)
+ *   none  : the RMSNorm weights (replicated)
+ * Init: element (i, j) of a shard is ref::init_value(seed, name, gi*cols + gj) of its
+ * global index, so shards equal slices of the reference's tensors bit for bit.
+ */
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "optimized/core/tensor.h"
+#include "reference/model/config.h"
+
+namespace pb {
+
+enum class ShardDim { None, Rows, Cols };
+
+struct ShardedParam {
+  std::string name;             // Hugging Face name of the global tensor
+  int64_t global_rows = 0, global_cols = 0;
+  ShardDim dim = ShardDim::None;
+  int64_t row0 = 0, col0 = 0;   // this shard's offset in the global tensor
+  bool is_norm = false;         // 1-D in files, replicated, not weight-decayed
+  Tensor w, g, m, v;            // (rows, cols) views into the buffers
+};
+
+class DistParams {
+ public:
+  DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed);
+  std::vector<ShardedParam>& all() { return params_; }
+  const std::vector<ShardedParam>& all() const { return params_; }
+  ShardedParam& get(const std::string& name);
+  Tensor& grad_buffer() { return grads_; }
+  Tensor replicated_grads();       // the leading block of norm-weight grads
+  int64_t replicated_numel() const { return replicated_numel_; }
+  void zero_grads();
+
+ private:
+  std::vector<ShardedParam> params_;
+  Tensor weights_, grads_, m_, v_;
+  int64_t replicated_numel_ = 0;
+};
+
+}  // namespace pb

@@ -1,0 +1,14 @@
+/* DP gradient all-reduce and averaging (see dp_grad_sync.h). */
+#include "optimized/parallel/dp_grad_sync.h"
+
+#include "optimized/kernels/ops.h"
+
+namespace pb {
+
+void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
+  if (dp.size() == 1) return;
+  dp.all_reduce(grads);
+  ops::scale_(grads, 1.0f / float(dp.size()));
+}
+
+}  // namespace pb

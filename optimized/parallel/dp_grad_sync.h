@@ -1,0 +1,13 @@
+/* Data parallelism: after the last micro-batch's backward, the gradient buffer is
+ * all-reduced over the DP group and divided by DP, so every replica steps with the mean
+ * gradient (one collective over the contiguous buffer; bucketing and overlap come with
+ * the overlap_grad_reduce feature). */
+#pragma once
+
+#include "optimized/comm/communicator.h"
+
+namespace pb {
+
+void dp_all_reduce_mean(Tensor& grads, Communicator& dp);
+
+}  // namespace pb

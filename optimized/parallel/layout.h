@@ -1,0 +1,37 @@
+/* Parallel layout (degrees) and its validation against a model and training config.
+ *
+ * world = DP * TP * PP * CP; EP is carved from DP x CP (EP must divide DP*CP). Every
+ * check throws pb::Error with one line naming the first thing that does not fit.
+ */
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "reference/model/config.h"
+
+namespace pb {
+
+struct Layout {
+  int dp = 1, tp = 1, pp = 1, vpp = 1, cp = 1, ep = 1;
+  int world() const { return dp * tp * pp * cp; }
+  std::string str() const;  // "dp2 tp2" (degrees > 1), or "1 rank"
+};
+
+struct Features {
+  bool sp = false;  // Megatron sequence parallelism (needs TP)
+};
+
+// Techniques known to the parser; `implemented` says whether this build runs them.
+struct FeatureInfo {
+  const char* name;
+  const char* summary;
+  bool implemented;
+};
+const std::vector<FeatureInfo>& known_features();
+// Parses feature names; unknown or not-yet-implemented names throw with one line.
+Features parse_features(const std::vector<std::string>& names);
+
+void validate_layout(const Layout& l, const ref::ModelConfig& mc, const ref::TrainConfig& tc, const Features& f);
+
+}  // namespace pb

@@ -1,0 +1,53 @@
+/* The process grid: every group and neighbour of this rank, derived once.
+ *
+ * Rank order is Megatron's: TP fastest, then CP, then DP, then PP:
+ *   rank = tp_r + TP * (cp_r + CP * (dp_r + DP * pp_r))
+ * Groups: tp (same cp, dp, pp), cp, dp (same tp, cp, pp), pp, dp_cp (gradient reduction
+ * group when CP > 1), ep (EP consecutive ranks of dp_cp) and expert-dp (strided), and mp
+ * (tp x pp: the model-parallel group of the gradient norm). Prints itself as
+ * TP(1/2)-CP(0/1)-DP(0/4)-PP(1/2).
+ */
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+
+#include "optimized/comm/mpi_communicator.h"
+#include "optimized/parallel/layout.h"
+
+namespace pb {
+
+class ProcessGrid {
+ public:
+  // comm: the ranks of this case (its size must equal layout.world()).
+  ProcessGrid(MPI_Comm comm, const Layout& layout);
+
+  const Layout& layout() const { return layout_; }
+  int rank() const { return rank_; }
+  int tp_rank() const { return tp_r_; }
+  int cp_rank() const { return cp_r_; }
+  int dp_rank() const { return dp_r_; }
+  int pp_rank() const { return pp_r_; }
+  Communicator& world() { return *world_; }
+  Communicator& tp() { return *tp_; }
+  Communicator& cp() { return *cp_; }
+  Communicator& dp() { return *dp_; }
+  Communicator& pp() { return *pp_; }
+  Communicator& dp_cp() { return *dp_cp_; }
+  Communicator& ep() { return *ep_; }
+  Communicator& expert_dp() { return *edp_; }
+  Communicator& mp() { return *mp_; }
+  std::string describe() const;
+  // Raw communicators, for harness bookkeeping that must stay out of the accounting.
+  MPI_Comm raw_tp() const { return tp_->comm(); }
+  MPI_Comm raw_world() const { return world_->comm(); }
+
+ private:
+  Layout layout_;
+  int rank_ = 0, tp_r_ = 0, cp_r_ = 0, dp_r_ = 0, pp_r_ = 0;
+  std::unique_ptr<MpiCommunicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, mp_;
+};
+
+}  // namespace pb

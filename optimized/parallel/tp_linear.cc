@@ -1,0 +1,59 @@
+/* Column- and row-parallel linears, TP and SP (see tp_linear.h). */
+#include "optimized/parallel/tp_linear.h"
+
+#include "optimized/kernels/ops.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+Tensor sp_gather(const Tensor& shard, TpContext& ctx) {
+  if (!ctx.sp) return shard;
+  Tensor full = Tensor::empty({shard.rows() * ctx.tp.size(), shard.cols()}, MemCategory::CommBuffers);
+  ctx.tp.all_gather(full, shard);
+  return full;
+}
+
+void sp_reduce(Tensor& out, Tensor& partial, TpContext& ctx) {
+  if (ctx.sp) {
+    ctx.tp.reduce_scatter(out, partial);
+  } else {
+    ctx.tp.all_reduce(partial);
+    ops::copy(out, partial);
+  }
+}
+
+void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws,
+                    TpContext& ctx) {
+  const Tensor x_full = sp_gather(x, ctx);  // (N, in)
+  for (size_t i = 0; i < ws.size(); ++i) ops::linear_forward(*ys[i], x_full, *ws[i]);
+}
+
+void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
+                     const Tensor& x, const std::vector<const Tensor*>& ws, TpContext& ctx) {
+  const int64_t N = dys[0]->rows(), in = ws[0]->cols();
+  Tensor dx_full = Tensor::empty({N, in}, MemCategory::Workspace);  // (N, in) partial over TP
+  Tensor tmp = Tensor::empty({N, in}, MemCategory::Workspace);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    ops::linear_backward_input(i == 0 ? dx_full : tmp, *dys[i], *ws[i]);
+    if (i > 0) ops::add_(dx_full, tmp);
+  }
+  {
+    const Tensor x_full = sp_gather(x, ctx);  // SP: the re-gather of the saved shard
+    for (size_t i = 0; i < ws.size(); ++i) ops::linear_backward_weight(*dws[i], *dys[i], x_full);
+  }
+  sp_reduce(dx, dx_full, ctx);
+}
+
+void row_forward(Tensor& y, const Tensor& x, const Tensor& w, TpContext& ctx) {
+  Tensor partial = Tensor::empty({x.rows(), w.rows()}, MemCategory::Workspace);  // (N, out)
+  ops::linear_forward(partial, x, w);
+  sp_reduce(y, partial, ctx);
+}
+
+void row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, TpContext& ctx) {
+  const Tensor dy_full = sp_gather(dy, ctx);  // (N, out)
+  ops::linear_backward_input(dx, dy_full, w);
+  ops::linear_backward_weight(dw, dy_full, x);
+}
+
+}  // namespace pb

@@ -1,0 +1,41 @@
+/* Vocab-parallel embedding and cross-entropy (see tp_vocab.h). */
+#include "optimized/parallel/tp_vocab.h"
+
+#include "optimized/kernels/ops.h"
+
+namespace pb {
+
+void vocab_embedding_forward(Tensor& x, const std::vector<int64_t>& tokens, const Tensor& table, int64_t vocab_start,
+                             TpContext& ctx) {
+  Tensor partial = Tensor::empty({int64_t(tokens.size()), table.cols()}, MemCategory::Workspace);  // (N, H)
+  ops::embedding_forward(partial, tokens, table, vocab_start);
+  sp_reduce(x, partial, ctx);
+}
+
+void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const std::vector<int64_t>& tokens,
+                              int64_t vocab_start, TpContext& ctx) {
+  const Tensor dx_full = sp_gather(dx, ctx);  // (N, H)
+  ops::embedding_backward(dtable, dx_full, tokens, vocab_start);
+}
+
+double vocab_ce_forward(CeState& st, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
+                        TpContext& ctx) {
+  const int64_t N = logits.rows();
+  st.mx = Tensor::empty({N}, MemCategory::Activations);
+  st.se = Tensor::empty({N}, MemCategory::Activations);
+  Tensor tl = Tensor::empty({N}, MemCategory::Workspace);
+  ops::ce_row_max(st.mx, logits);
+  ctx.tp.all_reduce(st.mx, ReduceOp::Max);
+  ops::ce_target_logit(tl, logits, labels, vocab_start);
+  ctx.tp.all_reduce(tl);
+  ops::ce_sum_exp(st.se, logits, st.mx);
+  ctx.tp.all_reduce(st.se);
+  return ops::ce_loss_sum(st.mx, st.se, tl) / double(N);
+}
+
+void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const std::vector<int64_t>& labels,
+                       int64_t vocab_start, float dloss) {
+  ops::ce_backward(dlogits, logits, st.mx, st.se, labels, vocab_start, dloss / float(logits.rows()));
+}
+
+}  // namespace pb

@@ -1,0 +1,234 @@
+/* The results report: four Markdown tables (and CSV sections) from a results document;
+ * FAIL where a check fails, comm shares summing to 100 % per case, "—" for null or
+ * missing fields, and no exception on a partial document. */
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "harness/report.h"
+
+namespace pb::test {
+
+using harness::csv_tables;
+using harness::markdown_report;
+using nlohmann::json;
+
+static json check(const std::string& tensor, double rel_err, double tol = 1e-5) {
+  return {{"tensor", tensor}, {"rel_err", rel_err}, {"max_abs", rel_err * 10}, {"tol", tol}, {"pass", rel_err <= tol}};
+}
+
+static json comm_row(const std::string& group, const std::string& op, const std::string& phase, int64_t calls,
+                     int64_t bytes) {
+  return {{"group", group},           {"op", op},
+          {"phase", phase},           {"calls", calls},
+          {"bytes", bytes},           {"bus_bytes", double(bytes)},
+          {"predicted_calls", calls}, {"predicted_bytes", bytes}};
+}
+
+static json make_case(const std::string& name, json layout, double median) {
+  return {
+      {"name", name},
+      {"features", {"sp"}},
+      {"layout", layout},
+      {"backend", "cpu"},
+      {"dtype", "fp32"},
+      {"steps", 3},
+      {"seed", 1234},
+      {"status", "pass"},
+      {"checks",
+       {check("loss.step1", 1.2e-7), check("loss.step2", 1.5e-7), check("grad.model.layers.0.mlp.up_proj.weight", 3e-7),
+        check("grad.lm_head.weight", 4e-7), check("param.lm_head.weight", 2e-7),
+        json{{"tensor", "comm"}, {"rel_err", 0}, {"max_abs", 0}, {"tol", 0}, {"pass", true}}}},
+      {"throughput",
+       {{"step_ms_median", median},
+        {"step_ms_min", median * 0.9},
+        {"step_ms_max", median * 1.2},
+        {"tokens_per_s", 64000.0 / median},
+        {"model_tflops", 0.0031},
+        {"mfu", nullptr},
+        {"peak_tflops", nullptr}}},
+      {"memory",
+       {{{"rank", 0}, {"category", "params"}, {"measured_bytes", 1048576}, {"predicted_bytes", 1048576}},
+        {{"rank", 0}, {"category", "activations"}, {"measured_bytes", 3000}, {"predicted_bytes", 2000}},
+        {{"rank", 1}, {"category", "workspace"}, {"measured_bytes", 512}, {"predicted_bytes", 0}}}},
+      {"comm", json::array()}};
+}
+
+// Two cases following parabench.results/1: dp2 x tp2 with TP and DP traffic, and pp2.
+static json make_results() {
+  json a = make_case("dp2_tp2", {{"dp", 2}, {"tp", 2}, {"pp", 1}, {"vpp", 1}, {"cp", 1}, {"ep", 1}}, 12.5);
+  a["comm"] = {comm_row("dp", "all_reduce", "optimizer", 3, 4194304),
+               comm_row("tp", "all_reduce", "backward", 30, 122880),
+               comm_row("tp", "all_reduce", "forward", 30, 122880), comm_row("tp", "all_gather", "forward", 10, 40960)};
+  json b = make_case("pp2", {{"dp", 1}, {"tp", 1}, {"pp", 2}, {"vpp", 1}, {"cp", 1}, {"ep", 1}}, 20.0);
+  b["features"] = json::array();
+  b["throughput"]["mfu"] = 0.4;
+  b["throughput"]["peak_tflops"] = 100.0;
+  b["comm"] = {comm_row("pp", "send", "forward", 6, 24576), comm_row("pp", "recv", "backward", 6, 24576)};
+  return {{"schema", "parabench.results/1"},
+          {"created", "2026-11-22T01:00:00Z"},
+          {"suite", "smoke"},
+          {"env",
+           {{"git_sha", "ca8826c"},
+            {"host", "node1"},
+            {"cpu_model", "Intel(R) Xeon(R)"},
+            {"cores", 2},
+            {"world_size", 4},
+            {"mpi_library", "Open MPI v4.1.4"},
+            {"cuda_version", nullptr},
+            {"gpu", nullptr}}},
+          {"cases", {a, b}}};
+}
+
+static std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cell;
+  std::istringstream in(s);
+  while (std::getline(in, cell, sep)) out.push_back(cell);
+  return out;
+}
+
+static std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(' '), e = s.find_last_not_of(' ');
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// Body rows of the Markdown table under "## title", cells trimmed.
+static std::vector<std::vector<std::string>> md_rows(const std::string& md, const std::string& title) {
+  std::vector<std::vector<std::string>> rows;
+  size_t at = md.find("## " + title + "\n");
+  if (at == std::string::npos) return rows;
+  std::vector<std::string> lines = split(md.substr(at), '\n');
+  for (size_t i = 4; i < lines.size() && !lines[i].empty() && lines[i][0] == '|'; ++i) {  // title, blank, header, rule
+    std::vector<std::string> cells;
+    for (const auto& c : split(lines[i].substr(1), '|')) cells.push_back(trim(c));
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+TEST(Report, HasTheFourSectionsAndTheEnvironment) {
+  const std::string md = markdown_report(make_results());
+  for (const char* title : {"## Equivalence", "## Throughput", "## Memory", "## Communication"})
+    EXPECT_NE(md.find(title), std::string::npos) << title << "\n" << md;
+  for (const char* env :
+       {"smoke", "2026-11-22T01:00:00Z", "ca8826c", "node1", "Intel(R) Xeon(R)", "world size 4", "Open MPI v4.1.4"})
+    EXPECT_NE(md.find(env), std::string::npos) << env;
+  EXPECT_EQ(md.find("FAIL"), std::string::npos) << md;
+  const std::string csv = csv_tables(make_results());
+  for (const char* title : {"# equivalence\n", "# throughput\n", "# memory\n", "# communication\n"})
+    EXPECT_NE(csv.find(title), std::string::npos) << title;
+  EXPECT_NE(csv.find(",4194304,"), std::string::npos) << "CSV bytes are exact";
+}
+
+TEST(Report, EquivalenceGroupsChecksByKindAndShowsFail) {
+  json r = make_results();
+  r["cases"][0]["checks"][3]["rel_err"] = 2e-3;
+  r["cases"][0]["checks"][3]["pass"] = false;
+  auto rows = md_rows(markdown_report(r), "Equivalence");
+  ASSERT_EQ(rows.size(), 8u);  // 2 cases x {loss, grad, param, comm}
+  // case, status, kind, tensors, worst rel_err, worst tensor, worst max_abs, tol, result
+  EXPECT_EQ(rows[1][2], "grad");
+  EXPECT_EQ(rows[1][3], "2");
+  EXPECT_EQ(rows[1][4], "2.00e-03");
+  EXPECT_EQ(rows[1][5], "grad.lm_head.weight");
+  EXPECT_EQ(rows[1][8], "FAIL");
+  EXPECT_EQ(rows[0][8], "PASS");
+  EXPECT_EQ(rows[0][4], "1.50e-07");
+}
+
+TEST(Report, CommSharesSumToHundredPerCaseAndRowsAreSortedByPhase) {
+  auto rows = md_rows(markdown_report(make_results()), "Communication");
+  ASSERT_EQ(rows.size(), 6u);
+  // case, group, op, phase, bytes/transfer, transfers, total, share %, predicted, match
+  double dp_tp = 0, pp = 0;
+  for (const auto& row : rows) (row[0] == "pp2" ? pp : dp_tp) += std::stod(row[7]);
+  EXPECT_NEAR(dp_tp, 100.0, 0.05);
+  EXPECT_NEAR(pp, 100.0, 0.05);
+  EXPECT_EQ(rows[0][3], "forward");
+  EXPECT_EQ(rows[0][2], "all_gather");  // forward tp rows: all_gather before all_reduce
+  EXPECT_EQ(rows[2][3], "backward");
+  EXPECT_EQ(rows[3][3], "optimizer");
+  EXPECT_EQ(rows[3][4], "1.33 MiB");  // 4194304 / 3
+  EXPECT_EQ(rows[3][6], "4.00 MiB");
+  EXPECT_EQ(rows[0][9], "✓");
+}
+
+TEST(Report, CommMismatchShowsCross) {
+  json r = make_results();
+  r["cases"][1]["comm"][1]["predicted_bytes"] = 24577;
+  auto rows = md_rows(markdown_report(r), "Communication");
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_EQ(rows[5][9], "✗");
+}
+
+TEST(Report, ThroughputLayoutFeaturesAndMfu) {
+  auto rows = md_rows(markdown_report(make_results()), "Throughput");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0][1], "dp2 tp2");
+  EXPECT_EQ(rows[1][1], "pp2");
+  EXPECT_EQ(rows[0][2], "sp");
+  EXPECT_EQ(rows[0][5], "12.50");
+  EXPECT_EQ(rows[0][10], "—");  // null mfu
+  EXPECT_EQ(rows[0][11], "—");  // null peak
+  EXPECT_EQ(rows[1][10], "40.00%");
+}
+
+TEST(Report, MemoryRatioAndBytes) {
+  auto rows = md_rows(markdown_report(make_results()), "Memory");
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_EQ(rows[0][3], "1.00 MiB");
+  EXPECT_EQ(rows[0][5], "1.000");
+  EXPECT_EQ(rows[1][3], "2.93 KiB");
+  EXPECT_EQ(rows[1][5], "1.500");
+  EXPECT_EQ(rows[2][3], "512 B");
+  EXPECT_EQ(rows[2][5], "—");  // predicted 0
+}
+
+TEST(Report, ErrorCaseShowsItsMessage) {
+  json r = make_results();
+  json& c = r["cases"][1];
+  c["status"] = "error";
+  c["error"] = "rank 1: MPI timeout | after 60 s";
+  c.erase("checks");
+  c.erase("throughput");
+  c.erase("memory");
+  c.erase("comm");
+  const std::string md = markdown_report(r);
+  EXPECT_NE(md.find("error: rank 1: MPI timeout \\| after 60 s"), std::string::npos) << md;
+  EXPECT_NE(md.find("ERROR"), std::string::npos);
+  EXPECT_EQ(md_rows(md, "Throughput")[1][5], "—");
+}
+
+TEST(Report, MissingOptionalFieldsDoNotThrow) {
+  json r = make_results();
+  r.erase("env");
+  r.erase("created");
+  json& c = r["cases"][0];
+  for (const char* k : {"features", "layout", "backend", "dtype", "status"}) c.erase(k);
+  c["throughput"] = {{"step_ms_median", "fast"}};  // wrong type reads as missing
+  c["memory"][0].erase("predicted_bytes");
+  c["comm"][0].erase("calls");
+  c["comm"][1] = 42;  // not even an object
+  c["checks"][0].erase("rel_err");
+  EXPECT_NO_THROW(markdown_report(r));
+  EXPECT_NO_THROW(csv_tables(r));
+  EXPECT_EQ(md_rows(markdown_report(r), "Throughput")[0][1], "1 rank");
+  EXPECT_NO_THROW(markdown_report(json::object()));
+  json no_cases = make_results();
+  no_cases["cases"] = json::array();
+  EXPECT_NE(markdown_report(no_cases).find("_no rows_"), std::string::npos);
+}
+
+TEST(Report, CasesNotAnArrayThrowsOneLine) {
+  json r = make_results();
+  r["cases"] = json::object();
+  EXPECT_THROW(markdown_report(r), std::runtime_error);
+  EXPECT_THROW(csv_tables(json::array()), std::runtime_error);
+}
+
+}  // namespace pb::test
