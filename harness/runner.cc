@@ -62,6 +62,40 @@ json error_result(const Case& c, const std::string& status, const std::string& m
 
 namespace {
 
+// A reference run, every tensor as doubles, by Hugging Face name.
+struct RefRun {
+  std::vector<double> losses;
+  std::vector<std::string> names;  // the reference's parameter order
+  std::map<std::string, std::vector<double>> grads1, final;
+};
+
+template <class T>
+RefRun run_reference(const Case& c) {
+  RefRun r;
+  ref::Trainer<T> tr(c.model, c.reference_train(), ref::init_params<T>(c.model, c.train.seed));
+  auto grab = [&](const ref::ModelParams<T>& p, std::map<std::string, std::vector<double>>& dst, bool names) {
+    ref::for_each_param(p, [&](const std::string& name, const ref::Mat<T>& m, bool) {
+      dst[name] = std::vector<double>(m.data(), m.data() + m.size());
+      if (names) r.names.push_back(name);
+    });
+  };
+  for (int64_t s = 0; s < c.train.steps; ++s) {
+    r.losses.push_back(tr.step().loss);
+    if (s == 0) grab(tr.last_grads(), r.grads1, true);
+  }
+  grab(tr.params(), r.final, false);
+  return r;
+}
+
+double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
 // Gathers a parameter (or gradient) to rank 0 of the case from the TP shards of DP
 // rank 0, as the reference's row-major [rows, cols]. Raw MPI: not accounted.
 std::vector<float> gather_full(const ShardedParam& p, const Tensor& local, ProcessGrid& grid) {
@@ -87,17 +121,18 @@ std::vector<float> gather_full(const ShardedParam& p, const Tensor& local, Proce
   return out;
 }
 
-template <class T>
-json check(const std::string& tensor, const T* out, const T* ref, int64_t n, double tol) {
-  double diff = 0, norm = 0, max_abs = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = double(out[i]) - double(ref[i]);
-    diff += d * d;
-    norm += double(ref[i]) * double(ref[i]);
-    max_abs = std::max(max_abs, std::abs(d));
-  }
-  const double rel = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-  return {{"tensor", tensor}, {"rel_err", rel}, {"max_abs", max_abs}, {"tol", tol}, {"pass", rel <= tol && std::isfinite(rel)}};
+// out against the fp32 reference. The tolerance is the dtype's table value, or twice
+// the fp32 reference's own error against the fp64 reference where that is larger (the
+// FlashAttention rule of DESIGN.md: Adam's normalized update turns 1e-7 gradient noise
+// into ~1e-5 parameter noise at lr 3e-3, in the reference as much as here).
+json check(const std::string& tensor, const std::vector<double>& out, const std::vector<double>& ref32,
+           const std::vector<double>& ref64, double table_tol) {
+  double max_abs = 0;
+  for (size_t i = 0; i < out.size(); ++i) max_abs = std::max(max_abs, std::abs(out[i] - ref32[i]));
+  const double rel = rel_error(out, ref32), ref_err = rel_error(ref32, ref64);
+  const double tol = std::max(table_tol, 2 * ref_err);
+  return {{"tensor", tensor}, {"rel_err", rel}, {"max_abs", max_abs}, {"tol", tol}, {"ref_err", ref_err},
+          {"pass", rel <= tol && std::isfinite(rel)}};
 }
 
 }  // namespace
@@ -111,16 +146,12 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   const ref::TrainConfig rtc = c.reference_train();
   CaseOutcome out;
 
-  // The reference, on rank 0 only.
-  std::vector<ref::StepRecord> ref_steps;
-  ref::ModelParams<float> ref_grads1, ref_final;
+  // The reference, on rank 0 only: in fp32 (what is compared) and in fp64 (the truth
+  // that tells how much of the difference fp32 itself explains).
+  RefRun ref32, ref64;
   if (rank == 0) {
-    ref::Trainer<float> tr(c.model, rtc, ref::init_params<float>(c.model, c.train.seed));
-    for (int64_t s = 0; s < c.train.steps; ++s) {
-      ref_steps.push_back(tr.step());
-      if (s == 0) ref_grads1 = tr.last_grads();
-    }
-    ref_final = tr.params();
+    ref32 = run_reference<float>(c);
+    ref64 = run_reference<double>(c);
   }
 
   // The distributed run.
@@ -165,22 +196,17 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
 
   const Prediction pred = predict(c);
   json checks = json::array();
-  for (size_t s = 0; s < ref_steps.size(); ++s) {
-    const double o = out.losses[s], r = ref_steps[s].loss;
-    checks.push_back(check("loss.step" + std::to_string(s + 1), &o, &r, 1, tol.loss));
-  }
-  std::vector<const ref::Mat<float>*> rg, rp;
-  std::vector<std::string> names;
-  ref::for_each_param(ref_grads1, [&](const std::string& name, const ref::Mat<float>& g, bool) {
-    rg.push_back(&g);
-    names.push_back(name);
-  });
-  ref::for_each_param(ref_final, [&](const std::string&, const ref::Mat<float>& w, bool) { rp.push_back(&w); });
-  for (size_t i = 0; i < names.size(); ++i)
-    checks.push_back(check("grad." + names[i], grads1.at(names[i]).data(), rg[i]->data(), rg[i]->size(), tol.grad));
-  for (size_t i = 0; i < names.size(); ++i) {
-    checks.push_back(check("param." + names[i], finals.at(names[i]).data(), rp[i]->data(), rp[i]->size(), tol.param));
-    out.params.push_back(std::move(finals.at(names[i])));  // in the reference's order
+  for (size_t s = 0; s < ref32.losses.size(); ++s)
+    checks.push_back(check("loss.step" + std::to_string(s + 1), {out.losses[s]}, {ref32.losses[s]},
+                           {ref64.losses[s]}, tol.loss));
+  auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  for (const auto& name : ref32.names)
+    checks.push_back(check("grad." + name, as_double(grads1.at(name)), ref32.grads1.at(name), ref64.grads1.at(name),
+                           tol.grad));
+  for (const auto& name : ref32.names) {
+    checks.push_back(check("param." + name, as_double(finals.at(name)), ref32.final.at(name), ref64.final.at(name),
+                           tol.param));
+    out.params.push_back(std::move(finals.at(name)));  // in the reference's order
   }
 
   // Communication: measured (this rank's ledger) against predicted, exact.

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The parabench command: a suite run writes a complete results file; compare passes on
+# it and detects an injected regression and an injected numerics failure; bad input and
+# a failing rank end with a clear message and a non-zero exit, never a hang.
+set -u
+pb=$1; mpiexec=$2; flags=${3:-}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+run() {  # run NP ARGS... ; output in $work/out, $work/err; status in $rc
+  local np=$1; shift
+  # shellcheck disable=SC2086
+  timeout 120 "$mpiexec" -n "$np" $flags "$pb" "$@" > "$work/out" 2> "$work/err"
+  rc=$?
+}
+
+cat > "$work/small.json" <<'JSON'
+{"suite": "small",
+ "models": {"m": {"hidden_size": 16, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24,
+                  "vocab_size": 32, "num_hidden_layers": 1}},
+ "defaults": {"model": "m", "steps": 2, "train": {"micro_batch_size": 2, "seq_length": 8}},
+ "cases": [{"name": "one"}, {"name": "tp2_sp", "layout": {"tp": 2}, "features": ["sp"]}, {"name": "dp2", "layout": {"dp": 2}}]}
+JSON
+
+# 1. A run: exit 0, results with every schema field, Markdown tables on stdout.
+run 2 run --suite "$work/small.json" --out "$work/r.json" --md "$work/r.md"
+[ "$rc" -eq 0 ] && ok "run exits 0" || { bad "run exit $rc"; cat "$work/err"; }
+python3 - "$work/r.json" <<'PY' && ok "results schema complete" || bad "results schema"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["schema"] == "parabench.results/1"
+for k in ["git_sha", "host", "cpu_model", "cores", "compiler", "mpi_library", "mpi_version", "cuda_version", "nccl_version"]:
+    assert k in r["env"], k
+assert len(r["cases"]) == 3
+for c in r["cases"]:
+    for k in ["name", "features", "layout", "backend", "dtype", "status", "checks", "throughput", "memory", "comm"]:
+        assert k in c, (c["name"], k)
+    assert set(c["layout"]) == {"dp", "tp", "pp", "vpp", "cp", "ep"}
+    assert c["status"] == "pass", c["name"]
+    for ch in c["checks"]:
+        assert set(ch) >= {"tensor", "rel_err", "max_abs", "tol", "pass"}
+    for k in ["step_ms_median", "step_ms_min", "step_ms_max", "tokens_per_s", "model_tflops", "mfu", "peak_tflops"]:
+        assert k in c["throughput"], k
+    for m in c["memory"]:
+        assert set(m) >= {"rank", "category", "measured_bytes", "predicted_bytes"}
+    for row in c["comm"]:
+        assert set(row) >= {"group", "op", "phase", "calls", "bytes", "bus_bytes", "predicted_bytes"}
+tp = [c for c in r["cases"] if c["name"] == "tp2_sp"][0]
+assert any(row["op"] == "reduce_scatter" for row in tp["comm"])
+PY
+grep -q "^## Communication" "$work/out" && grep -q "^## Memory" "$work/r.md" && ok "markdown tables" || bad "markdown tables"
+
+# 2. compare: identical passes; injected regressions fail.
+"$pb" compare "$work/r.json" "$work/r.json" > /dev/null && ok "compare identical" || bad "compare identical"
+python3 - "$work/r.json" "$work" <<'PY'
+import json, sys, copy
+r = json.load(open(sys.argv[1])); w = sys.argv[2]
+slow = copy.deepcopy(r); slow["cases"][0]["throughput"]["step_ms_median"] *= 3
+json.dump(slow, open(w + "/slow.json", "w"))
+num = copy.deepcopy(r); num["cases"][1]["checks"][2]["rel_err"] = 1.0; num["cases"][1]["checks"][2]["pass"] = False
+num["cases"][1]["status"] = "fail"
+json.dump(num, open(w + "/numerics.json", "w"))
+comm = copy.deepcopy(r); comm["cases"][1]["comm"][0]["bytes"] += 4
+json.dump(comm, open(w + "/comm.json", "w"))
+PY
+"$pb" compare "$work/r.json" "$work/slow.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects a 3x step time" || bad "timing regression missed"
+"$pb" compare --no-timing "$work/r.json" "$work/slow.json" > /dev/null 2>&1 && ok "--no-timing ignores it" || bad "--no-timing"
+"$pb" compare --no-timing "$work/r.json" "$work/numerics.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects a numerics failure" || bad "numerics failure missed"
+"$pb" compare --no-timing "$work/r.json" "$work/comm.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects 4 more comm bytes" || bad "comm change missed"
+"$pb" report "$work/r.json" | grep -q "^## Equivalence" && ok "report" || bad "report"
+
+# 3. Bad input: non-zero exit, the reason in one line, no hang.
+expect_error() {  # what np needle args...
+  local what=$1 np=$2 needle=$3; shift 3
+  run "$np" "$@"
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q -- "$needle" "$work/err"; then ok "$what: exit $rc: $(grep -m1 -- "$needle" "$work/err")"
+  else bad "$what: exit $rc"; cat "$work/err"; fi
+}
+printf '{"cases": [' > "$work/malformed.json"
+expect_error "malformed case file" 2 "malformed JSON" run --suite "$work/malformed.json"
+sed 's/"features": \["sp"\]/"features": ["warp_drive"]/' "$work/small.json" > "$work/unknown.json"
+expect_error "unknown technique" 2 "unknown feature 'warp_drive'" run --suite "$work/unknown.json"
+sed 's/"layout": {"tp": 2}/"layout": {"tp": 3}/' "$work/small.json" > "$work/layout.json"
+expect_error "impossible layout" 2 "tp 3 does not divide" run --suite "$work/layout.json"
+sed 's/"layout": {"dp": 2}/"layout": {"dp": 4}/' "$work/small.json" > "$work/ranks.json"
+expect_error "more ranks than started" 2 "needs 4 ranks, only 2 started" run --suite "$work/ranks.json"
+sed 's/"name": "one"}/"name": "one", "colour": "red"}/' "$work/small.json" > "$work/key.json"
+expect_error "unknown key" 2 "unknown key 'colour'" run --suite "$work/key.json"
+expect_error "unknown suite" 2 "no suite or case file" run --suite no_such_suite
+expect_error "unknown subcommand option" 1 "parabench: error:" run --suite smoke --bogus
+expect_error "compare of a non-results file" 1 "parabench: error:" compare "$work/small.json" "$work/r.json"
+
+# 4. An exception on one rank aborts the job with that rank's message.
+expect_error "failing rank" 2 "\[rank 1/2 .*injected failure" run --suite "$work/small.json" --inject-failure 1
+exit $fail
