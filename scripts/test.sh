@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Bootstraps (installs, configures, builds), then runs every test with ctest. Exits
-# non-zero on any failure. GPU tests skip themselves on machines without a GPU.
+# Bootstraps (installs, configures, builds), runs every test with ctest, then gates the
+# smoke suite against the committed CPU baseline (numerics and communication; step times
+# are too noisy on CI to gate). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-cd "${PB_BUILD_DIR:-build}"
-ctest --output-on-failure -j "${PB_JOBS:-$(nproc)}" "$@"
+build=${PB_BUILD_DIR:-build}
+(cd "$build" && ctest --output-on-failure -j "${PB_JOBS:-$(nproc)}" "$@")
+mkdir -p "$build/results"
+scripts/mpirun.sh 4 "$build/bin/parabench" run --suite smoke --out "$build/results/cpu-smoke.json" > /dev/null
+"$build/bin/parabench" compare --no-timing results/baselines/cpu-smoke.json "$build/results/cpu-smoke.json"
