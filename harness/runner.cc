@@ -64,7 +64,7 @@ namespace {
 
 // A reference run, every tensor as doubles, by Hugging Face name.
 struct RefRun {
-  std::vector<double> losses;
+  std::vector<double> losses, grad_norms;
   std::vector<std::string> names;  // the reference's parameter order
   std::map<std::string, std::vector<double>> grads1, final;
 };
@@ -80,7 +80,9 @@ RefRun run_reference(const Case& c) {
     });
   };
   for (int64_t s = 0; s < c.train.steps; ++s) {
-    r.losses.push_back(tr.step().loss);
+    const ref::StepRecord rec = tr.step();
+    r.losses.push_back(rec.loss);
+    r.grad_norms.push_back(rec.grad_norm);
     if (s == 0) grab(tr.last_grads(), r.grads1, true);
   }
   grab(tr.params(), r.final, false);
@@ -161,6 +163,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   CommLedger::get().clear();
   TrackingAllocator::host().reset_peaks();
   std::vector<double> step_ms;
+  std::vector<double>& grad_norms = out.grad_norms;
   std::map<std::string, std::vector<float>> grads1, finals;  // by name
   {
     ProcessGrid grid(comm, c.layout);
@@ -179,7 +182,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
         loss += model.forward_backward(b, 1.0f / float(m)) / double(m);
       }
       out.losses.push_back(optim.average_loss(loss));
-      optim.step();
+      grad_norms.push_back(optim.step());
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, comm));
       step_ms.push_back(ms);
@@ -202,6 +205,9 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   for (size_t s = 0; s < ref32.losses.size(); ++s)
     checks.push_back(check("loss.step" + std::to_string(s + 1), {out.losses[s]}, {ref32.losses[s]},
                            {ref64.losses[s]}, tol.loss, 0.0));
+  for (size_t s = 0; s < ref32.grad_norms.size(); ++s)  // the global norm over all shards, before clipping
+    checks.push_back(check("gradnorm.step" + std::to_string(s + 1), {grad_norms[s]}, {ref32.grad_norms[s]},
+                           {ref64.grad_norms[s]}, tol.grad, 0.0));
   auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
   for (const auto& name : ref32.names)
     checks.push_back(check("grad." + name, as_double(grads1.at(name)), ref32.grads1.at(name), ref64.grads1.at(name),

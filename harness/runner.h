@@ -35,6 +35,7 @@ void validate_case(const Case& c, int world_size);
 struct CaseOutcome {
   nlohmann::json result;                   // the case's results entry (rank 0 of the case)
   std::vector<double> losses;              // per-step loss (all ranks)
+  std::vector<double> grad_norms;          // per-step global gradient norm before clipping (all ranks)
   std::vector<std::vector<float>> params;  // final parameters, gathered (rank 0)
 };
 

@@ -75,7 +75,11 @@ static std::vector<Case> cases_for(int world) {
       make_case("dp2_tp2_sp", gqa, 2, 2, true),
       make_case("dp2_tp2", odd, 2, 2, false, 2, 6, 1),
       make_case("dp4", gqa, 4, 1, false, 1, 8, 1),
+      make_case("tp2_sp_clip", gqa, 1, 2, true),
+      make_case("dp2_tp2_sp_clip", odd, 2, 2, true, 2, 6, 1),
   };
+  for (auto& c : all)
+    if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
   std::vector<Case> out;
   for (auto& c : all)
     if (c.layout.world() == world) out.push_back(c);
@@ -97,7 +101,9 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
       EXPECT_TRUE(ch["pass"].get<bool>()) << ch.dump();
       ++checks;
     }
-    EXPECT_EQ(checks, int(c.train.steps) + 2 * (3 + 9 * int(c.model.num_hidden_layers)) + 1);
+    EXPECT_EQ(checks, 2 * int(c.train.steps) + 2 * (3 + 9 * int(c.model.num_hidden_layers)) + 1);
+    if (c.name.ends_with("_clip"))  // the clipping path really ran
+      EXPECT_GT(o.grad_norms.at(0), 2 * c.train.clip_grad);
     bool saw_tp = false, saw_dp = false;
     for (const auto& row : r["comm"]) {
       EXPECT_EQ(row["bytes"], row["predicted_bytes"]) << row.dump();
