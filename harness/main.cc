@@ -43,7 +43,7 @@ class Watchdog {
   Watchdog(double seconds, std::string what) : thread_([this, seconds, what] {
       std::unique_lock<std::mutex> lk(mu_);
       if (!cv_.wait_for(lk, std::chrono::duration<double>(seconds), [this] { return done_; }))
-        abort_job("timeout: " + what + " ran longer than --timeout " + std::to_string(int(seconds)) + " s", 124);
+        abort_job("timeout: " + what + " ran longer than --timeout " + std::to_string(seconds) + " s", 3);
     }) {}
   ~Watchdog() {
     {

@@ -6,6 +6,7 @@
  *   all_gather(out, in)          out (n*rows(in), ...) = [in_0; in_1; ...; in_{n-1}]
  *   reduce_scatter(out, in)      out = row block r of sum over ranks of in (n*rows(out), ...)
  *   all_to_all(out, in)          row block j of in goes to rank j, arriving as block r
+ *   all_to_all_v(out, recv_rows, in, send_rows)   the same with per-rank row counts
  *   broadcast(buf, root), send/recv(buf, peer)
  * Non-blocking variants return a Request to wait on. Every call is accounted in the
  * CommLedger under the group's name and the current phase; a group of size 1
@@ -42,6 +43,8 @@ class Communicator {
   virtual void all_gather(Tensor& out, const Tensor& in) = 0;
   virtual void reduce_scatter(Tensor& out, const Tensor& in) = 0;
   virtual void all_to_all(Tensor& out, const Tensor& in) = 0;
+  virtual void all_to_all_v(Tensor& out, const std::vector<int64_t>& recv_rows, const Tensor& in,
+                            const std::vector<int64_t>& send_rows) = 0;
   virtual void broadcast(Tensor& buf, int root) = 0;
   virtual void send(const Tensor& buf, int peer, int tag = 0) = 0;
   virtual void recv(Tensor& buf, int peer, int tag = 0) = 0;

@@ -97,6 +97,30 @@ void MpiCommunicator::all_to_all(Tensor& out, const Tensor& in) {
   MPI_CHECK(MPI_Alltoall(in.raw(), n, mpi_type(in), out.raw(), n, mpi_type(out), comm_));
 }
 
+void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv_rows, const Tensor& in,
+                                   const std::vector<int64_t>& send_rows) {
+  PB_REQUIRE(int(send_rows.size()) == size_ && int(recv_rows.size()) == size_, "all_to_all_v: ", size_,
+             " row counts needed");
+  const int64_t cols = in.cols();
+  const size_t n = static_cast<size_t>(size_);
+  std::vector<int> sc(n), sd(n), rc(n), rd(n);
+  int64_t s_off = 0, r_off = 0;
+  for (int q = 0; q < size_; ++q) {
+    sc[size_t(q)] = int(send_rows[size_t(q)] * cols);
+    sd[size_t(q)] = int(s_off);
+    rc[size_t(q)] = int(recv_rows[size_t(q)] * cols);
+    rd[size_t(q)] = int(r_off);
+    s_off += sc[size_t(q)];
+    r_off += rc[size_t(q)];
+  }
+  PB_REQUIRE(s_off == in.numel() && r_off == out.numel(), "all_to_all_v: row counts (", s_off, " and ", r_off,
+             " elements) do not cover input ", in.shape_str(), " and output ", out.shape_str());
+  if (size_ == 1) return copy(out, in);
+  CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
+  MPI_CHECK(MPI_Alltoallv(in.raw(), sc.data(), sd.data(), mpi_type(in), out.raw(), rc.data(), rd.data(),
+                          mpi_type(out), comm_));
+}
+
 void MpiCommunicator::broadcast(Tensor& buf, int root) {
   if (size_ == 1) return;
   CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));

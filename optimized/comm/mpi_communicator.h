@@ -19,6 +19,8 @@ class MpiCommunicator : public Communicator {
   void all_gather(Tensor& out, const Tensor& in) override;
   void reduce_scatter(Tensor& out, const Tensor& in) override;
   void all_to_all(Tensor& out, const Tensor& in) override;
+  void all_to_all_v(Tensor& out, const std::vector<int64_t>& recv_rows, const Tensor& in,
+                    const std::vector<int64_t>& send_rows) override;
   void broadcast(Tensor& buf, int root) override;
   void send(const Tensor& buf, int peer, int tag) override;
   void recv(Tensor& buf, int peer, int tag) override;

@@ -88,6 +88,26 @@ TEST(Communicator, CollectivesComputeAndAccount) {
   EXPECT_EQ(counter("w", CommOp::AllReduce, Phase::Forward).calls, 0);  // phase respected
 }
 
+// Rank r sends q+1 rows to rank q (rows valued 100 r + q); rank r receives r+1 rows from each.
+TEST(Communicator, AllToAllVWithUnevenRows) {
+  MPI_Comm dup;
+  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  MpiCommunicator mc("a2av", dup);
+  Communicator& c = mc;
+  const int n = c.size(), r = c.rank();
+  std::vector<int64_t> send(static_cast<size_t>(n)), recv(static_cast<size_t>(n), r + 1);
+  int64_t total = 0;
+  for (int q = 0; q < n; ++q) total += (send[size_t(q)] = q + 1);
+  Tensor in = Tensor::empty({total, 2}, MemCategory::Workspace), out = Tensor::empty({int64_t(n) * (r + 1), 2}, MemCategory::Workspace);
+  for (int q = 0, row = 0; q < n; ++q)
+    for (int k = 0; k <= q; ++k, ++row) in.f32()[2 * row] = in.f32()[2 * row + 1] = float(100 * r + q);
+  CommLedger::get().clear();
+  c.all_to_all_v(out, recv, in, send);
+  for (int q = 0; q < n; ++q)
+    for (int k = 0; k <= r; ++k) EXPECT_EQ(out.f32()[2 * (q * (r + 1) + k)], float(100 * q + r));
+  if (n > 1) EXPECT_EQ(counter("a2av", CommOp::AllToAll, Phase::Forward).bytes, total * 2 * 4);
+}
+
 TEST(Communicator, SendRecvRing) {
   MPI_Comm dup;
   MPI_Comm_dup(MPI_COMM_WORLD, &dup);

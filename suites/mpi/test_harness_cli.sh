@@ -92,6 +92,33 @@ expect_error "unknown suite" 2 "no suite or case file" run --suite no_such_suite
 expect_error "unknown subcommand option" 1 "parabench: error:" run --suite smoke --bogus
 expect_error "compare of a non-results file" 1 "parabench: error:" compare "$work/small.json" "$work/r.json"
 
-# 4. An exception on one rank aborts the job with that rank's message.
+# 4. list, and analyze: the predicted communication of tp2_sp equals what the run measured.
+"$pb" list > "$work/list" && grep -q "smoke: " "$work/list" && grep -q "dp2_tp2_sp" "$work/list" && grep -q "^  sp " "$work/list" \
+  && ok "list" || bad "list"
+cat > "$work/m.json" <<'JSON'
+{"hidden_size": 16, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24, "vocab_size": 32, "num_hidden_layers": 1}
+JSON
+"$pb" analyze --model "$work/m.json" --layout tp2 --features sp --micro-batch 2 --seq 8 --micro-batches 1 --steps 2 > "$work/analyze" \
+  || bad "analyze exit"
+python3 - "$work/analyze" "$work/r.json" <<'PY' && ok "analyze equals the measured tp2_sp communication" || bad "analyze vs run"
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == 7 and cells[0] in ("tp", "mp", "dp"):
+        rows[(cells[0], cells[1], cells[2])] = (int(cells[4]), int(cells[5]))
+case = [c for c in json.load(open(sys.argv[2]))["cases"] if c["name"] == "tp2_sp"][0]
+measured = {(r["group"], r["op"], r["phase"]): (r["calls"], r["bytes"]) for r in case["comm"]}
+assert rows and rows == measured, (rows, measured)
+PY
+run 1 analyze --model "$work/m.json" --layout tp3
+[ "$rc" -eq 2 ] && grep -q "tp 3 does not divide" "$work/err" && ok "analyze rejects tp3" || bad "analyze tp3: $rc"
+run 1 analyze --model "$work/m.json" --layout xy2
+[ "$rc" -eq 2 ] && grep -q "unknown degree 'xy'" "$work/err" && ok "analyze rejects xy2" || bad "analyze xy2: $rc"
+
+# 5. A case that runs past --timeout is aborted with a message instead of hanging.
+expect_error "timeout" 2 "timeout: case .* ran longer than --timeout" run --suite "$work/small.json" --timeout 0.000001
+
+# 6. An exception on one rank aborts the job with that rank's message.
 expect_error "failing rank" 2 "\[rank 1/2 .*injected failure" run --suite "$work/small.json" --inject-failure 1
 exit $fail
