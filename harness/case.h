@@ -1,5 +1,5 @@
 /* Benchmark cases: model config x layout x features x backend x dtype x steps x seed,
- * read from JSON case files (suites/cases/*.json).
+ * read from JSON case files (suites/cases/NAME.json).
  *
  *   {"suite": "smoke",
  *    "models":   {"tiny": {<Hugging Face config fields>}},

@@ -19,7 +19,7 @@ Tensor work(int64_t r, int64_t c) { return Tensor::empty({r, c}, MemCategory::Wo
 struct DistModel::LayerState {
   ShardedParam *in_norm, *wq, *wk, *wv, *wo, *post_norm, *wg, *wu, *wd;
   Tensor x, rstd1, a, q, k, v, o, lse, h, rstd2, m, g, u, s;
-  void release() { *this = LayerState{in_norm, wq, wk, wv, wo, post_norm, wg, wu, wd}; }
+  void release() { x = rstd1 = a = q = k = v = o = lse = h = rstd2 = m = g = u = s = Tensor(); }
 };
 
 DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
@@ -28,6 +28,11 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       ctx_{grid.tp(), cfg.features.sp},
       params_(cfg.model, grid.layout().tp, grid.tp_rank(), cfg.seed),
       pos_(ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length)) {
+  const auto& mc = cfg.model;
+  const int t = grid.layout().tp;
+  const int64_t N = int64_t(pos_.size());
+  dims_ = {N, cfg.features.sp ? N / t : N, mc.hidden_size, mc.head_dim(), mc.num_attention_heads / t,
+           mc.num_key_value_heads / t, mc.intermediate_size / t};
   for (int64_t l = 0; l < cfg.model.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     auto L = std::make_unique<LayerState>();
@@ -49,9 +54,7 @@ DistModel::~DistModel() = default;
 void DistModel::layer_forward(size_t l, Tensor& y, const Tensor& x) {
   LayerState& L = *layers_[l];
   const auto& mc = cfg_.model;
-  const int t = grid_.layout().tp;
-  const int64_t N = int64_t(pos_.size()), Ns = x.rows(), H = mc.hidden_size, D = mc.head_dim();
-  const int64_t Aq = mc.num_attention_heads / t, Gk = mc.num_key_value_heads / t, F = mc.intermediate_size / t;
+  const auto [N, Ns, H, D, Aq, Gk, F] = dims_;
   const float eps = float(mc.rms_norm_eps);
   L.x = x;
   L.a = act(Ns, H);
@@ -89,9 +92,7 @@ void DistModel::layer_forward(size_t l, Tensor& y, const Tensor& x) {
 void DistModel::layer_backward(size_t l, Tensor& dx, const Tensor& dy) {
   LayerState& L = *layers_[l];
   const auto& mc = cfg_.model;
-  const int t = grid_.layout().tp;
-  const int64_t N = int64_t(pos_.size()), Ns = dy.rows(), H = mc.hidden_size, D = mc.head_dim();
-  const int64_t Aq = mc.num_attention_heads / t, Gk = mc.num_key_value_heads / t, F = mc.intermediate_size / t;
+  const auto [N, Ns, H, D, Aq, Gk, F] = dims_;
   // MLP branch: y = h + down(swiglu(gate(m), up(m))), m = rmsnorm(h)
   Tensor ds = work(N, F), dg = work(N, F), du = work(N, F), dm = work(Ns, H), dh = work(Ns, H);
   row_backward(ds, L.wd->g, dy, L.s, L.wd->w, ctx_);

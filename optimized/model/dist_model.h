@@ -53,6 +53,9 @@ class DistModel {
   TpContext ctx_;
   DistParams params_;
   std::vector<int64_t> pos_;                 // (N) RoPE positions
+  struct Dims {
+    int64_t N, Ns, H, D, Aq, Gk, F;  // tokens, token rows held outside TP regions, hidden, head dim,
+  } dims_{};                          // and this rank's query heads, kv heads and ffn columns
   std::vector<std::unique_ptr<LayerState>> layers_;
   Tensor final_x_, final_rstd_, final_xf_, logits_;  // saved by the head for backward
   CeState ce_;

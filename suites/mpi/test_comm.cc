@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "mpi_test_util.h"
+
 #include "optimized/comm/mpi_communicator.h"
 #include "optimized/parallel/process_grid.h"
 #include "reference/common/error.h"
@@ -13,16 +15,6 @@
 
 namespace pb::test {
 
-static int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-static int world_size() {
-  int s = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
 
 static Tensor filled(std::vector<int64_t> shape, float base) {
   Tensor t = Tensor::empty(std::move(shape), MemCategory::Workspace);

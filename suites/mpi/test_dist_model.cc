@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "mpi_test_util.h"
+
 #include <cstring>
 
 #include "harness/runner.h"
@@ -16,16 +18,6 @@ namespace pb::test {
 
 using harness::Case;
 
-static int world_size() {
-  int s = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
-static int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
 
 static ref::ModelConfig model(int64_t H, int64_t A, int64_t G, int64_t F, int64_t V, int64_t L) {
   ref::ModelConfig m;
@@ -102,8 +94,9 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
       ++checks;
     }
     EXPECT_EQ(checks, 2 * int(c.train.steps) + 2 * (3 + 9 * int(c.model.num_hidden_layers)) + 1);
-    if (c.name.ends_with("_clip"))  // the clipping path really ran
+    if (c.name.ends_with("_clip")) {  // the clipping path really ran
       EXPECT_GT(o.grad_norms.at(0), 2 * c.train.clip_grad);
+    }
     bool saw_tp = false, saw_dp = false;
     for (const auto& row : r["comm"]) {
       EXPECT_EQ(row["bytes"], row["predicted_bytes"]) << row.dump();

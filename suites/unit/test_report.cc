@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+
+#include "results_fixture.h"
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -16,18 +18,6 @@ namespace pb::test {
 using harness::csv_tables;
 using harness::markdown_report;
 using nlohmann::json;
-
-static json check(const std::string& tensor, double rel_err, double tol = 1e-5) {
-  return {{"tensor", tensor}, {"rel_err", rel_err}, {"max_abs", rel_err * 10}, {"tol", tol}, {"pass", rel_err <= tol}};
-}
-
-static json comm_row(const std::string& group, const std::string& op, const std::string& phase, int64_t calls,
-                     int64_t bytes) {
-  return {{"group", group},           {"op", op},
-          {"phase", phase},           {"calls", calls},
-          {"bytes", bytes},           {"bus_bytes", double(bytes)},
-          {"predicted_calls", calls}, {"predicted_bytes", bytes}};
-}
 
 static json make_case(const std::string& name, json layout, double median) {
   return {
