@@ -41,7 +41,7 @@ Features parse_features(const std::vector<std::string>& names) {
     for (const auto& k : known_features())
       if (n == k.name) info = &k;
     PB_REQUIRE(info, "unknown feature '", n, "' (parabench list shows the known ones)");
-    PB_REQUIRE(info->implemented, "feature '", n, "' is not implemented in this build yet");
+    PB_REQUIRE(info->implemented, "feature '", n, "' is not available in this build yet");
     if (n == "sp") f.sp = true;
   }
   return f;
@@ -50,9 +50,9 @@ Features parse_features(const std::vector<std::string>& names) {
 void validate_layout(const Layout& l, const ref::ModelConfig& mc, const ref::TrainConfig& tc, const Features& f) {
   for (auto [name, v] : {std::pair{"dp", l.dp}, {"tp", l.tp}, {"pp", l.pp}, {"vpp", l.vpp}, {"cp", l.cp}, {"ep", l.ep}})
     PB_REQUIRE(v >= 1, "invalid layout: ", name, " must be >= 1, got ", v);
-  PB_REQUIRE(l.pp == 1 && l.vpp == 1, "invalid layout: pipeline parallelism (pp/vpp > 1) is not implemented yet");
-  PB_REQUIRE(l.cp == 1, "invalid layout: context parallelism (cp > 1) is not implemented yet");
-  PB_REQUIRE(l.ep == 1, "invalid layout: expert parallelism (ep > 1) is not implemented yet");
+  PB_REQUIRE(l.pp == 1 && l.vpp == 1, "invalid layout: pipeline parallelism (pp/vpp > 1) is not available in this build yet");
+  PB_REQUIRE(l.cp == 1, "invalid layout: context parallelism (cp > 1) is not available in this build yet");
+  PB_REQUIRE(l.ep == 1, "invalid layout: expert parallelism (ep > 1) is not available in this build yet");
   PB_REQUIRE(mc.num_local_experts == 0, "invalid layout: MoE layers need the expert-parallel implementation (not yet)");
   const int t = l.tp;
   PB_REQUIRE(mc.num_attention_heads % t == 0, "invalid layout: tp ", t, " does not divide num_attention_heads ",

@@ -30,6 +30,18 @@ struct ModelConfig {
   bool norm_topk_prob = true;           // renormalize the top-K probabilities (Mixtral)
   double router_aux_loss_coef = 0.0;    // load-balancing loss coefficient
 
+  // A dense config of the given sizes, everything else default.
+  static ModelConfig dense(int64_t H, int64_t A, int64_t G, int64_t F, int64_t V, int64_t L) {
+    ModelConfig c;
+    c.hidden_size = H;
+    c.num_attention_heads = A;
+    c.num_key_value_heads = G;
+    c.intermediate_size = F;
+    c.vocab_size = V;
+    c.num_hidden_layers = L;
+    return c;
+  }
+
   int64_t head_dim() const { return hidden_size / num_attention_heads; }          // D
   int64_t expert_ffn() const { return moe_intermediate_size > 0 ? moe_intermediate_size : intermediate_size; }
   bool is_moe_layer(int64_t layer) const;

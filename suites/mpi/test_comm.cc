@@ -97,7 +97,9 @@ TEST(Communicator, AllToAllVWithUnevenRows) {
   c.all_to_all_v(out, recv, in, send);
   for (int q = 0; q < n; ++q)
     for (int k = 0; k <= r; ++k) EXPECT_EQ(out.f32()[2 * (q * (r + 1) + k)], float(100 * q + r));
-  if (n > 1) EXPECT_EQ(counter("a2av", CommOp::AllToAll, Phase::Forward).bytes, total * 2 * 4);
+  if (n > 1) {
+    EXPECT_EQ(counter("a2av", CommOp::AllToAll, Phase::Forward).bytes, total * 2 * 4);
+  }
 }
 
 TEST(Communicator, SendRecvRing) {

@@ -20,14 +20,7 @@ using harness::Case;
 
 
 static ref::ModelConfig model(int64_t H, int64_t A, int64_t G, int64_t F, int64_t V, int64_t L) {
-  ref::ModelConfig m;
-  m.hidden_size = H;
-  m.num_attention_heads = A;
-  m.num_key_value_heads = G;
-  m.intermediate_size = F;
-  m.vocab_size = V;
-  m.num_hidden_layers = L;
-  return m;
+  return ref::ModelConfig::dense(H, A, G, F, V, L);
 }
 
 static Case make_case(const std::string& name, ref::ModelConfig m, int dp, int tp, bool sp, int64_t B = 2,

@@ -11,13 +11,7 @@
 namespace pb::test {
 
 static ref::ModelConfig tiny_config() {
-  ref::ModelConfig c;
-  c.hidden_size = 12;  // H=12, A=3 -> D=4
-  c.num_attention_heads = 3;
-  c.num_key_value_heads = 1;
-  c.intermediate_size = 10;
-  c.vocab_size = 13;
-  c.num_hidden_layers = 2;
+  auto c = ref::ModelConfig::dense(12, 3, 1, 10, 13, 2);  // H=12, A=3 -> D=4
   c.num_local_experts = 3;
   c.num_experts_per_tok = 2;
   c.moe_intermediate_size = 6;
@@ -77,13 +71,7 @@ TEST(Model, MicroBatchAccumulationEqualsOneBigBatch) {
 }
 
 TEST(AdamW, OneStepMatchesFormulaWithClipping) {
-  ref::ModelConfig cfg;
-  cfg.hidden_size = 4;
-  cfg.num_attention_heads = 2;
-  cfg.num_key_value_heads = 2;
-  cfg.intermediate_size = 3;
-  cfg.vocab_size = 5;
-  cfg.num_hidden_layers = 1;
+  const auto cfg = ref::ModelConfig::dense(4, 2, 2, 3, 5, 1);
   ref::TrainConfig tc;
   tc.lr = 0.1;
   tc.weight_decay = 0.2;

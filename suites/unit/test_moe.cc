@@ -35,8 +35,9 @@ TEST_P(RouterTest, BackwardMatchesFiniteDifferences) {
   int64_t routed = 0;
   for (auto c : out.count) routed += c;
   EXPECT_EQ(routed, n * K);
-  if (renorm)
+  if (renorm) {
     for (Index t = 0; t < n; ++t) EXPECT_NEAR(out.weights.row(t).sum(), 1.0, 1e-14);
+  }
   MatD dlogits = ref::nan_mat<double>(n, E);
   ref::router_backward(dlogits, r, 1.0, out, K, renorm, coef);
   EXPECT_LT(fd_rel_error(loss, logits, dlogits), kFdTol);

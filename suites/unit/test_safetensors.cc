@@ -19,13 +19,7 @@ static std::string tmp(const std::string& name) {
 }
 
 static ref::ModelConfig moe_config() {
-  ref::ModelConfig c;
-  c.hidden_size = 8;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.intermediate_size = 6;
-  c.vocab_size = 7;
-  c.num_hidden_layers = 2;
+  auto c = ref::ModelConfig::dense(8, 2, 1, 6, 7, 2);
   c.num_local_experts = 3;
   c.moe_layers = {0};
   c.moe_intermediate_size = 5;
