@@ -3,7 +3,9 @@
 #include "optimized/comm/mpi_communicator.h"
 
 #include <cstring>
+#include <functional>
 
+#include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
 #include "reference/common/error.h"
 
@@ -27,13 +29,39 @@ int count(const Tensor& t) {
 void copy(Tensor& dst, const Tensor& src) {
   PB_REQUIRE(dst.bytes() == src.bytes(), "communicator: size-1 group copy of ", src.shape_str(), " into ",
              dst.shape_str());
-  if (dst.raw() != src.raw() && src.bytes()) std::memcpy(dst.raw(), src.raw(), src.bytes());
+  if (dst.raw() != src.raw()) copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), src.bytes());
 }
+
+// Host memory for a tensor's bytes: the tensor itself on the CPU; for a device tensor a
+// host copy (MPI sees host buffers; DESIGN.md: device buffers are staged through the host).
+class HostView {
+ public:
+  HostView(const Tensor& t, bool copy_in) : t_(t), staged_(t.device() != Device::CPU) {
+    if (!staged_) return;
+    buf_.resize(t.bytes());
+    if (copy_in) copy_bytes(buf_.data(), Device::CPU, t.raw(), t.device(), t.bytes());
+  }
+  void* ptr() { return staged_ ? buf_.data() : const_cast<void*>(t_.raw()); }
+  void copy_out() {  // the received bytes back to the device
+    if (staged_) copy_bytes(const_cast<void*>(t_.raw()), t_.device(), buf_.data(), Device::CPU, buf_.size());
+  }
+
+ private:
+  Tensor t_;
+  bool staged_;
+  std::vector<char> buf_;
+};
 
 class MpiRequest : public Request {
  public:
   MPI_Request req = MPI_REQUEST_NULL;
-  void wait() override { MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE)); }
+  std::vector<std::shared_ptr<HostView>> views;  // staging buffers kept alive until done
+  std::shared_ptr<HostView> result;              // copied back to the device on completion
+  void wait() override {
+    MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    if (result) result->copy_out();
+    result.reset();
+  }
   ~MpiRequest() override {
     if (req != MPI_REQUEST_NULL) MPI_Wait(&req, MPI_STATUS_IGNORE);
   }
@@ -69,7 +97,9 @@ MpiCommunicator::~MpiCommunicator() {
 void MpiCommunicator::all_reduce(Tensor& buf, ReduceOp op) {
   if (size_ == 1) return;
   CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf.raw(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_));
+  HostView b(buf, true);
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, b.ptr(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_));
+  b.copy_out();
 }
 
 void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
@@ -77,7 +107,9 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
              " x input ", in.shape_str());
   if (size_ == 1) return copy(out, in);
   CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
-  MPI_CHECK(MPI_Allgather(in.raw(), count(in), mpi_type(in), out.raw(), count(in), mpi_type(out), comm_));
+  HostView i(in, true), o(out, false);
+  MPI_CHECK(MPI_Allgather(i.ptr(), count(in), mpi_type(in), o.ptr(), count(in), mpi_type(out), comm_));
+  o.copy_out();
 }
 
 void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
@@ -85,7 +117,9 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
              " x output ", out.shape_str());
   if (size_ == 1) return copy(out, in);
   CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
-  MPI_CHECK(MPI_Reduce_scatter_block(in.raw(), out.raw(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_));
+  HostView i(in, true), o(out, false);
+  MPI_CHECK(MPI_Reduce_scatter_block(i.ptr(), o.ptr(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_));
+  o.copy_out();
 }
 
 void MpiCommunicator::all_to_all(Tensor& out, const Tensor& in) {
@@ -94,7 +128,9 @@ void MpiCommunicator::all_to_all(Tensor& out, const Tensor& in) {
   if (size_ == 1) return copy(out, in);
   CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
   const int n = count(in) / size_;
-  MPI_CHECK(MPI_Alltoall(in.raw(), n, mpi_type(in), out.raw(), n, mpi_type(out), comm_));
+  HostView i(in, true), o(out, false);
+  MPI_CHECK(MPI_Alltoall(i.ptr(), n, mpi_type(in), o.ptr(), n, mpi_type(out), comm_));
+  o.copy_out();
 }
 
 void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv_rows, const Tensor& in,
@@ -117,31 +153,39 @@ void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv
              " elements) do not cover input ", in.shape_str(), " and output ", out.shape_str());
   if (size_ == 1) return copy(out, in);
   CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
-  MPI_CHECK(MPI_Alltoallv(in.raw(), sc.data(), sd.data(), mpi_type(in), out.raw(), rc.data(), rd.data(),
-                          mpi_type(out), comm_));
+  HostView i(in, true), o(out, false);
+  MPI_CHECK(MPI_Alltoallv(i.ptr(), sc.data(), sd.data(), mpi_type(in), o.ptr(), rc.data(), rd.data(), mpi_type(out),
+                          comm_));
+  o.copy_out();
 }
 
 void MpiCommunicator::broadcast(Tensor& buf, int root) {
   if (size_ == 1) return;
   CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));
-  MPI_CHECK(MPI_Bcast(buf.raw(), count(buf), mpi_type(buf), root, comm_));
+  HostView b(buf, true);
+  MPI_CHECK(MPI_Bcast(b.ptr(), count(buf), mpi_type(buf), root, comm_));
+  b.copy_out();
 }
 
 void MpiCommunicator::send(const Tensor& buf, int peer, int tag) {
   CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
-  MPI_CHECK(MPI_Send(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_));
+  HostView b(buf, true);
+  MPI_CHECK(MPI_Send(b.ptr(), count(buf), mpi_type(buf), peer, tag, comm_));
 }
 
 void MpiCommunicator::recv(Tensor& buf, int peer, int tag) {
   CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
-  MPI_CHECK(MPI_Recv(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_, MPI_STATUS_IGNORE));
+  HostView b(buf, false);
+  MPI_CHECK(MPI_Recv(b.ptr(), count(buf), mpi_type(buf), peer, tag, comm_, MPI_STATUS_IGNORE));
+  b.copy_out();
 }
 
 RequestPtr MpiCommunicator::iall_reduce(Tensor& buf, ReduceOp op) {
   if (size_ == 1) return std::make_unique<DoneRequest>();
   CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
   auto r = std::make_unique<MpiRequest>();
-  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf.raw(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_, &r->req));
+  r->result = std::make_shared<HostView>(buf, true);
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, r->result->ptr(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_, &r->req));
   return r;
 }
 
@@ -154,7 +198,10 @@ RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
   }
   CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
   auto r = std::make_unique<MpiRequest>();
-  MPI_CHECK(MPI_Iallgather(in.raw(), count(in), mpi_type(in), out.raw(), count(in), mpi_type(out), comm_, &r->req));
+  r->views.push_back(std::make_shared<HostView>(in, true));
+  r->result = std::make_shared<HostView>(out, false);
+  MPI_CHECK(MPI_Iallgather(r->views[0]->ptr(), count(in), mpi_type(in), r->result->ptr(), count(in), mpi_type(out),
+                           comm_, &r->req));
   return r;
 }
 
@@ -167,22 +214,26 @@ RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
   }
   CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
   auto r = std::make_unique<MpiRequest>();
-  MPI_CHECK(MPI_Ireduce_scatter_block(in.raw(), out.raw(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_,
-                                      &r->req));
+  r->views.push_back(std::make_shared<HostView>(in, true));
+  r->result = std::make_shared<HostView>(out, false);
+  MPI_CHECK(MPI_Ireduce_scatter_block(r->views[0]->ptr(), r->result->ptr(), count(out), mpi_type(in),
+                                      mpi_op(in, ReduceOp::Sum), comm_, &r->req));
   return r;
 }
 
 RequestPtr MpiCommunicator::isend(const Tensor& buf, int peer, int tag) {
   CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
   auto r = std::make_unique<MpiRequest>();
-  MPI_CHECK(MPI_Isend(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
+  r->views.push_back(std::make_shared<HostView>(buf, true));
+  MPI_CHECK(MPI_Isend(r->views[0]->ptr(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
   return r;
 }
 
 RequestPtr MpiCommunicator::irecv(Tensor& buf, int peer, int tag) {
   CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
   auto r = std::make_unique<MpiRequest>();
-  MPI_CHECK(MPI_Irecv(buf.raw(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
+  r->result = std::make_shared<HostView>(buf, false);
+  MPI_CHECK(MPI_Irecv(r->result->ptr(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
   return r;
 }
 

@@ -1,13 +1,16 @@
 /* Tracking allocator: every buffer of the optimized path is allocated here with a
  * category, so that current and peak bytes per category (and in total) are measured per
- * rank (each MPI rank is a process). The CUDA backend adds a caching device allocator
- * behind the same interface.
+ * rank (each MPI rank is a process). host() serves CPU memory (64-byte aligned);
+ * device() is a caching CUDA allocator: freed blocks are kept by size and reused, so
+ * steady-state steps make no cudaMalloc; the categories count bytes in use, reserved()
+ * what is held from the driver (cross-checked against cudaMemGetInfo).
  */
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace pb {
@@ -23,14 +26,22 @@ struct MemStats {
 
 class TrackingAllocator {
  public:
-  static TrackingAllocator& host();  // the process's CPU allocator
+  static TrackingAllocator& host();    // the process's CPU allocator
+  static TrackingAllocator& device();  // the current GPU's caching allocator (CUDA builds)
   void* allocate(size_t bytes, MemCategory c);
   void release(void* p, size_t bytes, MemCategory c);
   const MemStats& stats() const { return stats_; }
-  void reset_peaks();  // peak := current, to measure one phase
+  void reset_peaks();        // peak := current, to measure one phase
+  int64_t reserved() const { return reserved_; }  // device: bytes held from the driver
+  void empty_cache();        // device: return cached blocks to the driver
 
  private:
+  explicit TrackingAllocator(bool device) : device_(device) {}
+  void count(MemCategory c, int64_t bytes);
+  bool device_;
   MemStats stats_;
+  std::multimap<size_t, void*> cache_;  // device: free blocks by rounded size
+  int64_t reserved_ = 0;
 };
 
 }  // namespace pb

@@ -3,37 +3,44 @@
 
 #include <cstring>
 
+#include "optimized/core/device.h"
 #include "reference/common/error.h"
 
 namespace pb {
 
+Device current_device() { return default_device(); }
+
 size_t dtype_bytes(DType d) { return d == DType::F32 ? 4 : 2; }
 const char* dtype_name(DType d) { return d == DType::F32 ? "fp32" : "bf16"; }
+
+static TrackingAllocator& allocator(Device d) {
+  return d == Device::CPU ? TrackingAllocator::host() : TrackingAllocator::device();
+}
 
 struct Tensor::Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
   MemCategory cat = MemCategory::Workspace;
-  Storage(size_t b, MemCategory c) : ptr(TrackingAllocator::host().allocate(b, c)), bytes(b), cat(c) {}
-  ~Storage() { TrackingAllocator::host().release(ptr, bytes, cat); }
+  Device dev = Device::CPU;
+  Storage(size_t b, MemCategory c, Device d) : ptr(allocator(d).allocate(b, c)), bytes(b), cat(c), dev(d) {}
+  ~Storage() { allocator(dev).release(ptr, bytes, cat); }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 };
 
 Tensor Tensor::empty(std::vector<int64_t> shape, MemCategory cat, DType dt, Device dev) {
-  PB_REQUIRE(dev == Device::CPU, "tensor: the CUDA backend is not part of this build");
   Tensor t;
   t.shape_ = std::move(shape);
   for (int64_t d : t.shape_) PB_REQUIRE(d >= 0, "tensor: negative dimension in ", t.shape_str());
   t.dtype_ = dt;
   t.device_ = dev;
-  t.st_ = std::make_shared<Storage>(t.bytes(), cat);
+  t.st_ = std::make_shared<Storage>(t.bytes(), cat, dev);
   return t;
 }
 
 Tensor Tensor::zeros(std::vector<int64_t> shape, MemCategory cat, DType dt, Device dev) {
   Tensor t = empty(std::move(shape), cat, dt, dev);
-  if (t.bytes()) std::memset(t.raw(), 0, t.bytes());
+  fill_zero(t.raw(), dev, t.bytes());
   return t;
 }
 
@@ -48,7 +55,7 @@ MemCategory Tensor::category() const { return st_ ? st_->cat : MemCategory::Work
 void* Tensor::base() const { return st_ ? st_->ptr : nullptr; }
 
 float* Tensor::f32() {
-  PB_REQUIRE(dtype_ == DType::F32 && device_ == Device::CPU, "tensor: f32() on a ", dtype_name(dtype_), " tensor");
+  PB_REQUIRE(dtype_ == DType::F32, "tensor: f32() on a ", dtype_name(dtype_), " tensor");
   return static_cast<float*>(raw());
 }
 const float* Tensor::f32() const { return const_cast<Tensor*>(this)->f32(); }

@@ -17,14 +17,17 @@ namespace pb {
 
 enum class DType { F32, BF16 };
 enum class Device { CPU, CUDA };
+Device current_device();  // = default_device() of core/device.h
 size_t dtype_bytes(DType d);
 const char* dtype_name(DType d);
 
 class Tensor {
  public:
   Tensor() = default;
-  static Tensor empty(std::vector<int64_t> shape, MemCategory cat, DType dt = DType::F32, Device dev = Device::CPU);
-  static Tensor zeros(std::vector<int64_t> shape, MemCategory cat, DType dt = DType::F32, Device dev = Device::CPU);
+  // On `dev`, by default the current default device (core/device.h), so that technique code
+  // allocates wherever the runner put the model.
+  static Tensor empty(std::vector<int64_t> shape, MemCategory cat, DType dt = DType::F32, Device dev = current_device());
+  static Tensor zeros(std::vector<int64_t> shape, MemCategory cat, DType dt = DType::F32, Device dev = current_device());
 
   bool defined() const { return bool(st_); }
   const std::vector<int64_t>& shape() const { return shape_; }
@@ -37,7 +40,7 @@ class Tensor {
   Device device() const { return device_; }
   MemCategory category() const;
 
-  // Host pointers (CPU tensors, F32).
+  // Typed pointers into the tensor's memory, host or device (F32 tensors).
   float* f32();
   const float* f32() const;
   void* raw() { return static_cast<char*>(base()) + offset_ * int64_t(dtype_bytes(dtype_)); }

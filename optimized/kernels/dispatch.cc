@@ -1,15 +1,22 @@
-/* ops.h -> the kernel of the tensors' device. Only the CPU backend exists in this build;
- * the CUDA backend adds its case to PB_DISPATCH. */
+/* ops.h -> the kernel of the tensors' device: kernels/cpu, or kernels/cuda in a CUDA
+ * build. */
 #include "optimized/kernels/cpu/cpu_kernels.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/error.h"
+#ifdef PB_WITH_CUDA
+#include "optimized/kernels/cuda/cuda_kernels.h"
+#define PB_CUDA_CASE(fn, ...) return ::pb::cuda::fn(__VA_ARGS__)
+#else
+#define PB_CUDA_CASE(fn, ...) throw ::pb::Error("op " #fn ": this build has no CUDA backend")
+#endif
 
-#define PB_DISPATCH(dev, fn, ...)                                                          \
-  do {                                                                                     \
-    switch (dev) {                                                                         \
-      case ::pb::Device::CPU: return ::pb::cpu::fn(__VA_ARGS__);                           \
-      default: throw ::pb::Error("op " #fn ": this build has no kernel for the CUDA device"); \
-    }                                                                                      \
+#define PB_DISPATCH(dev, fn, ...)                                \
+  do {                                                           \
+    switch (dev) {                                               \
+      case ::pb::Device::CPU: return ::pb::cpu::fn(__VA_ARGS__); \
+      case ::pb::Device::CUDA: PB_CUDA_CASE(fn, __VA_ARGS__);    \
+    }                                                            \
+    throw ::pb::Error("op " #fn ": unknown device");             \
   } while (0)
 
 namespace pb::ops {

@@ -1,0 +1,96 @@
+/* Device selection and cross-device copies (see device.h). */
+#include "optimized/core/device.h"
+
+#include <cstring>
+
+#include "reference/common/error.h"
+#ifdef PB_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "optimized/core/cuda_check.h"
+#endif
+
+namespace pb {
+
+static Device g_default = Device::CPU;
+
+Device default_device() { return g_default; }
+void set_default_device(Device d) { g_default = d; }
+
+#ifdef PB_WITH_CUDA
+bool cuda_built() { return true; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+void cuda_select_device(int local_rank) {
+  const int n = cuda_device_count();
+  PB_REQUIRE(n > 0, "backend cuda: no CUDA device is visible on this machine");
+  CUDA_CHECK(cudaSetDevice(local_rank % n));
+}
+
+std::string cuda_device_name() {
+  if (cuda_device_count() == 0) return "";
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp p{};
+  CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " +
+         std::to_string(p.multiProcessorCount) + " SMs)";
+}
+
+std::string cuda_versions() {
+  int rt = 0, drv = 0;
+  cudaRuntimeGetVersion(&rt);
+  cudaDriverGetVersion(&drv);
+  auto v = [](int x) { return std::to_string(x / 1000) + "." + std::to_string((x % 1000) / 10); };
+  return "CUDA runtime " + v(rt) + ", driver " + (drv ? v(drv) : std::string("none"));
+}
+
+void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
+  if (!bytes) return;
+  if (dd == Device::CPU && sd == Device::CPU) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+}
+
+void fill_zero(void* dst, Device dev, size_t bytes) {
+  if (!bytes) return;
+  if (dev == Device::CPU)
+    std::memset(dst, 0, bytes);
+  else
+    CUDA_CHECK(cudaMemset(dst, 0, bytes));
+}
+#else
+bool cuda_built() { return false; }
+int cuda_device_count() { return 0; }
+void cuda_select_device(int) { throw Error("backend cuda: this build has no CUDA backend (no CUDA toolkit at configure time)"); }
+std::string cuda_device_name() { return ""; }
+std::string cuda_versions() { return ""; }
+
+void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
+  PB_REQUIRE(dd == Device::CPU && sd == Device::CPU, "copy: this build has no CUDA backend");
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void fill_zero(void* dst, Device dev, size_t bytes) {
+  PB_REQUIRE(dev == Device::CPU, "fill: this build has no CUDA backend");
+  if (bytes) std::memset(dst, 0, bytes);
+}
+#endif
+
+Tensor to_device(const Tensor& t, Device d) {
+  Tensor out = Tensor::empty(t.shape(), t.category(), t.dtype(), d);
+  copy_bytes(out.raw(), d, t.raw(), t.device(), t.bytes());
+  return out;
+}
+
+}  // namespace pb

@@ -1,0 +1,44 @@
+/* Devices: the default device that technique code allocates on (set by the runner, so
+ * that model code stays device-agnostic), CUDA discovery and selection, and copies
+ * between host and device memory.
+ *
+ * Without a CUDA build, cuda_device_count() is 0 and any CUDA request fails with one
+ * clear line.
+ */
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "optimized/core/tensor.h"
+
+namespace pb {
+
+Device default_device();
+void set_default_device(Device d);
+
+class DeviceScope {
+ public:
+  explicit DeviceScope(Device d) : prev_(default_device()) { set_default_device(d); }
+  ~DeviceScope() { set_default_device(prev_); }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  Device prev_;
+};
+
+bool cuda_built();
+int cuda_device_count();  // 0 without CUDA or without a GPU
+// Selects GPU local_rank % count for this process; throws if there is none.
+void cuda_select_device(int local_rank);
+std::string cuda_device_name();  // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)"; "" without CUDA
+std::string cuda_versions();     // "CUDA runtime 13.0, driver 13.0"; "" without CUDA
+
+// Copies between any two devices (host-host, host-device, device-host, device-device).
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+void fill_zero(void* dst, Device dev, size_t bytes);
+// A copy of t on device d (same shape, dtype and category).
+Tensor to_device(const Tensor& t, Device d);
+
+}  // namespace pb

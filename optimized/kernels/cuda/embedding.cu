@@ -1,0 +1,62 @@
+/* CUDA vocab-parallel embedding. Forward: one block per token row copies the owned row
+ * (or zeros). Backward: the host (which holds the tokens) groups token rows by owned
+ * vocabulary row (CSR: rows, offsets, indices in token order); one block per present row
+ * sums its dy rows in that order — no atomics, deterministic, O(N H) work. */
+#include "optimized/kernels/cuda/common.cuh"
+#include "optimized/kernels/cuda/cuda_kernels.h"
+#include "reference/common/error.h"
+
+namespace pb::cuda {
+
+namespace {
+
+__global__ void embedding_fwd_kernel(float* y, const int64_t* tok, const float* table, int64_t V, int64_t H,
+                                     int64_t vocab_start) {
+  const int64_t t = blockIdx.x, r = tok[t] - vocab_start;
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) y[t * H + j] = (r >= 0 && r < V) ? table[r * H + j] : 0.0f;
+}
+
+// Block b: dtable[rows[b]] += sum_{k in [off[b], off[b+1])} dy[idx[k]].
+__global__ void embedding_bwd_kernel(float* dtable, const float* dy, const int64_t* rows, const int64_t* off,
+                                     const int64_t* idx, int64_t H) {
+  const int64_t b = blockIdx.x, v = rows[b];
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) {
+    float acc = 0;
+    for (int64_t k = off[b]; k < off[b + 1]; ++k) acc += dy[idx[k] * H + j];
+    dtable[v * H + j] += acc;
+  }
+}
+
+}  // namespace
+
+void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start) {
+  const int64_t H = table.cols(), n = int64_t(tok.size());
+  PB_REQUIRE(y.rows() == n && y.cols() == H, "embedding_forward: y ", y.shape_str());
+  if (!n) return;
+  DeviceIndex d(tok);
+  embedding_fwd_kernel<<<unsigned(n), kThreads>>>(y.f32(), d.get(), table.f32(), table.rows(), H, vocab_start);
+  CUDA_CHECK_LAUNCH();
+}
+
+void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start) {
+  const int64_t V = dtable.rows();
+  std::vector<std::vector<int64_t>> by_row(static_cast<size_t>(V));
+  for (size_t t = 0; t < tok.size(); ++t) {
+    const int64_t r = tok[t] - vocab_start;
+    if (r >= 0 && r < V) by_row[size_t(r)].push_back(int64_t(t));
+  }
+  std::vector<int64_t> rows, off{0}, idx;
+  for (int64_t r = 0; r < V; ++r)
+    if (!by_row[size_t(r)].empty()) {
+      rows.push_back(r);
+      idx.insert(idx.end(), by_row[size_t(r)].begin(), by_row[size_t(r)].end());
+      off.push_back(int64_t(idx.size()));
+    }
+  if (rows.empty()) return;
+  DeviceIndex d_rows(rows), d_off(off), d_idx(idx);
+  embedding_bwd_kernel<<<unsigned(rows.size()), kThreads>>>(dtable.f32(), dy.f32(), d_rows.get(), d_off.get(),
+                                                            d_idx.get(), dtable.cols());
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace pb::cuda

@@ -1,0 +1,79 @@
+/* CUDA RMSNorm (formulas in reference/ops/rmsnorm.h).
+ * Forward: one block per row: r = rsqrt(mean(x^2) + eps), y = x r g.
+ * Backward: one block per row for dx = r (g dy - x r^2 mean(x g dy)); dg in two passes
+ * without atomics: each block of the partial kernel owns a chunk of rows and writes its
+ * column sums of dy x r to partial[block, :]; a second kernel adds the partials per column
+ * in block order (deterministic). */
+#include "optimized/kernels/cuda/common.cuh"
+#include "optimized/kernels/cuda/cuda_kernels.h"
+#include "reference/common/error.h"
+
+namespace pb::cuda {
+
+namespace {
+
+__global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const float* g, int64_t H, float eps) {
+  const int64_t t = blockIdx.x;
+  const float* xr = x + t * H;
+  float ss = 0;
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) ss += xr[j] * xr[j];
+  ss = block_sum(ss);
+  const float r = rsqrtf(ss / float(H) + eps);
+  if (threadIdx.x == 0) rstd[t] = r;
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) y[t * H + j] = xr[j] * r * g[j];
+}
+
+__global__ void rmsnorm_bwd_dx_kernel(float* dx, const float* dy, const float* x, const float* rstd, const float* g,
+                                      int64_t H) {
+  const int64_t t = blockIdx.x;
+  const float r = rstd[t];
+  float c = 0;
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) c += x[t * H + j] * g[j] * dy[t * H + j];
+  c = block_sum(c) / float(H);
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x)
+    dx[t * H + j] = r * (g[j] * dy[t * H + j] - x[t * H + j] * r * r * c);
+}
+
+__global__ void rmsnorm_dg_partial_kernel(float* partial, const float* dy, const float* x, const float* rstd,
+                                          int64_t N, int64_t H, int64_t rows_per_block) {
+  const int64_t r0 = blockIdx.x * rows_per_block, r1 = min(N, r0 + rows_per_block);
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) {
+    float acc = 0;
+    for (int64_t t = r0; t < r1; ++t) acc += dy[t * H + j] * x[t * H + j] * rstd[t];
+    partial[blockIdx.x * H + j] = acc;
+  }
+}
+
+__global__ void rmsnorm_dg_reduce_kernel(float* dg, const float* partial, int64_t blocks, int64_t H) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < H; j += int64_t(gridDim.x) * blockDim.x) {
+    float acc = 0;
+    for (int64_t b = 0; b < blocks; ++b) acc += partial[b * H + j];
+    dg[j] += acc;
+  }
+}
+
+}  // namespace
+
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
+  const int64_t N = x.rows(), H = x.cols();
+  PB_REQUIRE(g.numel() == H && y.numel() == x.numel() && rstd.numel() == N, "rmsnorm_forward: x ", x.shape_str());
+  if (!N) return;
+  rmsnorm_fwd_kernel<<<unsigned(N), kThreads>>>(y.f32(), rstd.f32(), x.f32(), g.f32(), H, eps);
+  CUDA_CHECK_LAUNCH();
+}
+
+void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
+  const int64_t N = x.rows(), H = x.cols();
+  if (!N) return;
+  rmsnorm_bwd_dx_kernel<<<unsigned(N), kThreads>>>(dx.f32(), dy.f32(), x.f32(), rstd.f32(), g.f32(), H);
+  CUDA_CHECK_LAUNCH();
+  const int64_t rows_per_block = 32, blocks = (N + rows_per_block - 1) / rows_per_block;
+  Tensor partial = Tensor::empty({blocks, H}, MemCategory::Workspace, DType::F32, Device::CUDA);
+  rmsnorm_dg_partial_kernel<<<unsigned(blocks), kThreads>>>(partial.f32(), dy.f32(), x.f32(), rstd.f32(), N, H,
+                                                            rows_per_block);
+  CUDA_CHECK_LAUNCH();
+  rmsnorm_dg_reduce_kernel<<<blocks_for(H), kThreads>>>(dg.f32(), partial.f32(), blocks, H);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace pb::cuda

@@ -1,0 +1,44 @@
+/* CUDA RoPE, rotate_half convention (formulas in reference/ops/rope.h): one thread per
+ * (row, head, pair i); inv_freq_i = theta^(-2i/D) computed in double as the reference
+ * does, then the rotation in fp32. sign -1 applies R^T for the backward. */
+#include "optimized/kernels/cuda/common.cuh"
+#include "optimized/kernels/cuda/cuda_kernels.h"
+
+namespace pb::cuda {
+
+namespace {
+
+__global__ void rope_kernel(float* y, const float* x, const int64_t* pos, int64_t N, int64_t heads, int64_t D,
+                            double theta, float sign) {
+  const int64_t half = D / 2, total = N * heads * half;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e % half, h = (e / half) % heads, t = e / (half * heads);
+    const float inv_freq = float(pow(theta, -2.0 * double(i) / double(D)));
+    const float phi = float(pos[t]) * inv_freq;
+    const float c = cosf(phi), s = sign * sinf(phi);
+    const int64_t base = t * heads * D + h * D;
+    const float x1 = x[base + i], x2 = x[base + half + i];
+    y[base + i] = x1 * c - x2 * s;
+    y[base + half + i] = x2 * c + x1 * s;
+  }
+}
+
+void rope(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t D, double theta, float sign) {
+  const int64_t N = x.rows(), heads = x.cols() / D;
+  if (!N) return;
+  DeviceIndex p(pos);
+  rope_kernel<<<blocks_for(N * heads * (D / 2)), kThreads>>>(y.f32(), x.f32(), p.get(), N, heads, D, theta, sign);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
+  rope(y, x, pos, head_dim, theta, 1.0f);
+}
+
+void rope_backward(Tensor& dx, const Tensor& dy, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
+  rope(dx, dy, pos, head_dim, theta, -1.0f);
+}
+
+}  // namespace pb::cuda
