@@ -1,6 +1,8 @@
 /* Environment capture for results files (see env.h). */
 #include "harness/env.h"
 
+#include "optimized/core/device.h"
+
 #include <mpi.h>
 #include <unistd.h>
 
@@ -11,6 +13,8 @@
 #include <thread>
 
 namespace pb::harness {
+
+using nlohmann::json;
 
 static std::string first_line_of_command(const std::string& cmd) {
   std::array<char, 512> buf{};
@@ -57,9 +61,9 @@ nlohmann::json environment(int world_size) {
           {"mpi_library", mpi_lib},
           {"mpi_version", std::to_string(major) + "." + std::to_string(minor)},
           {"world_size", world_size},
-          {"cuda_version", nullptr},
+          {"cuda_version", cuda_built() ? json(cuda_versions()) : json(nullptr)},
           {"nccl_version", nullptr},
-          {"gpu", nullptr}};
+          {"gpu", cuda_device_count() > 0 ? json(cuda_device_name()) : json(nullptr)}};
 }
 
 }  // namespace pb::harness

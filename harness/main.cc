@@ -27,6 +27,7 @@
 #include "harness/env.h"
 #include "harness/report.h"
 #include "harness/runner.h"
+#include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
 #include "reference/common/error.h"
 #include "reference/io/checkpoint.h"
@@ -99,7 +100,7 @@ int cmd_list() {
 }
 
 struct RunArgs {
-  std::string suite, out, md, csv;
+  std::string suite, out, md, csv, backend;
   double timeout = 900;
   RunOptions opt;
 };
@@ -115,6 +116,13 @@ int cmd_run(const RunArgs& a) {
     if (rank == 0) std::fprintf(stderr, "parabench: error: %s\n", e.what());
     return 2;
   }
+  bool staged_note = false;
+  for (auto& c : suite.cases) {
+    if (!a.backend.empty()) c.backend = a.backend;
+    staged_note = staged_note || c.backend == "cuda";
+  }
+  if (staged_note && rank == 0 && cuda_device_count() > 0)
+    std::fprintf(stderr, "backend cuda: collectives go through MPI, staged through host memory\n");
   json results = {{"schema", "parabench.results/1"}, {"suite", suite.name}, {"env", environment(world)},
                   {"cases", json::array()}};
   {
@@ -262,6 +270,8 @@ int main(int argc, char** argv) {
   run->add_option("--out", ra.out, "results JSON");
   run->add_option("--md", ra.md, "Markdown report");
   run->add_option("--csv", ra.csv, "CSV tables");
+  run->add_option("--backend", ra.backend, "run every case on this backend (overrides the case files)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   run->add_option("--timeout", ra.timeout, "seconds per case before the job is aborted")->capture_default_str();
   run->add_option("--peak-tflops", ra.opt.peak_tflops, "stated peak TFLOP/s per rank for MFU");
   run->add_option("--inject-failure", ra.opt.inject_failure_rank, "(test) this rank throws in its first step")

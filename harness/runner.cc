@@ -9,6 +9,7 @@
 
 #include "harness/analytic.h"
 #include "optimized/comm/ledger.h"
+#include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
 #include "optimized/model/dist_optimizer.h"
 #include "reference/common/error.h"
@@ -30,9 +31,12 @@ void validate_case(const Case& c, int world_size) {
   PB_REQUIRE(c.train.steps >= 1, "case ", c.name, ": steps must be >= 1");
   PB_REQUIRE(c.backend == "cpu" || c.backend == "cuda", "case ", c.name, ": unknown backend '", c.backend,
              "' (cpu, cuda)");
-  PB_REQUIRE(c.backend == "cpu", "case ", c.name, ": backend cuda: this build has no CUDA backend");
+  if (c.backend == "cuda") {
+    PB_REQUIRE(cuda_built(), "case ", c.name, ": backend cuda: this build has no CUDA backend (no CUDA toolkit found)");
+    PB_REQUIRE(cuda_device_count() > 0, "case ", c.name, ": backend cuda: no CUDA device is visible on this machine");
+  }
   PB_REQUIRE(c.dtype == "fp32" || c.dtype == "bf16", "case ", c.name, ": unknown dtype '", c.dtype, "' (fp32, bf16)");
-  PB_REQUIRE(c.dtype == "fp32", "case ", c.name, ": dtype bf16 needs the CUDA backend");
+  PB_REQUIRE(c.dtype == "fp32", "case ", c.name, ": dtype bf16 is not available in this build yet (fp32 only)");
   const Features f = parse_features(c.features);
   try {
     validate_layout(c.layout, c.model, c.train, f);
@@ -106,7 +110,8 @@ std::vector<float> gather_full(const ShardedParam& p, const Tensor& local, Proce
   const int t = grid.layout().tp;
   const int64_t n = local.numel();
   std::vector<float> all(grid.tp_rank() == 0 ? size_t(n * t) : 0);
-  MPI_CHECK(MPI_Gather(local.f32(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
+  const Tensor host = local.device() == Device::CPU ? local : to_device(local, Device::CPU);
+  MPI_CHECK(MPI_Gather(host.f32(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
   if (grid.tp_rank() != 0) return out;
   const int64_t R = p.global_rows, C = p.global_cols;
   out.resize(size_t(R * C));
@@ -165,7 +170,18 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   std::vector<double> step_ms;
   std::vector<double>& grad_norms = out.grad_norms;
   std::map<std::string, std::vector<float>> grads1, finals;  // by name
+  const Device dev = c.backend == "cuda" ? Device::CUDA : Device::CPU;
+  if (dev == Device::CUDA) {
+    int local = 0;  // the rank among the ranks of this node picks the GPU
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    cuda_select_device(local);
+    TrackingAllocator::device().reset_peaks();
+  }
   {
+    DeviceScope on(dev);  // every tensor the model allocates lives on dev
     ProcessGrid grid(comm, c.layout);
     DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, features, c.train.seed}, grid);
     DistOptimizer optim(model, grid, c.train);
@@ -195,7 +211,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   // Memory peaks of every rank, to rank 0.
   int size = 1;
   MPI_CHECK(MPI_Comm_size(comm, &size));
-  const auto& st = TrackingAllocator::host().stats();
+  const auto& st = (dev == Device::CUDA ? TrackingAllocator::device() : TrackingAllocator::host()).stats();
   std::vector<int64_t> peaks(size_t(kMemCategories * size));
   MPI_CHECK(MPI_Gather(st.peak.data(), kMemCategories, MPI_INT64_T, peaks.data(), kMemCategories, MPI_INT64_T, 0, comm));
   if (rank != 0) return out;

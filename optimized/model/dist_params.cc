@@ -1,6 +1,7 @@
 /* Sharded parameter registry and counter-based shard init (see dist_params.h). */
 #include "optimized/model/dist_params.h"
 
+#include "optimized/core/device.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/error.h"
 #include "reference/model/init.h"
@@ -47,6 +48,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   grads_ = Tensor::zeros({total}, MemCategory::Grads);
   m_ = Tensor::zeros({total}, MemCategory::Optimizer);
   v_ = Tensor::zeros({total}, MemCategory::Optimizer);
+  std::vector<float> host(static_cast<size_t>(total));  // generated on the host, then copied to the device
   int64_t off = 0;
   for (auto& p : params_) {
     const auto s = local_shape(p);
@@ -54,14 +56,15 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     p.g = grads_.view(off, s);
     p.m = m_.view(off, s);
     p.v = v_.view(off, s);
+    float* w = host.data() + off;
     off += s[0] * s[1];
-    float* w = p.w.f32();
     for (int64_t i = 0; i < s[0]; ++i)
       for (int64_t j = 0; j < s[1]; ++j) {
         const uint64_t global = uint64_t((p.row0 + i) * p.global_cols + (p.col0 + j));
         w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
       }
   }
+  copy_bytes(weights_.raw(), weights_.device(), host.data(), Device::CPU, weights_.bytes());
 }
 
 ShardedParam& DistParams::get(const std::string& name) {

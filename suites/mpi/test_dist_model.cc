@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "harness/runner.h"
+#include "optimized/core/device.h"
 #include "reference/common/error.h"
 #include "reference/io/checkpoint.h"
 
@@ -148,7 +149,16 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   expect_error(unknown, "unknown feature 'warp_drive'");
   auto cuda = make_case("cuda", gqa, 1, 1, false);
   cuda.backend = "cuda";
-  expect_error(cuda, "no CUDA backend");
+  if (!cuda_built())
+    expect_error(cuda, "this build has no CUDA backend");
+  else if (cuda_device_count() == 0)
+    expect_error(cuda, "no CUDA device is visible on this machine");
+  auto bf16 = make_case("bf16", gqa, 1, 1, false);
+  bf16.dtype = "bf16";
+  expect_error(bf16, "dtype bf16 is not available");
+  auto tpu = make_case("tpu", gqa, 1, 1, false);
+  tpu.backend = "tpu";
+  expect_error(tpu, "unknown backend 'tpu'");
 }
 
 }  // namespace pb::test

@@ -119,6 +119,13 @@ run 1 analyze --model "$work/m.json" --layout xy2
 # 5. A case that runs past --timeout is aborted with a message instead of hanging.
 expect_error "timeout" 2 "timeout: case .* ran longer than --timeout" run --suite "$work/small.json" --timeout 0.000001
 
-# 6. An exception on one rank aborts the job with that rank's message.
+# 6. --backend cuda: runs where a GPU is visible; elsewhere one clear line and a non-zero exit.
+run 1 run --suite "$work/small.json" --backend cuda
+if [ "$rc" -eq 0 ]; then ok "backend cuda ran (a GPU is visible)"
+elif grep -q -E "backend cuda: (no CUDA device is visible|this build has no CUDA backend)" "$work/err"; then
+  ok "backend cuda without a GPU: exit $rc: $(grep -m1 -E "backend cuda:" "$work/err")"
+else bad "backend cuda: exit $rc"; cat "$work/err"; fi
+
+# 7. An exception on one rank aborts the job with that rank's message.
 expect_error "failing rank" 2 "\[rank 1/2 .*injected failure" run --suite "$work/small.json" --inject-failure 1
 exit $fail
