@@ -86,6 +86,8 @@ sed 's/"layout": {"tp": 2}/"layout": {"tp": 3}/' "$work/small.json" > "$work/lay
 expect_error "impossible layout" 2 "tp 3 does not divide" run --suite "$work/layout.json"
 sed 's/"layout": {"dp": 2}/"layout": {"dp": 4}/' "$work/small.json" > "$work/ranks.json"
 expect_error "more ranks than started" 2 "needs 4 ranks, only 2 started" run --suite "$work/ranks.json"
+run 2 run --suite "$work/ranks.json" --skip-larger
+[ "$rc" -eq 0 ] && grep -q "SKIP (needs 4 ranks, 2 started)" "$work/err" && ok "--skip-larger skips it" || bad "--skip-larger: $rc"
 sed 's/"name": "one"}/"name": "one", "colour": "red"}/' "$work/small.json" > "$work/key.json"
 expect_error "unknown key" 2 "unknown key 'colour'" run --suite "$work/key.json"
 expect_error "unknown suite" 2 "no suite or case file" run --suite no_such_suite
