@@ -1,6 +1,7 @@
 /* Environment capture for results files (see env.h). */
 #include "harness/env.h"
 
+#include "optimized/comm/nccl_communicator.h"
 #include "optimized/core/device.h"
 
 #include <mpi.h>
@@ -62,7 +63,7 @@ nlohmann::json environment(int world_size) {
           {"mpi_version", std::to_string(major) + "." + std::to_string(minor)},
           {"world_size", world_size},
           {"cuda_version", cuda_built() ? json(cuda_versions()) : json(nullptr)},
-          {"nccl_version", nullptr},
+          {"nccl_version", nccl_built() ? json(nccl_version()) : json(nullptr)},
           {"gpu", cuda_device_count() > 0 ? json(cuda_device_name()) : json(nullptr)}};
 }
 

@@ -117,13 +117,8 @@ int cmd_run(const RunArgs& a) {
     if (rank == 0) std::fprintf(stderr, "parabench: error: %s\n", e.what());
     return 2;
   }
-  bool staged_note = false;
-  for (auto& c : suite.cases) {
-    if (!a.backend.empty()) c.backend = a.backend;
-    staged_note = staged_note || c.backend == "cuda";
-  }
-  if (staged_note && rank == 0 && cuda_device_count() > 0)
-    std::fprintf(stderr, "backend cuda: collectives go through MPI, staged through host memory\n");
+  if (!a.backend.empty())
+    for (auto& c : suite.cases) c.backend = a.backend;
   json results = {{"schema", "parabench.results/1"}, {"suite", suite.name}, {"env", environment(world)},
                   {"cases", json::array()}};
   {

@@ -2,6 +2,7 @@
 #include "harness/runner.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -9,6 +10,7 @@
 
 #include "harness/analytic.h"
 #include "optimized/comm/ledger.h"
+#include "optimized/comm/nccl_communicator.h"
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
 #include "optimized/model/dist_optimizer.h"
@@ -171,18 +173,29 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   std::vector<double>& grad_norms = out.grad_norms;
   std::map<std::string, std::vector<float>> grads1, finals;  // by name
   const Device dev = c.backend == "cuda" ? Device::CUDA : Device::CPU;
+  bool nccl = false;
   if (dev == Device::CUDA) {
-    int local = 0;  // the rank among the ranks of this node picks the GPU
+    int local = 0, local_size = 1;  // the rank among the ranks of this node picks the GPU
     MPI_Comm node;
     MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
     MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_size(node, &local_size));
     MPI_CHECK(MPI_Comm_free(&node));
     cuda_select_device(local);
     TrackingAllocator::device().reset_peaks();
+    // NCCL refuses two ranks on one GPU: with more ranks than GPUs on a node, MPI (staged).
+    int ok = nccl_built() && local_size <= cuda_device_count() ? 1 : 0;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm));
+    nccl = ok == 1;
+    static bool said = false;
+    if (!nccl && !said && rank == 0)
+      std::fprintf(stderr, "backend cuda: %d ranks share %d GPU(s) on a node (or no NCCL): collectives go through "
+                           "MPI, staged through host memory\n", local_size, cuda_device_count());
+    said = said || !nccl;
   }
   {
     DeviceScope on(dev);  // every tensor the model allocates lives on dev
-    ProcessGrid grid(comm, c.layout);
+    ProcessGrid grid(comm, c.layout, nccl);
     DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, features, c.train.seed}, grid);
     DistOptimizer optim(model, grid, c.train);
     const int64_t m = c.train.num_micro_batches;

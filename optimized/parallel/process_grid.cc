@@ -1,18 +1,21 @@
 /* Process grid construction with MPI_Comm_split. */
 #include "optimized/parallel/process_grid.h"
 
+#include "optimized/comm/nccl_communicator.h"
 #include "optimized/core/fatal.h"
 #include "reference/common/error.h"
 
 namespace pb {
 
-static std::unique_ptr<MpiCommunicator> split(MPI_Comm parent, const char* name, int color, int key) {
-  MPI_Comm c;
-  MPI_CHECK(MPI_Comm_split(parent, color, key, &c));
-  return std::make_unique<MpiCommunicator>(name, c);
+// One group: an MPI communicator (owning the split), or NCCL over the split.
+static std::unique_ptr<Communicator> make_group(MPI_Comm c, const char* name, bool nccl) {
+  if (!nccl) return std::make_unique<MpiCommunicator>(name, c);
+  auto g = make_nccl_communicator(name, c);
+  MPI_CHECK(MPI_Comm_free(&c));
+  return g;
 }
 
-ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l) : layout_(l) {
+ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl) : layout_(l) {
   int size = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank_));
   MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -23,18 +26,31 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l) : layout_(l) {
   cp_r_ = (rank_ / l.tp) % l.cp;
   dp_r_ = (rank_ / (l.tp * l.cp)) % l.dp;
   pp_r_ = rank_ / (l.tp * l.cp * l.dp);
+  auto split = [&](const char* name, int color, int key) {
+    MPI_Comm c;
+    MPI_CHECK(MPI_Comm_split(comm, color, key, &c));
+    return make_group(c, name, nccl);
+  };
   MPI_Comm dup;
   MPI_CHECK(MPI_Comm_dup(comm, &dup));
-  world_ = std::make_unique<MpiCommunicator>("world", dup);
+  world_ = make_group(dup, "world", nccl);
   const int dpcp_r = cp_r_ + l.cp * dp_r_;  // position in DP x CP
-  tp_ = split(comm, "tp", cp_r_ + l.cp * (dp_r_ + l.dp * pp_r_), tp_r_);
-  cp_ = split(comm, "cp", tp_r_ + l.tp * (dp_r_ + l.dp * pp_r_), cp_r_);
-  dp_ = split(comm, "dp", tp_r_ + l.tp * (cp_r_ + l.cp * pp_r_), dp_r_);
-  pp_ = split(comm, "pp", tp_r_ + l.tp * (cp_r_ + l.cp * dp_r_), pp_r_);
-  dp_cp_ = split(comm, "dp_cp", tp_r_ + l.tp * pp_r_, dpcp_r);
-  ep_ = split(comm, "ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
-  edp_ = split(comm, "expert_dp", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r % l.ep)), dpcp_r / l.ep);
-  mp_ = split(comm, "mp", cp_r_ + l.cp * dp_r_, tp_r_ + l.tp * pp_r_);
+  const int tp_color = cp_r_ + l.cp * (dp_r_ + l.dp * pp_r_);
+  MPI_CHECK(MPI_Comm_split(comm, tp_color, tp_r_, &raw_tp_));
+  tp_ = split("tp", tp_color, tp_r_);
+  cp_ = split("cp", tp_r_ + l.tp * (dp_r_ + l.dp * pp_r_), cp_r_);
+  dp_ = split("dp", tp_r_ + l.tp * (cp_r_ + l.cp * pp_r_), dp_r_);
+  pp_ = split("pp", tp_r_ + l.tp * (cp_r_ + l.cp * dp_r_), pp_r_);
+  dp_cp_ = split("dp_cp", tp_r_ + l.tp * pp_r_, dpcp_r);
+  ep_ = split("ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
+  edp_ = split("expert_dp", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r % l.ep)), dpcp_r / l.ep);
+  mp_ = split("mp", cp_r_ + l.cp * dp_r_, tp_r_ + l.tp * pp_r_);
+}
+
+ProcessGrid::~ProcessGrid() {
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (!fin && raw_tp_ != MPI_COMM_NULL) MPI_Comm_free(&raw_tp_);
 }
 
 std::string ProcessGrid::describe() const {

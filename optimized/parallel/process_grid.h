@@ -21,8 +21,10 @@ namespace pb {
 
 class ProcessGrid {
  public:
-  // comm: the ranks of this case (its size must equal layout.world()).
-  ProcessGrid(MPI_Comm comm, const Layout& layout);
+  // comm: the ranks of this case (its size must equal layout.world()). With nccl, every
+  // group communicates through NCCL (device buffers); otherwise through MPI.
+  ProcessGrid(MPI_Comm comm, const Layout& layout, bool nccl = false);
+  ~ProcessGrid();
 
   const Layout& layout() const { return layout_; }
   int rank() const { return rank_; }
@@ -40,14 +42,14 @@ class ProcessGrid {
   Communicator& expert_dp() { return *edp_; }
   Communicator& mp() { return *mp_; }
   std::string describe() const;
-  // Raw communicators, for harness bookkeeping that must stay out of the accounting.
-  MPI_Comm raw_tp() const { return tp_->comm(); }
-  MPI_Comm raw_world() const { return world_->comm(); }
+  // Raw MPI communicators, for harness bookkeeping that must stay out of the accounting.
+  MPI_Comm raw_tp() const { return raw_tp_; }
 
  private:
   Layout layout_;
   int rank_ = 0, tp_r_ = 0, cp_r_ = 0, dp_r_ = 0, pp_r_ = 0;
-  std::unique_ptr<MpiCommunicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, mp_;
+  std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, mp_;
+  MPI_Comm raw_tp_ = MPI_COMM_NULL;
 };
 
 }  // namespace pb

@@ -1,0 +1,180 @@
+/* NCCL Communicator (see nccl_communicator.h). */
+#include "optimized/comm/nccl_communicator.h"
+
+#include "optimized/core/fatal.h"
+#include "reference/common/error.h"
+
+#ifdef PB_WITH_NCCL
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <vector>
+
+#include "optimized/core/cuda_check.h"
+
+#define NCCL_CHECK(comm, call)                                                                                  \
+  do {                                                                                                          \
+    const ncclResult_t pb_r_ = (call);                                                                          \
+    if (pb_r_ != ncclSuccess)                                                                                   \
+      ::pb::abort_job(std::string("NCCL error: ") + ncclGetErrorString(pb_r_) + " (" + ncclGetLastError(comm) + \
+                      "), " #call ", " __FILE__ ":" + std::to_string(__LINE__));                                \
+  } while (0)
+#endif
+
+namespace pb {
+
+#ifdef PB_WITH_NCCL
+namespace {
+
+ncclDataType_t nccl_type(const Tensor& t) { return t.dtype() == DType::F32 ? ncclFloat32 : ncclBfloat16; }
+
+void require_device(const Tensor& t, const char* what) {
+  PB_REQUIRE(t.device() == Device::CUDA, "nccl ", what, ": buffer ", t.shape_str(), " is not on the GPU");
+}
+
+// NCCL work is ordered on the default stream; waiting means synchronizing it.
+class StreamRequest : public Request {
+ public:
+  void wait() override { CUDA_CHECK(cudaStreamSynchronize(0)); }
+};
+
+class NcclCommunicator : public Communicator {
+ public:
+  NcclCommunicator(std::string name, MPI_Comm comm, int rank, int size) : Communicator(std::move(name), rank, size) {
+    ncclUniqueId id;
+    if (rank == 0) NCCL_CHECK(nullptr, ncclGetUniqueId(&id));
+    MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, comm));
+    NCCL_CHECK(nullptr, ncclCommInitRank(&comm_, size, id, rank));
+    MPI_CHECK(MPI_Comm_dup(comm, &mpi_));
+  }
+  ~NcclCommunicator() override {
+    ncclCommDestroy(comm_);
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Comm_free(&mpi_);
+  }
+
+  void all_reduce(Tensor& buf, ReduceOp op) override { iall_reduce(buf, op)->wait(); }
+  void all_gather(Tensor& out, const Tensor& in) override { iall_gather(out, in)->wait(); }
+  void reduce_scatter(Tensor& out, const Tensor& in) override { ireduce_scatter(out, in)->wait(); }
+  void send(const Tensor& buf, int peer, int tag) override { isend(buf, peer, tag)->wait(); }
+  void recv(Tensor& buf, int peer, int tag) override { irecv(buf, peer, tag)->wait(); }
+
+  void all_to_all(Tensor& out, const Tensor& in) override {
+    const int64_t rows = in.rows() / size_;
+    all_to_all_v(out, std::vector<int64_t>(size_t(size_), rows), in, std::vector<int64_t>(size_t(size_), rows));
+  }
+
+  void all_to_all_v(Tensor& out, const std::vector<int64_t>& recv_rows, const Tensor& in,
+                    const std::vector<int64_t>& send_rows) override {
+    require_device(in, "all_to_all");
+    require_device(out, "all_to_all");
+    if (size_ > 1) CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
+    const int64_t cols = in.cols(), es = int64_t(dtype_bytes(in.dtype()));
+    int64_t so = 0, ro = 0;
+    NCCL_CHECK(comm_, ncclGroupStart());
+    for (int q = 0; q < size_; ++q) {
+      const int64_t sn = send_rows[size_t(q)] * cols, rn = recv_rows[size_t(q)] * cols;
+      NCCL_CHECK(comm_, ncclSend(static_cast<const char*>(in.raw()) + so * es, size_t(sn), nccl_type(in), q, comm_, 0));
+      NCCL_CHECK(comm_, ncclRecv(static_cast<char*>(out.raw()) + ro * es, size_t(rn), nccl_type(out), q, comm_, 0));
+      so += sn;
+      ro += rn;
+    }
+    NCCL_CHECK(comm_, ncclGroupEnd());
+    CUDA_CHECK(cudaStreamSynchronize(0));
+  }
+
+  void broadcast(Tensor& buf, int root) override {
+    if (size_ == 1) return;
+    require_device(buf, "broadcast");
+    CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));
+    NCCL_CHECK(comm_, ncclBroadcast(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf), root, comm_, 0));
+    CUDA_CHECK(cudaStreamSynchronize(0));
+  }
+
+  RequestPtr iall_reduce(Tensor& buf, ReduceOp op) override {
+    if (size_ > 1) {
+      require_device(buf, "all_reduce");
+      CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
+      NCCL_CHECK(comm_, ncclAllReduce(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf),
+                                      op == ReduceOp::Sum ? ncclSum : ncclMax, comm_, 0));
+    }
+    return std::make_unique<StreamRequest>();
+  }
+
+  RequestPtr iall_gather(Tensor& out, const Tensor& in) override {
+    PB_REQUIRE(out.numel() == in.numel() * size_, "all_gather: output ", out.shape_str(), " is not ", size_,
+               " x input ", in.shape_str());
+    require_device(in, "all_gather");
+    if (size_ > 1) CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
+    NCCL_CHECK(comm_, ncclAllGather(in.raw(), out.raw(), size_t(in.numel()), nccl_type(in), comm_, 0));
+    return std::make_unique<StreamRequest>();
+  }
+
+  RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) override {
+    PB_REQUIRE(in.numel() == out.numel() * size_, "reduce_scatter: input ", in.shape_str(), " is not ", size_,
+               " x output ", out.shape_str());
+    require_device(in, "reduce_scatter");
+    if (size_ > 1) CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
+    NCCL_CHECK(comm_, ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in), ncclSum, comm_, 0));
+    return std::make_unique<StreamRequest>();
+  }
+
+  RequestPtr isend(const Tensor& buf, int peer, int) override {
+    require_device(buf, "send");
+    CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
+    NCCL_CHECK(comm_, ncclSend(buf.raw(), size_t(buf.numel()), nccl_type(buf), peer, comm_, 0));
+    return std::make_unique<StreamRequest>();
+  }
+
+  RequestPtr irecv(Tensor& buf, int peer, int) override {
+    require_device(buf, "recv");
+    CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
+    NCCL_CHECK(comm_, ncclRecv(buf.raw(), size_t(buf.numel()), nccl_type(buf), peer, comm_, 0));
+    return std::make_unique<StreamRequest>();
+  }
+
+  void barrier() override {
+    CUDA_CHECK(cudaStreamSynchronize(0));
+    MPI_CHECK(MPI_Barrier(mpi_));
+  }
+
+  // Host scalars (losses, norms) go through MPI; accounted like the MPI backend's.
+  double all_reduce_scalar(double v, ReduceOp op) override {
+    if (size_ == 1) return v;
+    CommLedger::get().record(name_, CommOp::AllReduce, size_, 8);
+    double out = 0;
+    MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, mpi_));
+    return out;
+  }
+
+ private:
+  ncclComm_t comm_ = nullptr;
+  MPI_Comm mpi_ = MPI_COMM_NULL;
+};
+
+}  // namespace
+
+bool nccl_built() { return true; }
+
+std::string nccl_version() {
+  int v = 0;
+  ncclGetVersion(&v);
+  return std::to_string(v / 10000) + "." + std::to_string((v / 100) % 100) + "." + std::to_string(v % 100);
+}
+
+std::unique_ptr<Communicator> make_nccl_communicator(const std::string& name, MPI_Comm comm) {
+  int rank = 0, size = 1;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  return std::make_unique<NcclCommunicator>(name, comm, rank, size);
+}
+#else
+bool nccl_built() { return false; }
+std::string nccl_version() { return ""; }
+std::unique_ptr<Communicator> make_nccl_communicator(const std::string&, MPI_Comm) {
+  throw Error("nccl: this build has no NCCL");
+}
+#endif
+
+}  // namespace pb
