@@ -279,6 +279,8 @@ int main(int argc, char** argv) {
   run->add_option("--peak-tflops", ra.opt.peak_tflops, "stated peak TFLOP/s per rank for MFU");
   run->add_option("--inject-failure", ra.opt.inject_failure_rank, "(test) this rank throws in its first step")
       ->group("");
+  run->add_option("--inject-delay", ra.opt.inject_delay_s, "(test) every rank sleeps this long in its first step")
+      ->group("");
   AnalyzeArgs aa;
   auto* analyze = app.add_subcommand("analyze", "analytic predictions only (no run)");
   analyze->add_option("--model", aa.model, "HF config.json, or a model name from a suite file")->required();

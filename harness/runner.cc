@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <stdexcept>
+#include <thread>
 
 #include "harness/analytic.h"
 #include "optimized/comm/ledger.h"
@@ -205,6 +206,8 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
       model.params().zero_grads();
       double loss = 0;
       for (int64_t j = 0; j < m; ++j) {
+        if (n == 0 && j == 0 && opt.inject_delay_s > 0)
+          std::this_thread::sleep_for(std::chrono::duration<double>(opt.inject_delay_s));
         if (n == 0 && j == 0 && world_rank == opt.inject_failure_rank)
           throw std::runtime_error("injected failure (--inject-failure " + std::to_string(world_rank) + ")");
         const ref::Batch b = ref::train_batch(c.model, rtc, n, grid.dp_rank() * m + j);

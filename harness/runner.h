@@ -21,6 +21,7 @@ namespace pb::harness {
 struct RunOptions {
   double peak_tflops = 0;        // stated peak for MFU; 0: no MFU
   int inject_failure_rank = -1;  // test hook: this world rank throws during its first step
+  double inject_delay_s = 0;     // test hook: every rank sleeps this long in its first step (a hang)
 };
 
 struct Tolerance {
