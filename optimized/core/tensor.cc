@@ -69,6 +69,40 @@ Tensor Tensor::view(int64_t offset, std::vector<int64_t> shape) const {
   return t;
 }
 
+Tensor Tensor::reinterpret(DType dt, int64_t byte_offset, std::vector<int64_t> shape) const {
+  Tensor t = *this;
+  const int64_t es = int64_t(dtype_bytes(dt));
+  const int64_t base = offset_ * int64_t(dtype_bytes(dtype_)) + byte_offset;
+  PB_REQUIRE(base % es == 0, "tensor: reinterpret at byte ", byte_offset, " is not aligned to ", dtype_name(dt));
+  t.dtype_ = dt;
+  t.offset_ = base / es;
+  t.shape_ = std::move(shape);
+  PB_REQUIRE(byte_offset >= 0 && byte_offset + int64_t(t.bytes()) <= int64_t(bytes()), "tensor: reinterpret ",
+             t.shape_str(), " ", dtype_name(dt), " at byte ", byte_offset, " outside ", shape_str());
+  return t;
+}
+
+uint16_t* Tensor::bf16_bits() {
+  PB_REQUIRE(dtype_ == DType::BF16, "tensor: bf16_bits() on a ", dtype_name(dtype_), " tensor");
+  return static_cast<uint16_t*>(raw());
+}
+const uint16_t* Tensor::bf16_bits() const { return const_cast<Tensor*>(this)->bf16_bits(); }
+
+uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);                                            // ties to even
+  return uint16_t(u >> 16);
+}
+
+float bf16_to_float(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 Tensor Tensor::slice_rows(int64_t r0, int64_t n) const {
   std::vector<int64_t> s = shape_;
   s[0] = n;

@@ -21,6 +21,11 @@ Device current_device();  // = default_device() of core/device.h
 size_t dtype_bytes(DType d);
 const char* dtype_name(DType d);
 
+// bfloat16 <-> float on the host: round to nearest, ties to even (as __float2bfloat16_rn);
+// NaN stays NaN.
+uint16_t float_to_bf16(float f);
+float bf16_to_float(uint16_t b);
+
 class Tensor {
  public:
   Tensor() = default;
@@ -50,6 +55,12 @@ class Tensor {
   Tensor view(int64_t offset, std::vector<int64_t> shape) const;
   // Rows r0 .. r0+n-1 of a tensor seen as [rows, cols].
   Tensor slice_rows(int64_t r0, int64_t n) const;
+  // The same bytes seen as another dtype: numel(shape) elements of dt starting `byte_offset`
+  // bytes into this tensor (reuse-fp32-param's bf16 view of the fp32 master buffer).
+  Tensor reinterpret(DType dt, int64_t byte_offset, std::vector<int64_t> shape) const;
+
+  uint16_t* bf16_bits();  // BF16 tensors: the raw 16-bit patterns
+  const uint16_t* bf16_bits() const;
 
   std::string shape_str() const;
 

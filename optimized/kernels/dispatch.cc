@@ -75,4 +75,15 @@ void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const 
 }
 void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) { PB_DISPATCH(w.device(), adamw, w, g, m, v, h); }
 
+void cast(Tensor& dst, const Tensor& src) { PB_DISPATCH(src.device(), cast, dst, src); }
+void fp32_to_bf16_residual(Tensor& master) { PB_DISPATCH(master.device(), fp32_to_bf16_residual, master); }
+void bf16_residual_to_fp32(Tensor& master) { PB_DISPATCH(master.device(), bf16_residual_to_fp32, master); }
+void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& group_sizes) {
+  PB_DISPATCH(x.device(), grouped_gemm_forward, y, x, w, group_sizes);
+}
+void grouped_gemm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                           const std::vector<int64_t>& group_sizes) {
+  PB_DISPATCH(x.device(), grouped_gemm_backward, dx, dw, dy, x, w, group_sizes);
+}
+
 }  // namespace pb::ops

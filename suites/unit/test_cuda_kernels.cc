@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "optimized/core/device.h"
@@ -191,6 +192,46 @@ TEST_F(CudaKernels, AdamW) {
   EXPECT_LT(rel(gw, w), 1e-7);
   EXPECT_LT(rel(gm, m), 1e-7);
   EXPECT_LT(rel(gv, v), 1e-7);
+}
+
+TEST_F(CudaKernels, CastAndReuseFp32Param) {
+  const int64_t n = 4099;
+  Tensor f = host_randn({n}, "f", 3.0f);
+  Tensor b = Tensor::empty({n}, MemCategory::Workspace, DType::BF16, Device::CPU);
+  ops::cast(b, f);
+  Tensor gb = Tensor::empty({n}, MemCategory::Workspace, DType::BF16, Device::CUDA);
+  ops::cast(gb, dev(f));
+  const Tensor hb = to_device(gb, Device::CPU);
+  EXPECT_EQ(std::memcmp(hb.raw(), b.raw(), b.bytes()), 0);  // same rounding bit for bit
+  Tensor w = f, gw = dev(f);
+  ops::fp32_to_bf16_residual(w);
+  ops::fp32_to_bf16_residual(gw);
+  EXPECT_EQ(std::memcmp(to_device(gw, Device::CPU).raw(), w.raw(), w.bytes()), 0);
+  ops::bf16_residual_to_fp32(gw);
+  EXPECT_EQ(std::memcmp(to_device(gw, Device::CPU).raw(), f.raw(), f.bytes()), 0);  // exact round trip
+}
+
+TEST_F(CudaKernels, GroupedGemmAndMatmulAdd) {
+  const std::vector<int64_t> sizes{3, 0, 70, 1};
+  const int64_t M = 74, H = 64, F = 48, E = 4;
+  Tensor x = host_randn({M, H}, "x"), w = host_randn({E, H, F}, "w"), dy = host_randn({M, F}, "dy");
+  Tensor dw = host_randn({E, H, F}, "dw0"), gdw = dev(dw);
+  Tensor y = nan_host({M, F}), gy = nan_dev({M, F}), dx = nan_host({M, H}), gdx = nan_dev({M, H});
+  ops::grouped_gemm_forward(y, x, w, sizes);
+  ops::grouped_gemm_forward(gy, dev(x), dev(w), sizes);
+  ops::grouped_gemm_backward(dx, dw, dy, x, w, sizes);
+  ops::grouped_gemm_backward(gdx, gdw, dev(dy), dev(x), dev(w), sizes);
+  EXPECT_LT(rel(gy, y), kTol);
+  EXPECT_LT(rel(gdx, dx), kTol);
+  EXPECT_LT(rel(gdw, dw), kTol);
+  Tensor xb = Tensor::empty({M, H}, MemCategory::Workspace, DType::BF16, Device::CPU);
+  Tensor dyb = Tensor::empty({M, F}, MemCategory::Workspace, DType::BF16, Device::CPU);
+  ops::cast(xb, x);
+  ops::cast(dyb, dy);
+  Tensor main_grad = host_randn({F, H}, "mg"), gmain = dev(main_grad);
+  ops::linear_backward_weight(main_grad, dyb, xb);
+  ops::linear_backward_weight(gmain, dev(dyb), dev(xb));
+  EXPECT_LT(rel(gmain, main_grad), 1e-6);
 }
 
 }  // namespace pb::test

@@ -20,6 +20,15 @@ void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
   PB_REQUIRE(dw.rows() == dy.cols() && dw.cols() == x.cols() && dy.rows() == x.rows(), "linear_backward_weight: dW ",
              dw.shape_str(), " += dy^T ", dy.shape_str(), " x ", x.shape_str());
+  PB_REQUIRE(dw.dtype() == DType::F32 && dy.dtype() == x.dtype(), "linear_backward_weight: fp32 dW, matching inputs");
+  if (dy.dtype() == DType::BF16) {  // matmul-add: bf16 inputs, the product kept in fp32
+    Tensor dyf = Tensor::empty(dy.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
+    Tensor xf = Tensor::empty(x.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
+    cast(dyf, dy);
+    cast(xf, x);
+    as_mat(dw).noalias() += as_mat(dyf).transpose() * as_mat(xf);
+    return;
+  }
   as_mat(dw).noalias() += as_mat(dy).transpose() * as_mat(x);  // (out, in)
 }
 

@@ -43,9 +43,16 @@ void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
   PB_REQUIRE(dw.rows() == dy.cols() && dw.cols() == x.cols() && dy.rows() == x.rows(), "linear_backward_weight: dW ",
              dw.shape_str(), " += dy^T ", dy.shape_str(), " x ", x.shape_str());
+  PB_REQUIRE(dw.dtype() == DType::F32 && dy.dtype() == x.dtype(), "linear_backward_weight: fp32 dW, matching inputs");
   const int N = int(x.rows()), in = int(x.cols()), out = int(dy.cols());
   const float one = 1.0f;
   if (in == 0 || out == 0) return;
+  if (dy.dtype() == DType::BF16) {  // matmul-add: bf16 inputs, fp32 product accumulated into main_grad
+    CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, &one, x.raw(), CUDA_R_16BF, in, dy.raw(),
+                              CUDA_R_16BF, out, &one, dw.raw(), CUDA_R_32F, in, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, &one, x.f32(), in, dy.f32(), out, &one,
                            dw.f32(), in));
 }

@@ -1,0 +1,56 @@
+/* CUDA grouped GEMM (MoE experts), fp32 through cuBLAS: one GEMM per non-empty group on
+ * the default stream (a first version; one grouped launch, cublasGemmGroupedBatchedEx or
+ * an own kernel, is the performance target's job). Row-major -> column-major as in
+ * linear.cu:
+ *   y_i (n, F) = x_i (n, H) W_i (H, F)   ->  y^T = W^T x^T : gemm(N, N, F, n, H, W, x)
+ *   dx_i (n, H) = dy_i W_i^T             ->  gemm(T, N, H, n, F, W, dy)
+ *   dW_i (H, F) += x_i^T dy_i            ->  dW^T (F, H) += dy^T x : gemm(N, T, F, H, n, dy, x, beta 1)
+ */
+#include "optimized/kernels/cuda/common.cuh"
+#include "optimized/kernels/cuda/cuda_kernels.h"
+#include "reference/common/error.h"
+
+namespace pb::cuda {
+
+static void check_groups(const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes) {
+  PB_REQUIRE(w.shape().size() == 3 && int64_t(sizes.size()) == w.dim(0) && w.dim(1) == x.cols(),
+             "grouped_gemm: x ", x.shape_str(), ", w ", w.shape_str(), ", ", sizes.size(), " group sizes");
+  int64_t m = 0;
+  for (int64_t s : sizes) m += s;
+  PB_REQUIRE(m == x.rows(), "grouped_gemm: group sizes sum to ", m, ", x has ", x.rows(), " rows");
+}
+
+void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes) {
+  check_groups(x, w, sizes);
+  const int H = int(w.dim(1)), F = int(w.dim(2));
+  const float one = 1.0f, zero = 0.0f;
+  int64_t r = 0;
+  for (size_t e = 0; e < sizes.size(); ++e) {
+    const int n = int(sizes[e]);
+    if (n)
+      CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_N, F, n, H, &one, w.f32() + int64_t(e) * H * F, F,
+                               x.f32() + r * H, H, &zero, y.f32() + r * F, F));
+    r += n;
+  }
+}
+
+void grouped_gemm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                           const std::vector<int64_t>& sizes) {
+  check_groups(x, w, sizes);
+  const int H = int(w.dim(1)), F = int(w.dim(2));
+  const float one = 1.0f, zero = 0.0f;
+  int64_t r = 0;
+  for (size_t e = 0; e < sizes.size(); ++e) {
+    const int n = int(sizes[e]);
+    if (n) {
+      const float* we = w.f32() + int64_t(e) * H * F;
+      CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, H, n, F, &one, we, F, dy.f32() + r * F, F, &zero,
+                               dx.f32() + r * H, H));
+      CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_T, F, H, n, &one, dy.f32() + r * F, F,
+                               x.f32() + r * H, H, &one, dw.f32() + int64_t(e) * H * F, F));
+    }
+    r += n;
+  }
+}
+
+}  // namespace pb::cuda
