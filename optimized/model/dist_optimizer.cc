@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "optimized/kernels/ops.h"
 #include "optimized/parallel/dp_grad_sync.h"
@@ -25,9 +26,16 @@ double DistOptimizer::step() {
   t_ += 1;
   ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
                    1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
-  for (auto& p : P.all()) {
-    h.weight_decay = p.is_norm ? 0.0f : float(tc_.weight_decay);
-    ops::adamw(p.w, p.g, p.m, p.v, h);
+  // Two launches cover every tensor: the leading block of replicated norm weights (no
+  // weight decay), then all the matrices (element-wise, so identical to per-tensor steps).
+  const int64_t rep = P.replicated_numel(), total = P.weight_buffer().numel();
+  auto block = [](Tensor& t, int64_t off, int64_t n) { return t.view(off, {n}); };
+  for (auto [off, n, decay] : {std::tuple{int64_t(0), rep, 0.0f}, {rep, total - rep, float(tc_.weight_decay)}}) {
+    if (n == 0) continue;
+    h.weight_decay = decay;
+    Tensor w = block(P.weight_buffer(), off, n), g = block(P.grad_buffer(), off, n);
+    Tensor m = block(P.adam_m_buffer(), off, n), v = block(P.adam_v_buffer(), off, n);
+    ops::adamw(w, g, m, v, h);
   }
   return norm;
 }

@@ -7,7 +7,8 @@
  *      the DP*m micro-batches, each already scaled by 1/m).
  *   3. norm^2 = sum over TP-sharded grads + (TP rank 0 only) replicated grads, all-reduced
  *      over the model-parallel group: every element of the global model counted once.
- *   4. AdamW with the clip coefficient min(1, clip / (norm + 1e-6)) (reference/model/adamw.h).
+ *   4. AdamW with the clip coefficient min(1, clip / (norm + 1e-6)) (reference/model/adamw.h),
+ *      in two launches over the contiguous buffers (norm weights without decay, matrices).
  * All calls are accounted in the optimizer phase.
  */
 #pragma once

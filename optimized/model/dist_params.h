@@ -40,6 +40,10 @@ class DistParams {
   const std::vector<ShardedParam>& all() const { return params_; }
   ShardedParam& get(const std::string& name);
   Tensor& grad_buffer() { return grads_; }
+  // The whole buffers, for optimizer launches that cover every tensor at once.
+  Tensor& weight_buffer() { return weights_; }
+  Tensor& adam_m_buffer() { return m_; }
+  Tensor& adam_v_buffer() { return v_; }
   Tensor replicated_grads();       // the leading block of norm-weight grads
   int64_t replicated_numel() const { return replicated_numel_; }
   void zero_grads();
