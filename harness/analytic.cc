@@ -15,25 +15,27 @@ Prediction predict(const Case& c) {
   bool sp = false;
   for (const auto& f : c.features) sp = sp || f == "sp";
   const int64_t Ns = sp ? N / t : N;
-  constexpr int64_t fp = 4;
+  constexpr int64_t fp = 4;                      // fp32: grads, master, Adam state, statistics
+  const int64_t e = c.dtype == "bf16" ? 2 : 4;   // weights, activations and their gradients
 
   Prediction p;
   p.params_total = ref::analytic_param_count(mc);
   p.params_local = (2 * L + 1) * H + (2 * V * H + L * (2 * H * H + 2 * H * G * D + 3 * H * F)) / t;
   p.flops_per_step = ref::train_flops_per_token(mc, S) * double(c.global_batch() * S);
-  p.memory[MemCategory::Params] = fp * p.params_local;
+  p.memory[MemCategory::Params] = e * p.params_local;
   p.memory[MemCategory::Grads] = fp * p.params_local;
-  p.memory[MemCategory::Optimizer] = 2 * fp * p.params_local;
+  p.memory[MemCategory::Optimizer] = (e == fp ? 2 : 3) * fp * p.params_local;  // (+ fp32 master) + m + v
   const int64_t a = A / t, g = G / t, f = F / t;
   p.memory[MemCategory::Activations] =
-      fp * (L * (4 * Ns * H + 2 * Ns + N * (2 * a + 2 * g) * D + B * a * S + 3 * N * f) + 2 * Ns * H + Ns + N * V / t + 2 * N);
+      e * (L * (4 * Ns * H + N * (2 * a + 2 * g) * D + 3 * N * f) + 2 * Ns * H + N * V / t) +
+      fp * (L * (2 * Ns + B * a * S) + Ns + 2 * N);
 
   auto add = [&](const char* group, CommOp op, Phase ph, int64_t calls, int64_t bytes) {
     if (calls > 0) p.comm.push_back({group, op, ph, calls, bytes});
   };
   const int64_t mb = m * steps;  // micro-batches in the run
   if (t > 1) {
-    const int64_t NH = fp * N * H;
+    const int64_t NH = e * N * H;
     if (!sp) {
       add("tp", CommOp::AllReduce, Phase::Forward, mb * (1 + 2 * L + 3), mb * ((1 + 2 * L) * NH + 3 * fp * N));
       add("tp", CommOp::AllReduce, Phase::Backward, mb * (1 + 2 * L), mb * (1 + 2 * L) * NH);

@@ -1,12 +1,13 @@
 /* The analytic model: what a case should cost, from its config alone (no run).
  *
  * Parameters and FLOPs: reference/model/flops.h. Per rank (all ranks of a DP x TP
- * layout hold the same amount), fp32 (4 bytes):
+ * layout hold the same amount), e = 4 bytes (fp32) or 2 (bf16) per weight and activation:
  *   P_local = (2L+1) H  +  [2VH + L (2H^2 + 2HGD + 3HF)] / TP      (norms replicated)
- *   params = 4 P_local, grads = 4 P_local, optimizer (Adam m, v) = 8 P_local
+ *   params = e P_local, grads = 4 P_local (fp32 main grads), optimizer = 8 P_local (m, v)
+ *   + 4 P_local for the fp32 master in bf16 (18 bytes/param in all, FEATURES.md)
  *   activations (saved for backward, one micro-batch, N = B S, N_s = N/TP with SP else N,
- *   a = A/TP, g = G/TP, f = F/TP):
- *     4 [ L (4 N_s H + 2 N_s + N (2a + 2g) D + B a S + 3 N f) + 2 N_s H + N_s + N V/TP + 2N ]
+ *   a = A/TP, g = G/TP, f = F/TP; rstd, LSE and the cross-entropy statistics in fp32):
+ *     e [ L (4 N_s H + N (2a + 2g) D + 3 N f) + 2 N_s H + N V/TP ] + 4 [ L (2 N_s + B a S) + N_s + 2N ]
  * Communication per step (m micro-batches per DP rank; bytes as nccl-tests count them):
  *   TP, no SP: forward  all_reduce (1 + 2L) x N H + 3 x N (cross-entropy max, target, sum)
  *              backward all_reduce (1 + 2L) x N H
@@ -16,7 +17,8 @@
  *              optimizer all_reduce of the norm grads (2L + 1) H
  *   mp (TP x PP) optimizer: all_reduce of the squared grad norm (8 bytes)
  *   DP optimizer: all_reduce of the gradient buffer (4 P_local) and of the loss (8 bytes)
- * (each x 4 bytes per element, x m per step for forward/backward, x steps).
+ * (N H terms x e bytes, the N cross-entropy terms and gradient buffers x 4, x m per step
+ * for forward/backward, x steps).
  */
 #pragma once
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <thread>
@@ -24,8 +25,13 @@ using nlohmann::json;
 
 Tolerance tolerance_for(const std::string& dtype) {
   // fp32: only the order of reductions differs from the reference (DESIGN.md, Checks).
-  if (dtype == "fp32") return {1e-5, 1e-5, 1e-5};
-  return {1e-2, 1e-2, 1e-2};  // bf16
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  if (dtype == "fp32") return {1e-5, 1e-5, 1e-5, inf, inf, inf};
+  // bf16: floors, the 2x-baseline rule (check()) sets the bar, and caps catch what the
+  // one-rank baseline shares with the distributed run (a bug in the common bf16 path; e.g.
+  // bf16 weights not refreshed from the master moved the loss by 9.8e-3 in both, against
+  // 4e-5 when healthy, smoke model).
+  return {1e-3, 1e-3, 1e-3, 2e-3, 3e-2, 3e-2};
 }
 
 void validate_case(const Case& c, int world_size) {
@@ -39,7 +45,6 @@ void validate_case(const Case& c, int world_size) {
     PB_REQUIRE(cuda_device_count() > 0, "case ", c.name, ": backend cuda: no CUDA device is visible on this machine");
   }
   PB_REQUIRE(c.dtype == "fp32" || c.dtype == "bf16", "case ", c.name, ": unknown dtype '", c.dtype, "' (fp32, bf16)");
-  PB_REQUIRE(c.dtype == "fp32", "case ", c.name, ": dtype bf16 is not available in this build yet (fp32 only)");
   const Features f = parse_features(c.features);
   try {
     validate_layout(c.layout, c.model, c.train, f);
@@ -131,21 +136,74 @@ std::vector<float> gather_full(const ShardedParam& p, const Tensor& local, Proce
   return out;
 }
 
-// out against the fp32 reference, with the dtype's table tolerance. Parameters after N
-// AdamW steps get max(table, 5 x the fp32 reference's own distance from the fp64
-// reference): Adam's normalized update m/sqrt(v) turns the ~1e-7 rounding noise of a
-// gradient element near zero into an O(lr) difference of that element, in the reference
-// as much as here. Measured on the ci suite (lr 3e-3, 5 steps): fp32 reference vs fp64
-// up to 1.5e-4 relative, the distributed runs 1.2-3.8x that far from the fp32 reference,
-// while step-1 gradients agree to 4e-7 (table tolerance 1e-5, no noise allowance).
-json check(const std::string& tensor, const std::vector<double>& out, const std::vector<double>& ref32,
-           const std::vector<double>& ref64, double table_tol, double noise_factor) {
+// out against the fp32 reference, with the dtype's table tolerance, or a multiple of a
+// baseline error where that is larger (DESIGN.md: for low precision, at most 2x the error
+// of a naive same-dtype implementation):
+//   fp32: baseline = the fp32 reference's distance from the fp64 reference. Parameters
+//     after N AdamW steps get 5x it: Adam's normalized update m/sqrt(v) turns the ~1e-7
+//     rounding noise of a gradient element near zero into an O(lr) difference of that
+//     element, in the reference as much as here (ci suite, lr 3e-3, 5 steps: fp32 reference
+//     vs fp64 up to 1.5e-4, the distributed runs 1.2-3.8x that far from the fp32
+//     reference). Loss, gradient norm and step-1 gradients: the table (1e-5) only.
+//   bf16: baseline = the same case in bf16 on one rank (no parallelism) against the fp32
+//     reference; every check gets 2x it. For parameters after N steps the baseline is the
+//     one-rank run's largest per-tensor error: per tensor it is one sample of Adam-amplified
+//     bf16 noise (smoke model, 3 steps: a 512-element v_proj at 6.6e-4 in the one-rank run
+//     and 4.4e-3 under TP, all tensors of both between 6.6e-4 and 8.1e-3, while the step-1
+//     gradients agree within 1.1x of the one-rank run's).
+json check(const std::string& tensor, const std::vector<double>& out, const std::vector<double>& ref32, double base,
+           double table_tol, double factor, double cap) {
   double max_abs = 0;
   for (size_t i = 0; i < out.size(); ++i) max_abs = std::max(max_abs, std::abs(out[i] - ref32[i]));
-  const double rel = rel_error(out, ref32), ref_err = rel_error(ref32, ref64), rel64 = rel_error(out, ref64);
-  const double tol = std::max(table_tol, noise_factor * ref_err);
-  return {{"tensor", tensor}, {"rel_err", rel}, {"max_abs", max_abs}, {"tol", tol}, {"ref_err", ref_err}, {"rel_err_fp64", rel64},
+  const double rel = rel_error(out, ref32);
+  const double tol = std::min(cap, std::max(table_tol, factor * base));
+  return {{"tensor", tensor}, {"rel_err", rel}, {"max_abs", max_abs}, {"tol", tol}, {"baseline_err", base},
           {"pass", rel <= tol && std::isfinite(rel)}};
+}
+
+// One distributed training run of a case on comm: per-step loss, gradient norm and time
+// on every rank; step-1 gradients and final fp32 parameters gathered on rank 0, by name.
+struct DistRun {
+  std::vector<double> losses, grad_norms, step_ms;
+  std::map<std::string, std::vector<double>> grads1, final;
+};
+
+DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, const RunOptions& opt) {
+  int world_rank = 0;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+  const ref::TrainConfig rtc = c.reference_train();
+  auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  DistRun r;
+  DeviceScope on(dev);  // every tensor the model allocates lives on dev
+  ProcessGrid grid(comm, c.layout, nccl);
+  DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, parse_features(c.features), c.train.seed,
+                   c.dtype == "bf16" ? DType::BF16 : DType::F32},
+                  grid);
+  DistOptimizer optim(model, grid, c.train);
+  const int64_t m = c.train.num_micro_batches;
+  for (int64_t n = 0; n < c.train.steps; ++n) {
+    MPI_CHECK(MPI_Barrier(comm));
+    const auto t0 = std::chrono::steady_clock::now();
+    model.params().zero_grads();
+    double loss = 0;
+    for (int64_t j = 0; j < m; ++j) {
+      if (n == 0 && j == 0 && opt.inject_delay_s > 0)
+        std::this_thread::sleep_for(std::chrono::duration<double>(opt.inject_delay_s));
+      if (n == 0 && j == 0 && world_rank == opt.inject_failure_rank)
+        throw std::runtime_error("injected failure (--inject-failure " + std::to_string(world_rank) + ")");
+      const ref::Batch b = ref::train_batch(c.model, rtc, n, grid.dp_rank() * m + j);
+      loss += model.forward_backward(b, 1.0f / float(m)) / double(m);
+    }
+    r.losses.push_back(optim.average_loss(loss));
+    r.grad_norms.push_back(optim.step());
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, comm));
+    r.step_ms.push_back(ms);
+    if (n == 0)
+      for (const auto& p : model.params().all()) r.grads1[p.name] = as_double(gather_full(p, p.g, grid));
+  }
+  for (const auto& p : model.params().all()) r.final[p.name] = as_double(gather_full(p, p.master, grid));  // fp32
+  return r;
 }
 
 }  // namespace
@@ -154,26 +212,34 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   int rank = 0, world_rank = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
-  const Features features = parse_features(c.features);
   const Tolerance tol = tolerance_for(c.dtype);
-  const ref::TrainConfig rtc = c.reference_train();
   CaseOutcome out;
 
   // The reference, on rank 0 only: in fp32 (what is compared) and in fp64 (the truth
   // that tells how much of the difference fp32 itself explains).
-  RefRun ref32, ref64;
+  const bool bf16 = c.dtype == "bf16";
+  const Device dev = c.backend == "cuda" ? Device::CUDA : Device::CPU;
+  RefRun ref32, base;  // base: the fp64 reference (fp32 cases) or a one-rank bf16 run (bf16)
   if (rank == 0) {
     ref32 = run_reference<float>(c);
-    ref64 = run_reference<double>(c);
+    if (!bf16) {
+      base = run_reference<double>(c);
+    } else {
+      Case single = c;
+      single.layout = Layout{};
+      single.train.num_micro_batches = c.train.num_micro_batches * c.layout.dp;
+      std::erase(single.features, std::string("sp"));
+      const DistRun r = train_distributed(single, MPI_COMM_SELF, dev, false, RunOptions{});
+      base.losses = r.losses;
+      base.grad_norms = r.grad_norms;
+      base.grads1 = r.grads1;
+      base.final = r.final;
+    }
   }
 
   // The distributed run.
   CommLedger::get().clear();
   TrackingAllocator::host().reset_peaks();
-  std::vector<double> step_ms;
-  std::vector<double>& grad_norms = out.grad_norms;
-  std::map<std::string, std::vector<float>> grads1, finals;  // by name
-  const Device dev = c.backend == "cuda" ? Device::CUDA : Device::CPU;
   bool nccl = false;
   if (dev == Device::CUDA) {
     int local = 0, local_size = 1;  // the rank among the ranks of this node picks the GPU
@@ -194,35 +260,9 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
                            "MPI, staged through host memory\n", local_size, cuda_device_count());
     said = said || !nccl;
   }
-  {
-    DeviceScope on(dev);  // every tensor the model allocates lives on dev
-    ProcessGrid grid(comm, c.layout, nccl);
-    DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, features, c.train.seed}, grid);
-    DistOptimizer optim(model, grid, c.train);
-    const int64_t m = c.train.num_micro_batches;
-    for (int64_t n = 0; n < c.train.steps; ++n) {
-      MPI_CHECK(MPI_Barrier(comm));
-      const auto t0 = std::chrono::steady_clock::now();
-      model.params().zero_grads();
-      double loss = 0;
-      for (int64_t j = 0; j < m; ++j) {
-        if (n == 0 && j == 0 && opt.inject_delay_s > 0)
-          std::this_thread::sleep_for(std::chrono::duration<double>(opt.inject_delay_s));
-        if (n == 0 && j == 0 && world_rank == opt.inject_failure_rank)
-          throw std::runtime_error("injected failure (--inject-failure " + std::to_string(world_rank) + ")");
-        const ref::Batch b = ref::train_batch(c.model, rtc, n, grid.dp_rank() * m + j);
-        loss += model.forward_backward(b, 1.0f / float(m)) / double(m);
-      }
-      out.losses.push_back(optim.average_loss(loss));
-      grad_norms.push_back(optim.step());
-      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, comm));
-      step_ms.push_back(ms);
-      if (n == 0)
-        for (const auto& p : model.params().all()) grads1[p.name] = gather_full(p, p.g, grid);
-    }
-    for (const auto& p : model.params().all()) finals[p.name] = gather_full(p, p.w, grid);
-  }
+  DistRun run = train_distributed(c, comm, dev, nccl, opt);
+  out.losses = run.losses;
+  out.grad_norms = run.grad_norms;
 
   // Memory peaks of every rank, to rank 0.
   int size = 1;
@@ -234,20 +274,24 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
 
   const Prediction pred = predict(c);
   json checks = json::array();
+  const double loss_f = bf16 ? 2.0 : 0.0, param_f = bf16 ? 2.0 : 5.0;
   for (size_t s = 0; s < ref32.losses.size(); ++s)
-    checks.push_back(check("loss.step" + std::to_string(s + 1), {out.losses[s]}, {ref32.losses[s]},
-                           {ref64.losses[s]}, tol.loss, 0.0));
+    checks.push_back(check("loss.step" + std::to_string(s + 1), {run.losses[s]}, {ref32.losses[s]},
+                           rel_error({base.losses[s]}, {ref32.losses[s]}), tol.loss, loss_f, tol.cap_loss));
   for (size_t s = 0; s < ref32.grad_norms.size(); ++s)  // the global norm over all shards, before clipping
-    checks.push_back(check("gradnorm.step" + std::to_string(s + 1), {grad_norms[s]}, {ref32.grad_norms[s]},
-                           {ref64.grad_norms[s]}, tol.grad, 0.0));
-  auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    checks.push_back(check("gradnorm.step" + std::to_string(s + 1), {run.grad_norms[s]}, {ref32.grad_norms[s]},
+                           rel_error({base.grad_norms[s]}, {ref32.grad_norms[s]}), tol.grad, loss_f, tol.cap_grad));
   for (const auto& name : ref32.names)
-    checks.push_back(check("grad." + name, as_double(grads1.at(name)), ref32.grads1.at(name), ref64.grads1.at(name),
-                           tol.grad, 0.0));
+    checks.push_back(check("grad." + name, run.grads1.at(name), ref32.grads1.at(name),
+                           rel_error(base.grads1.at(name), ref32.grads1.at(name)), tol.grad, loss_f, tol.cap_grad));
+  double base_params = 0;  // bf16: the one-rank run's largest per-tensor parameter error
+  for (const auto& name : ref32.names)
+    base_params = std::max(base_params, rel_error(base.final.at(name), ref32.final.at(name)));
   for (const auto& name : ref32.names) {
-    checks.push_back(check("param." + name, as_double(finals.at(name)), ref32.final.at(name), ref64.final.at(name),
-                           tol.param, 5.0));
-    out.params.push_back(std::move(finals.at(name)));  // in the reference's order
+    const double b = bf16 ? base_params : rel_error(base.final.at(name), ref32.final.at(name));
+    checks.push_back(check("param." + name, run.final.at(name), ref32.final.at(name), b, tol.param, param_f, tol.cap_param));
+    const auto& v = run.final.at(name);
+    out.params.emplace_back(v.begin(), v.end());  // in the reference's order
   }
 
   // Communication: measured (this rank's ledger) against predicted, exact.
@@ -277,7 +321,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
                         {"predicted_bytes", it == pred.memory.end() ? 0 : it->second}});
     }
 
-  std::vector<double> timed(step_ms.size() > 1 ? step_ms.begin() + 1 : step_ms.begin(), step_ms.end());
+  std::vector<double> timed(run.step_ms.size() > 1 ? run.step_ms.begin() + 1 : run.step_ms.begin(), run.step_ms.end());
   std::sort(timed.begin(), timed.end());
   const double med = timed[timed.size() / 2];
   const double tokens = double(c.global_batch() * c.train.seq_length);

@@ -25,7 +25,8 @@ struct RunOptions {
 };
 
 struct Tolerance {
-  double loss, grad, param;
+  double loss, grad, param;  // the table (a floor when a baseline rule applies)
+  double cap_loss, cap_grad, cap_param;  // bf16: no baseline rule may raise a tolerance past these
 };
 Tolerance tolerance_for(const std::string& dtype);
 

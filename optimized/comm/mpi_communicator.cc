@@ -15,10 +15,29 @@ namespace {
 
 MPI_Datatype mpi_type(const Tensor& t) { return t.dtype() == DType::F32 ? MPI_FLOAT : MPI_UINT16_T; }
 
+// bf16 reductions for MPI (which has no bf16 type): each pairwise step adds in fp32 and
+// rounds to bf16, as a ring reduction on bf16 buffers does.
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+}
+
+void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i)
+    if (bf16_to_float(a[i]) > bf16_to_float(b[i])) b[i] = a[i];
+}
+
 MPI_Op mpi_op(const Tensor& t, ReduceOp op) {
-  PB_REQUIRE(t.dtype() == DType::F32, "communicator: reductions on ", dtype_name(t.dtype()),
-             " buffers need the NCCL backend");
-  return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
+  if (t.dtype() == DType::F32) return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
+  static MPI_Op sum = MPI_OP_NULL, max = MPI_OP_NULL;
+  if (sum == MPI_OP_NULL) {
+    MPI_CHECK(MPI_Op_create(bf16_sum, 1, &sum));
+    MPI_CHECK(MPI_Op_create(bf16_max, 1, &max));
+  }
+  return op == ReduceOp::Sum ? sum : max;
 }
 
 int count(const Tensor& t) {

@@ -3,6 +3,9 @@
 #include "optimized/kernels/cpu/cpu_kernels.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/error.h"
+
+#include <initializer_list>
+
 #ifdef PB_WITH_CUDA
 #include "optimized/kernels/cuda/cuda_kernels.h"
 #define PB_CUDA_CASE(fn, ...) return ::pb::cuda::fn(__VA_ARGS__)
@@ -21,56 +24,173 @@
 
 namespace pb::ops {
 
-void linear_forward(Tensor& y, const Tensor& x, const Tensor& w) { PB_DISPATCH(x.device(), linear_forward, y, x, w); }
+// bf16 tensors on any device: the op runs in fp32 on promoted copies and its bf16 outputs
+// are rounded back (round to nearest even) -- "compute in fp32, store in bf16", the
+// semantics of mixed-precision training. Accumulated outputs (weight, norm and embedding
+// gradients) are fp32 main grads and are passed through. Dedicated bf16 kernels can
+// replace this per op without changing callers.
+namespace {
+
+bool any_bf16(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->dtype() == DType::BF16) return true;
+  return false;
+}
+
+Tensor up(const Tensor& t) {
+  if (t.dtype() == DType::F32) return t;
+  Tensor f = Tensor::empty(t.shape(), MemCategory::Workspace, DType::F32, t.device());
+  cast(f, t);
+  return f;
+}
+
+// An fp32 stand-in for an output; written back to the bf16 tensor when it goes out of scope.
+class Out {
+ public:
+  explicit Out(Tensor& dst)
+      : dst_(dst), f_(dst.dtype() == DType::F32 ? dst : Tensor::empty(dst.shape(), MemCategory::Workspace, DType::F32, dst.device())) {}
+  ~Out() {
+    if (dst_.dtype() == DType::BF16) cast(dst_, f_);
+  }
+  Tensor& f() { return f_; }
+
+ private:
+  Tensor& dst_;
+  Tensor f_;
+};
+
+}  // namespace
+
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w) {
+  if (any_bf16({&y, &x, &w})) {
+    Out o(y);
+    return linear_forward(o.f(), up(x), up(w));
+  }
+  PB_DISPATCH(x.device(), linear_forward, y, x, w);
+}
 void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
+  if (any_bf16({&dx, &dy, &w})) {
+    Out o(dx);
+    return linear_backward_input(o.f(), up(dy), up(w));
+  }
   PB_DISPATCH(dy.device(), linear_backward_input, dx, dy, w);
 }
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
   PB_DISPATCH(dy.device(), linear_backward_weight, dw, dy, x);
 }
-void copy(Tensor& dst, const Tensor& src) { PB_DISPATCH(src.device(), copy, dst, src); }
+void copy(Tensor& dst, const Tensor& src) {
+  if (dst.dtype() != src.dtype()) return cast(dst, src);
+  PB_DISPATCH(src.device(), copy, dst, src);
+}
 void zero(Tensor& t) { PB_DISPATCH(t.device(), zero, t); }
-void add(Tensor& y, const Tensor& a, const Tensor& b) { PB_DISPATCH(a.device(), add, y, a, b); }
-void add_(Tensor& y, const Tensor& x) { PB_DISPATCH(x.device(), add_, y, x); }
-void scale_(Tensor& y, float s) { PB_DISPATCH(y.device(), scale_, y, s); }
-double sum_squares(const Tensor& x) { PB_DISPATCH(x.device(), sum_squares, x); }
+void add(Tensor& y, const Tensor& a, const Tensor& b) {
+  if (any_bf16({&y, &a, &b})) {
+    const Tensor af = up(a), bf = up(b);
+    Out o(y);
+    return add(o.f(), af, bf);
+  }
+  PB_DISPATCH(a.device(), add, y, a, b);
+}
+void add_(Tensor& y, const Tensor& x) { add(y, y, x); }
+void scale_(Tensor& y, float s) {
+  if (any_bf16({&y})) {
+    Tensor f = up(y);
+    scale_(f, s);
+    return cast(y, f);
+  }
+  PB_DISPATCH(y.device(), scale_, y, s);
+}
+double sum_squares(const Tensor& x) {
+  if (any_bf16({&x})) return sum_squares(up(x));
+  PB_DISPATCH(x.device(), sum_squares, x);
+}
 void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start) {
+  if (any_bf16({&y, &table})) {
+    Out o(y);
+    return embedding_forward(o.f(), tok, up(table), vocab_start);
+  }
   PB_DISPATCH(table.device(), embedding_forward, y, tok, table, vocab_start);
 }
 void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start) {
+  if (any_bf16({&dy})) return embedding_backward(dtable, up(dy), tok, vocab_start);
   PB_DISPATCH(dy.device(), embedding_backward, dtable, dy, tok, vocab_start);
 }
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
+  if (any_bf16({&y, &x, &g})) {
+    Out o(y);
+    return rmsnorm_forward(o.f(), rstd, up(x), up(g), eps);
+  }
   PB_DISPATCH(x.device(), rmsnorm_forward, y, rstd, x, g, eps);
 }
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
+  if (any_bf16({&dx, &dy, &x, &g})) {
+    Out o(dx);
+    return rmsnorm_backward(o.f(), dg, up(dy), up(x), rstd, up(g));
+  }
   PB_DISPATCH(x.device(), rmsnorm_backward, dx, dg, dy, x, rstd, g);
 }
 void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
+  if (any_bf16({&y, &x})) {
+    Out o(y);
+    return rope_forward(o.f(), up(x), pos, head_dim, theta);
+  }
   PB_DISPATCH(x.device(), rope_forward, y, x, pos, head_dim, theta);
 }
 void rope_backward(Tensor& dx, const Tensor& dy, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
+  if (any_bf16({&dx, &dy})) {
+    Out o(dx);
+    return rope_backward(o.f(), up(dy), pos, head_dim, theta);
+  }
   PB_DISPATCH(dy.device(), rope_backward, dx, dy, pos, head_dim, theta);
 }
 void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const AttnShape& s) {
+  if (any_bf16({&o, &q, &k, &v})) {
+    Out out(o);
+    return attention_forward(out.f(), lse, up(q), up(k), up(v), s);
+  }
   PB_DISPATCH(q.device(), attention_forward, o, lse, q, k, v, s);
 }
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& o, const Tensor& lse, const AttnShape& s) {
+  if (any_bf16({&dq, &dk, &dv, &dout, &q, &k, &v, &o})) {
+    Out a(dq), b(dk), c(dv);
+    return attention_backward(a.f(), b.f(), c.f(), up(dout), up(q), up(k), up(v), up(o), lse, s);
+  }
   PB_DISPATCH(q.device(), attention_backward, dq, dk, dv, dout, q, k, v, o, lse, s);
 }
-void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up) { PB_DISPATCH(gate.device(), swiglu_forward, y, gate, up); }
-void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up) {
-  PB_DISPATCH(gate.device(), swiglu_backward, dgate, dup, dy, gate, up);
+void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& u) {
+  if (any_bf16({&y, &gate, &u})) {
+    Out o(y);
+    return swiglu_forward(o.f(), up(gate), up(u));
+  }
+  PB_DISPATCH(gate.device(), swiglu_forward, y, gate, u);
 }
-void ce_row_max(Tensor& mx, const Tensor& logits) { PB_DISPATCH(logits.device(), ce_row_max, mx, logits); }
-void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx) { PB_DISPATCH(logits.device(), ce_sum_exp, se, logits, mx); }
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& u) {
+  if (any_bf16({&dgate, &dup, &dy, &gate, &u})) {
+    Out a(dgate), b(dup);
+    return swiglu_backward(a.f(), b.f(), up(dy), up(gate), up(u));
+  }
+  PB_DISPATCH(gate.device(), swiglu_backward, dgate, dup, dy, gate, u);
+}
+void ce_row_max(Tensor& mx, const Tensor& logits) {
+  if (any_bf16({&logits})) return ce_row_max(mx, up(logits));
+  PB_DISPATCH(logits.device(), ce_row_max, mx, logits);
+}
+void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx) {
+  if (any_bf16({&logits})) return ce_sum_exp(se, up(logits), mx);
+  PB_DISPATCH(logits.device(), ce_sum_exp, se, logits, mx);
+}
 void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start) {
+  if (any_bf16({&logits})) return ce_target_logit(tl, up(logits), labels, vocab_start);
   PB_DISPATCH(logits.device(), ce_target_logit, tl, logits, labels, vocab_start);
 }
 double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl) { PB_DISPATCH(mx.device(), ce_loss_sum, mx, se, tl); }
 void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se,
                  const std::vector<int64_t>& labels, int64_t vocab_start, float scale) {
+  if (any_bf16({&dlogits, &logits})) {
+    Out o(dlogits);
+    return ce_backward(o.f(), up(logits), mx, se, labels, vocab_start, scale);
+  }
   PB_DISPATCH(logits.device(), ce_backward, dlogits, logits, mx, se, labels, vocab_start, scale);
 }
 void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) { PB_DISPATCH(w.device(), adamw, w, g, m, v, h); }

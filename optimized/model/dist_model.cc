@@ -10,9 +10,13 @@
 namespace pb {
 
 namespace {
-Tensor act(int64_t r, int64_t c) { return Tensor::empty({r, c}, MemCategory::Activations); }
-Tensor act1(int64_t n) { return Tensor::empty({n}, MemCategory::Activations); }
-Tensor work(int64_t r, int64_t c) { return Tensor::empty({r, c}, MemCategory::Workspace); }
+// Activations and their gradients in the model dtype; the per-row statistics (RMSNorm's
+// rstd, attention's LSE) in fp32 as Megatron-LM and FlashAttention keep them.
+DType g_act = DType::F32;
+Tensor act(int64_t r, int64_t c) { return Tensor::empty({r, c}, MemCategory::Activations, g_act); }
+Tensor act1(int64_t n) { return Tensor::empty({n}, MemCategory::Activations, DType::F32); }
+Tensor stat(int64_t r, int64_t c) { return Tensor::empty({r, c}, MemCategory::Activations, DType::F32); }
+Tensor work(int64_t r, int64_t c) { return Tensor::empty({r, c}, MemCategory::Workspace, g_act); }
 }  // namespace
 
 // The tensors one layer saves for its backward, and its parameters.
@@ -26,7 +30,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
     : cfg_(cfg),
       grid_(grid),
       ctx_{grid.tp(), cfg.features.sp},
-      params_(cfg.model, grid.layout().tp, grid.tp_rank(), cfg.seed),
+      params_(cfg.model, grid.layout().tp, grid.tp_rank(), cfg.seed, cfg.dtype),
       pos_(ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length)) {
   const auto& mc = cfg.model;
   const int t = grid.layout().tp;
@@ -69,7 +73,7 @@ void DistModel::layer_forward(size_t l, Tensor& y, const Tensor& x) {
   ops::rope_forward(L.k, kp, pos_, D, mc.rope_theta);
   const ops::AttnShape ash{cfg_.micro_batch_size, cfg_.seq_length, Aq, Gk, D};
   L.o = act(N, Aq * D);
-  L.lse = act(cfg_.micro_batch_size * Aq, cfg_.seq_length);
+  L.lse = stat(cfg_.micro_batch_size * Aq, cfg_.seq_length);
   ops::attention_forward(L.o, L.lse, L.q, L.k, L.v, ash);
   Tensor attn = work(Ns, H);
   row_forward(attn, L.o, L.wo->w, ctx_);
@@ -115,6 +119,7 @@ void DistModel::layer_backward(size_t l, Tensor& dx, const Tensor& dy) {
 }
 
 double DistModel::forward_backward(const ref::Batch& batch, float grad_scale) {
+  g_act = cfg_.dtype;
   const auto& mc = cfg_.model;
   const int t = grid_.layout().tp;
   const int64_t N = int64_t(pos_.size()), H = mc.hidden_size, Vt = mc.vocab_size / t;

@@ -32,6 +32,7 @@ struct DistModelConfig {
   int64_t seq_length = 1;        // S
   Features features;
   uint64_t seed = 0;
+  DType dtype = DType::F32;      // weights and activations (bf16: mixed precision, fp32 master and grads)
 };
 
 class DistModel {

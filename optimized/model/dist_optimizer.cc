@@ -33,10 +33,11 @@ double DistOptimizer::step() {
   for (auto [off, n, decay] : {std::tuple{int64_t(0), rep, 0.0f}, {rep, total - rep, float(tc_.weight_decay)}}) {
     if (n == 0) continue;
     h.weight_decay = decay;
-    Tensor w = block(P.weight_buffer(), off, n), g = block(P.grad_buffer(), off, n);
+    Tensor w = block(P.master_buffer(), off, n), g = block(P.grad_buffer(), off, n);
     Tensor m = block(P.adam_m_buffer(), off, n), v = block(P.adam_v_buffer(), off, n);
     ops::adamw(w, g, m, v, h);
   }
+  P.master_to_weights();
   return norm;
 }
 

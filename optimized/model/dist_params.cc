@@ -9,7 +9,7 @@
 
 namespace pb {
 
-DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed) {
+DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype) {
   // The global shapes and names come from the reference's own parameter list.
   const auto shapes = ref::zero_params<float>(mc);
   std::vector<ShardedParam> norms, sharded;
@@ -44,7 +44,8 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     const auto s = local_shape(p);
     total += s[0] * s[1];
   }
-  weights_ = Tensor::empty({total}, MemCategory::Params);
+  weights_ = Tensor::empty({total}, MemCategory::Params, dtype);
+  master_ = dtype == DType::F32 ? weights_ : Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
   grads_ = Tensor::zeros({total}, MemCategory::Grads);
   m_ = Tensor::zeros({total}, MemCategory::Optimizer);
   v_ = Tensor::zeros({total}, MemCategory::Optimizer);
@@ -53,6 +54,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   for (auto& p : params_) {
     const auto s = local_shape(p);
     p.w = weights_.view(off, s);
+    p.master = master_.view(off, s);
     p.g = grads_.view(off, s);
     p.m = m_.view(off, s);
     p.v = v_.view(off, s);
@@ -64,7 +66,12 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
         w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
       }
   }
-  copy_bytes(weights_.raw(), weights_.device(), host.data(), Device::CPU, weights_.bytes());
+  copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
+  master_to_weights();
+}
+
+void DistParams::master_to_weights() {
+  if (weights_.dtype() != DType::F32) ops::cast(weights_, master_);
 }
 
 ShardedParam& DistParams::get(const std::string& name) {

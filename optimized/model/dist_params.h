@@ -11,6 +11,9 @@
  *   none  : the RMSNorm weights (replicated)
  * Init: element (i, j) of a shard is ref::init_value(seed, name, gi*cols + gj) of its
  * global index, so shards equal slices of the reference's tensors bit for bit.
+ * Mixed precision (bf16): the model computes with bf16 weights (Params, 2 bytes) cast from
+ * fp32 master weights (Optimizer, 4 bytes) after every step; gradients accumulate into
+ * fp32 main grads (Grads, 4 bytes); with Adam's m and v: 2 + 4 + 12 = 18 bytes/param.
  */
 #pragma once
 
@@ -30,18 +33,22 @@ struct ShardedParam {
   ShardDim dim = ShardDim::None;
   int64_t row0 = 0, col0 = 0;   // this shard's offset in the global tensor
   bool is_norm = false;         // 1-D in files, replicated, not weight-decayed
-  Tensor w, g, m, v;            // (rows, cols) views into the buffers
+  Tensor w, g, m, v;            // (rows, cols) views into the buffers; w in the model dtype
+  Tensor master;                // fp32 master weights (w itself in fp32 training)
 };
 
 class DistParams {
  public:
-  DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed);
+  DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32);
   std::vector<ShardedParam>& all() { return params_; }
   const std::vector<ShardedParam>& all() const { return params_; }
   ShardedParam& get(const std::string& name);
   Tensor& grad_buffer() { return grads_; }
   // The whole buffers, for optimizer launches that cover every tensor at once.
   Tensor& weight_buffer() { return weights_; }
+  Tensor& master_buffer() { return master_; }  // == weight_buffer() in fp32 training
+  // After the optimizer updated the master weights: refresh the model's bf16 weights.
+  void master_to_weights();
   Tensor& adam_m_buffer() { return m_; }
   Tensor& adam_v_buffer() { return v_; }
   Tensor replicated_grads();       // the leading block of norm-weight grads
@@ -50,7 +57,7 @@ class DistParams {
 
  private:
   std::vector<ShardedParam> params_;
-  Tensor weights_, grads_, m_, v_;
+  Tensor weights_, master_, grads_, m_, v_;
   int64_t replicated_numel_ = 0;
 };
 

@@ -8,7 +8,7 @@ namespace pb {
 
 Tensor sp_gather(const Tensor& shard, TpContext& ctx) {
   if (!ctx.sp) return shard;
-  Tensor full = Tensor::empty({shard.rows() * ctx.tp.size(), shard.cols()}, MemCategory::CommBuffers);
+  Tensor full = Tensor::empty({shard.rows() * ctx.tp.size(), shard.cols()}, MemCategory::CommBuffers, shard.dtype());
   ctx.tp.all_gather(full, shard);
   return full;
 }
@@ -31,8 +31,8 @@ void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::
 void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
                      const Tensor& x, const std::vector<const Tensor*>& ws, TpContext& ctx) {
   const int64_t N = dys[0]->rows(), in = ws[0]->cols();
-  Tensor dx_full = Tensor::empty({N, in}, MemCategory::Workspace);  // (N, in) partial over TP
-  Tensor tmp = Tensor::empty({N, in}, MemCategory::Workspace);
+  Tensor dx_full = Tensor::empty({N, in}, MemCategory::Workspace, dx.dtype());  // (N, in) partial over TP
+  Tensor tmp = Tensor::empty({N, in}, MemCategory::Workspace, dx.dtype());
   for (size_t i = 0; i < ws.size(); ++i) {
     ops::linear_backward_input(i == 0 ? dx_full : tmp, *dys[i], *ws[i]);
     if (i > 0) ops::add_(dx_full, tmp);
@@ -45,7 +45,7 @@ void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vec
 }
 
 void row_forward(Tensor& y, const Tensor& x, const Tensor& w, TpContext& ctx) {
-  Tensor partial = Tensor::empty({x.rows(), w.rows()}, MemCategory::Workspace);  // (N, out)
+  Tensor partial = Tensor::empty({x.rows(), w.rows()}, MemCategory::Workspace, y.dtype());  // (N, out)
   ops::linear_forward(partial, x, w);
   sp_reduce(y, partial, ctx);
 }

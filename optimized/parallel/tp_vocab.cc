@@ -7,7 +7,7 @@ namespace pb {
 
 void vocab_embedding_forward(Tensor& x, const std::vector<int64_t>& tokens, const Tensor& table, int64_t vocab_start,
                              TpContext& ctx) {
-  Tensor partial = Tensor::empty({int64_t(tokens.size()), table.cols()}, MemCategory::Workspace);  // (N, H)
+  Tensor partial = Tensor::empty({int64_t(tokens.size()), table.cols()}, MemCategory::Workspace, x.dtype());  // (N, H)
   ops::embedding_forward(partial, tokens, table, vocab_start);
   sp_reduce(x, partial, ctx);
 }
@@ -21,9 +21,9 @@ void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const std::vecto
 double vocab_ce_forward(CeState& st, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
                         TpContext& ctx) {
   const int64_t N = logits.rows();
-  st.mx = Tensor::empty({N}, MemCategory::Activations);
-  st.se = Tensor::empty({N}, MemCategory::Activations);
-  Tensor tl = Tensor::empty({N}, MemCategory::Workspace);
+  st.mx = Tensor::empty({N}, MemCategory::Activations, DType::F32);  // the softmax statistics stay fp32
+  st.se = Tensor::empty({N}, MemCategory::Activations, DType::F32);
+  Tensor tl = Tensor::empty({N}, MemCategory::Workspace, DType::F32);
   ops::ce_row_max(st.mx, logits);
   ctx.tp.all_reduce(st.mx, ReduceOp::Max);
   ops::ce_target_logit(tl, logits, labels, vocab_start);
