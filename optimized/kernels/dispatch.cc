@@ -198,11 +198,26 @@ void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h)
 void cast(Tensor& dst, const Tensor& src) { PB_DISPATCH(src.device(), cast, dst, src); }
 void fp32_to_bf16_residual(Tensor& master) { PB_DISPATCH(master.device(), fp32_to_bf16_residual, master); }
 void bf16_residual_to_fp32(Tensor& master) { PB_DISPATCH(master.device(), bf16_residual_to_fp32, master); }
+// Group sizes must be non-negative and cover the rows of x; W is (E, H, F). Checked here
+// once for every backend.
+static void check_groups(const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes) {
+  PB_REQUIRE(w.shape().size() == 3 && int64_t(sizes.size()) == w.dim(0) && w.dim(1) == x.cols(),
+             "grouped_gemm: x ", x.shape_str(), ", w ", w.shape_str(), ", ", sizes.size(), " group sizes");
+  int64_t m = 0;
+  for (int64_t s : sizes) {
+    PB_REQUIRE(s >= 0, "grouped_gemm: negative group size ", s);
+    m += s;
+  }
+  PB_REQUIRE(m == x.rows(), "grouped_gemm: group sizes sum to ", m, ", x has ", x.rows(), " rows");
+}
+
 void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& group_sizes) {
+  check_groups(x, w, group_sizes);
   PB_DISPATCH(x.device(), grouped_gemm_forward, y, x, w, group_sizes);
 }
 void grouped_gemm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                            const std::vector<int64_t>& group_sizes) {
+  check_groups(x, w, group_sizes);
   PB_DISPATCH(x.device(), grouped_gemm_backward, dx, dw, dy, x, w, group_sizes);
 }
 
