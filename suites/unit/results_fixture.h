@@ -18,4 +18,16 @@ inline nlohmann::json comm_row(const std::string& group, const std::string& op, 
           {"predicted_calls", calls}, {"predicted_bytes", bytes}};
 }
 
+// The fields every case entry has, status "pass", before checks, memory and comm.
+inline nlohmann::json case_skeleton(const std::string& name, nlohmann::json layout, nlohmann::json features) {
+  return {{"name", name},     {"features", features}, {"layout", layout}, {"backend", "cpu"},
+          {"dtype", "fp32"},  {"steps", 3},           {"seed", 1234},     {"status", "pass"}};
+}
+
+inline nlohmann::json throughput(double median, double tflops) {
+  return {{"step_ms_median", median},       {"step_ms_min", median * 0.9}, {"step_ms_max", median * 1.2},
+          {"tokens_per_s", 64000.0 / median}, {"model_tflops", tflops},     {"mfu", nullptr},
+          {"peak_tflops", nullptr}};
+}
+
 }  // namespace pb::test

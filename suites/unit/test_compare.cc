@@ -18,29 +18,13 @@ using harness::CompareOptions;
 using nlohmann::json;
 
 static json make_case(const std::string& name, json layout, double median) {
-  return {
-      {"name", name},
-      {"features", json::array()},
-      {"layout", layout},
-      {"backend", "cpu"},
-      {"dtype", "fp32"},
-      {"steps", 3},
-      {"seed", 1234},
-      {"status", "pass"},
-      {"checks",
-       {check("loss.step1", 1.2e-7), check("grad.model.layers.0.mlp.up_proj.weight", 3e-7),
-        check("param.lm_head.weight", 2e-7),
-        json{{"tensor", "comm"}, {"rel_err", 0}, {"max_abs", 0}, {"tol", 0}, {"pass", true}}}},
-      {"throughput",
-       {{"step_ms_median", median},
-        {"step_ms_min", median * 0.9},
-        {"step_ms_max", median * 1.2},
-        {"tokens_per_s", 64000.0 / median},
-        {"model_tflops", 0.003},
-        {"mfu", nullptr},
-        {"peak_tflops", nullptr}}},
-      {"memory", {{{"rank", 0}, {"category", "params"}, {"measured_bytes", 1048576}, {"predicted_bytes", 1048576}}}},
-      {"comm", json::array()}};
+  json c = case_skeleton(name, layout, json::array());
+  c["checks"] = json::array({check("loss.step1", 1.2e-7), check("grad.model.layers.0.mlp.up_proj.weight", 3e-7),
+                             check("param.lm_head.weight", 2e-7), json{{"tensor", "comm"}, {"rel_err", 0}, {"max_abs", 0}, {"tol", 0}, {"pass", true}}});
+  c["throughput"] = throughput(median, 0.003);
+  c["memory"] = json::array({json{{"rank", 0}, {"category", "params"}, {"measured_bytes", 1048576}, {"predicted_bytes", 1048576}}});
+  c["comm"] = json::array();
+  return c;
 }
 
 // Two cases following parabench.results/1: dp2 x tp2 with TP and DP traffic, and pp2.
