@@ -19,6 +19,22 @@
  *   DP optimizer: all_reduce of the gradient buffer (4 P_local) and of the loss (8 bytes)
  * (N H terms x e bytes, the N cross-entropy terms and gradient buffers x 4, x m per step
  * for forward/backward, x steps).
+ *
+ * Pipeline parallelism (p stages, v chunks each; pipeline rank r holds Lr = L/p layers,
+ * the embedding if r = 0, the final norm and LM head if r = p-1; each prediction is per
+ * pipeline rank): in the formulas above L becomes Lr, the embedding terms count only on
+ * rank 0 and the head and cross-entropy terms only on rank p-1. Per micro-batch and
+ * chunk of virtual stage s, point-to-point over the pp group, e N_s H bytes each:
+ * RecvF + SendB if s > 0, SendF + RecvB if s < p v - 1; the loss all-reduce over pp
+ * (8 bytes per step).
+ * Activations of a chunk per micro-batch: A_c = Lc x the per-layer term, plus the head's
+ * (e (2 N_s H + N V/TP) + 4 (N_s + 2N)) on the last stage. The peak walks the rank's
+ * schedule (pp_schedule.h): RecvF allocates e N_s H, F the rest of A_c plus the output
+ * it sends (e N_s H, freed when its batch completes), B frees A_c; with a split
+ * backward B frees A_c - K_c and W frees K_c, K_c being what the queued weight
+ * gradients keep: per layer e (N a D + N f) (o, s) plus, without SP, e 2 N H (the
+ * norm outputs a, m, which are the column inputs; under SP the inputs are gathered
+ * copies in CommBuffers) and, on the last stage without SP, e N H (the head's input).
  */
 #pragma once
 
@@ -42,12 +58,13 @@ struct CommRow {
 
 struct Prediction {
   int64_t params_total = 0;          // the whole model
-  int64_t params_local = 0;          // elements on one rank
+  int64_t params_local = 0;          // elements on one rank (of this pipeline stage)
   double flops_per_step = 0;         // model FLOPs of one optimizer step (global batch)
   std::map<MemCategory, int64_t> memory;  // bytes per rank; categories without a model absent
   std::vector<CommRow> comm;         // summed over the case's steps
 };
 
-Prediction predict(const Case& c);
+// The prediction for the ranks of pipeline rank pp_rank (all ranks without PP).
+Prediction predict(const Case& c, int pp_rank = 0);
 
 }  // namespace pb::harness

@@ -85,7 +85,8 @@ Suite parse_suite(const json& j, const std::string& origin) {
     PB_REQUIRE(cj.is_object() && cj.contains("name") && cj["name"].is_string(), origin,
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
-    only_keys(cj, {"name", "model", "layout", "features", "backend", "dtype", "steps", "seed", "train"}, where);
+    only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train"},
+              where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
     PB_REQUIRE(names.insert(c.name).second, where, ": duplicate case name");
@@ -109,6 +110,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
         if (l.contains(key)) *dst = get<int>(l, key, where + ".layout");
     }
     if (cj.contains("features")) c.features = get<std::vector<std::string>>(cj, "features", where);
+    if (cj.contains("schedule")) c.schedule = get<std::string>(cj, "schedule", where);
     apply_common(c, cj, where);
     s.cases.push_back(std::move(c));
   }

@@ -5,7 +5,8 @@
  *    "models":   {"tiny": {<Hugging Face config fields>}},
  *    "defaults": {"backend": "cpu", "dtype": "fp32", "steps": 3, "seed": 1234,
  *                 "train": {"micro_batch_size": 2, "seq_length": 16, "num_micro_batches": 2, ...}},
- *    "cases": [{"name": "tp2_sp", "model": "tiny", "layout": {"tp": 2}, "features": ["sp"]}, ...]}
+ *    "cases": [{"name": "tp2_sp", "model": "tiny", "layout": {"tp": 2}, "features": ["sp"]},
+ *              {"name": "pp2_vpp2", "model": "tiny", "layout": {"pp": 2, "vpp": 2}, "schedule": "interleaved"}, ...]}
  * A case's "model" is a name from "models" or an inline object; any default can be
  * overridden per case. num_micro_batches is per DP rank: the global batch is
  * micro_batch_size x num_micro_batches x dp sequences. Unknown keys are errors.
@@ -30,6 +31,7 @@ struct Case {
   std::vector<std::string> features;
   std::string backend = "cpu";  // cpu | cuda
   std::string dtype = "fp32";   // fp32 | bf16
+  std::string schedule = "1f1b";  // pipeline schedule when pp > 1: gpipe | 1f1b | interleaved | zb-h1
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated.

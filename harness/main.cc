@@ -5,6 +5,7 @@
  *   parabench analyze --model CONFIG.json|NAME --layout dp2,tp2 [--features sp] [--micro-batch B] ...
  *   parabench report R.json [--csv]
  *   parabench compare BASELINE.json CURRENT.json [--time-tol 0.25] [--no-timing]
+ *   parabench schedule --kind 1f1b --pp 4 --microbatches 8 [--vpp V] [--costs F,B[,W]] [--svg] [--trace]
  *
  * Errors: bad input prints one line (from rank 0 when every rank sees the same problem)
  * and exits non-zero; a failure on one rank aborts the whole job with that rank's
@@ -27,6 +28,7 @@
 #include "harness/env.h"
 #include "harness/report.h"
 #include "harness/runner.h"
+#include "harness/schedule_cmd.h"
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
 #include "reference/common/error.h"
@@ -83,7 +85,8 @@ int cmd_list() {
   std::printf("  %-22s %-5s %s\n", "dp", "yes", "data parallelism: layout dp; gradient all-reduce and averaging");
   std::printf("  %-22s %-5s %s\n", "tp", "yes", "Megatron tensor parallelism: layout tp; column/row linears, vocab-parallel");
   for (const auto& f : known_features()) std::printf("  %-22s %-5s %s\n", f.name, f.implemented ? "yes" : "no", f.summary);
-  std::printf("  %-22s %-5s %s\n", "pp / cp / ep", "no", "pipeline, context and expert parallelism (layout degrees)");
+  std::printf("  %-22s %-5s %s\n", "pp / vpp", "yes", "pipeline parallelism: layout pp (vpp chunks); case key schedule: gpipe | 1f1b | interleaved | zb-h1");
+  std::printf("  %-22s %-5s %s\n", "cp / ep", "no", "context and expert parallelism (layout degrees)");
   std::printf("\nsuites (%s):\n", cases_dir().c_str());
   for (const auto& name : suite_names()) {
     const Suite s = load_suite(name);
@@ -91,9 +94,9 @@ int cmd_list() {
     for (const auto& c : s.cases) {
       std::string feats;
       for (const auto& f : c.features) feats += (feats.empty() ? "" : ",") + f;
-      std::printf("    %-24s %-14s %-10s ranks %-3d %s %s, %lld steps\n", c.name.c_str(), c.layout.str().c_str(),
+      std::printf("    %-24s %-14s %-10s ranks %-3d %s %s, %lld steps%s\n", c.name.c_str(), c.layout.str().c_str(),
                   feats.empty() ? "-" : feats.c_str(), c.layout.world(), c.backend.c_str(), c.dtype.c_str(),
-                  (long long)c.train.steps);
+                  (long long)c.train.steps, c.layout.pp > 1 ? (", " + c.schedule).c_str() : "");
     }
   }
   return 0;
@@ -303,6 +306,8 @@ int main(int argc, char** argv) {
   compare->add_option("current", cur, "current results JSON")->required();
   compare->add_option("--time-tol", co.time_tol, "allowed relative step-time increase")->capture_default_str();
   compare->add_flag("--no-timing", no_timing, "ignore step times (noisy machines, CI)");
+  ScheduleArgs sa;
+  auto* schedule = add_schedule_command(app, sa);
 
   try {
     app.parse(argc, argv);
@@ -314,6 +319,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (list->parsed()) return cmd_list();
+    if (schedule->parsed()) return cmd_schedule(sa);
     if (analyze->parsed()) return cmd_analyze(aa);
     if (report->parsed()) {
       const json r = read_json(report_in);

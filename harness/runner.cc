@@ -16,6 +16,8 @@
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
 #include "optimized/model/dist_optimizer.h"
+#include "optimized/parallel/pp_executor.h"
+#include "reference/model/params.h"
 #include "reference/common/error.h"
 #include "reference/model/train.h"
 
@@ -51,6 +53,13 @@ void validate_case(const Case& c, int world_size) {
   } catch (const Error& e) {
     throw Error("case " + c.name + ": " + e.what());
   }
+  if (c.layout.pp > 1) {
+    try {
+      pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
+    } catch (const Error& e) {
+      throw Error("case " + c.name + ": schedule: " + e.what());
+    }
+  }
   PB_REQUIRE(c.layout.world() <= world_size, "case ", c.name, ": layout ", c.layout.str(), " needs ",
              c.layout.world(), " ranks, only ", world_size, " started");
 }
@@ -58,6 +67,7 @@ void validate_case(const Case& c, int world_size) {
 json error_result(const Case& c, const std::string& status, const std::string& message) {
   return {{"name", c.name},
           {"features", c.features},
+          {"schedule", c.layout.pp > 1 ? json(c.schedule) : json(nullptr)},
           {"layout", {{"dp", c.layout.dp}, {"tp", c.layout.tp}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
                       {"cp", c.layout.cp}, {"ep", c.layout.ep}}},
           {"backend", c.backend},
@@ -111,29 +121,51 @@ double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 // Gathers a parameter (or gradient) to rank 0 of the case from the TP shards of DP
-// rank 0, as the reference's row-major [rows, cols]. Raw MPI: not accounted.
-std::vector<float> gather_full(const ShardedParam& p, const Tensor& local, ProcessGrid& grid) {
+// rank 0 of the pipeline stage that holds it, as the reference's row-major [rows, cols].
+// Every rank calls it for every name, in the same order. Raw MPI: not accounted.
+std::vector<float> gather_full(const std::string& name, DistParams& params, bool grad,
+                               ProcessGrid& grid, MPI_Comm comm) {
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  int owner = params.has(name) && grid.dp_rank() == 0 && grid.tp_rank() == 0 ? rank : -1;  // unique: TP 0, DP 0
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &owner, 1, MPI_INT, MPI_MAX, comm));
+  PB_REQUIRE(owner >= 0, "no rank holds parameter ", name);
   std::vector<float> out;
-  if (grid.dp_rank() != 0) return out;
-  const int t = grid.layout().tp;
-  const int64_t n = local.numel();
-  std::vector<float> all(grid.tp_rank() == 0 ? size_t(n * t) : 0);
-  const Tensor host = local.device() == Device::CPU ? local : to_device(local, Device::CPU);
-  MPI_CHECK(MPI_Gather(host.f32(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
-  if (grid.tp_rank() != 0) return out;
-  const int64_t R = p.global_rows, C = p.global_cols;
-  out.resize(size_t(R * C));
-  if (p.dim == ShardDim::None) {
-    std::copy(all.begin(), all.begin() + n, out.begin());
-  } else if (p.dim == ShardDim::Rows) {
-    std::copy(all.begin(), all.end(), out.begin());  // row blocks in TP order
-  } else {
-    const int64_t c = C / t;  // column blocks: shard r holds columns r*c .. r*c+c-1
-    for (int r = 0; r < t; ++r)
-      for (int64_t i = 0; i < R; ++i)
-        std::copy_n(all.begin() + r * n + i * c, c, out.begin() + i * C + r * c);
+  if (params.has(name) && grid.dp_rank() == 0) {
+    const ShardedParam& p = params.get(name);
+    const Tensor& local = grad ? p.g : p.master;
+    const int t = grid.layout().tp;
+    const int64_t n = local.numel();
+    std::vector<float> all(grid.tp_rank() == 0 ? size_t(n * t) : 0);
+    const Tensor host = local.device() == Device::CPU ? local : to_device(local, Device::CPU);
+    MPI_CHECK(MPI_Gather(host.f32(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
+    if (grid.tp_rank() == 0) {
+      const int64_t R = p.global_rows, C = p.global_cols;
+      out.resize(size_t(R * C));
+      if (p.dim == ShardDim::None) {
+        std::copy(all.begin(), all.begin() + n, out.begin());
+      } else if (p.dim == ShardDim::Rows) {
+        std::copy(all.begin(), all.end(), out.begin());  // row blocks in TP order
+      } else {
+        const int64_t c = C / t;  // column blocks: shard r holds columns r*c .. r*c+c-1
+        for (int r = 0; r < t; ++r)
+          for (int64_t i = 0; i < R; ++i)
+            std::copy_n(all.begin() + r * n + i * c, c, out.begin() + i * C + r * c);
+      }
+    }
   }
-  return out;
+  if (owner != 0) {  // a later pipeline stage holds it: to rank 0
+    if (rank == owner) MPI_CHECK(MPI_Send(out.data(), int(out.size()), MPI_FLOAT, 0, 7, comm));
+    if (rank == 0) {
+      int count = 0;
+      MPI_Status st;
+      MPI_CHECK(MPI_Probe(owner, 7, comm, &st));
+      MPI_CHECK(MPI_Get_count(&st, MPI_FLOAT, &count));
+      out.resize(size_t(count));
+      MPI_CHECK(MPI_Recv(out.data(), count, MPI_FLOAT, owner, 7, comm, MPI_STATUS_IGNORE));
+    }
+  }
+  return rank == 0 ? out : std::vector<float>();
 }
 
 // out against the fp32 reference, with the dtype's table tolerance, or a multiple of a
@@ -162,11 +194,23 @@ json check(const std::string& tensor, const std::vector<double>& out, const std:
           {"pass", rel <= tol && std::isfinite(rel)}};
 }
 
+// The reference's parameter names, in its order.
+std::vector<std::string> param_names(const ref::ModelConfig& mc) {
+  std::vector<std::string> names;
+  const ref::ModelParams<float> shapes = ref::zero_params<float>(mc);
+  ref::for_each_param(shapes, [&](const std::string& n, const ref::Mat<float>&, bool) {
+    names.push_back(n);
+  });
+  return names;
+}
+
 // One distributed training run of a case on comm: per-step loss, gradient norm and time
-// on every rank; step-1 gradients and final fp32 parameters gathered on rank 0, by name.
+// on every rank; step-1 gradients and final fp32 parameters gathered on rank 0, by name;
+// with PP the last step's measured per-rank timeline.
 struct DistRun {
   std::vector<double> losses, grad_norms, step_ms;
   std::map<std::string, std::vector<double>> grads1, final;
+  PipelineStep last_pipeline_step;  // this rank's (PP only)
 };
 
 DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, const RunOptions& opt) {
@@ -182,18 +226,25 @@ DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, c
                   grid);
   DistOptimizer optim(model, grid, c.train);
   const int64_t m = c.train.num_micro_batches;
+  const bool pipelined = c.layout.pp > 1;
+  const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m)) : pp::Schedule{};
+  const std::vector<std::string> names = param_names(c.model);
   for (int64_t n = 0; n < c.train.steps; ++n) {
     MPI_CHECK(MPI_Barrier(comm));
     const auto t0 = std::chrono::steady_clock::now();
     model.params().zero_grads();
+    if (n == 0 && opt.inject_delay_s > 0)
+      std::this_thread::sleep_for(std::chrono::duration<double>(opt.inject_delay_s));
+    if (n == 0 && world_rank == opt.inject_failure_rank)
+      throw std::runtime_error("injected failure (--inject-failure " + std::to_string(world_rank) + ")");
+    auto batch_of = [&](int64_t j) { return ref::train_batch(c.model, rtc, n, grid.dp_rank() * m + j); };
     double loss = 0;
-    for (int64_t j = 0; j < m; ++j) {
-      if (n == 0 && j == 0 && opt.inject_delay_s > 0)
-        std::this_thread::sleep_for(std::chrono::duration<double>(opt.inject_delay_s));
-      if (n == 0 && j == 0 && world_rank == opt.inject_failure_rank)
-        throw std::runtime_error("injected failure (--inject-failure " + std::to_string(world_rank) + ")");
-      const ref::Batch b = ref::train_batch(c.model, rtc, n, grid.dp_rank() * m + j);
-      loss += model.forward_backward(b, 1.0f / float(m)) / double(m);
+    if (pipelined) {
+      r.last_pipeline_step = run_pipeline(sched, model, grid, [&](int mb) { return batch_of(mb); }, t0);
+      PhaseScope phase(Phase::Optimizer);
+      loss = grid.pp().all_reduce_scalar(r.last_pipeline_step.loss);  // from the last stage
+    } else {
+      for (int64_t j = 0; j < m; ++j) loss += model.forward_backward(batch_of(j), 1.0f / float(m)) / double(m);
     }
     r.losses.push_back(optim.average_loss(loss));
     r.grad_norms.push_back(optim.step());
@@ -201,9 +252,10 @@ DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, c
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, comm));
     r.step_ms.push_back(ms);
     if (n == 0)
-      for (const auto& p : model.params().all()) r.grads1[p.name] = as_double(gather_full(p, p.g, grid));
+      for (const auto& name : names) r.grads1[name] = as_double(gather_full(name, model.params(), true, grid, comm));
   }
-  for (const auto& p : model.params().all()) r.final[p.name] = as_double(gather_full(p, p.master, grid));  // fp32
+  for (const auto& name : names)  // fp32 master weights
+    r.final[name] = as_double(gather_full(name, model.params(), false, grid, comm));
   return r;
 }
 
@@ -271,6 +323,69 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   const auto& st = (dev == Device::CUDA ? TrackingAllocator::device() : TrackingAllocator::host()).stats();
   std::vector<int64_t> peaks(size_t(kMemCategories * size));
   MPI_CHECK(MPI_Gather(st.peak.data(), kMemCategories, MPI_INT64_T, peaks.data(), kMemCategories, MPI_INT64_T, 0, comm));
+
+  // Communication: every rank's ledger against the prediction for its pipeline stage,
+  // exactly; rank 0's rows go into the results, the worst difference of any rank decides.
+  const int ranks_per_stage = c.layout.tp * c.layout.cp * c.layout.dp;  // Megatron order: PP slowest
+  const Prediction my_pred = predict(c, rank / ranks_per_stage);
+  json comm_rows = json::array();
+  int64_t worst = 0;
+  {
+    std::map<CommLedger::Key, CommRow> predicted;
+    for (const auto& r : my_pred.comm) predicted[{r.group, r.op, r.phase}] = r;
+    std::map<CommLedger::Key, CommCounter> measured = CommLedger::get().entries();
+    for (const auto& [key, r] : predicted) measured.try_emplace(key);  // predicted but never called
+    for (const auto& [key, m] : measured) {
+      const auto it = predicted.find(key);
+      const int64_t pc = it == predicted.end() ? 0 : it->second.calls, pb = it == predicted.end() ? 0 : it->second.bytes;
+      worst = std::max({worst, std::abs(m.bytes - pb), std::abs(m.calls - pc)});
+      comm_rows.push_back({{"group", std::get<0>(key)}, {"op", comm_op_name(std::get<1>(key))},
+                           {"phase", phase_name(std::get<2>(key))}, {"calls", m.calls}, {"bytes", m.bytes},
+                           {"bus_bytes", m.bus_bytes}, {"predicted_calls", pc}, {"predicted_bytes", pb}});
+    }
+    int64_t mine = worst;
+    MPI_CHECK(MPI_Allreduce(&mine, &worst, 1, MPI_INT64_T, MPI_MAX, comm));
+  }
+
+  // Pipeline: every rank's measured timeline of the last step, to rank 0.
+  json pipeline = nullptr;
+  if (c.layout.pp > 1) {
+    const PipelineStep& ps = run.last_pipeline_step;
+    std::vector<double> mine;  // busy, total, then (op, mb, chunk, start, dur) per action
+    mine.push_back(ps.busy_us);
+    mine.push_back(ps.total_us);
+    for (const auto& e : ps.timeline)
+      mine.insert(mine.end(), {double(int(e.action.op)), double(e.action.mb), double(e.action.chunk), e.start_us, e.dur_us});
+    int n = int(mine.size());
+    std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
+    MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm));
+    int total = 0;
+    for (int r = 0; r < size; ++r) displs[size_t(r)] = total, total += counts[size_t(r)];
+    std::vector<double> all(size_t(rank == 0 ? total : 0));
+    MPI_CHECK(MPI_Gatherv(mine.data(), n, MPI_DOUBLE, all.data(), counts.data(), displs.data(), MPI_DOUBLE, 0, comm));
+    if (rank == 0) {
+      const pp::Schedule sched = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
+      const pp::SimResult sim = pp::simulate(sched, pp::default_costs(sched));
+      std::vector<std::vector<pp::TraceEvent>> lines;
+      json stages = json::array();
+      for (int s = 0; s < c.layout.pp; ++s) {  // the first rank of every stage (TP 0, DP 0)
+        const int r = s * ranks_per_stage;
+        const double* d = all.data() + displs[size_t(r)];
+        std::vector<pp::TraceEvent> line;
+        for (int k = 2; k + 5 <= counts[size_t(r)]; k += 5)
+          line.push_back({{pp::Op(int(d[k])), int(d[k + 1]), int(d[k + 2])}, d[k + 3], d[k + 4]});
+        lines.push_back(line);
+        stages.push_back({{"stage", s}, {"rank", r}, {"busy_us", d[0]}, {"total_us", d[1]},
+                          {"measured_idle_fraction", d[1] > 0 ? 1.0 - d[0] / d[1] : 0.0},
+                          {"simulated_idle_fraction", double(sim.idle[size_t(s)]) / double(sim.total)},
+                          {"simulated_peak_in_flight", sim.peak_in_flight[size_t(s)]}});
+      }
+      pipeline = {{"schedule", c.schedule}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
+                  {"micro_batches", c.train.num_micro_batches}, {"simulated_total_units", sim.total},
+                  {"stages", stages},
+                  {"trace", json::parse(pp::chrome_trace(lines, c.name + " (measured, last step)"))}};
+    }
+  }
   if (rank != 0) return out;
 
   const Prediction pred = predict(c);
@@ -300,32 +415,19 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
     out.params.emplace_back(v.begin(), v.end());  // in the reference's order
   }
 
-  // Communication: measured (this rank's ledger) against predicted, exact.
-  json comm_rows = json::array();
-  int64_t worst = 0;
-  std::map<CommLedger::Key, CommRow> predicted;
-  for (const auto& r : pred.comm) predicted[{r.group, r.op, r.phase}] = r;
-  std::map<CommLedger::Key, CommCounter> measured = CommLedger::get().entries();
-  for (const auto& [key, r] : predicted) measured.try_emplace(key);  // predicted but never called
-  for (const auto& [key, m] : measured) {
-    const auto it = predicted.find(key);
-    const int64_t pc = it == predicted.end() ? 0 : it->second.calls, pb = it == predicted.end() ? 0 : it->second.bytes;
-    worst = std::max({worst, std::abs(m.bytes - pb), std::abs(m.calls - pc)});
-    comm_rows.push_back({{"group", std::get<0>(key)}, {"op", comm_op_name(std::get<1>(key))},
-                         {"phase", phase_name(std::get<2>(key))}, {"calls", m.calls}, {"bytes", m.bytes},
-                         {"bus_bytes", m.bus_bytes}, {"predicted_calls", pc}, {"predicted_bytes", pb}});
-  }
   checks.push_back({{"tensor", "comm"}, {"rel_err", double(worst)}, {"max_abs", double(worst)}, {"tol", 0.0}, {"pass", worst == 0}});
 
   json memory = json::array();
-  for (int r = 0; r < size; ++r)
+  for (int r = 0; r < size; ++r) {
+    const Prediction pr = predict(c, r / ranks_per_stage);
     for (int k = 0; k < kMemCategories; ++k) {
       const auto cat = MemCategory(k);
-      const auto it = pred.memory.find(cat);
+      const auto it = pr.memory.find(cat);
       memory.push_back({{"rank", r}, {"category", category_name(cat)},
                         {"measured_bytes", peaks[size_t(r * kMemCategories + k)]},
-                        {"predicted_bytes", it == pred.memory.end() ? 0 : it->second}});
+                        {"predicted_bytes", it == pr.memory.end() ? 0 : it->second}});
     }
+  }
 
   std::vector<double> timed(run.step_ms.size() > 1 ? run.step_ms.begin() + 1 : run.step_ms.begin(), run.step_ms.end());
   std::sort(timed.begin(), timed.end());
@@ -351,6 +453,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   out.result["throughput"] = throughput;
   out.result["memory"] = memory;
   out.result["comm"] = comm_rows;
+  if (!pipeline.is_null()) out.result["pipeline"] = pipeline;
   return out;
 }
 

@@ -8,6 +8,9 @@
  *   all_to_all(out, in)          row block j of in goes to rank j, arriving as block r
  *   all_to_all_v(out, recv_rows, in, send_rows)   the same with per-rank row counts
  *   broadcast(buf, root), send/recv(buf, peer)
+ *   batch_p2p(ops)               posts every send and receive of the batch together and
+ *                                waits for all of them (Megatron's batch_isend_irecv;
+ *                                NCCL: one group), so paired exchanges cannot deadlock
  * Non-blocking variants return a Request to wait on. Every call is accounted in the
  * CommLedger under the group's name and the current phase; a group of size 1
  * short-circuits (copies where needed) and records nothing.
@@ -32,6 +35,16 @@ class Request {
 };
 using RequestPtr = std::unique_ptr<Request>;
 
+// One point-to-point transfer of a batch; accounted under its own phase (pipeline
+// activations in the forward, gradients in the backward).
+struct P2POp {
+  bool send;
+  Tensor* buf;
+  int peer;
+  int tag = 0;
+  Phase phase = Phase::Forward;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -53,6 +66,7 @@ class Communicator {
   virtual RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) = 0;
   virtual RequestPtr isend(const Tensor& buf, int peer, int tag = 0) = 0;
   virtual RequestPtr irecv(Tensor& buf, int peer, int tag = 0) = 0;
+  virtual void batch_p2p(const std::vector<P2POp>& ops) = 0;
   virtual void barrier() = 0;
   // All-reduce of one double (losses, norms), accounted as 8 bytes.
   virtual double all_reduce_scalar(double v, ReduceOp op = ReduceOp::Sum) = 0;

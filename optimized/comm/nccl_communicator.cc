@@ -134,6 +134,21 @@ class NcclCommunicator : public Communicator {
     return std::make_unique<StreamRequest>();
   }
 
+  // One NCCL group: the sends and receives progress together (NCCL matches them by peer
+  // and order, not by tag).
+  void batch_p2p(const std::vector<P2POp>& ops) override {
+    NCCL_CHECK(comm_, ncclGroupStart());
+    for (const auto& op : ops) {
+      PhaseScope phase(op.phase);
+      if (op.send)
+        isend(*op.buf, op.peer, op.tag);
+      else
+        irecv(*op.buf, op.peer, op.tag);
+    }
+    NCCL_CHECK(comm_, ncclGroupEnd());
+    CUDA_CHECK(cudaStreamSynchronize(0));
+  }
+
   void barrier() override {
     CUDA_CHECK(cudaStreamSynchronize(0));
     MPI_CHECK(MPI_Barrier(mpi_));

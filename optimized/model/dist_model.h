@@ -12,10 +12,20 @@
  *   logits = column(rmsnorm(x_L); Wlm)                           (N, V/TP)
  *   loss   = vocab-parallel mean cross-entropy
  * Backward mirrors it; weight gradients accumulate into the gradient buffer.
+ *
+ * Pipeline parallelism (Narayanan et al., arXiv 2104.04473): PP ranks x V chunks; chunk c
+ * of pipeline rank r is virtual stage s = c*PP + r and holds layers
+ * [s*L/(PP*V), (s+1)*L/(PP*V)); stage 0 also embeds, the last stage also runs the final
+ * norm, the LM head and the loss. A rank holds only its chunks' parameters. Every
+ * (chunk, micro-batch) keeps its own saved activations, so a schedule may have several
+ * micro-batches in flight; the stage boundary tensor is x (N_s, H) forward and dx (N_s, H)
+ * backward. Without PP there is one chunk holding everything (forward_backward).
  */
 #pragma once
 
+#include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "optimized/model/dist_params.h"
@@ -39,16 +49,39 @@ class DistModel {
  public:
   DistModel(const DistModelConfig& cfg, ProcessGrid& grid);
   ~DistModel();
-  // Forward and backward of one micro-batch (all N tokens and labels); gradients of
-  // grad_scale * loss accumulate. Returns the micro-batch's mean cross-entropy.
+  // Forward and backward of one micro-batch (all N tokens and labels) through every chunk
+  // of a model without PP; gradients of grad_scale * loss accumulate. Returns the
+  // micro-batch's mean cross-entropy.
   double forward_backward(const ref::Batch& batch, float grad_scale);
+
+  // The pipeline-stage API (any PP; the executor in optimized/parallel/pp_executor.h).
+  int chunks() const { return int(chunk_layers_.size()); }
+  int stage_of(int chunk) const;
+  bool first_stage(int chunk) const { return stage_of(chunk) == 0; }
+  bool last_stage(int chunk) const;
+  // Forward of micro-batch mb through chunk c. x_in: the received (N_s, H) input (unused on
+  // the first stage). Returns the (N_s, H) output to send, or on the last stage an empty
+  // tensor with *loss = the micro-batch's mean cross-entropy (its backward uses grad_scale).
+  Tensor forward_chunk(int c, int mb, const ref::Batch& batch, const Tensor& x_in, float grad_scale, double* loss);
+  // Backward of (c, mb): dy is the received output gradient (unused on the last stage).
+  // Returns dx to send (empty on the first stage). With split_w the linear weight
+  // gradients are queued for weight_grad_chunk (zero bubble's B / W split).
+  Tensor backward_chunk(int c, int mb, const Tensor& dy, bool split_w);
+  void weight_grad_chunk(int c, int mb);
+  Tensor boundary_activation() const;  // an empty (N_s, H) input buffer (Activations)
+  Tensor boundary_gradient() const;    // an empty (N_s, H) gradient buffer (Workspace)
+
   DistParams& params() { return params_; }
   const DistModelConfig& config() const { return cfg_; }
 
  private:
-  struct LayerState;
-  void layer_forward(size_t l, Tensor& y, const Tensor& x);
-  void layer_backward(size_t l, Tensor& dx, const Tensor& dy);
+  struct LayerWeights;
+  struct LayerActs;
+  struct ChunkActs;
+  Tensor act(int64_t r, int64_t c) const;
+  Tensor work(int64_t r, int64_t c) const;
+  void layer_forward(const LayerWeights& W, LayerActs& L, Tensor& y, const Tensor& x);
+  void layer_backward(const LayerWeights& W, LayerActs& L, Tensor& dx, const Tensor& dy);
   DistModelConfig cfg_;
   ProcessGrid& grid_;
   TpContext ctx_;
@@ -57,9 +90,9 @@ class DistModel {
   struct Dims {
     int64_t N, Ns, H, D, Aq, Gk, F;  // tokens, token rows held outside TP regions, hidden, head dim,
   } dims_{};                          // and this rank's query heads, kv heads and ffn columns
-  std::vector<std::unique_ptr<LayerState>> layers_;
-  Tensor final_x_, final_rstd_, final_xf_, logits_;  // saved by the head for backward
-  CeState ce_;
+  std::vector<std::pair<int64_t, int64_t>> chunk_layers_;  // [first, last) global layer of each chunk
+  std::map<int64_t, std::unique_ptr<LayerWeights>> weights_;  // by global layer
+  std::map<std::pair<int, int>, std::unique_ptr<ChunkActs>> acts_;  // (chunk, micro-batch) in flight
 };
 
 }  // namespace pb

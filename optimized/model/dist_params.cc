@@ -9,11 +9,13 @@
 
 namespace pb {
 
-DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype) {
+DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
+                       const std::function<bool(const std::string&)>& keep) {
   // The global shapes and names come from the reference's own parameter list.
   const auto shapes = ref::zero_params<float>(mc);
   std::vector<ShardedParam> norms, sharded;
   ref::for_each_param(shapes, [&](const std::string& name, const ref::Mat<float>& m, bool is_vector) {
+    if (keep && !keep(name)) return;
     ShardedParam p;
     p.name = name;
     p.global_rows = m.rows();
@@ -72,6 +74,12 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
 
 void DistParams::master_to_weights() {
   if (weights_.dtype() != DType::F32) ops::cast(weights_, master_);
+}
+
+bool DistParams::has(const std::string& name) const {
+  for (const auto& p : params_)
+    if (p.name == name) return true;
+  return false;
 }
 
 ShardedParam& DistParams::get(const std::string& name) {

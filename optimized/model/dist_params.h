@@ -17,6 +17,7 @@
  */
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,11 @@ struct ShardedParam {
 
 class DistParams {
  public:
-  DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32);
+  // keep: which global parameters this rank holds (a pipeline stage's layers, embedding
+  // and head); all of them when empty.
+  DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
+             const std::function<bool(const std::string&)>& keep = {});
+  bool has(const std::string& name) const;
   std::vector<ShardedParam>& all() { return params_; }
   const std::vector<ShardedParam>& all() const { return params_; }
   ShardedParam& get(const std::string& name);

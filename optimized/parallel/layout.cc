@@ -50,7 +50,9 @@ Features parse_features(const std::vector<std::string>& names) {
 void validate_layout(const Layout& l, const ref::ModelConfig& mc, const ref::TrainConfig& tc, const Features& f) {
   for (auto [name, v] : {std::pair{"dp", l.dp}, {"tp", l.tp}, {"pp", l.pp}, {"vpp", l.vpp}, {"cp", l.cp}, {"ep", l.ep}})
     PB_REQUIRE(v >= 1, "invalid layout: ", name, " must be >= 1, got ", v);
-  PB_REQUIRE(l.pp == 1 && l.vpp == 1, "invalid layout: pipeline parallelism (pp/vpp > 1) is not available in this build yet");
+  PB_REQUIRE(l.vpp == 1 || l.pp > 1, "invalid layout: vpp ", l.vpp, " needs pp > 1");
+  PB_REQUIRE(mc.num_hidden_layers % (l.pp * l.vpp) == 0, "invalid layout: pp ", l.pp, " x vpp ", l.vpp,
+             " does not divide num_hidden_layers ", mc.num_hidden_layers);
   PB_REQUIRE(l.cp == 1, "invalid layout: context parallelism (cp > 1) is not available in this build yet");
   PB_REQUIRE(l.ep == 1, "invalid layout: expert parallelism (ep > 1) is not available in this build yet");
   PB_REQUIRE(mc.num_local_experts == 0, "invalid layout: MoE layers need the expert-parallel implementation (not yet)");

@@ -6,6 +6,19 @@
 
 namespace pb {
 
+void run_wgrads(WGradQueue& q) {
+  for (auto& w : q) ops::linear_backward_weight(*w.dw, w.dy, w.x);
+  q.clear();
+}
+
+// dW += dy^T x now, or queued for the W pass.
+static void weight_grad(Tensor& dw, const Tensor& dy, const Tensor& x, TpContext& ctx) {
+  if (ctx.defer)
+    ctx.defer->push_back({&dw, dy, x});
+  else
+    ops::linear_backward_weight(dw, dy, x);
+}
+
 Tensor sp_gather(const Tensor& shard, TpContext& ctx) {
   if (!ctx.sp) return shard;
   Tensor full = Tensor::empty({shard.rows() * ctx.tp.size(), shard.cols()}, MemCategory::CommBuffers, shard.dtype());
@@ -39,7 +52,7 @@ void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vec
   }
   {
     const Tensor x_full = sp_gather(x, ctx);  // SP: the re-gather of the saved shard
-    for (size_t i = 0; i < ws.size(); ++i) ops::linear_backward_weight(*dws[i], *dys[i], x_full);
+    for (size_t i = 0; i < ws.size(); ++i) weight_grad(*dws[i], *dys[i], x_full, ctx);
   }
   sp_reduce(dx, dx_full, ctx);
 }
@@ -53,7 +66,7 @@ void row_forward(Tensor& y, const Tensor& x, const Tensor& w, TpContext& ctx) {
 void row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, TpContext& ctx) {
   const Tensor dy_full = sp_gather(dy, ctx);  // (N, out)
   ops::linear_backward_input(dx, dy_full, w);
-  ops::linear_backward_weight(dw, dy_full, x);
+  weight_grad(dw, dy_full, x, ctx);
 }
 
 }  // namespace pb

@@ -23,9 +23,21 @@
 
 namespace pb {
 
+// Zero-bubble's split backward (Qi et al., arXiv 2401.10241): while a queue is set, the
+// linears' weight gradients dW += dy^T x are not computed in the backward (B) but queued,
+// with dy and x (the gathered x_full under SP) kept alive, for a later W pass. The
+// communication is unchanged: SP's re-gather of x still happens in B.
+struct DeferredWGrad {
+  Tensor* dw;
+  Tensor dy, x;
+};
+using WGradQueue = std::vector<DeferredWGrad>;
+void run_wgrads(WGradQueue& q);  // computes and empties the queue, in queue order
+
 struct TpContext {
   Communicator& tp;
   bool sp;  // sequence parallel: activations outside TP regions are N/TP row shards
+  WGradQueue* defer = nullptr;  // set: weight gradients are queued (split backward)
 };
 
 void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws,

@@ -1,0 +1,133 @@
+/* `parabench schedule` (see schedule_cmd.h). */
+#include "harness/schedule_cmd.h"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "optimized/parallel/pp_schedule.h"
+#include "reference/common/error.h"
+
+namespace pb::harness {
+
+namespace {
+
+// "--costs F,B[,W]": positive integers; W only for a split backward (zb-h1), where it
+// defaults to B.
+pp::Costs parse_costs(const std::string& text, const pp::Schedule& s) {
+  pp::Costs c = pp::default_costs(s);
+  if (text.empty()) return c;
+  std::vector<int64_t> v;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    size_t used = 0;
+    long long x = 0;
+    try {
+      x = std::stoll(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    PB_REQUIRE(used == item.size() && !item.empty() && x >= 1 && x <= 1000, "--costs: expected F,B or F,B,W with ",
+               "integers from 1 to 1000, got '", text, "'");
+    v.push_back(x);
+  }
+  PB_REQUIRE(v.size() == 2 || v.size() == 3, "--costs: expected F,B or F,B,W, got '", text, "'");
+  PB_REQUIRE(v.size() == 2 || s.split_backward, "--costs: W applies only to a split backward (zb-h1), got '", text,
+             "' for ", s.kind);
+  c.F = v[0];
+  c.B = v[1];
+  if (s.split_backward) c.W = v.size() == 3 ? v[2] : v[1];
+  return c;
+}
+
+std::string fraction(int64_t num, int64_t den) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%lld/%lld = %.3f", (long long)num, (long long)den,
+                den ? double(num) / double(den) : 0.0);
+  return buf;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  PB_REQUIRE(out.good(), "cannot write ", path);
+  out << text;
+  PB_REQUIRE(out.good(), "cannot write ", path);
+}
+
+}  // namespace
+
+CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
+  auto* sub = app.add_subcommand("schedule", "simulate and draw a pipeline schedule (no MPI, no model)");
+  sub->add_option("--kind", a.kind, "gpipe | 1f1b | interleaved | zb-h1")->required();
+  sub->add_option("--pp", a.pp, "pipeline ranks p")->required();
+  sub->add_option("--vpp", a.vpp, "model chunks per rank v (interleaved: >= 2)")->capture_default_str();
+  sub->add_option("--microbatches,-m", a.microbatches, "micro-batches m (interleaved: a multiple of p)")->required();
+  sub->add_option("--costs", a.costs,
+                  "integer costs per chunk F,B[,W], 1..1000 (default 1,2; zb-h1: 1,1,1, W = B when omitted)");
+  auto* svg = sub->add_option("--svg", a.svg, "write the SVG timeline (only when given) to FILE, or to schedule-<kind>-p<P>-v<V>-m<M>.svg")
+                  ->expected(0, 1);
+  auto* trace = sub->add_option("--trace", a.trace,
+                                "write the Chrome trace (only when given) to FILE, or to schedule-<kind>-p<P>-v<V>-m<M>.trace.json")
+                    ->expected(0, 1);
+  sub->callback([&a, svg, trace] {
+    a.write_svg = svg->count() > 0;
+    a.write_trace = trace->count() > 0;
+  });
+  return sub;
+}
+
+int cmd_schedule(const ScheduleArgs& a) {
+  const pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches);
+  const pp::Costs c = parse_costs(a.costs, s);
+  const pp::SimResult r = pp::simulate(s, c);
+  const int64_t p = s.p, v = s.v, m = s.m;
+  std::printf("pipeline schedule %s: p=%lld ranks, v=%lld chunk(s) per rank, m=%lld micro-batches; costs per chunk "
+              "F=%lld B=%lld%s\n\n",
+              s.kind.c_str(), (long long)p, (long long)v, (long long)m, (long long)c.F, (long long)c.B,
+              s.split_backward ? (" W=" + std::to_string(c.W) + " (B input gradient, W weight gradient)").c_str() : "");
+  if (r.total <= 20000)
+    std::printf("%s\n", pp::timeline_text(s, r).c_str());
+  else
+    std::printf("(text timeline omitted: %lld cost units; see --svg / --trace)\n\n", (long long)r.total);
+  std::printf("total time: %lld units\n", (long long)r.total);
+  std::printf("rank   busy   idle  idle/total            peak in-flight%s\n", s.split_backward ? "  peak pending W" : "");
+  for (int k = 0; k < s.p; ++k) {
+    const size_t K = size_t(k);
+    std::printf("%4d %6lld %6lld  %-22s %14d", k, (long long)r.busy[K], (long long)r.idle[K],
+                fraction(r.idle[K], r.total).c_str(), r.peak_in_flight[K]);
+    if (s.split_backward) std::printf("  %14d", r.peak_pending_w[K]);
+    std::printf("\n");
+  }
+  // The analytic bubble: the fraction of the total every rank idles.
+  int64_t num = p - 1, den = m + p - 1;
+  std::string formula = "(p-1)/(m+p-1)", source = s.kind == "gpipe" ? "Huang et al. 2019" : "Narayanan et al. 2021";
+  if (s.kind == "interleaved") formula = "(p-1)/(v*m+p-1)", den = v * m + p - 1;
+  if (s.split_backward) {  // Qi et al. 2023: (p-1)(F+B-W) idle per rank, of m(F+B+W) busy
+    const int64_t bubble = std::max<int64_t>(0, (p - 1) * (c.F + c.B - c.W));
+    formula = "(p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W))", source = "Qi et al. 2023";
+    num = bubble, den = m * (c.F + c.B + c.W) + bubble;
+  }
+  bool equal = true;
+  for (int k = 0; k < s.p; ++k) equal = equal && r.idle[size_t(k)] * den == num * r.total;
+  std::printf("analytic bubble %s = %s (%s): %s\n", formula.c_str(), fraction(num, den).c_str(), source.c_str(),
+              equal ? "every rank's idle fraction equals it" : "the simulated idle fractions differ");
+  if (s.split_backward)
+    std::printf("1f1b with the same costs (backward B+W): (p-1)/(m+p-1) = %s\n", fraction(p - 1, m + p - 1).c_str());
+  const std::string stem = "schedule-" + s.kind + "-p" + std::to_string(p) + "-v" + std::to_string(v) + "-m" +
+                           std::to_string(m);
+  if (a.write_svg) {
+    const std::string path = a.svg.empty() ? stem + ".svg" : a.svg;
+    write_file(path, pp::timeline_svg(s, r));
+    std::printf("wrote %s\n", path.c_str());
+  }
+  if (a.write_trace) {
+    const std::string path = a.trace.empty() ? stem + ".trace.json" : a.trace;
+    write_file(path, pp::chrome_trace(s, r));
+    std::printf("wrote %s\n", path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace pb::harness

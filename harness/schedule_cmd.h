@@ -1,0 +1,37 @@
+/* `parabench schedule`: a pipeline schedule (optimized/parallel/pp_schedule.h) simulated
+ * and drawn, without MPI and without a model.
+ *
+ *   parabench schedule --kind gpipe|1f1b|interleaved|zb-h1 --pp P [--vpp V] --microbatches M
+ *                      [--costs F,B[,W]] [--svg [FILE]] [--trace [FILE]]
+ *
+ * Prints the text timeline and a summary: total time, per-rank busy/idle with the idle
+ * fraction as a fraction (idle/total), peak in-flight micro-batch chunks, and the analytic
+ * bubble for comparison: (p-1)/(m+p-1) for gpipe and 1f1b (Huang et al. 2019; Narayanan
+ * et al. 2021), (p-1)/(v*m+p-1) for interleaved, (p-1)(F+B-W) per rank for zb-h1 (Qi et al.
+ * 2023). --svg / --trace write the SVG timeline / Chrome trace, to FILE or, without one, to
+ * schedule-<kind>-p<P>-v<V>-m<M>.svg / .trace.json in the current directory. Bad input
+ * throws pb::Error (main prints "parabench: error: <line>" and exits 2).
+ */
+#pragma once
+
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace pb::harness {
+
+struct ScheduleArgs {
+  std::string kind, costs;
+  int pp = 0, vpp = 1, microbatches = 0;
+  bool write_svg = false, write_trace = false;  // --svg / --trace given (FILE may be empty)
+  std::string svg, trace;
+};
+
+// Registers the `schedule` subcommand and its options on app; fills args when parsed.
+CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& args);
+
+int cmd_schedule(const ScheduleArgs& args);
+
+}  // namespace pb::harness

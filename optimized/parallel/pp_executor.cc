@@ -1,0 +1,96 @@
+/* The pipeline executor (see pp_executor.h). */
+#include "optimized/parallel/pp_executor.h"
+
+#include <map>
+#include <utility>
+
+#include "reference/common/error.h"
+
+namespace pb {
+
+namespace {
+using Key = std::pair<int, int>;  // (micro-batch, local chunk)
+double us_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& grid,
+                          const std::function<ref::Batch(int mb)>& batch_of,
+                          std::chrono::steady_clock::time_point t0) {
+  PB_REQUIRE(s.p == grid.layout().pp && s.v == model.chunks(), "pipeline: a schedule for pp ", s.p, " vpp ", s.v,
+             " on a pp ", grid.layout().pp, " x ", model.chunks(), "-chunk model");
+  const int S = s.stages();
+  PB_REQUIRE(int64_t(s.m) * S * 2 < 32767, "pipeline: ", s.m, " micro-batches x ", S, " stages exceed the MPI tags");
+  const float scale = 1.0f / float(s.m);
+  // Tags: the activation entering stage st, and the gradient leaving it, of micro-batch mb.
+  auto act_tag = [&](int mb, int st) { return (mb * S + st) * 2; };
+  auto grad_tag = [&](int mb, int st) { return (mb * S + st) * 2 + 1; };
+  std::map<Key, Tensor> x_in, dy_in, y_out, dx_out;
+  PipelineStep out;
+  const auto& acts = s.ranks[size_t(grid.pp_rank())];
+  for (size_t i = 0; i < acts.size();) {
+    const pp::Action a = acts[i];
+    const Key key{a.mb, a.chunk};
+    if (pp::is_compute(a.op)) {
+      const double start = us_since(t0);
+      if (a.op == pp::Op::F) {
+        double loss = 0;
+        Tensor y = model.forward_chunk(a.chunk, a.mb, batch_of(a.mb), x_in[key], scale, &loss);
+        x_in.erase(key);
+        if (model.last_stage(a.chunk)) out.loss += loss * scale;
+        else y_out[key] = y;
+      } else if (a.op == pp::Op::B) {
+        Tensor dx = model.backward_chunk(a.chunk, a.mb, dy_in[key], s.split_backward);
+        dy_in.erase(key);
+        if (!model.first_stage(a.chunk)) dx_out[key] = dx;
+      } else {
+        model.weight_grad_chunk(a.chunk, a.mb);
+      }
+      const double end = us_since(t0);
+      out.timeline.push_back({a, start, end - start});
+      out.busy_us += end - start;
+      ++i;
+      continue;
+    }
+    // A batch: every communication action up to the next compute action.
+    std::vector<P2POp> ops;
+    std::vector<Key> sent_y, sent_dx;
+    for (; i < acts.size() && !pp::is_compute(acts[i].op); ++i) {
+      const pp::Action c = acts[i];
+      const Key k{c.mb, c.chunk};
+      const int cs = s.stage(grid.pp_rank(), c.chunk);
+      switch (c.op) {
+        case pp::Op::RecvF:
+          x_in[k] = model.boundary_activation();
+          ops.push_back({false, &x_in[k], s.rank_of(cs - 1), act_tag(c.mb, cs), Phase::Forward});
+          break;
+        case pp::Op::SendF:
+          PB_REQUIRE(y_out.count(k), "pipeline: SendF of micro-batch ", c.mb, " before its F");
+          ops.push_back({true, &y_out[k], s.rank_of(cs + 1), act_tag(c.mb, cs + 1), Phase::Forward});
+          sent_y.push_back(k);
+          break;
+        case pp::Op::RecvB:
+          dy_in[k] = model.boundary_gradient();
+          ops.push_back({false, &dy_in[k], s.rank_of(cs + 1), grad_tag(c.mb, cs), Phase::Backward});
+          break;
+        case pp::Op::SendB:
+          PB_REQUIRE(dx_out.count(k), "pipeline: SendB of micro-batch ", c.mb, " before its B");
+          ops.push_back({true, &dx_out[k], s.rank_of(cs - 1), grad_tag(c.mb, cs - 1), Phase::Backward});
+          sent_dx.push_back(k);
+          break;
+        default:
+          break;
+      }
+    }
+    grid.pp().batch_p2p(ops);
+    for (const Key& k : sent_y) y_out.erase(k);  // sent: the buffers are free
+    for (const Key& k : sent_dx) dx_out.erase(k);
+  }
+  PB_REQUIRE(y_out.empty() && dx_out.empty() && x_in.empty() && dy_in.empty(),
+             "pipeline: the schedule left tensors unsent or unused");
+  out.total_us = us_since(t0);
+  return out;
+}
+
+}  // namespace pb

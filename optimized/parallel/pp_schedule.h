@@ -1,0 +1,125 @@
+/* Pipeline schedules as data (FEATURES.md: PP 1F1B, interleaved, zero-bubble; seed 001).
+ *
+ * p pipeline ranks, v model chunks per rank, m micro-batches. Chunk c on rank r is
+ * virtual stage s = c*p + r (Megatron's interleaving: L=16, p=4, v=2 -> rank 0 holds
+ * layers 0-1 and 8-9); the model runs through stages 0 .. p*v-1.
+ *
+ * A schedule is, for every rank, an ordered list of actions over (micro-batch, chunk):
+ *   F     forward of one micro-batch through one chunk
+ *   B     backward: the whole backward, or with split_backward only the input gradient
+ *   W     the weight gradient of an earlier B (split_backward only; zero-bubble)
+ *   SendF / RecvF   the chunk's output activation to / its input from the neighbouring
+ *                   virtual stage (s+1 / s-1)
+ *   SendB / RecvB   the input gradient to stage s-1 / the output gradient from stage s+1
+ * Every F of a stage s > 0 is preceded by its RecvF, every B of a stage s < p*v-1 by its
+ * RecvB; sends follow the compute that produced them. Consecutive communication actions
+ * form one batch (posted together, as Megatron's batched isend/irecv): sends never block,
+ * a batch waits for its receives.
+ *
+ * Generators (all for m >= 1; each checks its own preconditions, pb::Error with one line):
+ *   gpipe        all m forwards, then all m backwards (reverse order)
+ *   1f1b         min(p-r-1, m) warm-up forwards, steady one-forward-one-backward, cool-down
+ *   interleaved  Megatron's interleaved 1F1B, v >= 2 chunks, m % p == 0 (micro-batch group
+ *                size p): warm-up (p-r-1)*2 + (v-1)*p forwards (at most m*v); Megatron's
+ *                communication placement (steady state: F, B, then one batch of both sends
+ *                and the next two receives)
+ *   zb-h1        1F1B with the backward split into B and W, W deferred to fill bubbles
+ *                (Qi et al. 2023, arXiv 2401.10241): rank r runs p-r warm-up forwards
+ *                and keeps the 1F1B activation limit (p-r micro-batches between F and B),
+ *                deferring at most p-1 W beyond it (at most 2p-r-1 between F and W); with
+ *                F = B = W every rank idles exactly p-1 units when m >= p
+ * The other kinds post each receive just before its compute, right after the previous
+ * compute's sends (one batch: Megatron's send_forward_recv_backward pairing). Every
+ * generated schedule is deadlock-free under both models of a send: simulate() (a send
+ * never blocks) and check_rendezvous() (it completes only once its receive is posted).
+ */
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pb::pp {
+
+enum class Op { F, B, W, SendF, RecvF, SendB, RecvB };
+const char* op_name(Op op);  // "F", "B", "W", "SendF", ...
+inline bool is_compute(Op op) { return op == Op::F || op == Op::B || op == Op::W; }
+
+struct Action {
+  Op op;
+  int mb;     // micro-batch 0 .. m-1
+  int chunk;  // local model chunk 0 .. v-1
+  bool operator==(const Action&) const = default;
+};
+
+struct Schedule {
+  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1
+  int p = 1, v = 1, m = 1;
+  bool split_backward = false;              // B is the input gradient only, W follows
+  std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
+  int stages() const { return p * v; }
+  int stage(int rank, int chunk) const { return chunk * p + rank; }
+  int rank_of(int stage) const { return stage % p; }
+  int chunk_of(int stage) const { return stage / p; }
+};
+
+const std::vector<std::string>& schedule_kinds();  // {"gpipe", "1f1b", "interleaved", "zb-h1"}
+
+// The schedule of a kind, with its communication actions. Bad input (unknown kind,
+// p, v, m < 1, v > 1 for a kind without chunks, v < 2, m < p or m % p for interleaved,
+// p*v*m above 10^6) throws pb::Error with one line.
+Schedule make_schedule(const std::string& kind, int p, int v, int m);
+
+// Unit costs of the compute actions (integers, so simulated times are exact). With a
+// split backward B is the input gradient and W the weight gradient; otherwise W is unused.
+struct Costs {
+  int64_t F = 1, B = 2, W = 0;
+};
+Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1
+
+struct TimedAction {
+  Action action;
+  int64_t start = 0, end = 0;  // compute actions only; communication takes no time
+};
+
+struct SimResult {
+  int64_t total = 0;                       // makespan
+  std::vector<int64_t> busy;               // per rank: sum of compute costs
+  std::vector<int64_t> idle;               // per rank: total - busy
+  std::vector<int> peak_in_flight;         // per rank: max micro-batch chunks between F and B
+  std::vector<int> peak_pending_w;         // per rank: max chunks between B and W (split only)
+  std::vector<std::vector<TimedAction>> timeline;  // per rank, the compute actions in order
+};
+
+// Validates the schedule and simulates it: every (micro-batch, chunk) of every rank has
+// exactly one F and one B (and one W when split), every dependency is met (F of stage s
+// after F of stage s-1; B of s after B of s+1 and after its own F; W after its B), every
+// receive has its send, and the ranks cannot deadlock (a receive waits for its send to be
+// issued; sends never block). Each compute action starts when its rank reaches it and its
+// inputs are ready. Throws pb::Error naming the first violation.
+SimResult simulate(const Schedule& s, const Costs& c);
+
+// The stricter model of NCCL groups and of MPI's rendezvous protocol (large messages): a
+// batch completes only once the peers have posted the receives of its sends as well as the
+// sends of its receives. Validates with simulate() first; throws pb::Error naming the
+// blocked ranks if the schedule deadlocks under this model.
+void check_rendezvous(const Schedule& s);
+
+// Renderings of a simulated schedule: one text row per rank, one fixed-width cell per cost
+// unit ("F3" starts an action, "F3a" / "F3b" for chunk 0 / 1 when v > 1, '=' continues
+// it, '.' idle), with a time ruler and a legend line; an SVG; and a Chrome trace
+// (chrome://tracing, Perfetto) with one thread per rank; one cost unit = 1 ms in the trace.
+std::string timeline_text(const Schedule& s, const SimResult& r);
+std::string timeline_svg(const Schedule& s, const SimResult& r);
+std::string chrome_trace(const Schedule& s, const SimResult& r);
+
+// A Chrome trace of any per-rank timeline (also the executor's measured one): a JSON
+// object {"traceEvents": [...]} with complete ("ph": "X") events, pid 0, tid = rank,
+// names like "F3.c1" (micro-batch 3, chunk 1), times in microseconds.
+struct TraceEvent {
+  Action action;
+  double start_us = 0, dur_us = 0;
+};
+std::string chrome_trace(const std::vector<std::vector<TraceEvent>>& ranks, const std::string& title);
+
+}  // namespace pb::pp

@@ -1,0 +1,154 @@
+/* Pipeline parallelism against the reference (FEATURES.md, PP): for GPipe, 1F1B,
+ * interleaved (v = 2) and ZB-H1 on pp 2 and 4, alone and with tp2 + sp or dp2, the loss,
+ * every step-1 gradient and every final parameter equal the reference's gradient
+ * accumulation over the same m micro-batches (fp32 tolerance); every rank's communication
+ * (TP, DP and the pipeline's point-to-point bytes) equals the analytic model exactly;
+ * every rank's measured activation peak equals the schedule-walk prediction; stage 0's
+ * peak is the simulated in-flight count (m for GPipe, p for 1F1B) times one micro-batch's
+ * activations plus the output it sends; each stage runs exactly m forwards and m
+ * backwards per chunk (and m W with a split backward). Cases run where they fit the
+ * world size (2 or 4). */
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <map>
+
+#include "harness/analytic.h"
+#include "harness/runner.h"
+#include "mpi_test_util.h"
+#include "optimized/parallel/pp_schedule.h"
+#include "reference/common/error.h"
+#include "reference/io/checkpoint.h"
+
+namespace pb::test {
+
+using harness::Case;
+
+static Case pp_case(const std::string& name, int64_t L, int pp, int vpp, const std::string& kind, int64_t m,
+                    int tp = 1, int dp = 1, bool sp = false) {
+  Case c;
+  c.name = name;
+  c.model = ref::ModelConfig::dense(32, 8, 4, 48, 64, L);
+  c.model_json = io::hf_config_json(c.model);
+  c.layout.pp = pp;
+  c.layout.vpp = vpp;
+  c.layout.tp = tp;
+  c.layout.dp = dp;
+  if (sp) c.features = {"sp"};
+  c.schedule = kind;
+  c.train.micro_batch_size = 2;
+  c.train.seq_length = 8;
+  c.train.num_micro_batches = m;
+  c.train.steps = 2;
+  c.train.lr = 3e-3;
+  return c;
+}
+
+static std::vector<Case> cases_for(int world) {
+  std::vector<Case> all = {
+      pp_case("pp2_gpipe", 2, 2, 1, "gpipe", 3),
+      pp_case("pp2_1f1b", 4, 2, 1, "1f1b", 4),
+      pp_case("pp2_vpp2_interleaved", 4, 2, 2, "interleaved", 4),
+      pp_case("pp2_zbh1", 2, 2, 1, "zb-h1", 4),
+      pp_case("pp4_gpipe", 4, 4, 1, "gpipe", 4),
+      pp_case("pp4_1f1b", 4, 4, 1, "1f1b", 6),
+      pp_case("pp4_zbh1", 4, 4, 1, "zb-h1", 5),
+      pp_case("pp4_1f1b_m2", 4, 4, 1, "1f1b", 2),  // fewer micro-batches than stages
+      pp_case("pp2_tp2_sp_1f1b", 2, 2, 1, "1f1b", 3, 2, 1, true),
+      pp_case("pp2_dp2_1f1b", 2, 2, 1, "1f1b", 3, 1, 2),
+      pp_case("pp2_vpp2_tp2_sp_interleaved", 4, 2, 2, "interleaved", 2, 2, 1, true),
+      pp_case("pp2_vpp2_dp2_interleaved", 4, 2, 2, "interleaved", 4, 1, 2),
+      pp_case("pp2_tp2_sp_zbh1", 2, 2, 1, "zb-h1", 3, 2, 1, true),
+      pp_case("pp2_tp2_zbh1", 2, 2, 1, "zb-h1", 2, 2, 1, false),
+      pp_case("pp2_dp2_gpipe", 2, 2, 1, "gpipe", 2, 1, 2),
+  };
+  std::vector<Case> out;
+  for (auto& c : all)
+    if (c.layout.world() == world) out.push_back(c);
+  return out;
+}
+
+TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
+  const auto cases = cases_for(world_size());
+  if (cases.empty()) GTEST_SKIP() << "no pipeline case for " << world_size() << " rank(s)";
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    harness::validate_case(c, world_size());
+    const auto o = harness::run_case(c, MPI_COMM_WORLD, {});
+    if (world_rank() != 0) continue;
+    const auto& r = o.result;
+    EXPECT_EQ(r["status"], "pass");
+    for (const auto& ch : r["checks"]) EXPECT_TRUE(ch["pass"].get<bool>()) << ch.dump();
+    bool saw_p2p = false;
+    for (const auto& row : r["comm"]) {
+      EXPECT_EQ(row["bytes"], row["predicted_bytes"]) << row.dump();
+      saw_p2p = saw_p2p || (row["group"] == "pp" && row["op"] == "send");
+    }
+    EXPECT_TRUE(saw_p2p);
+    // Memory: params, grads, optimizer state and the activation peak, every rank, exact.
+    int rows = 0;
+    std::map<int, int64_t> act;  // rank -> measured activation peak
+    for (const auto& row : r["memory"]) {
+      const std::string cat = row["category"];
+      if (cat != "params" && cat != "grads" && cat != "optimizer" && cat != "activations") continue;
+      EXPECT_EQ(row["measured_bytes"], row["predicted_bytes"]) << row.dump();
+      if (cat == "activations") act[row["rank"].get<int>()] = row["measured_bytes"].get<int64_t>();
+      ++rows;
+    }
+    EXPECT_EQ(rows, 4 * c.layout.world());
+    // Stage 0's peak in micro-batches: the simulated in-flight count x one micro-batch's
+    // activations of a chunk (all of rank 0's chunks are alike) + the output being sent.
+    const pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
+    const pp::SimResult sim = pp::simulate(s, pp::default_costs(s));
+    if (!s.split_backward) {
+      const int64_t t = c.layout.tp, N = 2 * 8, Ns = c.features.empty() ? N : N / t, H = 32, D = 4;
+      const int64_t a = 8 / t, g = 4 / t, f = 48 / t;
+      const int64_t layer = 4 * (4 * Ns * H + N * (2 * a + 2 * g) * D + 3 * N * f) + 4 * (2 * Ns + 2 * a * 8);
+      const int64_t per_chunk = layer * c.model.num_hidden_layers / (c.layout.pp * c.layout.vpp);
+      EXPECT_EQ(act.at(0), sim.peak_in_flight[0] * per_chunk + 4 * Ns * H);
+      const int64_t m = c.train.num_micro_batches;
+      if (c.schedule == "gpipe") EXPECT_EQ(sim.peak_in_flight[0], m);
+      if (c.schedule == "1f1b") EXPECT_EQ(sim.peak_in_flight[0], std::min<int64_t>(m, c.layout.pp));
+    }
+    // The measured timeline: each stage ran m F and m B per chunk (m W when split).
+    const auto& pl = r["pipeline"];
+    ASSERT_TRUE(pl.is_object());
+    std::map<std::tuple<int, std::string, int>, int> count;  // (stage, op, chunk)
+    for (const auto& e : pl["trace"]["traceEvents"]) {
+      if (e.value("ph", "") != "X") continue;
+      const std::string name = e["name"];
+      count[{e["tid"].get<int>(), name.substr(0, 1), e["args"]["chunk"].get<int>()}]++;
+    }
+    for (int st = 0; st < c.layout.pp; ++st)
+      for (int ch = 0; ch < c.layout.vpp; ++ch) {
+        EXPECT_EQ((count[{st, "F", ch}]), c.train.num_micro_batches) << st << " " << ch;
+        EXPECT_EQ((count[{st, "B", ch}]), c.train.num_micro_batches) << st << " " << ch;
+        EXPECT_EQ((count[{st, "W", ch}]), s.split_backward ? c.train.num_micro_batches : 0) << st << " " << ch;
+      }
+    for (const auto& stg : pl["stages"]) {
+      EXPECT_GE(stg["measured_idle_fraction"].get<double>(), 0.0);
+      EXPECT_LT(stg["measured_idle_fraction"].get<double>(), 1.0);
+    }
+  }
+}
+
+TEST(Pipeline, BadPipelineLayoutsAreRejectedWithOneLine) {
+  auto expect_error = [&](const Case& c, const std::string& needle) {
+    try {
+      harness::validate_case(c, 64);
+      ADD_FAILURE() << c.name << " accepted";
+    } catch (const pb::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  };
+  expect_error(pp_case("L3_pp2", 3, 2, 1, "1f1b", 2), "pp 2 x vpp 1 does not divide num_hidden_layers 3");
+  expect_error(pp_case("L4_pp2_vpp4", 4, 2, 4, "interleaved", 4), "pp 2 x vpp 4 does not divide num_hidden_layers 4");
+  expect_error(pp_case("vpp_no_pp", 4, 1, 2, "interleaved", 4), "vpp 2 needs pp > 1");
+  expect_error(pp_case("warp", 2, 2, 1, "warp", 2), "unknown");
+  expect_error(pp_case("interleaved_m_lt_p", 8, 4, 2, "interleaved", 2), "schedule");
+  expect_error(pp_case("1f1b_vpp2", 4, 2, 2, "1f1b", 4), "schedule");
+}
+
+}  // namespace pb::test

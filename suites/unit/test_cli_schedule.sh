@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# parabench schedule (no MPI, no model): every kind prints a timeline and a summary and
+# writes an SVG and a Chrome trace that parses as JSON; bad input exits 2 with exactly one
+# line, starting "parabench: error:", on stderr.
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")  # absolute: the runs below cd
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+
+for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2"; do
+  set -- $spec
+  kind=$1 p=$2 v=$3 m=$4
+  stem="schedule-$kind-p$p-v$v-m$m"
+  (cd "$work" && "$bin" schedule --kind "$kind" --pp "$p" --vpp "$v" --microbatches "$m" --svg --trace) \
+    > "$work/out" 2> "$work/err"
+  rc=$?
+  if [ "$rc" -ne 0 ]; then bad "$spec: exit $rc"; cat "$work/err"; continue; fi
+  rows=$(grep -c '^rank [0-9]* |' "$work/out")
+  [ "$rows" -eq "$p" ] && ok "$spec: $rows timeline rows" || bad "$spec: $rows timeline rows, expected $p"
+  grep -q '^total time: ' "$work/out" && grep -q '^analytic bubble ' "$work/out" \
+    && ok "$spec: summary" || { bad "$spec: summary"; cat "$work/out"; }
+  if [ "$kind" != zb-h1 ] || [ "$m" -ge "$p" ]; then
+    grep -q "every rank's idle fraction equals it" "$work/out" && ok "$spec: bubble equals the formula" \
+      || { bad "$spec: bubble differs from the formula"; cat "$work/out"; }
+  fi
+  head -c 5 "$work/$stem.svg" 2>/dev/null | grep -q '<svg' && tail -n 1 "$work/$stem.svg" | grep -q '</svg>' \
+    && ok "$spec: $stem.svg" || bad "$spec: no SVG $stem.svg"
+  python3 - "$work/$stem.trace.json" "$p" <<'PY' && ok "$spec: trace parses" || bad "$spec: trace $stem.trace.json"
+import json, sys
+t = json.load(open(sys.argv[1]))
+ev = [e for e in t["traceEvents"] if e["ph"] == "X"]
+assert ev and {e["tid"] for e in ev} == set(range(int(sys.argv[2]))), "one thread per rank"
+assert all(e["dur"] > 0 and e["name"][0] in "FBW" for e in ev)
+PY
+done
+
+# Named output files and explicit costs.
+"$bin" schedule --kind zb-h1 --pp 3 --microbatches 5 --costs 2,3,1 --svg "$work/a.svg" --trace "$work/a.json" \
+  > "$work/out" 2> "$work/err"
+rc=$?
+[ "$rc" -eq 0 ] && [ -s "$work/a.svg" ] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$work/a.json" \
+  && grep -q 'F=2 B=3 W=1' "$work/out" && ok "named files and --costs" || { bad "named files (exit $rc)"; cat "$work/err"; }
+# Without --svg / --trace nothing is written.
+(cd "$work" && mkdir quiet && cd quiet && "$bin" schedule --kind 1f1b --pp 2 -m 4 > /dev/null 2>&1 \
+  && [ -z "$(ls -A)" ]) && ok "no files unless asked" || bad "files written without --svg/--trace"
+
+check() {  # check "description" args...
+  local what=$1; shift
+  "$bin" schedule "$@" > "$work/out" 2> "$work/err"
+  local rc=$? lines
+  lines=$(wc -l < "$work/err")
+  if [ "$rc" -ne 2 ] || [ "$lines" -ne 1 ] || ! grep -q '^parabench: error: ' "$work/err"; then
+    echo "FAIL: $what: exit $rc, $lines stderr lines:"; cat "$work/err"; fail=1
+  else
+    echo "ok: $what: $(cat "$work/err")"
+  fi
+}
+check "unknown kind"                 --kind pipedream --pp 4 --microbatches 8
+check "interleaved m < p"            --kind interleaved --pp 4 --vpp 2 --microbatches 2
+check "interleaved m not multiple"   --kind interleaved --pp 4 --vpp 2 --microbatches 6
+check "interleaved v = 1"            --kind interleaved --pp 4 --microbatches 8
+check "1f1b with v = 2"              --kind 1f1b --pp 4 --vpp 2 --microbatches 8
+check "zero ranks"                   --kind gpipe --pp 0 --microbatches 8
+check "negative micro-batches"       --kind gpipe --pp 2 --microbatches -1
+check "zero chunks"                  --kind gpipe --pp 2 --vpp 0 --microbatches 4
+check "non-numeric p"                --kind gpipe --pp four --microbatches 4
+check "missing --kind"               --pp 2 --microbatches 4
+check "bad costs"                    --kind 1f1b --pp 2 --microbatches 4 --costs 1,x
+check "zero cost"                    --kind 1f1b --pp 2 --microbatches 4 --costs 0,2
+check "W cost without split"         --kind 1f1b --pp 2 --microbatches 4 --costs 1,2,1
+check "unwritable SVG"               --kind 1f1b --pp 2 --microbatches 4 --svg "$work/no/such/dir/x.svg"
+exit $fail

@@ -1,0 +1,400 @@
+/* Pipeline schedules as data (optimized/parallel/pp_schedule.h), checked with exact integer
+ * arithmetic (ratios by cross multiplication):
+ *   gpipe, 1f1b      every rank idles (p-1)(F+B) of (m+p-1)(F+B): bubble (p-1)/(m+p-1)
+ *                    (Huang et al. 2019; Narayanan et al. 2021); in flight on rank 0: m, min(p,m)
+ *   interleaved      (p-1)/(v*m+p-1) with per-chunk costs; rank r holds
+ *                    min(2(p-r-1)+(v-1)p+1, v*m) chunks in flight (Megatron's warm-up + 1)
+ *   zb-h1            F=B=W=1: idle exactly p-1 when m >= p, a third of 1F1B's 3(p-1)
+ *                    (Qi et al. 2023); 2p-m-1 when m < p; rank 0's in-flight = 1F1B's
+ * plus action counts, the timeline against every dependency, deadlock-freedom in both send
+ * models, the validator against mutations, bad input, and the renderings.
+ */
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <tuple>
+
+#include "optimized/parallel/pp_schedule.h"
+#include "reference/common/error.h"
+
+namespace pb::pp {
+namespace {
+
+// The message of the pb::Error that f throws ("" if none).
+template <class Fn>
+std::string error_of(Fn f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Every (micro-batch, chunk) runs exactly one F and one B per rank, one W iff split.
+void expect_counts(const Schedule& s) {
+  for (int r = 0; r < s.p; ++r) {
+    std::map<std::tuple<int, int, int>, int> n;  // (op, mb, chunk)
+    for (const Action& a : s.ranks[size_t(r)])
+      if (is_compute(a.op)) ++n[{int(a.op), a.mb, a.chunk}];
+    for (int c = 0; c < s.v; ++c)
+      for (int mb = 0; mb < s.m; ++mb) {
+        EXPECT_EQ((n[{int(Op::F), mb, c}]), 1) << s.kind << " rank " << r << " mb " << mb << " chunk " << c;
+        EXPECT_EQ((n[{int(Op::B), mb, c}]), 1) << s.kind << " rank " << r << " mb " << mb << " chunk " << c;
+        EXPECT_EQ((n[{int(Op::W), mb, c}]), s.split_backward ? 1 : 0) << s.kind << " rank " << r;
+      }
+    size_t compute = 0;
+    for (const auto& [k, count] : n) compute += size_t(count);
+    EXPECT_EQ(compute, size_t(s.m) * size_t(s.v) * (s.split_backward ? 3 : 2));
+  }
+}
+
+// The simulated timeline against the dependencies, re-checked here from the times alone.
+void expect_timeline_consistent(const Schedule& s, const Costs& c, const SimResult& r) {
+  std::map<std::tuple<int, int, int>, TimedAction> at;  // (op, mb, stage)
+  for (int k = 0; k < s.p; ++k) {
+    int64_t t = 0, busy = 0;
+    for (const auto& ta : r.timeline[size_t(k)]) {
+      EXPECT_GE(ta.start, t) << "overlap on rank " << k;
+      EXPECT_EQ(ta.end - ta.start, ta.action.op == Op::F ? c.F : ta.action.op == Op::B ? c.B : c.W);
+      t = ta.end;
+      busy += ta.end - ta.start;
+      at[{int(ta.action.op), ta.action.mb, s.stage(k, ta.action.chunk)}] = ta;
+    }
+    EXPECT_LE(t, r.total);
+    EXPECT_EQ(busy, r.busy[size_t(k)]);
+    EXPECT_EQ(r.idle[size_t(k)], r.total - busy);
+  }
+  const int S = s.stages();
+  for (int st = 0; st < S; ++st)
+    for (int mb = 0; mb < s.m; ++mb) {
+      const auto f = at.at({int(Op::F), mb, st}), b = at.at({int(Op::B), mb, st});
+      if (st > 0) {
+        EXPECT_GE(f.start, (at.at({int(Op::F), mb, st - 1}).end));
+      }
+      if (st < S - 1) {
+        EXPECT_GE(b.start, (at.at({int(Op::B), mb, st + 1}).end));
+      }
+      EXPECT_GE(b.start, f.end);
+      if (s.split_backward) {
+        EXPECT_GE((at.at({int(Op::W), mb, st}).start), b.end);
+      }
+    }
+}
+
+// Runs one generated schedule through every generic check; returns the simulation.
+SimResult check(const Schedule& s, const Costs& c) {
+  expect_counts(s);
+  SimResult r = simulate(s, c);
+  expect_timeline_consistent(s, c, r);
+  EXPECT_NO_THROW(check_rendezvous(s)) << s.kind << " p=" << s.p << " v=" << s.v << " m=" << s.m;
+  return r;
+}
+
+TEST(PpSchedule, GpipeAnd1F1BIdleIsPMinus1TimesFPlusBOnEveryRank) {
+  for (const std::string kind : {"gpipe", "1f1b"})
+    for (int p = 1; p <= 8; ++p)
+      for (int m = 1; m <= 16; ++m)
+        for (const Costs c : {Costs{1, 2, 0}, Costs{1, 1, 0}, Costs{2, 3, 0}}) {
+          const Schedule s = make_schedule(kind, p, 1, m);
+          EXPECT_FALSE(s.split_backward);
+          const SimResult r = check(s, c);
+          EXPECT_EQ(r.total, (m + p - 1) * (c.F + c.B)) << kind << " p=" << p << " m=" << m;
+          for (int k = 0; k < p; ++k) {
+            EXPECT_EQ(r.idle[size_t(k)], (p - 1) * (c.F + c.B)) << kind << " p=" << p << " m=" << m << " rank " << k;
+            // idle/total == (p-1)/(m+p-1)
+            EXPECT_EQ(r.idle[size_t(k)] * (m + p - 1), int64_t(p - 1) * r.total);
+            EXPECT_EQ(r.peak_pending_w[size_t(k)], 0);
+            EXPECT_EQ(r.peak_in_flight[size_t(k)], kind == "gpipe" ? m : std::min(p - k, m))
+                << kind << " p=" << p << " m=" << m << " rank " << k;
+          }
+        }
+}
+
+TEST(PpSchedule, InterleavedBubbleIsPMinus1OverVMPlusPMinus1) {
+  for (int v : {2, 3, 4})
+    for (int p = 1; p <= 6; ++p)
+      for (int m = p; m <= 4 * p; m += p)
+        for (const Costs c : {Costs{1, 2, 0}, Costs{2, 3, 0}}) {
+          const Schedule s = make_schedule("interleaved", p, v, m);
+          const SimResult r = check(s, c);
+          EXPECT_EQ(r.total, (int64_t(v) * m + p - 1) * (c.F + c.B)) << "p=" << p << " v=" << v << " m=" << m;
+          for (int k = 0; k < p; ++k) {
+            EXPECT_EQ(r.idle[size_t(k)] * (int64_t(v) * m + p - 1), int64_t(p - 1) * r.total)
+                << "p=" << p << " v=" << v << " m=" << m << " rank " << k;
+            // Megatron's warm-up (p-k-1)*2 + (v-1)*p forwards, then one more before the first B.
+            EXPECT_EQ(r.peak_in_flight[size_t(k)], std::min(2 * (p - k - 1) + (v - 1) * p + 1, m * v))
+                << "p=" << p << " v=" << v << " m=" << m << " rank " << k;
+          }
+        }
+}
+
+// The most micro-batches of rank r between their F and their W.
+int peak_f_to_w(const Schedule& s, int r) {
+  int held = 0, peak = 0;
+  for (const Action& a : s.ranks[size_t(r)]) {
+    held += a.op == Op::F ? 1 : a.op == Op::W ? -1 : 0;
+    peak = std::max(peak, held);
+  }
+  return peak;
+}
+
+TEST(PpSchedule, ZeroBubbleH1IdlesAThirdOf1F1B) {
+  for (int p = 1; p <= 10; ++p)
+    for (int m = 1; m <= 4 * p + 3; ++m) {
+      const Schedule s = make_schedule("zb-h1", p, 1, m);
+      EXPECT_TRUE(s.split_backward);
+      const Costs unit = default_costs(s);
+      EXPECT_EQ(unit.F, 1);
+      EXPECT_EQ(unit.B, 1);
+      EXPECT_EQ(unit.W, 1);
+      const SimResult r = check(s, unit);
+      // 1F1B with the same work per micro-batch: F = 1, B = B + W = 2.
+      const SimResult base = simulate(make_schedule("1f1b", p, 1, m), Costs{1, 2, 0});
+      EXPECT_EQ(r.peak_in_flight[0], base.peak_in_flight[0]) << "p=" << p << " m=" << m;
+      for (int k = 0; k < p; ++k) {
+        EXPECT_LE(r.peak_in_flight[size_t(k)], p - k);
+        EXPECT_LE(peak_f_to_w(s, k), 2 * p - k - 1);  // at most p-1 W deferred beyond 1F1B's limit
+        if (m >= p) {
+          EXPECT_LE(3 * r.idle[size_t(k)], base.idle[size_t(k)]) << "p=" << p << " m=" << m << " rank " << k;
+          EXPECT_EQ(r.idle[size_t(k)], p - 1) << "p=" << p << " m=" << m << " rank " << k;  // exactly
+          EXPECT_EQ(r.total, 3 * m + p - 1);
+        } else {
+          EXPECT_EQ(r.idle[size_t(k)], 2 * p - m - 1) << "p=" << p << " m=" << m << " rank " << k;
+          EXPECT_LT(r.idle[size_t(k)], base.idle[size_t(k)]);
+        }
+      }
+    }
+}
+
+TEST(PpSchedule, CommunicationFollowsTheStages) {
+  // Every compute action of a stage that talks to a neighbour has its send/receive, and the
+  // send of one compute and the receive of the next share a batch (Megatron's pairing).
+  const Schedule s = make_schedule("1f1b", 4, 1, 8);
+  int paired = 0;
+  for (int r = 0; r < s.p; ++r) {
+    const auto& a = s.ranks[size_t(r)];
+    EXPECT_EQ(a.size(), size_t(8 * 2 + 8 * ((r > 0) + (r < 3)) * 2)) << "rank " << r;
+    for (size_t i = 0; i + 1 < a.size(); ++i) paired += a[i].op == Op::SendF && a[i + 1].op == Op::RecvB;
+    if (r > 0) {
+      EXPECT_EQ(a.front(), (Action{Op::RecvF, 0, 0}));
+    }
+    if (r == 0) {
+      EXPECT_EQ(a.front(), (Action{Op::F, 0, 0}));
+    }
+  }
+  EXPECT_GT(paired, 0);
+  EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
+  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1"}));
+  // Generation is deterministic.
+  for (const std::string& kind : schedule_kinds()) {
+    const int v = kind == "interleaved" ? 2 : 1;
+    EXPECT_EQ(make_schedule(kind, 3, v, 6).ranks, make_schedule(kind, 3, v, 6).ranks);
+  }
+}
+
+// ---- the validator against mutations ----
+
+size_t find(const std::vector<Action>& acts, Action a) {
+  const auto it = std::find(acts.begin(), acts.end(), a);
+  EXPECT_NE(it, acts.end());
+  return size_t(it - acts.begin());
+}
+
+TEST(PpScheduleValidator, CatchesDroppedActions) {
+  for (const std::string& kind : schedule_kinds()) {
+    const Schedule good = make_schedule(kind, 4, kind == "interleaved" ? 2 : 1, 8);
+    for (Op op : {Op::F, Op::B, Op::W, Op::RecvF, Op::SendF, Op::RecvB, Op::SendB}) {
+      if (op == Op::W && !good.split_backward) continue;
+      Schedule s = good;
+      auto& acts = s.ranks[1];
+      acts.erase(acts.begin() + long(find(acts, {op, 3, 0})));
+      const std::string e = error_of([&] { simulate(s, default_costs(s)); });
+      EXPECT_NE(e, "") << kind << " without " << op_name(op);
+      EXPECT_EQ(e.find('\n'), std::string::npos);
+      if (op == Op::SendF) {
+        EXPECT_NE(e.find("has no matching SendF"), std::string::npos) << e;
+      }
+      if (op == Op::F || op == Op::B || op == Op::W) {
+        EXPECT_NE(e.find("missing"), std::string::npos) << e;
+      }
+    }
+  }
+}
+
+TEST(PpScheduleValidator, CatchesOrderDuplicatesAndRange) {
+  const Schedule good = make_schedule("1f1b", 4, 1, 8);
+  {  // B before its own F
+    Schedule s = good;
+    auto& a = s.ranks[2];
+    std::swap(a[find(a, {Op::F, 1, 0})], a[find(a, {Op::B, 1, 0})]);
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }).find("comes before F(mb 1)"), std::string::npos);
+  }
+  {  // a send before the compute that produces it
+    Schedule s = good;
+    auto& a = s.ranks[0];
+    std::swap(a[find(a, {Op::F, 2, 0})], a[find(a, {Op::SendF, 2, 0})]);
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }), "");
+  }
+  {  // a duplicate
+    Schedule s = good;
+    s.ranks[3].push_back({Op::B, 0, 0});
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }).find("appears twice"), std::string::npos);
+  }
+  {  // a receive that has no send: stage 0 receives no activation
+    Schedule s = good;
+    s.ranks[0].insert(s.ranks[0].begin(), {Op::RecvF, 0, 0});
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }).find("no previous stage"), std::string::npos);
+  }
+  {  // out of range, W without split backward, wrong rank count, bad costs
+    Schedule s = good;
+    s.ranks[1].push_back({Op::F, 8, 0});
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }).find("out of range"), std::string::npos);
+    s = good;
+    s.ranks[1].push_back({Op::W, 0, 0});
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }).find("without split backward"), std::string::npos);
+    s = good;
+    s.ranks.pop_back();
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }), "");
+    EXPECT_NE(error_of([&] { simulate(good, Costs{0, 2, 0}); }), "");
+    const Schedule zb = make_schedule("zb-h1", 2, 1, 2);
+    EXPECT_NE(error_of([&] { simulate(zb, Costs{1, 1, 0}); }), "");
+  }
+}
+
+TEST(PpScheduleValidator, CatchesDeadlocks) {
+  {  // 1f1b rank 1 sends micro-batch 0's activation only after its backward: rank 1 waits
+     // for a gradient that needs that activation downstream.
+    Schedule s = make_schedule("1f1b", 4, 1, 8);
+    auto& a = s.ranks[1];
+    a.erase(a.begin() + long(find(a, {Op::SendF, 0, 0})));
+    a.insert(a.begin() + long(find(a, {Op::B, 0, 0})) + 1, {Op::SendF, 0, 0});
+    const std::string e = error_of([&] { simulate(s, default_costs(s)); });
+    EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
+    EXPECT_NE(e.find("rank 1 waits at RecvB(mb 0)"), std::string::npos) << e;
+  }
+  {  // gpipe on rank 0 with 1f1b-style interleaving, gpipe on rank 1: rank 0 waits for
+     // B0 before sending F1, rank 1 for F1 before starting the backwards.
+    Schedule s = make_schedule("gpipe", 2, 1, 2);
+    s.ranks[0] = {{Op::F, 0, 0}, {Op::SendF, 0, 0}, {Op::RecvB, 0, 0}, {Op::B, 0, 0},
+                  {Op::F, 1, 0}, {Op::SendF, 1, 0}, {Op::RecvB, 1, 0}, {Op::B, 1, 0}};
+    const std::string e = error_of([&] { simulate(s, default_costs(s)); });
+    EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
+    EXPECT_NE(e.find("rank 0 waits at RecvB(mb 0)"), std::string::npos) << e;
+  }
+  {  // interleaved with p = 1: a chunk's input sent to itself after it is awaited
+    Schedule s = make_schedule("interleaved", 1, 2, 1);
+    auto& a = s.ranks[0];
+    a.erase(a.begin() + long(find(a, {Op::SendF, 0, 0})));
+    a.push_back({Op::SendF, 0, 0});
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }), "");
+  }
+}
+
+TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
+  // Fine when sends never block; a deadlock when a send completes only once its receive is
+  // posted: rank 0 sends F1 then computes F2 before posting RecvB0, rank 1 sends B0 then
+  // computes W0 before posting RecvF1.
+  Schedule s;
+  s.kind = "hand";
+  s.p = 2, s.v = 1, s.m = 3;
+  s.split_backward = true;
+  s.ranks = {{{Op::F, 0, 0}, {Op::SendF, 0, 0}, {Op::F, 1, 0}, {Op::SendF, 1, 0}, {Op::F, 2, 0},
+              {Op::SendF, 2, 0}, {Op::RecvB, 0, 0}, {Op::B, 0, 0}, {Op::RecvB, 1, 0}, {Op::B, 1, 0},
+              {Op::RecvB, 2, 0}, {Op::B, 2, 0}, {Op::W, 0, 0}, {Op::W, 1, 0}, {Op::W, 2, 0}},
+             {{Op::RecvF, 0, 0}, {Op::F, 0, 0}, {Op::B, 0, 0}, {Op::SendB, 0, 0}, {Op::W, 0, 0},
+              {Op::RecvF, 1, 0}, {Op::F, 1, 0}, {Op::B, 1, 0}, {Op::SendB, 1, 0}, {Op::W, 1, 0},
+              {Op::RecvF, 2, 0}, {Op::F, 2, 0}, {Op::B, 2, 0}, {Op::SendB, 2, 0}, {Op::W, 2, 0}}};
+  EXPECT_NO_THROW(simulate(s, default_costs(s)));
+  const std::string e = error_of([&] { check_rendezvous(s); });
+  EXPECT_NE(e.find("deadlock"), std::string::npos) << e;
+  EXPECT_NE(e.find("rank 0 waits at SendF(mb 1)"), std::string::npos) << e;
+}
+
+TEST(PpSchedule, BadInputIsOneLine) {
+  const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
+      {"pipedream", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1"},
+      {"1f1b", 0, 1, 8, "p (pipeline ranks) must be >= 1"},
+      {"1f1b", 4, 0, 8, "v (chunks per rank) must be >= 1"},
+      {"gpipe", 4, 1, 0, "m (micro-batches) must be >= 1"},
+      {"zb-h1", 4, 1, -3, "m (micro-batches) must be >= 1"},
+      {"gpipe", 4, 2, 8, "v must be 1"},
+      {"1f1b", 4, 2, 8, "v must be 1"},
+      {"zb-h1", 4, 3, 8, "v must be 1"},
+      {"interleaved", 4, 1, 8, "needs v >= 2"},
+      {"interleaved", 4, 2, 6, "multiple of p"},
+      {"interleaved", 4, 2, 2, "needs m >= p"},
+      {"1f1b", 1000, 1, 1000000, "too large"},
+  };
+  for (const auto& [kind, p, v, m, what] : bad) {
+    const std::string e = error_of([&] { make_schedule(kind, p, v, m); });
+    EXPECT_NE(e.find(what), std::string::npos) << kind << " " << p << " " << v << " " << m << ": '" << e << "'";
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+  EXPECT_NO_THROW(make_schedule("interleaved", 1, 2, 1));
+  EXPECT_NO_THROW(make_schedule("interleaved", 4, 2, 4));
+}
+
+// ---- renderings ----
+
+TEST(PpScheduleRender, TextHasOneFixedWidthRowPerRank) {
+  const Schedule s = make_schedule("gpipe", 2, 1, 2);
+  const SimResult r = simulate(s, default_costs(s));
+  EXPECT_EQ(r.total, 9);
+  const std::string text = timeline_text(s, r);
+  EXPECT_NE(text.find("rank 0 |F0 F1 .  .  .  B1=== B0===|\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rank 1 |.  F0 F1 B1=== B0=== .  . |\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nlegend: "), std::string::npos);
+
+  const Schedule il = make_schedule("interleaved", 4, 2, 8);
+  const SimResult ri = simulate(il, default_costs(il));
+  const std::string t2 = timeline_text(il, ri);
+  std::vector<std::string> rows;
+  for (size_t at = 0, nl; (nl = t2.find('\n', at)) != std::string::npos; at = nl + 1)
+    if (t2.compare(at, 5, "rank ") == 0) rows.push_back(t2.substr(at, nl - at));
+  ASSERT_EQ(rows.size(), 4u);
+  for (const auto& row : rows) EXPECT_EQ(row.size(), rows[0].size());
+  EXPECT_EQ(rows[0].size(), std::string("rank 0 |").size() + size_t(ri.total) * 4);  // "F7b " cells
+  EXPECT_EQ(rows[0].compare(8, 8, "F0a F1a "), 0) << rows[0];
+}
+
+TEST(PpScheduleRender, SvgAndChromeTrace) {
+  for (const std::string& kind : schedule_kinds()) {
+    const Schedule s = make_schedule(kind, 4, kind == "interleaved" ? 2 : 1, 8);
+    const SimResult r = simulate(s, default_costs(s));
+    const std::string svg = timeline_svg(s, r);
+    EXPECT_EQ(svg.rfind("<svg ", 0), 0u);
+    EXPECT_NE(svg.find("</svg>\n"), std::string::npos);
+    EXPECT_NE(svg.find(">rank 3</text>"), std::string::npos);
+    size_t boxes = 0;
+    for (size_t at = 0; (at = svg.find("<title>", at)) != std::string::npos; ++at) ++boxes;
+    size_t compute = 0;
+    for (const auto& line : r.timeline) compute += line.size();
+    EXPECT_EQ(boxes, compute);
+
+    const auto trace = nlohmann::json::parse(chrome_trace(s, r));
+    size_t events = 0;
+    for (const auto& e : trace.at("traceEvents")) {
+      if (e.at("ph") != "X") continue;
+      ++events;
+      EXPECT_EQ(e.at("pid"), 0);
+      EXPECT_GE(e.at("tid").get<int>(), 0);
+      EXPECT_LT(e.at("tid").get<int>(), s.p);
+      EXPECT_GT(e.at("dur").get<double>(), 0);
+    }
+    EXPECT_EQ(events, compute);
+  }
+  // The generic overload: names "F3.c1", microseconds as given.
+  const auto t = nlohmann::json::parse(chrome_trace({{{{Op::F, 3, 1}, 10.0, 5.5}}, {{{Op::RecvB, 0, 0}, 1.0, 2.0}}},
+                                                    "measured"));
+  std::vector<std::string> names;
+  for (const auto& e : t.at("traceEvents"))
+    if (e.at("ph") == "X") names.push_back(e.at("name"));
+  EXPECT_EQ(names, (std::vector<std::string>{"F3.c1", "RecvB0.c0"}));
+  EXPECT_EQ(t.at("traceEvents")[0].at("args").at("name"), "measured");
+}
+
+}  // namespace
+}  // namespace pb::pp
