@@ -88,6 +88,20 @@ void TrackingAllocator::reset_peaks() {
   stats_.total_peak = stats_.total_current;
 }
 
+int64_t TrackingAllocator::driver_used_bytes() const {
+  if (!device_) return 0;
+#ifdef PB_WITH_CUDA
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {  // no device: nothing to compare
+    cudaGetLastError();
+    return 0;
+  }
+  return int64_t(total_bytes - free_bytes);
+#else
+  return 0;
+#endif
+}
+
 void TrackingAllocator::empty_cache() {
 #ifdef PB_WITH_CUDA
   for (auto& [size, p] : cache_) {

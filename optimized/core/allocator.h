@@ -33,6 +33,13 @@ class TrackingAllocator {
   const MemStats& stats() const { return stats_; }
   void reset_peaks();        // peak := current, to measure one phase
   int64_t reserved() const { return reserved_; }  // device: bytes held from the driver
+  // The driver's view of the current GPU: total - free from cudaMemGetInfo (0 for the host
+  // allocator, in a CPU-only build, or where no device is visible). The cross-check is
+  // reserved() <= driver_used_bytes(): every cached or live block is device memory, while
+  // the driver also counts what this allocator does not see (the CUDA context, cuBLAS
+  // workspaces, NCCL buffers, other processes on the same GPU), so the gap is not a leak;
+  // reserved() above it would be an accounting bug.
+  int64_t driver_used_bytes() const;
   void empty_cache();        // device: return cached blocks to the driver
 
  private:

@@ -24,17 +24,34 @@
 
 namespace pb::ops {
 
-// bf16 tensors on any device: the op runs in fp32 on promoted copies and its bf16 outputs
-// are rounded back (round to nearest even) -- "compute in fp32, store in bf16", the
-// semantics of mixed-precision training. Accumulated outputs (weight, norm and embedding
-// gradients) are fp32 main grads and are passed through. Dedicated bf16 kernels can
-// replace this per op without changing callers.
+// bf16 tensors: "compute in fp32, store in bf16", the semantics of mixed-precision
+// training -- bf16 inputs, fp32 math and accumulation, bf16 outputs rounded to nearest
+// even; the statistics (RMSNorm's rstd, attention's LSE, the cross-entropy pieces) and the
+// accumulated outputs (weight, norm and embedding gradients: fp32 main grads) stay fp32.
+//  - On CUDA, when every bf16-capable operand of the op is bf16 (the model's case), the
+//    CUDA kernel reads and writes bf16 itself (kernels/cuda: fp32 registers, cuBLAS bf16
+//    GEMMs with fp32 accumulation), with no promoted copies.
+//  - Otherwise (the CPU backend, or mixed fp32/bf16 operands) the op runs in fp32 on
+//    promoted copies and its bf16 outputs are rounded back: the emulation, which computes
+//    the same thing and is the CPU's bf16 path.
 namespace {
 
 bool any_bf16(std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
     if (t->dtype() == DType::BF16) return true;
   return false;
+}
+
+bool all_bf16(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->dtype() != DType::BF16) return false;
+  return true;
+}
+
+// The op must take the promote-and-round emulation: some of the operands ts are bf16, and
+// they are not all bf16 CUDA operands that the CUDA kernel handles natively.
+bool emulate_bf16(Device dev, std::initializer_list<const Tensor*> ts) {
+  return any_bf16(ts) && !(dev == Device::CUDA && all_bf16(ts));
 }
 
 Tensor up(const Tensor& t) {
@@ -62,14 +79,14 @@ class Out {
 }  // namespace
 
 void linear_forward(Tensor& y, const Tensor& x, const Tensor& w) {
-  if (any_bf16({&y, &x, &w})) {
+  if (emulate_bf16(x.device(), {&y, &x, &w})) {
     Out o(y);
     return linear_forward(o.f(), up(x), up(w));
   }
   PB_DISPATCH(x.device(), linear_forward, y, x, w);
 }
 void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
-  if (any_bf16({&dx, &dy, &w})) {
+  if (emulate_bf16(dy.device(), {&dx, &dy, &w})) {
     Out o(dx);
     return linear_backward_input(o.f(), up(dy), up(w));
   }
@@ -84,7 +101,7 @@ void copy(Tensor& dst, const Tensor& src) {
 }
 void zero(Tensor& t) { PB_DISPATCH(t.device(), zero, t); }
 void add(Tensor& y, const Tensor& a, const Tensor& b) {
-  if (any_bf16({&y, &a, &b})) {
+  if (emulate_bf16(a.device(), {&y, &a, &b})) {
     const Tensor af = up(a), bf = up(b);
     Out o(y);
     return add(o.f(), af, bf);
@@ -93,7 +110,7 @@ void add(Tensor& y, const Tensor& a, const Tensor& b) {
 }
 void add_(Tensor& y, const Tensor& x) { add(y, y, x); }
 void scale_(Tensor& y, float s) {
-  if (any_bf16({&y})) {
+  if (emulate_bf16(y.device(), {&y})) {
     Tensor f = up(y);
     scale_(f, s);
     return cast(y, f);
@@ -101,50 +118,50 @@ void scale_(Tensor& y, float s) {
   PB_DISPATCH(y.device(), scale_, y, s);
 }
 double sum_squares(const Tensor& x) {
-  if (any_bf16({&x})) return sum_squares(up(x));
+  if (emulate_bf16(x.device(), {&x})) return sum_squares(up(x));
   PB_DISPATCH(x.device(), sum_squares, x);
 }
 void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start) {
-  if (any_bf16({&y, &table})) {
+  if (emulate_bf16(table.device(), {&y, &table})) {
     Out o(y);
     return embedding_forward(o.f(), tok, up(table), vocab_start);
   }
   PB_DISPATCH(table.device(), embedding_forward, y, tok, table, vocab_start);
 }
 void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start) {
-  if (any_bf16({&dy})) return embedding_backward(dtable, up(dy), tok, vocab_start);
+  if (emulate_bf16(dy.device(), {&dy})) return embedding_backward(dtable, up(dy), tok, vocab_start);
   PB_DISPATCH(dy.device(), embedding_backward, dtable, dy, tok, vocab_start);
 }
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
-  if (any_bf16({&y, &x, &g})) {
+  if (emulate_bf16(x.device(), {&y, &x, &g})) {
     Out o(y);
     return rmsnorm_forward(o.f(), rstd, up(x), up(g), eps);
   }
   PB_DISPATCH(x.device(), rmsnorm_forward, y, rstd, x, g, eps);
 }
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
-  if (any_bf16({&dx, &dy, &x, &g})) {
+  if (emulate_bf16(x.device(), {&dx, &dy, &x, &g})) {
     Out o(dx);
     return rmsnorm_backward(o.f(), dg, up(dy), up(x), rstd, up(g));
   }
   PB_DISPATCH(x.device(), rmsnorm_backward, dx, dg, dy, x, rstd, g);
 }
 void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
-  if (any_bf16({&y, &x})) {
+  if (emulate_bf16(x.device(), {&y, &x})) {
     Out o(y);
     return rope_forward(o.f(), up(x), pos, head_dim, theta);
   }
   PB_DISPATCH(x.device(), rope_forward, y, x, pos, head_dim, theta);
 }
 void rope_backward(Tensor& dx, const Tensor& dy, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
-  if (any_bf16({&dx, &dy})) {
+  if (emulate_bf16(dy.device(), {&dx, &dy})) {
     Out o(dx);
     return rope_backward(o.f(), up(dy), pos, head_dim, theta);
   }
   PB_DISPATCH(dy.device(), rope_backward, dx, dy, pos, head_dim, theta);
 }
 void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const AttnShape& s) {
-  if (any_bf16({&o, &q, &k, &v})) {
+  if (emulate_bf16(q.device(), {&o, &q, &k, &v})) {
     Out out(o);
     return attention_forward(out.f(), lse, up(q), up(k), up(v), s);
   }
@@ -152,42 +169,42 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
 }
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& o, const Tensor& lse, const AttnShape& s) {
-  if (any_bf16({&dq, &dk, &dv, &dout, &q, &k, &v, &o})) {
+  if (emulate_bf16(q.device(), {&dq, &dk, &dv, &dout, &q, &k, &v, &o})) {
     Out a(dq), b(dk), c(dv);
     return attention_backward(a.f(), b.f(), c.f(), up(dout), up(q), up(k), up(v), up(o), lse, s);
   }
   PB_DISPATCH(q.device(), attention_backward, dq, dk, dv, dout, q, k, v, o, lse, s);
 }
 void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& u) {
-  if (any_bf16({&y, &gate, &u})) {
+  if (emulate_bf16(gate.device(), {&y, &gate, &u})) {
     Out o(y);
     return swiglu_forward(o.f(), up(gate), up(u));
   }
   PB_DISPATCH(gate.device(), swiglu_forward, y, gate, u);
 }
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& u) {
-  if (any_bf16({&dgate, &dup, &dy, &gate, &u})) {
+  if (emulate_bf16(gate.device(), {&dgate, &dup, &dy, &gate, &u})) {
     Out a(dgate), b(dup);
     return swiglu_backward(a.f(), b.f(), up(dy), up(gate), up(u));
   }
   PB_DISPATCH(gate.device(), swiglu_backward, dgate, dup, dy, gate, u);
 }
 void ce_row_max(Tensor& mx, const Tensor& logits) {
-  if (any_bf16({&logits})) return ce_row_max(mx, up(logits));
+  if (emulate_bf16(logits.device(), {&logits})) return ce_row_max(mx, up(logits));
   PB_DISPATCH(logits.device(), ce_row_max, mx, logits);
 }
 void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx) {
-  if (any_bf16({&logits})) return ce_sum_exp(se, up(logits), mx);
+  if (emulate_bf16(logits.device(), {&logits})) return ce_sum_exp(se, up(logits), mx);
   PB_DISPATCH(logits.device(), ce_sum_exp, se, logits, mx);
 }
 void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start) {
-  if (any_bf16({&logits})) return ce_target_logit(tl, up(logits), labels, vocab_start);
+  if (emulate_bf16(logits.device(), {&logits})) return ce_target_logit(tl, up(logits), labels, vocab_start);
   PB_DISPATCH(logits.device(), ce_target_logit, tl, logits, labels, vocab_start);
 }
 double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl) { PB_DISPATCH(mx.device(), ce_loss_sum, mx, se, tl); }
 void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se,
                  const std::vector<int64_t>& labels, int64_t vocab_start, float scale) {
-  if (any_bf16({&dlogits, &logits})) {
+  if (emulate_bf16(logits.device(), {&dlogits, &logits})) {
     Out o(dlogits);
     return ce_backward(o.f(), up(logits), mx, se, labels, vocab_start, scale);
   }

@@ -1,11 +1,18 @@
 /* Every CUDA kernel against the CPU kernel (which is the reference op) in fp32:
  * random inputs, device outputs pre-filled with NaN, awkward shapes (primes, 1 x N, head
- * dims 4, 64 and 128, GQA). Labelled gpu; skipped with a message where no GPU is visible. */
+ * dims 4, 64 and 128, GQA). Labelled gpu; skipped with a message where no GPU is visible.
+ * The bf16 tests (Bf16*) run the native bf16 CUDA kernels against the CPU's bf16 path (the
+ * promote-and-round emulation, which computes the same thing) and against the fp32 op on
+ * the same bf16-valued inputs, with DESIGN.md's rule: the CUDA error is at most 2x the
+ * emulation's (the naive bf16 implementation). */
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "optimized/core/device.h"
 #include "optimized/kernels/ops.h"
@@ -42,12 +49,39 @@ static Tensor nan_host(std::vector<int64_t> shape) {
   return h;
 }
 
-// ||gpu - cpu|| / ||cpu|| with the GPU tensor copied back; NaN anywhere fails.
+// The values of a tensor of either dtype and device as an fp32 host tensor (bf16 widened
+// exactly).
+static Tensor f32_host(const Tensor& t) {
+  Tensor h = to_device(t, Device::CPU);
+  if (h.dtype() == DType::F32) return h;
+  Tensor f = Tensor::empty(h.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
+  ops::cast(f, h);
+  return f;
+}
+
+// A bf16 host copy of an fp32 host tensor (round to nearest even).
+static Tensor bf16_of(const Tensor& f) {
+  Tensor b = Tensor::empty(f.shape(), MemCategory::Workspace, DType::BF16, Device::CPU);
+  ops::cast(b, f);
+  return b;
+}
+
+static Tensor nan_bf16_host(std::vector<int64_t> shape) {
+  Tensor h = Tensor::empty(std::move(shape), MemCategory::Workspace, DType::BF16, Device::CPU);
+  std::fill_n(h.bf16_bits(), h.numel(), uint16_t(0x7fc0));  // quiet NaN
+  return h;
+}
+
+static Tensor nan_bf16_dev(std::vector<int64_t> shape) { return dev(nan_bf16_host(std::move(shape))); }
+
+// ||gpu - cpu|| / ||cpu|| with both tensors' values as fp32 on the host (either dtype);
+// NaN anywhere in gpu fails.
 static double rel(const Tensor& gpu, const Tensor& cpu) {
-  const Tensor g = to_device(gpu, Device::CPU);
+  const Tensor g = f32_host(gpu), c = f32_host(cpu);
+  if (g.numel() != c.numel()) return INFINITY;
   double d = 0, n = 0;
-  for (int64_t i = 0; i < cpu.numel(); ++i) {
-    const double a = g.f32()[i], b = cpu.f32()[i];
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    const double a = g.f32()[i], b = c.f32()[i];
     if (!std::isfinite(a)) return INFINITY;
     d += (a - b) * (a - b);
     n += b * b;
@@ -56,6 +90,19 @@ static double rel(const Tensor& gpu, const Tensor& cpu) {
 }
 
 constexpr double kTol = 2e-6;
+
+// The bf16 rule for one bf16 output: gpu (native CUDA bf16), emu (the CPU's bf16
+// emulation: fp32 math on the promoted inputs, rounded once) and ref (the fp32 op on the
+// same bf16-valued inputs). The CUDA error against ref is at most 2x the emulation's (a
+// 1e-6 floor for outputs that both compute exactly); the two bf16 results agree within
+// about one bf16 ulp (2^-8 relative) per element.
+static void expect_bf16(const Tensor& gpu, const Tensor& emu, const Tensor& ref, const std::string& what) {
+  ASSERT_EQ(gpu.dtype(), DType::BF16) << what;
+  ASSERT_EQ(gpu.device(), Device::CUDA) << what;
+  const double e_gpu = rel(gpu, ref), e_emu = rel(emu, ref);
+  EXPECT_LE(e_gpu, 2 * e_emu + 1e-6) << what << ": cuda bf16 error " << e_gpu << ", emulation " << e_emu;
+  EXPECT_LT(rel(gpu, emu), 1e-2) << what;
+}
 
 TEST_F(CudaKernels, Linear) {
   for (auto [N, in, out] : {std::tuple{7, 13, 5}, {1, 64, 128}, {33, 1, 17}}) {
@@ -203,7 +250,7 @@ TEST_F(CudaKernels, CastAndReuseFp32Param) {
   ops::cast(gb, dev(f));
   const Tensor hb = to_device(gb, Device::CPU);
   EXPECT_EQ(std::memcmp(hb.raw(), b.raw(), b.bytes()), 0);  // same rounding bit for bit
-  Tensor w = f, gw = dev(f);
+  Tensor w = to_device(f, Device::CPU), gw = dev(f);  // copies (Tensor's copy shares storage)
   ops::fp32_to_bf16_residual(w);
   ops::fp32_to_bf16_residual(gw);
   EXPECT_EQ(std::memcmp(to_device(gw, Device::CPU).raw(), w.raw(), w.bytes()), 0);
@@ -231,7 +278,203 @@ TEST_F(CudaKernels, GroupedGemmAndMatmulAdd) {
   Tensor main_grad = host_randn({F, H}, "mg"), gmain = dev(main_grad);
   ops::linear_backward_weight(main_grad, dyb, xb);
   ops::linear_backward_weight(gmain, dev(dyb), dev(xb));
-  EXPECT_LT(rel(gmain, main_grad), 1e-6);
+  EXPECT_LT(rel(gmain, main_grad), 1e-5);  // fp32 accumulation on tensor cores, in another order
+}
+
+// ---- native bf16 on CUDA ----
+
+TEST_F(CudaKernels, Bf16Linear) {
+  for (auto [N, in, out] : {std::tuple{7, 13, 5}, {1, 64, 128}, {33, 1, 17}, {130, 96, 37}}) {
+    const std::string what = std::to_string(N) + "x" + std::to_string(in) + "->" + std::to_string(out);
+    const Tensor x = bf16_of(host_randn({N, in}, "x")), w = bf16_of(host_randn({out, in}, "w"));
+    const Tensor dy = bf16_of(host_randn({N, out}, "dy"));
+    // forward: y = x W^T
+    Tensor y = nan_bf16_host({N, out}), gy = nan_bf16_dev({N, out}), ry = nan_host({N, out});
+    ops::linear_forward(y, x, w);
+    ops::linear_forward(gy, dev(x), dev(w));
+    ops::linear_forward(ry, f32_host(x), f32_host(w));
+    expect_bf16(gy, y, ry, "linear y " + what);
+    // dx = dy W
+    Tensor dx = nan_bf16_host({N, in}), gdx = nan_bf16_dev({N, in}), rdx = nan_host({N, in});
+    ops::linear_backward_input(dx, dy, w);
+    ops::linear_backward_input(gdx, dev(dy), dev(w));
+    ops::linear_backward_input(rdx, f32_host(dy), f32_host(w));
+    expect_bf16(gdx, dx, rdx, "linear dx " + what);
+    // dW += dy^T x into the fp32 main grad
+    Tensor dw = host_randn({out, in}, "dw0"), gdw = dev(dw);
+    ops::linear_backward_weight(dw, dy, x);
+    ops::linear_backward_weight(gdw, dev(dy), dev(x));
+    EXPECT_LT(rel(gdw, dw), 1e-5) << what;
+  }
+}
+
+TEST_F(CudaKernels, Bf16ElementwiseAndReductions) {
+  for (int64_t n : {int64_t(1), int64_t(77), int64_t(4099)}) {
+    const Tensor a = bf16_of(host_randn({n}, "a")), b = bf16_of(host_randn({n}, "b", 0.01f));
+    Tensor y = nan_bf16_host({n}), gy = nan_bf16_dev({n}), ry = nan_host({n});
+    ops::add(y, a, b);
+    ops::add(gy, dev(a), dev(b));
+    ops::add(ry, f32_host(a), f32_host(b));
+    expect_bf16(gy, y, ry, "add " + std::to_string(n));
+    EXPECT_EQ(std::memcmp(to_device(gy, Device::CPU).raw(), y.raw(), y.bytes()), 0);  // one fp32 add, one rounding
+    ops::add_(y, a);
+    ops::add_(gy, dev(a));
+    ops::add_(ry, f32_host(a));
+    expect_bf16(gy, y, ry, "add_ " + std::to_string(n));
+    ops::scale_(y, 0.37f);
+    ops::scale_(gy, 0.37f);
+    ops::scale_(ry, 0.37f);
+    expect_bf16(gy, y, ry, "scale_ " + std::to_string(n));
+    EXPECT_EQ(std::memcmp(to_device(gy, Device::CPU).raw(), y.raw(), y.bytes()), 0);
+  }
+  const Tensor big = bf16_of(host_randn({1000003}, "big"));
+  const double s_cpu = ops::sum_squares(big), s_gpu = ops::sum_squares(dev(big));
+  EXPECT_NEAR(s_gpu, s_cpu, 1e-9 * s_cpu);
+  EXPECT_EQ(ops::sum_squares(dev(big)), s_gpu);  // deterministic
+}
+
+TEST_F(CudaKernels, Bf16Embedding) {
+  const std::vector<int64_t> tok{3, 17, 3, 0, 9, 3, 16, 2, 2};
+  const int64_t n = int64_t(tok.size()), H = 130;
+  const Tensor table = bf16_of(host_randn({8, H}, "E")), dy = bf16_of(host_randn({n, H}, "dy"));
+  Tensor y = nan_bf16_host({n, H}), gy = nan_bf16_dev({n, H}), ry = nan_host({n, H});
+  ops::embedding_forward(y, tok, table, 2);  // this rank owns tokens 2..9
+  ops::embedding_forward(gy, tok, dev(table), 2);
+  ops::embedding_forward(ry, tok, f32_host(table), 2);
+  expect_bf16(gy, y, ry, "embedding y");
+  EXPECT_EQ(std::memcmp(to_device(gy, Device::CPU).raw(), y.raw(), y.bytes()), 0);  // rows copied exactly
+  Tensor dt = host_randn({8, H}, "dt0"), gdt = dev(dt);  // fp32 main grad
+  ops::embedding_backward(dt, dy, tok, 2);
+  ops::embedding_backward(gdt, dev(dy), tok, 2);
+  EXPECT_LT(rel(gdt, dt), kTol);
+}
+
+TEST_F(CudaKernels, Bf16RmsNorm) {
+  for (auto [N, H] : {std::pair{7, 12}, {1, 4096}, {67, 33}, {129, 256}}) {
+    const std::string what = std::to_string(N) + "x" + std::to_string(H);
+    const Tensor x = bf16_of(host_randn({N, H}, "x")), g = bf16_of(host_randn({H}, "g"));
+    const Tensor dy = bf16_of(host_randn({N, H}, "dy"));
+    Tensor y = nan_bf16_host({N, H}), gy = nan_bf16_dev({N, H}), ry = nan_host({N, H});
+    Tensor r = nan_host({N}), gr = nan_dev({N}), rr = nan_host({N});
+    ops::rmsnorm_forward(y, r, x, g, 1e-5f);
+    ops::rmsnorm_forward(gy, gr, dev(x), dev(g), 1e-5f);
+    ops::rmsnorm_forward(ry, rr, f32_host(x), f32_host(g), 1e-5f);
+    expect_bf16(gy, y, ry, "rmsnorm y " + what);
+    EXPECT_LT(rel(gr, r), kTol) << what;  // rstd stays fp32
+    Tensor dx = nan_bf16_host({N, H}), gdx = nan_bf16_dev({N, H}), rdx = nan_host({N, H});
+    Tensor dg = host_randn({H}, "dg0"), gdg = dev(dg), rdg = to_device(dg, Device::CPU);  // copies
+    ops::rmsnorm_backward(dx, dg, dy, x, r, g);
+    ops::rmsnorm_backward(gdx, gdg, dev(dy), dev(x), dev(r), dev(g));
+    ops::rmsnorm_backward(rdx, rdg, f32_host(dy), f32_host(x), r, f32_host(g));
+    expect_bf16(gdx, dx, rdx, "rmsnorm dx " + what);
+    EXPECT_LT(rel(gdg, dg), 1e-5) << what;  // the fp32 main grad
+  }
+}
+
+TEST_F(CudaKernels, Bf16RopeAndSwiGlu) {
+  // S = 37 with two sequences (B = 2), head dims 64 (3 heads) and 128 (2 heads).
+  std::vector<int64_t> pos;
+  for (int b = 0; b < 2; ++b)
+    for (int64_t s = 0; s < 37; ++s) pos.push_back(b == 0 ? s : 4000 + 3 * s);
+  const int64_t N = int64_t(pos.size());
+  for (auto [heads, D] : {std::pair{3, 64}, {2, 128}}) {
+    const std::string what = std::to_string(heads) + "x" + std::to_string(D);
+    const int64_t C = int64_t(heads) * D;
+    const Tensor x = bf16_of(host_randn({N, C}, "x"));
+    Tensor y = nan_bf16_host({N, C}), gy = nan_bf16_dev({N, C}), ry = nan_host({N, C});
+    ops::rope_forward(y, x, pos, D, 10000.0);
+    ops::rope_forward(gy, dev(x), pos, D, 10000.0);
+    ops::rope_forward(ry, f32_host(x), pos, D, 10000.0);
+    expect_bf16(gy, y, ry, "rope forward " + what);
+    Tensor dx = nan_bf16_host({N, C}), gdx = nan_bf16_dev({N, C}), rdx = nan_host({N, C});
+    ops::rope_backward(dx, x, pos, D, 10000.0);
+    ops::rope_backward(gdx, dev(x), pos, D, 10000.0);
+    ops::rope_backward(rdx, f32_host(x), pos, D, 10000.0);
+    expect_bf16(gdx, dx, rdx, "rope backward " + what);
+  }
+  const int64_t R = 37, F = 129;
+  const Tensor a = bf16_of(host_randn({R, F}, "a", 3.0f)), u = bf16_of(host_randn({R, F}, "u"));
+  const Tensor dy = bf16_of(host_randn({R, F}, "dy"));
+  Tensor s = nan_bf16_host({R, F}), gs = nan_bf16_dev({R, F}), rs = nan_host({R, F});
+  ops::swiglu_forward(s, a, u);
+  ops::swiglu_forward(gs, dev(a), dev(u));
+  ops::swiglu_forward(rs, f32_host(a), f32_host(u));
+  expect_bf16(gs, s, rs, "swiglu forward");
+  Tensor da = nan_bf16_host({R, F}), du = nan_bf16_host({R, F}), gda = nan_bf16_dev({R, F}), gdu = nan_bf16_dev({R, F});
+  Tensor rda = nan_host({R, F}), rdu = nan_host({R, F});
+  ops::swiglu_backward(da, du, dy, a, u);
+  ops::swiglu_backward(gda, gdu, dev(dy), dev(a), dev(u));
+  ops::swiglu_backward(rda, rdu, f32_host(dy), f32_host(a), f32_host(u));
+  expect_bf16(gda, da, rda, "swiglu dgate");
+  expect_bf16(gdu, du, rdu, "swiglu dup");
+}
+
+TEST_F(CudaKernels, Bf16AttentionForwardBackward) {
+  for (auto [B, S, A, G, D] : {std::tuple{2, 37, 4, 2, 64}, {1, 37, 4, 2, 128}, {2, 7, 3, 1, 4}, {1, 65, 2, 2, 128}}) {
+    const std::string what = std::to_string(B) + " " + std::to_string(S) + " " + std::to_string(A) + " " +
+                             std::to_string(G) + " " + std::to_string(D);
+    const ops::AttnShape sh{B, S, A, G, D};
+    const Tensor q = bf16_of(host_randn({B * S, A * D}, "q")), k = bf16_of(host_randn({B * S, G * D}, "k"));
+    const Tensor v = bf16_of(host_randn({B * S, G * D}, "v")), dout = bf16_of(host_randn({B * S, A * D}, "do"));
+    Tensor o = nan_bf16_host({B * S, A * D}), go = nan_bf16_dev({B * S, A * D}), ro = nan_host({B * S, A * D});
+    Tensor lse = nan_host({B * A, S}), glse = nan_dev({B * A, S}), rlse = nan_host({B * A, S});
+    ops::attention_forward(o, lse, q, k, v, sh);
+    ops::attention_forward(go, glse, dev(q), dev(k), dev(v), sh);
+    ops::attention_forward(ro, rlse, f32_host(q), f32_host(k), f32_host(v), sh);
+    expect_bf16(go, o, ro, "attention o " + what);
+    EXPECT_LT(rel(glse, lse), 1e-5) << what;  // lse stays fp32
+    // The backward of all three from the same saved o (the emulation's bf16 o) and lse.
+    Tensor dq = nan_bf16_host({B * S, A * D}), dk = nan_bf16_host({B * S, G * D}), dv = nan_bf16_host({B * S, G * D});
+    Tensor gdq = nan_bf16_dev({B * S, A * D}), gdk = nan_bf16_dev({B * S, G * D}), gdv = nan_bf16_dev({B * S, G * D});
+    Tensor rdq = nan_host({B * S, A * D}), rdk = nan_host({B * S, G * D}), rdv = nan_host({B * S, G * D});
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, sh);
+    ops::attention_backward(gdq, gdk, gdv, dev(dout), dev(q), dev(k), dev(v), dev(o), dev(lse), sh);
+    ops::attention_backward(rdq, rdk, rdv, f32_host(dout), f32_host(q), f32_host(k), f32_host(v), f32_host(o), lse, sh);
+    expect_bf16(gdq, dq, rdq, "attention dq " + what);
+    expect_bf16(gdk, dk, rdk, "attention dk " + what);
+    expect_bf16(gdv, dv, rdv, "attention dv " + what);
+  }
+}
+
+TEST_F(CudaKernels, Bf16VocabParallelCrossEntropy) {
+  for (auto [N, V] : {std::pair{9, 37}, {5, 1000}}) {
+    const std::string what = std::to_string(N) + "x" + std::to_string(V);
+    std::vector<int64_t> labels;
+    for (int64_t t = 0; t < N; ++t) labels.push_back((t * 131 + 7) % (V + 40));  // some outside [3, 3 + V)
+    const Tensor z = bf16_of(host_randn({N, V}, "z", 4.0f)), gz = dev(z), zf = f32_host(z);
+    Tensor mx = nan_host({N}), se = nan_host({N}), tl = nan_host({N});
+    Tensor gmx = nan_dev({N}), gse = nan_dev({N}), gtl = nan_dev({N});
+    ops::ce_row_max(mx, z);
+    ops::ce_row_max(gmx, gz);
+    ops::ce_sum_exp(se, z, mx);
+    ops::ce_sum_exp(gse, gz, gmx);
+    ops::ce_target_logit(tl, z, labels, 3);
+    ops::ce_target_logit(gtl, gz, labels, 3);
+    EXPECT_EQ(rel(gmx, mx), 0.0) << what;  // the max of bf16 values, exact
+    EXPECT_LT(rel(gse, se), 1e-5) << what;  // fp32 sums of up to 1000 terms in another order
+    EXPECT_EQ(rel(gtl, tl), 0.0) << what;  // a bf16 logit, exact
+    EXPECT_NEAR(ops::ce_loss_sum(gmx, gse, gtl), ops::ce_loss_sum(mx, se, tl), 1e-5) << what;
+    Tensor dz = nan_bf16_host({N, V}), gdz = nan_bf16_dev({N, V}), rdz = nan_host({N, V});
+    ops::ce_backward(dz, z, mx, se, labels, 3, 0.25f);
+    ops::ce_backward(gdz, gz, gmx, gse, labels, 3, 0.25f);
+    ops::ce_backward(rdz, zf, mx, se, labels, 3, 0.25f);
+    expect_bf16(gdz, dz, rdz, "ce dlogits " + what);
+  }
+}
+
+// The caching allocator's reserved bytes are device memory, so they cannot exceed what the
+// driver reports as used (which also holds the context, cuBLAS workspaces, and the like).
+TEST_F(CudaKernels, AllocatorReservedWithinDriverUsage) {
+  TrackingAllocator& a = TrackingAllocator::device();
+  {
+    Tensor big = Tensor::empty({int64_t(64) << 20}, MemCategory::Workspace, DType::F32, Device::CUDA);  // 256 MiB
+    Tensor small = Tensor::empty({1001}, MemCategory::Workspace, DType::BF16, Device::CUDA);
+    EXPECT_GE(a.reserved(), int64_t(big.bytes() + small.bytes()));
+    EXPECT_GT(a.driver_used_bytes(), 0);
+    EXPECT_LE(a.reserved(), a.driver_used_bytes());
+  }
+  EXPECT_LE(a.reserved(), a.driver_used_bytes());  // the freed blocks stay cached
+  EXPECT_EQ(TrackingAllocator::host().driver_used_bytes(), 0);
 }
 
 }  // namespace pb::test

@@ -1,21 +1,60 @@
 /* Helpers shared by the CUDA kernels: launch sizes, warp and block reductions, host
- * index vectors uploaded to device scratch memory, and the cuBLAS handle. */
+ * index vectors uploaded to device scratch memory, the cuBLAS handles, and the element
+ * types of the kernels (fp32 or bf16: bf16 loads widen to fp32, the math is fp32, stores
+ * round to bf16 to nearest even, as the promote-and-round emulation of ops.h does). */
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "optimized/core/allocator.h"
 #include "optimized/core/cuda_check.h"
 #include "optimized/core/tensor.h"
+#include "reference/common/error.h"
 
 namespace pb::cuda {
 
 constexpr int kThreads = 256;
+
+using bf16 = __nv_bfloat16;
+
+// Element type <-> fp32 in device code: widening is exact; narrowing to bf16 rounds to
+// nearest, ties to even (the rounding of ops::cast and of float_to_bf16 on the host).
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+template <class T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ bf16 from_float<bf16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// The element pointer of a tensor whose dtype must be T's (float: F32, bf16: BF16).
+template <class T>
+constexpr DType dtype_of() {
+  return std::is_same_v<T, float> ? DType::F32 : DType::BF16;
+}
+template <class T>
+T* ptr(Tensor& t) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>, "fp32 or bf16 elements");
+  PB_REQUIRE(t.dtype() == dtype_of<T>(), "cuda kernel: a ", dtype_name(t.dtype()), " tensor ", t.shape_str(),
+             " where ", dtype_name(dtype_of<T>()), " is expected (the operands of one op share a dtype)");
+  return static_cast<T*>(t.raw());
+}
+template <class T>
+const T* ptr(const Tensor& t) {
+  return ptr<T>(const_cast<Tensor&>(t));
+}
 
 // Blocks for a grid-stride loop over n elements.
 inline int blocks_for(int64_t n, int threads = kThreads) {
@@ -93,6 +132,7 @@ class DeviceScratch {
 // Sum of `parts` doubles on the device, returned to the host (fixed order: deterministic).
 double sum_partials(const double* parts, int n);
 
-cublasHandle_t cublas();  // one per process and device, fp32 math without TF32
+cublasHandle_t cublas();       // one per process and device, fp32 math without TF32 (pedantic)
+cublasHandle_t cublas_bf16();  // bf16 GEMMs (fp32 accumulation): default math, tensor cores
 
 }  // namespace pb::cuda

@@ -1,34 +1,41 @@
-/* CUDA vocab-parallel cross-entropy pieces (see kernels/op_signatures.inc): one block per
- * row for the max, the sum of exponentials and the backward; the loss sum in double in a
- * fixed order. */
+/* CUDA vocab-parallel cross-entropy pieces (see kernels/op_signatures.inc; Megatron-LM's
+ * vocab-parallel cross-entropy, Shoeybi et al., arXiv 1909.08053): one block per row for
+ * the max, the sum of exponentials and the backward; the loss sum in double in a fixed
+ * order. The logits and dlogits are fp32 or bf16 (one dtype per call; bf16 logits read
+ * as fp32, dlogits = scale (exp(z - mx) / se - onehot) computed in fp32 and rounded to
+ * bf16); the statistics mx, se and the target logit stay fp32. */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "reference/common/error.h"
 
 namespace pb::cuda {
 
 namespace {
 
-__global__ void row_max_kernel(float* mx, const float* z, int64_t V) {
+template <class T>
+__global__ void row_max_kernel(float* mx, const T* z, int64_t V) {
   const int64_t t = blockIdx.x;
   float m = -INFINITY;
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, z[t * V + v]);
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, to_float(z[t * V + v]));
   m = block_max(m);
   if (threadIdx.x == 0) mx[t] = m;
 }
 
-__global__ void sum_exp_kernel(float* se, const float* z, const float* mx, int64_t V) {
+template <class T>
+__global__ void sum_exp_kernel(float* se, const T* z, const float* mx, int64_t V) {
   const int64_t t = blockIdx.x;
   float s = 0;
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += expf(z[t * V + v] - mx[t]);
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += expf(to_float(z[t * V + v]) - mx[t]);
   s = block_sum(s);
   if (threadIdx.x == 0) se[t] = s;
 }
 
-__global__ void target_kernel(float* tl, const float* z, const int64_t* labels, int64_t N, int64_t V,
+template <class T>
+__global__ void target_kernel(float* tl, const T* z, const int64_t* labels, int64_t N, int64_t V,
                               int64_t vocab_start) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = labels[t] - vocab_start;
-    tl[t] = (c >= 0 && c < V) ? z[t * V + c] : 0.0f;
+    tl[t] = (c >= 0 && c < V) ? to_float(z[t * V + c]) : 0.0f;
   }
 }
 
@@ -37,33 +44,68 @@ __global__ void row_loss_kernel(double* out, const float* mx, const float* se, c
     out[t] = log(double(se[t])) + double(mx[t]) - double(tl[t]);
 }
 
-__global__ void ce_bwd_kernel(float* dz, const float* z, const float* mx, const float* se, const int64_t* labels,
-                              int64_t V, int64_t vocab_start, float scale) {
+template <class T>
+__global__ void ce_bwd_kernel(T* dz, const T* z, const float* mx, const float* se, const int64_t* labels, int64_t V,
+                              int64_t vocab_start, float scale) {
   const int64_t t = blockIdx.x, c = labels[t] - vocab_start;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
-    dz[t * V + v] = expf(z[t * V + v] - mx[t]) / se[t] * scale - (v == c ? scale : 0.0f);
+    dz[t * V + v] = from_float<T>(expf(to_float(z[t * V + v]) - mx[t]) / se[t] * scale - (v == c ? scale : 0.0f));
+}
+
+template <class T>
+void row_max_t(Tensor& mx, const Tensor& logits) {
+  row_max_kernel<T><<<unsigned(logits.rows()), kThreads>>>(mx.f32(), ptr<T>(logits), logits.cols());
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void sum_exp_t(Tensor& se, const Tensor& logits, const Tensor& mx) {
+  sum_exp_kernel<T><<<unsigned(logits.rows()), kThreads>>>(se.f32(), ptr<T>(logits), mx.f32(), logits.cols());
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void target_t(Tensor& tl, const Tensor& logits, const int64_t* labels, int64_t vocab_start) {
+  target_kernel<T><<<blocks_for(logits.rows()), kThreads>>>(tl.f32(), ptr<T>(logits), labels, logits.rows(),
+                                                            logits.cols(), vocab_start);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void backward_t(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se, const int64_t* labels,
+                int64_t vocab_start, float scale) {
+  ce_bwd_kernel<T><<<unsigned(logits.rows()), kThreads>>>(ptr<T>(dlogits), ptr<T>(logits), mx.f32(), se.f32(), labels,
+                                                          logits.cols(), vocab_start, scale);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void ce_row_max(Tensor& mx, const Tensor& logits) {
   if (!logits.rows()) return;
-  row_max_kernel<<<unsigned(logits.rows()), kThreads>>>(mx.f32(), logits.f32(), logits.cols());
-  CUDA_CHECK_LAUNCH();
+  if (logits.dtype() == DType::BF16)
+    row_max_t<bf16>(mx, logits);
+  else
+    row_max_t<float>(mx, logits);
 }
 
 void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx) {
   if (!logits.rows()) return;
-  sum_exp_kernel<<<unsigned(logits.rows()), kThreads>>>(se.f32(), logits.f32(), mx.f32(), logits.cols());
-  CUDA_CHECK_LAUNCH();
+  if (logits.dtype() == DType::BF16)
+    sum_exp_t<bf16>(se, logits, mx);
+  else
+    sum_exp_t<float>(se, logits, mx);
 }
 
 void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start) {
   if (!logits.rows()) return;
+  PB_REQUIRE(int64_t(labels.size()) >= logits.rows(), "ce_target_logit: ", labels.size(), " labels for logits ",
+             logits.shape_str());
   DeviceIndex l(labels);
-  target_kernel<<<blocks_for(logits.rows()), kThreads>>>(tl.f32(), logits.f32(), l.get(), logits.rows(), logits.cols(),
-                                                         vocab_start);
-  CUDA_CHECK_LAUNCH();
+  if (logits.dtype() == DType::BF16)
+    target_t<bf16>(tl, logits, l.get(), vocab_start);
+  else
+    target_t<float>(tl, logits, l.get(), vocab_start);
 }
 
 double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl) {
@@ -78,10 +120,13 @@ double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl) {
 void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se,
                  const std::vector<int64_t>& labels, int64_t vocab_start, float scale) {
   if (!logits.rows()) return;
+  PB_REQUIRE(dlogits.numel() == logits.numel() && int64_t(labels.size()) >= logits.rows(), "ce_backward: dlogits ",
+             dlogits.shape_str(), ", logits ", logits.shape_str(), ", ", labels.size(), " labels");
   DeviceIndex l(labels);
-  ce_bwd_kernel<<<unsigned(logits.rows()), kThreads>>>(dlogits.f32(), logits.f32(), mx.f32(), se.f32(), l.get(),
-                                                       logits.cols(), vocab_start, scale);
-  CUDA_CHECK_LAUNCH();
+  if (logits.dtype() == DType::BF16)
+    backward_t<bf16>(dlogits, logits, mx, se, l.get(), vocab_start, scale);
+  else
+    backward_t<float>(dlogits, logits, mx, se, l.get(), vocab_start, scale);
 }
 
 }  // namespace pb::cuda

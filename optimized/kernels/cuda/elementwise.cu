@@ -1,5 +1,7 @@
 /* CUDA element-wise ops (grid-stride loops) and deterministic two-pass reductions:
- * per-block partial sums in double, then one block adds them in a fixed order. */
+ * per-block partial sums in double, then one block adds them in a fixed order.
+ * fp32 or bf16 elements (all operands of one call share the dtype): bf16 is widened to
+ * fp32, added or scaled in fp32 and rounded back to nearest even. */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
 #include "reference/common/error.h"
@@ -8,20 +10,25 @@ namespace pb::cuda {
 
 namespace {
 
-__global__ void add_kernel(float* y, const float* a, const float* b, int64_t n) {
+template <class T>
+__global__ void add_kernel(T* y, const T* a, const T* b, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = a[i] + b[i];
+    y[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
-__global__ void scale_kernel(float* y, float s, int64_t n) {
+template <class T>
+__global__ void scale_kernel(T* y, float s, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] *= s;
+    y[i] = from_float<T>(to_float(y[i]) * s);
 }
 
-__global__ void sum_squares_kernel(double* parts, const float* x, int64_t n) {
+template <class T>
+__global__ void sum_squares_kernel(double* parts, const T* x, int64_t n) {
   double acc = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    acc += double(x[i]) * double(x[i]);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double v = to_float(x[i]);
+    acc += v * v;
+  }
   acc = block_sum(acc);
   if (threadIdx.x == 0) parts[blockIdx.x] = acc;
 }
@@ -31,6 +38,27 @@ __global__ void sum_kernel(double* out, const double* parts, int n) {
   for (int i = threadIdx.x; i < n; i += blockDim.x) acc += parts[i];
   acc = block_sum(acc);
   if (threadIdx.x == 0) *out = acc;
+}
+
+template <class T>
+void add_t(Tensor& y, const Tensor& a, const Tensor& b) {
+  add_kernel<T><<<blocks_for(y.numel()), kThreads>>>(ptr<T>(y), ptr<T>(a), ptr<T>(b), y.numel());
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void scale_t(Tensor& y, float s) {
+  scale_kernel<T><<<blocks_for(y.numel()), kThreads>>>(ptr<T>(y), s, y.numel());
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+double sum_squares_t(const Tensor& x) {
+  const int blocks = blocks_for(x.numel());
+  DeviceScratch parts(static_cast<size_t>(blocks));
+  sum_squares_kernel<T><<<blocks, kThreads>>>(parts.get(), ptr<T>(x), x.numel());
+  CUDA_CHECK_LAUNCH();
+  return sum_partials(parts.get(), blocks);
 }
 
 }  // namespace
@@ -56,25 +84,25 @@ void zero(Tensor& t) {
 void add(Tensor& y, const Tensor& a, const Tensor& b) {
   PB_REQUIRE(y.numel() == a.numel() && a.numel() == b.numel(), "add: ", a.shape_str(), " + ", b.shape_str());
   if (!y.numel()) return;
-  add_kernel<<<blocks_for(y.numel()), kThreads>>>(y.f32(), a.f32(), b.f32(), y.numel());
-  CUDA_CHECK_LAUNCH();
+  if (y.dtype() == DType::BF16)
+    add_t<bf16>(y, a, b);
+  else
+    add_t<float>(y, a, b);
 }
 
 void add_(Tensor& y, const Tensor& x) { add(y, y, x); }
 
 void scale_(Tensor& y, float s) {
   if (!y.numel()) return;
-  scale_kernel<<<blocks_for(y.numel()), kThreads>>>(y.f32(), s, y.numel());
-  CUDA_CHECK_LAUNCH();
+  if (y.dtype() == DType::BF16)
+    scale_t<bf16>(y, s);
+  else
+    scale_t<float>(y, s);
 }
 
 double sum_squares(const Tensor& x) {
   if (!x.numel()) return 0;
-  const int blocks = blocks_for(x.numel());
-  DeviceScratch parts(static_cast<size_t>(blocks));
-  sum_squares_kernel<<<blocks, kThreads>>>(parts.get(), x.f32(), x.numel());
-  CUDA_CHECK_LAUNCH();
-  return sum_partials(parts.get(), blocks);
+  return x.dtype() == DType::BF16 ? sum_squares_t<bf16>(x) : sum_squares_t<float>(x);
 }
 
 }  // namespace pb::cuda

@@ -1,7 +1,9 @@
 /* CUDA vocab-parallel embedding. Forward: one block per token row copies the owned row
  * (or zeros). Backward: the host (which holds the tokens) groups token rows by owned
  * vocabulary row (CSR: rows, offsets, indices in token order); one block per present row
- * sums its dy rows in that order — no atomics, deterministic, O(N H) work. */
+ * sums its dy rows in that order — no atomics, deterministic, O(N H) work.
+ * The table and y are fp32 or bf16 (one dtype; a bf16 row is copied exactly); dy is fp32
+ * or bf16 (read as fp32) and the accumulated dtable is an fp32 main grad. */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
 #include "reference/common/error.h"
@@ -10,19 +12,22 @@ namespace pb::cuda {
 
 namespace {
 
-__global__ void embedding_fwd_kernel(float* y, const int64_t* tok, const float* table, int64_t V, int64_t H,
+template <class T>
+__global__ void embedding_fwd_kernel(T* y, const int64_t* tok, const T* table, int64_t V, int64_t H,
                                      int64_t vocab_start) {
   const int64_t t = blockIdx.x, r = tok[t] - vocab_start;
-  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) y[t * H + j] = (r >= 0 && r < V) ? table[r * H + j] : 0.0f;
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x)
+    y[t * H + j] = (r >= 0 && r < V) ? table[r * H + j] : from_float<T>(0.0f);
 }
 
 // Block b: dtable[rows[b]] += sum_{k in [off[b], off[b+1])} dy[idx[k]].
-__global__ void embedding_bwd_kernel(float* dtable, const float* dy, const int64_t* rows, const int64_t* off,
+template <class T>
+__global__ void embedding_bwd_kernel(float* dtable, const T* dy, const int64_t* rows, const int64_t* off,
                                      const int64_t* idx, int64_t H) {
   const int64_t b = blockIdx.x, v = rows[b];
   for (int64_t j = threadIdx.x; j < H; j += blockDim.x) {
     float acc = 0;
-    for (int64_t k = off[b]; k < off[b + 1]; ++k) acc += dy[idx[k] * H + j];
+    for (int64_t k = off[b]; k < off[b + 1]; ++k) acc += to_float(dy[idx[k] * H + j]);
     dtable[v * H + j] += acc;
   }
 }
@@ -34,7 +39,12 @@ void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor&
   PB_REQUIRE(y.rows() == n && y.cols() == H, "embedding_forward: y ", y.shape_str());
   if (!n) return;
   DeviceIndex d(tok);
-  embedding_fwd_kernel<<<unsigned(n), kThreads>>>(y.f32(), d.get(), table.f32(), table.rows(), H, vocab_start);
+  if (table.dtype() == DType::BF16)
+    embedding_fwd_kernel<bf16><<<unsigned(n), kThreads>>>(ptr<bf16>(y), d.get(), ptr<bf16>(table), table.rows(), H,
+                                                          vocab_start);
+  else
+    embedding_fwd_kernel<float><<<unsigned(n), kThreads>>>(ptr<float>(y), d.get(), ptr<float>(table), table.rows(), H,
+                                                           vocab_start);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -54,8 +64,12 @@ void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int6
     }
   if (rows.empty()) return;
   DeviceIndex d_rows(rows), d_off(off), d_idx(idx);
-  embedding_bwd_kernel<<<unsigned(rows.size()), kThreads>>>(dtable.f32(), dy.f32(), d_rows.get(), d_off.get(),
-                                                            d_idx.get(), dtable.cols());
+  if (dy.dtype() == DType::BF16)
+    embedding_bwd_kernel<bf16><<<unsigned(rows.size()), kThreads>>>(dtable.f32(), ptr<bf16>(dy), d_rows.get(),
+                                                                    d_off.get(), d_idx.get(), dtable.cols());
+  else
+    embedding_bwd_kernel<float><<<unsigned(rows.size()), kThreads>>>(dtable.f32(), ptr<float>(dy), d_rows.get(),
+                                                                     d_off.get(), d_idx.get(), dtable.cols());
   CUDA_CHECK_LAUNCH();
 }
 

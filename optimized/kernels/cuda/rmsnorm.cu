@@ -1,9 +1,11 @@
-/* CUDA RMSNorm (formulas in reference/ops/rmsnorm.h).
+/* CUDA RMSNorm (Zhang & Sennrich, NeurIPS 2019; formulas in reference/ops/rmsnorm.h).
  * Forward: one block per row: r = rsqrt(mean(x^2) + eps), y = x r g.
  * Backward: one block per row for dx = r (g dy - x r^2 mean(x g dy)); dg in two passes
  * without atomics: each block of the partial kernel owns a chunk of rows and writes its
  * column sums of dy x r to partial[block, :]; a second kernel adds the partials per column
- * in block order (deterministic). */
+ * in block order (deterministic).
+ * x, g, y, dy, dx are fp32 or bf16 (one dtype per call; bf16 read as fp32, the math in
+ * fp32, y and dx rounded to bf16); rstd and the accumulated dg stay fp32. */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
 #include "reference/common/error.h"
@@ -12,34 +14,39 @@ namespace pb::cuda {
 
 namespace {
 
-__global__ void rmsnorm_fwd_kernel(float* y, float* rstd, const float* x, const float* g, int64_t H, float eps) {
+template <class T>
+__global__ void rmsnorm_fwd_kernel(T* y, float* rstd, const T* x, const T* g, int64_t H, float eps) {
   const int64_t t = blockIdx.x;
-  const float* xr = x + t * H;
+  const T* xr = x + t * H;
   float ss = 0;
-  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) ss += xr[j] * xr[j];
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) {
+    const float v = to_float(xr[j]);
+    ss += v * v;
+  }
   ss = block_sum(ss);
   const float r = rsqrtf(ss / float(H) + eps);
   if (threadIdx.x == 0) rstd[t] = r;
-  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) y[t * H + j] = xr[j] * r * g[j];
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) y[t * H + j] = from_float<T>(to_float(xr[j]) * r * to_float(g[j]));
 }
 
-__global__ void rmsnorm_bwd_dx_kernel(float* dx, const float* dy, const float* x, const float* rstd, const float* g,
-                                      int64_t H) {
+template <class T>
+__global__ void rmsnorm_bwd_dx_kernel(T* dx, const T* dy, const T* x, const float* rstd, const T* g, int64_t H) {
   const int64_t t = blockIdx.x;
   const float r = rstd[t];
   float c = 0;
-  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) c += x[t * H + j] * g[j] * dy[t * H + j];
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) c += to_float(x[t * H + j]) * to_float(g[j]) * to_float(dy[t * H + j]);
   c = block_sum(c) / float(H);
   for (int64_t j = threadIdx.x; j < H; j += blockDim.x)
-    dx[t * H + j] = r * (g[j] * dy[t * H + j] - x[t * H + j] * r * r * c);
+    dx[t * H + j] = from_float<T>(r * (to_float(g[j]) * to_float(dy[t * H + j]) - to_float(x[t * H + j]) * r * r * c));
 }
 
-__global__ void rmsnorm_dg_partial_kernel(float* partial, const float* dy, const float* x, const float* rstd,
-                                          int64_t N, int64_t H, int64_t rows_per_block) {
+template <class T>
+__global__ void rmsnorm_dg_partial_kernel(float* partial, const T* dy, const T* x, const float* rstd, int64_t N,
+                                          int64_t H, int64_t rows_per_block) {
   const int64_t r0 = blockIdx.x * rows_per_block, r1 = min(N, r0 + rows_per_block);
   for (int64_t j = threadIdx.x; j < H; j += blockDim.x) {
     float acc = 0;
-    for (int64_t t = r0; t < r1; ++t) acc += dy[t * H + j] * x[t * H + j] * rstd[t];
+    for (int64_t t = r0; t < r1; ++t) acc += to_float(dy[t * H + j]) * to_float(x[t * H + j]) * rstd[t];
     partial[blockIdx.x * H + j] = acc;
   }
 }
@@ -52,28 +59,49 @@ __global__ void rmsnorm_dg_reduce_kernel(float* dg, const float* partial, int64_
   }
 }
 
+template <class T>
+void forward_t(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
+  const int64_t N = x.rows(), H = x.cols();
+  rmsnorm_fwd_kernel<T><<<unsigned(N), kThreads>>>(ptr<T>(y), rstd.f32(), ptr<T>(x), ptr<T>(g), H, eps);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void backward_t(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
+  const int64_t N = x.rows(), H = x.cols();
+  rmsnorm_bwd_dx_kernel<T><<<unsigned(N), kThreads>>>(ptr<T>(dx), ptr<T>(dy), ptr<T>(x), rstd.f32(), ptr<T>(g), H);
+  CUDA_CHECK_LAUNCH();
+  const int64_t rows_per_block = 32, blocks = (N + rows_per_block - 1) / rows_per_block;
+  Tensor partial = Tensor::empty({blocks, H}, MemCategory::Workspace, DType::F32, Device::CUDA);
+  rmsnorm_dg_partial_kernel<T><<<unsigned(blocks), kThreads>>>(partial.f32(), ptr<T>(dy), ptr<T>(x), rstd.f32(), N, H,
+                                                               rows_per_block);
+  CUDA_CHECK_LAUNCH();
+  rmsnorm_dg_reduce_kernel<<<blocks_for(H), kThreads>>>(dg.f32(), partial.f32(), blocks, H);
+  CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
   const int64_t N = x.rows(), H = x.cols();
   PB_REQUIRE(g.numel() == H && y.numel() == x.numel() && rstd.numel() == N, "rmsnorm_forward: x ", x.shape_str());
   if (!N) return;
-  rmsnorm_fwd_kernel<<<unsigned(N), kThreads>>>(y.f32(), rstd.f32(), x.f32(), g.f32(), H, eps);
-  CUDA_CHECK_LAUNCH();
+  if (x.dtype() == DType::BF16)
+    forward_t<bf16>(y, rstd, x, g, eps);
+  else
+    forward_t<float>(y, rstd, x, g, eps);
 }
 
 void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
   const int64_t N = x.rows(), H = x.cols();
+  PB_REQUIRE(g.numel() == H && dg.numel() == H && dy.numel() == x.numel() && dx.numel() == x.numel() &&
+                 rstd.numel() == N,
+             "rmsnorm_backward: x ", x.shape_str());
   if (!N) return;
-  rmsnorm_bwd_dx_kernel<<<unsigned(N), kThreads>>>(dx.f32(), dy.f32(), x.f32(), rstd.f32(), g.f32(), H);
-  CUDA_CHECK_LAUNCH();
-  const int64_t rows_per_block = 32, blocks = (N + rows_per_block - 1) / rows_per_block;
-  Tensor partial = Tensor::empty({blocks, H}, MemCategory::Workspace, DType::F32, Device::CUDA);
-  rmsnorm_dg_partial_kernel<<<unsigned(blocks), kThreads>>>(partial.f32(), dy.f32(), x.f32(), rstd.f32(), N, H,
-                                                            rows_per_block);
-  CUDA_CHECK_LAUNCH();
-  rmsnorm_dg_reduce_kernel<<<blocks_for(H), kThreads>>>(dg.f32(), partial.f32(), blocks, H);
-  CUDA_CHECK_LAUNCH();
+  if (x.dtype() == DType::BF16)
+    backward_t<bf16>(dx, dg, dy, x, rstd, g);
+  else
+    backward_t<float>(dx, dg, dy, x, rstd, g);
 }
 
 }  // namespace pb::cuda

@@ -1,15 +1,19 @@
-/* CUDA RoPE, rotate_half convention (formulas in reference/ops/rope.h): one thread per
- * (row, head, pair i); inv_freq_i = theta^(-2i/D) computed in double as the reference
- * does, then the rotation in fp32. sign -1 applies R^T for the backward. */
+/* CUDA RoPE (Su et al., RoFormer, arXiv 2104.09864), rotate_half convention (formulas in
+ * reference/ops/rope.h): one thread per (row, head, pair i); inv_freq_i = theta^(-2i/D)
+ * computed in double as the reference does, then the rotation in fp32. sign -1 applies
+ * R^T for the backward. x and y are fp32 or bf16 (one dtype per call; bf16 read as fp32,
+ * the rotation in fp32, y rounded to bf16). */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "reference/common/error.h"
 
 namespace pb::cuda {
 
 namespace {
 
-__global__ void rope_kernel(float* y, const float* x, const int64_t* pos, int64_t N, int64_t heads, int64_t D,
-                            double theta, float sign) {
+template <class T>
+__global__ void rope_kernel(T* y, const T* x, const int64_t* pos, int64_t N, int64_t heads, int64_t D, double theta,
+                            float sign) {
   const int64_t half = D / 2, total = N * heads * half;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e % half, h = (e / half) % heads, t = e / (half * heads);
@@ -17,18 +21,29 @@ __global__ void rope_kernel(float* y, const float* x, const int64_t* pos, int64_
     const float phi = float(pos[t]) * inv_freq;
     const float c = cosf(phi), s = sign * sinf(phi);
     const int64_t base = t * heads * D + h * D;
-    const float x1 = x[base + i], x2 = x[base + half + i];
-    y[base + i] = x1 * c - x2 * s;
-    y[base + half + i] = x2 * c + x1 * s;
+    const float x1 = to_float(x[base + i]), x2 = to_float(x[base + half + i]);
+    y[base + i] = from_float<T>(x1 * c - x2 * s);
+    y[base + half + i] = from_float<T>(x2 * c + x1 * s);
   }
+}
+
+template <class T>
+void rope_t(Tensor& y, const Tensor& x, const int64_t* pos, int64_t N, int64_t heads, int64_t D, double theta,
+            float sign) {
+  rope_kernel<T><<<blocks_for(N * heads * (D / 2)), kThreads>>>(ptr<T>(y), ptr<T>(x), pos, N, heads, D, theta, sign);
+  CUDA_CHECK_LAUNCH();
 }
 
 void rope(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t D, double theta, float sign) {
   const int64_t N = x.rows(), heads = x.cols() / D;
+  PB_REQUIRE(y.numel() == x.numel() && int64_t(pos.size()) >= N, "rope: x ", x.shape_str(), ", y ", y.shape_str(),
+             ", ", pos.size(), " positions");
   if (!N) return;
   DeviceIndex p(pos);
-  rope_kernel<<<blocks_for(N * heads * (D / 2)), kThreads>>>(y.f32(), x.f32(), p.get(), N, heads, D, theta, sign);
-  CUDA_CHECK_LAUNCH();
+  if (x.dtype() == DType::BF16)
+    rope_t<bf16>(y, x, p.get(), N, heads, D, theta, sign);
+  else
+    rope_t<float>(y, x, p.get(), N, heads, D, theta, sign);
 }
 
 }  // namespace

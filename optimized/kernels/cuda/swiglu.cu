@@ -1,4 +1,7 @@
-/* CUDA SwiGLU (formulas in reference/ops/swiglu.h): element-wise, one pass. */
+/* CUDA SwiGLU (Shazeer, "GLU Variants Improve Transformer", arXiv 2002.05202; formulas in
+ * reference/ops/swiglu.h): element-wise, one pass. gate, up, y, dy, dgate, dup are fp32
+ * or bf16 (one dtype per call; bf16 read as fp32, the math in fp32, outputs rounded to
+ * bf16). */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
 #include "reference/common/error.h"
@@ -7,19 +10,36 @@ namespace pb::cuda {
 
 namespace {
 
-__global__ void swiglu_fwd_kernel(float* y, const float* a, const float* u, int64_t n) {
+template <class T>
+__global__ void swiglu_fwd_kernel(T* y, const T* gate, const T* up, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float s = 1.0f / (1.0f + expf(-a[i]));
-    y[i] = a[i] * s * u[i];
+    const float a = to_float(gate[i]), u = to_float(up[i]);
+    const float s = 1.0f / (1.0f + expf(-a));
+    y[i] = from_float<T>(a * s * u);
   }
 }
 
-__global__ void swiglu_bwd_kernel(float* da, float* du, const float* dy, const float* a, const float* u, int64_t n) {
+template <class T>
+__global__ void swiglu_bwd_kernel(T* dgate, T* dup, const T* dy, const T* gate, const T* up, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float s = 1.0f / (1.0f + expf(-a[i]));
-    da[i] = dy[i] * u[i] * s * (1.0f + a[i] * (1.0f - s));
-    du[i] = dy[i] * a[i] * s;
+    const float a = to_float(gate[i]), u = to_float(up[i]), g = to_float(dy[i]);
+    const float s = 1.0f / (1.0f + expf(-a));
+    dgate[i] = from_float<T>(g * u * s * (1.0f + a * (1.0f - s)));
+    dup[i] = from_float<T>(g * a * s);
   }
+}
+
+template <class T>
+void forward_t(Tensor& y, const Tensor& gate, const Tensor& up) {
+  swiglu_fwd_kernel<T><<<blocks_for(y.numel()), kThreads>>>(ptr<T>(y), ptr<T>(gate), ptr<T>(up), y.numel());
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void backward_t(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  swiglu_bwd_kernel<T><<<blocks_for(dy.numel()), kThreads>>>(ptr<T>(dgate), ptr<T>(dup), ptr<T>(dy), ptr<T>(gate),
+                                                             ptr<T>(up), dy.numel());
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -27,15 +47,21 @@ __global__ void swiglu_bwd_kernel(float* da, float* du, const float* dy, const f
 void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up) {
   PB_REQUIRE(gate.numel() == up.numel() && y.numel() == gate.numel(), "swiglu_forward: ", gate.shape_str());
   if (!y.numel()) return;
-  swiglu_fwd_kernel<<<blocks_for(y.numel()), kThreads>>>(y.f32(), gate.f32(), up.f32(), y.numel());
-  CUDA_CHECK_LAUNCH();
+  if (gate.dtype() == DType::BF16)
+    forward_t<bf16>(y, gate, up);
+  else
+    forward_t<float>(y, gate, up);
 }
 
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  PB_REQUIRE(gate.numel() == up.numel() && dy.numel() == gate.numel() && dgate.numel() == gate.numel() &&
+                 dup.numel() == gate.numel(),
+             "swiglu_backward: ", gate.shape_str());
   if (!dy.numel()) return;
-  swiglu_bwd_kernel<<<blocks_for(dy.numel()), kThreads>>>(dgate.f32(), dup.f32(), dy.f32(), gate.f32(), up.f32(),
-                                                          dy.numel());
-  CUDA_CHECK_LAUNCH();
+  if (gate.dtype() == DType::BF16)
+    backward_t<bf16>(dgate, dup, dy, gate, up);
+  else
+    backward_t<float>(dgate, dup, dy, gate, up);
 }
 
 }  // namespace pb::cuda
