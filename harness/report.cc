@@ -231,12 +231,38 @@ Table communication(const json& cases, Style s) {
   return t;
 }
 
+// Pipeline cases: per stage, the measured bubble (idle fraction of the last step) next to
+// the simulated one at unit costs, and the activation peak next to the schedule walk.
+Table pipeline(const json& cases, Style s) {
+  Table t{"Pipeline", "lllrrrrrrrr",
+          {"case", "schedule", "layout", "m", "stage", "step ms median", "measured idle", "simulated idle",
+           "sim. peak in flight", "activations measured", "predicted"}};
+  for (const json& c : cases) {
+    const json& pl = object(c, "pipeline");
+    for (const json& st : array(pl, "stages")) {
+      std::optional<double> meas, pred;
+      for (const json& m : array(c, "memory"))
+        if (text(m, "category") == "activations" && number(m, "rank") == number(st, "rank"))
+          meas = number(m, "measured_bytes"), pred = number(m, "predicted_bytes");
+      t.rows.push_back({text(c, "name"), text(pl, "schedule"), layout(c), opt("%.0f", number(pl, "micro_batches"), s),
+                        opt("%.0f", number(st, "stage"), s), opt("%.2f", number(object(c, "throughput"), "step_ms_median"), s),
+                        opt("%.3f", number(st, "measured_idle_fraction"), s),
+                        opt("%.3f", number(st, "simulated_idle_fraction"), s),
+                        opt("%.0f", number(st, "simulated_peak_in_flight"), s), bytes(meas, s), bytes(pred, s)});
+    }
+  }
+  return t;
+}
+
 std::vector<Table> build_tables(const json& results, Style s) {
   if (!results.is_object()) throw pb::Error("report: results document is not a JSON object");
   if (const json* cases = field(results, "cases"); cases && !cases->is_array())
     throw pb::Error("report: 'cases' is not an array but " + std::string(cases->type_name()));
   const json& list = array(results, "cases");
-  return {equivalence(list, s), throughput(list, s), memory(list, s), communication(list, s)};
+  std::vector<Table> tables = {equivalence(list, s), throughput(list, s), memory(list, s), communication(list, s)};
+  Table pp = pipeline(list, s);
+  if (!pp.rows.empty()) tables.push_back(pp);
+  return tables;
 }
 
 // ---- rendering

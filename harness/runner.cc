@@ -211,6 +211,7 @@ struct DistRun {
   std::vector<double> losses, grad_norms, step_ms;
   std::map<std::string, std::vector<double>> grads1, final;
   PipelineStep last_pipeline_step;  // this rank's (PP only)
+  double pp_busy_us = 0, pp_total_us = 0;  // summed over the timed steps (2..N, or 1 if N = 1)
 };
 
 DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, const RunOptions& opt) {
@@ -241,6 +242,10 @@ DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, c
     double loss = 0;
     if (pipelined) {
       r.last_pipeline_step = run_pipeline(sched, model, grid, [&](int mb) { return batch_of(mb); }, t0);
+      if (n > 0 || c.train.steps == 1) {  // step 1 warms up, as for the step times
+        r.pp_busy_us += r.last_pipeline_step.busy_us;
+        r.pp_total_us += r.last_pipeline_step.total_us;
+      }
       PhaseScope phase(Phase::Optimizer);
       loss = grid.pp().all_reduce_scalar(r.last_pipeline_step.loss);  // from the last stage
     } else {
@@ -351,9 +356,9 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   json pipeline = nullptr;
   if (c.layout.pp > 1) {
     const PipelineStep& ps = run.last_pipeline_step;
-    std::vector<double> mine;  // busy, total, then (op, mb, chunk, start, dur) per action
-    mine.push_back(ps.busy_us);
-    mine.push_back(ps.total_us);
+    std::vector<double> mine;  // busy, total (timed steps), then (op, mb, chunk, start, dur) per action of the last
+    mine.push_back(run.pp_busy_us);
+    mine.push_back(run.pp_total_us);
     for (const auto& e : ps.timeline)
       mine.insert(mine.end(), {double(int(e.action.op)), double(e.action.mb), double(e.action.chunk), e.start_us, e.dur_us});
     int n = int(mine.size());
@@ -454,6 +459,12 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   out.result["memory"] = memory;
   out.result["comm"] = comm_rows;
   if (!pipeline.is_null()) out.result["pipeline"] = pipeline;
+  if (dev == Device::CUDA) {  // the caching allocator's view against the driver's (rank 0)
+    const auto& da = TrackingAllocator::device();
+    out.result["device_memory"] = {{"reserved_bytes", da.reserved()}, {"driver_used_bytes", da.driver_used_bytes()},
+                                   {"peak_in_use_bytes", da.stats().total_peak},
+                                   {"reserved_within_driver", da.reserved() <= da.driver_used_bytes()}};
+  }
   return out;
 }
 

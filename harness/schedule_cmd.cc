@@ -66,15 +66,10 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   sub->add_option("--microbatches,-m", a.microbatches, "micro-batches m (interleaved: a multiple of p)")->required();
   sub->add_option("--costs", a.costs,
                   "integer costs per chunk F,B[,W], 1..1000 (default 1,2; zb-h1: 1,1,1, W = B when omitted)");
-  auto* svg = sub->add_option("--svg", a.svg, "write the SVG timeline (only when given) to FILE, or to schedule-<kind>-p<P>-v<V>-m<M>.svg")
-                  ->expected(0, 1);
-  auto* trace = sub->add_option("--trace", a.trace,
-                                "write the Chrome trace (only when given) to FILE, or to schedule-<kind>-p<P>-v<V>-m<M>.trace.json")
-                    ->expected(0, 1);
-  sub->callback([&a, svg, trace] {
-    a.write_svg = svg->count() > 0;
-    a.write_trace = trace->count() > 0;
-  });
+  sub->add_option("--svg", a.svg, "the SVG timeline's file (default schedule-<kind>-p<P>-v<V>-m<M>.svg)");
+  sub->add_option("--trace", a.trace, "the Chrome trace's file (default schedule-<kind>-p<P>-v<V>-m<M>.trace.json)");
+  sub->add_flag("--no-files", a.no_files, "print only: write neither the SVG nor the trace");
+  sub->callback([&a] { a.write_svg = a.write_trace = !a.no_files; });
   return sub;
 }
 

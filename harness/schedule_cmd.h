@@ -25,7 +25,8 @@ namespace pb::harness {
 struct ScheduleArgs {
   std::string kind, costs;
   int pp = 0, vpp = 1, microbatches = 0;
-  bool write_svg = false, write_trace = false;  // --svg / --trace given (FILE may be empty)
+  bool no_files = false;                          // --no-files
+  bool write_svg = true, write_trace = true;      // unless --no-files
   std::string svg, trace;
 };
 

@@ -14,7 +14,7 @@ for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3
   set -- $spec
   kind=$1 p=$2 v=$3 m=$4
   stem="schedule-$kind-p$p-v$v-m$m"
-  (cd "$work" && "$bin" schedule --kind "$kind" --pp "$p" --vpp "$v" --microbatches "$m" --svg --trace) \
+  (cd "$work" && "$bin" schedule --kind "$kind" --pp "$p" --vpp "$v" --microbatches "$m") \
     > "$work/out" 2> "$work/err"
   rc=$?
   if [ "$rc" -ne 0 ]; then bad "$spec: exit $rc"; cat "$work/err"; continue; fi
@@ -43,9 +43,9 @@ done
 rc=$?
 [ "$rc" -eq 0 ] && [ -s "$work/a.svg" ] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$work/a.json" \
   && grep -q 'F=2 B=3 W=1' "$work/out" && ok "named files and --costs" || { bad "named files (exit $rc)"; cat "$work/err"; }
-# Without --svg / --trace nothing is written.
-(cd "$work" && mkdir quiet && cd quiet && "$bin" schedule --kind 1f1b --pp 2 -m 4 > /dev/null 2>&1 \
-  && [ -z "$(ls -A)" ]) && ok "no files unless asked" || bad "files written without --svg/--trace"
+# With --no-files nothing is written.
+(cd "$work" && mkdir quiet && cd quiet && "$bin" schedule --kind 1f1b --pp 2 -m 4 --no-files > /dev/null 2>&1 \
+  && [ -z "$(ls -A)" ]) && ok "no files with --no-files" || bad "files written with --no-files"
 
 check() {  # check "description" args...
   local what=$1; shift

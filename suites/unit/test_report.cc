@@ -206,3 +206,35 @@ TEST(Report, CasesNotAnArrayThrowsOneLine) {
 }
 
 }  // namespace pb::test
+
+namespace pb::test {
+
+// A pipeline case gets a Pipeline section: per stage, measured vs simulated idle and the
+// stage's activation peak next to its prediction; results without PP have no such section.
+TEST(Report, PipelineSectionPerStage) {
+  EXPECT_EQ(markdown_report(make_results()).find("## Pipeline"), std::string::npos);
+  nlohmann::json r = make_results();
+  nlohmann::json c = case_skeleton("pp2_1f1b", {{"pp", 2}}, nlohmann::json::array());
+  c["throughput"] = throughput(500.0, 0.01);
+  c["memory"] = nlohmann::json::array(
+      {{{"rank", 0}, {"category", "activations"}, {"measured_bytes", 2048}, {"predicted_bytes", 2048}},
+       {{"rank", 1}, {"category", "activations"}, {"measured_bytes", 1024}, {"predicted_bytes", 1024}}});
+  c["pipeline"] = {{"schedule", "1f1b"}, {"pp", 2}, {"vpp", 1}, {"micro_batches", 8},
+                   {"stages", nlohmann::json::array(
+                                  {{{"stage", 0}, {"rank", 0}, {"measured_idle_fraction", 0.2},
+                                    {"simulated_idle_fraction", 1.0 / 9}, {"simulated_peak_in_flight", 2}},
+                                   {{"stage", 1}, {"rank", 1}, {"measured_idle_fraction", 0.05},
+                                    {"simulated_idle_fraction", 1.0 / 9}, {"simulated_peak_in_flight", 1}}})}};
+  r["cases"].push_back(c);
+  const auto rows = md_rows(markdown_report(r), "Pipeline");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0][1], "1f1b");
+  EXPECT_EQ(rows[0][5], "500.00");
+  EXPECT_EQ(rows[0][6], "0.200");
+  EXPECT_EQ(rows[0][7], "0.111");
+  EXPECT_EQ(rows[0][9], "2.00 KiB");
+  EXPECT_EQ(rows[1][4], "1");
+  EXPECT_EQ(rows[1][10], "1.00 KiB");
+}
+
+}  // namespace pb::test
