@@ -253,6 +253,7 @@ DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, c
     }
     r.losses.push_back(optim.average_loss(loss));
     r.grad_norms.push_back(optim.step());
+    synchronize(dev);  // the step's last kernels (the bf16 weight refresh) have run
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, comm));
     r.step_ms.push_back(ms);

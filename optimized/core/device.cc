@@ -1,6 +1,7 @@
 /* Device selection and cross-device copies (see device.h). */
 #include "optimized/core/device.h"
 
+#include <chrono>
 #include <cstring>
 
 #include "reference/common/error.h"
@@ -13,6 +14,10 @@
 namespace pb {
 
 static Device g_default = Device::CPU;
+
+static double host_now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 Device default_device() { return g_default; }
 void set_default_device(Device d) { g_default = d; }
@@ -69,6 +74,35 @@ void fill_zero(void* dst, Device dev, size_t bytes) {
   else
     CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
+
+void synchronize(Device dev) {
+  if (dev == Device::CUDA) CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+DeviceMark::DeviceMark(Device d) : dev_(d) {
+  if (dev_ == Device::CUDA) {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreate(&e));
+    event_ = e;
+  }
+}
+DeviceMark::~DeviceMark() {
+  if (event_) cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+}
+void DeviceMark::record() {
+  if (dev_ == Device::CUDA)
+    CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), 0));
+  else
+    host_ms_ = host_now_ms();
+}
+double DeviceMark::ms_since(const DeviceMark& earlier) const {
+  PB_REQUIRE(dev_ == earlier.dev_, "DeviceMark: marks of different devices");
+  if (dev_ != Device::CUDA) return host_ms_ - earlier.host_ms_;
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(earlier.event_), static_cast<cudaEvent_t>(event_)));
+  return double(ms);
+}
 #else
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
@@ -85,7 +119,20 @@ void fill_zero(void* dst, Device dev, size_t bytes) {
   PB_REQUIRE(dev == Device::CPU, "fill: this build has no CUDA backend");
   if (bytes) std::memset(dst, 0, bytes);
 }
+
+void synchronize(Device) {}
+
+DeviceMark::DeviceMark(Device d) : dev_(d) {
+  PB_REQUIRE(d == Device::CPU, "DeviceMark: this build has no CUDA backend");
+}
+DeviceMark::~DeviceMark() = default;
+void DeviceMark::record() { host_ms_ = host_now_ms(); }
+double DeviceMark::ms_since(const DeviceMark& earlier) const { return host_ms_ - earlier.host_ms_; }
 #endif
+
+DeviceMark::DeviceMark(DeviceMark&& o) noexcept : dev_(o.dev_), host_ms_(o.host_ms_), event_(o.event_) {
+  o.event_ = nullptr;
+}
 
 Tensor to_device(const Tensor& t, Device d) {
   Tensor out = Tensor::empty(t.shape(), t.category(), t.dtype(), d);

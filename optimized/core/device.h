@@ -38,6 +38,30 @@ std::string cuda_versions();     // "CUDA runtime 13.0, driver 13.0"; "" without
 // Copies between any two devices (host-host, host-device, device-host, device-device).
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 void fill_zero(void* dst, Device dev, size_t bytes);
+// Waits for the device's queued work (CUDA: cudaDeviceSynchronize; CPU: nothing), so that
+// host clocks time what ran (step times).
+void synchronize(Device dev);
+
+// A point in a device's queue of work, for timelines of asynchronous work without stalling
+// it: on the CPU the host clock when recorded; on CUDA an event recorded on the default
+// stream (cudaEventRecord), read once the work has completed. ms_since(earlier) is the
+// time between two marks of the same device; on CUDA it synchronizes on this mark first.
+class DeviceMark {
+ public:
+  explicit DeviceMark(Device d);
+  ~DeviceMark();
+  DeviceMark(DeviceMark&& o) noexcept;
+  DeviceMark(const DeviceMark&) = delete;
+  DeviceMark& operator=(const DeviceMark&) = delete;
+  DeviceMark& operator=(DeviceMark&&) = delete;
+  void record();
+  double ms_since(const DeviceMark& earlier) const;
+
+ private:
+  Device dev_;
+  double host_ms_ = 0;     // CPU: steady clock, milliseconds
+  void* event_ = nullptr;  // CUDA: cudaEvent_t
+};
 // A copy of t on device d (same shape, dtype and category).
 Tensor to_device(const Tensor& t, Device d);
 

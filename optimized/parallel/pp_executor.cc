@@ -4,6 +4,7 @@
 #include <map>
 #include <utility>
 
+#include "optimized/core/device.h"
 #include "reference/common/error.h"
 
 namespace pb {
@@ -28,12 +29,21 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
   auto grad_tag = [&](int mb, int st) { return (mb * S + st) * 2 + 1; };
   std::map<Key, Tensor> x_in, dy_in, y_out, dx_out;
   PipelineStep out;
+  // The timeline from device marks around each compute action (CUDA events on the GPU, so
+  // the work is timed as it ran without stalling the queue), read at the end of the step.
+  const Device dev = current_device();
+  DeviceMark base(dev);
+  base.record();
+  const double base_us = us_since(t0);
+  std::vector<std::pair<DeviceMark, DeviceMark>> marks;
+  std::vector<pp::Action> timed;
   const auto& acts = s.ranks[size_t(grid.pp_rank())];
   for (size_t i = 0; i < acts.size();) {
     const pp::Action a = acts[i];
     const Key key{a.mb, a.chunk};
     if (pp::is_compute(a.op)) {
-      const double start = us_since(t0);
+      marks.emplace_back(DeviceMark(dev), DeviceMark(dev));
+      marks.back().first.record();
       if (a.op == pp::Op::F) {
         double loss = 0;
         Tensor y = model.forward_chunk(a.chunk, a.mb, batch_of(a.mb), x_in[key], scale, &loss);
@@ -47,9 +57,8 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
       } else {
         model.weight_grad_chunk(a.chunk, a.mb);
       }
-      const double end = us_since(t0);
-      out.timeline.push_back({a, start, end - start});
-      out.busy_us += end - start;
+      marks.back().second.record();
+      timed.push_back(a);
       ++i;
       continue;
     }
@@ -89,6 +98,13 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
   }
   PB_REQUIRE(y_out.empty() && dx_out.empty() && x_in.empty() && dy_in.empty(),
              "pipeline: the schedule left tensors unsent or unused");
+  for (size_t k = 0; k < marks.size(); ++k) {
+    const double start = base_us + 1e3 * marks[k].first.ms_since(base);
+    const double dur = 1e3 * marks[k].second.ms_since(marks[k].first);
+    out.timeline.push_back({timed[k], start, dur});
+    out.busy_us += dur;
+  }
+  synchronize(dev);
   out.total_us = us_since(t0);
   return out;
 }

@@ -10,7 +10,8 @@
  * Every micro-batch's loss is scaled by 1/m, so the accumulated gradients are those of
  * the mean loss over the m micro-batches, as the reference accumulates them. Tags tell
  * activations from gradients between the same pair of ranks (interleaving with p = 2).
- * Works on any device: the tensors are the model's, the transfers the Communicator's.
+ * Works on any device: the tensors are the model's, the transfers the Communicator's; the
+ * per-action timeline comes from device marks (CUDA events on the GPU, core/device.h).
  */
 #pragma once
 
