@@ -171,7 +171,8 @@ std::vector<float> gather_full(const std::string& name, DistParams& params, bool
 // out against the fp32 reference, with the dtype's table tolerance, or a multiple of a
 // baseline error where that is larger (DESIGN.md: for low precision, at most 2x the error
 // of a naive same-dtype implementation):
-//   fp32: baseline = the fp32 reference's distance from the fp64 reference. Parameters
+//   fp32: baseline = the fp32 reference's distance from the fp64 reference (for parameters
+//     and later steps its largest per-tensor value, see base_params below). Parameters
 //     after N AdamW steps get 5x it: Adam's normalized update m/sqrt(v) turns the ~1e-7
 //     rounding noise of a gradient element near zero into an O(lr) difference of that
 //     element, in the reference as much as here (ci suite, lr 3e-3, 5 steps: fp32 reference
@@ -397,26 +398,36 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   const Prediction pred = predict(c);
   json checks = json::array();
   const double loss_f = bf16 ? 2.0 : 0.0, param_f = bf16 ? 2.0 : 5.0;
-  // Losses and grad norms after step 1 are functions of the updated parameters: they get
-  // the parameters' factor (ci suite, step 5: the fp32 reference's grad norm 1.5e-5 from
-  // fp64's, dp2 x tp2 + sp 1.0e-5 from the fp32 reference).
-  auto step_f = [&](size_t s) { return s == 0 ? loss_f : param_f; };
+  // The noise scale of anything downstream of an optimizer step: the baseline run's
+  // largest per-tensor parameter error after the last step. Per tensor (or per scalar)
+  // that error is one sample of Adam-amplified rounding noise, so a single tensor's or
+  // step's own sample can be far below what an equally correct run shows: ci suite, gqa4
+  // tp2+sp, m=4, fp32, 5 steps: one gate_proj at 5.1x its own fp64 sample (1.5e-5 vs
+  // 3.0e-6) while the largest sample is 9.5e-6; bf16, 3 steps: the step-3 grad norm 3.1e-3
+  // against its own sample 6.0e-4 while the parameters' is 7.2e-3. The same numbers, bit
+  // for bit, with and without pipeline parallelism (1F1B, GPipe): it is the check, not PP.
+  double base_params = 0;
+  for (const auto& name : ref32.names)
+    base_params = std::max(base_params, rel_error(base.final.at(name), ref32.final.at(name)));
+  // Step-1 loss and grad norm: their own baseline (the table in fp32). Later steps are
+  // functions of the updated parameters: the parameters' factor and noise scale.
+  auto step_check = [&](const std::string& what, size_t s, double out_v, double ref_v, double base_v, double table,
+                        double cap) {
+    const double own = rel_error({base_v}, {ref_v});
+    return check(what + ".step" + std::to_string(s + 1), {out_v}, {ref_v}, s == 0 ? own : std::max(own, base_params),
+                 table, s == 0 ? loss_f : param_f, cap);
+  };
   for (size_t s = 0; s < ref32.losses.size(); ++s)
-    checks.push_back(check("loss.step" + std::to_string(s + 1), {run.losses[s]}, {ref32.losses[s]},
-                           rel_error({base.losses[s]}, {ref32.losses[s]}), tol.loss, step_f(s), tol.cap_loss));
+    checks.push_back(step_check("loss", s, run.losses[s], ref32.losses[s], base.losses[s], tol.loss, tol.cap_loss));
   for (size_t s = 0; s < ref32.grad_norms.size(); ++s)  // the global norm over all shards, before clipping
-    checks.push_back(check("gradnorm.step" + std::to_string(s + 1), {run.grad_norms[s]}, {ref32.grad_norms[s]},
-                           rel_error({base.grad_norms[s]}, {ref32.grad_norms[s]}), tol.grad, step_f(s),
-                           tol.cap_grad));
+    checks.push_back(
+        step_check("gradnorm", s, run.grad_norms[s], ref32.grad_norms[s], base.grad_norms[s], tol.grad, tol.cap_grad));
   for (const auto& name : ref32.names)
     checks.push_back(check("grad." + name, run.grads1.at(name), ref32.grads1.at(name),
                            rel_error(base.grads1.at(name), ref32.grads1.at(name)), tol.grad, loss_f, tol.cap_grad));
-  double base_params = 0;  // bf16: the one-rank run's largest per-tensor parameter error
-  for (const auto& name : ref32.names)
-    base_params = std::max(base_params, rel_error(base.final.at(name), ref32.final.at(name)));
   for (const auto& name : ref32.names) {
-    const double b = bf16 ? base_params : rel_error(base.final.at(name), ref32.final.at(name));
-    checks.push_back(check("param." + name, run.final.at(name), ref32.final.at(name), b, tol.param, param_f, tol.cap_param));
+    checks.push_back(check("param." + name, run.final.at(name), ref32.final.at(name), base_params, tol.param, param_f,
+                           tol.cap_param));
     const auto& v = run.final.at(name);
     out.params.emplace_back(v.begin(), v.end());  // in the reference's order
   }

@@ -15,8 +15,29 @@
 
 namespace pb::ops {
 
+// Attention over B sequences: S query rows and Sk key/value rows per sequence, local
+// query heads A and kv heads G, head dim D. q, o (B*S, A*D); k, v (B*Sk, G*D); lse (B*A, S).
+// Key j is visible to query i iff kpos[j] <= qpos[i] (causal by position). The defaults
+// (Sk = 0, empty position lists) are causal self-attention over positions 0..S-1, so
+// AttnShape{B, S, A, G, D} keeps its meaning. Explicit positions and Sk != S serve ring
+// attention's partial steps (Liu et al., arXiv 2310.01889), whose query and key chunks
+// need not be contiguous; a query row that sees no key gets o = 0 and lse = -inf and no
+// gradient, so partial results merge by their LSE.
 struct AttnShape {
-  int64_t B, S, A, G, D;  // local query heads A and kv heads G
+  int64_t B, S, A, G, D;
+  int64_t Sk = 0;                             // key/value rows per sequence; 0 means S
+  std::vector<int64_t> qpos = {}, kpos = {};  // S and Sk positions; empty: 0..S-1 / 0..Sk-1
+
+  int64_t keys() const { return Sk ? Sk : S; }
+  std::vector<int64_t> query_positions() const { return qpos.empty() ? iota(S) : qpos; }
+  std::vector<int64_t> key_positions() const { return kpos.empty() ? iota(keys()) : kpos; }
+
+ private:
+  static std::vector<int64_t> iota(int64_t n) {
+    std::vector<int64_t> p(size_t(n > 0 ? n : 0));
+    for (size_t i = 0; i < p.size(); ++i) p[i] = int64_t(i);
+    return p;
+  }
 };
 
 struct AdamHyper {

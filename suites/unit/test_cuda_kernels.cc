@@ -409,30 +409,133 @@ TEST_F(CudaKernels, Bf16RopeAndSwiGlu) {
   expect_bf16(gdu, du, rdu, "swiglu dup");
 }
 
-TEST_F(CudaKernels, Bf16AttentionForwardBackward) {
-  for (auto [B, S, A, G, D] : {std::tuple{2, 37, 4, 2, 64}, {1, 37, 4, 2, 128}, {2, 7, 3, 1, 4}, {1, 65, 2, 2, 128}}) {
-    const std::string what = std::to_string(B) + " " + std::to_string(S) + " " + std::to_string(A) + " " +
-                             std::to_string(G) + " " + std::to_string(D);
-    const ops::AttnShape sh{B, S, A, G, D};
-    const Tensor q = bf16_of(host_randn({B * S, A * D}, "q")), k = bf16_of(host_randn({B * S, G * D}, "k"));
-    const Tensor v = bf16_of(host_randn({B * S, G * D}, "v")), dout = bf16_of(host_randn({B * S, A * D}, "do"));
+// Attention with explicit positions and key blocks (ring attention's partial steps): the
+// load-balanced CP chunks, unsorted and fully masked blocks, and the model's own causal
+// self-attention (default positions).
+struct AttnPosCase {
+  int64_t B, A, G, D, S;  // S: default query positions 0..S-1 where qpos is empty
+  int64_t Sk;             // 0: S
+  std::vector<int64_t> qpos, kpos;
+};
+
+static std::vector<int64_t> span(int64_t a, int64_t b) {  // a .. b-1
+  std::vector<int64_t> p;
+  for (int64_t i = a; i < b; ++i) p.push_back(i);
+  return p;
+}
+static std::vector<int64_t> join(std::vector<int64_t> a, const std::vector<int64_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+static std::vector<AttnPosCase> attn_pos_cases() {
+  const auto r0 = join(span(0, 4), span(12, 16)), r1 = span(4, 12);           // CP=2, T=16
+  const auto c0 = join(span(0, 19), span(57, 76)), c1 = span(19, 57);         // CP=2, T=76
+  return {
+      {2, 4, 2, 64, 8, 8, r0, r1},                        // queries 0..3 see nothing
+      {1, 3, 1, 128, 8, 5, r0, {13, 14, 15, 0, 1}},       // Sk < S, unsorted keys
+      {2, 2, 2, 4, 3, 4, {0, 1, 2}, {5, 6, 7, 8}},        // no row sees anything
+      {1, 4, 2, 128, 38, 38, c0, c0},                     // the diagonal block, non-contiguous
+      {1, 2, 1, 256, 38, 38, c1, c0},                     // the other rank's block, D = 256
+      {1, 2, 1, 64, 9, 4, {}, {}},                        // Sk < S, default positions
+      {2, 3, 3, 64, 5, 11, {}, {}},                       // Sk > S, default positions
+      // Causal self-attention as the model calls it (Sk = S, default positions).
+      {2, 4, 2, 64, 37, 0, {}, {}},
+      {1, 4, 2, 128, 37, 0, {}, {}},
+      {2, 3, 1, 4, 7, 0, {}, {}},
+      {1, 2, 2, 128, 65, 0, {}, {}},
+  };
+}
+
+static ops::AttnShape attn_pos_shape(const AttnPosCase& c) {
+  return ops::AttnShape{.B = c.B, .S = c.S, .A = c.A, .G = c.G, .D = c.D, .Sk = c.Sk, .qpos = c.qpos, .kpos = c.kpos};
+}
+
+static std::string attn_pos_name(const AttnPosCase& c) {
+  return "B" + std::to_string(c.B) + " A" + std::to_string(c.A) + " G" + std::to_string(c.G) + " D" +
+         std::to_string(c.D) + " S" + std::to_string(c.S) + " Sk" + std::to_string(c.Sk) +
+         (c.qpos.empty() ? " default positions" : " positions");
+}
+
+// As rel(), for an lse: -inf entries (rows that see nothing) must be -inf in both; the
+// relative error is over the finite entries.
+static double rel_lse(const Tensor& gpu, const Tensor& cpu) {
+  const Tensor g = f32_host(gpu), c = f32_host(cpu);
+  if (g.numel() != c.numel()) return INFINITY;
+  double d = 0, n = 0;
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    const float a = g.f32()[i], b = c.f32()[i];
+    if (std::isinf(b) || std::isinf(a)) {
+      if (a != b) return INFINITY;
+      continue;
+    }
+    d += double(a - b) * (a - b);
+    n += double(b) * b;
+  }
+  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
+}
+
+// Statistics as a ring step's backward receives them: the merged LSE over all blocks is at
+// least the block's own, and finite where this block sees nothing.
+static Tensor merged_lse(const Tensor& lse) {
+  Tensor m = f32_host(lse);
+  Tensor out = Tensor::empty(m.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
+  for (int64_t i = 0; i < m.numel(); ++i) out.f32()[i] = std::isinf(m.f32()[i]) ? 0.5f : m.f32()[i] + 0.25f;
+  return out;
+}
+
+TEST_F(CudaKernels, AttentionPositionsAndKeyBlocks) {
+  for (const AttnPosCase& c : attn_pos_cases()) {
+    const ops::AttnShape sh = attn_pos_shape(c);
+    const int64_t B = c.B, S = c.S, Sk = sh.keys(), A = c.A, G = c.G, D = c.D;
+    const std::string what = attn_pos_name(c);
+    Tensor q = host_randn({B * S, A * D}, "q"), k = host_randn({B * Sk, G * D}, "k"), v = host_randn({B * Sk, G * D}, "v");
+    Tensor dout = host_randn({B * S, A * D}, "do");
+    Tensor o = nan_host({B * S, A * D}), lse = nan_host({B * A, S}), go = nan_dev({B * S, A * D}), glse = nan_dev({B * A, S});
+    ops::attention_forward(o, lse, q, k, v, sh);
+    ops::attention_forward(go, glse, dev(q), dev(k), dev(v), sh);
+    EXPECT_LT(rel(go, o), 1e-5) << what;
+    EXPECT_LT(rel_lse(glse, lse), 1e-6) << what;
+    // From the block's own o and lse, then from merged-like statistics.
+    const Tensor om = host_randn({B * S, A * D}, "om");
+    for (const auto& [so, sl] : {std::pair{o, lse}, std::pair{om, merged_lse(lse)}}) {
+      Tensor dq = nan_host({B * S, A * D}), dk = nan_host({B * Sk, G * D}), dv = nan_host({B * Sk, G * D});
+      Tensor gdq = nan_dev({B * S, A * D}), gdk = nan_dev({B * Sk, G * D}), gdv = nan_dev({B * Sk, G * D});
+      ops::attention_backward(dq, dk, dv, dout, q, k, v, so, sl, sh);
+      ops::attention_backward(gdq, gdk, gdv, dev(dout), dev(q), dev(k), dev(v), dev(so), dev(sl), sh);
+      EXPECT_LT(rel(gdq, dq), 1e-5) << what;
+      EXPECT_LT(rel(gdk, dk), 1e-5) << what;
+      EXPECT_LT(rel(gdv, dv), 1e-5) << what;
+    }
+  }
+}
+
+TEST_F(CudaKernels, Bf16AttentionPositionsAndKeyBlocks) {
+  for (const AttnPosCase& c : attn_pos_cases()) {
+    const ops::AttnShape sh = attn_pos_shape(c);
+    const int64_t B = c.B, S = c.S, Sk = sh.keys(), A = c.A, G = c.G, D = c.D;
+    const std::string what = attn_pos_name(c);
+    const Tensor q = bf16_of(host_randn({B * S, A * D}, "q")), k = bf16_of(host_randn({B * Sk, G * D}, "k"));
+    const Tensor v = bf16_of(host_randn({B * Sk, G * D}, "v")), dout = bf16_of(host_randn({B * S, A * D}, "do"));
     Tensor o = nan_bf16_host({B * S, A * D}), go = nan_bf16_dev({B * S, A * D}), ro = nan_host({B * S, A * D});
     Tensor lse = nan_host({B * A, S}), glse = nan_dev({B * A, S}), rlse = nan_host({B * A, S});
     ops::attention_forward(o, lse, q, k, v, sh);
     ops::attention_forward(go, glse, dev(q), dev(k), dev(v), sh);
     ops::attention_forward(ro, rlse, f32_host(q), f32_host(k), f32_host(v), sh);
     expect_bf16(go, o, ro, "attention o " + what);
-    EXPECT_LT(rel(glse, lse), 1e-5) << what;  // lse stays fp32
-    // The backward of all three from the same saved o (the emulation's bf16 o) and lse.
-    Tensor dq = nan_bf16_host({B * S, A * D}), dk = nan_bf16_host({B * S, G * D}), dv = nan_bf16_host({B * S, G * D});
-    Tensor gdq = nan_bf16_dev({B * S, A * D}), gdk = nan_bf16_dev({B * S, G * D}), gdv = nan_bf16_dev({B * S, G * D});
-    Tensor rdq = nan_host({B * S, A * D}), rdk = nan_host({B * S, G * D}), rdv = nan_host({B * S, G * D});
-    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, sh);
-    ops::attention_backward(gdq, gdk, gdv, dev(dout), dev(q), dev(k), dev(v), dev(o), dev(lse), sh);
-    ops::attention_backward(rdq, rdk, rdv, f32_host(dout), f32_host(q), f32_host(k), f32_host(v), f32_host(o), lse, sh);
-    expect_bf16(gdq, dq, rdq, "attention dq " + what);
-    expect_bf16(gdk, dk, rdk, "attention dk " + what);
-    expect_bf16(gdv, dv, rdv, "attention dv " + what);
+    EXPECT_LT(rel_lse(glse, lse), 1e-5) << what;  // lse stays fp32
+    const Tensor om = bf16_of(host_randn({B * S, A * D}, "om"));
+    for (const auto& [so, sl] : {std::pair{o, lse}, std::pair{om, merged_lse(lse)}}) {
+      Tensor dq = nan_bf16_host({B * S, A * D}), dk = nan_bf16_host({B * Sk, G * D}), dv = nan_bf16_host({B * Sk, G * D});
+      Tensor gdq = nan_bf16_dev({B * S, A * D}), gdk = nan_bf16_dev({B * Sk, G * D}), gdv = nan_bf16_dev({B * Sk, G * D});
+      Tensor rdq = nan_host({B * S, A * D}), rdk = nan_host({B * Sk, G * D}), rdv = nan_host({B * Sk, G * D});
+      ops::attention_backward(dq, dk, dv, dout, q, k, v, so, sl, sh);
+      ops::attention_backward(gdq, gdk, gdv, dev(dout), dev(q), dev(k), dev(v), dev(so), dev(sl), sh);
+      ops::attention_backward(rdq, rdk, rdv, f32_host(dout), f32_host(q), f32_host(k), f32_host(v), f32_host(so), sl, sh);
+      expect_bf16(gdq, dq, rdq, "attention dq " + what);
+      expect_bf16(gdk, dk, rdk, "attention dk " + what);
+      expect_bf16(gdv, dv, rdv, "attention dv " + what);
+    }
   }
 }
 
