@@ -189,7 +189,7 @@ int cmd_run(const RunArgs& a) {
 }
 
 struct AnalyzeArgs {
-  std::string model, layout = "", features;
+  std::string model, layout = "", features, schedule;
   int64_t micro_batch = 2, seq = 16, micro_batches = 1, steps = 1;
 };
 
@@ -240,25 +240,33 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.train.seq_length = a.seq;
   c.train.num_micro_batches = a.micro_batches;
   c.train.steps = a.steps;
+  if (!a.schedule.empty()) c.schedule = a.schedule;
   validate_case(c, c.layout.world());
   const Prediction p = predict(c);
-  std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | B=%lld S=%lld m=%lld, %lld step(s)\n",
+  std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | B=%lld S=%lld m=%lld, %lld step(s)%s\n",
               (long long)c.model.hidden_size, (long long)c.model.num_attention_heads,
               (long long)c.model.num_key_value_heads, (long long)c.model.intermediate_size,
               (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers, c.layout.str().c_str(),
               a.features.empty() ? "-" : a.features.c_str(), (long long)a.micro_batch, (long long)a.seq,
-              (long long)a.micro_batches, (long long)a.steps);
-  std::printf("parameters: %lld total, %lld per rank | model FLOPs per step: %.4g\n\n", (long long)p.params_total,
+              (long long)a.micro_batches, (long long)a.steps,
+              c.layout.pp > 1 ? (" | schedule " + c.schedule).c_str() : "");
+  std::printf("parameters: %lld total, %lld per rank | model FLOPs per step: %.4g\n", (long long)p.params_total,
               (long long)p.params_local, p.flops_per_step);
-  std::printf("| memory per rank | bytes |\n|---|---:|\n");
-  for (const auto& [cat, bytes] : p.memory) std::printf("| %s | %lld |\n", category_name(cat), (long long)bytes);
-  int64_t total = 0;
-  for (const auto& r : p.comm) total += r.bytes;
-  std::printf("\n| group | pattern | phase | bytes per transfer | transfers | total bytes | share |\n|---|---|---|---:|---:|---:|---:|\n");
-  for (const auto& r : p.comm)
-    std::printf("| %s | %s | %s | %lld | %lld | %lld | %.1f%% |\n", r.group.c_str(), comm_op_name(r.op),
-                phase_name(r.phase), (long long)(r.bytes / r.calls), (long long)r.calls, (long long)r.bytes,
-                total ? 100.0 * double(r.bytes) / double(total) : 0.0);
+  // One block per pipeline stage (the ranks of a stage hold and move the same amounts).
+  for (int stage = 0; stage < c.layout.pp; ++stage) {
+    const Prediction ps = stage == 0 ? p : predict(c, stage);
+    if (c.layout.pp > 1)
+      std::printf("\n## pipeline stage %d: %lld parameters per rank\n", stage, (long long)ps.params_local);
+    std::printf("\n| memory per rank | bytes |\n|---|---:|\n");
+    for (const auto& [cat, bytes] : ps.memory) std::printf("| %s | %lld |\n", category_name(cat), (long long)bytes);
+    int64_t total = 0;
+    for (const auto& r : ps.comm) total += r.bytes;
+    std::printf("\n| group | pattern | phase | bytes per transfer | transfers | total bytes | share |\n|---|---|---|---:|---:|---:|---:|\n");
+    for (const auto& r : ps.comm)
+      std::printf("| %s | %s | %s | %lld | %lld | %lld | %.1f%% |\n", r.group.c_str(), comm_op_name(r.op),
+                  phase_name(r.phase), (long long)(r.bytes / r.calls), (long long)r.calls, (long long)r.bytes,
+                  total ? 100.0 * double(r.bytes) / double(total) : 0.0);
+  }
   if (p.comm.empty()) std::printf("| (none: one rank) | | | | | | |\n");
   return 0;
 }
@@ -293,6 +301,7 @@ int main(int argc, char** argv) {
   analyze->add_option("--seq", aa.seq, "S")->capture_default_str();
   analyze->add_option("--micro-batches", aa.micro_batches, "m per DP rank")->capture_default_str();
   analyze->add_option("--steps", aa.steps, "steps")->capture_default_str();
+  analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1: gpipe | 1f1b (default) | interleaved | zb-h1");
   std::string report_in;
   bool report_csv = false;
   auto* report = app.add_subcommand("report", "Markdown tables of a results file");
