@@ -27,9 +27,12 @@ int64_t pipeline_activation_peak(const pp::Schedule& s, int r, const std::vector
         held += xb;
         received.insert({a.mb, c});
         break;
-      case pp::Op::F:
+      case pp::Op::F: {
         held += A[size_t(c)] - (received.erase({a.mb, c}) ? xb : 0) + (last ? 0 : xb);
+        const int st = s.stage(r, c);
+        if (!last && s.local_boundary(st)) received.insert({a.mb, s.chunk_of(st + 1)});  // handed over, not sent
         break;
+      }
       case pp::Op::B:
         held -= s.split_backward ? A[size_t(c)] - K[size_t(c)] : A[size_t(c)];
         break;
@@ -65,7 +68,9 @@ Prediction predict(const Case& c, int pp_rank) {
   constexpr int64_t fp = 4;                      // fp32: grads, master, Adam state, statistics
   const int64_t e = c.dtype == "bf16" ? 2 : 4;   // weights, activations and their gradients
   const int64_t Lr = L / p;                      // layers on this pipeline rank
-  const int64_t emb = pp_rank == 0 ? 1 : 0, head = pp_rank == p - 1 ? 1 : 0;
+  const pp::Schedule sched = p > 1 ? pp::make_schedule(c.schedule, int(p), int(v), int(m)) : pp::Schedule{};
+  const int64_t emb = pp_rank == 0 ? 1 : 0;      // stage 0 is on pipeline rank 0 in every placement
+  const int64_t head = p == 1 || sched.rank_of(int(p * v - 1)) == pp_rank ? 1 : 0;
 
   Prediction pr;
   pr.params_total = ref::analytic_param_count(mc);
@@ -80,12 +85,11 @@ Prediction predict(const Case& c, int pp_rank) {
   if (p == 1) {
     pr.memory[MemCategory::Activations] = L * per_layer + head_acts;
   } else {
-    const pp::Schedule sched = pp::make_schedule(c.schedule, int(p), int(v), int(m));
     const int64_t Lc = L / (p * v);
     const int64_t keep_layer = e * (N * a * D + N * f) + (sp ? 0 : e * 2 * N * H);
     std::vector<int64_t> Ac, Kc;
     for (int64_t ch = 0; ch < v; ++ch) {
-      const bool last = ch * p + pp_rank == p * v - 1;
+      const bool last = sched.stage(pp_rank, int(ch)) == p * v - 1;
       Ac.push_back(Lc * per_layer + (last ? head_acts : 0));
       Kc.push_back(Lc * keep_layer + (last && !sp ? e * N * H : 0));
     }
@@ -113,10 +117,10 @@ Prediction predict(const Case& c, int pp_rank) {
   }
   if (p > 1) {
     int64_t first = 0, rest = 0;  // chunks with a previous stage, and with a next one
-    for (int64_t ch = 0; ch < v; ++ch) {
-      const int64_t s = ch * p + pp_rank;
-      first += s > 0 ? 1 : 0;
-      rest += s < p * v - 1 ? 1 : 0;
+    for (int64_t ch = 0; ch < v; ++ch) {  // boundaries that stay on this rank move nothing
+      const int s = sched.stage(pp_rank, int(ch));
+      first += s > 0 && !sched.local_boundary(s - 1) ? 1 : 0;
+      rest += s < p * v - 1 && !sched.local_boundary(s) ? 1 : 0;
     }
     const int64_t xb = e * Ns * H;
     add("pp", CommOp::Recv, Phase::Forward, mb * first, mb * first * xb);

@@ -21,16 +21,19 @@
  * for forward/backward, x steps).
  *
  * Pipeline parallelism (p stages, v chunks each; pipeline rank r holds Lr = L/p layers,
- * the embedding if r = 0, the final norm and LM head if r = p-1; each prediction is per
- * pipeline rank): in the formulas above L becomes Lr, the embedding terms count only on
- * rank 0 and the head and cross-entropy terms only on rank p-1. Per micro-batch and
- * chunk of virtual stage s, point-to-point over the pp group, e N_s H bytes each:
- * RecvF + SendB if s > 0, SendF + RecvB if s < p v - 1; the loss all-reduce over pp
+ * the embedding if it holds stage 0 (r = 0), the final norm and LM head if it holds the
+ * last stage (r = p-1, or r = 0 in ZB-V's V placement); each prediction is per pipeline
+ * rank): in the formulas above L becomes Lr, the embedding terms count only where stage 0
+ * is and the head and cross-entropy terms only where the last stage is. Per micro-batch
+ * and chunk of virtual stage s, point-to-point over the pp group, e N_s H bytes each:
+ * RecvF + SendB if s > 0, SendF + RecvB if s < p v - 1, except across a boundary that
+ * stays on one rank (ZB-V's turn), which moves nothing; the loss all-reduce over pp
  * (8 bytes per step).
  * Activations of a chunk per micro-batch: A_c = Lc x the per-layer term, plus the head's
  * (e (2 N_s H + N V/TP) + 4 (N_s + 2N)) on the last stage. The peak walks the rank's
  * schedule (pp_schedule.h): RecvF allocates e N_s H, F the rest of A_c plus the output
- * it sends (e N_s H, freed when its batch completes), B frees A_c; with a split
+ * it sends (e N_s H, freed when its batch completes, or handed to the next chunk's F on
+ * the same rank, where it is that chunk's input), B frees A_c; with a split
  * backward B frees A_c - K_c and W frees K_c, K_c being what the queued weight
  * gradients keep: per layer e (N a D + N f) (o, s) plus, without SP, e 2 N H (the
  * norm outputs a, m, which are the column inputs; under SP the inputs are gathered

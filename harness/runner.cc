@@ -224,7 +224,7 @@ DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, c
   DeviceScope on(dev);  // every tensor the model allocates lives on dev
   ProcessGrid grid(comm, c.layout, nccl);
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, parse_features(c.features), c.train.seed,
-                   c.dtype == "bf16" ? DType::BF16 : DType::F32},
+                   c.dtype == "bf16" ? DType::BF16 : DType::F32, c.layout.pp > 1 && pp::vshape_kind(c.schedule)},
                   grid);
   DistOptimizer optim(model, grid, c.train);
   const int64_t m = c.train.num_micro_batches;

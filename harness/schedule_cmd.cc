@@ -14,8 +14,8 @@ namespace pb::harness {
 
 namespace {
 
-// "--costs F,B[,W]": positive integers; W only for a split backward (zb-h1), where it
-// defaults to B.
+// "--costs F,B[,W]": positive integers; W only for a split backward (zb-h1, zb-v), where
+// it defaults to B.
 pp::Costs parse_costs(const std::string& text, const pp::Schedule& s) {
   pp::Costs c = pp::default_costs(s);
   if (text.empty()) return c;
@@ -34,7 +34,7 @@ pp::Costs parse_costs(const std::string& text, const pp::Schedule& s) {
     v.push_back(x);
   }
   PB_REQUIRE(v.size() == 2 || v.size() == 3, "--costs: expected F,B or F,B,W, got '", text, "'");
-  PB_REQUIRE(v.size() == 2 || s.split_backward, "--costs: W applies only to a split backward (zb-h1), got '", text,
+  PB_REQUIRE(v.size() == 2 || s.split_backward, "--costs: W applies only to a split backward (zb-h1, zb-v), got '", text,
              "' for ", s.kind);
   c.F = v[0];
   c.B = v[1];
@@ -60,12 +60,12 @@ void write_file(const std::string& path, const std::string& text) {
 
 CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   auto* sub = app.add_subcommand("schedule", "simulate and draw a pipeline schedule (no MPI, no model)");
-  sub->add_option("--kind", a.kind, "gpipe | 1f1b | interleaved | zb-h1")->required();
+  sub->add_option("--kind", a.kind, "gpipe | 1f1b | interleaved | zb-h1 | zb-v")->required();
   sub->add_option("--pp", a.pp, "pipeline ranks p")->required();
-  sub->add_option("--vpp", a.vpp, "model chunks per rank v (interleaved: >= 2)")->capture_default_str();
+  sub->add_option("--vpp", a.vpp, "model chunks per rank v (interleaved: >= 2; zb-v: 2)")->capture_default_str();
   sub->add_option("--microbatches,-m", a.microbatches, "micro-batches m (interleaved: a multiple of p)")->required();
   sub->add_option("--costs", a.costs,
-                  "integer costs per chunk F,B[,W], 1..1000 (default 1,2; zb-h1: 1,1,1, W = B when omitted)");
+                  "integer costs per chunk F,B[,W], 1..1000 (default 1,2; zb-h1, zb-v: 1,1,1, W = B when omitted)");
   sub->add_option("--svg", a.svg, "the SVG timeline's file (default schedule-<kind>-p<P>-v<V>-m<M>.svg)");
   sub->add_option("--trace", a.trace, "the Chrome trace's file (default schedule-<kind>-p<P>-v<V>-m<M>.trace.json)");
   sub->add_flag("--no-files", a.no_files, "print only: write neither the SVG nor the trace");
@@ -99,17 +99,35 @@ int cmd_schedule(const ScheduleArgs& a) {
   int64_t num = p - 1, den = m + p - 1;
   std::string formula = "(p-1)/(m+p-1)", source = s.kind == "gpipe" ? "Huang et al. 2019" : "Narayanan et al. 2021";
   if (s.kind == "interleaved") formula = "(p-1)/(v*m+p-1)", den = v * m + p - 1;
-  if (s.split_backward) {  // Qi et al. 2023: (p-1)(F+B-W) idle per rank, of m(F+B+W) busy
+  if (s.split_backward && !s.vshape) {  // Qi et al. 2023: (p-1)(F+B-W) idle per rank, of m(F+B+W) busy
     const int64_t bubble = std::max<int64_t>(0, (p - 1) * (c.F + c.B - c.W));
     formula = "(p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W))", source = "Qi et al. 2023";
     num = bubble, den = m * (c.F + c.B + c.W) + bubble;
+  }
+  if (s.vshape) {  // ZB-V: only the start-up of rank p-1, (p-1)F, of 2m(F+B+W) busy per rank
+    formula = "(p-1)F/(2m(F+B+W)+(p-1)F)";
+    source = "ZB-V, Qi et al. 2023; only rank p-1's start-up, at F = B = W and m >= p";
+    num = (p - 1) * c.F, den = 2 * m * (c.F + c.B + c.W) + num;
   }
   bool equal = true;
   for (int k = 0; k < s.p; ++k) equal = equal && r.idle[size_t(k)] * den == num * r.total;
   std::printf("analytic bubble %s = %s (%s): %s\n", formula.c_str(), fraction(num, den).c_str(), source.c_str(),
               equal ? "every rank's idle fraction equals it" : "the simulated idle fractions differ");
-  if (s.split_backward)
+  if (s.split_backward && !s.vshape)
     std::printf("1f1b with the same costs (backward B+W): (p-1)/(m+p-1) = %s\n", fraction(p - 1, m + p - 1).c_str());
+  if (s.vshape) {  // the one-chunk schedules on the same ranks: a stage is both chunks of a rank
+    const pp::SimResult h = pp::simulate(pp::make_schedule("zb-h1", s.p, 1, s.m), {2 * c.F, 2 * c.B, 2 * c.W});
+    const pp::SimResult o = pp::simulate(pp::make_schedule("1f1b", s.p, 1, s.m), {2 * c.F, 2 * (c.B + c.W), 0});
+    auto most = [](const std::vector<int64_t>& idle) { return *std::max_element(idle.begin(), idle.end()); };
+    const int64_t vi = most(r.idle), hi = most(h.idle), oi = most(o.idle);
+    std::printf("same ranks and layers as one stage per rank (F=%lld B=%lld W=%lld): zb-h1 total %lld, idle %lld; "
+                "1f1b (B+W) total %lld, idle %lld; zb-v idle %lld",
+                (long long)(2 * c.F), (long long)(2 * c.B), (long long)(2 * c.W), (long long)h.total, (long long)hi,
+                (long long)o.total, (long long)oi, (long long)vi);
+    if (hi > 0 && oi > 0)
+      std::printf(" = %s of zb-h1's, %s of 1f1b's", fraction(vi, hi).c_str(), fraction(vi, oi).c_str());
+    std::printf(" (most idle rank)\n");
+  }
   const std::string stem = "schedule-" + s.kind + "-p" + std::to_string(p) + "-v" + std::to_string(v) + "-m" +
                            std::to_string(m);
   if (a.write_svg) {

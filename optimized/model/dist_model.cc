@@ -5,6 +5,7 @@
 
 #include "optimized/comm/ledger.h"
 #include "optimized/kernels/ops.h"
+#include "optimized/parallel/pp_schedule.h"
 #include "optimized/parallel/tp_vocab.h"
 #include "reference/common/error.h"
 
@@ -39,6 +40,15 @@ struct DistModel::ChunkActs {
   WGradQueue wgrads;
 };
 
+// The pipeline stage of chunk c on pipeline rank r (pp_schedule.h: interleaved or V).
+static int stage_at(const DistModelConfig& cfg, const ProcessGrid& grid, int r, int c) {
+  pp::Schedule placement;
+  placement.p = grid.layout().pp;
+  placement.v = grid.layout().vpp;
+  placement.vshape = cfg.vshape;
+  return placement.stage(r, c);
+}
+
 static bool layer_in(const std::string& name, int64_t l0, int64_t l1) {
   if (!name.starts_with("model.layers.")) return false;
   const int64_t l = std::stoll(name.substr(13));
@@ -51,15 +61,17 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       ctx_{grid.tp(), cfg.features.sp},
       params_(cfg.model, grid.layout().tp, grid.tp_rank(), cfg.seed, cfg.dtype,
               [&](const std::string& name) {
-                const int p = grid.layout().pp, v = grid.layout().vpp, S = p * v;
+                const int v = grid.layout().vpp, S = grid.layout().pp * v;
                 const int64_t per = cfg.model.num_hidden_layers / S;
-                if (name == "model.embed_tokens.weight") return grid.pp_rank() == 0;
-                if (name == "model.norm.weight" || name == "lm_head.weight") return grid.pp_rank() == p - 1;
+                bool first = false, last = false;
                 for (int c = 0; c < v; ++c) {
-                  const int s = c * p + grid.pp_rank();
+                  const int s = stage_at(cfg, grid, grid.pp_rank(), c);
+                  first = first || s == 0;
+                  last = last || s == S - 1;
                   if (layer_in(name, s * per, (s + 1) * per)) return true;
                 }
-                return false;
+                if (name == "model.embed_tokens.weight") return first;
+                return (name == "model.norm.weight" || name == "lm_head.weight") && last;
               }),
       pos_(ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length)) {
   const auto& mc = cfg.model;
@@ -69,7 +81,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
            mc.num_key_value_heads / t, mc.intermediate_size / t};
   const int64_t per = mc.num_hidden_layers / (p * v);
   for (int c = 0; c < v; ++c) {
-    const int64_t s = int64_t(c) * p + grid.pp_rank();
+    const int64_t s = stage_at(cfg, grid, grid.pp_rank(), c);
     chunk_layers_.push_back({s * per, (s + 1) * per});
     for (int64_t l = s * per; l < (s + 1) * per; ++l) {
       const std::string pre = "model.layers." + std::to_string(l) + ".";
@@ -90,7 +102,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
 
 DistModel::~DistModel() = default;
 
-int DistModel::stage_of(int chunk) const { return chunk * grid_.layout().pp + grid_.pp_rank(); }
+int DistModel::stage_of(int chunk) const { return stage_at(cfg_, grid_, grid_.pp_rank(), chunk); }
 bool DistModel::last_stage(int chunk) const { return stage_of(chunk) == grid_.layout().pp * grid_.layout().vpp - 1; }
 Tensor DistModel::boundary_activation() const { return act(dims_.Ns, dims_.H); }
 Tensor DistModel::boundary_gradient() const { return work(dims_.Ns, dims_.H); }

@@ -14,7 +14,8 @@
  * Backward mirrors it; weight gradients accumulate into the gradient buffer.
  *
  * Pipeline parallelism (Narayanan et al., arXiv 2104.04473): PP ranks x V chunks; chunk c
- * of pipeline rank r is virtual stage s = c*PP + r and holds layers
+ * of pipeline rank r is virtual stage s = c*PP + r (or, V-shaped for ZB-V, s = r for
+ * chunk 0 and 2PP-1-r for chunk 1) and holds layers
  * [s*L/(PP*V), (s+1)*L/(PP*V)); stage 0 also embeds, the last stage also runs the final
  * norm, the LM head and the loss. A rank holds only its chunks' parameters. Every
  * (chunk, micro-batch) keeps its own saved activations, so a schedule may have several
@@ -43,6 +44,7 @@ struct DistModelConfig {
   Features features;
   uint64_t seed = 0;
   DType dtype = DType::F32;      // weights and activations (bf16: mixed precision, fp32 master and grads)
+  bool vshape = false;           // PP chunk placement: V (ZB-V) instead of interleaved (pp_schedule.h)
 };
 
 class DistModel {

@@ -11,6 +11,15 @@ namespace pb {
 
 namespace {
 using Key = std::pair<int, int>;  // (micro-batch, local chunk)
+// Moves the tensor of `from` into dst: a stage boundary that stays on this rank.
+void take(std::map<Key, Tensor>& m, const Key& from, Tensor& dst) {
+  const auto it = m.find(from);
+  PB_REQUIRE(it != m.end(), "pipeline: micro-batch ", from.first, " has no output of chunk ", from.second,
+             " to hand over on this rank");
+  dst = it->second;
+  m.erase(it);
+}
+
 double us_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -44,13 +53,16 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
     if (pp::is_compute(a.op)) {
       marks.emplace_back(DeviceMark(dev), DeviceMark(dev));
       marks.back().first.record();
+      const int st = s.stage(grid.pp_rank(), a.chunk);
       if (a.op == pp::Op::F) {
+        if (st > 0 && s.local_boundary(st - 1)) take(y_out, {a.mb, s.chunk_of(st - 1)}, x_in[key]);  // ZB-V's turn
         double loss = 0;
         Tensor y = model.forward_chunk(a.chunk, a.mb, batch_of(a.mb), x_in[key], scale, &loss);
         x_in.erase(key);
         if (model.last_stage(a.chunk)) out.loss += loss * scale;
         else y_out[key] = y;
       } else if (a.op == pp::Op::B) {
+        if (st < S - 1 && s.local_boundary(st)) take(dx_out, {a.mb, s.chunk_of(st + 1)}, dy_in[key]);
         Tensor dx = model.backward_chunk(a.chunk, a.mb, dy_in[key], s.split_backward);
         dy_in.erase(key);
         if (!model.first_stage(a.chunk)) dx_out[key] = dx;

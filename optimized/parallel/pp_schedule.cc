@@ -11,14 +11,23 @@
  *                min(2(p-1)+(v-1)p+1, v*m) chunks in flight
  *   zb-h1        Qi et al. 2023, arXiv 2401.10241: with F=B=W every rank idles (p-1)F, a
  *                third of 1F1B's 3(p-1)F (the paper: (p-1)(F+B-W))
- * The zb-h1 order comes from a list scheduling at unit costs (B first, then F within the
- * limits, then the oldest W), frozen per rank.
+ *   zb-v         same paper, ZB-V: 2 chunks per rank in a V, costs per chunk; with F=B=W
+ *                every rank idles (p-1)F when m >= p, the least possible as rank p-1 starts
+ *                after p-1 forwards; half of ZB-H1's 2(p-1)F with the same layers per rank.
+ *                The paper's zero, (p-1)(T_F+T_B-2T_W) per stage, leaves out a rank's wait
+ *                before its first and after its last action (a parallelogram; here rank r
+ *                idles r before its first action and p-1-r later). 2p chunks in flight
+ *                on every rank (1F1B's p micro-batches)
+ * The zb-h1 and zb-v orders come from list schedulings at unit costs, frozen per rank.
  */
 #include "optimized/parallel/pp_schedule.h"
 
 #include <algorithm>
+#include <array>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "reference/common/error.h"
 
@@ -38,13 +47,14 @@ const char* op_name(Op op) {
 }
 
 const std::vector<std::string>& schedule_kinds() {
-  static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1"};
+  static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"};
   return kinds;
 }
 
+bool vshape_kind(const std::string& kind) { return kind == "zb-v"; }
+
 namespace {
 
-constexpr int kNumOps = 7;
 using Order = std::vector<std::vector<Action>>;  // per rank, compute actions only
 
 // gpipe: all m forwards, then all m backwards in reverse order.
@@ -139,8 +149,99 @@ Order zb_h1_order(int p, int m) {
   return o;
 }
 
+// zb-v: list scheduling at unit costs F = B = W = 1 per chunk, on the V placement (chunk 0
+// of rank r is stage r, chunk 1 is stage 2p-1-r). Every time step each free rank runs the
+// first ready one of
+//   1. its oldest pending W, once p of them are pending,
+//   2. its next F of chunk 1 (after the F of stage 2p-2-r on rank r+1; on rank p-1 after
+//      its own chunk 0: the turn of the V),
+//   3. its next F of chunk 0 (after the F of stage r-1 on rank r-1),
+//   4. its next B of chunk 0 (after the B of stage r+1 on rank r+1; on rank p-1 after its
+//      own chunk 1),
+//   5. its next B of chunk 1 (after the B of stage 2p-r on rank r-1; on rank 0, whose
+//      chunk 1 is the last stage, after its own F),
+//   6. its oldest pending W,
+// in micro-batch order per (op, chunk), an F (2, 3) only while fewer than 2p
+// chunk-micro-batches lie between F and B on the rank: 1F1B's activation memory, as a
+// chunk is half a rank's layers. Hence at most p W pending and 3p chunks between F and W.
+// Under unit costs every rank then idles exactly p-1 when m >= p, the least possible: rank
+// p-1 cannot start before the p-1 forwards of stages 0 .. p-2, and every rank has the same
+// work 6m (checked for p <= 16, m <= 6p+3; the unit tests assert it for p <= 8). The
+// activation limit is tight for this rule: with 2p-1 some p, m idle more. Among the rules
+// that reach p-1 (B first, other chunk orders, other W limits) this one was chosen for
+// other costs, under which the unit-cost order is kept: its idle stops growing with m
+// (from about m = 2p: no bubble in the steady state) and stays at or below ZB-H1's with
+// the same per-stage costs, e.g. p = 4, chunk costs F=1 B=2 W=1: 9 against 12 (checked
+// for p <= 8, m <= 6p and F,B,W in {1,2,1 2,3,2 1,1,2 2,2,1 3,4,3 2,1,1 1,3,1 3,5,2}).
+// Rules that defer W further (at most 2p pending) idle less at such costs but hold more
+// weight-gradient inputs; most others gain a bubble per micro-batch once B > F.
+Order zb_v_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
+  Order o(static_cast<size_t>(p));
+  start->assign(size_t(p), {});
+  constexpr int64_t kNever = INT64_MAX;
+  const size_t P = static_cast<size_t>(p), M = static_cast<size_t>(m);
+  // When the F / B of (rank, chunk, micro-batch) ends; kNever until scheduled.
+  std::vector<int64_t> endF(P * 2 * M, kNever), endB(P * 2 * M, kNever);
+  auto at = [&](int rank, int chunk, int mb) { return (size_t(rank) * 2 + size_t(chunk)) * M + size_t(mb); };
+  std::vector<std::array<int, 2>> nF(P, {0, 0}), nB(P, {0, 0});
+  std::vector<std::deque<Action>> pending_w(P);  // oldest first
+  const int limit = 2 * p;
+  // Only a rank that acted in the last step, or whose neighbour did, can act in this one:
+  // nothing else changed for it.
+  std::vector<int> awake(P), next;
+  std::vector<char> marked(P, 0);
+  for (int r = 0; r < p; ++r) awake[size_t(r)] = r;
+  int64_t left = 6 * int64_t(m) * p;
+  for (int64_t t = 0; left > 0; ++t) {
+    PB_REQUIRE(t <= 12 * int64_t(m) + 8 * int64_t(p) + 16 && !awake.empty(),
+               "zb-v: list scheduling did not finish (internal error)");
+    next.clear();
+    for (const int r : awake) {
+      const size_t R = size_t(r);
+      auto f_ready = [&](int c) {
+        const int k = nF[R][size_t(c)];
+        if (k >= m || nF[R][0] + nF[R][1] - nB[R][0] - nB[R][1] >= limit) return false;
+        if (c == 0) return r == 0 || endF[at(r - 1, 0, k)] <= t;
+        return endF[r == p - 1 ? at(r, 0, k) : at(r + 1, 1, k)] <= t;
+      };
+      auto b_ready = [&](int c) {
+        const int k = nB[R][size_t(c)];
+        if (k >= nF[R][size_t(c)] || endF[at(r, c, k)] > t) return false;
+        if (c == 1) return r == 0 || endB[at(r - 1, 1, k)] <= t;
+        return endB[r == p - 1 ? at(r, 1, k) : at(r + 1, 0, k)] <= t;
+      };
+      auto& w = pending_w[R];
+      Action a{};
+      if (int(w.size()) >= p) a = w.front(), w.pop_front();
+      else if (f_ready(1)) a = {Op::F, nF[R][1]++, 1};
+      else if (f_ready(0)) a = {Op::F, nF[R][0]++, 0};
+      else if (b_ready(0)) a = {Op::B, nB[R][0]++, 0};
+      else if (b_ready(1)) a = {Op::B, nB[R][1]++, 1};
+      else if (!w.empty()) a = w.front(), w.pop_front();
+      else continue;
+      if (a.op == Op::F) endF[at(r, a.chunk, a.mb)] = t + 1;
+      if (a.op == Op::B) {
+        endB[at(r, a.chunk, a.mb)] = t + 1;
+        w.push_back({Op::W, a.mb, a.chunk});
+      }
+      o[R].push_back(a);
+      (*start)[R].push_back(t);
+      --left;
+      for (int q : {r - 1, r, r + 1})
+        if (q >= 0 && q < p && !marked[size_t(q)]) marked[size_t(q)] = 1, next.push_back(q);
+    }
+    for (const int q : next) marked[size_t(q)] = 0;
+    awake.swap(next);
+  }
+  return o;
+}
+
+// Stages st and st+1 on one rank in a V-shaped schedule: no communication between them.
+// (Only V shapes: interleaved with p = 1 keeps its messages from rank 0 to itself.)
+
 // The communication actions around the compute: RecvF before F of a stage > 0, SendF after
-// F of a stage < S-1, RecvB before B of a stage < S-1, SendB after B of a stage > 0. A send
+// F of a stage < S-1, RecvB before B of a stage < S-1, SendB after B of a stage > 0, none
+// across a local boundary (the turn of a V: the neighbouring stage is on this rank). A send
 // and the receive of the next compute action are adjacent and so form one batch, as
 // Megatron's send_forward_recv_backward / send_backward_recv_forward pairs. Receives are
 // posted just before the compute that needs them: a batch waits for its receives, so an
@@ -150,17 +251,19 @@ Schedule with_comm(const std::string& kind, int p, int v, int m, bool split, con
   s.kind = kind;
   s.p = p, s.v = v, s.m = m;
   s.split_backward = split;
+  s.vshape = vshape_kind(kind);
   s.ranks.resize(size_t(p));
   const int last = s.stages() - 1;
   for (int r = 0; r < p; ++r) {
     auto& out = s.ranks[size_t(r)];
     for (const Action& a : order[size_t(r)]) {
       const int st = s.stage(r, a.chunk);
-      if (a.op == Op::F && st > 0) out.push_back({Op::RecvF, a.mb, a.chunk});
-      if (a.op == Op::B && st < last) out.push_back({Op::RecvB, a.mb, a.chunk});
+      const bool from_prev = st > 0 && !s.local_boundary(st - 1), to_next = st < last && !s.local_boundary(st);
+      if (a.op == Op::F && from_prev) out.push_back({Op::RecvF, a.mb, a.chunk});
+      if (a.op == Op::B && to_next) out.push_back({Op::RecvB, a.mb, a.chunk});
       out.push_back(a);
-      if (a.op == Op::F && st < last) out.push_back({Op::SendF, a.mb, a.chunk});
-      if (a.op == Op::B && st > 0) out.push_back({Op::SendB, a.mb, a.chunk});
+      if (a.op == Op::F && to_next) out.push_back({Op::SendF, a.mb, a.chunk});
+      if (a.op == Op::B && from_prev) out.push_back({Op::SendB, a.mb, a.chunk});
     }
   }
   return s;
@@ -245,6 +348,195 @@ Schedule interleaved_schedule(int p, int v, int m) {
   return s;
 }
 
+// zb-v with its communication. In a V every pair of neighbouring ranks exchanges
+// activations and gradients in both directions (chunk 0 down, chunk 1 up), so receives
+// posted just before their compute can deadlock where a send completes only once its
+// receive is posted: rank r sends F(k, chunk 0) down while rank r+1 sends F(j, chunk 1)
+// up, and each posts its receive only after its next compute. Posting every receive at
+// the planned time of its send avoids that, but at other costs makes ranks wait for
+// inputs their next computes do not need. So the receives start just before their
+// computes and move earlier only where that stricter model needs it: a run of it (batches
+// in order, a batch completes once every partner has posted) that stops moves one
+// receive of a stopped send into the batch where its rank waits, and goes on. A receive
+// moves only into a batch whose compute starts, in the unit-cost plan, no earlier than
+// the send: there the rank waits no longer than it idles anyway, so the unit-cost timeline
+// (and the idle of p-1) stays as planned. Such a move always exists: following waits
+// from any stopped rank, a wait for a send or for an unmovable receive leads to a rank
+// stopped at a strictly earlier planned time, which cannot go on forever. Each move posts
+// one more receive, so this ends; the final lists run through in that model (its runs are
+// confluent: posting never disables a batch), hence also in simulate().
+Schedule zb_v_schedule(int p, int m) {
+  std::vector<std::vector<int64_t>> start;  // of each compute in the unit-cost plan
+  const Order order = zb_v_order(p, m, &start);
+  Schedule s;
+  s.kind = "zb-v";
+  s.p = p, s.v = 2, s.m = m;
+  s.split_backward = true;
+  s.vshape = true;
+  const int S = s.stages(), last = S - 1;
+  const size_t P = size_t(p), M = size_t(m);
+  auto key = [&](int st, int mb) { return size_t(st) * M + size_t(mb); };
+  // Batch b of a rank precedes its compute b: the sends of compute b-1, then the receives
+  // posted there. recv_at[rank][b]: those receives; where[op][stage * M + mb]: the batch
+  // holding the receive of that receiving stage and micro-batch.
+  std::vector<std::vector<std::vector<Action>>> recv_at(P);
+  std::vector<int> where[2] = {std::vector<int>(size_t(S) * M, -1), std::vector<int>(size_t(S) * M, -1)};
+  for (int r = 0; r < p; ++r) {
+    const auto& comp = order[size_t(r)];
+    recv_at[size_t(r)].resize(comp.size() + 1);
+    for (size_t i = 0; i < comp.size(); ++i) {
+      const Action& a = comp[i];
+      const int st = s.stage(r, a.chunk);
+      if (a.op == Op::F && st > 0 && !s.local_boundary(st - 1)) {
+        recv_at[size_t(r)][i].push_back({Op::RecvF, a.mb, a.chunk});
+        where[0][key(st, a.mb)] = int(i);
+      }
+      if (a.op == Op::B && st < last && !s.local_boundary(st)) {
+        recv_at[size_t(r)][i].push_back({Op::RecvB, a.mb, a.chunk});
+        where[1][key(st, a.mb)] = int(i);
+      }
+    }
+  }
+  auto send_after = [&](int r, size_t b, Action* send) {  // the send in batch b, if any
+    if (b == 0) return false;
+    const Action& a = order[size_t(r)][b - 1];
+    const int st = s.stage(r, a.chunk);
+    if (a.op == Op::F && st < last && !s.local_boundary(st)) return *send = {Op::SendF, a.mb, a.chunk}, true;
+    if (a.op == Op::B && st > 0 && !s.local_boundary(st - 1)) return *send = {Op::SendB, a.mb, a.chunk}, true;
+    return false;
+  };
+  // posted[op - SendF][stage * M + mb], the stage being that of the posting rank.
+  std::vector<std::vector<char>> posted(4, std::vector<char>(size_t(S) * M, 0));
+  auto flag = [&](int r, const Action& a) -> char& {
+    return posted[size_t(int(a.op) - int(Op::SendF))][key(s.stage(r, a.chunk), a.mb)];
+  };
+  // The partner of a send: receiving rank, the receive, its stage.
+  auto receiver = [&](int r, const Action& send, int* q, int* st) {
+    *st = s.stage(r, send.chunk) + (send.op == Op::SendF ? 1 : -1);
+    *q = s.rank_of(*st);
+    return Action{send.op == Op::SendF ? Op::RecvF : Op::RecvB, send.mb, s.chunk_of(*st)};
+  };
+  auto partner_posted = [&](int r, const Action& a) {
+    const int st = s.stage(r, a.chunk);
+    switch (a.op) {
+      case Op::SendF: return bool(posted[size_t(int(Op::RecvF) - int(Op::SendF))][key(st + 1, a.mb)]);
+      case Op::SendB: return bool(posted[size_t(int(Op::RecvB) - int(Op::SendF))][key(st - 1, a.mb)]);
+      case Op::RecvF: return bool(posted[0][key(st - 1, a.mb)]);
+      default: return bool(posted[size_t(int(Op::SendB) - int(Op::SendF))][key(st + 1, a.mb)]);
+    }
+  };
+  std::vector<size_t> at(P, 0);     // the batch each rank is at (order[r].size() + 1: done)
+  std::vector<char> reached(P, 0);  // whether that batch is posted
+  // Runs rank r as far as it goes; whether it posted or passed anything.
+  auto advance = [&](int r) {
+    const size_t R = size_t(r), n = order[R].size();
+    bool progress = false;
+    while (at[R] <= n) {
+      Action send{};
+      const bool has_send = send_after(r, at[R], &send);
+      if (!reached[R]) {
+        if (has_send) flag(r, send) = 1;
+        for (const Action& a : recv_at[R][at[R]]) flag(r, a) = 1;
+        reached[R] = 1, progress = true;
+      }
+      bool complete = !has_send || partner_posted(r, send);
+      for (const Action& a : recv_at[R][at[R]]) complete = complete && partner_posted(r, a);
+      if (!complete) break;
+      ++at[R], reached[R] = 0, progress = true;
+    }
+    return progress;
+  };
+  // The ranks to run (a rank's batches wait only on its neighbours' posts).
+  std::deque<int> work;
+  std::vector<char> queued(P, 1);
+  for (int r = 0; r < p; ++r) work.push_back(r);
+  auto wake = [&](int q) {
+    if (q >= 0 && q < p && !queued[size_t(q)]) queued[size_t(q)] = 1, work.push_back(q);
+  };
+  // Where the run stops, one receive of an unmatched send moves into the batch where its
+  // rank waits: among those whose batch ends (its compute starts) in the plan no earlier
+  // than the send, so that the rank waits no longer than it idles anyway at unit costs,
+  // the one where the rank idles longest (slack); ties: the lowest sending rank. One at a
+  // time, as one move often lets other sends through: each receive moved is one more place
+  // where other costs can make a rank wait. Candidates carry the run counts of both ranks
+  // and are stale once either ran again; whenever a rank runs, it and its neighbours are
+  // offered afresh.
+  struct Candidate {
+    int64_t slack;
+    int r;
+    uint64_t runs_r, runs_q;
+  };
+  auto later = [](const Candidate& x, const Candidate& y) {  // heap order: largest slack, lowest rank
+    return x.slack != y.slack ? x.slack < y.slack : x.r > y.r;
+  };
+  std::vector<Candidate> heap;
+  std::vector<uint64_t> runs(P, 0);
+  auto unmatched = [&](int r, Action* send, int* q, Action* recv, int* st) {
+    if (at[size_t(r)] > order[size_t(r)].size() || !send_after(r, at[size_t(r)], send) || partner_posted(r, *send))
+      return false;
+    *recv = receiver(r, *send, q, st);
+    return true;
+  };
+  auto offer = [&](int r) {
+    Action send{}, recv{};
+    int q = 0, st = 0;
+    if (r < 0 || r >= p || !unmatched(r, &send, &q, &recv, &st)) return;
+    const size_t R = size_t(r), Q = size_t(q);
+    const int64_t sent_at = start[R][at[R] - 1] + 1;
+    const int64_t slack = at[Q] < order[Q].size() ? start[Q][at[Q]] - sent_at : INT64_MAX;
+    if (slack < 0) return;  // offered again when either rank runs
+    heap.push_back({slack, r, runs[R], runs[Q]});
+    std::push_heap(heap.begin(), heap.end(), later);
+  };
+  int finished = 0;
+  for (;;) {
+    while (!work.empty()) {
+      const int r = work.front();
+      work.pop_front();
+      queued[size_t(r)] = 0;
+      ++runs[size_t(r)];
+      const bool was_done = at[size_t(r)] > order[size_t(r)].size();
+      if (advance(r)) wake(r - 1), wake(r + 1);
+      finished += !was_done && at[size_t(r)] > order[size_t(r)].size();
+      offer(r - 1), offer(r), offer(r + 1);
+    }
+    if (finished == p) break;
+    for (;;) {
+      PB_REQUIRE(!heap.empty(), "zb-v: placing receives: deadlock without a receive to move (internal error)");
+      std::pop_heap(heap.begin(), heap.end(), later);
+      const Candidate c = heap.back();
+      heap.pop_back();
+      Action send{}, recv{};
+      int q = 0, st = 0;
+      if (c.runs_r != runs[size_t(c.r)] || !unmatched(c.r, &send, &q, &recv, &st) || c.runs_q != runs[size_t(q)])
+        continue;  // stale
+      const size_t Q = size_t(q);
+      int& b = where[recv.op == Op::RecvF ? 0 : 1][key(st, recv.mb)];
+      PB_REQUIRE(b > int(at[Q]), "zb-v: placing receives: rank ", q, " is past the receive of stage ", st,
+                 " (internal error)");
+      auto& from = recv_at[Q][size_t(b)];
+      from.erase(std::find(from.begin(), from.end(), recv));
+      recv_at[Q][at[Q]].push_back(recv);
+      b = int(at[Q]);
+      flag(q, recv) = 1;
+      wake(c.r), wake(q);
+      break;
+    }
+  }
+  s.ranks.resize(P);
+  for (int r = 0; r < p; ++r) {
+    auto& out = s.ranks[size_t(r)];
+    const auto& comp = order[size_t(r)];
+    for (size_t b = 0; b <= comp.size(); ++b) {
+      Action send{};
+      if (send_after(r, b, &send)) out.push_back(send);
+      for (const Action& a : recv_at[size_t(r)][b]) out.push_back(a);
+      if (b < comp.size()) out.push_back(comp[b]);
+    }
+  }
+  return s;
+}
+
 std::string known_kinds() {
   std::string k;
   for (const auto& n : schedule_kinds()) k += (k.empty() ? "" : ", ") + n;
@@ -269,6 +561,11 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m) {
                m, ", p = ", p);
     return interleaved_schedule(p, v, m);
   }
+  if (kind == "zb-v") {
+    PB_REQUIRE(v == 2, "pipeline schedule zb-v places exactly 2 chunks per rank in a V: v must be 2, got ", v,
+               " (--vpp 2)");
+    return zb_v_schedule(p, m);
+  }
   PB_REQUIRE(v == 1, "pipeline schedule ", kind, " has one chunk per rank: v must be 1, got ", v,
              " (use interleaved for v > 1)");
   if (kind == "gpipe") return with_comm(kind, p, 1, m, false, gpipe_order(p, m));
@@ -278,256 +575,6 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m) {
 
 Costs default_costs(const Schedule& s) {
   return s.split_backward ? Costs{1, 1, 1} : Costs{1, 2, 0};
-}
-
-// ---------------------------------------------------------------------------------------
-// Validation and simulation.
-
-namespace {
-
-std::string describe(const Schedule& s, const Action& a) {
-  std::string d = std::string(op_name(a.op)) + "(mb " + std::to_string(a.mb);
-  if (s.v > 1) d += ", chunk " + std::to_string(a.chunk);
-  return d + ")";
-}
-
-// Position of every action of every rank: pos[rank][op][mb*v + chunk], -1 if absent.
-struct Index {
-  int p, v, m;
-  std::vector<int> pos;
-  Index(int p_, int v_, int m_) : p(p_), v(v_), m(m_), pos(size_t(p_) * kNumOps * size_t(m_) * size_t(v_), -1) {}
-  int& at(int r, Op op, int mb, int chunk) {
-    return pos[((size_t(r) * kNumOps + size_t(op)) * size_t(m) + size_t(mb)) * size_t(v) + size_t(chunk)];
-  }
-};
-
-// Which communication action a compute action of stage st needs (none at the ends).
-bool needs(const Schedule& s, Op op, int st) {
-  const int last = s.stages() - 1;
-  switch (op) {
-    case Op::RecvF: case Op::SendB: return st > 0;
-    case Op::SendF: case Op::RecvB: return st < last;
-    case Op::W: return s.split_backward;
-    default: return true;
-  }
-}
-
-// The matching send of a receive: (peer rank, op, peer's chunk).
-Action matching_send(const Schedule& s, int r, const Action& a, int* peer) {
-  const int st = s.stage(r, a.chunk) + (a.op == Op::RecvF ? -1 : 1);
-  *peer = s.rank_of(st);
-  return {a.op == Op::RecvF ? Op::SendF : Op::SendB, a.mb, s.chunk_of(st)};
-}
-
-}  // namespace
-
-SimResult simulate(const Schedule& s, const Costs& c) {
-  const int p = s.p, v = s.v, m = s.m;
-  PB_REQUIRE(p >= 1 && v >= 1 && m >= 1, "schedule ", s.kind, ": p, v, m must be >= 1, got ", p, ", ", v, ", ", m);
-  PB_REQUIRE(int(s.ranks.size()) == p, "schedule ", s.kind, ": ", s.ranks.size(), " rank lists for p = ", p);
-  PB_REQUIRE(c.F >= 1 && c.B >= 1 && (!s.split_backward || c.W >= 1),
-             "schedule costs must be positive integers: F=", c.F, " B=", c.B, s.split_backward ? " W=" : "",
-             s.split_backward ? std::to_string(c.W) : "");
-  Index idx(p, v, m);
-  // 1. Every action in range, allowed, and at most once.
-  for (int r = 0; r < p; ++r) {
-    const auto& acts = s.ranks[size_t(r)];
-    for (size_t i = 0; i < acts.size(); ++i) {
-      const Action& a = acts[i];
-      PB_REQUIRE(int(a.op) >= 0 && int(a.op) < kNumOps, "rank ", r, ", action ", i, ": unknown op ", int(a.op));
-      PB_REQUIRE(a.mb >= 0 && a.mb < m && a.chunk >= 0 && a.chunk < v, "rank ", r, ", action ", i, ": ",
-                 op_name(a.op), " of micro-batch ", a.mb, ", chunk ", a.chunk, " out of range (m = ", m, ", v = ", v, ")");
-      const int st = s.stage(r, a.chunk);
-      PB_REQUIRE(a.op != Op::W || s.split_backward, "rank ", r, ", action ", i, ": ", describe(s, a),
-                 " in a schedule without split backward");
-      PB_REQUIRE(needs(s, a.op, st), "rank ", r, ", action ", i, ": ", describe(s, a), " at stage ", st,
-                 st == 0 ? ", which has no previous stage" : ", which is the last stage");
-      int& slot = idx.at(r, a.op, a.mb, a.chunk);
-      PB_REQUIRE(slot < 0, "rank ", r, ": ", describe(s, a), " appears twice (actions ", slot, " and ", i, ")");
-      slot = int(i);
-    }
-  }
-  // 2. Every compute action present.
-  for (int r = 0; r < p; ++r)
-    for (int ch = 0; ch < v; ++ch)
-      for (int mb = 0; mb < m; ++mb)
-        for (Op op : {Op::F, Op::B, Op::W})
-          PB_REQUIRE(!needs(s, op, 0) || idx.at(r, op, mb, ch) >= 0, "rank ", r, ": ",
-                     describe(s, {op, mb, ch}), " missing");
-  // 3. Every receive has its send on the peer.
-  for (int r = 0; r < p; ++r)
-    for (const Action& a : s.ranks[size_t(r)]) {
-      if (a.op != Op::RecvF && a.op != Op::RecvB) continue;
-      int peer = 0;
-      const Action send = matching_send(s, r, a, &peer);
-      PB_REQUIRE(idx.at(peer, send.op, send.mb, send.chunk) >= 0, "rank ", r, ": ", describe(s, a),
-                 " has no matching ", describe(s, send), " on rank ", peer);
-    }
-  // 4. Every communication action present and every dependency on the rank in order.
-  for (int r = 0; r < p; ++r)
-    for (int ch = 0; ch < v; ++ch) {
-      const int st = s.stage(r, ch);
-      for (int mb = 0; mb < m; ++mb) {
-        auto pos = [&](Op op) { return idx.at(r, op, mb, ch); };
-        auto before = [&](Op first, Op second) {
-          if (!needs(s, first, st) || !needs(s, second, st)) return;
-          for (Op op : {first, second})
-            PB_REQUIRE(pos(op) >= 0, "rank ", r, ": ", describe(s, {op, mb, ch}), " missing (stage ", st, " needs it with ",
-                       op_name(op == first ? second : first), ")");
-          PB_REQUIRE(pos(first) < pos(second), "rank ", r, ": ", describe(s, {second, mb, ch}), " (action ",
-                     pos(second), ") comes before ", describe(s, {first, mb, ch}), " (action ", pos(first), ")");
-        };
-        before(Op::RecvF, Op::F);
-        before(Op::F, Op::SendF);
-        before(Op::F, Op::B);
-        before(Op::RecvB, Op::B);
-        before(Op::B, Op::SendB);
-        before(Op::B, Op::W);
-      }
-    }
-  // 5. Run: ranks advance through their lists. A compute action takes its cost; a batch of
-  // consecutive communication actions posts its sends at once (a send never blocks) and
-  // completes when the peers have posted the sends matching its receives.
-  const int S = s.stages();
-  std::vector<int64_t> sent_f(size_t(S) * size_t(m), -1), sent_b(size_t(S) * size_t(m), -1);  // [stage][mb]: time
-  auto sent = [&](Op op, int st, int mb) -> int64_t& {
-    return (op == Op::SendF ? sent_f : sent_b)[size_t(st) * size_t(m) + size_t(mb)];
-  };
-  SimResult res;
-  res.busy.assign(size_t(p), 0);
-  res.idle.assign(size_t(p), 0);
-  res.peak_in_flight.assign(size_t(p), 0);
-  res.peak_pending_w.assign(size_t(p), 0);
-  res.timeline.assign(size_t(p), {});
-  std::vector<size_t> next(size_t(p), 0);
-  std::vector<int64_t> clock(size_t(p), 0);
-  std::vector<int> in_flight(size_t(p), 0), pending_w(size_t(p), 0);
-  for (;;) {
-    bool progress = false, done = true;
-    for (int r = 0; r < p; ++r) {
-      const size_t R = size_t(r);
-      const auto& acts = s.ranks[R];
-      while (next[R] < acts.size()) {
-        const Action& a = acts[next[R]];
-        if (is_compute(a.op)) {
-          const int64_t cost = a.op == Op::F ? c.F : a.op == Op::B ? c.B : c.W;
-          res.timeline[R].push_back({a, clock[R], clock[R] + cost});
-          clock[R] += cost;
-          res.busy[R] += cost;
-          if (a.op == Op::F) ++in_flight[R];
-          if (a.op == Op::B) --in_flight[R], pending_w[R] += s.split_backward;
-          if (a.op == Op::W) --pending_w[R];
-          res.peak_in_flight[R] = std::max(res.peak_in_flight[R], in_flight[R]);
-          res.peak_pending_w[R] = std::max(res.peak_pending_w[R], pending_w[R]);
-          ++next[R];
-          progress = true;
-          continue;
-        }
-        size_t end = next[R];
-        while (end < acts.size() && !is_compute(acts[end].op)) ++end;
-        int64_t ready = clock[R];
-        bool complete = true;
-        for (size_t i = next[R]; i < end; ++i) {
-          const Action& b = acts[i];
-          const int st = s.stage(r, b.chunk);
-          if (b.op == Op::SendF || b.op == Op::SendB) {
-            int64_t& t = sent(b.op, st, b.mb);
-            if (t < 0) t = clock[R], progress = true;
-          } else {
-            const int64_t t = sent(b.op == Op::RecvF ? Op::SendF : Op::SendB, b.op == Op::RecvF ? st - 1 : st + 1, b.mb);
-            if (t < 0) complete = false;
-            else ready = std::max(ready, t);
-          }
-        }
-        if (!complete) break;
-        clock[R] = ready;
-        next[R] = end;
-        progress = true;
-      }
-      done = done && next[R] == acts.size();
-    }
-    if (done) break;
-    if (!progress) {  // name every blocked rank and the first receive it waits for
-      std::string why;
-      for (int r = 0; r < p; ++r) {
-        const auto& acts = s.ranks[size_t(r)];
-        for (size_t i = next[size_t(r)]; i < acts.size() && !is_compute(acts[i].op); ++i) {
-          const Action& b = acts[i];
-          if (b.op != Op::RecvF && b.op != Op::RecvB) continue;
-          int peer = 0;
-          const Action send = matching_send(s, r, b, &peer);
-          if (sent(send.op, s.stage(peer, send.chunk), send.mb) >= 0) continue;
-          why += (why.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " waits at " +
-                 describe(s, b) + " (action " + std::to_string(i) + ") for rank " + std::to_string(peer);
-          break;
-        }
-      }
-      throw Error("schedule " + s.kind + ": deadlock: " + why);
-    }
-  }
-  for (int r = 0; r < p; ++r) res.total = std::max(res.total, clock[size_t(r)]);
-  for (int r = 0; r < p; ++r) res.idle[size_t(r)] = res.total - res.busy[size_t(r)];
-  return res;
-}
-
-void check_rendezvous(const Schedule& s) {
-  simulate(s, default_costs(s));  // validates the schedule first
-  const int p = s.p, m = s.m, S = s.stages();
-  // posted[op - SendF][stage][mb] for the four communication ops.
-  std::vector<char> posted(size_t(4) * size_t(S) * size_t(m), 0);
-  auto flag = [&](Op op, int st, int mb) -> char& {
-    return posted[(size_t(int(op) - int(Op::SendF)) * size_t(S) + size_t(st)) * size_t(m) + size_t(mb)];
-  };
-  auto partner_posted = [&](int r, const Action& a) {
-    const int st = s.stage(r, a.chunk);
-    switch (a.op) {
-      case Op::SendF: return st + 1 < S && flag(Op::RecvF, st + 1, a.mb);
-      case Op::RecvF: return st > 0 && flag(Op::SendF, st - 1, a.mb);
-      case Op::SendB: return st > 0 && flag(Op::RecvB, st - 1, a.mb);
-      default: return st + 1 < S && flag(Op::SendB, st + 1, a.mb);
-    }
-  };
-  std::vector<size_t> next(size_t(p), 0);
-  for (;;) {
-    bool progress = false, done = true;
-    for (int r = 0; r < p; ++r) {
-      const auto& acts = s.ranks[size_t(r)];
-      size_t& i = next[size_t(r)];
-      while (i < acts.size()) {
-        if (is_compute(acts[i].op)) {
-          ++i, progress = true;
-          continue;
-        }
-        size_t end = i;
-        for (; end < acts.size() && !is_compute(acts[end].op); ++end) {
-          char& f = flag(acts[end].op, s.stage(r, acts[end].chunk), acts[end].mb);
-          if (!f) f = 1, progress = true;
-        }
-        bool complete = true;
-        for (size_t k = i; k < end; ++k) complete = complete && partner_posted(r, acts[k]);
-        if (!complete) break;
-        i = end, progress = true;
-      }
-      done = done && i == acts.size();
-    }
-    if (done) return;
-    if (!progress) {
-      std::string why;
-      for (int r = 0; r < p; ++r) {
-        const auto& acts = s.ranks[size_t(r)];
-        for (size_t k = next[size_t(r)]; k < acts.size() && !is_compute(acts[k].op); ++k) {
-          if (partner_posted(r, acts[k])) continue;
-          const int st = s.stage(r, acts[k].chunk);
-          const bool fwd = acts[k].op == Op::SendF || acts[k].op == Op::RecvB;
-          why += (why.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " waits at " +
-                 describe(s, acts[k]) + " (action " + std::to_string(k) + ") for rank " +
-                 std::to_string(s.rank_of(fwd ? st + 1 : st - 1));
-          break;
-        }
-      }
-      throw Error("schedule " + s.kind + ": deadlock when a send completes only once its receive is posted: " + why);
-    }
-  }
 }
 
 }  // namespace pb::pp

@@ -2,7 +2,9 @@
  *
  * p pipeline ranks, v model chunks per rank, m micro-batches. Chunk c on rank r is
  * virtual stage s = c*p + r (Megatron's interleaving: L=16, p=4, v=2 -> rank 0 holds
- * layers 0-1 and 8-9); the model runs through stages 0 .. p*v-1.
+ * layers 0-1 and 8-9); the model runs through stages 0 .. p*v-1. zb-v places its v = 2
+ * chunks in a V instead (Schedule::vshape): chunk 0 of rank r is stage r, chunk 1 is
+ * stage 2p-1-r (L=16, p=4: rank 0 holds layers 0-1 and 14-15, rank 3 layers 6-9).
  *
  * A schedule is, for every rank, an ordered list of actions over (micro-batch, chunk):
  *   F     forward of one micro-batch through one chunk
@@ -12,9 +14,11 @@
  *                   virtual stage (s+1 / s-1)
  *   SendB / RecvB   the input gradient to stage s-1 / the output gradient from stage s+1
  * Every F of a stage s > 0 is preceded by its RecvF, every B of a stage s < p*v-1 by its
- * RecvB; sends follow the compute that produced them. Consecutive communication actions
- * form one batch (posted together, as Megatron's batched isend/irecv): sends never block,
- * a batch waits for its receives.
+ * RecvB; sends follow the compute that produced them. Across a local boundary (stages s
+ * and s+1 on one rank: the turn of a V at rank p-1) there is no message: F of s+1 follows
+ * F of s, and B of s follows B of s+1, in the rank's own order. Consecutive communication
+ * actions form one batch (posted together, as Megatron's batched isend/irecv): sends never
+ * block, a batch waits for its receives.
  *
  * Generators (all for m >= 1; each checks its own preconditions, pb::Error with one line):
  *   gpipe        all m forwards, then all m backwards (reverse order)
@@ -28,10 +32,20 @@
  *                and keeps the 1F1B activation limit (p-r micro-batches between F and B),
  *                deferring at most p-1 W beyond it (at most 2p-r-1 between F and W); with
  *                F = B = W every rank idles exactly p-1 units when m >= p
- * The other kinds post each receive just before its compute, right after the previous
- * compute's sends (one batch: Megatron's send_forward_recv_backward pairing). Every
- * generated schedule is deadlock-free under both models of a send: simulate() (a send
- * never blocks) and check_rendezvous() (it completes only once its receive is posted).
+ *   zb-v         ZB-V (same paper): v = 2 chunks in a V, split backward; list scheduling
+ *                at unit costs per chunk with at most 2p chunk-micro-batches between F and
+ *                B on every rank (1F1B's activation memory: a chunk is half a rank's
+ *                layers) and at most p W pending (3p chunks between F and W); with
+ *                F = B = W every rank idles exactly p-1 units when m >= p, the start-up of
+ *                rank p-1 and nothing else: half of zb-h1's 2(p-1) with the same layers
+ *                per rank (per-stage costs 2, 2, 2), a sixth of 1f1b's 6(p-1)
+ * gpipe, 1f1b and zb-h1 post each receive just before its compute, right after the
+ * previous compute's sends (one batch: Megatron's send_forward_recv_backward pairing).
+ * zb-v starts from that and posts a receive earlier only where check_rendezvous() would
+ * otherwise deadlock (neighbours exchange in both directions in a V), and only where the
+ * rank idles anyway at unit costs. Every generated schedule is deadlock-free under both
+ * models of a send: simulate() (a send never blocks) and check_rendezvous() (it completes
+ * only once its receive is posted).
  */
 #pragma once
 
@@ -42,6 +56,7 @@
 namespace pb::pp {
 
 enum class Op { F, B, W, SendF, RecvF, SendB, RecvB };
+constexpr int kNumOps = 7;
 const char* op_name(Op op);  // "F", "B", "W", "SendF", ...
 inline bool is_compute(Op op) { return op == Op::F || op == Op::B || op == Op::W; }
 
@@ -53,21 +68,33 @@ struct Action {
 };
 
 struct Schedule {
-  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1
+  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-v
   int p = 1, v = 1, m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
+  // Placement of the chunks. Interleaved (default): chunk c of rank r is stage c*p + r.
+  // V-shape (ZB-V, v = 2): chunk 0 of rank r is stage r, chunk 1 is stage 2p-1-r, so
+  // rank 0 holds the first and the last stage and the turn at rank p-1 stays local.
+  bool vshape = false;
   std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
   int stages() const { return p * v; }
-  int stage(int rank, int chunk) const { return chunk * p + rank; }
-  int rank_of(int stage) const { return stage % p; }
-  int chunk_of(int stage) const { return stage / p; }
+  int stage(int rank, int chunk) const { return vshape && chunk == 1 ? 2 * p - 1 - rank : chunk * p + rank; }
+  int rank_of(int stage) const { return vshape && stage >= p ? 2 * p - 1 - stage : stage % p; }
+  int chunk_of(int stage) const { return vshape ? (stage >= p ? 1 : 0) : stage / p; }
+  // Stages s and s+1 on one rank (ZB-V's turn): no Send/Recv between them; the output
+  // of stage s is the input of stage s+1 (and the gradient back) on that rank.
+  // Only the V placement hands over locally (interleaved with p = 1 sends to itself).
+  bool local_boundary(int s) const { return vshape && s >= 0 && s + 1 < stages() && rank_of(s) == rank_of(s + 1); }
 };
 
-const std::vector<std::string>& schedule_kinds();  // {"gpipe", "1f1b", "interleaved", "zb-h1"}
+// Whether a kind places its chunks in a V (zb-v), known before any schedule is made.
+bool vshape_kind(const std::string& kind);
+
+const std::vector<std::string>& schedule_kinds();  // {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"}
 
 // The schedule of a kind, with its communication actions. Bad input (unknown kind,
 // p, v, m < 1, v > 1 for a kind without chunks, v < 2, m < p or m % p for interleaved,
-// p*v*m above 10^6) throws pb::Error with one line.
+// v != 2 for zb-v, p*v*m above 10^6) throws pb::Error with one line. zb-v takes any
+// m >= 1 (m < p only idles more).
 Schedule make_schedule(const std::string& kind, int p, int v, int m);
 
 // Unit costs of the compute actions (integers, so simulated times are exact). With a
@@ -93,9 +120,10 @@ struct SimResult {
 
 // Validates the schedule and simulates it: every (micro-batch, chunk) of every rank has
 // exactly one F and one B (and one W when split), every dependency is met (F of stage s
-// after F of stage s-1; B of s after B of s+1 and after its own F; W after its B), every
-// receive has its send, and the ranks cannot deadlock (a receive waits for its send to be
-// issued; sends never block). Each compute action starts when its rank reaches it and its
+// after F of stage s-1; B of s after B of s+1 and after its own F; W after its B; across
+// a local boundary by the order on the rank and without a message, elsewhere through
+// one), every receive has its send, and the ranks cannot deadlock (a receive waits for
+// its send to be issued; sends never block). Each compute action starts when its rank reaches it and its
 // inputs are ready. Throws pb::Error naming the first violation.
 SimResult simulate(const Schedule& s, const Costs& c);
 
@@ -106,8 +134,8 @@ SimResult simulate(const Schedule& s, const Costs& c);
 void check_rendezvous(const Schedule& s);
 
 // Renderings of a simulated schedule: one text row per rank, one fixed-width cell per cost
-// unit ("F3" starts an action, "F3a" / "F3b" for chunk 0 / 1 when v > 1, '=' continues
-// it, '.' idle), with a time ruler and a legend line; an SVG; and a Chrome trace
+// unit ("F3" starts an action, "F3a" / "F3b" for chunk 0 / 1 when v > 1, in a V stages
+// r / 2p-1-r; '=' continues it, '.' idle), with a time ruler and a legend line; an SVG; and a Chrome trace
 // (chrome://tracing, Perfetto) with one thread per rank; one cost unit = 1 ms in the trace.
 std::string timeline_text(const Schedule& s, const SimResult& r);
 std::string timeline_svg(const Schedule& s, const SimResult& r);

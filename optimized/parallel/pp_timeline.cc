@@ -78,7 +78,9 @@ std::string timeline_text(const Schedule& s, const SimResult& r) {
     os << row << "|\n";
   }
   os << "legend: Fk forward, B" << (s.split_backward ? "k input gradient, Wk weight gradient" : "k backward")
-     << " of micro-batch k" << (s.v > 1 ? "; suffix a, b, ... = chunk 0, 1, ..." : "")
+     << " of micro-batch k"
+     << (s.vshape ? "; suffix a = chunk 0 (stage r), b = chunk 1 (stage 2p-1-r, the V's way back)"
+                  : s.v > 1 ? "; suffix a, b, ... = chunk 0, 1, ..." : "")
      << "; '=' continues an action; '.' idle; one cell = one cost unit (" << costs_seen(s, r) << ")\n";
   return os.str();
 }
@@ -137,7 +139,9 @@ std::string timeline_svg(const Schedule& s, const SimResult& r) {
     lx += 130;
   }
   os << "<text x=\"" << lx << "\" y=\"" << axis_y + 51 << "\">label: micro-batch"
-     << (s.v > 1 ? " + chunk letter (a = chunk 0, lighter shades for later chunks)" : "") << "</text>\n";
+     << (s.vshape ? " + chunk letter (a = chunk 0: stage r, b = chunk 1: stage 2p-1-r, lighter)"
+                  : s.v > 1 ? " + chunk letter (a = chunk 0, lighter shades for later chunks)" : "")
+     << "</text>\n";
   os << "</svg>\n";
   return os.str();
 }

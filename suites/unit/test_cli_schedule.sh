@@ -10,7 +10,8 @@ fail=0
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 
-for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2"; do
+for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2" \
+            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3"; do
   set -- $spec
   kind=$1 p=$2 v=$3 m=$4
   stem="schedule-$kind-p$p-v$v-m$m"
@@ -22,9 +23,14 @@ for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3
   [ "$rows" -eq "$p" ] && ok "$spec: $rows timeline rows" || bad "$spec: $rows timeline rows, expected $p"
   grep -q '^total time: ' "$work/out" && grep -q '^analytic bubble ' "$work/out" \
     && ok "$spec: summary" || { bad "$spec: summary"; cat "$work/out"; }
-  if [ "$kind" != zb-h1 ] || [ "$m" -ge "$p" ]; then
+  if { [ "$kind" != zb-h1 ] && [ "$kind" != zb-v ]; } || [ "$m" -ge "$p" ]; then
     grep -q "every rank's idle fraction equals it" "$work/out" && ok "$spec: bubble equals the formula" \
       || { bad "$spec: bubble differs from the formula"; cat "$work/out"; }
+  fi
+  if [ "$kind" = zb-v ]; then  # both chunks labelled; zb-h1 and 1f1b on the same ranks for comparison
+    grep -q '^rank 0 |F0a ' "$work/out" && grep -q ' F0b ' "$work/out" && grep -q 'stage 2p-1-r' "$work/out" \
+      && grep -q '^same ranks and layers as one stage per rank (F=2 B=2 W=2): zb-h1 total ' "$work/out" \
+      && ok "$spec: chunk labels and the zb-h1 / 1f1b line" || { bad "$spec: zb-v summary"; cat "$work/out"; }
   fi
   head -c 5 "$work/$stem.svg" 2>/dev/null | grep -q '<svg' && tail -n 1 "$work/$stem.svg" | grep -q '</svg>' \
     && ok "$spec: $stem.svg" || bad "$spec: no SVG $stem.svg"
@@ -63,6 +69,9 @@ check "interleaved m < p"            --kind interleaved --pp 4 --vpp 2 --microba
 check "interleaved m not multiple"   --kind interleaved --pp 4 --vpp 2 --microbatches 6
 check "interleaved v = 1"            --kind interleaved --pp 4 --microbatches 8
 check "1f1b with v = 2"              --kind 1f1b --pp 4 --vpp 2 --microbatches 8
+check "zb-v without --vpp 2"         --kind zb-v --pp 4 --microbatches 8
+check "zb-v with v = 3"              --kind zb-v --pp 4 --vpp 3 --microbatches 8
+check "zb-v without micro-batches"   --kind zb-v --pp 4 --vpp 2 --microbatches 0
 check "zero ranks"                   --kind gpipe --pp 0 --microbatches 8
 check "negative micro-batches"       --kind gpipe --pp 2 --microbatches -1
 check "zero chunks"                  --kind gpipe --pp 2 --vpp 0 --microbatches 4

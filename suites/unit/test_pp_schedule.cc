@@ -6,6 +6,11 @@
  *                    min(2(p-r-1)+(v-1)p+1, v*m) chunks in flight (Megatron's warm-up + 1)
  *   zb-h1            F=B=W=1: idle exactly p-1 when m >= p, a third of 1F1B's 3(p-1)
  *                    (Qi et al. 2023); 2p-m-1 when m < p; rank 0's in-flight = 1F1B's
+ *   zb-v             F=B=W=1 per chunk (2 chunks in a V): idle exactly p-1 when m >= p, half
+ *                    of zb-h1's and a sixth of 1f1b's with the same layers per rank (stage
+ *                    costs twice the chunk's); below zb-h1's when m < p; at most 2p chunks
+ *                    between F and B, p pending W; no message across the V's turn; at other
+ *                    costs idle at most zb-h1's and constant in m from m = 2p
  * plus action counts, the timeline against every dependency, deadlock-freedom in both send
  * models, the validator against mutations, bad input, and the renderings.
  */
@@ -83,6 +88,9 @@ void expect_timeline_consistent(const Schedule& s, const Costs& c, const SimResu
       }
     }
 }
+
+// The chunks per rank a kind takes in these tests.
+int chunks(const std::string& kind) { return kind == "interleaved" || vshape_kind(kind) ? 2 : 1; }
 
 // Runs one generated schedule through every generic check; returns the simulation.
 SimResult check(const Schedule& s, const Costs& c) {
@@ -169,6 +177,103 @@ TEST(PpSchedule, ZeroBubbleH1IdlesAThirdOf1F1B) {
     }
 }
 
+TEST(PpSchedule, ZeroBubbleVIdlesPMinus1WithTwoPChunksInFlight) {
+  for (int p = 1; p <= 8; ++p)
+    for (int m = 1; m <= 4 * p + 3; ++m) {
+      const Schedule s = make_schedule("zb-v", p, 2, m);
+      EXPECT_TRUE(s.vshape);
+      EXPECT_TRUE(s.split_backward);
+      EXPECT_EQ(s.v, 2);
+      const Costs unit = default_costs(s);
+      EXPECT_EQ(unit.F, 1);
+      EXPECT_EQ(unit.B, 1);
+      EXPECT_EQ(unit.W, 1);
+      const SimResult r = check(s, unit);  // m F, B, W per chunk; every dependency; both send models
+      // The same layers per rank as one stage: per-stage costs twice the chunk's.
+      const SimResult h1 = simulate(make_schedule("zb-h1", p, 1, m), Costs{2, 2, 2});
+      const SimResult base = simulate(make_schedule("1f1b", p, 1, m), Costs{2, 4, 0});
+      for (int k = 0; k < p; ++k) {
+        const size_t K = size_t(k);
+        // 1F1B's activation memory: p micro-batches of full ranks = 2p chunks, and
+        // 2 min(p, m) in general; at most p W pending, 3p chunks between F and W.
+        EXPECT_LE(r.peak_in_flight[K], 2 * base.peak_in_flight[0]) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_LE(r.peak_in_flight[K], 2 * p);
+        if (m >= 2 * p) {
+          EXPECT_EQ(r.peak_in_flight[K], 2 * p) << "p=" << p << " m=" << m << " rank " << k;
+        }
+        EXPECT_LE(r.peak_pending_w[K], p);
+        EXPECT_LE(peak_f_to_w(s, k), 3 * p);
+        if (m >= p) {
+          // Exactly rank p-1's start-up (the p-1 forwards before its first): the least
+          // possible, as every rank does the same work 6m.
+          EXPECT_EQ(r.idle[K], p - 1) << "p=" << p << " m=" << m << " rank " << k;
+          EXPECT_EQ(2 * r.idle[K], h1.idle[K]) << "p=" << p << " m=" << m << " rank " << k;
+          EXPECT_EQ(6 * r.idle[K], base.idle[K]) << "p=" << p << " m=" << m << " rank " << k;
+        } else {
+          EXPECT_LT(r.idle[K], h1.idle[K]) << "p=" << p << " m=" << m << " rank " << k;
+        }
+      }
+      if (m >= p) {
+        EXPECT_EQ(r.total, 6 * m + p - 1);
+      }
+      for (int k = 0; k < p; ++k) EXPECT_EQ(r.timeline[size_t(k)].front().start, k);  // rank k waits k forwards
+    }
+}
+
+TEST(PpSchedule, ZeroBubbleVHasNoMessageAcrossTheTurn) {
+  {  // the V placement: p = 4, 8 stages
+    Schedule v;
+    v.p = 4, v.v = 2, v.vshape = true;
+    EXPECT_EQ(v.stage(0, 1), 7);
+    EXPECT_EQ(v.stage(3, 1), 4);
+    EXPECT_EQ(v.rank_of(4), 3);
+    EXPECT_EQ(v.chunk_of(4), 1);
+    EXPECT_EQ(v.rank_of(7), 0);
+    for (int st = 0; st + 1 < v.stages(); ++st) EXPECT_EQ(v.local_boundary(st), st == 3) << st;
+  }
+  for (int p = 1; p <= 6; ++p)
+    for (int m : {1, p, 2 * p + 1}) {
+      const Schedule s = make_schedule("zb-v", p, 2, m);
+      for (int r = 0; r < p; ++r) {
+        int messages = 0;
+        for (const Action& a : s.ranks[size_t(r)]) {
+          if (is_compute(a.op)) continue;
+          ++messages;
+          const int st = s.stage(r, a.chunk), peer = a.op == Op::RecvF || a.op == Op::SendB ? st - 1 : st + 1;
+          EXPECT_FALSE(s.local_boundary(std::min(st, peer))) << "p=" << p << " rank " << r << " " << op_name(a.op);
+          EXPECT_NE(s.rank_of(peer), r);
+        }
+        // Per chunk and micro-batch one receive and one send each way, except towards the
+        // ends of the model (rank 0) and across the turn (rank p-1).
+        EXPECT_EQ(messages, 4 * m * ((r > 0) + (r < p - 1))) << "p=" << p << " m=" << m << " rank " << r;
+      }
+    }
+  // Outside a V nothing changes: interleaved with p = 1 keeps its messages to itself.
+  const Schedule il = make_schedule("interleaved", 1, 2, 3);
+  EXPECT_FALSE(il.vshape);
+  EXPECT_EQ(std::count(il.ranks[0].begin(), il.ranks[0].end(), Action{Op::SendF, 1, 0}), 1);
+}
+
+TEST(PpSchedule, ZeroBubbleVAtOtherCostsStaysBelowZeroBubbleH1) {
+  // The order is planned at unit costs. At others its idle stops growing with m (no
+  // bubble in the steady state) and stays at or below zb-h1's with the same per-stage costs.
+  for (const Costs c : {Costs{1, 2, 1}, Costs{2, 3, 2}, Costs{1, 1, 2}, Costs{2, 2, 1}, Costs{2, 1, 1}, Costs{1, 3, 1}})
+    for (int p = 2; p <= 6; ++p) {
+      std::vector<int64_t> idle;
+      for (int m : {p, 2 * p, 3 * p, 4 * p}) {
+        const Schedule s = make_schedule("zb-v", p, 2, m);
+        const SimResult r = simulate(s, c);
+        expect_timeline_consistent(s, c, r);
+        const SimResult h1 = simulate(make_schedule("zb-h1", p, 1, m), Costs{2 * c.F, 2 * c.B, 2 * c.W});
+        for (int k = 0; k < p; ++k)
+          EXPECT_LE(r.idle[size_t(k)], h1.idle[size_t(k)])
+              << "costs " << c.F << "," << c.B << "," << c.W << " p=" << p << " m=" << m << " rank " << k;
+        idle.push_back(*std::max_element(r.idle.begin(), r.idle.end()));
+      }
+      EXPECT_EQ(idle[1], idle[3]) << "costs " << c.F << "," << c.B << "," << c.W << " p=" << p;  // m = 2p, 4p
+    }
+}
+
 TEST(PpSchedule, CommunicationFollowsTheStages) {
   // Every compute action of a stage that talks to a neighbour has its send/receive, and the
   // send of one compute and the receive of the next share a batch (Megatron's pairing).
@@ -187,11 +292,13 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
   }
   EXPECT_GT(paired, 0);
   EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
-  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1"}));
-  // Generation is deterministic.
+  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"}));
+  // Generation is deterministic; only zb-v places its chunks in a V.
   for (const std::string& kind : schedule_kinds()) {
-    const int v = kind == "interleaved" ? 2 : 1;
+    const int v = chunks(kind);
     EXPECT_EQ(make_schedule(kind, 3, v, 6).ranks, make_schedule(kind, 3, v, 6).ranks);
+    EXPECT_EQ(make_schedule(kind, 3, v, 6).vshape, kind == "zb-v") << kind;
+    EXPECT_EQ(vshape_kind(kind), kind == "zb-v") << kind;
   }
 }
 
@@ -205,7 +312,7 @@ size_t find(const std::vector<Action>& acts, Action a) {
 
 TEST(PpScheduleValidator, CatchesDroppedActions) {
   for (const std::string& kind : schedule_kinds()) {
-    const Schedule good = make_schedule(kind, 4, kind == "interleaved" ? 2 : 1, 8);
+    const Schedule good = make_schedule(kind, 4, chunks(kind), 8);
     for (Op op : {Op::F, Op::B, Op::W, Op::RecvF, Op::SendF, Op::RecvB, Op::SendB}) {
       if (op == Op::W && !good.split_backward) continue;
       Schedule s = good;
@@ -293,6 +400,51 @@ TEST(PpScheduleValidator, CatchesDeadlocks) {
   }
 }
 
+TEST(PpScheduleValidator, CatchesMessagesAndOrderAcrossTheTurn) {
+  const Schedule good = make_schedule("zb-v", 3, 2, 4);  // the turn: stages 2 | 3 on rank 2
+  auto error = [](const Schedule& s) {
+    const std::string e = error_of([&] { simulate(s, default_costs(s)); });
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    return e;
+  };
+  {  // a message across the turn, either way
+    Schedule s = good;
+    auto& a = s.ranks[2];
+    a.insert(a.begin() + long(find(a, {Op::F, 0, 0})) + 1, {Op::SendF, 0, 0});
+    EXPECT_NE(error(s).find("SendF(mb 0, chunk 0) at stage 2, across the local boundary to stage 3"), std::string::npos)
+        << error(s);
+  }
+  {
+    Schedule s = good;
+    auto& a = s.ranks[2];
+    a.insert(a.begin() + long(find(a, {Op::F, 1, 1})), {Op::RecvF, 1, 1});
+    EXPECT_NE(error(s).find("RecvF(mb 1, chunk 1) at stage 3, across the local boundary to stage 2"),
+              std::string::npos)
+        << error(s);
+  }
+  {  // the second chunk's forward before the first's, on the turning rank
+    Schedule s = good;
+    auto& a = s.ranks[2];
+    std::swap(a[find(a, {Op::F, 1, 0})], a[find(a, {Op::F, 1, 1})]);
+    const std::string e = error(s);
+    EXPECT_NE(e.find("F(mb 1, chunk 0)"), std::string::npos) << e;
+    EXPECT_NE(e.find("across the local boundary of stages 2 and 3"), std::string::npos) << e;
+  }
+  {  // the first chunk's input gradient before the second's
+    Schedule s = good;
+    auto& a = s.ranks[2];
+    std::swap(a[find(a, {Op::B, 1, 0})], a[find(a, {Op::B, 1, 1})]);
+    const std::string e = error(s);
+    EXPECT_NE(e.find("B(mb 1, chunk 0)"), std::string::npos) << e;
+    EXPECT_NE(e.find("comes before B(mb 1, chunk 1)"), std::string::npos) << e;
+  }
+  {  // a V of 3 chunks
+    Schedule s = good;
+    s.v = 3;
+    EXPECT_NE(error(s).find("a V places exactly 2 chunks per rank"), std::string::npos) << error(s);
+  }
+}
+
 TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
   // Fine when sends never block; a deadlock when a send completes only once its receive is
   // posted: rank 0 sends F1 then computes F2 before posting RecvB0, rank 1 sends B0 then
@@ -315,7 +467,7 @@ TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
 
 TEST(PpSchedule, BadInputIsOneLine) {
   const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
-      {"pipedream", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1"},
+      {"pipedream", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-v"},
       {"1f1b", 0, 1, 8, "p (pipeline ranks) must be >= 1"},
       {"1f1b", 4, 0, 8, "v (chunks per rank) must be >= 1"},
       {"gpipe", 4, 1, 0, "m (micro-batches) must be >= 1"},
@@ -327,6 +479,11 @@ TEST(PpSchedule, BadInputIsOneLine) {
       {"interleaved", 4, 2, 6, "multiple of p"},
       {"interleaved", 4, 2, 2, "needs m >= p"},
       {"1f1b", 1000, 1, 1000000, "too large"},
+      {"zb-v", 4, 1, 8, "v must be 2, got 1 (--vpp 2)"},
+      {"zb-v", 4, 3, 8, "v must be 2, got 3"},
+      {"zb-v", 4, 2, 0, "m (micro-batches) must be >= 1"},
+      {"zb-v", 0, 2, 8, "p (pipeline ranks) must be >= 1"},
+      {"zb-v", 1000, 2, 1000, "too large"},
   };
   for (const auto& [kind, p, v, m, what] : bad) {
     const std::string e = error_of([&] { make_schedule(kind, p, v, m); });
@@ -335,6 +492,7 @@ TEST(PpSchedule, BadInputIsOneLine) {
   }
   EXPECT_NO_THROW(make_schedule("interleaved", 1, 2, 1));
   EXPECT_NO_THROW(make_schedule("interleaved", 4, 2, 4));
+  EXPECT_NO_THROW(make_schedule("zb-v", 4, 2, 1));  // any m >= 1; m < p only idles more
 }
 
 // ---- renderings ----
@@ -360,9 +518,24 @@ TEST(PpScheduleRender, TextHasOneFixedWidthRowPerRank) {
   EXPECT_EQ(rows[0].compare(8, 8, "F0a F1a "), 0) << rows[0];
 }
 
+TEST(PpScheduleRender, ZeroBubbleVTextLabelsBothChunks) {
+  const Schedule s = make_schedule("zb-v", 4, 2, 8);
+  const SimResult r = simulate(s, default_costs(s));
+  EXPECT_EQ(r.total, 51);
+  const std::string text = timeline_text(s, r);
+  std::vector<std::string> rows;
+  for (size_t at = 0, nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1)
+    if (text.compare(at, 5, "rank ") == 0) rows.push_back(text.substr(at, nl - at));
+  ASSERT_EQ(rows.size(), 4u);
+  for (const auto& row : rows) EXPECT_EQ(row.size(), std::string("rank 0 |").size() + size_t(r.total) * 4) << row;
+  EXPECT_EQ(rows[0].compare(8, 8, "F0a F1a "), 0) << rows[0];
+  EXPECT_EQ(rows[3].compare(8, 20, ".   .   .   F0a F0b "), 0) << rows[3];  // the turn: chunk 1 right after chunk 0
+  EXPECT_NE(text.find("b = chunk 1 (stage 2p-1-r"), std::string::npos) << text;
+}
+
 TEST(PpScheduleRender, SvgAndChromeTrace) {
   for (const std::string& kind : schedule_kinds()) {
-    const Schedule s = make_schedule(kind, 4, kind == "interleaved" ? 2 : 1, 8);
+    const Schedule s = make_schedule(kind, 4, chunks(kind), 8);
     const SimResult r = simulate(s, default_costs(s));
     const std::string svg = timeline_svg(s, r);
     EXPECT_EQ(svg.rfind("<svg ", 0), 0u);
