@@ -76,10 +76,7 @@ static std::vector<Case> cases_for(int world) {
         all.push_back(b);
       }
   }
-  std::vector<Case> out;
-  for (auto& c : all)
-    if (c.layout.world() == world) out.push_back(c);
-  return out;
+  return cases_of_world(all, world);
 }
 
 TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {

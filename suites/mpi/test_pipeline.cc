@@ -66,10 +66,7 @@ static std::vector<Case> cases_for(int world) {
       pp_case("pp2_tp2_sp_zbv", 4, 2, 2, "zb-v", 4, 2, 1, true),
       pp_case("pp2_dp2_zbv", 4, 2, 2, "zb-v", 4, 1, 2),
   };
-  std::vector<Case> out;
-  for (auto& c : all)
-    if (c.layout.world() == world) out.push_back(c);
-  return out;
+  return cases_of_world(all, world);
 }
 
 TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
