@@ -222,14 +222,27 @@ DistRun train_distributed(const Case& c, MPI_Comm comm, Device dev, bool nccl, c
   auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
   DistRun r;
   DeviceScope on(dev);  // every tensor the model allocates lives on dev
-  ProcessGrid grid(comm, c.layout, nccl);
+  const bool pipelined = c.layout.pp > 1;
+  const int64_t m = c.train.num_micro_batches;
+  const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m)) : pp::Schedule{};
+  bool pp_nccl = true;  // NCCL matches point-to-point by order: only for schedules whose order agrees
+  if (nccl && pipelined) {
+    try {
+      pp::check_channel_order(sched);
+    } catch (const Error& e) {
+      pp_nccl = false;
+      static bool said = false;
+      if (!said && world_rank == 0)
+        std::fprintf(stderr, "backend cuda: %s; its pipeline transfers go through MPI (matched by tag), staged "
+                             "through host memory\n", e.what());
+      said = true;
+    }
+  }
+  ProcessGrid grid(comm, c.layout, nccl, pp_nccl);
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, parse_features(c.features), c.train.seed,
                    c.dtype == "bf16" ? DType::BF16 : DType::F32, c.layout.pp > 1 && pp::vshape_kind(c.schedule)},
                   grid);
   DistOptimizer optim(model, grid, c.train);
-  const int64_t m = c.train.num_micro_batches;
-  const bool pipelined = c.layout.pp > 1;
-  const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m)) : pp::Schedule{};
   const std::vector<std::string> names = param_names(c.model);
   for (int64_t n = 0; n < c.train.steps; ++n) {
     MPI_CHECK(MPI_Barrier(comm));

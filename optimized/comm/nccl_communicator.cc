@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "optimized/core/cuda_check.h"
@@ -134,9 +135,13 @@ class NcclCommunicator : public Communicator {
     return std::make_unique<StreamRequest>();
   }
 
-  // One NCCL group: the sends and receives progress together (NCCL matches them by peer
-  // and order, not by tag).
-  void batch_p2p(const std::vector<P2POp>& ops) override {
+  // One NCCL group: the sends and receives progress together. NCCL matches them by peer
+  // and order, not by tag, so they are posted in (peer, tag) order: both sides of a pair
+  // then agree wherever their sequences of tags agree (pp::check_channel_order).
+  void batch_p2p(const std::vector<P2POp>& in) override {
+    std::vector<P2POp> ops = in;
+    std::stable_sort(ops.begin(), ops.end(),
+                     [](const P2POp& a, const P2POp& b) { return std::pair(a.peer, a.tag) < std::pair(b.peer, b.tag); });
     NCCL_CHECK(comm_, ncclGroupStart());
     for (const auto& op : ops) {
       PhaseScope phase(op.phase);

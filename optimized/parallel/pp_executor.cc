@@ -33,9 +33,6 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
   const int S = s.stages();
   PB_REQUIRE(int64_t(s.m) * S * 2 < 32767, "pipeline: ", s.m, " micro-batches x ", S, " stages exceed the MPI tags");
   const float scale = 1.0f / float(s.m);
-  // Tags: the activation entering stage st, and the gradient leaving it, of micro-batch mb.
-  auto act_tag = [&](int mb, int st) { return (mb * S + st) * 2; };
-  auto grad_tag = [&](int mb, int st) { return (mb * S + st) * 2 + 1; };
   std::map<Key, Tensor> x_in, dy_in, y_out, dx_out;
   PipelineStep out;
   // The timeline from device marks around each compute action (CUDA events on the GPU, so
@@ -80,24 +77,24 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
     for (; i < acts.size() && !pp::is_compute(acts[i].op); ++i) {
       const pp::Action c = acts[i];
       const Key k{c.mb, c.chunk};
-      const int cs = s.stage(grid.pp_rank(), c.chunk);
+      const auto [peer, tag] = pp::message_peer_tag(s, grid.pp_rank(), c);
       switch (c.op) {
         case pp::Op::RecvF:
           x_in[k] = model.boundary_activation();
-          ops.push_back({false, &x_in[k], s.rank_of(cs - 1), act_tag(c.mb, cs), Phase::Forward});
+          ops.push_back({false, &x_in[k], peer, tag, Phase::Forward});
           break;
         case pp::Op::SendF:
           PB_REQUIRE(y_out.count(k), "pipeline: SendF of micro-batch ", c.mb, " before its F");
-          ops.push_back({true, &y_out[k], s.rank_of(cs + 1), act_tag(c.mb, cs + 1), Phase::Forward});
+          ops.push_back({true, &y_out[k], peer, tag, Phase::Forward});
           sent_y.push_back(k);
           break;
         case pp::Op::RecvB:
           dy_in[k] = model.boundary_gradient();
-          ops.push_back({false, &dy_in[k], s.rank_of(cs + 1), grad_tag(c.mb, cs), Phase::Backward});
+          ops.push_back({false, &dy_in[k], peer, tag, Phase::Backward});
           break;
         case pp::Op::SendB:
           PB_REQUIRE(dx_out.count(k), "pipeline: SendB of micro-batch ", c.mb, " before its B");
-          ops.push_back({true, &dx_out[k], s.rank_of(cs - 1), grad_tag(c.mb, cs - 1), Phase::Backward});
+          ops.push_back({true, &dx_out[k], peer, tag, Phase::Backward});
           sent_dx.push_back(k);
           break;
         default:

@@ -51,6 +51,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pb::pp {
@@ -132,6 +133,18 @@ SimResult simulate(const Schedule& s, const Costs& c);
 // sends of its receives. Validates with simulate() first; throws pb::Error naming the
 // blocked ranks if the schedule deadlocks under this model.
 void check_rendezvous(const Schedule& s);
+
+// The peer and tag of a communication action of rank `rank`: the activation entering
+// stage t of micro-batch mb has tag (mb*S + t)*2, the gradient leaving stage t+1 for
+// stage t has tag (mb*S + t)*2 + 1 (S stages), the same on the sending and the receiving
+// side, so MPI matches by tag. Returns {peer rank, tag}.
+std::pair<int, int> message_peer_tag(const Schedule& s, int rank, const Action& a);
+
+// NCCL matches the sends and receives between two ranks by their order, not by tag. With
+// every batch's transfers posted in (peer, tag) order (NcclCommunicator::batch_p2p does),
+// this checks that for every ordered pair of ranks the sender's sequence of messages equals
+// the receiver's; throws pb::Error naming the first pair that differs.
+void check_channel_order(const Schedule& s);
 
 // Renderings of a simulated schedule: one text row per rank, one fixed-width cell per cost
 // unit ("F3" starts an action, "F3a" / "F3b" for chunk 0 / 1 when v > 1, in a V stages

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <array>
 #include <deque>
+#include <map>
+#include <tuple>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
@@ -280,6 +282,45 @@ void check_rendezvous(const Schedule& s) {
       throw Error("schedule " + s.kind + ": deadlock when a send completes only once its receive is posted: " + why);
     }
   }
+}
+
+std::pair<int, int> message_peer_tag(const Schedule& s, int rank, const Action& a) {
+  const int S = s.stages(), st = s.stage(rank, a.chunk);
+  switch (a.op) {
+    case Op::SendF: return {s.rank_of(st + 1), (a.mb * S + st + 1) * 2};
+    case Op::RecvF: return {s.rank_of(st - 1), (a.mb * S + st) * 2};
+    case Op::SendB: return {s.rank_of(st - 1), (a.mb * S + st - 1) * 2 + 1};
+    case Op::RecvB: return {s.rank_of(st + 1), (a.mb * S + st) * 2 + 1};
+    default: throw Error(std::string("message_peer_tag: ") + op_name(a.op) + " is not a transfer");
+  }
+}
+
+void check_channel_order(const Schedule& s) {
+  // (sender, receiver) -> the tags in the order each side posts them.
+  std::map<std::pair<int, int>, std::vector<int>> sent, received;
+  for (int r = 0; r < s.p; ++r) {
+    const auto& acts = s.ranks[size_t(r)];
+    for (size_t i = 0; i < acts.size();) {
+      if (is_compute(acts[i].op)) {
+        ++i;
+        continue;
+      }
+      std::vector<std::tuple<int, int, bool>> batch;  // (peer, tag, send)
+      for (; i < acts.size() && !is_compute(acts[i].op); ++i) {
+        const auto [peer, tag] = message_peer_tag(s, r, acts[i]);
+        batch.emplace_back(peer, tag, acts[i].op == Op::SendF || acts[i].op == Op::SendB);
+      }
+      std::sort(batch.begin(), batch.end());
+      for (const auto& [peer, tag, send] : batch)
+        (send ? sent[{r, peer}] : received[{peer, r}]).push_back(tag);
+    }
+  }
+  for (const auto& [pair, tags] : sent)
+    PB_REQUIRE(received[pair] == tags, "schedule ", s.kind, ": rank ", pair.first, " sends to rank ", pair.second,
+               " in another order than rank ", pair.second, " receives (NCCL matches by order)");
+  for (const auto& [pair, tags] : received)
+    PB_REQUIRE(sent[pair] == tags, "schedule ", s.kind, ": rank ", pair.second, " receives from rank ", pair.first,
+               " messages that rank ", pair.first, " does not send in that order");
 }
 
 }  // namespace pb::pp

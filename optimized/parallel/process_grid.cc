@@ -15,7 +15,7 @@ static std::unique_ptr<Communicator> make_group(MPI_Comm c, const char* name, bo
   return g;
 }
 
-ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl) : layout_(l) {
+ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl) : layout_(l) {
   int size = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank_));
   MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -40,7 +40,11 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl) : layout_(l)
   tp_ = split("tp", tp_color, tp_r_);
   cp_ = split("cp", tp_r_ + l.tp * (dp_r_ + l.dp * pp_r_), cp_r_);
   dp_ = split("dp", tp_r_ + l.tp * (cp_r_ + l.cp * pp_r_), dp_r_);
-  pp_ = split("pp", tp_r_ + l.tp * (cp_r_ + l.cp * dp_r_), pp_r_);
+  {
+    MPI_Comm c;
+    MPI_CHECK(MPI_Comm_split(comm, tp_r_ + l.tp * (cp_r_ + l.cp * dp_r_), pp_r_, &c));
+    pp_ = make_group(c, "pp", nccl && pp_nccl);
+  }
   dp_cp_ = split("dp_cp", tp_r_ + l.tp * pp_r_, dpcp_r);
   ep_ = split("ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
   edp_ = split("expert_dp", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r % l.ep)), dpcp_r / l.ep);

@@ -23,7 +23,9 @@ class ProcessGrid {
  public:
   // comm: the ranks of this case (its size must equal layout.world()). With nccl, every
   // group communicates through NCCL (device buffers); otherwise through MPI.
-  ProcessGrid(MPI_Comm comm, const Layout& layout, bool nccl = false);
+  // pp_nccl false keeps the pp group on MPI even with nccl (a pipeline schedule whose
+  // sends and receives NCCL could not match by order: pp::check_channel_order).
+  ProcessGrid(MPI_Comm comm, const Layout& layout, bool nccl = false, bool pp_nccl = true);
   ~ProcessGrid();
 
   const Layout& layout() const { return layout_; }
