@@ -210,19 +210,28 @@ TEST_F(CudaKernels, AttentionForwardBackward) {
   }
 }
 
+// The vocab-parallel cross-entropy statistics of logits z (N rows) on z's device, into
+// NaN-prefilled outputs: row max, sum of exponentials, target logit (vocab_start 3).
+struct CePieces {
+  Tensor mx, se, tl;
+};
+static CePieces ce_pieces(const Tensor& z, const std::vector<int64_t>& labels) {
+  const int64_t N = z.rows();
+  const bool gpu = z.device() == Device::CUDA;
+  CePieces c{gpu ? nan_dev({N}) : nan_host({N}), gpu ? nan_dev({N}) : nan_host({N}), gpu ? nan_dev({N}) : nan_host({N})};
+  ops::ce_row_max(c.mx, z);
+  ops::ce_sum_exp(c.se, z, c.mx);
+  ops::ce_target_logit(c.tl, z, labels, 3);
+  return c;
+}
+
 TEST_F(CudaKernels, VocabParallelCrossEntropy) {
   const int64_t N = 9, V = 37;
   const std::vector<int64_t> labels{0, 36, 40, 5, 5, 80, 12, 13, 37};
   Tensor z = host_randn({N, V}, "z", 4.0f);
-  Tensor mx = nan_host({N}), se = nan_host({N}), tl = nan_host({N});
-  Tensor gmx = nan_dev({N}), gse = nan_dev({N}), gtl = nan_dev({N});
   const Tensor gz = dev(z);
-  ops::ce_row_max(mx, z);
-  ops::ce_row_max(gmx, gz);
-  ops::ce_sum_exp(se, z, mx);
-  ops::ce_sum_exp(gse, gz, gmx);
-  ops::ce_target_logit(tl, z, labels, 3);
-  ops::ce_target_logit(gtl, gz, labels, 3);
+  const auto [mx, se, tl] = ce_pieces(z, labels);
+  const auto [gmx, gse, gtl] = ce_pieces(gz, labels);
   EXPECT_LT(rel(gmx, mx), 1e-7);
   EXPECT_LT(rel(gse, se), kTol);
   EXPECT_LT(rel(gtl, tl), 1e-7);
@@ -532,14 +541,8 @@ TEST_F(CudaKernels, Bf16VocabParallelCrossEntropy) {
     std::vector<int64_t> labels;
     for (int64_t t = 0; t < N; ++t) labels.push_back((t * 131 + 7) % (V + 40));  // some outside [3, 3 + V)
     const Tensor z = bf16_of(host_randn({N, V}, "z", 4.0f)), gz = dev(z), zf = f32_host(z);
-    Tensor mx = nan_host({N}), se = nan_host({N}), tl = nan_host({N});
-    Tensor gmx = nan_dev({N}), gse = nan_dev({N}), gtl = nan_dev({N});
-    ops::ce_row_max(mx, z);
-    ops::ce_row_max(gmx, gz);
-    ops::ce_sum_exp(se, z, mx);
-    ops::ce_sum_exp(gse, gz, gmx);
-    ops::ce_target_logit(tl, z, labels, 3);
-    ops::ce_target_logit(gtl, gz, labels, 3);
+    const auto [mx, se, tl] = ce_pieces(z, labels);
+    const auto [gmx, gse, gtl] = ce_pieces(gz, labels);
     EXPECT_EQ(rel(gmx, mx), 0.0) << what;  // the max of bf16 values, exact
     EXPECT_LT(rel(gse, se), 1e-5) << what;  // fp32 sums of up to 1000 terms in another order
     EXPECT_EQ(rel(gtl, tl), 0.0) << what;  // a bf16 logit, exact
