@@ -51,12 +51,17 @@
 
 namespace pb::harness {
 
+// One call size of one op in one group and phase: calls x (bytes / calls) payload bytes,
+// bus_bytes with the nccl-tests factor of the group's size (ledger.h). Two sizes of one
+// op in one group and phase are two rows.
 struct CommRow {
   std::string group;
   CommOp op;
   Phase phase;
   int64_t calls = 0;
   int64_t bytes = 0;
+  double bus_bytes = 0;
+  int64_t bytes_per_call() const { return calls ? bytes / calls : 0; }
 };
 
 struct Prediction {

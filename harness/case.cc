@@ -8,6 +8,7 @@
 #include <set>
 
 #include "reference/common/error.h"
+#include "optimized/train/registry.h"
 #include "reference/io/checkpoint.h"
 
 namespace pb::harness {
@@ -137,6 +138,20 @@ Suite load_suite(const std::string& name_or_path) {
     throw Error(path + ": malformed JSON (" + std::string(e.what()) + ")");
   }
   return parse_suite(j, path);
+}
+
+}  // namespace pb::harness
+
+namespace pb::harness {
+
+Case Case::one_rank() const {
+  Case c = *this;
+  c.layout = Layout{};
+  c.train.num_micro_batches = train.num_micro_batches * layout.dp;
+  c.features.clear();
+  for (const auto& f : features)
+    if (find_technique(f)->single_rank) c.features.push_back(f);
+  return c;
 }
 
 }  // namespace pb::harness

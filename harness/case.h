@@ -31,7 +31,7 @@ struct Case {
   std::vector<std::string> features;
   std::string backend = "cpu";  // cpu | cuda
   std::string dtype = "fp32";   // fp32 | bf16
-  std::string schedule = "1f1b";  // pipeline schedule when pp > 1: gpipe | 1f1b | interleaved | zb-h1
+  std::string schedule = "1f1b";  // pipeline schedule when pp > 1 (the registry lists the kinds)
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated.
@@ -41,6 +41,9 @@ struct Case {
     return t;
   }
   int64_t global_batch() const { return train.micro_batch_size * train.num_micro_batches * layout.dp; }
+  // The same training on one rank: no parallel degrees, dp times the micro-batches, and
+  // only the features that need no parallel degree (the technique registry says which).
+  Case one_rank() const;
 };
 
 struct Suite {

@@ -7,7 +7,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "optimized/parallel/pp_schedule.h"
+#include "optimized/train/pp_schedule.h"
+#include "optimized/train/registry.h"
 #include "reference/common/error.h"
 
 namespace pb::harness {
@@ -60,7 +61,7 @@ void write_file(const std::string& path, const std::string& text) {
 
 CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   auto* sub = app.add_subcommand("schedule", "simulate and draw a pipeline schedule (no MPI, no model)");
-  sub->add_option("--kind", a.kind, "gpipe | 1f1b | interleaved | zb-h1 | zb-v")->required();
+  sub->add_option("--kind", a.kind, technique_names(TechniqueKind::Schedule))->required();
   sub->add_option("--pp", a.pp, "pipeline ranks p")->required();
   sub->add_option("--vpp", a.vpp, "model chunks per rank v (interleaved: >= 2; zb-v: 2)")->capture_default_str();
   sub->add_option("--microbatches,-m", a.microbatches, "micro-batches m (interleaved: a multiple of p)")->required();

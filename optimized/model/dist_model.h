@@ -1,26 +1,21 @@
 /* The distributed Llama decoder: the reference model (reference/model/transformer.h)
- * split over a process grid with DP, TP (Megatron) and SP.
+ * split over a process grid, composed of blocks (block.h):
  *
- * One micro-batch of B sequences, N = B*S token rows; N_s = N/TP under SP, else N.
- *   x0 = vocab_embedding(tokens)                                 (N_s, H)
- *   per layer (heads A/TP, kv heads G/TP, ffn F/TP on this rank):
- *     a = rmsnorm(x)                                             (N_s, H)
- *     q, k, v = column(a; Wq, Wk, Wv); q, k = rope(q, k)         (N, A/TP*D), (N, G/TP*D)
- *     o, lse = attention(q, k, v)                                (N, A/TP*D), (B*A/TP, S)
- *     h = x + row(o; Wo)                                         (N_s, H)
- *     g, u = column(rmsnorm(h); Wg, Wu); y = h + row(swiglu(g, u); Wd)
- *   logits = column(rmsnorm(x_L); Wlm)                           (N, V/TP)
- *   loss   = vocab-parallel mean cross-entropy
- * Backward mirrors it; weight gradients accumulate into the gradient buffer.
+ *   x0 = Embedding(tokens)                                       (N_s, H)
+ *   per layer l:  h = AttentionBlock_l(x)   (x + attention(norm(x)))
+ *                 x = MlpBlock_l(h)         (h + mlp(norm(h)))
+ *   loss = Head(x_L)                        (final norm, LM head, vocab-parallel CE)
+ * N = B*S token rows, N_s the rows outside TP regions (the TP-linear strategy decides:
+ * N, or N/TP under SP). Every technique is a strategy behind a seam (strategies.h), chosen
+ * once when the model is built; the blocks only call the interfaces.
  *
- * Pipeline parallelism (Narayanan et al., arXiv 2104.04473): PP ranks x V chunks; chunk c
- * of pipeline rank r is virtual stage s = c*PP + r (or, V-shaped for ZB-V, s = r for
- * chunk 0 and 2PP-1-r for chunk 1) and holds layers
- * [s*L/(PP*V), (s+1)*L/(PP*V)); stage 0 also embeds, the last stage also runs the final
- * norm, the LM head and the loss. A rank holds only its chunks' parameters. Every
- * (chunk, micro-batch) keeps its own saved activations, so a schedule may have several
- * micro-batches in flight; the stage boundary tensor is x (N_s, H) forward and dx (N_s, H)
- * backward. Without PP there is one chunk holding everything (forward_backward).
+ * Pipeline parallelism (Narayanan et al., arXiv 2104.04473): PP ranks x V chunks, placed
+ * as parallel/pp_placement.h says (interleaved, or V for ZB-V); a chunk is the blocks of
+ * its stage's layers, with the embedding on stage 0 and the head on the last stage. A rank
+ * holds only its chunks' parameters. Blocks keep their saved state per micro-batch, so a
+ * schedule may have several micro-batches in flight; the stage boundary tensor is x
+ * (N_s, H) forward and dx (N_s, H) backward. Without PP there is one chunk holding
+ * everything (forward_backward).
  */
 #pragma once
 
@@ -29,10 +24,11 @@
 #include <utility>
 #include <vector>
 
+#include "optimized/model/block.h"
 #include "optimized/model/dist_params.h"
+#include "optimized/model/strategies.h"
+#include "optimized/parallel/pp_placement.h"
 #include "optimized/parallel/process_grid.h"
-#include "optimized/parallel/tp_linear.h"
-#include "optimized/parallel/tp_vocab.h"
 #include "reference/model/data.h"
 
 namespace pb {
@@ -41,10 +37,10 @@ struct DistModelConfig {
   ref::ModelConfig model;
   int64_t micro_batch_size = 1;  // B
   int64_t seq_length = 1;        // S
-  Features features;
+  Strategies strategies = Strategies::defaults();  // what the case's techniques installed (registry.h)
   uint64_t seed = 0;
   DType dtype = DType::F32;      // weights and activations (bf16: mixed precision, fp32 master and grads)
-  bool vshape = false;           // PP chunk placement: V (ZB-V) instead of interleaved (pp_schedule.h)
+  bool vshape = false;           // PP chunk placement: V (ZB-V) instead of interleaved (pp_placement.h)
 };
 
 class DistModel {
@@ -56,11 +52,11 @@ class DistModel {
   // micro-batch's mean cross-entropy.
   double forward_backward(const ref::Batch& batch, float grad_scale);
 
-  // The pipeline-stage API (any PP; the executor in optimized/parallel/pp_executor.h).
-  int chunks() const { return int(chunk_layers_.size()); }
-  int stage_of(int chunk) const;
+  // The pipeline-stage API (any PP; the executor in optimized/train/pp_executor.h).
+  int chunks() const { return int(chunks_.size()); }
+  int stage_of(int chunk) const { return placement_.stage(grid_.pp_rank(), chunk); }
   bool first_stage(int chunk) const { return stage_of(chunk) == 0; }
-  bool last_stage(int chunk) const;
+  bool last_stage(int chunk) const { return stage_of(chunk) == placement_.stages() - 1; }
   // Forward of micro-batch mb through chunk c. x_in: the received (N_s, H) input (unused on
   // the first stage). Returns the (N_s, H) output to send, or on the last stage an empty
   // tensor with *loss = the micro-batch's mean cross-entropy (its backward uses grad_scale).
@@ -74,27 +70,27 @@ class DistModel {
   Tensor boundary_gradient() const;    // an empty (N_s, H) gradient buffer (Workspace)
 
   DistParams& params() { return params_; }
+  TpLinear& tp_linear() { return *tp_; }
   const DistModelConfig& config() const { return cfg_; }
+  // The blocks of chunk c in forward order (for tests and policies).
+  const std::vector<std::unique_ptr<Block>>& blocks(int c) const { return chunks_[size_t(c)]; }
 
  private:
-  struct LayerWeights;
-  struct LayerActs;
-  struct ChunkActs;
-  Tensor act(int64_t r, int64_t c) const;
-  Tensor work(int64_t r, int64_t c) const;
-  void layer_forward(const LayerWeights& W, LayerActs& L, Tensor& y, const Tensor& x);
-  void layer_backward(const LayerWeights& W, LayerActs& L, Tensor& dx, const Tensor& dy);
+  struct InFlight {
+    WGradQueue wgrads;  // split backward: the weight gradients W computes
+  };
   DistModelConfig cfg_;
   ProcessGrid& grid_;
-  TpContext ctx_;
+  pp::Placement placement_;
   DistParams params_;
-  std::vector<int64_t> pos_;                 // (N) RoPE positions
-  struct Dims {
-    int64_t N, Ns, H, D, Aq, Gk, F;  // tokens, token rows held outside TP regions, hidden, head dim,
-  } dims_{};                          // and this rank's query heads, kv heads and ffn columns
-  std::vector<std::pair<int64_t, int64_t>> chunk_layers_;  // [first, last) global layer of each chunk
-  std::map<int64_t, std::unique_ptr<LayerWeights>> weights_;  // by global layer
-  std::map<std::pair<int, int>, std::unique_ptr<ChunkActs>> acts_;  // (chunk, micro-batch) in flight
+  std::unique_ptr<GradSink> sink_;
+  std::unique_ptr<TpLinear> tp_;
+  std::unique_ptr<ParamProvider> provider_;
+  std::unique_ptr<ActivationPolicy> policy_;
+  std::vector<int64_t> pos_;  // (N) RoPE positions
+  std::unique_ptr<BlockEnv> env_;
+  std::vector<std::vector<std::unique_ptr<Block>>> chunks_;
+  std::map<std::pair<int, int>, std::unique_ptr<InFlight>> inflight_;  // (chunk, micro-batch)
 };
 
 }  // namespace pb

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "optimized/model/dist_model.h"
+#include "optimized/parallel/terms.h"
 #include "reference/model/config.h"
 
 namespace pb {
@@ -33,5 +34,10 @@ class DistOptimizer {
   ref::TrainConfig tc_;
   int64_t t_ = 0;
 };
+
+// The optimizer's own terms: the squared-norm all-reduce over the model-parallel group
+// (TP x PP > 1), one double a step; the per-rank parameter state, fp32 grads and Adam's m
+// and v (+ the fp32 master in bf16): e + 4 + 8 (+ 4) bytes per local parameter.
+void optimizer_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

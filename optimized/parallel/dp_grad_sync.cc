@@ -11,4 +11,9 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
   ops::scale_(grads, 1.0f / float(dp.size()));
 }
 
+void dp_terms(const Dims& d, Terms& t) {
+  t.call("dp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_local, d.d);
+  t.call("dp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.d);
+}
+
 }  // namespace pb

@@ -5,9 +5,14 @@
 #pragma once
 
 #include "optimized/comm/communicator.h"
+#include "optimized/parallel/terms.h"
 
 namespace pb {
 
 void dp_all_reduce_mean(Tensor& grads, Communicator& dp);
+
+// Over a step (DP > 1), in the optimizer phase: the gradient buffer's all-reduce, fp32
+// P_local elements, and the loss average's all-reduce of one double.
+void dp_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

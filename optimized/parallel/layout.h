@@ -18,20 +18,8 @@ struct Layout {
   std::string str() const;  // "dp2 tp2" (degrees > 1), or "1 rank"
 };
 
-struct Features {
-  bool sp = false;  // Megatron sequence parallelism (needs TP)
-};
-
-// Techniques known to the parser; `implemented` says whether this build runs them.
-struct FeatureInfo {
-  const char* name;
-  const char* summary;
-  bool implemented;
-};
-const std::vector<FeatureInfo>& known_features();
-// Parses feature names; unknown or not-yet-implemented names throw with one line.
-Features parse_features(const std::vector<std::string>& names);
-
-void validate_layout(const Layout& l, const ref::ModelConfig& mc, const ref::TrainConfig& tc, const Features& f);
+// The checks every case needs (degrees >= 1, what TP and PP must divide, what this build
+// does not run yet); each technique adds its own in its registry entry.
+void validate_layout(const Layout& l, const ref::ModelConfig& mc);
 
 }  // namespace pb

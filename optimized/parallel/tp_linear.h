@@ -1,54 +1,88 @@
-/* Megatron tensor-parallel linears (Shoeybi et al., arXiv 1909.08053), with the sequence-
- * parallel variant (Korthikanti et al., arXiv 2205.05198).
+/* The TP-linear seam: Megatron tensor-parallel linears (Shoeybi et al., arXiv 1909.08053),
+ * with the sequence-parallel strategy (Korthikanti et al., arXiv 2205.05198) in sp_linear.h.
  *
  * Column-parallel (W rows split: this rank holds W_i (out/TP, in)); several weights may
  * share one input (q, k, v; gate, up), as Megatron's fused QKV / gate-up do:
- *   forward : x_full = TP ? x : AG_tp(x) [SP]          (N, in)
+ *   forward : x_full = gather(x)                         (N, in)
  *             y_i    = x_full W_i^T                      (N, out_i/TP)
  *   backward: dx_full = sum_i dy_i W_i                   (N, in)
- *             dW_i  += dy_i^T x_full   (SP: x_full re-gathered from the saved shard)
- *             dx     = AR_tp(dx_full)  |  RS_tp(dx_full) [SP]   (N or N/TP, in)
+ *             dW_i  += dy_i^T x_full   (x_full gathered again from the saved input)
+ *             dx     = reduce(dx_full)                   (rows(x), in)
  * Row-parallel (W columns split: W (out, in/TP)):
- *   forward : y = AR_tp(x W^T)  |  RS_tp(x W^T) [SP]       (N or N/TP, out)
- *   backward: dy_full = dy  |  AG_tp(dy) [SP];  dx = dy_full W;  dW += dy_full^T x
- * Per layer (QKV + o, gate/up + down): TP: 2 all-reduces of N*H forward, 2 backward.
- * SP: 2 all-gathers + 2 reduce-scatters forward; 4 all-gathers + 2 reduce-scatters
- * backward (the 2 extra all-gathers re-gather the column inputs for dW).
+ *   forward : y = reduce(x W^T)                          (rows(y), out)
+ *   backward: dy_full = gather(dy);  dx = dy_full W;  dW += dy_full^T x
+ * A strategy decides the two region boundaries:
+ *   all-reduce (TpAllReduce, this file): gather = identity, reduce = AR_tp; activations
+ *     outside TP regions are all N rows. Per layer (QKV + o, gate/up + down): 2 all-reduces
+ *     of N*H forward, 2 backward.
+ *   SP (TpSequenceParallel, sp_linear.h): gather = AG_tp, reduce = RS_tp over N/TP rows.
+ * Weight gradients go to the gradient sink (grad_sink.h), or, while a queue is set, are
+ * queued for zero bubble's W pass (Qi et al., arXiv 2401.10241) with dy and the gathered x
+ * kept alive; the communication is unchanged (SP's re-gather of x still happens in B).
+ * MC2 (matmul fused with the collectives) will be a third strategy overriding the linears.
  */
 #pragma once
 
 #include <vector>
 
 #include "optimized/comm/communicator.h"
+#include "optimized/parallel/grad_sink.h"
+#include "optimized/parallel/terms.h"
 
 namespace pb {
 
-// Zero-bubble's split backward (Qi et al., arXiv 2401.10241): while a queue is set, the
-// linears' weight gradients dW += dy^T x are not computed in the backward (B) but queued,
-// with dy and x (the gathered x_full under SP) kept alive, for a later W pass. The
-// communication is unchanged: SP's re-gather of x still happens in B.
 struct DeferredWGrad {
   Tensor* dw;
   Tensor dy, x;
 };
 using WGradQueue = std::vector<DeferredWGrad>;
-void run_wgrads(WGradQueue& q);  // computes and empties the queue, in queue order
+void run_wgrads(WGradQueue& q, GradSink& sink);  // computes and empties the queue, in queue order
 
-struct TpContext {
-  Communicator& tp;
-  bool sp;  // sequence parallel: activations outside TP regions are N/TP row shards
-  WGradQueue* defer = nullptr;  // set: weight gradients are queued (split backward)
+class TpLinear {
+ public:
+  TpLinear(Communicator& tp, GradSink& sink) : tp_(tp), sink_(sink) {}
+  virtual ~TpLinear() = default;
+  Communicator& group() { return tp_; }
+  GradSink& sink() { return sink_; }
+  // While set, weight gradients are queued instead of computed (split backward).
+  void defer_to(WGradQueue* q) { defer_ = q; }
+
+  // Rows of an activation outside TP regions, for N token rows: N, or N/TP under SP.
+  virtual int64_t outer_rows(int64_t N) const = 0;
+  // Into a TP region: (outer rows, c) -> (N, c), the input itself or a gathered copy.
+  virtual Tensor gather(const Tensor& x) = 0;
+  // Out of a TP region: partial (N, c) summed over TP into out (outer rows, c).
+  virtual void reduce(Tensor& out, Tensor& partial) = 0;
+  // Whether replicated weights (the norms) saw only this rank's rows, so their gradients
+  // must be all-reduced over TP before the step.
+  virtual bool replicated_grads_partial() const = 0;
+
+  virtual void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws);
+  virtual void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
+                               const Tensor& x, const std::vector<const Tensor*>& ws);
+  virtual void row_forward(Tensor& y, const Tensor& x, const Tensor& w);
+  virtual void row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w);
+
+ protected:
+  void weight_grad(Tensor& dw, const Tensor& dy, const Tensor& x);  // dW += dy^T x, now or queued
+  Communicator& tp_;
+  GradSink& sink_;
+  WGradQueue* defer_ = nullptr;
 };
 
-void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws,
-                    TpContext& ctx);
-void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
-                     const Tensor& x, const std::vector<const Tensor*>& ws, TpContext& ctx);
-void row_forward(Tensor& y, const Tensor& x, const Tensor& w, TpContext& ctx);
-void row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, TpContext& ctx);
+class TpAllReduce final : public TpLinear {
+ public:
+  using TpLinear::TpLinear;
+  int64_t outer_rows(int64_t N) const override { return N; }
+  Tensor gather(const Tensor& x) override { return x; }
+  void reduce(Tensor& out, Tensor& partial) override;  // AR in place, out = partial
+  bool replicated_grads_partial() const override { return false; }
+};
 
-// The SP regions: gather the N/TP row shards into (N, ...), and reduce-scatter back.
-Tensor sp_gather(const Tensor& shard, TpContext& ctx);  // identity (a view) without SP
-void sp_reduce(Tensor& out, Tensor& partial, TpContext& ctx);  // AR (in place, out = partial) or RS
+// The linears' communication over a step (TP > 1, all-reduce strategy), with Lr layers
+// and the head's column linear where the rank holds it (terms.h):
+//   forward  all_reduce (emb + 2 Lr) x e N H    (row linears; the embedding's reduce)
+//   backward all_reduce (2 Lr + head) x e N H   (column linears)
+void tp_allreduce_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

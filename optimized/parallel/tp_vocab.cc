@@ -6,36 +6,40 @@
 namespace pb {
 
 void vocab_embedding_forward(Tensor& x, const std::vector<int64_t>& tokens, const Tensor& table, int64_t vocab_start,
-                             TpContext& ctx) {
+                             TpLinear& tp) {
   Tensor partial = Tensor::empty({int64_t(tokens.size()), table.cols()}, MemCategory::Workspace, x.dtype());  // (N, H)
   ops::embedding_forward(partial, tokens, table, vocab_start);
-  sp_reduce(x, partial, ctx);
+  tp.reduce(x, partial);
 }
 
 void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const std::vector<int64_t>& tokens,
-                              int64_t vocab_start, TpContext& ctx) {
-  const Tensor dx_full = sp_gather(dx, ctx);  // (N, H)
+                              int64_t vocab_start, TpLinear& tp) {
+  const Tensor dx_full = tp.gather(dx);  // (N, H)
   ops::embedding_backward(dtable, dx_full, tokens, vocab_start);
 }
 
 double vocab_ce_forward(CeState& st, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
-                        TpContext& ctx) {
+                        TpLinear& tp) {
   const int64_t N = logits.rows();
   st.mx = Tensor::empty({N}, MemCategory::Activations, DType::F32);  // the softmax statistics stay fp32
   st.se = Tensor::empty({N}, MemCategory::Activations, DType::F32);
   Tensor tl = Tensor::empty({N}, MemCategory::Workspace, DType::F32);
   ops::ce_row_max(st.mx, logits);
-  ctx.tp.all_reduce(st.mx, ReduceOp::Max);
+  tp.group().all_reduce(st.mx, ReduceOp::Max);
   ops::ce_target_logit(tl, logits, labels, vocab_start);
-  ctx.tp.all_reduce(tl);
+  tp.group().all_reduce(tl);
   ops::ce_sum_exp(st.se, logits, st.mx);
-  ctx.tp.all_reduce(st.se);
+  tp.group().all_reduce(st.se);
   return ops::ce_loss_sum(st.mx, st.se, tl) / double(N);
 }
 
 void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const std::vector<int64_t>& labels,
                        int64_t vocab_start, float dloss) {
   ops::ce_backward(dlogits, logits, st.mx, st.se, labels, vocab_start, dloss / float(logits.rows()));
+}
+
+void tp_vocab_terms(const Dims& d, Terms& t) {
+  t.call("tp", CommOp::AllReduce, Phase::Forward, d.mb * 3 * d.head, Dims::fp * d.N, d.t);
 }
 
 }  // namespace pb

@@ -2,9 +2,10 @@
  * LM head are split by vocabulary rows over TP; rank r owns tokens
  * [r*V/TP, (r+1)*V/TP).
  *
- * Embedding forward : partial (N, H) with zero rows for tokens owned elsewhere, then
- *                     AR_tp (TP) or RS_tp to the N/TP shard (SP).
- * Embedding backward: dy_full = dy | AG_tp(dy) [SP]; dE_owned += scatter(dy_full).
+ * Embedding forward : partial (N, H) with zero rows for tokens owned elsewhere, then the
+ *                     TP-linear strategy's reduce: AR_tp (TP) or RS_tp to the N/TP shard (SP).
+ * Embedding backward: dy_full = gather(dy) (identity, or AG_tp under SP);
+ *                     dE_owned += scatter(dy_full).
  * Cross-entropy over logits z (N, V/TP):
  *   m_t  = AR_max(max_v z_tv)            (N floats)
  *   y_t  = AR_sum(z_t,label if owned)    (N floats)
@@ -20,17 +21,22 @@
 namespace pb {
 
 void vocab_embedding_forward(Tensor& x, const std::vector<int64_t>& tokens, const Tensor& table, int64_t vocab_start,
-                             TpContext& ctx);
+                             TpLinear& tp);
 void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const std::vector<int64_t>& tokens,
-                              int64_t vocab_start, TpContext& ctx);
+                              int64_t vocab_start, TpLinear& tp);
 
 struct CeState {
   Tensor mx, se;  // (N) global row max and sum of exp, saved for backward
 };
 // Returns the mean cross-entropy over the N rows.
 double vocab_ce_forward(CeState& st, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
-                        TpContext& ctx);
+                        TpLinear& tp);
 void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const std::vector<int64_t>& labels,
                        int64_t vocab_start, float dloss);
+
+// The cross-entropy's all-reduces (TP > 1, where the rank holds the head): forward 3 x
+// mb calls of fp32 N (max, target logit, sum of exp). The embedding's reduce and gather are
+// the TP-linear strategy's terms.
+void tp_vocab_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

@@ -142,7 +142,7 @@ TEST(DistModel, Bf16WeightsAreTheRoundedMasterAfterEveryStep) {
   l.tp = world_size() >= 2 ? 2 : 1;
   l.dp = world_size() / l.tp;
   ProcessGrid grid(MPI_COMM_WORLD, l);
-  DistModelConfig mc{model(32, 8, 4, 48, 64, 2), 2, 8, Features{}, 9, DType::BF16};
+  DistModelConfig mc{model(32, 8, 4, 48, 64, 2), 2, 8, Strategies::defaults(), 9, DType::BF16};
   DistModel m(mc, grid);
   ref::TrainConfig tc;
   tc.lr = 1e-2;

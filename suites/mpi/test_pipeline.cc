@@ -16,7 +16,7 @@
 #include "harness/analytic.h"
 #include "harness/runner.h"
 #include "mpi_test_util.h"
-#include "optimized/parallel/pp_schedule.h"
+#include "optimized/train/pp_schedule.h"
 #include "reference/common/error.h"
 #include "reference/io/checkpoint.h"
 

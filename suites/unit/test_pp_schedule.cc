@@ -1,4 +1,4 @@
-/* Pipeline schedules as data (optimized/parallel/pp_schedule.h), checked with exact integer
+/* Pipeline schedules as data (optimized/train/pp_schedule.h), checked with exact integer
  * arithmetic (ratios by cross multiplication):
  *   gpipe, 1f1b      every rank idles (p-1)(F+B) of (m+p-1)(F+B): bubble (p-1)/(m+p-1)
  *                    (Huang et al. 2019; Narayanan et al. 2021); in flight on rank 0: m, min(p,m)
@@ -21,7 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <tuple>
 
-#include "optimized/parallel/pp_schedule.h"
+#include "optimized/train/pp_schedule.h"
 #include "reference/common/error.h"
 
 namespace pb::pp {

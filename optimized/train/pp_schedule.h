@@ -54,6 +54,8 @@
 #include <utility>
 #include <vector>
 
+#include "optimized/parallel/pp_placement.h"
+
 namespace pb::pp {
 
 enum class Op { F, B, W, SendF, RecvF, SendB, RecvB };
@@ -68,23 +70,11 @@ struct Action {
   bool operator==(const Action&) const = default;
 };
 
-struct Schedule {
+struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_placement.h
   std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-v
-  int p = 1, v = 1, m = 1;
+  int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
-  // Placement of the chunks. Interleaved (default): chunk c of rank r is stage c*p + r.
-  // V-shape (ZB-V, v = 2): chunk 0 of rank r is stage r, chunk 1 is stage 2p-1-r, so
-  // rank 0 holds the first and the last stage and the turn at rank p-1 stays local.
-  bool vshape = false;
   std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
-  int stages() const { return p * v; }
-  int stage(int rank, int chunk) const { return vshape && chunk == 1 ? 2 * p - 1 - rank : chunk * p + rank; }
-  int rank_of(int stage) const { return vshape && stage >= p ? 2 * p - 1 - stage : stage % p; }
-  int chunk_of(int stage) const { return vshape ? (stage >= p ? 1 : 0) : stage / p; }
-  // Stages s and s+1 on one rank (ZB-V's turn): no Send/Recv between them; the output
-  // of stage s is the input of stage s+1 (and the gradient back) on that rank.
-  // Only the V placement hands over locally (interleaved with p = 1 sends to itself).
-  bool local_boundary(int s) const { return vshape && s >= 0 && s + 1 < stages() && rank_of(s) == rank_of(s + 1); }
 };
 
 // Whether a kind places its chunks in a V (zb-v), known before any schedule is made.

@@ -1,0 +1,85 @@
+/* The attention block (see attention_block.h). */
+#include "optimized/model/attention_block.h"
+
+#include "reference/common/error.h"
+
+namespace pb {
+
+struct AttentionBlock::Saved final : SavedState {
+  Tensor x, a, rstd, q, k, v, o;  // (N_s, H) x 2, (N_s) fp32, (N, Aq*D), (N, Gk*D) x 2, (N, Aq*D)
+  std::unique_ptr<AttentionCore::Saved> core;
+  const char* block() const override { return "attention"; }
+  std::vector<Tensor*> tensors() override {
+    std::vector<Tensor*> t{&x, &a, &rstd, &q, &k, &v, &o};
+    if (core)
+      for (Tensor* c : core->tensors()) t.push_back(c);
+    return t;
+  }
+};
+
+static std::string name_of(int64_t l, const char* what) { return "model.layers." + std::to_string(l) + "." + what; }
+
+AttentionBlock::AttentionBlock(const BlockEnv& env, int64_t layer, std::unique_ptr<AttentionCore> core)
+    : env_(env),
+      core_(std::move(core)),
+      in_norm_(&env.params.get(name_of(layer, "input_layernorm.weight"))),
+      wq_(&env.params.get(name_of(layer, "self_attn.q_proj.weight"))),
+      wk_(&env.params.get(name_of(layer, "self_attn.k_proj.weight"))),
+      wv_(&env.params.get(name_of(layer, "self_attn.v_proj.weight"))),
+      wo_(&env.params.get(name_of(layer, "self_attn.o_proj.weight"))) {}
+
+AttentionBlock::~AttentionBlock() = default;
+
+Tensor AttentionBlock::forward(BlockCtx& ctx, const Tensor& x) {
+  const auto& e = env_;
+  auto& S = saved_[ctx.mb];
+  PB_REQUIRE(!S, "attention block: micro-batch ", ctx.mb, " is already in flight");
+  S = std::make_unique<Saved>();
+  Weights W(e.provider, {in_norm_, wq_, wk_, wv_, wo_});
+  S->x = x;
+  S->a = e.act(e.Ns, e.H);
+  S->rstd = BlockEnv::stat(e.Ns);
+  ops::rmsnorm_forward(S->a, S->rstd, x, W[0], float(e.mc.rms_norm_eps));
+  Tensor qp = e.work(e.N, e.Aq * e.D), kp = e.work(e.N, e.Gk * e.D);
+  S->v = e.act(e.N, e.Gk * e.D);
+  e.tp.column_forward({&qp, &kp, &S->v}, S->a, {&W[1], &W[2], &W[3]});
+  S->q = e.act(e.N, e.Aq * e.D);
+  S->k = e.act(e.N, e.Gk * e.D);
+  ops::rope_forward(S->q, qp, e.pos, e.D, e.mc.rope_theta);
+  ops::rope_forward(S->k, kp, e.pos, e.D, e.mc.rope_theta);
+  S->core = core_->forward(S->o, S->q, S->k, S->v);
+  Tensor attn = e.work(e.Ns, e.H);
+  e.tp.row_forward(attn, S->o, W[4]);
+  Tensor h = e.act(e.Ns, e.H);
+  ops::add(h, x, attn);
+  e.policy.after_forward(*S);
+  return h;
+}
+
+Tensor AttentionBlock::backward(BlockCtx& ctx, const Tensor& dh) {
+  const auto& e = env_;
+  const auto it = saved_.find(ctx.mb);
+  PB_REQUIRE(it != saved_.end(), "attention block: backward of micro-batch ", ctx.mb, " before its forward");
+  Saved& S = *it->second;
+  e.policy.before_backward(S);
+  Weights W(e.provider, {in_norm_, wq_, wk_, wv_, wo_});
+  Tensor dout = e.work(e.N, e.Aq * e.D), dq = e.work(e.N, e.Aq * e.D);
+  Tensor dk = e.work(e.N, e.Gk * e.D), dv = e.work(e.N, e.Gk * e.D);
+  e.tp.row_backward(dout, wo_->g, dh, S.o, W[4]);
+  core_->backward(dq, dk, dv, dout, *S.core);
+  Tensor dqp = e.work(e.N, e.Aq * e.D), dkp = e.work(e.N, e.Gk * e.D), da = e.work(e.Ns, e.H);
+  ops::rope_backward(dqp, dq, e.pos, e.D, e.mc.rope_theta);
+  ops::rope_backward(dkp, dk, e.pos, e.D, e.mc.rope_theta);
+  e.tp.column_backward(da, {&wq_->g, &wk_->g, &wv_->g}, {&dqp, &dkp, &dv}, S.a, {&W[1], &W[2], &W[3]});
+  Tensor dx = e.work(e.Ns, e.H);
+  ops::rmsnorm_backward(dx, in_norm_->g, da, S.x, S.rstd, W[0]);
+  ops::add_(dx, dh);
+  saved_.erase(it);
+  return dx;
+}
+
+int64_t attention_block_saved_bytes(const Dims& d) {
+  return d.e * (2 * d.Ns * d.H + d.N * (d.a + 2 * d.g) * d.D) + Dims::fp * d.Ns;
+}
+
+}  // namespace pb

@@ -1,0 +1,39 @@
+/* The attention block of a decoder layer (reference/model/layer.h, first half):
+ *   a  = rmsnorm(x, g_in)                                   (N_s, H)
+ *   q  = rope(a Wq^T), k = rope(a Wk^T), v = a Wv^T         (N, Aq*D), (N, Gk*D), (N, Gk*D)   column
+ *   o  = core(q, k, v)                                      (N, Aq*D)    the attention-core seam
+ *   h  = x + o Wo^T                                         (N_s, H)     row
+ * Backward in reverse; the residual passes dh through to dx.
+ */
+#pragma once
+
+#include <map>
+#include <memory>
+
+#include "optimized/model/attention_core.h"
+#include "optimized/model/block.h"
+
+namespace pb {
+
+class AttentionBlock final : public Block {
+ public:
+  AttentionBlock(const BlockEnv& env, int64_t layer, std::unique_ptr<AttentionCore> core);
+  ~AttentionBlock() override;
+  Tensor forward(BlockCtx& ctx, const Tensor& x) override;
+  Tensor backward(BlockCtx& ctx, const Tensor& dh) override;
+  AttentionCore& core() { return *core_; }
+
+ private:
+  struct Saved;
+  const BlockEnv& env_;
+  std::unique_ptr<AttentionCore> core_;
+  ShardedParam *in_norm_, *wq_, *wk_, *wv_, *wo_;
+  std::map<int, std::unique_ptr<Saved>> saved_;  // by micro-batch
+};
+
+// Saved per layer and micro-batch besides the core's: x, a (N_s, H), q (N, a D), k, v
+// (N, g D) in the model dtype and rstd (N_s) fp32: e (2 N_s H + N (a + 2 g) D) + 4 N_s.
+// The output h is the MLP block's saved input.
+int64_t attention_block_saved_bytes(const Dims& d);
+
+}  // namespace pb

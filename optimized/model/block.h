@@ -1,0 +1,83 @@
+/* The decoder as blocks (DESIGN.md): a layer is x -> h = x + Attention(norm(x)) ->
+ * y = h + Mlp(norm(h)); the model is embedding -> layers -> head + loss. Each block has a
+ * forward and a backward over one micro-batch and owns what it saves for its backward, per
+ * micro-batch in flight (a pipeline schedule may hold several).
+ *
+ * BlockEnv is what every block of one rank shares: the sizes of its shards, the dtype and
+ * the strategies chosen once when the model was built (TP linear, parameter provider,
+ * activation policy; the attention core and the MLP are per block).
+ * Sizes: N = B*S token rows of a micro-batch, N_s the rows outside TP regions (N, or N/TP
+ * under SP), H hidden, D head dim, and this rank's heads Aq = A/TP, kv heads Gk = G/TP and
+ * ffn columns F = F/TP. Saved activations are MemCategory::Activations, temporaries
+ * Workspace (gathered copies are the TP strategy's CommBuffers), statistics (rstd, LSE) fp32.
+ */
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "optimized/kernels/ops.h"
+#include "optimized/memory/activation_policy.h"
+#include "optimized/model/dist_params.h"
+#include "optimized/model/param_provider.h"
+#include "optimized/parallel/tp_linear.h"
+#include "reference/model/config.h"
+#include "reference/model/data.h"
+
+namespace pb {
+
+struct BlockEnv {
+  const ref::ModelConfig& mc;
+  int64_t B, S, N, Ns, H, D, Aq, Gk, F;
+  DType dtype;                        // weights and activations
+  DistParams& params;
+  TpLinear& tp;
+  ParamProvider& provider;
+  ActivationPolicy& policy;
+  const std::vector<int64_t>& pos;    // (N) RoPE position of each token row
+  int64_t vocab_start() const { return mc.vocab_size / tp.group().size() * tp.group().rank(); }
+  Tensor act(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Activations, dtype); }
+  Tensor work(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Workspace, dtype); }
+  static Tensor stat(int64_t n) { return Tensor::empty({n}, MemCategory::Activations, DType::F32); }
+};
+
+// What a block's forward and backward see of the micro-batch.
+struct BlockCtx {
+  int mb = 0;                         // micro-batch in flight: the key of the saved state
+  const ref::Batch* batch = nullptr;  // tokens and labels (used by the embedding and the head)
+  float grad_scale = 1;               // d(step loss) / d(this micro-batch's mean loss)
+  double loss = 0;                    // out of the head's forward: the mean cross-entropy
+};
+
+class Block {
+ public:
+  virtual ~Block() = default;
+  // x (N_s, H) -> out (N_s, H); the embedding ignores x, the head returns an empty tensor
+  // and sets ctx.loss.
+  virtual Tensor forward(BlockCtx& ctx, const Tensor& x) = 0;
+  // dout (N_s, H) -> din (N_s, H); the head ignores dout, the embedding returns an empty
+  // tensor. Frees the micro-batch's saved state (what queued weight gradients hold stays
+  // alive through the queue).
+  virtual Tensor backward(BlockCtx& ctx, const Tensor& dout) = 0;
+};
+
+// Scoped acquire / release of a block's weights through the parameter provider.
+class Weights {
+ public:
+  Weights(ParamProvider& p, std::vector<ShardedParam*> ps) : p_(p), ps_(std::move(ps)) {
+    for (auto* q : ps_) w_.push_back(&p_.acquire(*q));
+  }
+  ~Weights() {
+    for (auto* q : ps_) p_.release(*q);
+  }
+  Weights(const Weights&) = delete;
+  Weights& operator=(const Weights&) = delete;
+  const Tensor& operator[](size_t i) const { return *w_[i]; }
+
+ private:
+  ParamProvider& p_;
+  std::vector<ShardedParam*> ps_;
+  std::vector<const Tensor*> w_;
+};
+
+}  // namespace pb

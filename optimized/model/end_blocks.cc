@@ -1,0 +1,80 @@
+/* The embedding and head blocks (see end_blocks.h). */
+#include "optimized/model/end_blocks.h"
+
+#include "reference/common/error.h"
+
+namespace pb {
+
+EmbeddingBlock::EmbeddingBlock(const BlockEnv& env) : env_(env), table_(&env.params.get("model.embed_tokens.weight")) {}
+
+Tensor EmbeddingBlock::forward(BlockCtx& ctx, const Tensor&) {
+  const auto& e = env_;
+  tokens_[ctx.mb] = ctx.batch->tokens;
+  Weights W(e.provider, {table_});
+  Tensor x = e.act(e.Ns, e.H);
+  vocab_embedding_forward(x, ctx.batch->tokens, W[0], e.vocab_start(), e.tp);
+  return x;
+}
+
+Tensor EmbeddingBlock::backward(BlockCtx& ctx, const Tensor& dx) {
+  const auto it = tokens_.find(ctx.mb);
+  PB_REQUIRE(it != tokens_.end(), "embedding: backward of micro-batch ", ctx.mb, " before its forward");
+  vocab_embedding_backward(table_->g, dx, it->second, env_.vocab_start(), env_.tp);
+  tokens_.erase(it);
+  return Tensor();
+}
+
+struct HeadBlock::Saved final : SavedState {
+  Tensor x, rstd, xf, logits;  // (N_s, H), (N_s) fp32, (N_s, H), (N, V/TP)
+  CeState ce;                  // (N) fp32 x 2
+  std::vector<int64_t> labels;
+  float grad_scale = 1;
+  const char* block() const override { return "head"; }
+  std::vector<Tensor*> tensors() override { return {&x, &rstd, &xf, &logits, &ce.mx, &ce.se}; }
+};
+
+HeadBlock::HeadBlock(const BlockEnv& env)
+    : env_(env), norm_(&env.params.get("model.norm.weight")), head_(&env.params.get("lm_head.weight")) {}
+
+HeadBlock::~HeadBlock() = default;
+
+Tensor HeadBlock::forward(BlockCtx& ctx, const Tensor& x) {
+  const auto& e = env_;
+  auto& S = saved_[ctx.mb];
+  PB_REQUIRE(!S, "head: micro-batch ", ctx.mb, " is already in flight");
+  S = std::make_unique<Saved>();
+  Weights W(e.provider, {norm_, head_});
+  S->labels = ctx.batch->labels;
+  S->grad_scale = ctx.grad_scale;
+  S->x = x;
+  S->rstd = BlockEnv::stat(e.Ns);
+  S->xf = e.act(e.Ns, e.H);
+  ops::rmsnorm_forward(S->xf, S->rstd, x, W[0], float(e.mc.rms_norm_eps));
+  S->logits = e.act(e.N, head_->w.rows());
+  e.tp.column_forward({&S->logits}, S->xf, {&W[1]});
+  ctx.loss = vocab_ce_forward(S->ce, S->logits, S->labels, e.vocab_start(), e.tp);
+  e.policy.after_forward(*S);
+  return Tensor();
+}
+
+Tensor HeadBlock::backward(BlockCtx& ctx, const Tensor&) {
+  const auto& e = env_;
+  const auto it = saved_.find(ctx.mb);
+  PB_REQUIRE(it != saved_.end(), "head: backward of micro-batch ", ctx.mb, " before its forward");
+  Saved& S = *it->second;
+  e.policy.before_backward(S);
+  Weights W(e.provider, {norm_, head_});
+  Tensor dlogits = e.work(e.N, head_->w.rows()), dxf = e.work(e.Ns, e.H);
+  Tensor dx = e.work(e.Ns, e.H);
+  vocab_ce_backward(dlogits, S.ce, S.logits, S.labels, e.vocab_start(), S.grad_scale);
+  e.tp.column_backward(dxf, {&head_->g}, {&dlogits}, S.xf, {&W[1]});
+  ops::rmsnorm_backward(dx, norm_->g, dxf, S.x, S.rstd, W[0]);
+  saved_.erase(it);
+  return dx;
+}
+
+int64_t head_saved_bytes(const Dims& d) {
+  return d.e * (2 * d.Ns * d.H + d.N * d.V / d.t) + Dims::fp * (d.Ns + 2 * d.N);
+}
+
+}  // namespace pb

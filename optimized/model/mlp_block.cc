@@ -1,0 +1,63 @@
+/* The MLP block (see mlp_block.h). */
+#include "optimized/model/mlp_block.h"
+
+#include "reference/common/error.h"
+
+namespace pb {
+
+struct MlpBlock::Saved final : SavedState {
+  Tensor h, m, rstd;  // (N_s, H) x 2, (N_s) fp32
+  std::unique_ptr<Mlp::Saved> mlp;
+  const char* block() const override { return "mlp"; }
+  std::vector<Tensor*> tensors() override {
+    std::vector<Tensor*> t{&h, &m, &rstd};
+    if (mlp)
+      for (Tensor* c : mlp->tensors()) t.push_back(c);
+    return t;
+  }
+};
+
+MlpBlock::MlpBlock(const BlockEnv& env, int64_t layer, std::unique_ptr<Mlp> mlp)
+    : env_(env),
+      mlp_(std::move(mlp)),
+      post_norm_(&env.params.get("model.layers." + std::to_string(layer) + ".post_attention_layernorm.weight")) {}
+
+MlpBlock::~MlpBlock() = default;
+
+Tensor MlpBlock::forward(BlockCtx& ctx, const Tensor& h) {
+  const auto& e = env_;
+  auto& S = saved_[ctx.mb];
+  PB_REQUIRE(!S, "MLP block: micro-batch ", ctx.mb, " is already in flight");
+  S = std::make_unique<Saved>();
+  Weights W(e.provider, {post_norm_});
+  S->h = h;
+  S->m = e.act(e.Ns, e.H);
+  S->rstd = BlockEnv::stat(e.Ns);
+  ops::rmsnorm_forward(S->m, S->rstd, h, W[0], float(e.mc.rms_norm_eps));
+  Tensor f;
+  S->mlp = mlp_->forward(f, S->m);
+  Tensor y = e.act(e.Ns, e.H);
+  ops::add(y, h, f);
+  e.policy.after_forward(*S);
+  return y;
+}
+
+Tensor MlpBlock::backward(BlockCtx& ctx, const Tensor& dy) {
+  const auto& e = env_;
+  const auto it = saved_.find(ctx.mb);
+  PB_REQUIRE(it != saved_.end(), "MLP block: backward of micro-batch ", ctx.mb, " before its forward");
+  Saved& S = *it->second;
+  e.policy.before_backward(S);
+  Weights W(e.provider, {post_norm_});
+  Tensor dm = e.work(e.Ns, e.H);
+  mlp_->backward(dm, dy, *S.mlp);
+  Tensor dh = e.work(e.Ns, e.H);
+  ops::rmsnorm_backward(dh, post_norm_->g, dm, S.h, S.rstd, W[0]);
+  ops::add_(dh, dy);
+  saved_.erase(it);
+  return dh;
+}
+
+int64_t mlp_block_saved_bytes(const Dims& d) { return 2 * d.e * d.Ns * d.H + Dims::fp * d.Ns; }
+
+}  // namespace pb

@@ -1,0 +1,29 @@
+/* The parameter-provider seam (DESIGN.md, "The decoder as blocks"): where a block gets its
+ * weights. A block acquires each weight before use and releases it after, in forward and in
+ * backward.
+ *
+ * Strategies: resident (this file: every weight of the rank's shards stays in memory, the
+ * acquire is the parameter itself); later ZeRO-3 (Rajbhandari et al., arXiv 1910.02054):
+ * weights sharded over DP, all-gathered before a block's use and freed after, the next
+ * block's gather prefetched.
+ */
+#pragma once
+
+#include "optimized/model/dist_params.h"
+
+namespace pb {
+
+class ParamProvider {
+ public:
+  virtual ~ParamProvider() = default;
+  virtual const Tensor& acquire(ShardedParam& p) = 0;  // the weight in the model dtype, (rows, cols)
+  virtual void release(ShardedParam& p) = 0;
+};
+
+class ResidentParams final : public ParamProvider {
+ public:
+  const Tensor& acquire(ShardedParam& p) override { return p.w; }
+  void release(ShardedParam&) override {}
+};
+
+}  // namespace pb

@@ -1,0 +1,21 @@
+/* The default strategy of every seam (see strategies.h). */
+#include "optimized/model/strategies.h"
+
+namespace pb {
+
+Strategies Strategies::defaults() {
+  Strategies s;
+  s.tp_linear = [](Communicator& tp, GradSink& sink) { return std::make_unique<TpAllReduce>(tp, sink); };
+  s.attention_core = [](const BlockEnv& env, int64_t) { return std::make_unique<LocalAttention>(env); };
+  s.mlp = [](const BlockEnv& env, int64_t layer) { return std::make_unique<DenseSwiGlu>(env, layer); };
+  s.params = [](DistParams&) { return std::make_unique<ResidentParams>(); };
+  s.activations = [] { return std::make_unique<KeepActivations>(); };
+  s.grad_sink = [](DistParams&) { return std::make_unique<AccumulateGrads>(); };
+  s.tp_linear_terms = tp_allreduce_terms;
+  s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
+  s.attention_core_saved = local_attention_saved_bytes;
+  s.mlp_saved = dense_mlp_saved_bytes;
+  return s;
+}
+
+}  // namespace pb

@@ -1,0 +1,46 @@
+/* The model's seams and the strategy chosen for each, once, when the model is built
+ * (DESIGN.md, "The decoder as blocks"). A technique installs its strategy here through its
+ * registry entry (optimized/train/registry.cc); the blocks only call the interfaces.
+ *
+ *   seam               interface (file)                        first strategy
+ *   TP linear          TpLinear (parallel/tp_linear.h)         all-reduce; SP (sp_linear.h)
+ *   attention core     AttentionCore (model/attention_core.h)  local
+ *   MLP                Mlp (model/mlp.h)                       dense SwiGLU
+ *   parameter provider ParamProvider (model/param_provider.h)  resident
+ *   activation policy  ActivationPolicy (memory/activation_policy.h)  keep
+ *   gradient sink      GradSink (parallel/grad_sink.h)         accumulate
+ */
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "optimized/memory/activation_policy.h"
+#include "optimized/model/attention_core.h"
+#include "optimized/model/mlp.h"
+#include "optimized/model/param_provider.h"
+#include "optimized/parallel/grad_sink.h"
+#include "optimized/parallel/tp_linear.h"
+
+namespace pb {
+
+struct BlockEnv;
+
+struct Strategies {
+  std::function<std::unique_ptr<TpLinear>(Communicator& tp, GradSink& sink)> tp_linear;
+  std::function<std::unique_ptr<AttentionCore>(const BlockEnv& env, int64_t layer)> attention_core;
+  std::function<std::unique_ptr<Mlp>(const BlockEnv& env, int64_t layer)> mlp;
+  std::function<std::unique_ptr<ParamProvider>(DistParams& params)> params;
+  std::function<std::unique_ptr<ActivationPolicy>()> activations;
+  std::function<std::unique_ptr<GradSink>(DistParams& params)> grad_sink;
+  // The analytic terms that come with the chosen strategies (written beside their code):
+  // the TP linears' communication, and the bytes the attention core and the MLP save per
+  // layer and micro-batch.
+  std::function<void(const Dims&, Terms&)> tp_linear_terms;
+  std::function<int64_t(int64_t N, int64_t tp)> tp_outer_rows;  // rows outside TP regions
+  std::function<int64_t(const Dims&)> attention_core_saved, mlp_saved;
+  // all-reduce TP linears, local attention, dense MLP, resident weights, keep, accumulate
+  static Strategies defaults();
+};
+
+}  // namespace pb

@@ -1,0 +1,23 @@
+/* The sequence-parallel TP-linear strategy (see sp_linear.h). */
+#include "optimized/parallel/sp_linear.h"
+
+namespace pb {
+
+Tensor TpSequenceParallel::gather(const Tensor& shard) {
+  Tensor full = Tensor::empty({shard.rows() * tp_.size(), shard.cols()}, MemCategory::CommBuffers, shard.dtype());
+  tp_.all_gather(full, shard);
+  return full;
+}
+
+void TpSequenceParallel::reduce(Tensor& out, Tensor& partial) { tp_.reduce_scatter(out, partial); }
+
+void sp_terms(const Dims& d, Terms& t) {
+  const int64_t NH = d.e * d.N * d.H;
+  t.call("tp", CommOp::ReduceScatter, Phase::Forward, d.mb * (d.emb + 2 * d.Lr), NH, d.t);
+  t.call("tp", CommOp::AllGather, Phase::Forward, d.mb * (2 * d.Lr + d.head), NH, d.t);
+  t.call("tp", CommOp::ReduceScatter, Phase::Backward, d.mb * (2 * d.Lr + d.head), NH, d.t);
+  t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * (4 * d.Lr + d.head + d.emb), NH, d.t);
+  t.call("tp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * (2 * d.Lr + d.head) * d.H, d.t);
+}
+
+}  // namespace pb

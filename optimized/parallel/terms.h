@@ -1,0 +1,53 @@
+/* Analytic terms: what one technique or block contributes to the prediction of a case,
+ * written from its formulas beside its code (harness/analytic.cc sums them).
+ *
+ * Dims is the case seen from the ranks of one pipeline rank: N = B*S tokens per micro-batch,
+ * N_s = N/TP rows outside TP regions under SP (else N), a = A/TP, g = G/TP, f = F/TP local
+ * heads, kv heads and ffn columns; e bytes per weight / activation (4 fp32, 2 bf16), fp = 4
+ * for fp32 grads, master, Adam state and statistics; Lr layers on this pipeline rank, emb
+ * and head 1 where it holds the embedding / the final norm and LM head; mb = m * steps
+ * micro-batches in the run.
+ */
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "optimized/comm/ledger.h"
+#include "optimized/core/allocator.h"
+
+namespace pb {
+
+struct Dims {
+  int64_t B = 1, S = 1, N = 1, Ns = 1;              // micro-batch, sequence, tokens, rows outside TP regions
+  int64_t H = 1, A = 1, G = 1, D = 1, F = 1, V = 1, L = 1;
+  int64_t a = 1, g = 1, f = 1;                      // this rank's heads, kv heads, ffn columns
+  int64_t t = 1, d = 1, p = 1, v = 1, c = 1;        // TP, DP, PP, VPP, CP degrees
+  int64_t m = 1, steps = 1, mb = 1;                 // micro-batches per DP rank, steps, m * steps
+  int64_t e = 4;                                    // bytes per weight / activation element
+  static constexpr int64_t fp = 4;                  // fp32 bytes
+  int pp_rank = 0;
+  int64_t Lr = 1, emb = 1, head = 1;                // layers here; embedding / head here (0 or 1)
+  int64_t params_local = 0;                         // parameter elements on this rank
+};
+
+// One call size of one collective: calls x bytes_per_call payload bytes.
+struct CommTerm {
+  std::string group;
+  CommOp op;
+  Phase phase;
+  int64_t calls = 0, bytes_per_call = 0;
+  int group_size = 1;
+};
+
+struct Terms {
+  std::vector<CommTerm> comm;
+  std::map<MemCategory, int64_t> memory;  // bytes per rank, added over the terms
+  void call(const char* group, CommOp op, Phase ph, int64_t calls, int64_t bytes_per_call, int64_t group_size) {
+    if (calls > 0 && group_size > 1) comm.push_back({group, op, ph, calls, bytes_per_call, int(group_size)});
+  }
+};
+
+}  // namespace pb

@@ -1,0 +1,164 @@
+/* The technique registry (see registry.h): every entry, and the functions that read them. */
+#include "optimized/train/registry.h"
+
+#include "optimized/model/dist_optimizer.h"
+#include "optimized/model/strategies.h"
+#include "optimized/parallel/dp_grad_sync.h"
+#include "optimized/parallel/sp_linear.h"
+#include "optimized/parallel/tp_vocab.h"
+#include "optimized/train/pp_schedule.h"
+#include "optimized/train/pp_terms.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+namespace {
+
+using K = TechniqueKind;
+
+// --- tp: Megatron tensor parallelism (layout degree) ---
+void tp_require(const CaseSpec& c) {
+  const int t = c.layout.tp;
+  const auto& mc = c.model;
+  PB_REQUIRE(mc.num_attention_heads % t == 0, "invalid layout: tp ", t, " does not divide num_attention_heads ",
+             mc.num_attention_heads);
+  PB_REQUIRE(mc.num_key_value_heads % t == 0, "invalid layout: tp ", t, " does not divide num_key_value_heads ",
+             mc.num_key_value_heads);
+  PB_REQUIRE(mc.intermediate_size % t == 0, "invalid layout: tp ", t, " does not divide intermediate_size ",
+             mc.intermediate_size);
+  PB_REQUIRE(mc.vocab_size % t == 0, "invalid layout: tp ", t, " does not divide vocab_size ", mc.vocab_size);
+}
+void tp_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  strategies_for(c).tp_linear_terms(d, t);  // all-reduce, or what SP installed
+  tp_vocab_terms(d, t);
+}
+
+// --- sp: Megatron sequence parallelism (feature; a TP-linear strategy) ---
+void sp_require(const CaseSpec& c) {
+  PB_REQUIRE(c.layout.tp > 1, "invalid layout: sequence parallelism needs tp > 1");
+  PB_REQUIRE(c.train.seq_length % c.layout.tp == 0, "invalid layout: tp ", c.layout.tp, " does not divide seq_length ",
+             c.train.seq_length, " (sequence parallelism)");
+}
+void sp_install(Strategies& s) {
+  s.tp_linear = [](Communicator& tp, GradSink& sink) { return std::make_unique<TpSequenceParallel>(tp, sink); };
+  s.tp_linear_terms = sp_terms;
+  s.tp_outer_rows = [](int64_t N, int64_t t) { return N / t; };
+}
+
+// --- pp: pipeline parallelism (layout degree) and its schedules ---
+void pp_require(const CaseSpec& c) {
+  try {
+    pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
+  } catch (const Error& e) {
+    throw Error(std::string("schedule: ") + e.what());
+  }
+}
+void pp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  pp_terms(pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)), d, t);
+}
+
+void dp_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { dp_terms(d, t); }
+
+bool never(const CaseSpec&) { return false; }  // a known technique this build does not run
+
+Technique feature(const char* name, const char* summary) {
+  return {name, K::Feature, summary, false, true, never, nullptr, nullptr, nullptr, nullptr};
+}
+Technique schedule(const char* name, const char* summary) {
+  return {name, K::Schedule, summary, true, false, nullptr, nullptr, nullptr, nullptr, nullptr};
+}
+
+}  // namespace
+
+const std::vector<Technique>& techniques() {
+  static const std::vector<Technique> all = {
+      {"dp", K::Degree, "data parallelism: layout dp; gradient all-reduce and averaging", true, false,
+       [](const CaseSpec& c) { return c.layout.dp > 1; }, nullptr, nullptr, nullptr, dp_entry_terms},
+      {"tp", K::Degree, "Megatron tensor parallelism: layout tp; column/row linears, vocab-parallel (arXiv 1909.08053)",
+       true, false, [](const CaseSpec& c) { return c.layout.tp > 1; }, nullptr, tp_require, nullptr, tp_terms},
+      {"sp", K::Feature, "Megatron sequence parallelism: norms and residuals on S/TP shards (arXiv 2205.05198)", true,
+       false, [](const CaseSpec& c) { return c.features.sp; }, [](Features& f) { f.sp = true; }, sp_require,
+       sp_install, nullptr},
+      {"pp", K::Degree, "pipeline parallelism: layout pp (vpp chunks per rank); case key \"schedule\"", true, false,
+       [](const CaseSpec& c) { return c.layout.pp > 1; }, nullptr, pp_require, nullptr, pp_entry_terms},
+      schedule("gpipe", "GPipe: all forwards, then all backwards"),
+      schedule("1f1b", "1F1B: warm-up forwards, one forward one backward, cool-down (arXiv 2104.04473)"),
+      schedule("interleaved", "interleaved 1F1B over vpp chunks per rank (Megatron, arXiv 2104.04473)"),
+      schedule("zb-h1", "zero bubble H1: backward split into B and W, W fills bubbles (arXiv 2401.10241)"),
+      schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
+      {"cp", K::Degree, "context parallelism: layout cp (ring, Ulysses, hybrid)", false, false,
+       [](const CaseSpec& c) { return c.layout.cp > 1; }, nullptr, nullptr, nullptr, nullptr},
+      {"ep", K::Degree, "expert parallelism: layout ep (MoE all-to-all / all-gather dispatchers)", false, false,
+       [](const CaseSpec& c) { return c.layout.ep > 1; }, nullptr, nullptr, nullptr, nullptr},
+      feature("distributed_optimizer", "ZeRO-1: Adam state sharded over DP, reduce-scatter + all-gather"),
+      feature("recompute_full", "full activation recomputation per layer"),
+      feature("recompute_selective", "recompute core attention only"),
+      feature("swap_attention", "offload attention activations to host memory"),
+      feature("reuse_fp32_param", "fp32 master shares storage with the bf16 weight"),
+      feature("overlap_grad_reduce", "bucketed gradient reduction overlapped with backward"),
+      feature("overlap_param_gather", "parameter all-gather overlapped with forward"),
+      feature("mc2", "matmul fused with all-gather / reduce-scatter"),
+  };
+  return all;
+}
+
+bool is_active(const Technique& t, const CaseSpec& c) {
+  if (t.kind == K::Schedule) return c.layout.pp > 1 && c.schedule == t.name;
+  return t.active(c);
+}
+
+std::string technique_names(TechniqueKind kind, const char* sep) {
+  std::string all;
+  for (const auto& t : techniques())
+    if (t.kind == kind) all += (all.empty() ? "" : sep) + std::string(t.name);
+  return all;
+}
+
+const Technique* find_technique(const std::string& name) {
+  for (const auto& t : techniques())
+    if (name == t.name) return &t;
+  throw Error("unknown technique '" + name + "' (parabench list shows the known ones)");
+}
+
+Features parse_features(const std::vector<std::string>& names) {
+  Features f;
+  for (const auto& n : names) {
+    const Technique* t = nullptr;
+    for (const auto& k : techniques())
+      if (n == k.name) t = &k;
+    PB_REQUIRE(t && t->kind == K::Feature, "unknown feature '", n, "'",
+               t ? std::string(" (") + n + " is a layout degree or schedule, not a feature)" : "",
+               " (parabench list shows the known ones)");
+    PB_REQUIRE(t->implemented, "feature '", n, "' is not available in this build yet");
+    t->enable(f);
+  }
+  return f;
+}
+
+void validate_case_spec(const CaseSpec& c) {
+  validate_layout(c.layout, c.model);
+  if (c.layout.pp > 1) {
+    const Technique* s = nullptr;
+    for (const auto& k : techniques())
+      if (k.kind == K::Schedule && c.schedule == k.name) s = &k;
+    PB_REQUIRE(s, "schedule: unknown schedule '", c.schedule, "' (", technique_names(K::Schedule, ", "), ")");
+  }
+  for (const auto& t : techniques())
+    if (t.require && is_active(t, c)) t.require(c);
+}
+
+Strategies strategies_for(const CaseSpec& c) {
+  Strategies s = Strategies::defaults();
+  for (const auto& t : techniques())
+    if (t.install && is_active(t, c)) t.install(s);
+  return s;
+}
+
+Terms technique_terms(const CaseSpec& c, const Dims& d) {
+  Terms terms;
+  for (const auto& t : techniques())
+    if (t.terms && is_active(t, c)) t.terms(c, d, terms);
+  return terms;
+}
+
+}  // namespace pb
