@@ -40,24 +40,62 @@ Dims make_dims(const Case& c, const CaseSpec& spec, const Strategies& st, const 
   return d;
 }
 
-// The peak of saved activations: per chunk A_c (its layers' blocks, the head on the last
-// stage) and K_c (what a split backward's queued weight gradients keep), walked through
-// the rank's schedule (pp_terms.h).
-int64_t activations(const Dims& d, const Strategies& st, const pp::Schedule* sched) {
+// What one micro-batch costs in chunk ch (pp_terms.h: ChunkBytes): the saved activations
+// of its blocks (A_c) and what a split backward's queued weight gradients keep of them
+// (K_c: the row linears' inputs o and s, and the column inputs a, m and the head's where
+// the TP strategy uses them as they are); the workspace transients of its blocks in order
+// (each backward block but the first holds its incoming gradient, e N_s H); and where the
+// TP strategy gathers copies (N_s < N), one (N, H) copy at a time, or under a split
+// backward the copies its queued weight gradients keep (per layer: the inputs of q/k/v and
+// gate/up and the gradients into o and down; the head's input) until W.
+ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, bool first, bool last, bool split) {
+  const int64_t Lc = d.L / (d.p * d.v), xb = d.e * d.Ns * d.H, NH = d.e * d.N * d.H;
+  const bool shared_inputs = d.Ns == d.N;
+  ChunkBytes c;
   const int64_t per_layer = attention_block_saved_bytes(d) + st.attention_core_saved(d) + mlp_block_saved_bytes(d) +
                             st.mlp_saved(d);
-  // The row linears' inputs o and s; the column inputs a and m where the TP strategy uses
-  // them as they are (no gathered copy).
-  const bool shared_inputs = d.Ns == d.N;
-  const int64_t keep_layer = d.e * (d.N * d.a * d.D + d.N * d.f) + (shared_inputs ? d.e * 2 * d.N * d.H : 0);
-  const int64_t Lc = d.L / (d.p * d.v);
-  std::vector<int64_t> A, K;
-  for (int ch = 0; ch < (sched ? sched->v : 1); ++ch) {
-    const bool last = !sched || sched->stage(d.pp_rank, ch) == sched->stages() - 1;
-    A.push_back(Lc * per_layer + (last ? head_saved_bytes(d) : 0));
-    K.push_back(Lc * keep_layer + (last && shared_inputs ? d.e * d.N * d.H : 0));
+  c.act = Lc * per_layer + (last ? head_saved_bytes(d) : 0);
+  c.act_kept = Lc * (d.e * (d.N * d.a * d.D + d.N * d.f) + (shared_inputs ? 2 * NH : 0)) + (last && shared_inputs ? NH : 0);
+  const BlockWorkspace at = attention_block_workspace(d), ml = mlp_block_workspace(d);
+  const BlockWorkspace em = embedding_workspace(d), hd = head_workspace(d);
+  c.ws_forward = std::max({first ? em.forward : 0, at.forward, ml.forward, last ? hd.forward : 0});
+  // Backward, block by block: each holds its incoming gradient (the first one's is the
+  // received one, counted by the walk) and, under a split backward, the gradients its
+  // queued weight gradients keep (the column linears' dy; with shared inputs also the row
+  // linears' dy, which is the block's incoming gradient) stay until W.
+  struct Step {
+    int64_t own, kept;
+    bool linear;  // its weight gradients are queued (not the embedding's scatter)
+  };
+  std::vector<Step> steps;
+  if (last) steps.push_back({hd.backward, d.e * d.N * d.V / d.t, true});
+  for (int64_t l = 0; l < Lc; ++l) {
+    steps.push_back({ml.backward, d.e * 2 * d.N * d.f, true});
+    steps.push_back({at.backward, d.e * d.N * (d.a + 2 * d.g) * d.D, true});
   }
-  return activation_peak(sched, d.pp_rank, A, K, d.e * d.Ns * d.H);
+  if (first) steps.push_back({0, 0, false});
+  int64_t kept = 0;  // by the blocks so far, besides the received gradient (the walk holds that one)
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const int64_t in = i > 0 ? xb : 0;
+    c.ws_backward = std::max(c.ws_backward, kept + steps[i].own + in);
+    if (split && steps[i].linear) kept += steps[i].kept + (shared_inputs ? in : 0);
+  }
+  c.ws_kept = kept + (split && shared_inputs && !last ? xb : 0);  // the received gradient too
+  if (!shared_inputs) {
+    c.cb_forward = NH;
+    c.cb_kept = (4 * Lc + (last ? 1 : 0)) * NH;
+    c.cb_backward = split ? c.cb_kept + (first ? NH : 0) : NH;
+  }
+  return c;
+}
+
+MemoryPeaks memory_peaks(const Dims& d, const Strategies& st, const pp::Schedule* sched) {
+  std::vector<ChunkBytes> C;
+  for (int ch = 0; ch < (sched ? sched->v : 1); ++ch) {
+    const int s = sched ? sched->stage(d.pp_rank, ch) : 0;
+    C.push_back(chunk_bytes(d, st, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward));
+  }
+  return schedule_peaks(sched, d.pp_rank, C, d.e * d.Ns * d.H);
 }
 
 // Rows of one call size, summed over terms of the same (group, op, phase, size).
@@ -94,7 +132,10 @@ Prediction predict(const Case& c, int pp_rank) {
   pr.params_local = d.params_local;
   pr.flops_per_step = ref::train_flops_per_token(c.model, d.S) * double(c.global_batch() * d.S);
   pr.memory = terms.memory;
-  pr.memory[MemCategory::Activations] = activations(d, st, piped ? &sched : nullptr);
+  const MemoryPeaks peaks = memory_peaks(d, st, piped ? &sched : nullptr);
+  pr.memory[MemCategory::Activations] = peaks.activations;
+  pr.memory[MemCategory::Workspace] = peaks.workspace;
+  pr.memory[MemCategory::CommBuffers] = peaks.comm_buffers;
   pr.comm = comm_rows(terms);
   return pr;
 }

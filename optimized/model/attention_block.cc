@@ -82,4 +82,9 @@ int64_t attention_block_saved_bytes(const Dims& d) {
   return d.e * (2 * d.Ns * d.H + d.N * (d.a + 2 * d.g) * d.D) + Dims::fp * d.Ns;
 }
 
+BlockWorkspace attention_block_workspace(const Dims& d) {
+  return {d.e * (d.N * (d.a + d.g) * d.D + d.Ns * d.H + d.N * d.H),
+          d.e * (3 * d.N * (d.a + d.g) * d.D + d.Ns * d.H + 2 * d.N * d.H)};
+}
+
 }  // namespace pb

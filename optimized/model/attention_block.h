@@ -35,5 +35,9 @@ class AttentionBlock final : public Block {
 // (N, g D) in the model dtype and rstd (N_s) fp32: e (2 N_s H + N (a + 2 g) D) + 4 N_s.
 // The output h is the MLP block's saved input.
 int64_t attention_block_saved_bytes(const Dims& d);
+// Workspace: forward qp (N, a D), kp (N, g D), the projection's output (N_s, H) and the row
+// linear's partial (N, H); backward dout, dq, dqp (N, a D), dk, dv, dkp (N, g D), da
+// (N_s, H) and the column linear's dx_full and tmp (N, H) (dx (N_s, H) comes after them).
+BlockWorkspace attention_block_workspace(const Dims& d);
 
 }  // namespace pb

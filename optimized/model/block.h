@@ -20,6 +20,7 @@
 #include "optimized/memory/activation_policy.h"
 #include "optimized/model/dist_params.h"
 #include "optimized/model/param_provider.h"
+#include "optimized/parallel/terms.h"
 #include "optimized/parallel/tp_linear.h"
 #include "reference/model/config.h"
 #include "reference/model/data.h"
@@ -59,6 +60,15 @@ class Block {
   // tensor. Frees the micro-batch's saved state (what queued weight gradients hold stays
   // alive through the queue).
   virtual Tensor backward(BlockCtx& ctx, const Tensor& dout) = 0;
+};
+
+// Workspace (temporaries, MemCategory::Workspace) a block allocates beyond its input and
+// output activations, at its peak, in bytes: forward, and backward excluding the incoming
+// gradient (held by the caller). Gathered copies of the TP strategy are CommBuffers, not
+// counted here. Kernel-internal copies (the CPU backend's bf16 emulation promotes operands
+// to fp32) are not part of the model's terms.
+struct BlockWorkspace {
+  int64_t forward = 0, backward = 0;
 };
 
 // Scoped acquire / release of a block's weights through the parameter provider.

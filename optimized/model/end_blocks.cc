@@ -77,4 +77,10 @@ int64_t head_saved_bytes(const Dims& d) {
   return d.e * (2 * d.Ns * d.H + d.N * d.V / d.t) + Dims::fp * (d.Ns + 2 * d.N);
 }
 
+BlockWorkspace embedding_workspace(const Dims& d) { return {d.e * d.N * d.H, 0}; }
+
+BlockWorkspace head_workspace(const Dims& d) {
+  return {Dims::fp * d.N, d.e * (d.N * d.V / d.t + 2 * d.Ns * d.H + 2 * d.N * d.H)};
+}
+
 }  // namespace pb

@@ -46,5 +46,10 @@ class HeadBlock final : public Block {
 //   e (2 N_s H + N V/TP) + 4 (N_s + 2N). Kept by a split backward's queued LM-head weight
 // gradient: its input rmsnorm(x_L) without SP (under SP the gathered copy), e N H.
 int64_t head_saved_bytes(const Dims& d);
+// Workspace: the embedding's partial (N, H) forward, nothing backward; the head's target
+// logits (N) fp32 forward, and backward dlogits (N, V/TP), dxf, dx (N_s, H) and the column
+// linear's dx_full and tmp (N, H).
+BlockWorkspace embedding_workspace(const Dims& d);
+BlockWorkspace head_workspace(const Dims& d);
 
 }  // namespace pb

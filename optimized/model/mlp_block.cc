@@ -60,4 +60,8 @@ Tensor MlpBlock::backward(BlockCtx& ctx, const Tensor& dy) {
 
 int64_t mlp_block_saved_bytes(const Dims& d) { return 2 * d.e * d.Ns * d.H + Dims::fp * d.Ns; }
 
+BlockWorkspace mlp_block_workspace(const Dims& d) {
+  return {d.e * (d.Ns * d.H + d.N * d.H), d.e * (d.Ns * d.H + 3 * d.N * d.f + 2 * d.N * d.H)};
+}
+
 }  // namespace pb

@@ -32,5 +32,8 @@ class MlpBlock final : public Block {
 // Saved per layer and micro-batch besides the MLP's: h, m (N_s, H) in the model dtype and
 // rstd (N_s) fp32: 2 e N_s H + 4 N_s.
 int64_t mlp_block_saved_bytes(const Dims& d);
+// Workspace with the dense MLP: forward f (N_s, H) and the row linear's partial (N, H);
+// backward dm (N_s, H), ds, dg, du (N, F/TP) and the column linear's dx_full and tmp (N, H).
+BlockWorkspace mlp_block_workspace(const Dims& d);
 
 }  // namespace pb

@@ -1,5 +1,5 @@
 /* The pipeline executor (see pp_executor.h). */
-#include "optimized/parallel/pp_executor.h"
+#include "optimized/train/pp_executor.h"
 
 #include <map>
 #include <utility>

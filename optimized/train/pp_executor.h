@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "optimized/model/dist_model.h"
-#include "optimized/parallel/pp_schedule.h"
+#include "optimized/train/pp_schedule.h"
 
 namespace pb {
 

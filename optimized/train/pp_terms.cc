@@ -21,42 +21,57 @@ void pp_terms(const pp::Schedule& s, const Dims& d, Terms& t) {
   t.call("pp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.p);
 }
 
-int64_t activation_peak(const pp::Schedule* s, int r, const std::vector<int64_t>& A, const std::vector<int64_t>& K,
-                        int64_t xb) {
-  if (!s) return A[0];
-  int64_t held = 0, peak = 0;
+MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const std::vector<ChunkBytes>& C, int64_t xb) {
+  if (!s)
+    return {C[0].act, std::max(C[0].ws_forward, C[0].ws_backward), std::max(C[0].cb_forward, C[0].cb_backward)};
+  int64_t act = 0, ws = 0, cb = 0;
+  MemoryPeaks peak;
+  auto at_least = [](int64_t& p, int64_t v) { p = std::max(p, v); };
   std::set<std::pair<int, int>> received;
   const auto& acts = s->ranks[size_t(r)];
   for (size_t i = 0; i < acts.size(); ++i) {
     const pp::Action a = acts[i];
-    const int c = a.chunk;
-    const bool last = s->stage(r, c) == s->stages() - 1;
+    const ChunkBytes& c = C[size_t(a.chunk)];
+    const int st = s->stage(r, a.chunk);
+    const bool first = st == 0, last = st == s->stages() - 1;
     switch (a.op) {
       case pp::Op::RecvF:
-        held += xb;
-        received.insert({a.mb, c});
+        act += xb;
+        received.insert({a.mb, a.chunk});
         break;
-      case pp::Op::F: {
-        held += A[size_t(c)] - (received.erase({a.mb, c}) ? xb : 0) + (last ? 0 : xb);
-        const int st = s->stage(r, c);
+      case pp::Op::F:
+        at_least(peak.workspace, ws + c.ws_forward);
+        at_least(peak.comm_buffers, cb + c.cb_forward);
+        act += c.act - (received.erase({a.mb, a.chunk}) ? xb : 0) + (last ? 0 : xb);
         if (!last && s->local_boundary(st)) received.insert({a.mb, s->chunk_of(st + 1)});  // handed over, not sent
         break;
-      }
+      case pp::Op::RecvB:
+        ws += xb;
+        break;
       case pp::Op::B:
-        held -= s->split_backward ? A[size_t(c)] - K[size_t(c)] : A[size_t(c)];
+        at_least(peak.workspace, ws + c.ws_backward);
+        at_least(peak.comm_buffers, cb + c.cb_backward);
+        ws += (last ? 0 : -xb) + (first ? 0 : xb);  // the gradient received (or handed over), the one to send
+        cb += s->split_backward ? c.cb_kept : 0;
+        ws += s->split_backward ? c.ws_kept : 0;
+        act -= s->split_backward ? c.act - c.act_kept : c.act;
         break;
       case pp::Op::W:
-        held -= K[size_t(c)];
+        act -= c.act_kept;
+        cb -= c.cb_kept;
+        ws -= c.ws_kept;
         break;
       default:
         break;
     }
-    peak = std::max(peak, held);
-    // The end of a communication batch: sent outputs are freed.
+    at_least(peak.activations, act);
+    // The end of a communication batch: sent tensors are freed.
     const bool batch_end = !pp::is_compute(a.op) && (i + 1 == acts.size() || pp::is_compute(acts[i + 1].op));
     if (batch_end) {
-      for (size_t j = i + 1; j-- > 0 && !pp::is_compute(acts[j].op);)
-        if (acts[j].op == pp::Op::SendF) held -= xb;  // the output, kept until its batch completes
+      for (size_t j = i + 1; j-- > 0 && !pp::is_compute(acts[j].op);) {
+        if (acts[j].op == pp::Op::SendF) act -= xb;  // the output, kept until its batch completes
+        if (acts[j].op == pp::Op::SendB) ws -= xb;
+      }
     }
   }
   return peak;

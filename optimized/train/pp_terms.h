@@ -5,12 +5,19 @@
  * bytes each: RecvF + SendB if s > 0, SendF + RecvB if s < p v - 1, except across a
  * boundary that stays on one rank (ZB-V's turn), which moves nothing; the loss all-reduce
  * over pp (8 bytes per step).
- * Activation peak: A_c bytes saved by one micro-batch in chunk c, K_c of them kept by a
- * split backward's queued weight gradients, x_b = e N_s H a boundary tensor. RecvF
- * allocates x_b; F the rest of A_c plus the output it sends (x_b, freed when its batch
- * completes, or handed to the next chunk's F on the same rank, where it is that chunk's
- * input); B frees A_c, or with a split backward A_c - K_c, and W frees K_c. Without a
- * pipeline the peak is A_0 (one micro-batch at a time).
+ * Memory peaks of any rank, walked through its schedule, per chunk c:
+ *   activations: A_c bytes saved by one micro-batch, K_c of them kept by a split backward's
+ *     queued weight gradients; x_b = e N_s H a boundary tensor. RecvF allocates x_b; F the
+ *     rest of A_c plus the output it sends (x_b, freed when its batch completes, or handed
+ *     to the next chunk's F on the same rank, where it is that chunk's input); B frees A_c,
+ *     or with a split backward A_c - K_c, and W frees K_c.
+ *   workspace: RecvB allocates the received gradient x_b, which its B frees; B leaves the
+ *     gradient it sends (x_b, freed when its batch completes, or handed over locally);
+ *     during F and B the chunk's temporaries add their transient peak; a split backward's
+ *     queued weight gradients keep their output gradients until W.
+ *   comm buffers (gathered copies): a transient peak during F and B; a split backward's
+ *     queued weight gradients keep their gathered inputs until W.
+ * Without a pipeline one micro-batch runs at a time: the peaks are A_0 and the transients.
  */
 #pragma once
 
@@ -22,7 +29,15 @@
 namespace pb {
 
 void pp_terms(const pp::Schedule& s, const Dims& d, Terms& t);
-int64_t activation_peak(const pp::Schedule* s, int rank, const std::vector<int64_t>& A, const std::vector<int64_t>& K,
-                        int64_t xb);
+
+struct ChunkBytes {
+  int64_t act = 0, act_kept = 0;                 // A_c, K_c
+  int64_t ws_forward = 0, ws_backward = 0, ws_kept = 0;  // workspace transients of F and B; kept until W
+  int64_t cb_forward = 0, cb_backward = 0, cb_kept = 0;  // comm-buffer transients; kept until W
+};
+struct MemoryPeaks {
+  int64_t activations = 0, workspace = 0, comm_buffers = 0;
+};
+MemoryPeaks schedule_peaks(const pp::Schedule* s, int rank, const std::vector<ChunkBytes>& c, int64_t xb);
 
 }  // namespace pb
