@@ -26,15 +26,14 @@ AttentionBlock::AttentionBlock(const BlockEnv& env, int64_t layer, std::unique_p
       wq_(&env.params.get(name_of(layer, "self_attn.q_proj.weight"))),
       wk_(&env.params.get(name_of(layer, "self_attn.k_proj.weight"))),
       wv_(&env.params.get(name_of(layer, "self_attn.v_proj.weight"))),
-      wo_(&env.params.get(name_of(layer, "self_attn.o_proj.weight"))) {}
+      wo_(&env.params.get(name_of(layer, "self_attn.o_proj.weight"))),
+      saved_("attention block") {}
 
 AttentionBlock::~AttentionBlock() = default;
 
 Tensor AttentionBlock::forward(BlockCtx& ctx, const Tensor& x) {
   const auto& e = env_;
-  auto& S = saved_[ctx.mb];
-  PB_REQUIRE(!S, "attention block: micro-batch ", ctx.mb, " is already in flight");
-  S = std::make_unique<Saved>();
+  Saved* S = &saved_.start(ctx.mb);
   Weights W(e.provider, {in_norm_, wq_, wk_, wv_, wo_});
   S->x = x;
   S->a = e.act(e.Ns, e.H);
@@ -58,9 +57,7 @@ Tensor AttentionBlock::forward(BlockCtx& ctx, const Tensor& x) {
 
 Tensor AttentionBlock::backward(BlockCtx& ctx, const Tensor& dh) {
   const auto& e = env_;
-  const auto it = saved_.find(ctx.mb);
-  PB_REQUIRE(it != saved_.end(), "attention block: backward of micro-batch ", ctx.mb, " before its forward");
-  Saved& S = *it->second;
+  Saved& S = saved_.of(ctx.mb);
   e.policy.before_backward(S);
   Weights W(e.provider, {in_norm_, wq_, wk_, wv_, wo_});
   Tensor dout = e.work(e.N, e.Aq * e.D), dq = e.work(e.N, e.Aq * e.D);
@@ -74,7 +71,7 @@ Tensor AttentionBlock::backward(BlockCtx& ctx, const Tensor& dh) {
   Tensor dx = e.work(e.Ns, e.H);
   ops::rmsnorm_backward(dx, in_norm_->g, da, S.x, S.rstd, W[0]);
   ops::add_(dx, dh);
-  saved_.erase(it);
+  saved_.end(ctx.mb);
   return dx;
 }
 

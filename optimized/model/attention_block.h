@@ -28,7 +28,7 @@ class AttentionBlock final : public Block {
   const BlockEnv& env_;
   std::unique_ptr<AttentionCore> core_;
   ShardedParam *in_norm_, *wq_, *wk_, *wv_, *wo_;
-  std::map<int, std::unique_ptr<Saved>> saved_;  // by micro-batch
+  PerMicroBatch<Saved> saved_;
 };
 
 // Saved per layer and micro-batch besides the core's: x, a (N_s, H), q (N, a D), k, v

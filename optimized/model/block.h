@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "optimized/kernels/ops.h"
@@ -22,6 +24,7 @@
 #include "optimized/model/param_provider.h"
 #include "optimized/parallel/terms.h"
 #include "optimized/parallel/tp_linear.h"
+#include "reference/common/error.h"
 #include "reference/model/config.h"
 #include "reference/model/data.h"
 
@@ -69,6 +72,29 @@ class Block {
 // to fp32) are not part of the model's terms.
 struct BlockWorkspace {
   int64_t forward = 0, backward = 0;
+};
+
+// A block's saved state of each micro-batch in flight.
+template <class S>
+class PerMicroBatch {
+ public:
+  explicit PerMicroBatch(const char* block) : block_(block) {}
+  S& start(int mb) {  // a forward
+    auto& p = states_[mb];
+    PB_REQUIRE(!p, block_, ": micro-batch ", mb, " is already in flight");
+    p = std::make_unique<S>();
+    return *p;
+  }
+  S& of(int mb) {  // its backward
+    const auto it = states_.find(mb);
+    PB_REQUIRE(it != states_.end(), block_, ": backward of micro-batch ", mb, " before its forward");
+    return *it->second;
+  }
+  void end(int mb) { states_.erase(mb); }
+
+ private:
+  const char* block_;
+  std::map<int, std::unique_ptr<S>> states_;
 };
 
 // Scoped acquire / release of a block's weights through the parameter provider.

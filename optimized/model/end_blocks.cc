@@ -9,7 +9,7 @@ EmbeddingBlock::EmbeddingBlock(const BlockEnv& env) : env_(env), table_(&env.par
 
 Tensor EmbeddingBlock::forward(BlockCtx& ctx, const Tensor&) {
   const auto& e = env_;
-  tokens_[ctx.mb] = ctx.batch->tokens;
+  tokens_.start(ctx.mb) = ctx.batch->tokens;
   Weights W(e.provider, {table_});
   Tensor x = e.act(e.Ns, e.H);
   vocab_embedding_forward(x, ctx.batch->tokens, W[0], e.vocab_start(), e.tp);
@@ -17,10 +17,8 @@ Tensor EmbeddingBlock::forward(BlockCtx& ctx, const Tensor&) {
 }
 
 Tensor EmbeddingBlock::backward(BlockCtx& ctx, const Tensor& dx) {
-  const auto it = tokens_.find(ctx.mb);
-  PB_REQUIRE(it != tokens_.end(), "embedding: backward of micro-batch ", ctx.mb, " before its forward");
-  vocab_embedding_backward(table_->g, dx, it->second, env_.vocab_start(), env_.tp);
-  tokens_.erase(it);
+  vocab_embedding_backward(table_->g, dx, tokens_.of(ctx.mb), env_.vocab_start(), env_.tp);
+  tokens_.end(ctx.mb);
   return Tensor();
 }
 
@@ -34,15 +32,16 @@ struct HeadBlock::Saved final : SavedState {
 };
 
 HeadBlock::HeadBlock(const BlockEnv& env)
-    : env_(env), norm_(&env.params.get("model.norm.weight")), head_(&env.params.get("lm_head.weight")) {}
+    : env_(env),
+      norm_(&env.params.get("model.norm.weight")),
+      head_(&env.params.get("lm_head.weight")),
+      saved_("head") {}
 
 HeadBlock::~HeadBlock() = default;
 
 Tensor HeadBlock::forward(BlockCtx& ctx, const Tensor& x) {
   const auto& e = env_;
-  auto& S = saved_[ctx.mb];
-  PB_REQUIRE(!S, "head: micro-batch ", ctx.mb, " is already in flight");
-  S = std::make_unique<Saved>();
+  Saved* S = &saved_.start(ctx.mb);
   Weights W(e.provider, {norm_, head_});
   S->labels = ctx.batch->labels;
   S->grad_scale = ctx.grad_scale;
@@ -59,9 +58,7 @@ Tensor HeadBlock::forward(BlockCtx& ctx, const Tensor& x) {
 
 Tensor HeadBlock::backward(BlockCtx& ctx, const Tensor&) {
   const auto& e = env_;
-  const auto it = saved_.find(ctx.mb);
-  PB_REQUIRE(it != saved_.end(), "head: backward of micro-batch ", ctx.mb, " before its forward");
-  Saved& S = *it->second;
+  Saved& S = saved_.of(ctx.mb);
   e.policy.before_backward(S);
   Weights W(e.provider, {norm_, head_});
   Tensor dlogits = e.work(e.N, head_->w.rows()), dxf = e.work(e.Ns, e.H);
@@ -69,7 +66,7 @@ Tensor HeadBlock::backward(BlockCtx& ctx, const Tensor&) {
   vocab_ce_backward(dlogits, S.ce, S.logits, S.labels, e.vocab_start(), S.grad_scale);
   e.tp.column_backward(dxf, {&head_->g}, {&dlogits}, S.xf, {&W[1]});
   ops::rmsnorm_backward(dx, norm_->g, dxf, S.x, S.rstd, W[0]);
-  saved_.erase(it);
+  saved_.end(ctx.mb);
   return dx;
 }
 

@@ -24,7 +24,7 @@ class EmbeddingBlock final : public Block {
  private:
   const BlockEnv& env_;
   ShardedParam* table_;
-  std::map<int, std::vector<int64_t>> tokens_;  // (N) by micro-batch
+  PerMicroBatch<std::vector<int64_t>> tokens_{"embedding"};  // (N)
 };
 
 class HeadBlock final : public Block {
@@ -38,7 +38,7 @@ class HeadBlock final : public Block {
   struct Saved;
   const BlockEnv& env_;
   ShardedParam *norm_, *head_;
-  std::map<int, std::unique_ptr<Saved>> saved_;  // by micro-batch
+  PerMicroBatch<Saved> saved_;
 };
 
 // Saved by the head per micro-batch: x_L, rmsnorm(x_L) (N_s, H) and the logits (N, V/TP)

@@ -20,15 +20,14 @@ struct MlpBlock::Saved final : SavedState {
 MlpBlock::MlpBlock(const BlockEnv& env, int64_t layer, std::unique_ptr<Mlp> mlp)
     : env_(env),
       mlp_(std::move(mlp)),
-      post_norm_(&env.params.get("model.layers." + std::to_string(layer) + ".post_attention_layernorm.weight")) {}
+      post_norm_(&env.params.get("model.layers." + std::to_string(layer) + ".post_attention_layernorm.weight")),
+      saved_("MLP block") {}
 
 MlpBlock::~MlpBlock() = default;
 
 Tensor MlpBlock::forward(BlockCtx& ctx, const Tensor& h) {
   const auto& e = env_;
-  auto& S = saved_[ctx.mb];
-  PB_REQUIRE(!S, "MLP block: micro-batch ", ctx.mb, " is already in flight");
-  S = std::make_unique<Saved>();
+  Saved* S = &saved_.start(ctx.mb);
   Weights W(e.provider, {post_norm_});
   S->h = h;
   S->m = e.act(e.Ns, e.H);
@@ -44,9 +43,7 @@ Tensor MlpBlock::forward(BlockCtx& ctx, const Tensor& h) {
 
 Tensor MlpBlock::backward(BlockCtx& ctx, const Tensor& dy) {
   const auto& e = env_;
-  const auto it = saved_.find(ctx.mb);
-  PB_REQUIRE(it != saved_.end(), "MLP block: backward of micro-batch ", ctx.mb, " before its forward");
-  Saved& S = *it->second;
+  Saved& S = saved_.of(ctx.mb);
   e.policy.before_backward(S);
   Weights W(e.provider, {post_norm_});
   Tensor dm = e.work(e.Ns, e.H);
@@ -54,7 +51,7 @@ Tensor MlpBlock::backward(BlockCtx& ctx, const Tensor& dy) {
   Tensor dh = e.work(e.Ns, e.H);
   ops::rmsnorm_backward(dh, post_norm_->g, dm, S.h, S.rstd, W[0]);
   ops::add_(dh, dy);
-  saved_.erase(it);
+  saved_.end(ctx.mb);
   return dh;
 }
 

@@ -26,7 +26,7 @@ class MlpBlock final : public Block {
   const BlockEnv& env_;
   std::unique_ptr<Mlp> mlp_;
   ShardedParam* post_norm_;
-  std::map<int, std::unique_ptr<Saved>> saved_;  // by micro-batch
+  PerMicroBatch<Saved> saved_;
 };
 
 // Saved per layer and micro-batch besides the MLP's: h, m (N_s, H) in the model dtype and

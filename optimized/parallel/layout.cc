@@ -28,14 +28,6 @@ void validate_layout(const Layout& l, const ref::ModelConfig& mc) {
   PB_REQUIRE(l.cp == 1, "invalid layout: context parallelism (cp > 1) is not available in this build yet");
   PB_REQUIRE(l.ep == 1, "invalid layout: expert parallelism (ep > 1) is not available in this build yet");
   PB_REQUIRE(mc.num_local_experts == 0, "invalid layout: MoE layers need the expert-parallel implementation (not yet)");
-  const int t = l.tp;
-  PB_REQUIRE(mc.num_attention_heads % t == 0, "invalid layout: tp ", t, " does not divide num_attention_heads ",
-             mc.num_attention_heads);
-  PB_REQUIRE(mc.num_key_value_heads % t == 0, "invalid layout: tp ", t, " does not divide num_key_value_heads ",
-             mc.num_key_value_heads);
-  PB_REQUIRE(mc.intermediate_size % t == 0, "invalid layout: tp ", t, " does not divide intermediate_size ",
-             mc.intermediate_size);
-  PB_REQUIRE(mc.vocab_size % t == 0, "invalid layout: tp ", t, " does not divide vocab_size ", mc.vocab_size);
 }
 
 }  // namespace pb

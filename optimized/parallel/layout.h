@@ -18,8 +18,8 @@ struct Layout {
   std::string str() const;  // "dp2 tp2" (degrees > 1), or "1 rank"
 };
 
-// The checks every case needs (degrees >= 1, what TP and PP must divide, what this build
-// does not run yet); each technique adds its own in its registry entry.
+// The checks every case needs (degrees >= 1, what PP must divide, what this build does not
+// run yet); each technique adds its own in its registry entry (TP's divisibility there).
 void validate_layout(const Layout& l, const ref::ModelConfig& mc);
 
 }  // namespace pb
