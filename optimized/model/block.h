@@ -18,6 +18,7 @@
 #include <memory>
 #include <vector>
 
+#include "optimized/core/index_tensor.h"
 #include "optimized/kernels/ops.h"
 #include "optimized/memory/activation_policy.h"
 #include "optimized/model/dist_params.h"
@@ -38,7 +39,7 @@ struct BlockEnv {
   TpLinear& tp;
   ParamProvider& provider;
   ActivationPolicy& policy;
-  const std::vector<int64_t>& pos;    // (N) RoPE position of each token row
+  const IndexTensor& pos;             // (N) RoPE position of each token row, uploaded once per model
   int64_t vocab_start() const { return mc.vocab_size / tp.group().size() * tp.group().rank(); }
   Tensor act(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Activations, dtype); }
   Tensor work(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Workspace, dtype); }

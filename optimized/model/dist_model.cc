@@ -47,10 +47,10 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
       provider_(cfg.strategies.params(params_)),
       policy_(cfg.strategies.activations()),
-      pos_(ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length)) {
+      pos_(ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length)) {  // uploaded here, once
   const auto& mc = cfg_.model;  // the blocks keep references: the model's own copy
   const int t = grid.layout().tp;
-  const int64_t N = int64_t(pos_.size());
+  const int64_t N = pos_.size();
   env_.reset(new BlockEnv{mc, cfg.micro_batch_size, cfg.seq_length, N, tp_->outer_rows(N), mc.hidden_size,
                           mc.head_dim(), mc.num_attention_heads / t, mc.num_key_value_heads / t,
                           mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_});

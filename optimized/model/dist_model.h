@@ -87,7 +87,7 @@ class DistModel {
   std::unique_ptr<TpLinear> tp_;
   std::unique_ptr<ParamProvider> provider_;
   std::unique_ptr<ActivationPolicy> policy_;
-  std::vector<int64_t> pos_;  // (N) RoPE positions
+  IndexTensor pos_;  // (N) RoPE positions, on the model's device once
   std::unique_ptr<BlockEnv> env_;
   std::vector<std::vector<std::unique_ptr<Block>>> chunks_;
   std::map<std::pair<int, int>, std::unique_ptr<InFlight>> inflight_;  // (chunk, micro-batch)

@@ -9,10 +9,10 @@ EmbeddingBlock::EmbeddingBlock(const BlockEnv& env) : env_(env), table_(&env.par
 
 Tensor EmbeddingBlock::forward(BlockCtx& ctx, const Tensor&) {
   const auto& e = env_;
-  tokens_.start(ctx.mb) = ctx.batch->tokens;
+  const IndexTensor& tokens = tokens_.start(ctx.mb) = IndexTensor(ctx.batch->tokens);
   Weights W(e.provider, {table_});
   Tensor x = e.act(e.Ns, e.H);
-  vocab_embedding_forward(x, ctx.batch->tokens, W[0], e.vocab_start(), e.tp);
+  vocab_embedding_forward(x, tokens, W[0], e.vocab_start(), e.tp);
   return x;
 }
 
@@ -25,7 +25,7 @@ Tensor EmbeddingBlock::backward(BlockCtx& ctx, const Tensor& dx) {
 struct HeadBlock::Saved final : SavedState {
   Tensor x, rstd, xf, logits;  // (N_s, H), (N_s) fp32, (N_s, H), (N, V/TP)
   CeState ce;                  // (N) fp32 x 2
-  std::vector<int64_t> labels;
+  IndexTensor labels;          // (N)
   float grad_scale = 1;
   const char* block() const override { return "head"; }
   std::vector<Tensor*> tensors() override { return {&x, &rstd, &xf, &logits, &ce.mx, &ce.se}; }
@@ -43,7 +43,7 @@ Tensor HeadBlock::forward(BlockCtx& ctx, const Tensor& x) {
   const auto& e = env_;
   Saved* S = &saved_.start(ctx.mb);
   Weights W(e.provider, {norm_, head_});
-  S->labels = ctx.batch->labels;
+  S->labels = IndexTensor(ctx.batch->labels);
   S->grad_scale = ctx.grad_scale;
   S->x = x;
   S->rstd = BlockEnv::stat(e.Ns);

@@ -24,7 +24,7 @@ class EmbeddingBlock final : public Block {
  private:
   const BlockEnv& env_;
   ShardedParam* table_;
-  PerMicroBatch<std::vector<int64_t>> tokens_{"embedding"};  // (N)
+  PerMicroBatch<IndexTensor> tokens_{"embedding"};  // (N), uploaded once per micro-batch
 };
 
 class HeadBlock final : public Block {

@@ -5,20 +5,20 @@
 
 namespace pb {
 
-void vocab_embedding_forward(Tensor& x, const std::vector<int64_t>& tokens, const Tensor& table, int64_t vocab_start,
+void vocab_embedding_forward(Tensor& x, const IndexTensor& tokens, const Tensor& table, int64_t vocab_start,
                              TpLinear& tp) {
-  Tensor partial = Tensor::empty({int64_t(tokens.size()), table.cols()}, MemCategory::Workspace, x.dtype());  // (N, H)
+  Tensor partial = Tensor::empty({tokens.size(), table.cols()}, MemCategory::Workspace, x.dtype());  // (N, H)
   ops::embedding_forward(partial, tokens, table, vocab_start);
   tp.reduce(x, partial);
 }
 
-void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const std::vector<int64_t>& tokens,
+void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const IndexTensor& tokens,
                               int64_t vocab_start, TpLinear& tp) {
   const Tensor dx_full = tp.gather(dx);  // (N, H)
   ops::embedding_backward(dtable, dx_full, tokens, vocab_start);
 }
 
-double vocab_ce_forward(CeState& st, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
+double vocab_ce_forward(CeState& st, const Tensor& logits, const IndexTensor& labels, int64_t vocab_start,
                         TpLinear& tp) {
   const int64_t N = logits.rows();
   st.mx = Tensor::empty({N}, MemCategory::Activations, DType::F32);  // the softmax statistics stay fp32
@@ -33,7 +33,7 @@ double vocab_ce_forward(CeState& st, const Tensor& logits, const std::vector<int
   return ops::ce_loss_sum(st.mx, st.se, tl) / double(N);
 }
 
-void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const std::vector<int64_t>& labels,
+void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const IndexTensor& labels,
                        int64_t vocab_start, float dloss) {
   ops::ce_backward(dlogits, logits, st.mx, st.se, labels, vocab_start, dloss / float(logits.rows()));
 }

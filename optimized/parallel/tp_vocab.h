@@ -16,22 +16,23 @@
 
 #include <vector>
 
+#include "optimized/core/index_tensor.h"
 #include "optimized/parallel/tp_linear.h"
 
 namespace pb {
 
-void vocab_embedding_forward(Tensor& x, const std::vector<int64_t>& tokens, const Tensor& table, int64_t vocab_start,
+void vocab_embedding_forward(Tensor& x, const IndexTensor& tokens, const Tensor& table, int64_t vocab_start,
                              TpLinear& tp);
-void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const std::vector<int64_t>& tokens,
+void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const IndexTensor& tokens,
                               int64_t vocab_start, TpLinear& tp);
 
 struct CeState {
   Tensor mx, se;  // (N) global row max and sum of exp, saved for backward
 };
 // Returns the mean cross-entropy over the N rows.
-double vocab_ce_forward(CeState& st, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
+double vocab_ce_forward(CeState& st, const Tensor& logits, const IndexTensor& labels, int64_t vocab_start,
                         TpLinear& tp);
-void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const std::vector<int64_t>& labels,
+void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const IndexTensor& labels,
                        int64_t vocab_start, float dloss);
 
 // The cross-entropy's all-reduces (TP > 1, where the rank holds the head): forward 3 x
