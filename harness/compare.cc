@@ -33,7 +33,9 @@ struct Check {
   bool pass = true;
 };
 
-using CommKey = std::tuple<std::string, std::string, std::string>;  // group, op, phase
+// group, op, phase, bytes per call (kWholePhase: every size of the group, op and phase)
+using CommKey = std::tuple<std::string, std::string, std::string, int64_t>;
+constexpr int64_t kWholePhase = -1;
 struct CommRow {
   int64_t calls = 0, bytes = 0;
 };
@@ -42,6 +44,7 @@ struct Case {
   std::string name, status, error;
   std::vector<Check> checks;
   std::map<CommKey, CommRow> comm;
+  bool comm_sized = true;        // every comm row has "bytes_per_call" (false: an older document)
   std::optional<double> median;  // throughput.step_ms_median
 };
 
@@ -88,6 +91,24 @@ const json& objects(const json& o, const char* key, const std::string& where) {
   return *it;
 }
 
+std::string key_text(const CommKey& k) {
+  const int64_t size = std::get<3>(k);
+  return "(" + std::get<0>(k) + ", " + std::get<1>(k) + ", " + std::get<2>(k) +
+         (size == kWholePhase ? std::string() : ", " + std::to_string(size) + " B/call") + ")";
+}
+
+// One comm row. Rows written before a row was one call size have no "bytes_per_call":
+// their size reads as bytes / calls.
+void read_comm_row(const json& r, const std::string& w, Case& out) {
+  const int64_t calls = need_integer(r, "calls", w), bytes = need_integer(r, "bytes", w);
+  const bool sized = r.contains("bytes_per_call");
+  const int64_t size = sized ? need_integer(r, "bytes_per_call", w) : calls > 0 ? bytes / calls : 0;
+  out.comm_sized = out.comm_sized && sized;
+  CommKey key{need_string(r, "group", w), need_string(r, "op", w), need_string(r, "phase", w), size};
+  if (out.comm.count(key)) malformed(w, "duplicate row " + key_text(key));
+  out.comm[key] = {calls, bytes};
+}
+
 Case read_case(const json& c, const std::string& at) {
   if (!c.is_object()) malformed(at, "not an object");
   Case out;
@@ -104,13 +125,7 @@ Case read_case(const json& c, const std::string& at) {
                           need_number(checks[i], "tol", w), p.get<bool>()});
   }
   const json& comm = objects(c, "comm", where);
-  for (size_t i = 0; i < comm.size(); ++i) {
-    const std::string w = where + ": comm[" + std::to_string(i) + "]";
-    CommKey key{need_string(comm[i], "group", w), need_string(comm[i], "op", w), need_string(comm[i], "phase", w)};
-    if (out.comm.count(key))
-      malformed(w, "duplicate row (" + std::get<0>(key) + ", " + std::get<1>(key) + ", " + std::get<2>(key) + ")");
-    out.comm[key] = {need_integer(comm[i], "calls", w), need_integer(comm[i], "bytes", w)};
-  }
+  for (size_t i = 0; i < comm.size(); ++i) read_comm_row(comm[i], where + ": comm[" + std::to_string(i) + "]", out);
   if (auto it = c.find("throughput"); it != c.end() && !it->is_null()) {
     if (!it->is_object()) malformed(where, "'throughput' is not an object");
     if (it->contains("step_ms_median")) {
@@ -146,10 +161,6 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
-std::string key_text(const CommKey& k) {
-  return "(" + std::get<0>(k) + ", " + std::get<1>(k) + ", " + std::get<2>(k) + ")";
-}
-
 std::string worst_rel_err(const Case* c) {
   if (!c || c->checks.empty()) return "—";
   double worst = -1;
@@ -172,12 +183,27 @@ void check_numerics(const Case& c, std::vector<std::string>& problems) {
                          fmt("%.2e", ch.tol) + (ch.pass ? "" : " (pass = false)"));
 }
 
-// Returns whether every (group, op, phase) row matches exactly.
+// The rows of each (group, op, phase) summed over their call sizes.
+std::map<CommKey, CommRow> whole_phases(const std::map<CommKey, CommRow>& rows) {
+  std::map<CommKey, CommRow> out;
+  for (const auto& [k, r] : rows) {
+    CommRow& o = out[{std::get<0>(k), std::get<1>(k), std::get<2>(k), kWholePhase}];
+    o.calls += r.calls;
+    o.bytes += r.bytes;
+  }
+  return out;
+}
+
+// Returns whether every row matches exactly: per (group, op, phase, bytes per call), or,
+// when either document is older (an old row may mix sizes), per (group, op, phase) summed.
 bool check_comm(const Case& base, const Case& cur, std::vector<std::string>& problems) {
   size_t before = problems.size();
-  for (const auto& [key, b] : base.comm) {
-    auto it = cur.comm.find(key);
-    if (it == cur.comm.end()) {
+  const bool sized = base.comm_sized && cur.comm_sized;
+  const std::map<CommKey, CommRow> b_rows = sized ? base.comm : whole_phases(base.comm);
+  const std::map<CommKey, CommRow> c_rows = sized ? cur.comm : whole_phases(cur.comm);
+  for (const auto& [key, b] : b_rows) {
+    auto it = c_rows.find(key);
+    if (it == c_rows.end()) {
       problems.push_back(cur.name + ": comm row " + key_text(key) + " missing in current");
     } else if (it->second.calls != b.calls || it->second.bytes != b.bytes) {
       problems.push_back(cur.name + ": comm row " + key_text(key) + " calls " + std::to_string(b.calls) + " -> " +
@@ -185,8 +211,8 @@ bool check_comm(const Case& base, const Case& cur, std::vector<std::string>& pro
                          std::to_string(it->second.bytes));
     }
   }
-  for (const auto& [key, c] : cur.comm)
-    if (!base.comm.count(key)) problems.push_back(cur.name + ": comm row " + key_text(key) + " not in baseline");
+  for (const auto& [key, c] : c_rows)
+    if (!b_rows.count(key)) problems.push_back(cur.name + ": comm row " + key_text(key) + " not in baseline");
   return problems.size() == before;
 }
 

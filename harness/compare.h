@@ -4,8 +4,11 @@
  *   - a baseline case missing from current
  *   - a current case whose status is not "pass"
  *   - a current check with pass == false, or rel_err over its tol (or rel_err null: NaN)
- *   - comm rows keyed by (group, op, phase) that differ from the baseline's: a row missing
- *     or extra, or calls / bytes not exactly equal
+ *   - comm rows keyed by (group, op, phase, bytes per call) that differ from the baseline's:
+ *     a row missing or extra, or calls / bytes not exactly equal. A document written before
+ *     rows were one call size (rows without "bytes_per_call") reads bytes / calls as the
+ *     size; since such a row may sum several sizes, a case with one is compared per
+ *     (group, op, phase), its rows and the other document's summed over their sizes
  *   - with timing on: current step_ms_median > baseline median × (1 + time_tol)
  * Cases only in current are a note in the table, not a problem.
  *

@@ -2,7 +2,7 @@
  *
  *   parabench list
  *   parabench run --suite smoke|ci|full|FILE.json [--out R.json] [--md R.md] [--csv R.csv] [--timeout S]
- *   parabench analyze --model CONFIG.json|NAME --layout dp2,tp2 [--features sp] [--micro-batch B] ...
+ *   parabench analyze --model CONFIG.json|NAME --layout dp2,tp2 [--features sp] [--dtype fp32|bf16] [--micro-batch B] ...
  *   parabench report R.json [--csv]
  *   parabench compare BASELINE.json CURRENT.json [--time-tol 0.25] [--no-timing]
  *   parabench schedule --kind 1f1b --pp 4 --microbatches 8 [--vpp V] [--costs F,B[,W]] [--svg] [--trace]
@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
@@ -189,7 +190,7 @@ int cmd_run(const RunArgs& a) {
 }
 
 struct AnalyzeArgs {
-  std::string model, layout = "", features, schedule;
+  std::string model, layout = "", features, schedule, dtype = "fp32";
   int64_t micro_batch = 2, seq = 16, micro_batches = 1, steps = 1;
 };
 
@@ -217,6 +218,26 @@ Layout parse_layout(const std::string& s) {
   return l;
 }
 
+// Bus bytes: whole numbers as such, fractions (factors such as 2(n-1)/n) to two places.
+std::string bus_text(double b) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, b == std::floor(b) ? "%.0f" : "%.2f", b);
+  return buf;
+}
+
+// One row per call size (analytic.h: CommRow): payload and bus bytes, per call and total.
+void print_comm_rows(const std::vector<CommRow>& rows) {
+  int64_t total = 0;
+  for (const auto& r : rows) total += r.bytes;
+  std::printf("\n| group | pattern | phase | bytes per call | calls | total bytes | bus bytes per call | total bus bytes "
+              "| share |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& r : rows)
+    std::printf("| %s | %s | %s | %lld | %lld | %lld | %s | %s | %.1f%% |\n", r.group.c_str(), comm_op_name(r.op),
+                phase_name(r.phase), (long long)r.bytes_per_call(), (long long)r.calls, (long long)r.bytes,
+                bus_text(r.calls ? r.bus_bytes / double(r.calls) : 0.0).c_str(), bus_text(r.bus_bytes).c_str(),
+                total ? 100.0 * double(r.bytes) / double(total) : 0.0);
+}
+
 int cmd_analyze(const AnalyzeArgs& a) {
   Case c;
   c.name = "analyze";
@@ -241,13 +262,15 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.train.num_micro_batches = a.micro_batches;
   c.train.steps = a.steps;
   if (!a.schedule.empty()) c.schedule = a.schedule;
+  PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
+  c.dtype = a.dtype;
   validate_case(c, c.layout.world());
   const Prediction p = predict(c);
-  std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | B=%lld S=%lld m=%lld, %lld step(s)%s\n",
+  std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | %s | B=%lld S=%lld m=%lld, %lld step(s)%s\n",
               (long long)c.model.hidden_size, (long long)c.model.num_attention_heads,
               (long long)c.model.num_key_value_heads, (long long)c.model.intermediate_size,
               (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers, c.layout.str().c_str(),
-              a.features.empty() ? "-" : a.features.c_str(), (long long)a.micro_batch, (long long)a.seq,
+              a.features.empty() ? "-" : a.features.c_str(), c.dtype.c_str(), (long long)a.micro_batch, (long long)a.seq,
               (long long)a.micro_batches, (long long)a.steps,
               c.layout.pp > 1 ? (" | schedule " + c.schedule).c_str() : "");
   std::printf("parameters: %lld total, %lld per rank | model FLOPs per step: %.4g\n", (long long)p.params_total,
@@ -259,15 +282,9 @@ int cmd_analyze(const AnalyzeArgs& a) {
       std::printf("\n## pipeline stage %d: %lld parameters per rank\n", stage, (long long)ps.params_local);
     std::printf("\n| memory per rank | bytes |\n|---|---:|\n");
     for (const auto& [cat, bytes] : ps.memory) std::printf("| %s | %lld |\n", category_name(cat), (long long)bytes);
-    int64_t total = 0;
-    for (const auto& r : ps.comm) total += r.bytes;
-    std::printf("\n| group | pattern | phase | bytes per transfer | transfers | total bytes | share |\n|---|---|---|---:|---:|---:|---:|\n");
-    for (const auto& r : ps.comm)
-      std::printf("| %s | %s | %s | %lld | %lld | %lld | %.1f%% |\n", r.group.c_str(), comm_op_name(r.op),
-                  phase_name(r.phase), (long long)(r.bytes / r.calls), (long long)r.calls, (long long)r.bytes,
-                  total ? 100.0 * double(r.bytes) / double(total) : 0.0);
+    print_comm_rows(ps.comm);
   }
-  if (p.comm.empty()) std::printf("| (none: one rank) | | | | | | |\n");
+  if (p.comm.empty()) std::printf("| (none: one rank) | | | | | | | | |\n");
   return 0;
 }
 
@@ -301,6 +318,8 @@ int main(int argc, char** argv) {
   analyze->add_option("--seq", aa.seq, "S")->capture_default_str();
   analyze->add_option("--micro-batches", aa.micro_batches, "m per DP rank")->capture_default_str();
   analyze->add_option("--steps", aa.steps, "steps")->capture_default_str();
+  analyze->add_option("--dtype", aa.dtype, "fp32 | bf16 (weights and activations; bf16 with fp32 master and grads)")
+      ->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1: gpipe | 1f1b (default) | interleaved | zb-h1");
   std::string report_in;
   bool report_csv = false;

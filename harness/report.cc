@@ -202,17 +202,39 @@ Table memory(const json& cases, Style s) {
   return t;
 }
 
-// Rows sort by phase (forward, backward, optimizer), then group, then op.
+// A row's payload bytes per call: its "bytes_per_call", or in results written before rows
+// were one call size, bytes / calls (the average of the sizes it mixed).
+std::optional<double> bytes_per_call(const json& r) {
+  if (auto b = number(r, "bytes_per_call")) return b;
+  auto calls = number(r, "calls"), b = number(r, "bytes");
+  if (calls && b && *calls > 0) return *b / *calls;
+  return std::nullopt;
+}
+
+// Rows sort by phase (forward, backward, optimizer), then group, op, and the largest call first.
 auto comm_order(const json& r) {
   const std::string p = text(r, "phase");
   const int phase = p == "forward" ? 0 : p == "backward" ? 1 : p == "optimizer" ? 2 : 3;
-  return std::tuple(phase, text(r, "group"), text(r, "op"));
+  return std::tuple(phase, text(r, "group"), text(r, "op"), -bytes_per_call(r).value_or(0));
 }
 
+// Measured calls, payload and bus bytes equal the prediction (bus bytes to half a byte:
+// a sum of per-call factors against one product); "—" without a prediction.
+std::string comm_match(const json& r, Style s) {
+  auto calls = number(r, "calls"), b = number(r, "bytes"), bus = number(r, "bus_bytes");
+  auto pcalls = number(r, "predicted_calls"), pbytes = number(r, "predicted_bytes");
+  auto pbus = number(r, "predicted_bus_bytes");
+  if (!pcalls || !pbytes) return none(s);
+  const bool bus_ok = !pbus || (bus && std::fabs(*bus - *pbus) < 0.5);
+  return calls == pcalls && b == pbytes && bus_ok ? "✓" : "✗";
+}
+
+// One row per call size: payload and bus bytes (nccl-tests factors), per call and in all,
+// measured next to predicted.
 Table communication(const json& cases, Style s) {
-  Table t{"Communication", "llllrrrrrl",
-          {"case", "group", "op", "phase", "bytes/transfer", "transfers", "total bytes", "share %",
-           "predicted bytes", "match"}};
+  Table t{"Communication", "llllrrrrrrrrrl",
+          {"case", "group", "op", "phase", "bytes/call", "calls", "total bytes", "bus bytes/call", "total bus bytes",
+           "share %", "predicted calls", "predicted bytes", "predicted bus bytes", "match"}};
   for (const json& c : cases) {
     std::vector<const json*> rows;
     double total = 0;
@@ -220,12 +242,14 @@ Table communication(const json& cases, Style s) {
     std::stable_sort(rows.begin(), rows.end(),
                      [](const json* a, const json* b) { return comm_order(*a) < comm_order(*b); });
     for (const json* r : rows) {
-      auto calls = number(*r, "calls"), b = number(*r, "bytes");
-      auto pcalls = number(*r, "predicted_calls"), pbytes = number(*r, "predicted_bytes");
-      std::string match = !pcalls || !pbytes ? none(s) : (calls == pcalls && b == pbytes ? "✓" : "✗");
+      auto calls = number(*r, "calls"), b = number(*r, "bytes"), bus = number(*r, "bus_bytes");
+      std::optional<double> bus_call;
+      if (calls && bus && *calls > 0) bus_call = *bus / *calls;
       t.rows.push_back({text(c, "name"), text(*r, "group"), text(*r, "op"), text(*r, "phase"),
-                        calls && b && *calls > 0 ? bytes(*b / *calls, s) : none(s), opt("%.0f", calls, s), bytes(b, s),
-                        b && total > 0 ? fmt("%.2f", 100.0 * *b / total) : none(s), bytes(pbytes, s), match});
+                        bytes(bytes_per_call(*r), s), opt("%.0f", calls, s), bytes(b, s), bytes(bus_call, s),
+                        bytes(bus, s), b && total > 0 ? fmt("%.2f", 100.0 * *b / total) : none(s),
+                        opt("%.0f", number(*r, "predicted_calls"), s), bytes(number(*r, "predicted_bytes"), s),
+                        bytes(number(*r, "predicted_bus_bytes"), s), comm_match(*r, s)});
     }
   }
   return t;

@@ -6,8 +6,12 @@
  *                  PASS/FAIL, and the case status (with the error line for error/skip)
  *   throughput     step time median/min/max, tokens/s, model TFLOP/s, MFU, stated peak
  *   memory         per rank and category, measured vs predicted bytes
- *   communication  per (group, op, phase): bytes per transfer, transfers, total, share
- *                  of the case's bytes, predicted bytes, match (calls and bytes exact)
+ *   communication  one row per (group, op, phase, bytes per call): payload bytes per call,
+ *                  calls, total; bus bytes (nccl-tests factors) per call and total; share
+ *                  of the case's payload bytes; the predicted calls, bytes and bus bytes;
+ *                  match (calls and bytes exact, bus bytes within half a byte). Results
+ *                  written before rows were one call size (no "bytes_per_call") show
+ *                  bytes / calls as the size.
  *
  * Missing optional fields print "—" (Markdown) or an empty cell (CSV); a document whose
  * "cases" is not an array throws pb::Error (a std::runtime_error) with one line.

@@ -3,7 +3,14 @@
  *   per-step loss, every step-1 gradient and every parameter after the last step,
  *   gathered from the shards, as rel_err = ||out - ref|| / ||ref|| and max |out - ref|
  *   against the tolerance of the dtype; the communication ledger against the analytic
- *   model (exact); measured memory per category against the prediction; step times.
+ *   model (exact, per call size); measured memory per category against the prediction;
+ *   step times.
+ *
+ * run_case is the entry point; its phases live in their own files:
+ *   reference_runs.h  the fp32 reference and the baseline (fp64 reference, or bf16 on one rank)
+ *   dist_run.h        the device of the backend, the distributed run, the gather of its tensors
+ *   checks.h          tolerances, the numerical checks, the communication check
+ *   case_result.h     memory and pipeline tables, throughput, the results entry
  */
 #pragma once
 
@@ -28,7 +35,7 @@ struct Tolerance {
   double loss, grad, param;  // the table (a floor when a baseline rule applies)
   double cap_loss, cap_grad, cap_param;  // bf16: no baseline rule may raise a tolerance past these
 };
-Tolerance tolerance_for(const std::string& dtype);
+Tolerance tolerance_for(const std::string& dtype);  // checks.cc
 
 // Checks that need no communication (features, layout, backend, dtype, world size).
 // Throws pb::Error with one line; the same on every rank.

@@ -41,10 +41,21 @@ CommLedger& CommLedger::get() {
 }
 
 void CommLedger::record(const std::string& group, CommOp op, int group_size, int64_t bytes) {
-  auto& c = entries_[Key{group, op, phase_}];
+  auto& c = entries_[Key{group, op, phase_, bytes}];
   c.calls += 1;
   c.bytes += bytes;
   c.bus_bytes += double(bytes) * bus_factor(op, group_size);
+}
+
+CommCounter CommLedger::total(const std::string& group, CommOp op, Phase phase) const {
+  CommCounter t;
+  for (const auto& [key, c] : entries_)
+    if (std::get<0>(key) == group && std::get<1>(key) == op && std::get<2>(key) == phase) {
+      t.calls += c.calls;
+      t.bytes += c.bytes;
+      t.bus_bytes += c.bus_bytes;
+    }
+  return t;
 }
 
 }  // namespace pb

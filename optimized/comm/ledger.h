@@ -1,5 +1,7 @@
 /* Communication accounting: every call of every Communicator is recorded per
- * (group, op, phase) with calls, payload bytes and bus bytes.
+ * (group, op, phase, bytes per call) with calls, payload bytes and bus bytes, so that a
+ * row is one call size: a 126 KiB gradient all-reduce and an 8-byte loss all-reduce of
+ * the same group and phase are two rows, never one average.
  *
  * Payload bytes are nccl-tests' "size": all_reduce the buffer, all_gather the gathered
  * output, reduce_scatter the full input, all_to_all the send buffer, send/recv/broadcast
@@ -31,9 +33,11 @@ struct CommCounter {
 class CommLedger {
  public:
   static CommLedger& get();  // one per process
-  using Key = std::tuple<std::string, CommOp, Phase>;  // group, op, phase
+  using Key = std::tuple<std::string, CommOp, Phase, int64_t>;  // group, op, phase, bytes per call
   void record(const std::string& group, CommOp op, int group_size, int64_t bytes);
   const std::map<Key, CommCounter>& entries() const { return entries_; }
+  // Every call size of (group, op, phase) together.
+  CommCounter total(const std::string& group, CommOp op, Phase phase) const;
   void clear() { entries_.clear(); }
   Phase phase() const { return phase_; }
   void set_phase(Phase p) { phase_ = p; }

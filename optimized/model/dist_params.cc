@@ -1,8 +1,12 @@
 /* Sharded parameter registry and counter-based shard init (see dist_params.h). */
 #include "optimized/model/dist_params.h"
 
+#include <algorithm>
+
 #include "optimized/core/device.h"
+#include "optimized/core/fatal.h"
 #include "optimized/kernels/ops.h"
+#include "optimized/parallel/process_grid.h"
 #include "reference/common/error.h"
 #include "reference/model/init.h"
 #include "reference/model/params.h"
@@ -91,5 +95,62 @@ ShardedParam& DistParams::get(const std::string& name) {
 Tensor DistParams::replicated_grads() { return grads_.view(0, {replicated_numel_}); }
 
 void DistParams::zero_grads() { ops::zero(grads_); }
+
+namespace {
+
+// The global [R, C] tensor from the t TP shards of p gathered in TP order (all, t x n).
+std::vector<float> join_tp_shards(const ShardedParam& p, const std::vector<float>& all, int64_t n, int t) {
+  const int64_t R = p.global_rows, C = p.global_cols;
+  std::vector<float> out(size_t(R * C));
+  if (p.dim == ShardDim::None) {
+    std::copy(all.begin(), all.begin() + n, out.begin());  // replicated: shard 0
+  } else if (p.dim == ShardDim::Rows) {
+    std::copy(all.begin(), all.end(), out.begin());  // row blocks in TP order
+  } else {
+    const int64_t c = C / t;  // column blocks: shard r holds columns r*c .. r*c+c-1
+    for (int r = 0; r < t; ++r)
+      for (int64_t i = 0; i < R; ++i) std::copy_n(all.begin() + r * n + i * c, c, out.begin() + i * C + r * c);
+  }
+  return out;
+}
+
+// Moves a tensor held on rank `owner` of comm to rank 0 (nothing when owner is 0).
+void owner_to_rank0(std::vector<float>& out, int owner, int rank, MPI_Comm comm) {
+  if (owner == 0) return;
+  if (rank == owner) MPI_CHECK(MPI_Send(out.data(), int(out.size()), MPI_FLOAT, 0, 7, comm));
+  if (rank == 0) {
+    int count = 0;
+    MPI_Status st;
+    MPI_CHECK(MPI_Probe(owner, 7, comm, &st));
+    MPI_CHECK(MPI_Get_count(&st, MPI_FLOAT, &count));
+    out.resize(size_t(count));
+    MPI_CHECK(MPI_Recv(out.data(), count, MPI_FLOAT, owner, 7, comm, MPI_STATUS_IGNORE));
+  }
+}
+
+}  // namespace
+
+std::vector<float> DistParams::gather_global(const std::string& name, ParamPart part, ProcessGrid& grid,
+                                             MPI_Comm comm) {
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  const bool holds = has(name);
+  int owner = holds && grid.dp_rank() == 0 && grid.tp_rank() == 0 ? rank : -1;  // unique: TP 0, DP 0
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &owner, 1, MPI_INT, MPI_MAX, comm));
+  PB_REQUIRE(owner >= 0, "no rank holds parameter ", name);
+  std::vector<float> out;
+  if (holds && grid.dp_rank() == 0) {  // the TP shards of DP rank 0 to TP rank 0
+    const ShardedParam& p = get(name);
+    const Tensor& local = part == ParamPart::Grad ? p.g : p.master;
+    const int t = grid.layout().tp;
+    const int64_t n = local.numel();
+    std::vector<float> all(grid.tp_rank() == 0 ? size_t(n * t) : 0);
+    const Tensor host = local.device() == Device::CPU ? local : to_device(local, Device::CPU);
+    MPI_CHECK(MPI_Gather(host.f32(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
+    if (grid.tp_rank() == 0) out = join_tp_shards(p, all, n, t);
+  }
+  owner_to_rank0(out, owner, rank, comm);
+  return rank == 0 ? out : std::vector<float>();
+}
 
 }  // namespace pb

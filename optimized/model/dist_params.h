@@ -17,6 +17,8 @@
  */
 #pragma once
 
+#include <mpi.h>
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -27,6 +29,9 @@
 namespace pb {
 
 enum class ShardDim { None, Rows, Cols };
+enum class ParamPart { Grad, Master };  // which tensor of a parameter gather_global reassembles
+
+class ProcessGrid;
 
 struct ShardedParam {
   std::string name;             // Hugging Face name of the global tensor
@@ -59,6 +64,15 @@ class DistParams {
   Tensor replicated_grads();       // the leading block of norm-weight grads
   int64_t replicated_numel() const { return replicated_numel_; }
   void zero_grads();
+
+  // The global tensor of one parameter (its fp32 gradient or master weights), reassembled
+  // from the shards, on rank 0 of comm as the reference's row-major [rows, cols]; empty on
+  // every other rank. Every rank of comm calls it for every name, in the same order (a
+  // rank that does not hold the name takes part too). The shards it knows today are TP's
+  // (rows, columns, replicated), read from DP rank 0 of the pipeline stage that holds the
+  // parameter; EP's expert shards and ZeRO's DP shards are to be reassembled here as well.
+  // Raw MPI (grid.raw_tp() and comm): harness bookkeeping, not in the communication ledger.
+  std::vector<float> gather_global(const std::string& name, ParamPart part, ProcessGrid& grid, MPI_Comm comm);
 
  private:
   std::vector<ShardedParam> params_;

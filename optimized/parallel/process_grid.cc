@@ -15,6 +15,12 @@ static std::unique_ptr<Communicator> make_group(MPI_Comm c, const char* name, bo
   return g;
 }
 
+ProcessGrid::Coords ProcessGrid::coords_of(const Layout& l, int rank) {
+  return {rank % l.tp, (rank / l.tp) % l.cp, (rank / (l.tp * l.cp)) % l.dp, rank / (l.tp * l.cp * l.dp)};
+}
+
+int ProcessGrid::rank_of(const Layout& l, const Coords& c) { return c.tp + l.tp * (c.cp + l.cp * (c.dp + l.dp * c.pp)); }
+
 ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl) : layout_(l) {
   int size = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank_));
@@ -22,10 +28,11 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
   PB_REQUIRE(size == l.world(), "invalid layout: ", l.str(), " needs dp*tp*pp*cp = ", l.world(), " ranks, the case has ",
              size);
   PB_REQUIRE((l.dp * l.cp) % l.ep == 0, "invalid layout: ep ", l.ep, " does not divide dp*cp = ", l.dp * l.cp);
-  tp_r_ = rank_ % l.tp;
-  cp_r_ = (rank_ / l.tp) % l.cp;
-  dp_r_ = (rank_ / (l.tp * l.cp)) % l.dp;
-  pp_r_ = rank_ / (l.tp * l.cp * l.dp);
+  const Coords me = coords_of(l, rank_);
+  tp_r_ = me.tp;
+  cp_r_ = me.cp;
+  dp_r_ = me.dp;
+  pp_r_ = me.pp;
   auto split = [&](const char* name, int color, int key) {
     MPI_Comm c;
     MPI_CHECK(MPI_Comm_split(comm, color, key, &c));
@@ -34,21 +41,22 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
   MPI_Comm dup;
   MPI_CHECK(MPI_Comm_dup(comm, &dup));
   world_ = make_group(dup, "world", nccl);
+  // A group's colour is the rank of its first member (the coordinates it spans set to 0).
   const int dpcp_r = cp_r_ + l.cp * dp_r_;  // position in DP x CP
-  const int tp_color = cp_r_ + l.cp * (dp_r_ + l.dp * pp_r_);
+  const int tp_color = rank_of(l, {0, me.cp, me.dp, me.pp});
   MPI_CHECK(MPI_Comm_split(comm, tp_color, tp_r_, &raw_tp_));
   tp_ = split("tp", tp_color, tp_r_);
-  cp_ = split("cp", tp_r_ + l.tp * (dp_r_ + l.dp * pp_r_), cp_r_);
-  dp_ = split("dp", tp_r_ + l.tp * (cp_r_ + l.cp * pp_r_), dp_r_);
+  cp_ = split("cp", rank_of(l, {me.tp, 0, me.dp, me.pp}), cp_r_);
+  dp_ = split("dp", rank_of(l, {me.tp, me.cp, 0, me.pp}), dp_r_);
   {
     MPI_Comm c;
-    MPI_CHECK(MPI_Comm_split(comm, tp_r_ + l.tp * (cp_r_ + l.cp * dp_r_), pp_r_, &c));
+    MPI_CHECK(MPI_Comm_split(comm, rank_of(l, {me.tp, me.cp, me.dp, 0}), pp_r_, &c));
     pp_ = make_group(c, "pp", nccl && pp_nccl);
   }
-  dp_cp_ = split("dp_cp", tp_r_ + l.tp * pp_r_, dpcp_r);
+  dp_cp_ = split("dp_cp", rank_of(l, {me.tp, 0, 0, me.pp}), dpcp_r);
   ep_ = split("ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
   edp_ = split("expert_dp", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r % l.ep)), dpcp_r / l.ep);
-  mp_ = split("mp", cp_r_ + l.cp * dp_r_, tp_r_ + l.tp * pp_r_);
+  mp_ = split("mp", rank_of(l, {0, me.cp, me.dp, 0}), tp_r_ + l.tp * pp_r_);
 }
 
 ProcessGrid::~ProcessGrid() {

@@ -21,6 +21,14 @@ namespace pb {
 
 class ProcessGrid {
  public:
+  // A rank's position in the grid. The rank order lives only here (coords_of, rank_of);
+  // the harness and the training step ask these instead of repeating the formula.
+  struct Coords {
+    int tp = 0, cp = 0, dp = 0, pp = 0;
+  };
+  static Coords coords_of(const Layout& l, int rank);
+  static int rank_of(const Layout& l, const Coords& c);
+
   // comm: the ranks of this case (its size must equal layout.world()). With nccl, every
   // group communicates through NCCL (device buffers); otherwise through MPI.
   // pp_nccl false keeps the pp group on MPI even with nccl (a pipeline schedule whose

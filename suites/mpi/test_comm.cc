@@ -22,11 +22,7 @@ static Tensor filled(std::vector<int64_t> shape, float base) {
   return t;
 }
 
-static CommCounter counter(const std::string& g, CommOp op, Phase ph) {
-  const auto& e = CommLedger::get().entries();
-  const auto it = e.find({g, op, ph});
-  return it == e.end() ? CommCounter{} : it->second;
-}
+static CommCounter counter(const std::string& g, CommOp op, Phase ph) { return CommLedger::get().total(g, op, ph); }
 
 TEST(Communicator, CollectivesComputeAndAccount) {
   MPI_Comm dup;
@@ -71,6 +67,8 @@ TEST(Communicator, CollectivesComputeAndAccount) {
   EXPECT_EQ(ar.calls, 4);
   EXPECT_EQ(ar.bytes, 4 * 6 + 4 * 4 + 4 * 5 + 8);
   EXPECT_DOUBLE_EQ(ar.bus_bytes, double(ar.bytes) * 2.0 * (n - 1) / n);
+  for (int64_t size : {24, 16, 20, 8})  // one ledger row per call size
+    EXPECT_EQ(CommLedger::get().entries().count({"w", CommOp::AllReduce, Phase::Backward, size}), 1u) << size;
   const auto ag = counter("w", CommOp::AllGather, Phase::Backward);
   EXPECT_EQ(ag.calls, 1);
   EXPECT_EQ(ag.bytes, 4 * 6 * n);  // the gathered output

@@ -46,9 +46,15 @@ for c in r["cases"]:
     for m in c["memory"]:
         assert set(m) >= {"rank", "category", "measured_bytes", "predicted_bytes"}
     for row in c["comm"]:
-        assert set(row) >= {"group", "op", "phase", "calls", "bytes", "bus_bytes", "predicted_bytes"}
+        assert set(row) >= {"group", "op", "phase", "bytes_per_call", "calls", "bytes", "bus_bytes", "predicted_calls",
+                            "predicted_bytes", "predicted_bus_bytes"}
+        assert row["bytes"] == row["calls"] * row["bytes_per_call"], row  # a row is one call size
 tp = [c for c in r["cases"] if c["name"] == "tp2_sp"][0]
 assert any(row["op"] == "reduce_scatter" for row in tp["comm"])
+# dp2: the gradient buffer and the 8-byte loss are two all-reduce rows of the optimizer phase
+dp = [c for c in r["cases"] if c["name"] == "dp2"][0]
+sizes = sorted(row["bytes_per_call"] for row in dp["comm"] if (row["group"], row["op"], row["phase"]) == ("dp", "all_reduce", "optimizer"))
+assert len(sizes) == 2 and sizes[0] == 8 and sizes[1] > 8, sizes
 PY
 grep -q "^## Communication" "$work/out" && grep -q "^## Memory" "$work/r.md" && ok "markdown tables" || bad "markdown tables"
 
@@ -64,12 +70,23 @@ num["cases"][1]["status"] = "fail"
 json.dump(num, open(w + "/numerics.json", "w"))
 comm = copy.deepcopy(r); comm["cases"][1]["comm"][0]["bytes"] += 4
 json.dump(comm, open(w + "/comm.json", "w"))
+# the row layout before rows were one call size: one row per (group, op, phase), no per-call fields
+old = copy.deepcopy(r)
+for c in old["cases"]:
+    rows = {}
+    for row in c["comm"]:
+        o = rows.setdefault((row["group"], row["op"], row["phase"]), {"group": row["group"], "op": row["op"], "phase": row["phase"], "calls": 0, "bytes": 0})
+        o["calls"] += row["calls"]; o["bytes"] += row["bytes"]
+    c["comm"] = list(rows.values())
+json.dump(old, open(w + "/old.json", "w"))
 PY
 "$pb" compare "$work/r.json" "$work/slow.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects a 3x step time" || bad "timing regression missed"
 "$pb" compare --no-timing "$work/r.json" "$work/slow.json" > /dev/null 2>&1 && ok "--no-timing ignores it" || bad "--no-timing"
 "$pb" compare --no-timing "$work/r.json" "$work/numerics.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects a numerics failure" || bad "numerics failure missed"
 "$pb" compare --no-timing "$work/r.json" "$work/comm.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects 4 more comm bytes" || bad "comm change missed"
 "$pb" report "$work/r.json" | grep -q "^## Equivalence" && ok "report" || bad "report"
+"$pb" compare --no-timing "$work/old.json" "$work/r.json" > /dev/null 2>&1 && ok "compare reads a baseline of the old row layout" \
+  || bad "old row layout"
 
 # 3. Bad input: non-zero exit, the reason in one line, no hang.
 expect_error() {  # what np needle args...
@@ -102,17 +119,36 @@ cat > "$work/m.json" <<'JSON'
 JSON
 "$pb" analyze --model "$work/m.json" --layout tp2 --features sp --micro-batch 2 --seq 8 --micro-batches 1 --steps 2 > "$work/analyze" \
   || bad "analyze exit"
-python3 - "$work/analyze" "$work/r.json" <<'PY' && ok "analyze equals the measured tp2_sp communication" || bad "analyze vs run"
+python3 - "$work/analyze" "$work/r.json" <<'PY' && ok "analyze equals the measured tp2_sp communication, per call size" || bad "analyze vs run"
 import json, sys
 rows = {}
 for line in open(sys.argv[1]):
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if len(cells) == 7 and cells[0] in ("tp", "mp", "dp"):
-        rows[(cells[0], cells[1], cells[2])] = (int(cells[4]), int(cells[5]))
+    if len(cells) == 9 and cells[0] in ("tp", "mp", "dp"):
+        rows[(cells[0], cells[1], cells[2], int(cells[3]))] = (int(cells[4]), int(cells[5]), float(cells[7]))
 case = [c for c in json.load(open(sys.argv[2]))["cases"] if c["name"] == "tp2_sp"][0]
-measured = {(r["group"], r["op"], r["phase"]): (r["calls"], r["bytes"]) for r in case["comm"]}
-assert rows and rows == measured, (rows, measured)
+measured = {(r["group"], r["op"], r["phase"], r["bytes_per_call"]): (r["calls"], r["bytes"], r["bus_bytes"]) for r in case["comm"]}
+assert rows and rows.keys() == measured.keys(), (rows, measured)
+for k in rows:
+    assert rows[k][:2] == measured[k][:2] and abs(rows[k][2] - measured[k][2]) < 0.5, (k, rows[k], measured[k])
 PY
+"$pb" analyze --model "$work/m.json" --layout tp2 --features sp --micro-batch 2 --seq 8 --dtype bf16 > "$work/analyze16" \
+  || bad "analyze --dtype bf16 exit"
+python3 - "$work/analyze" "$work/analyze16" <<'PY' && ok "analyze --dtype bf16 halves the activation transfers" || bad "analyze --dtype bf16"
+import sys
+def rows(path):
+    out = {}
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0] == "tp" and cells[1] == "reduce_scatter":
+            out[cells[2]] = int(cells[3])
+    return out
+fp32, bf16 = rows(sys.argv[1]), rows(sys.argv[2])
+assert fp32 and fp32.keys() == bf16.keys() and all(fp32[k] == 2 * bf16[k] for k in fp32), (fp32, bf16)
+PY
+"$pb" analyze --model "$work/m.json" --layout tp2 --dtype fp16 > "$work/out" 2> "$work/err"; rc=$?
+[ "$rc" -eq 2 ] && [ "$(wc -l < "$work/err")" -eq 1 ] && grep -q "unknown dtype 'fp16'" "$work/err" && ok "analyze rejects --dtype fp16: $(cat "$work/err")" \
+  || { bad "analyze --dtype fp16: $rc"; cat "$work/err"; }
 run 1 analyze --model "$work/m.json" --layout tp3
 [ "$rc" -eq 2 ] && grep -q "tp 3 does not divide" "$work/err" && ok "analyze rejects tp3" || bad "analyze tp3: $rc"
 run 1 analyze --model "$work/m.json" --layout xy2

@@ -147,6 +147,59 @@ TEST(Compare, CommRowMissingOrExtraFails) {
   EXPECT_TRUE(mentions(extra, "not in baseline"));
 }
 
+// A row of one call size, as the runner writes it.
+static json sized_row(const std::string& group, const std::string& op, const std::string& phase, int64_t calls,
+                      int64_t per_call) {
+  json r = comm_row(group, op, phase, calls, calls * per_call);
+  r["bytes_per_call"] = per_call;
+  r["predicted_bus_bytes"] = r["bus_bytes"];
+  return r;
+}
+
+// dp2 today: the gradient and the loss all-reduce are two rows of one group and phase.
+static json sized_results() {
+  json r = make_results();
+  r["cases"][0]["comm"] = {sized_row("tp", "all_reduce", "forward", 30, 4096),
+                           sized_row("dp", "all_reduce", "optimizer", 3, 1398101),
+                           sized_row("dp", "all_reduce", "optimizer", 3, 8)};
+  return r;
+}
+
+TEST(Compare, TwoCallSizesInOneGroupAndPhaseAreTwoRows) {
+  EXPECT_TRUE(compare_results(sized_results(), sized_results(), {}).ok);
+  json cur = sized_results();
+  cur["cases"][0]["comm"][2]["calls"] = 4;  // one more loss all-reduce
+  cur["cases"][0]["comm"][2]["bytes"] = 32;
+  auto r = compare_results(sized_results(), cur, {});
+  EXPECT_FALSE(r.ok);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_TRUE(mentions(r, "(dp, all_reduce, optimizer, 8 B/call) calls 3 -> 4"));
+  cur = sized_results();
+  cur["cases"][0]["comm"][1]["bytes_per_call"] = 1398100;  // the same totals at another size
+  r = compare_results(sized_results(), cur, {});
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(mentions(r, "(dp, all_reduce, optimizer, 1398101 B/call) missing in current"));
+  EXPECT_TRUE(mentions(r, "(dp, all_reduce, optimizer, 1398100 B/call) not in baseline"));
+  cur = sized_results();
+  cur["cases"][0]["comm"].push_back(cur["cases"][0]["comm"][2]);
+  expect_throws_one_line(sized_results(), cur, "duplicate row (dp, all_reduce, optimizer, 8 B/call)");
+}
+
+// A baseline written before rows were one call size (one dp row of 6 calls averaging both
+// sizes) still compares: per (group, op, phase), the current rows summed over their sizes.
+TEST(Compare, OldRowLayoutIsComparedPerPhase) {
+  json old = sized_results();
+  old["cases"][0]["comm"] = {comm_row("tp", "all_reduce", "forward", 30, 30 * 4096),
+                             comm_row("dp", "all_reduce", "optimizer", 6, 3 * 1398101 + 3 * 8)};
+  EXPECT_TRUE(compare_results(old, sized_results(), {}).ok);
+  EXPECT_TRUE(compare_results(sized_results(), old, {}).ok);
+  json cur = sized_results();
+  cur["cases"][0]["comm"][2]["bytes"] = 28;
+  auto r = compare_results(old, cur, {});
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(mentions(r, "(dp, all_reduce, optimizer) calls 6 -> 6, bytes 4194327 -> 4194331"));
+}
+
 TEST(Compare, CaseMissingInCurrentFails) {
   json cur = make_results();
   cur["cases"].erase(0);

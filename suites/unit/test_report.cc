@@ -118,18 +118,20 @@ TEST(Report, EquivalenceGroupsChecksByKindAndShowsFail) {
 TEST(Report, CommSharesSumToHundredPerCaseAndRowsAreSortedByPhase) {
   auto rows = md_rows(markdown_report(make_results()), "Communication");
   ASSERT_EQ(rows.size(), 6u);
-  // case, group, op, phase, bytes/transfer, transfers, total, share %, predicted, match
+  // case, group, op, phase, bytes/call, calls, total bytes, bus bytes/call, total bus bytes, share %,
+  // predicted calls, predicted bytes, predicted bus bytes, match
   double dp_tp = 0, pp = 0;
-  for (const auto& row : rows) (row[0] == "pp2" ? pp : dp_tp) += std::stod(row[7]);
+  for (const auto& row : rows) (row[0] == "pp2" ? pp : dp_tp) += std::stod(row[9]);
   EXPECT_NEAR(dp_tp, 100.0, 0.05);
   EXPECT_NEAR(pp, 100.0, 0.05);
   EXPECT_EQ(rows[0][3], "forward");
   EXPECT_EQ(rows[0][2], "all_gather");  // forward tp rows: all_gather before all_reduce
   EXPECT_EQ(rows[2][3], "backward");
   EXPECT_EQ(rows[3][3], "optimizer");
-  EXPECT_EQ(rows[3][4], "1.33 MiB");  // 4194304 / 3
+  EXPECT_EQ(rows[3][4], "1.33 MiB");  // 4194304 / 3: a row without bytes_per_call (older results)
   EXPECT_EQ(rows[3][6], "4.00 MiB");
-  EXPECT_EQ(rows[0][9], "✓");
+  EXPECT_EQ(rows[0][13], "✓");
+  EXPECT_EQ(rows[3][12], "—");  // no predicted bus bytes in older results
 }
 
 TEST(Report, CommMismatchShowsCross) {
@@ -137,7 +139,52 @@ TEST(Report, CommMismatchShowsCross) {
   r["cases"][1]["comm"][1]["predicted_bytes"] = 24577;
   auto rows = md_rows(markdown_report(r), "Communication");
   ASSERT_EQ(rows.size(), 6u);
-  EXPECT_EQ(rows[5][9], "✗");
+  EXPECT_EQ(rows[5][13], "✗");
+}
+
+// A row of one call size, as the runner writes it: bus bytes = payload x the nccl-tests factor.
+static json sized_row(const std::string& group, const std::string& op, const std::string& phase, int64_t calls,
+                      int64_t per_call, double factor) {
+  json r = comm_row(group, op, phase, calls, calls * per_call);
+  r["bytes_per_call"] = per_call;
+  r["bus_bytes"] = factor * double(calls * per_call);
+  r["predicted_bus_bytes"] = r["bus_bytes"];
+  return r;
+}
+
+// dp2: the gradient all-reduce and the 8-byte loss all-reduce of one group and phase are
+// two rows with their own sizes (largest first), never one average; CSV keeps exact bytes.
+TEST(Report, TwoCallSizesInOneGroupAndPhaseAreTwoRows) {
+  json r = make_results();
+  r["cases"][0]["comm"] = {sized_row("dp", "all_reduce", "optimizer", 3, 8, 1.0),
+                           sized_row("dp", "all_reduce", "optimizer", 3, 131072, 1.0)};
+  auto rows = md_rows(markdown_report(r), "Communication");
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0][4], "128.00 KiB");
+  EXPECT_EQ(rows[0][5], "3");
+  EXPECT_EQ(rows[0][6], "384.00 KiB");
+  EXPECT_EQ(rows[1][4], "8 B");
+  EXPECT_EQ(rows[1][6], "24 B");
+  EXPECT_EQ(rows[1][13], "✓");
+  const std::string csv = csv_tables(r);
+  EXPECT_NE(csv.find("dp2_tp2,dp,all_reduce,optimizer,131072,3,393216,131072,393216,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("dp2_tp2,dp,all_reduce,optimizer,8,3,24,8,24,"), std::string::npos) << csv;
+}
+
+// The same payload on tp2 and tp4: the bus bytes show the ring's 2(n-1)/n (1x against 1.5x).
+TEST(Report, BusBytesShowTheGroupSize) {
+  json r = make_results();
+  r["cases"][0]["comm"] = {sized_row("tp", "all_reduce", "forward", 2, 4096, 2.0 * 1 / 2)};
+  r["cases"][1]["comm"] = {sized_row("tp", "all_reduce", "forward", 2, 4096, 2.0 * 3 / 4)};
+  auto rows = md_rows(markdown_report(r), "Communication");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0][4], rows[1][4]);  // the same payload per call
+  EXPECT_EQ(rows[0][7], "4.00 KiB");
+  EXPECT_EQ(rows[1][7], "6.00 KiB");
+  EXPECT_EQ(rows[1][8], "12.00 KiB");
+  EXPECT_EQ(rows[1][12], "12.00 KiB");
+  r["cases"][1]["comm"][0]["predicted_bus_bytes"] = 8192.0;  // a wrong bus factor in the prediction
+  EXPECT_EQ(md_rows(markdown_report(r), "Communication")[1][13], "✗");
 }
 
 TEST(Report, ThroughputLayoutFeaturesAndMfu) {

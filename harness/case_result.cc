@@ -1,0 +1,144 @@
+/* Memory, pipeline and throughput tables and the results entry (see case_result.h). */
+#include "harness/case_result.h"
+
+#include <algorithm>
+
+#include "harness/analytic.h"
+#include "harness/runner.h"
+#include "optimized/core/allocator.h"
+#include "optimized/core/fatal.h"
+#include "optimized/parallel/process_grid.h"
+#include "optimized/train/pp_schedule.h"
+
+namespace pb::harness {
+
+using nlohmann::json;
+
+namespace {
+
+int comm_size(MPI_Comm comm) {
+  int size = 1;
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  return size;
+}
+
+int comm_rank(MPI_Comm comm) {
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  return rank;
+}
+
+}  // namespace
+
+json gather_memory(const Case& c, Device dev, MPI_Comm comm) {
+  const int size = comm_size(comm);
+  const auto& st = (dev == Device::CUDA ? TrackingAllocator::device() : TrackingAllocator::host()).stats();
+  std::vector<int64_t> peaks(size_t(kMemCategories * size));
+  MPI_CHECK(MPI_Gather(st.peak.data(), kMemCategories, MPI_INT64_T, peaks.data(), kMemCategories, MPI_INT64_T, 0, comm));
+  if (comm_rank(comm) != 0) return nullptr;
+  json memory = json::array();
+  for (int r = 0; r < size; ++r) {
+    const Prediction pr = predict(c, ProcessGrid::coords_of(c.layout, r).pp);
+    for (int k = 0; k < kMemCategories; ++k) {
+      const auto cat = MemCategory(k);
+      const auto it = pr.memory.find(cat);
+      memory.push_back({{"rank", r}, {"category", category_name(cat)},
+                        {"measured_bytes", peaks[size_t(r * kMemCategories + k)]},
+                        {"predicted_bytes", it == pr.memory.end() ? 0 : it->second}});
+    }
+  }
+  return memory;
+}
+
+namespace {
+
+// Every rank's busy and total time of the timed steps, then (op, mb, chunk, start, dur)
+// per action of the last step, to rank 0: all ranks' values, and where each rank's start.
+struct Timelines {
+  std::vector<double> all;
+  std::vector<int> counts, displs;
+};
+
+Timelines gather_timelines(const TrainRun& run, MPI_Comm comm) {
+  const int size = comm_size(comm);
+  std::vector<double> mine = {run.pp_busy_us, run.pp_total_us};
+  for (const auto& e : run.last_pipeline_step.timeline)
+    mine.insert(mine.end(), {double(int(e.action.op)), double(e.action.mb), double(e.action.chunk), e.start_us, e.dur_us});
+  int n = int(mine.size());
+  Timelines t{{}, std::vector<int>(size_t(size)), std::vector<int>(size_t(size))};
+  MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, t.counts.data(), 1, MPI_INT, 0, comm));
+  int total = 0;
+  for (int r = 0; r < size; ++r) t.displs[size_t(r)] = total, total += t.counts[size_t(r)];
+  t.all.resize(size_t(comm_rank(comm) == 0 ? total : 0));
+  MPI_CHECK(MPI_Gatherv(mine.data(), n, MPI_DOUBLE, t.all.data(), t.counts.data(), t.displs.data(), MPI_DOUBLE, 0, comm));
+  return t;
+}
+
+json pipeline_json(const Case& c, const Timelines& t) {
+  const pp::Schedule sched = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
+  const pp::SimResult sim = pp::simulate(sched, pp::default_costs(sched));
+  std::vector<std::vector<pp::TraceEvent>> lines;
+  json stages = json::array();
+  for (int s = 0; s < c.layout.pp; ++s) {  // the first rank of every stage (TP 0, CP 0, DP 0)
+    const int r = ProcessGrid::rank_of(c.layout, {0, 0, 0, s});
+    const double* d = t.all.data() + t.displs[size_t(r)];
+    std::vector<pp::TraceEvent> line;
+    for (int k = 2; k + 5 <= t.counts[size_t(r)]; k += 5)
+      line.push_back({{pp::Op(int(d[k])), int(d[k + 1]), int(d[k + 2])}, d[k + 3], d[k + 4]});
+    lines.push_back(line);
+    stages.push_back({{"stage", s}, {"rank", r}, {"busy_us", d[0]}, {"total_us", d[1]},
+                      {"measured_idle_fraction", d[1] > 0 ? 1.0 - d[0] / d[1] : 0.0},
+                      {"simulated_idle_fraction", double(sim.idle[size_t(s)]) / double(sim.total)},
+                      {"simulated_peak_in_flight", sim.peak_in_flight[size_t(s)]}});
+  }
+  return {{"schedule", c.schedule}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
+          {"micro_batches", c.train.num_micro_batches}, {"simulated_total_units", sim.total},
+          {"stages", stages},
+          {"trace", json::parse(pp::chrome_trace(lines, c.name + " (measured, last step)"))}};
+}
+
+}  // namespace
+
+json gather_pipeline(const Case& c, const TrainRun& run, MPI_Comm comm) {
+  const Timelines t = gather_timelines(run, comm);
+  return comm_rank(comm) == 0 ? pipeline_json(c, t) : json(nullptr);
+}
+
+json throughput(const Case& c, const TrainRun& run, double peak_tflops) {
+  std::vector<double> timed(run.step_ms.size() > 1 ? run.step_ms.begin() + 1 : run.step_ms.begin(), run.step_ms.end());
+  std::sort(timed.begin(), timed.end());
+  const double med = timed[timed.size() / 2];
+  const double tokens = double(c.global_batch() * c.train.seq_length);
+  const double tflops = predict(c).flops_per_step / (med / 1e3) / 1e12;
+  return {{"step_ms_median", med}, {"step_ms_min", timed.front()}, {"step_ms_max", timed.back()},
+          {"tokens_per_s", tokens / (med / 1e3)}, {"model_tflops", tflops},
+          {"mfu", peak_tflops > 0 ? json(tflops / peak_tflops) : json(nullptr)},
+          {"peak_tflops", peak_tflops > 0 ? json(peak_tflops) : json(nullptr)}};
+}
+
+json case_result(const Case& c, Device dev, const CaseTables& t) {
+  bool pass = true;
+  for (const auto& ch : t.checks) pass = pass && ch["pass"].get<bool>();
+  json result = error_result(c, pass ? "pass" : "fail", "");
+  result.erase("error");
+  result["train"] = {{"micro_batch_size", c.train.micro_batch_size}, {"seq_length", c.train.seq_length},
+                     {"num_micro_batches", c.train.num_micro_batches}, {"global_batch_size", c.global_batch()},
+                     {"lr", c.train.lr}, {"beta1", c.train.beta1}, {"beta2", c.train.beta2},
+                     {"adam_eps", c.train.adam_eps}, {"weight_decay", c.train.weight_decay},
+                     {"clip_grad", c.train.clip_grad}};
+  result["params_total"] = predict(c).params_total;
+  result["checks"] = t.checks;
+  result["throughput"] = t.throughput;
+  result["memory"] = t.memory;
+  result["comm"] = t.comm;
+  if (!t.pipeline.is_null()) result["pipeline"] = t.pipeline;
+  if (dev == Device::CUDA) {  // the caching allocator's view against the driver's (rank 0)
+    const auto& da = TrackingAllocator::device();
+    result["device_memory"] = {{"reserved_bytes", da.reserved()}, {"driver_used_bytes", da.driver_used_bytes()},
+                               {"peak_in_use_bytes", da.stats().total_peak},
+                               {"reserved_within_driver", da.reserved() <= da.driver_used_bytes()}};
+  }
+  return result;
+}
+
+}  // namespace pb::harness

@@ -1,0 +1,40 @@
+/* The measured tables of a case and its results entry (results/README.md):
+ *   memory      every rank's peak per category, gathered to rank 0, next to the analytic
+ *               model's prediction for the rank's pipeline rank
+ *   pipeline    (pp > 1) every stage's measured busy and total time and the last step's
+ *               timeline (its first rank: TP 0, CP 0, DP 0), next to the schedule simulated
+ *               at unit costs; the timelines as a Chrome trace
+ *   throughput  step time median/min/max over the timed steps (2..N, or 1 if N = 1),
+ *               tokens/s, model TFLOP/s, MFU against a stated peak
+ */
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "harness/case.h"
+#include "harness/dist_run.h"
+
+namespace pb::harness {
+
+// Every rank of comm: the peaks of the case's allocator (the device's for CUDA); on rank 0
+// the memory rows of every rank, elsewhere null.
+nlohmann::json gather_memory(const Case& c, Device dev, MPI_Comm comm);
+
+// Every rank of comm (pp > 1): on rank 0 the "pipeline" object, elsewhere null.
+nlohmann::json gather_pipeline(const Case& c, const TrainRun& run, MPI_Comm comm);
+
+nlohmann::json throughput(const Case& c, const TrainRun& run, double peak_tflops);
+
+struct CaseTables {
+  nlohmann::json checks, throughput, memory, comm, pipeline;  // pipeline null without PP
+};
+
+// The results entry: status "pass" when every check passes, else "fail".
+nlohmann::json case_result(const Case& c, Device dev, const CaseTables& t);
+
+}  // namespace pb::harness

@@ -1,0 +1,116 @@
+/* The distributed training run (see train_step.h). */
+#include "optimized/train/train_step.h"
+
+#include "optimized/train/registry.h"
+
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+#include "optimized/comm/ledger.h"
+#include "optimized/core/fatal.h"
+#include "optimized/model/dist_model.h"
+#include "optimized/model/dist_optimizer.h"
+#include "optimized/parallel/process_grid.h"
+#include "optimized/train/pp_schedule.h"
+#include "reference/common/error.h"
+#include "reference/model/train.h"
+
+namespace pb {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using BatchOf = std::function<ref::Batch(int64_t j)>;
+
+int world_rank() {
+  int r = 0;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
+  return r;
+}
+
+// NCCL matches point-to-point by order: the pp group uses NCCL only for schedules whose
+// order agrees (pp::check_channel_order); the others send through MPI, matched by tag.
+bool pp_on_nccl(const pp::Schedule& sched, bool nccl_pipeline) {
+  if (!nccl_pipeline) return true;
+  try {
+    pp::check_channel_order(sched);
+    return true;
+  } catch (const Error& e) {
+    static bool said = false;
+    if (!said && world_rank() == 0)
+      std::fprintf(stderr, "backend cuda: %s; its pipeline transfers go through MPI (matched by tag), staged "
+                           "through host memory\n", e.what());
+    said = true;
+    return false;
+  }
+}
+
+// The test hooks of the first step: a hang on every rank, a failure on one.
+void first_step_hooks(const TrainStepConfig& c) {
+  if (c.inject_delay_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(c.inject_delay_s));
+  const int w = world_rank();
+  if (w == c.inject_failure_rank) throw std::runtime_error("injected failure (--inject-failure " + std::to_string(w) + ")");
+}
+
+// One step's m micro-batches through the pipeline; returns the mean loss (every rank).
+double pipelined_micro_batches(const pp::Schedule& sched, DistModel& model, ProcessGrid& grid, const BatchOf& batch_of,
+                               Clock::time_point t0, bool timed, TrainRun& r) {
+  r.last_pipeline_step = run_pipeline(sched, model, grid, [&](int mb) { return batch_of(mb); }, t0);
+  if (timed) {  // step 1 warms up, as for the step times
+    r.pp_busy_us += r.last_pipeline_step.busy_us;
+    r.pp_total_us += r.last_pipeline_step.total_us;
+  }
+  PhaseScope phase(Phase::Optimizer);
+  return grid.pp().all_reduce_scalar(r.last_pipeline_step.loss);  // from the last stage
+}
+
+// One step's m micro-batches without PP; returns this rank's mean loss.
+double plain_micro_batches(DistModel& model, int64_t m, const BatchOf& batch_of) {
+  double loss = 0;
+  for (int64_t j = 0; j < m; ++j) loss += model.forward_backward(batch_of(j), 1.0f / float(m)) / double(m);
+  return loss;
+}
+
+// The slowest rank's milliseconds since t0.
+double step_ms(Clock::time_point t0, MPI_Comm comm) {
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, comm));
+  return ms;
+}
+
+}  // namespace
+
+TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterStep& after_step) {
+  DeviceScope on(c.device);  // every tensor the model allocates lives on c.device
+  const bool pipelined = c.layout.pp > 1;
+  const int64_t m = c.train.num_micro_batches;
+  const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m)) : pp::Schedule{};
+  ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined));
+  const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
+  DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
+                   pipelined && sched.vshape},
+                  grid);
+  DistOptimizer optim(model, grid, c.train);
+  ref::TrainConfig global = c.train;  // the reference's view: all DP ranks' micro-batches
+  global.num_micro_batches = m * c.layout.dp;
+  TrainRun r;
+  for (int64_t n = 0; n < c.train.steps; ++n) {
+    MPI_CHECK(MPI_Barrier(comm));
+    const auto t0 = Clock::now();
+    model.params().zero_grads();
+    if (n == 0) first_step_hooks(c);
+    const BatchOf batch_of = [&](int64_t j) { return ref::train_batch(c.model, global, n, grid.dp_rank() * m + j); };
+    const double loss = pipelined ? pipelined_micro_batches(sched, model, grid, batch_of, t0, n > 0 || c.train.steps == 1, r)
+                                  : plain_micro_batches(model, m, batch_of);
+    r.losses.push_back(optim.average_loss(loss));
+    r.grad_norms.push_back(optim.step());
+    synchronize(c.device);  // the step's last kernels (the bf16 weight refresh) have run
+    r.step_ms.push_back(step_ms(t0, comm));
+    if (after_step) after_step(n, model.params(), grid);
+  }
+  return r;
+}
+
+}  // namespace pb
