@@ -12,8 +12,22 @@
  *                                waits for all of them (Megatron's batch_isend_irecv;
  *                                NCCL: one group), so paired exchanges cannot deadlock
  * Non-blocking variants return a Request to wait on. Every call is accounted in the
- * CommLedger under the group's name and the current phase; a group of size 1
- * short-circuits (copies where needed) and records nothing.
+ * CommLedger under the group's name and the current phase, on the calling thread when it
+ * is posted; a group of size 1 short-circuits (copies where needed) and records nothing.
+ *
+ * Asynchronous semantics (DESIGN.md, "Streams"): a non-blocking call takes its inputs as
+ * they are after the work queued so far on the caller's current stream, and runs off the
+ * caller's queue -- MPI on one worker thread per communicator, which starts the posted
+ * calls in program order (so collectives of one communicator are issued in the same
+ * order on every rank) and progresses them while the caller computes; NCCL on the
+ * communicator's own CUDA stream, ordered after the caller's stream by an event.
+ * Request::wait() orders the caller's current stream after the call: MPI returns once the
+ * worker completed it (results staged back to the device); NCCL makes the current stream
+ * wait on the call's done event, without blocking the host. A Request destroyed unwaited
+ * waits. Blocking calls are post + wait, with the same results and accounting (MPI runs
+ * them on the calling thread once the worker has drained what was posted before).
+ * Buffers must stay untouched until wait() returns. One communicator is driven by one
+ * thread.
  */
 #pragma once
 
@@ -28,10 +42,19 @@ namespace pb {
 
 enum class ReduceOp { Sum, Max };
 
+// A host-clock interval in milliseconds (core/device.h: host_clock_ms()).
+struct Span {
+  double start_ms = 0, end_ms = 0;
+};
+
 class Request {
  public:
   virtual ~Request() = default;
   virtual void wait() = 0;
+  // When the call ran where it was progressed (MPI: from its start on the worker to its
+  // completion, staging included), on the host clock; {0, 0} where it is not measured
+  // (NCCL runs on the device).
+  virtual Span span() const { return {}; }
 };
 using RequestPtr = std::unique_ptr<Request>;
 

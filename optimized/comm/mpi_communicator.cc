@@ -1,13 +1,21 @@
 /* MPI backend of the Communicator: blocking and non-blocking collectives on host
- * buffers, every call accounted in the CommLedger. */
+ * buffers, every call accounted in the CommLedger when it is posted; the non-blocking
+ * calls progressed by one worker thread per communicator (see mpi_communicator.h). */
 #include "optimized/comm/mpi_communicator.h"
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <new>
+#include <thread>
+#include <utility>
 
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
@@ -42,10 +50,11 @@ void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
 MPI_Op mpi_op(const Tensor& t, ReduceOp op) {
   if (t.dtype() == DType::F32) return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
   static MPI_Op sum = MPI_OP_NULL, max = MPI_OP_NULL;
-  if (sum == MPI_OP_NULL) {
+  static std::once_flag created;  // the caller's thread or a worker, whichever comes first
+  std::call_once(created, [] {
     MPI_CHECK(MPI_Op_create(bf16_sum, 1, &sum));
     MPI_CHECK(MPI_Op_create(bf16_max, 1, &max));
-  }
+  });
   return op == ReduceOp::Sum ? sum : max;
 }
 
@@ -105,13 +114,12 @@ class StagingPool {
 
 // Host memory for a tensor's bytes: the tensor itself on the CPU; for a device tensor a
 // host copy in a pinned staging block (MPI sees host buffers; DESIGN.md: device buffers
-// are staged through the host). The block returns to the pool when the view is destroyed.
+// are staged through the host). copy_in / copy_out move the bytes between the tensor and
+// the block (nothing to do on the CPU). The block returns to the pool when the view dies.
 class HostView {
  public:
-  HostView(const Tensor& t, bool copy_in) : t_(t), staged_(t.device() != Device::CPU), bytes_(t.bytes()) {
-    if (!staged_ || bytes_ == 0) return;  // an empty staged view has a null pointer (count 0)
-    buf_ = StagingPool::get().acquire(bytes_);
-    if (copy_in) copy_bytes(buf_, Device::CPU, t.raw(), t.device(), bytes_);
+  explicit HostView(const Tensor& t) : t_(t), staged_(t.device() != Device::CPU), bytes_(t.bytes()) {
+    if (staged_ && bytes_) buf_ = StagingPool::get().acquire(bytes_);  // empty: a null pointer (count 0)
   }
   ~HostView() {
     if (buf_) StagingPool::get().release(buf_, bytes_);
@@ -119,30 +127,18 @@ class HostView {
   HostView(const HostView&) = delete;
   HostView& operator=(const HostView&) = delete;
   void* ptr() { return staged_ ? buf_ : const_cast<void*>(t_.raw()); }
+  void copy_in() {
+    if (buf_) copy_bytes(buf_, Device::CPU, t_.raw(), t_.device(), bytes_);
+  }
   void copy_out() {  // the received bytes back to the device
-    if (staged_) copy_bytes(const_cast<void*>(t_.raw()), t_.device(), buf_, Device::CPU, bytes_);
+    if (buf_) copy_bytes(const_cast<void*>(t_.raw()), t_.device(), buf_, Device::CPU, bytes_);
   }
 
  private:
-  Tensor t_;
+  Tensor t_;  // keeps the storage alive while the call runs
   bool staged_;
   size_t bytes_;
   void* buf_ = nullptr;
-};
-
-class MpiRequest : public Request {
- public:
-  MPI_Request req = MPI_REQUEST_NULL;
-  std::vector<std::shared_ptr<HostView>> views;  // staging buffers kept alive until done
-  std::shared_ptr<HostView> result;              // copied back to the device on completion
-  void wait() override {
-    MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
-    if (result) result->copy_out();
-    result.reset();
-  }
-  ~MpiRequest() override {
-    if (req != MPI_REQUEST_NULL) MPI_Wait(&req, MPI_STATUS_IGNORE);
-  }
 };
 
 class DoneRequest : public Request {
@@ -150,7 +146,185 @@ class DoneRequest : public Request {
   void wait() override {}
 };
 
+// Completion of one asynchronous call, shared by the worker and the Request.
+struct OpState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::exception_ptr error;
+  Span span;
+
+  void finish(std::exception_ptr e) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      error = e;
+      span.end_ms = host_clock_ms();
+      done = true;
+    }
+    cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+    if (error) std::rethrow_exception(std::exchange(error, nullptr));
+  }
+};
+
+class AsyncRequest : public Request {
+ public:
+  explicit AsyncRequest(std::shared_ptr<OpState> s) : s_(std::move(s)) {}
+  ~AsyncRequest() override {
+    try {
+      s_->wait();
+    } catch (...) {  // a destructor must not throw; the error was the caller's to wait for
+    }
+  }
+  void wait() override { s_->wait(); }
+  Span span() const override {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return s_->span;
+  }
+
+ private:
+  std::shared_ptr<OpState> s_;
+};
+
 }  // namespace
+
+// One non-blocking call: start() stages the inputs in and posts the MPI call; finish()
+// stages the results out once it completed. Both run on the worker (or, without
+// MPI_THREAD_MULTIPLE, start() on the caller and finish() in wait()).
+struct MpiCommunicator::AsyncOp {
+  std::function<MPI_Request()> start;
+  std::function<void()> finish = [] {};
+  Event ready;          // recorded on the caller's current stream at post: the inputs are written
+  int cuda_device = -1; // the caller's GPU when a buffer is on the device
+  std::shared_ptr<OpState> state = std::make_shared<OpState>();
+};
+
+// The worker: posts queued calls to MPI in program order and completes them in any order.
+// Between polls it sleeps briefly on its queue (no core spins while the caller computes).
+class MpiCommunicator::Worker {
+ public:
+  Worker() : thread_([this] { loop(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();  // completes what was posted first
+  }
+  void post(AsyncOp op) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(op));
+      ++pending_;
+    }
+    wake_.notify_all();
+  }
+  void drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_.wait(lock, [&] { return pending_ == 0; });
+  }
+
+ private:
+  void loop();
+  void start(AsyncOp& op);
+  void complete(AsyncOp& op, std::exception_ptr e);
+  void device_context(const AsyncOp& op);
+
+  std::mutex mu_;
+  std::condition_variable wake_, idle_;
+  std::deque<AsyncOp> queue_;
+  size_t pending_ = 0;  // posted and not yet complete
+  bool stop_ = false;
+  std::vector<AsyncOp> active_;  // worker thread only: started, with their MPI requests
+  std::vector<MPI_Request> requests_;
+  Stream staging_;               // CUDA builds: the worker's stream for staging copies
+  int device_ = -1;
+  std::thread thread_;           // last: starts once the members above exist
+};
+
+// The worker's CUDA context for a call on device buffers: the caller's GPU (the CUDA
+// device is per thread) and a staging stream of its own, current for the copies.
+void MpiCommunicator::Worker::device_context(const AsyncOp& op) {
+#ifdef PB_WITH_CUDA
+  if (op.cuda_device < 0) return;
+  if (device_ != op.cuda_device) {
+    CUDA_CHECK(cudaSetDevice(op.cuda_device));
+    device_ = op.cuda_device;
+    staging_ = Stream::create(Device::CUDA);
+  }
+#else
+  (void)op;
+#endif
+}
+
+void MpiCommunicator::Worker::start(AsyncOp& op) {
+  op.state->span.start_ms = host_clock_ms();
+  try {
+    device_context(op);
+    op.ready.synchronize();  // the caller's writes to the inputs
+    const StreamScope on(staging_);
+    const MPI_Request r = op.start();
+    active_.push_back(std::move(op));
+    requests_.push_back(r);
+  } catch (...) {
+    complete(op, std::current_exception());
+  }
+}
+
+void MpiCommunicator::Worker::complete(AsyncOp& op, std::exception_ptr e) {
+  if (!e) try {
+      device_context(op);
+      const StreamScope on(staging_);
+      op.finish();
+    } catch (...) {
+      e = std::current_exception();
+    }
+  // The call's tensors and staging blocks are released before the caller can go on, so
+  // memory is freed at the same point of the caller's program as with a blocking call.
+  op.start = nullptr;
+  op.finish = nullptr;
+  op.state->finish(e);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --pending_;
+  }
+  idle_.notify_all();
+}
+
+void MpiCommunicator::Worker::loop() {
+  std::vector<int> done;
+  for (;;) {
+    std::deque<AsyncOp> fresh;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (active_.empty()) wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_ && queue_.empty() && active_.empty()) return;
+      fresh.swap(queue_);
+    }
+    for (auto& op : fresh) start(op);  // in program order
+    if (active_.empty()) continue;
+    int n = 0;
+    done.resize(requests_.size());
+    MPI_CHECK(MPI_Testsome(int(requests_.size()), requests_.data(), &n, done.data(), MPI_STATUSES_IGNORE));
+    if (n == 0 || n == MPI_UNDEFINED) {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait_for(lock, std::chrono::microseconds(20), [&] { return stop_ || !queue_.empty(); });
+      continue;
+    }
+    std::sort(done.begin(), done.begin() + n);
+    for (int k = n - 1; k >= 0; --k) {  // from the back, so the indices stay valid
+      const size_t i = size_t(done[size_t(k)]);
+      AsyncOp op = std::move(active_[i]);
+      active_.erase(active_.begin() + std::ptrdiff_t(i));
+      requests_.erase(requests_.begin() + std::ptrdiff_t(i));
+      complete(op, nullptr);
+    }
+  }
+}
 
 static int comm_rank(MPI_Comm c) {
   int r = 0;
@@ -163,19 +337,74 @@ static int comm_size(MPI_Comm c) {
   return s;
 }
 
+static bool mpi_thread_multiple() {
+  int level = MPI_THREAD_SINGLE;
+  MPI_CHECK(MPI_Query_thread(&level));
+  return level >= MPI_THREAD_MULTIPLE;
+}
+
 MpiCommunicator::MpiCommunicator(std::string name, MPI_Comm comm)
     : Communicator(std::move(name), comm_rank(comm), comm_size(comm)), comm_(comm) {}
 
 MpiCommunicator::~MpiCommunicator() {
+  worker_.reset();  // completes what was posted
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin && comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_SELF && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
+void MpiCommunicator::drain() {
+  if (worker_) worker_->drain();
+}
+
+namespace {
+
+// Without a worker: the call starts here and completes in wait(), inside MPI_Wait.
+class InlineRequest : public Request {
+ public:
+  InlineRequest(MPI_Request r, std::function<void()> finish) : req_(r), finish_(std::move(finish)) {}
+  ~InlineRequest() override {
+    if (req_ != MPI_REQUEST_NULL) MPI_Wait(&req_, MPI_STATUS_IGNORE);
+  }
+  void wait() override {
+    MPI_CHECK(MPI_Wait(&req_, MPI_STATUS_IGNORE));
+    if (finish_) std::exchange(finish_, nullptr)();
+  }
+
+ private:
+  MPI_Request req_;
+  std::function<void()> finish_;
+};
+
+}  // namespace
+
+RequestPtr MpiCommunicator::post(AsyncOp op, const std::vector<const Tensor*>& buffers) {
+  bool on_gpu = false;
+  for (const Tensor* t : buffers) on_gpu = on_gpu || t->device() == Device::CUDA;
+  const Device dev = on_gpu ? Device::CUDA : Device::CPU;
+  op.ready = Event(dev);
+  op.ready.record(current_stream(dev));
+#ifdef PB_WITH_CUDA
+  if (on_gpu) CUDA_CHECK(cudaGetDevice(&op.cuda_device));
+#endif
+  if (!mpi_thread_multiple()) {
+    op.ready.synchronize();
+    return std::make_unique<InlineRequest>(op.start(), op.finish);
+  }
+  if (!worker_) worker_ = std::make_unique<Worker>();
+  auto state = op.state;
+  worker_->post(std::move(op));
+  return std::make_unique<AsyncRequest>(std::move(state));
+}
+
+// ---- blocking calls: after the worker drained, on the calling thread ----
+
 void MpiCommunicator::all_reduce(Tensor& buf, ReduceOp op) {
   if (size_ == 1) return;
+  drain();
   CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
-  HostView b(buf, true);
+  HostView b(buf);
+  b.copy_in();
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, b.ptr(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_));
   b.copy_out();
 }
@@ -184,8 +413,10 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
   PB_REQUIRE(out.numel() == in.numel() * size_, "all_gather: output ", out.shape_str(), " is not ", size_,
              " x input ", in.shape_str());
   if (size_ == 1) return copy(out, in);
+  drain();
   CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
-  HostView i(in, true), o(out, false);
+  HostView i(in), o(out);
+  i.copy_in();
   MPI_CHECK(MPI_Allgather(i.ptr(), count(in), mpi_type(in), o.ptr(), count(in), mpi_type(out), comm_));
   o.copy_out();
 }
@@ -194,8 +425,10 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
   PB_REQUIRE(in.numel() == out.numel() * size_, "reduce_scatter: input ", in.shape_str(), " is not ", size_,
              " x output ", out.shape_str());
   if (size_ == 1) return copy(out, in);
+  drain();
   CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
-  HostView i(in, true), o(out, false);
+  HostView i(in), o(out);
+  i.copy_in();
   MPI_CHECK(MPI_Reduce_scatter_block(i.ptr(), o.ptr(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_));
   o.copy_out();
 }
@@ -204,9 +437,11 @@ void MpiCommunicator::all_to_all(Tensor& out, const Tensor& in) {
   PB_REQUIRE(in.numel() == out.numel() && in.numel() % size_ == 0, "all_to_all: input ", in.shape_str(),
              " and output ", out.shape_str(), " must match and divide by ", size_);
   if (size_ == 1) return copy(out, in);
+  drain();
   CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
   const int n = count(in) / size_;
-  HostView i(in, true), o(out, false);
+  HostView i(in), o(out);
+  i.copy_in();
   MPI_CHECK(MPI_Alltoall(i.ptr(), n, mpi_type(in), o.ptr(), n, mpi_type(out), comm_));
   o.copy_out();
 }
@@ -230,8 +465,10 @@ void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv
   PB_REQUIRE(s_off == in.numel() && r_off == out.numel(), "all_to_all_v: row counts (", s_off, " and ", r_off,
              " elements) do not cover input ", in.shape_str(), " and output ", out.shape_str());
   if (size_ == 1) return copy(out, in);
+  drain();
   CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
-  HostView i(in, true), o(out, false);
+  HostView i(in), o(out);
+  i.copy_in();
   MPI_CHECK(MPI_Alltoallv(i.ptr(), sc.data(), sd.data(), mpi_type(in), o.ptr(), rc.data(), rd.data(), mpi_type(out),
                           comm_));
   o.copy_out();
@@ -239,32 +476,49 @@ void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv
 
 void MpiCommunicator::broadcast(Tensor& buf, int root) {
   if (size_ == 1) return;
+  drain();
   CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));
-  HostView b(buf, true);
+  HostView b(buf);
+  b.copy_in();
   MPI_CHECK(MPI_Bcast(b.ptr(), count(buf), mpi_type(buf), root, comm_));
   b.copy_out();
 }
 
 void MpiCommunicator::send(const Tensor& buf, int peer, int tag) {
+  drain();
   CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
-  HostView b(buf, true);
+  HostView b(buf);
+  b.copy_in();
   MPI_CHECK(MPI_Send(b.ptr(), count(buf), mpi_type(buf), peer, tag, comm_));
 }
 
 void MpiCommunicator::recv(Tensor& buf, int peer, int tag) {
+  drain();
   CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
-  HostView b(buf, false);
+  HostView b(buf);
   MPI_CHECK(MPI_Recv(b.ptr(), count(buf), mpi_type(buf), peer, tag, comm_, MPI_STATUS_IGNORE));
   b.copy_out();
 }
 
+// ---- non-blocking calls: accounted here, run by the worker ----
+
 RequestPtr MpiCommunicator::iall_reduce(Tensor& buf, ReduceOp op) {
   if (size_ == 1) return std::make_unique<DoneRequest>();
   CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
-  auto r = std::make_unique<MpiRequest>();
-  r->result = std::make_shared<HostView>(buf, true);
-  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, r->result->ptr(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_, &r->req));
-  return r;
+  auto b = std::make_shared<HostView>(buf);
+  const int n = count(buf);
+  const MPI_Datatype type = mpi_type(buf);
+  const MPI_Op mop = mpi_op(buf, op);
+  const MPI_Comm comm = comm_;
+  AsyncOp a;
+  a.start = [=] {
+    b->copy_in();
+    MPI_Request r;
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b->ptr(), n, type, mop, comm, &r));
+    return r;
+  };
+  a.finish = [b] { b->copy_out(); };
+  return post(std::move(a), {&buf});
 }
 
 RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
@@ -275,12 +529,19 @@ RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
     return std::make_unique<DoneRequest>();
   }
   CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
-  auto r = std::make_unique<MpiRequest>();
-  r->views.push_back(std::make_shared<HostView>(in, true));
-  r->result = std::make_shared<HostView>(out, false);
-  MPI_CHECK(MPI_Iallgather(r->views[0]->ptr(), count(in), mpi_type(in), r->result->ptr(), count(in), mpi_type(out),
-                           comm_, &r->req));
-  return r;
+  auto i = std::make_shared<HostView>(in), o = std::make_shared<HostView>(out);
+  const int n = count(in);
+  const MPI_Datatype ti = mpi_type(in), to = mpi_type(out);
+  const MPI_Comm comm = comm_;
+  AsyncOp a;
+  a.start = [=] {
+    i->copy_in();
+    MPI_Request r;
+    MPI_CHECK(MPI_Iallgather(i->ptr(), n, ti, o->ptr(), n, to, comm, &r));
+    return r;
+  };
+  a.finish = [i, o] { o->copy_out(); };
+  return post(std::move(a), {&out, &in});
 }
 
 RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
@@ -291,43 +552,89 @@ RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
     return std::make_unique<DoneRequest>();
   }
   CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
-  auto r = std::make_unique<MpiRequest>();
-  r->views.push_back(std::make_shared<HostView>(in, true));
-  r->result = std::make_shared<HostView>(out, false);
-  MPI_CHECK(MPI_Ireduce_scatter_block(r->views[0]->ptr(), r->result->ptr(), count(out), mpi_type(in),
-                                      mpi_op(in, ReduceOp::Sum), comm_, &r->req));
-  return r;
+  auto i = std::make_shared<HostView>(in), o = std::make_shared<HostView>(out);
+  const int n = count(out);
+  const MPI_Datatype type = mpi_type(in);
+  const MPI_Op mop = mpi_op(in, ReduceOp::Sum);
+  const MPI_Comm comm = comm_;
+  AsyncOp a;
+  a.start = [=] {
+    i->copy_in();
+    MPI_Request r;
+    MPI_CHECK(MPI_Ireduce_scatter_block(i->ptr(), o->ptr(), n, type, mop, comm, &r));
+    return r;
+  };
+  a.finish = [i, o] { o->copy_out(); };
+  return post(std::move(a), {&out, &in});
 }
 
 RequestPtr MpiCommunicator::isend(const Tensor& buf, int peer, int tag) {
   CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
-  auto r = std::make_unique<MpiRequest>();
-  r->views.push_back(std::make_shared<HostView>(buf, true));
-  MPI_CHECK(MPI_Isend(r->views[0]->ptr(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
-  return r;
+  auto b = std::make_shared<HostView>(buf);
+  const int n = count(buf);
+  const MPI_Datatype type = mpi_type(buf);
+  const MPI_Comm comm = comm_;
+  AsyncOp a;
+  a.start = [=] {
+    b->copy_in();
+    MPI_Request r;
+    MPI_CHECK(MPI_Isend(b->ptr(), n, type, peer, tag, comm, &r));
+    return r;
+  };
+  a.finish = [b] {};
+  return post(std::move(a), {&buf});
 }
 
 RequestPtr MpiCommunicator::irecv(Tensor& buf, int peer, int tag) {
   CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
-  auto r = std::make_unique<MpiRequest>();
-  r->result = std::make_shared<HostView>(buf, false);
-  MPI_CHECK(MPI_Irecv(r->result->ptr(), count(buf), mpi_type(buf), peer, tag, comm_, &r->req));
-  return r;
+  auto b = std::make_shared<HostView>(buf);
+  const int n = count(buf);
+  const MPI_Datatype type = mpi_type(buf);
+  const MPI_Comm comm = comm_;
+  AsyncOp a;
+  a.start = [=] {
+    MPI_Request r;
+    MPI_CHECK(MPI_Irecv(b->ptr(), n, type, peer, tag, comm, &r));
+    return r;
+  };
+  a.finish = [b] { b->copy_out(); };
+  return post(std::move(a), {&buf});
 }
 
+// Posted together, waited together: paired exchanges cannot deadlock. A blocking call:
+// after the worker drained, every send and receive is started here and waited for here
+// (no thread hand-off on the pipeline's critical path).
 void MpiCommunicator::batch_p2p(const std::vector<P2POp>& ops) {
-  std::vector<RequestPtr> reqs;
+  drain();
+  std::vector<MPI_Request> reqs;
+  std::vector<std::unique_ptr<HostView>> views;
   for (const auto& op : ops) {
     PhaseScope phase(op.phase);
-    reqs.push_back(op.send ? isend(*op.buf, op.peer, op.tag) : irecv(*op.buf, op.peer, op.tag));
+    const Tensor& t = *op.buf;
+    CommLedger::get().record(name_, op.send ? CommOp::Send : CommOp::Recv, size_, int64_t(t.bytes()));
+    views.push_back(std::make_unique<HostView>(t));
+    HostView& v = *views.back();
+    reqs.emplace_back();
+    if (op.send) {
+      v.copy_in();
+      MPI_CHECK(MPI_Isend(v.ptr(), count(t), mpi_type(t), op.peer, op.tag, comm_, &reqs.back()));
+    } else {
+      MPI_CHECK(MPI_Irecv(v.ptr(), count(t), mpi_type(t), op.peer, op.tag, comm_, &reqs.back()));
+    }
   }
-  for (auto& r : reqs) r->wait();
+  MPI_CHECK(MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
+  for (size_t i = 0; i < ops.size(); ++i)
+    if (!ops[i].send) views[i]->copy_out();
 }
 
-void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommunicator::barrier() {
+  drain();
+  MPI_CHECK(MPI_Barrier(comm_));
+}
 
 double MpiCommunicator::all_reduce_scalar(double v, ReduceOp op) {
   if (size_ == 1) return v;
+  drain();
   CommLedger::get().record(name_, CommOp::AllReduce, size_, 8);
   double out = 0;
   MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_));

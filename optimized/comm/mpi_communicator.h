@@ -1,8 +1,16 @@
-/* MPI backend of the Communicator (host buffers; device buffers will be staged through
- * pinned host memory by the CUDA backend). */
+/* MPI backend of the Communicator: host buffers; device buffers are staged through pinned
+ * host memory. Non-blocking calls run on one worker thread per communicator (started on
+ * the first of them), which posts them to MPI in program order and progresses them
+ * (MPI_Testsome) while the caller goes on; blocking calls drain the worker first and run
+ * on the calling thread. Needs MPI_THREAD_MULTIPLE (harness/main.cc, suites/mpi/
+ * mpi_main.cc); with less, the non-blocking calls start on the calling thread and
+ * progress only inside MPI calls, as before. */
 #pragma once
 
 #include <mpi.h>
+
+#include <functional>
+#include <memory>
 
 #include "optimized/comm/communicator.h"
 
@@ -34,7 +42,14 @@ class MpiCommunicator : public Communicator {
   double all_reduce_scalar(double v, ReduceOp op) override;
 
  private:
+  struct AsyncOp;
+  class Worker;
+  // Queues op on the worker (or, without MPI_THREAD_MULTIPLE, starts it here).
+  RequestPtr post(AsyncOp op, const std::vector<const Tensor*>& buffers);
+  void drain();  // before a blocking call: every posted call has completed
+
   MPI_Comm comm_;
+  std::unique_ptr<Worker> worker_;
 };
 
 }  // namespace pb

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "optimized/core/cuda_check.h"
+#include "optimized/core/stream.h"
 
 #define NCCL_CHECK(comm, call)                                                                                  \
   do {                                                                                                          \
@@ -33,15 +34,26 @@ void require_device(const Tensor& t, const char* what) {
   PB_REQUIRE(t.device() == Device::CUDA, "nccl ", what, ": buffer ", t.shape_str(), " is not on the GPU");
 }
 
-// NCCL work is ordered on the default stream; waiting means synchronizing it.
+class DoneRequest : public Request {
+ public:
+  void wait() override {}
+};
+
+// The call's completion on the communication stream: wait() makes the caller's current
+// stream wait for it on the device (the host goes on).
 class StreamRequest : public Request {
  public:
-  void wait() override { CUDA_CHECK(cudaStreamSynchronize(0)); }
+  explicit StreamRequest(Event done) : done_(std::move(done)) {}
+  void wait() override { current_stream(Device::CUDA).wait(done_); }
+
+ private:
+  Event done_;
 };
 
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(std::string name, MPI_Comm comm, int rank, int size) : Communicator(std::move(name), rank, size) {
+  NcclCommunicator(std::string name, MPI_Comm comm, int rank, int size)
+      : Communicator(std::move(name), rank, size), stream_(Stream::create(Device::CUDA)) {
     ncclUniqueId id;
     if (rank == 0) NCCL_CHECK(nullptr, ncclGetUniqueId(&id));
     MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, comm));
@@ -49,12 +61,14 @@ class NcclCommunicator : public Communicator {
     MPI_CHECK(MPI_Comm_dup(comm, &mpi_));
   }
   ~NcclCommunicator() override {
+    cudaStreamSynchronize(cs());  // unchecked: may run at exit
     ncclCommDestroy(comm_);
     int fin = 0;
     MPI_Finalized(&fin);
     if (!fin) MPI_Comm_free(&mpi_);
   }
 
+  // Blocking calls: post + wait (the current stream waits on the device).
   void all_reduce(Tensor& buf, ReduceOp op) override { iall_reduce(buf, op)->wait(); }
   void all_gather(Tensor& out, const Tensor& in) override { iall_gather(out, in)->wait(); }
   void reduce_scatter(Tensor& out, const Tensor& in) override { ireduce_scatter(out, in)->wait(); }
@@ -73,34 +87,37 @@ class NcclCommunicator : public Communicator {
     if (size_ > 1) CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
     const int64_t cols = in.cols(), es = int64_t(dtype_bytes(in.dtype()));
     int64_t so = 0, ro = 0;
+    enter();
     NCCL_CHECK(comm_, ncclGroupStart());
     for (int q = 0; q < size_; ++q) {
       const int64_t sn = send_rows[size_t(q)] * cols, rn = recv_rows[size_t(q)] * cols;
-      NCCL_CHECK(comm_, ncclSend(static_cast<const char*>(in.raw()) + so * es, size_t(sn), nccl_type(in), q, comm_, 0));
-      NCCL_CHECK(comm_, ncclRecv(static_cast<char*>(out.raw()) + ro * es, size_t(rn), nccl_type(out), q, comm_, 0));
+      NCCL_CHECK(comm_,
+                 ncclSend(static_cast<const char*>(in.raw()) + so * es, size_t(sn), nccl_type(in), q, comm_, cs()));
+      NCCL_CHECK(comm_, ncclRecv(static_cast<char*>(out.raw()) + ro * es, size_t(rn), nccl_type(out), q, comm_, cs()));
       so += sn;
       ro += rn;
     }
     NCCL_CHECK(comm_, ncclGroupEnd());
-    CUDA_CHECK(cudaStreamSynchronize(0));
+    leave({&in, &out})->wait();
   }
 
   void broadcast(Tensor& buf, int root) override {
     if (size_ == 1) return;
     require_device(buf, "broadcast");
     CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));
-    NCCL_CHECK(comm_, ncclBroadcast(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf), root, comm_, 0));
-    CUDA_CHECK(cudaStreamSynchronize(0));
+    enter();
+    NCCL_CHECK(comm_, ncclBroadcast(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf), root, comm_, cs()));
+    leave({&buf})->wait();
   }
 
   RequestPtr iall_reduce(Tensor& buf, ReduceOp op) override {
-    if (size_ > 1) {
-      require_device(buf, "all_reduce");
-      CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
-      NCCL_CHECK(comm_, ncclAllReduce(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf),
-                                      op == ReduceOp::Sum ? ncclSum : ncclMax, comm_, 0));
-    }
-    return std::make_unique<StreamRequest>();
+    if (size_ == 1) return std::make_unique<DoneRequest>();
+    require_device(buf, "all_reduce");
+    CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
+    enter();
+    NCCL_CHECK(comm_, ncclAllReduce(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf),
+                                    op == ReduceOp::Sum ? ncclSum : ncclMax, comm_, cs()));
+    return leave({&buf});
   }
 
   RequestPtr iall_gather(Tensor& out, const Tensor& in) override {
@@ -108,8 +125,9 @@ class NcclCommunicator : public Communicator {
                " x input ", in.shape_str());
     require_device(in, "all_gather");
     if (size_ > 1) CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
-    NCCL_CHECK(comm_, ncclAllGather(in.raw(), out.raw(), size_t(in.numel()), nccl_type(in), comm_, 0));
-    return std::make_unique<StreamRequest>();
+    enter();
+    NCCL_CHECK(comm_, ncclAllGather(in.raw(), out.raw(), size_t(in.numel()), nccl_type(in), comm_, cs()));
+    return leave({&in, &out});
   }
 
   RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) override {
@@ -117,22 +135,21 @@ class NcclCommunicator : public Communicator {
                " x output ", out.shape_str());
     require_device(in, "reduce_scatter");
     if (size_ > 1) CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
-    NCCL_CHECK(comm_, ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in), ncclSum, comm_, 0));
-    return std::make_unique<StreamRequest>();
+    enter();
+    NCCL_CHECK(comm_, ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in), ncclSum, comm_, cs()));
+    return leave({&in, &out});
   }
 
   RequestPtr isend(const Tensor& buf, int peer, int) override {
-    require_device(buf, "send");
-    CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
-    NCCL_CHECK(comm_, ncclSend(buf.raw(), size_t(buf.numel()), nccl_type(buf), peer, comm_, 0));
-    return std::make_unique<StreamRequest>();
+    enter();
+    post_send(buf, peer);
+    return leave({&buf});
   }
 
   RequestPtr irecv(Tensor& buf, int peer, int) override {
-    require_device(buf, "recv");
-    CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
-    NCCL_CHECK(comm_, ncclRecv(buf.raw(), size_t(buf.numel()), nccl_type(buf), peer, comm_, 0));
-    return std::make_unique<StreamRequest>();
+    enter();
+    post_recv(buf, peer);
+    return leave({&buf});
   }
 
   // One NCCL group: the sends and receives progress together. NCCL matches them by peer
@@ -142,24 +159,31 @@ class NcclCommunicator : public Communicator {
     std::vector<P2POp> ops = in;
     std::stable_sort(ops.begin(), ops.end(),
                      [](const P2POp& a, const P2POp& b) { return std::pair(a.peer, a.tag) < std::pair(b.peer, b.tag); });
+    std::vector<const Tensor*> bufs;
+    enter();
     NCCL_CHECK(comm_, ncclGroupStart());
     for (const auto& op : ops) {
       PhaseScope phase(op.phase);
       if (op.send)
-        isend(*op.buf, op.peer, op.tag);
+        post_send(*op.buf, op.peer);
       else
-        irecv(*op.buf, op.peer, op.tag);
+        post_recv(*op.buf, op.peer);
+      bufs.push_back(op.buf);
     }
     NCCL_CHECK(comm_, ncclGroupEnd());
-    CUDA_CHECK(cudaStreamSynchronize(0));
+    leave(bufs)->wait();
   }
 
+  // Every rank's queued work (this rank's current and communication streams) has been
+  // issued and completed before the ranks meet.
   void barrier() override {
-    CUDA_CHECK(cudaStreamSynchronize(0));
+    current_stream(Device::CUDA).synchronize();
+    stream_.synchronize();
     MPI_CHECK(MPI_Barrier(mpi_));
   }
 
-  // Host scalars (losses, norms) go through MPI; accounted like the MPI backend's.
+  // Host scalars (losses, norms) go through MPI; accounted like the MPI backend's. They
+  // come from the host, so no stream is involved.
   double all_reduce_scalar(double v, ReduceOp op) override {
     if (size_ == 1) return v;
     CommLedger::get().record(name_, CommOp::AllReduce, size_, 8);
@@ -169,6 +193,36 @@ class NcclCommunicator : public Communicator {
   }
 
  private:
+  cudaStream_t cs() const { return static_cast<cudaStream_t>(stream_.cuda_stream()); }
+
+  // The communication stream starts after the work queued so far on the caller's stream
+  // (which wrote the inputs).
+  void enter() {
+    Event ready(Device::CUDA);
+    ready.record(current_stream(Device::CUDA));
+    stream_.wait(ready);
+  }
+  // The buffers are in use on the communication stream until the call's done event: the
+  // allocator keeps them from other streams until then (Tensor::record_stream).
+  RequestPtr leave(const std::vector<const Tensor*>& bufs) {
+    for (const Tensor* t : bufs) t->record_stream(stream_);
+    Event done(Device::CUDA);
+    done.record(stream_);
+    return std::make_unique<StreamRequest>(std::move(done));
+  }
+
+  void post_send(const Tensor& buf, int peer) {
+    require_device(buf, "send");
+    CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
+    NCCL_CHECK(comm_, ncclSend(buf.raw(), size_t(buf.numel()), nccl_type(buf), peer, comm_, cs()));
+  }
+  void post_recv(Tensor& buf, int peer) {
+    require_device(buf, "recv");
+    CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
+    NCCL_CHECK(comm_, ncclRecv(buf.raw(), size_t(buf.numel()), nccl_type(buf), peer, comm_, cs()));
+  }
+
+  Stream stream_;  // the communication stream
   ncclComm_t comm_ = nullptr;
   MPI_Comm mpi_ = MPI_COMM_NULL;
 };

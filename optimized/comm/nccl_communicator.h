@@ -1,9 +1,13 @@
 /* NCCL backend of the Communicator, bootstrapped through MPI (rank 0 calls
  * ncclGetUniqueId, MPI_Bcast shares it, every rank calls ncclCommInitRank). Device
- * buffers only; collectives run on the default stream and the blocking variants
- * synchronize it. NCCL refuses two ranks on one GPU, so the runner uses this backend only
- * when every rank of a node has its own GPU, and the MPI backend (staged through the host)
- * otherwise. Accounting is the same as the MPI backend's. */
+ * buffers only. Each communicator has its own CUDA stream: a call makes that stream wait
+ * on an event recorded on the caller's current stream, runs there, and records a done
+ * event; Request::wait() (and every blocking call, post + wait) makes the caller's current
+ * stream wait on it -- on the device, the host never blocks (barrier excepted). The
+ * buffers are marked as used by the communication stream (Tensor::record_stream).
+ * NCCL refuses two ranks on one GPU, so the runner uses this backend only when every rank
+ * of a node has its own GPU, and the MPI backend (staged through the host) otherwise.
+ * Accounting is the same as the MPI backend's. */
 #pragma once
 
 #include <mpi.h>

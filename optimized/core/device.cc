@@ -1,6 +1,7 @@
 /* Device selection and cross-device copies (see device.h). */
 #include "optimized/core/device.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 
@@ -13,11 +14,12 @@
 
 namespace pb {
 
-static Device g_default = Device::CPU;
+static std::atomic<Device> g_default{Device::CPU};  // read by worker threads too
 
-static double host_now_ms() {
+double host_clock_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+static double host_now_ms() { return host_clock_ms(); }
 
 Device default_device() { return g_default; }
 void set_default_device(Device d) { g_default = d; }
@@ -58,13 +60,27 @@ std::string cuda_versions() {
   return "CUDA runtime " + v(rt) + ", driver " + (drv ? v(drv) : std::string("none"));
 }
 
+static cudaStream_t cuda_of(const Stream& s) { return static_cast<cudaStream_t>(s.cuda_stream()); }
+
 void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
   if (!bytes) return;
   if (dd == Device::CPU && sd == Device::CPU) {
+    current_stream(Device::CPU).synchronize();  // a worker stream's queued writes first
     std::memcpy(dst, src, bytes);
     return;
   }
-  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  const cudaStream_t s = cuda_of(current_stream(Device::CUDA));
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
+  if (dd == Device::CPU || sd == Device::CPU) CUDA_CHECK(cudaStreamSynchronize(s));  // device to device: ordered
+}
+
+void copy_bytes_async(void* dst, Device dd, const void* src, Device sd, size_t bytes, const Stream& stream) {
+  if (!bytes) return;
+  if (dd == Device::CPU && sd == Device::CPU) {
+    stream.resolve(Device::CPU).enqueue([=] { std::memcpy(dst, src, bytes); });
+    return;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cuda_of(stream.resolve(Device::CUDA))));
 }
 
 void fill_zero(void* dst, Device dev, size_t bytes) {
@@ -72,11 +88,14 @@ void fill_zero(void* dst, Device dev, size_t bytes) {
   if (dev == Device::CPU)
     std::memset(dst, 0, bytes);
   else
-    CUDA_CHECK(cudaMemset(dst, 0, bytes));
+    CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cuda_of(current_stream(Device::CUDA))));
 }
 
 void synchronize(Device dev) {
-  if (dev == Device::CUDA) CUDA_CHECK(cudaDeviceSynchronize());
+  if (dev == Device::CUDA)
+    CUDA_CHECK(cudaDeviceSynchronize());
+  else
+    synchronize_cpu_streams();
 }
 
 DeviceMark::DeviceMark(Device d) : dev_(d) {
@@ -91,7 +110,7 @@ DeviceMark::~DeviceMark() {
 }
 void DeviceMark::record() {
   if (dev_ == Device::CUDA)
-    CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), 0));
+    CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_of(current_stream(Device::CUDA))));
   else
     host_ms_ = host_now_ms();
 }
@@ -112,7 +131,14 @@ std::string cuda_versions() { return ""; }
 
 void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
   PB_REQUIRE(dd == Device::CPU && sd == Device::CPU, "copy: this build has no CUDA backend");
-  if (bytes) std::memcpy(dst, src, bytes);
+  if (!bytes) return;
+  current_stream(Device::CPU).synchronize();  // a worker stream's queued writes first
+  std::memcpy(dst, src, bytes);
+}
+
+void copy_bytes_async(void* dst, Device dd, const void* src, Device sd, size_t bytes, const Stream& stream) {
+  PB_REQUIRE(dd == Device::CPU && sd == Device::CPU, "copy: this build has no CUDA backend");
+  if (bytes) stream.resolve(Device::CPU).enqueue([=] { std::memcpy(dst, src, bytes); });
 }
 
 void fill_zero(void* dst, Device dev, size_t bytes) {
@@ -120,7 +146,9 @@ void fill_zero(void* dst, Device dev, size_t bytes) {
   if (bytes) std::memset(dst, 0, bytes);
 }
 
-void synchronize(Device) {}
+void synchronize(Device dev) {
+  if (dev == Device::CPU) synchronize_cpu_streams();
+}
 
 DeviceMark::DeviceMark(Device d) : dev_(d) {
   PB_REQUIRE(d == Device::CPU, "DeviceMark: this build has no CUDA backend");

@@ -17,13 +17,20 @@ static TrackingAllocator& allocator(Device d) {
   return d == Device::CPU ? TrackingAllocator::host() : TrackingAllocator::device();
 }
 
+// The allocation stream is the current stream of the device; `used` the other streams
+// that record_stream named (CUDA).
 struct Tensor::Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
   MemCategory cat = MemCategory::Workspace;
   Device dev = Device::CPU;
-  Storage(size_t b, MemCategory c, Device d) : ptr(allocator(d).allocate(b, c)), bytes(b), cat(c), dev(d) {}
-  ~Storage() { allocator(dev).release(ptr, bytes, cat); }
+  Stream stream;
+  std::vector<Stream> used;
+  Storage(size_t b, MemCategory c, Device d)
+      : ptr(nullptr), bytes(b), cat(c), dev(d), stream(d == Device::CUDA ? current_stream(d) : Stream()) {
+    ptr = allocator(d).allocate(b, c, stream);
+  }
+  ~Storage() { allocator(dev).release(ptr, bytes, cat, stream, used); }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 };
@@ -107,6 +114,15 @@ Tensor Tensor::slice_rows(int64_t r0, int64_t n) const {
   std::vector<int64_t> s = shape_;
   s[0] = n;
   return view(r0 * cols(), s);
+}
+
+void Tensor::record_stream(const Stream& s) const {
+  if (!st_ || st_->dev != Device::CUDA) return;
+  const Stream r = s.resolve(st_->dev);
+  if (r == st_->stream) return;
+  for (const auto& u : st_->used)
+    if (u == r) return;
+  st_->used.push_back(r);
 }
 
 std::string Tensor::shape_str() const {

@@ -3,6 +3,11 @@
  *
  * Row-major, contiguous. Activations are 2-D [tokens, features] with token row
  * t = b*S + s, as in the reference (reference/common/tensor.h).
+ *
+ * Streams: the storage is allocated for the current stream of its device; a tensor that
+ * other streams use (a communication stream) is marked with record_stream(s), so that
+ * its block is not handed out again before s's work on it is done (core/allocator.h).
+ * CPU worker-stream closures hold Tensor copies, which keep the storage alive.
  */
 #pragma once
 
@@ -16,7 +21,6 @@
 namespace pb {
 
 enum class DType { F32, BF16 };
-enum class Device { CPU, CUDA };
 Device current_device();  // = default_device() of core/device.h
 size_t dtype_bytes(DType d);
 const char* dtype_name(DType d);
@@ -63,6 +67,11 @@ class Tensor {
   const uint16_t* bf16_bits() const;
 
   std::string shape_str() const;
+
+  // Marks the storage as used by work queued on s (resolved on this tensor's device): on
+  // CUDA the block is kept from reuse until that work completed (as PyTorch's
+  // record_stream). Nothing to do for the allocation stream or on the CPU.
+  void record_stream(const Stream& s) const;
 
  private:
   struct Storage;

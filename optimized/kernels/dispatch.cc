@@ -1,10 +1,21 @@
 /* ops.h -> the kernel of the tensors' device: kernels/cpu, or kernels/cuda in a CUDA
- * build. */
+ * build, on the op's stream.
+ *
+ * Streams: each op first makes its stream (the argument, by default the current stream)
+ * the current stream of its device for the op's scope, so the bf16 emulation's casts,
+ * the backends' temporaries and nested ops all follow it. Then:
+ *   CPU, default stream   the kernel runs inline, as before streams;
+ *   CPU, worker stream    the kernel is queued as a closure holding copies of its
+ *                         arguments (Tensor copies share storage and keep it alive);
+ *   CUDA                  the kernel launches on the stream.
+ * Ops that return a value synchronize the op's stream only. */
 #include "optimized/kernels/cpu/cpu_kernels.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/error.h"
 
 #include <initializer_list>
+
+#include "optimized/core/stream.h"
 
 #ifdef PB_WITH_CUDA
 #include "optimized/kernels/cuda/cuda_kernels.h"
@@ -13,13 +24,31 @@
 #define PB_CUDA_CASE(fn, ...) throw ::pb::Error("op " #fn ": this build has no CUDA backend")
 #endif
 
-#define PB_DISPATCH(dev, fn, ...)                                \
-  do {                                                           \
-    switch (dev) {                                               \
-      case ::pb::Device::CPU: return ::pb::cpu::fn(__VA_ARGS__); \
-      case ::pb::Device::CUDA: PB_CUDA_CASE(fn, __VA_ARGS__);    \
-    }                                                            \
-    throw ::pb::Error("op " #fn ": unknown device");             \
+// An op without a result on the current stream of `dev` (the op's stream: see above).
+// The queued closure names no stream, so it holds no handle to its own worker.
+#define PB_DISPATCH(dev, fn, ...)                                                              \
+  do {                                                                                         \
+    const ::pb::Stream pb_s_ = ::pb::current_stream(dev);                                      \
+    switch (dev) {                                                                             \
+      case ::pb::Device::CPU:                                                                  \
+        if (pb_s_.runs_inline()) return ::pb::cpu::fn(__VA_ARGS__, pb_s_);                     \
+        return pb_s_.enqueue([=]() mutable { ::pb::cpu::fn(__VA_ARGS__, ::pb::Stream{}); });  \
+      case ::pb::Device::CUDA: PB_CUDA_CASE(fn, __VA_ARGS__, pb_s_);                           \
+    }                                                                                          \
+    throw ::pb::Error("op " #fn ": unknown device");                                           \
+  } while (0)
+
+// An op that returns a value to the host: after the stream's queued work, on this thread.
+#define PB_DISPATCH_VALUE(dev, fn, ...)                                \
+  do {                                                                 \
+    const ::pb::Stream pb_s_ = ::pb::current_stream(dev);              \
+    switch (dev) {                                                     \
+      case ::pb::Device::CPU:                                          \
+        pb_s_.synchronize();                                           \
+        return ::pb::cpu::fn(__VA_ARGS__, pb_s_);                      \
+      case ::pb::Device::CUDA: PB_CUDA_CASE(fn, __VA_ARGS__, pb_s_);   \
+    }                                                                  \
+    throw ::pb::Error("op " #fn ": unknown device");                   \
   } while (0)
 
 namespace pb::ops {
@@ -78,29 +107,40 @@ class Out {
 
 }  // namespace
 
-void linear_forward(Tensor& y, const Tensor& x, const Tensor& w) {
+// The op's stream as the current stream of its device, for the op's scope.
+using OnStream = StreamScope;
+
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Stream& stream) {
+  const OnStream on(stream, x.device());
   if (emulate_bf16(x.device(), {&y, &x, &w})) {
     Out o(y);
     return linear_forward(o.f(), up(x), up(w));
   }
   PB_DISPATCH(x.device(), linear_forward, y, x, w);
 }
-void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, const Stream& stream) {
+  const OnStream on(stream, dy.device());
   if (emulate_bf16(dy.device(), {&dx, &dy, &w})) {
     Out o(dx);
     return linear_backward_input(o.f(), up(dy), up(w));
   }
   PB_DISPATCH(dy.device(), linear_backward_input, dx, dy, w);
 }
-void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
+void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const Stream& stream) {
+  const OnStream on(stream, dy.device());
   PB_DISPATCH(dy.device(), linear_backward_weight, dw, dy, x);
 }
-void copy(Tensor& dst, const Tensor& src) {
+void copy(Tensor& dst, const Tensor& src, const Stream& stream) {
+  const OnStream on(stream, src.device());
   if (dst.dtype() != src.dtype()) return cast(dst, src);
   PB_DISPATCH(src.device(), copy, dst, src);
 }
-void zero(Tensor& t) { PB_DISPATCH(t.device(), zero, t); }
-void add(Tensor& y, const Tensor& a, const Tensor& b) {
+void zero(Tensor& t, const Stream& stream) {
+  const OnStream on(stream, t.device());
+  PB_DISPATCH(t.device(), zero, t);
+}
+void add(Tensor& y, const Tensor& a, const Tensor& b, const Stream& stream) {
+  const OnStream on(stream, a.device());
   if (emulate_bf16(a.device(), {&y, &a, &b})) {
     const Tensor af = up(a), bf = up(b);
     Out o(y);
@@ -108,8 +148,9 @@ void add(Tensor& y, const Tensor& a, const Tensor& b) {
   }
   PB_DISPATCH(a.device(), add, y, a, b);
 }
-void add_(Tensor& y, const Tensor& x) { add(y, y, x); }
-void scale_(Tensor& y, float s) {
+void add_(Tensor& y, const Tensor& x, const Stream& stream) { add(y, y, x, stream); }
+void scale_(Tensor& y, float s, const Stream& stream) {
+  const OnStream on(stream, y.device());
   if (emulate_bf16(y.device(), {&y})) {
     Tensor f = up(y);
     scale_(f, s);
@@ -117,50 +158,134 @@ void scale_(Tensor& y, float s) {
   }
   PB_DISPATCH(y.device(), scale_, y, s);
 }
-double sum_squares(const Tensor& x) {
+double sum_squares(const Tensor& x, const Stream& stream) {
+  const OnStream on(stream, x.device());
   if (emulate_bf16(x.device(), {&x})) return sum_squares(up(x));
-  PB_DISPATCH(x.device(), sum_squares, x);
+  PB_DISPATCH_VALUE(x.device(), sum_squares, x);
 }
-void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start) {
+double sum_squares_segments(const Tensor& buf, const std::vector<int64_t>& seg_ends, const Stream& stream) {
+  int64_t prev = 0;
+  for (int64_t e : seg_ends) {
+    PB_REQUIRE(e >= prev && e <= buf.numel(), "sum_squares_segments: segment end ", e, " after ", prev,
+               " in a buffer of ", buf.numel());
+    prev = e;
+  }
+  const OnStream on(stream, buf.device());
+  if (emulate_bf16(buf.device(), {&buf})) return sum_squares_segments(up(buf), seg_ends);
+  PB_DISPATCH_VALUE(buf.device(), sum_squares_segments, buf, seg_ends);
+}
+
+// The ops with index lists, for host vectors and IndexTensors alike.
+namespace {
+
+template <class Index>
+void embedding_forward_t(Tensor& y, const Index& tok, const Tensor& table, int64_t vocab_start, const Stream& stream) {
+  const OnStream on(stream, table.device());
   if (emulate_bf16(table.device(), {&y, &table})) {
     Out o(y);
     return embedding_forward(o.f(), tok, up(table), vocab_start);
   }
   PB_DISPATCH(table.device(), embedding_forward, y, tok, table, vocab_start);
 }
-void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start) {
+template <class Index>
+void embedding_backward_t(Tensor& dtable, const Tensor& dy, const Index& tok, int64_t vocab_start,
+                          const Stream& stream) {
+  const OnStream on(stream, dy.device());
   if (emulate_bf16(dy.device(), {&dy})) return embedding_backward(dtable, up(dy), tok, vocab_start);
   PB_DISPATCH(dy.device(), embedding_backward, dtable, dy, tok, vocab_start);
 }
-void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
-  if (emulate_bf16(x.device(), {&y, &x, &g})) {
-    Out o(y);
-    return rmsnorm_forward(o.f(), rstd, up(x), up(g), eps);
-  }
-  PB_DISPATCH(x.device(), rmsnorm_forward, y, rstd, x, g, eps);
-}
-void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
-  if (emulate_bf16(x.device(), {&dx, &dy, &x, &g})) {
-    Out o(dx);
-    return rmsnorm_backward(o.f(), dg, up(dy), up(x), rstd, up(g));
-  }
-  PB_DISPATCH(x.device(), rmsnorm_backward, dx, dg, dy, x, rstd, g);
-}
-void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
+template <class Index>
+void rope_forward_t(Tensor& y, const Tensor& x, const Index& pos, int64_t head_dim, double theta,
+                    const Stream& stream) {
+  const OnStream on(stream, x.device());
   if (emulate_bf16(x.device(), {&y, &x})) {
     Out o(y);
     return rope_forward(o.f(), up(x), pos, head_dim, theta);
   }
   PB_DISPATCH(x.device(), rope_forward, y, x, pos, head_dim, theta);
 }
-void rope_backward(Tensor& dx, const Tensor& dy, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
+template <class Index>
+void rope_backward_t(Tensor& dx, const Tensor& dy, const Index& pos, int64_t head_dim, double theta,
+                     const Stream& stream) {
+  const OnStream on(stream, dy.device());
   if (emulate_bf16(dy.device(), {&dx, &dy})) {
     Out o(dx);
     return rope_backward(o.f(), up(dy), pos, head_dim, theta);
   }
   PB_DISPATCH(dy.device(), rope_backward, dx, dy, pos, head_dim, theta);
 }
-void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const AttnShape& s) {
+template <class Index>
+void ce_target_logit_t(Tensor& tl, const Tensor& logits, const Index& labels, int64_t vocab_start,
+                       const Stream& stream) {
+  const OnStream on(stream, logits.device());
+  if (emulate_bf16(logits.device(), {&logits})) return ce_target_logit(tl, up(logits), labels, vocab_start);
+  PB_DISPATCH(logits.device(), ce_target_logit, tl, logits, labels, vocab_start);
+}
+template <class Index>
+void ce_backward_t(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se, const Index& labels,
+                   int64_t vocab_start, float scale, const Stream& stream) {
+  const OnStream on(stream, logits.device());
+  if (emulate_bf16(logits.device(), {&dlogits, &logits})) {
+    Out o(dlogits);
+    return ce_backward(o.f(), up(logits), mx, se, labels, vocab_start, scale);
+  }
+  PB_DISPATCH(logits.device(), ce_backward, dlogits, logits, mx, se, labels, vocab_start, scale);
+}
+
+}  // namespace
+
+void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start,
+                       const Stream& stream) {
+  embedding_forward_t(y, tok, table, vocab_start, stream);
+}
+void embedding_forward(Tensor& y, const IndexTensor& tok, const Tensor& table, int64_t vocab_start,
+                       const Stream& stream) {
+  embedding_forward_t(y, tok, table, vocab_start, stream);
+}
+void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start,
+                        const Stream& stream) {
+  embedding_backward_t(dtable, dy, tok, vocab_start, stream);
+}
+void embedding_backward(Tensor& dtable, const Tensor& dy, const IndexTensor& tok, int64_t vocab_start,
+                        const Stream& stream) {
+  embedding_backward_t(dtable, dy, tok, vocab_start, stream);
+}
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps, const Stream& stream) {
+  const OnStream on(stream, x.device());
+  if (emulate_bf16(x.device(), {&y, &x, &g})) {
+    Out o(y);
+    return rmsnorm_forward(o.f(), rstd, up(x), up(g), eps);
+  }
+  PB_DISPATCH(x.device(), rmsnorm_forward, y, rstd, x, g, eps);
+}
+void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g,
+                      const Stream& stream) {
+  const OnStream on(stream, x.device());
+  if (emulate_bf16(x.device(), {&dx, &dy, &x, &g})) {
+    Out o(dx);
+    return rmsnorm_backward(o.f(), dg, up(dy), up(x), rstd, up(g));
+  }
+  PB_DISPATCH(x.device(), rmsnorm_backward, dx, dg, dy, x, rstd, g);
+}
+void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta,
+                  const Stream& stream) {
+  rope_forward_t(y, x, pos, head_dim, theta, stream);
+}
+void rope_forward(Tensor& y, const Tensor& x, const IndexTensor& pos, int64_t head_dim, double theta,
+                  const Stream& stream) {
+  rope_forward_t(y, x, pos, head_dim, theta, stream);
+}
+void rope_backward(Tensor& dx, const Tensor& dy, const std::vector<int64_t>& pos, int64_t head_dim, double theta,
+                   const Stream& stream) {
+  rope_backward_t(dx, dy, pos, head_dim, theta, stream);
+}
+void rope_backward(Tensor& dx, const Tensor& dy, const IndexTensor& pos, int64_t head_dim, double theta,
+                   const Stream& stream) {
+  rope_backward_t(dx, dy, pos, head_dim, theta, stream);
+}
+void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const AttnShape& s,
+                       const Stream& stream) {
+  const OnStream on(stream, q.device());
   if (emulate_bf16(q.device(), {&o, &q, &k, &v})) {
     Out out(o);
     return attention_forward(out.f(), lse, up(q), up(k), up(v), s);
@@ -168,53 +293,78 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
   PB_DISPATCH(q.device(), attention_forward, o, lse, q, k, v, s);
 }
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
-                        const Tensor& v, const Tensor& o, const Tensor& lse, const AttnShape& s) {
+                        const Tensor& v, const Tensor& o, const Tensor& lse, const AttnShape& s, const Stream& stream) {
+  const OnStream on(stream, q.device());
   if (emulate_bf16(q.device(), {&dq, &dk, &dv, &dout, &q, &k, &v, &o})) {
     Out a(dq), b(dk), c(dv);
     return attention_backward(a.f(), b.f(), c.f(), up(dout), up(q), up(k), up(v), up(o), lse, s);
   }
   PB_DISPATCH(q.device(), attention_backward, dq, dk, dv, dout, q, k, v, o, lse, s);
 }
-void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& u) {
+void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& u, const Stream& stream) {
+  const OnStream on(stream, gate.device());
   if (emulate_bf16(gate.device(), {&y, &gate, &u})) {
     Out o(y);
     return swiglu_forward(o.f(), up(gate), up(u));
   }
   PB_DISPATCH(gate.device(), swiglu_forward, y, gate, u);
 }
-void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& u) {
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& u,
+                     const Stream& stream) {
+  const OnStream on(stream, gate.device());
   if (emulate_bf16(gate.device(), {&dgate, &dup, &dy, &gate, &u})) {
     Out a(dgate), b(dup);
     return swiglu_backward(a.f(), b.f(), up(dy), up(gate), up(u));
   }
   PB_DISPATCH(gate.device(), swiglu_backward, dgate, dup, dy, gate, u);
 }
-void ce_row_max(Tensor& mx, const Tensor& logits) {
+void ce_row_max(Tensor& mx, const Tensor& logits, const Stream& stream) {
+  const OnStream on(stream, logits.device());
   if (emulate_bf16(logits.device(), {&logits})) return ce_row_max(mx, up(logits));
   PB_DISPATCH(logits.device(), ce_row_max, mx, logits);
 }
-void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx) {
+void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx, const Stream& stream) {
+  const OnStream on(stream, logits.device());
   if (emulate_bf16(logits.device(), {&logits})) return ce_sum_exp(se, up(logits), mx);
   PB_DISPATCH(logits.device(), ce_sum_exp, se, logits, mx);
 }
-void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start) {
-  if (emulate_bf16(logits.device(), {&logits})) return ce_target_logit(tl, up(logits), labels, vocab_start);
-  PB_DISPATCH(logits.device(), ce_target_logit, tl, logits, labels, vocab_start);
+void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
+                     const Stream& stream) {
+  ce_target_logit_t(tl, logits, labels, vocab_start, stream);
 }
-double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl) { PB_DISPATCH(mx.device(), ce_loss_sum, mx, se, tl); }
+void ce_target_logit(Tensor& tl, const Tensor& logits, const IndexTensor& labels, int64_t vocab_start,
+                     const Stream& stream) {
+  ce_target_logit_t(tl, logits, labels, vocab_start, stream);
+}
+double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl, const Stream& stream) {
+  const OnStream on(stream, mx.device());
+  PB_DISPATCH_VALUE(mx.device(), ce_loss_sum, mx, se, tl);
+}
 void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se,
-                 const std::vector<int64_t>& labels, int64_t vocab_start, float scale) {
-  if (emulate_bf16(logits.device(), {&dlogits, &logits})) {
-    Out o(dlogits);
-    return ce_backward(o.f(), up(logits), mx, se, labels, vocab_start, scale);
-  }
-  PB_DISPATCH(logits.device(), ce_backward, dlogits, logits, mx, se, labels, vocab_start, scale);
+                 const std::vector<int64_t>& labels, int64_t vocab_start, float scale, const Stream& stream) {
+  ce_backward_t(dlogits, logits, mx, se, labels, vocab_start, scale, stream);
 }
-void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) { PB_DISPATCH(w.device(), adamw, w, g, m, v, h); }
+void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se, const IndexTensor& labels,
+                 int64_t vocab_start, float scale, const Stream& stream) {
+  ce_backward_t(dlogits, logits, mx, se, labels, vocab_start, scale, stream);
+}
+void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h, const Stream& stream) {
+  const OnStream on(stream, w.device());
+  PB_DISPATCH(w.device(), adamw, w, g, m, v, h);
+}
 
-void cast(Tensor& dst, const Tensor& src) { PB_DISPATCH(src.device(), cast, dst, src); }
-void fp32_to_bf16_residual(Tensor& master) { PB_DISPATCH(master.device(), fp32_to_bf16_residual, master); }
-void bf16_residual_to_fp32(Tensor& master) { PB_DISPATCH(master.device(), bf16_residual_to_fp32, master); }
+void cast(Tensor& dst, const Tensor& src, const Stream& stream) {
+  const OnStream on(stream, src.device());
+  PB_DISPATCH(src.device(), cast, dst, src);
+}
+void fp32_to_bf16_residual(Tensor& master, const Stream& stream) {
+  const OnStream on(stream, master.device());
+  PB_DISPATCH(master.device(), fp32_to_bf16_residual, master);
+}
+void bf16_residual_to_fp32(Tensor& master, const Stream& stream) {
+  const OnStream on(stream, master.device());
+  PB_DISPATCH(master.device(), bf16_residual_to_fp32, master);
+}
 // Group sizes must be non-negative and cover the rows of x; W is (E, H, F). Checked here
 // once for every backend.
 static void check_groups(const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes) {
@@ -228,13 +378,16 @@ static void check_groups(const Tensor& x, const Tensor& w, const std::vector<int
   PB_REQUIRE(m == x.rows(), "grouped_gemm: group sizes sum to ", m, ", x has ", x.rows(), " rows");
 }
 
-void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& group_sizes) {
+void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& group_sizes,
+                          const Stream& stream) {
   check_groups(x, w, group_sizes);
+  const OnStream on(stream, x.device());
   PB_DISPATCH(x.device(), grouped_gemm_forward, y, x, w, group_sizes);
 }
 void grouped_gemm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                           const std::vector<int64_t>& group_sizes) {
+                           const std::vector<int64_t>& group_sizes, const Stream& stream) {
   check_groups(x, w, group_sizes);
+  const OnStream on(stream, x.device());
   PB_DISPATCH(x.device(), grouped_gemm_backward, dx, dw, dy, x, w, group_sizes);
 }
 

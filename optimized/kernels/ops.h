@@ -1,7 +1,8 @@
 /* The op set of the optimized path, one dispatch keyed by the tensors' device
  * (DESIGN.md: technique code calls these and never loops over tensor data itself).
  * Implementations: kernels/cpu/<op>.cc (CPU, fp32), kernels/cuda/<op>.cu (CUDA)
- * with the same names and signatures: outputs, inputs, sizes.
+ * with the same names and signatures: outputs, inputs, sizes, then the stream (the
+ * default: the current stream of the tensors' device, core/stream.h).
  *
  * Shapes: token rows N (= B*S, or a shard of them), H hidden, heads and head dim of the
  * local shard. Weight gradients accumulate (+=); everything else overwrites.
@@ -11,6 +12,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "optimized/core/index_tensor.h"
+#include "optimized/core/stream.h"
 #include "optimized/core/tensor.h"
 
 namespace pb::ops {

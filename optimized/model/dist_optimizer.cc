@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 #include "optimized/kernels/ops.h"
 #include "optimized/parallel/dp_grad_sync.h"
+#include "reference/common/error.h"
 
 namespace pb {
 
@@ -18,9 +20,20 @@ double DistOptimizer::step() {
     grid_.tp().all_reduce(norms);
   }
   dp_all_reduce_mean(P.grad_buffer(), grid_.dp());
-  double sq = 0;
-  for (const auto& p : P.all())
-    if (!p.is_norm || grid_.tp_rank() == 0) sq += ops::sum_squares(p.g);
+  // The squared global norm in one op over the contiguous gradient buffer: its segments
+  // are the gradients in P.all() order, without the replicated norm weights (the leading
+  // block) except on tp rank 0, so that they count once across TP. On the CPU bitwise the
+  // per-tensor loop `sq += sum_squares(p.g)`.
+  const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
+  const Tensor grads = P.grad_buffer().view(skip, {P.grad_buffer().numel() - skip});
+  std::vector<int64_t> ends;
+  for (const auto& p : P.all()) {
+    if (p.is_norm && skip) continue;
+    const int64_t start = (static_cast<const char*>(p.g.raw()) - static_cast<const char*>(grads.raw())) / 4;
+    PB_REQUIRE(start == (ends.empty() ? 0 : ends.back()), "gradient norm: ", p.name, " is not next in the buffer");
+    ends.push_back(start + p.g.numel());
+  }
+  const double sq = ops::sum_squares_segments(grads, ends);
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
   const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
   t_ += 1;

@@ -7,9 +7,16 @@
 
 namespace pb {
 
-// One group: an MPI communicator (owning the split), or NCCL over the split.
+// One group: an MPI communicator (owning the split), or NCCL over the split. NCCL only
+// where it moves tensors between several ranks: a group of one rank short-circuits every
+// call, and `world` and `mp` only all-reduce host scalars (mp: the squared gradient norm),
+// so they stay on MPI and hold no NCCL communicator.
 static std::unique_ptr<Communicator> make_group(MPI_Comm c, const char* name, bool nccl) {
-  if (!nccl) return std::make_unique<MpiCommunicator>(name, c);
+  int size = 1;
+  MPI_CHECK(MPI_Comm_size(c, &size));
+  const std::string n = name;
+  const bool moves_tensors = n != "world" && n != "mp";
+  if (!nccl || size == 1 || !moves_tensors) return std::make_unique<MpiCommunicator>(name, c);
   auto g = make_nccl_communicator(name, c);
   MPI_CHECK(MPI_Comm_free(&c));
   return g;

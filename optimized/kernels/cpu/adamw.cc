@@ -4,7 +4,7 @@
 
 namespace pb::cpu {
 
-void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const ops::AdamHyper& h) {
+void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const ops::AdamHyper& h, const Stream&) {
   auto W = as_row(w).array();
   auto M = as_row(m).array();
   auto Vv = as_row(v).array();

@@ -28,7 +28,7 @@ ref::AttentionShape checked(const ops::AttnShape& s, const Tensor& q, const Tens
 
 }  // namespace
 
-void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttnShape& s) {
+void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttnShape& s, const Stream&) {
   const ref::AttentionShape sh = checked(s, q, k, v);
   ref::Mat<float> om, lm;
   ref::attention_forward(om, lm, to_ref(q), to_ref(k), to_ref(v), sh, s.query_positions(), s.key_positions());
@@ -37,7 +37,7 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
 }
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
-                        const Tensor& v, const Tensor& o, const Tensor& lse, const ops::AttnShape& s) {
+                        const Tensor& v, const Tensor& o, const Tensor& lse, const ops::AttnShape& s, const Stream&) {
   const ref::AttentionShape sh = checked(s, q, k, v);
   PB_REQUIRE(lse.numel() == s.B * s.A * s.S, "attention backward: lse ", lse.shape_str(), " for B*A ", s.B * s.A,
              " x S ", s.S);

@@ -4,7 +4,7 @@
 
 namespace pb::cpu {
 
-void cast(Tensor& dst, const Tensor& src) {
+void cast(Tensor& dst, const Tensor& src, const Stream&) {
   PB_REQUIRE(dst.numel() == src.numel(), "cast: ", src.shape_str(), " into ", dst.shape_str());
   const int64_t n = src.numel();
   if (src.dtype() == dst.dtype()) return copy(dst, src);

@@ -1,6 +1,8 @@
 /* CPU (fp32) kernels behind ops.h, same names and signatures. The math of the bigger
  * ops reuses the reference (DESIGN.md allows it: what the CPU path tests is the
- * distribution); the GEMMs map the tensors straight into Eigen. */
+ * distribution); the GEMMs map the tensors straight into Eigen. The kernels ignore their
+ * stream argument: the dispatch already runs them where the stream runs its work (inline
+ * on the default stream, in the queue of a worker stream). */
 #pragma once
 
 #include <Eigen/Dense>

@@ -8,7 +8,7 @@
 
 namespace pb::cpu {
 
-void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start) {
+void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start, const Stream&) {
   const int64_t H = table.cols(), V = table.rows();
   PB_REQUIRE(y.rows() == int64_t(tok.size()) && y.cols() == H, "embedding_forward: y ", y.shape_str());
   for (size_t t = 0; t < tok.size(); ++t) {
@@ -21,7 +21,7 @@ void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor&
   }
 }
 
-void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start) {
+void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start, const Stream&) {
   const int64_t H = dtable.cols(), V = dtable.rows();
   auto d = as_mat(dtable);
   const auto g = as_mat(dy);
@@ -30,6 +30,16 @@ void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int6
     if (r >= 0 && r < V) d.row(r) += g.row(int64_t(t));
   }
   (void)H;
+}
+
+// Index tensors: their host values.
+void embedding_forward(Tensor& y, const IndexTensor& tok, const Tensor& table, int64_t vocab_start, const Stream& s) {
+  embedding_forward(y, tok.host(), table, vocab_start, s);
+}
+
+void embedding_backward(Tensor& dtable, const Tensor& dy, const IndexTensor& tok, int64_t vocab_start,
+                        const Stream& s) {
+  embedding_backward(dtable, dy, tok.host(), vocab_start, s);
 }
 
 }  // namespace pb::cpu

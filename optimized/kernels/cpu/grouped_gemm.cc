@@ -7,7 +7,7 @@
 
 namespace pb::cpu {
 
-void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes) {
+void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes, const Stream&) {
   const int64_t H = w.dim(1), F = w.dim(2);
   int64_t r = 0;
   for (size_t e = 0; e < sizes.size(); ++e) {
@@ -21,7 +21,7 @@ void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std
 }
 
 void grouped_gemm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                           const std::vector<int64_t>& sizes) {
+                           const std::vector<int64_t>& sizes, const Stream&) {
   const int64_t H = w.dim(1), F = w.dim(2);
   int64_t r = 0;
   for (size_t e = 0; e < sizes.size(); ++e) {

@@ -5,19 +5,19 @@
 
 namespace pb::cpu {
 
-void linear_forward(Tensor& y, const Tensor& x, const Tensor& w) {
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Stream&) {
   PB_REQUIRE(x.cols() == w.cols() && y.rows() == x.rows() && y.cols() == w.rows(), "linear_forward: y ", y.shape_str(),
              " = x ", x.shape_str(), " W^T ", w.shape_str());
   as_mat(y).noalias() = as_mat(x) * as_mat(w).transpose();  // (N, out)
 }
 
-void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, const Stream&) {
   PB_REQUIRE(dy.cols() == w.rows() && dx.rows() == dy.rows() && dx.cols() == w.cols(), "linear_backward_input: dx ",
              dx.shape_str(), " = dy ", dy.shape_str(), " W ", w.shape_str());
   as_mat(dx).noalias() = as_mat(dy) * as_mat(w);  // (N, in)
 }
 
-void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
+void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const Stream&) {
   PB_REQUIRE(dw.rows() == dy.cols() && dw.cols() == x.cols() && dy.rows() == x.rows(), "linear_backward_weight: dW ",
              dw.shape_str(), " += dy^T ", dy.shape_str(), " x ", x.shape_str());
   PB_REQUIRE(dw.dtype() == DType::F32 && dy.dtype() == x.dtype(), "linear_backward_weight: fp32 dW, matching inputs");

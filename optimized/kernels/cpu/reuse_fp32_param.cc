@@ -13,7 +13,7 @@
 
 namespace pb::cpu {
 
-void fp32_to_bf16_residual(Tensor& master) {
+void fp32_to_bf16_residual(Tensor& master, const Stream&) {
   PB_REQUIRE(master.dtype() == DType::F32, "fp32_to_bf16_residual: master must be fp32");
   const int64_t n = master.numel();
   std::vector<uint32_t> bits(static_cast<size_t>(n));
@@ -26,7 +26,7 @@ void fp32_to_bf16_residual(Tensor& master) {
   }
 }
 
-void bf16_residual_to_fp32(Tensor& master) {
+void bf16_residual_to_fp32(Tensor& master, const Stream&) {
   PB_REQUIRE(master.dtype() == DType::F32, "bf16_residual_to_fp32: master must be fp32");
   const int64_t n = master.numel();
   std::vector<uint16_t> half(static_cast<size_t>(2 * n));

@@ -4,13 +4,13 @@
 
 namespace pb::cpu {
 
-void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up) {
+void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up, const Stream&) {
   ref::Mat<float> ym;
   ref::swiglu_forward(ym, to_ref(gate), to_ref(up));
   from_ref(y, ym);
 }
 
-void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up) {
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up, const Stream&) {
   ref::Mat<float> dg, du;
   ref::swiglu_backward(dg, du, to_ref(dy), to_ref(gate), to_ref(up));
   from_ref(dgate, dg);

@@ -21,9 +21,9 @@ __global__ void adamw_kernel(float* w, const float* g, float* m, float* v, ops::
 
 }  // namespace
 
-void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const ops::AdamHyper& h) {
+void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const ops::AdamHyper& h, const Stream& stream) {
   if (!w.numel()) return;
-  adamw_kernel<<<blocks_for(w.numel()), kThreads>>>(w.f32(), g.f32(), m.f32(), v.f32(), h, w.numel());
+  adamw_kernel<<<blocks_for(w.numel()), kThreads, 0, cu(stream)>>>(w.f32(), g.f32(), m.f32(), v.f32(), h, w.numel());
   CUDA_CHECK_LAUNCH();
 }
 

@@ -22,8 +22,6 @@
  * up to 256 (64 and 128 in the model).
  *   q, o, dO, dQ (B*S, A*D); k, v, dK, dV (B*Sk, G*D); lse (B*A, S)
  */
-#include <optional>
-
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
 #include "reference/common/error.h"
@@ -165,11 +163,11 @@ __global__ void attn_bwd_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, con
   }
 }
 
-// The shape checked against the tensors, with the positions uploaded where given (they
-// live in `qp` and `kp` until the caller's launches are queued; later work on the stream
-// is ordered after them).
-Dims dims(const ops::AttnShape& a, const Tensor& q, const Tensor& k, const Tensor& v, std::optional<DeviceIndex>& qp,
-          std::optional<DeviceIndex>& kp) {
+// The shape checked against the tensors, with the positions uploaded on the op's stream
+// where given (they live in `qp` and `kp` until the caller's launches are queued; the
+// allocator orders any reuse of their memory after them).
+Dims dims(const ops::AttnShape& a, const Tensor& q, const Tensor& k, const Tensor& v, IndexTensor& qp,
+          IndexTensor& kp, const Stream& stream) {
   const int64_t Sk = a.keys();
   PB_REQUIRE(a.D > 0 && a.D <= 32 * kMaxPerLane, "attention (cuda): head dim ", a.D, " not in 1..",
              32 * kMaxPerLane);
@@ -181,32 +179,41 @@ Dims dims(const ops::AttnShape& a, const Tensor& q, const Tensor& k, const Tenso
   PB_REQUIRE(q.numel() == a.B * a.S * a.A * a.D && k.numel() == a.B * Sk * a.G * a.D && v.numel() == k.numel(),
              "attention (cuda): q ", q.shape_str(), ", k ", k.shape_str(), ", v ", v.shape_str(), " for B ", a.B,
              " S ", a.S, " Sk ", Sk, " A ", a.A, " G ", a.G, " D ", a.D);
-  if (!a.qpos.empty()) qp.emplace(a.qpos);
-  if (!a.kpos.empty()) kp.emplace(a.kpos);
-  return {a.B, a.S, Sk, a.A, a.G, a.D, 1.0f / sqrtf(float(a.D)), qp ? qp->get() : nullptr, kp ? kp->get() : nullptr};
+  if (!a.qpos.empty()) qp = on_device(a.qpos, stream);
+  if (!a.kpos.empty()) kp = on_device(a.kpos, stream);
+  return {a.B,
+          a.S,
+          Sk,
+          a.A,
+          a.G,
+          a.D,
+          1.0f / sqrtf(float(a.D)),
+          qp.defined() ? qp.device_data(stream) : nullptr,
+          kp.defined() ? kp.device_data(stream) : nullptr};
 }
 
 unsigned blocks(int64_t warps) { return unsigned((warps + kWarpsPerBlock - 1) / kWarpsPerBlock); }
 
 template <class T>
-void forward_t(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& s) {
-  attn_fwd_kernel<T><<<blocks(s.B * s.A * s.S), 32 * kWarpsPerBlock>>>(ptr<T>(o), lse.f32(), ptr<T>(q), ptr<T>(k),
+void forward_t(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& s,
+               cudaStream_t st) {
+  attn_fwd_kernel<T><<<blocks(s.B * s.A * s.S), 32 * kWarpsPerBlock, 0, st>>>(ptr<T>(o), lse.f32(), ptr<T>(q), ptr<T>(k),
                                                                        ptr<T>(v), s);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void backward_t(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
-                const Tensor& v, const Tensor& o, const Tensor& lse, const Dims& s) {
+                const Tensor& v, const Tensor& o, const Tensor& lse, const Dims& s, cudaStream_t st) {
   const int64_t rows = s.B * s.A * s.S, keys = s.B * s.G * s.Sk;
   Tensor delta = Tensor::empty({std::max<int64_t>(rows, 1)}, MemCategory::Workspace, DType::F32, Device::CUDA);
   if (rows > 0) {  // dQ and D_i; the dK/dV kernel reads D_i
-    attn_bwd_dq_kernel<T><<<blocks(rows), 32 * kWarpsPerBlock>>>(ptr<T>(dq), delta.f32(), ptr<T>(dout), ptr<T>(q),
+    attn_bwd_dq_kernel<T><<<blocks(rows), 32 * kWarpsPerBlock, 0, st>>>(ptr<T>(dq), delta.f32(), ptr<T>(dout), ptr<T>(q),
                                                                  ptr<T>(k), ptr<T>(v), ptr<T>(o), lse.f32(), s);
     CUDA_CHECK_LAUNCH();
   }
   if (keys > 0) {  // with no query rows this writes dK = dV = 0
-    attn_bwd_dkv_kernel<T><<<blocks(keys), 32 * kWarpsPerBlock>>>(ptr<T>(dk), ptr<T>(dv), ptr<T>(dout), ptr<T>(q),
+    attn_bwd_dkv_kernel<T><<<blocks(keys), 32 * kWarpsPerBlock, 0, st>>>(ptr<T>(dk), ptr<T>(dv), ptr<T>(dout), ptr<T>(q),
                                                                   ptr<T>(k), ptr<T>(v), lse.f32(), delta.f32(), s);
     CUDA_CHECK_LAUNCH();
   }
@@ -214,27 +221,28 @@ void backward_t(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Te
 
 }  // namespace
 
-void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttnShape& a) {
-  std::optional<DeviceIndex> qp, kp;
-  const Dims s = dims(a, q, k, v, qp, kp);
+void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttnShape& a, const Stream& stream) {
+  IndexTensor qp, kp;
+  const Dims s = dims(a, q, k, v, qp, kp, stream);
   if (!s.B || !s.S || !s.A) return;  // no query rows (Sk = 0 is fine: every row sees nothing)
   if (q.dtype() == DType::BF16)
-    forward_t<bf16>(o, lse, q, k, v, s);
+    forward_t<bf16>(o, lse, q, k, v, s, cu(stream));
   else
-    forward_t<float>(o, lse, q, k, v, s);
+    forward_t<float>(o, lse, q, k, v, s, cu(stream));
 }
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
-                        const Tensor& v, const Tensor& o, const Tensor& lse, const ops::AttnShape& a) {
-  std::optional<DeviceIndex> qp, kp;
-  const Dims s = dims(a, q, k, v, qp, kp);
+                        const Tensor& v, const Tensor& o, const Tensor& lse, const ops::AttnShape& a, const Stream& stream) {
+  IndexTensor qp, kp;
+  const Dims s = dims(a, q, k, v, qp, kp, stream);
   PB_REQUIRE(lse.numel() == s.B * s.A * s.S, "attention backward (cuda): lse ", lse.shape_str(), " for B*A ",
              s.B * s.A, " x S ", s.S);
   if (!s.B) return;
+  const StreamScope on(stream, Device::CUDA);  // the workspace belongs to the op's stream
   if (q.dtype() == DType::BF16)
-    backward_t<bf16>(dq, dk, dv, dout, q, k, v, o, lse, s);
+    backward_t<bf16>(dq, dk, dv, dout, q, k, v, o, lse, s, cu(stream));
   else
-    backward_t<float>(dq, dk, dv, dout, q, k, v, o, lse, s);
+    backward_t<float>(dq, dk, dv, dout, q, k, v, o, lse, s, cu(stream));
 }
 
 }  // namespace pb::cuda

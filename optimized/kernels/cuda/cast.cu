@@ -21,15 +21,16 @@ __global__ void to_f32_kernel(float* y, const __nv_bfloat16* x, int64_t n) {
 
 }  // namespace
 
-void cast(Tensor& dst, const Tensor& src) {
+void cast(Tensor& dst, const Tensor& src, const Stream& stream) {
   PB_REQUIRE(dst.numel() == src.numel(), "cast: ", src.shape_str(), " into ", dst.shape_str());
   const int64_t n = src.numel();
   if (!n) return;
-  if (src.dtype() == dst.dtype()) return copy(dst, src);
+  if (src.dtype() == dst.dtype()) return copy(dst, src, stream);
+  const cudaStream_t s = cu(stream);
   if (src.dtype() == DType::F32)
-    to_bf16_kernel<<<blocks_for(n), kThreads>>>(static_cast<__nv_bfloat16*>(dst.raw()), src.f32(), n);
+    to_bf16_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(dst.raw()), src.f32(), n);
   else
-    to_f32_kernel<<<blocks_for(n), kThreads>>>(dst.f32(), static_cast<const __nv_bfloat16*>(src.raw()), n);
+    to_f32_kernel<<<blocks_for(n), kThreads, 0, s>>>(dst.f32(), static_cast<const __nv_bfloat16*>(src.raw()), n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,7 +1,10 @@
-/* Helpers shared by the CUDA kernels: launch sizes, warp and block reductions, host
- * index vectors uploaded to device scratch memory, the cuBLAS handles, and the element
- * types of the kernels (fp32 or bf16: bf16 loads widen to fp32, the math is fp32, stores
- * round to bf16 to nearest even, as the promote-and-round emulation of ops.h does). */
+/* Helpers shared by the CUDA kernels: the op's cudaStream_t, launch sizes, warp and block
+ * reductions, index lists on the device (IndexTensor, uploaded asynchronously on the op's
+ * stream), device scratch, the cuBLAS handles bound to a stream, and the element types of
+ * the kernels (fp32 or bf16: bf16 loads widen to fp32, the math is fp32, stores round to
+ * bf16 to nearest even, as the promote-and-round emulation of ops.h does).
+ * Every launch, copy and cuBLAS call goes to the op's stream; nothing here synchronizes
+ * the host except the reductions that return a value (sum_partials). */
 #pragma once
 
 #include <cublas_v2.h>
@@ -15,12 +18,17 @@
 
 #include "optimized/core/allocator.h"
 #include "optimized/core/cuda_check.h"
+#include "optimized/core/index_tensor.h"
+#include "optimized/core/stream.h"
 #include "optimized/core/tensor.h"
 #include "reference/common/error.h"
 
 namespace pb::cuda {
 
 constexpr int kThreads = 256;
+
+// The cudaStream_t of an op's stream (the placeholder: the current CUDA stream).
+inline cudaStream_t cu(const Stream& s) { return static_cast<cudaStream_t>(s.resolve(Device::CUDA).cuda_stream()); }
 
 using bf16 = __nv_bfloat16;
 
@@ -96,43 +104,40 @@ __device__ inline float block_max(float v) {
   return warp_max(t);
 }
 
-// A host vector of int64 copied into tracked device scratch memory for one launch.
-class DeviceIndex {
- public:
-  explicit DeviceIndex(const std::vector<int64_t>& v) : bytes_(v.size() * sizeof(int64_t)) {
-    ptr_ = static_cast<int64_t*>(TrackingAllocator::device().allocate(bytes_, MemCategory::Workspace));
-    if (bytes_) CUDA_CHECK(cudaMemcpy(ptr_, v.data(), bytes_, cudaMemcpyHostToDevice));
-  }
-  ~DeviceIndex() { TrackingAllocator::device().release(ptr_, bytes_, MemCategory::Workspace); }
-  DeviceIndex(const DeviceIndex&) = delete;
-  DeviceIndex& operator=(const DeviceIndex&) = delete;
-  const int64_t* get() const { return ptr_; }
+// An index list on the device for work on `stream`: the IndexTensor's own device copy, or
+// for a host-only one (a CPU IndexTensor, or a host vector) a copy uploaded asynchronously
+// on the stream from pinned memory. Keep the returned handle alive until the launches
+// that read the pointer are queued (the allocator orders later reuse after them).
+inline IndexTensor on_device(const IndexTensor& idx, const Stream& stream) {
+  return idx.device() == Device::CUDA ? idx : IndexTensor(idx.host(), Device::CUDA, stream);
+}
+inline IndexTensor on_device(const std::vector<int64_t>& v, const Stream& stream) {
+  return IndexTensor(v, Device::CUDA, stream);
+}
 
- private:
-  size_t bytes_;
-  int64_t* ptr_ = nullptr;
-};
-
-// Device scratch of n doubles (deterministic two-pass reductions).
+// Device scratch of n doubles (deterministic two-pass reductions), allocated for `stream`.
 class DeviceScratch {
  public:
-  explicit DeviceScratch(size_t n) : bytes_(n * sizeof(double)) {
-    ptr_ = static_cast<double*>(TrackingAllocator::device().allocate(bytes_, MemCategory::Workspace));
+  DeviceScratch(size_t n, const Stream& stream) : bytes_(n * sizeof(double)), stream_(stream.resolve(Device::CUDA)) {
+    ptr_ = static_cast<double*>(TrackingAllocator::device().allocate(bytes_, MemCategory::Workspace, stream_));
   }
-  ~DeviceScratch() { TrackingAllocator::device().release(ptr_, bytes_, MemCategory::Workspace); }
+  ~DeviceScratch() { TrackingAllocator::device().release(ptr_, bytes_, MemCategory::Workspace, stream_); }
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
   double* get() const { return ptr_; }
 
  private:
   size_t bytes_;
+  Stream stream_;
   double* ptr_ = nullptr;
 };
 
-// Sum of `parts` doubles on the device, returned to the host (fixed order: deterministic).
-double sum_partials(const double* parts, int n);
+// Sum of `parts` doubles on the device, returned to the host (fixed order: deterministic):
+// one launch on `stream`, then the host waits for that stream only.
+double sum_partials(const double* parts, int n, const Stream& stream);
 
-cublasHandle_t cublas();       // one per process and device, fp32 math without TF32 (pedantic)
-cublasHandle_t cublas_bf16();  // bf16 GEMMs (fp32 accumulation): default math, tensor cores
+// One handle per process and device, bound to `stream` for the calls that follow.
+cublasHandle_t cublas(cudaStream_t stream);       // fp32 math without TF32 (pedantic)
+cublasHandle_t cublas_bf16(cudaStream_t stream);  // bf16 GEMMs (fp32 accumulation): default math, tensor cores
 
 }  // namespace pb::cuda

@@ -53,80 +53,102 @@ __global__ void ce_bwd_kernel(T* dz, const T* z, const float* mx, const float* s
 }
 
 template <class T>
-void row_max_t(Tensor& mx, const Tensor& logits) {
-  row_max_kernel<T><<<unsigned(logits.rows()), kThreads>>>(mx.f32(), ptr<T>(logits), logits.cols());
+void row_max_t(Tensor& mx, const Tensor& logits, cudaStream_t s) {
+  row_max_kernel<T><<<unsigned(logits.rows()), kThreads, 0, s>>>(mx.f32(), ptr<T>(logits), logits.cols());
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-void sum_exp_t(Tensor& se, const Tensor& logits, const Tensor& mx) {
-  sum_exp_kernel<T><<<unsigned(logits.rows()), kThreads>>>(se.f32(), ptr<T>(logits), mx.f32(), logits.cols());
+void sum_exp_t(Tensor& se, const Tensor& logits, const Tensor& mx, cudaStream_t s) {
+  sum_exp_kernel<T><<<unsigned(logits.rows()), kThreads, 0, s>>>(se.f32(), ptr<T>(logits), mx.f32(), logits.cols());
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-void target_t(Tensor& tl, const Tensor& logits, const int64_t* labels, int64_t vocab_start) {
-  target_kernel<T><<<blocks_for(logits.rows()), kThreads>>>(tl.f32(), ptr<T>(logits), labels, logits.rows(),
-                                                            logits.cols(), vocab_start);
+void target_t(Tensor& tl, const Tensor& logits, const int64_t* labels, int64_t vocab_start, cudaStream_t s) {
+  target_kernel<T><<<blocks_for(logits.rows()), kThreads, 0, s>>>(tl.f32(), ptr<T>(logits), labels, logits.rows(),
+                                                                  logits.cols(), vocab_start);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void backward_t(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se, const int64_t* labels,
-                int64_t vocab_start, float scale) {
-  ce_bwd_kernel<T><<<unsigned(logits.rows()), kThreads>>>(ptr<T>(dlogits), ptr<T>(logits), mx.f32(), se.f32(), labels,
-                                                          logits.cols(), vocab_start, scale);
+                int64_t vocab_start, float scale, cudaStream_t s) {
+  ce_bwd_kernel<T><<<unsigned(logits.rows()), kThreads, 0, s>>>(ptr<T>(dlogits), ptr<T>(logits), mx.f32(), se.f32(),
+                                                                labels, logits.cols(), vocab_start, scale);
   CUDA_CHECK_LAUNCH();
+}
+
+template <class Index>
+void target_logit(Tensor& tl, const Tensor& logits, const Index& labels, int64_t vocab_start, const Stream& stream) {
+  if (!logits.rows()) return;
+  PB_REQUIRE(int64_t(labels.size()) >= logits.rows(), "ce_target_logit: ", labels.size(), " labels for logits ",
+             logits.shape_str());
+  const IndexTensor l = on_device(labels, stream);
+  if (logits.dtype() == DType::BF16)
+    target_t<bf16>(tl, logits, l.device_data(stream), vocab_start, cu(stream));
+  else
+    target_t<float>(tl, logits, l.device_data(stream), vocab_start, cu(stream));
+}
+
+template <class Index>
+void ce_bwd(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se, const Index& labels,
+            int64_t vocab_start, float scale, const Stream& stream) {
+  if (!logits.rows()) return;
+  PB_REQUIRE(dlogits.numel() == logits.numel() && int64_t(labels.size()) >= logits.rows(), "ce_backward: dlogits ",
+             dlogits.shape_str(), ", logits ", logits.shape_str(), ", ", labels.size(), " labels");
+  const IndexTensor l = on_device(labels, stream);
+  if (logits.dtype() == DType::BF16)
+    backward_t<bf16>(dlogits, logits, mx, se, l.device_data(stream), vocab_start, scale, cu(stream));
+  else
+    backward_t<float>(dlogits, logits, mx, se, l.device_data(stream), vocab_start, scale, cu(stream));
 }
 
 }  // namespace
 
-void ce_row_max(Tensor& mx, const Tensor& logits) {
+void ce_row_max(Tensor& mx, const Tensor& logits, const Stream& stream) {
   if (!logits.rows()) return;
   if (logits.dtype() == DType::BF16)
-    row_max_t<bf16>(mx, logits);
+    row_max_t<bf16>(mx, logits, cu(stream));
   else
-    row_max_t<float>(mx, logits);
+    row_max_t<float>(mx, logits, cu(stream));
 }
 
-void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx) {
+void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx, const Stream& stream) {
   if (!logits.rows()) return;
   if (logits.dtype() == DType::BF16)
-    sum_exp_t<bf16>(se, logits, mx);
+    sum_exp_t<bf16>(se, logits, mx, cu(stream));
   else
-    sum_exp_t<float>(se, logits, mx);
+    sum_exp_t<float>(se, logits, mx, cu(stream));
 }
 
-void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start) {
-  if (!logits.rows()) return;
-  PB_REQUIRE(int64_t(labels.size()) >= logits.rows(), "ce_target_logit: ", labels.size(), " labels for logits ",
-             logits.shape_str());
-  DeviceIndex l(labels);
-  if (logits.dtype() == DType::BF16)
-    target_t<bf16>(tl, logits, l.get(), vocab_start);
-  else
-    target_t<float>(tl, logits, l.get(), vocab_start);
+void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start,
+                     const Stream& stream) {
+  target_logit(tl, logits, labels, vocab_start, stream);
 }
 
-double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl) {
+void ce_target_logit(Tensor& tl, const Tensor& logits, const IndexTensor& labels, int64_t vocab_start,
+                     const Stream& stream) {
+  target_logit(tl, logits, labels, vocab_start, stream);
+}
+
+double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl, const Stream& stream) {
   const int64_t N = mx.numel();
   if (!N) return 0;
-  DeviceScratch rows(static_cast<size_t>(N));
-  row_loss_kernel<<<blocks_for(N), kThreads>>>(rows.get(), mx.f32(), se.f32(), tl.f32(), N);
+  DeviceScratch rows(static_cast<size_t>(N), stream);
+  row_loss_kernel<<<blocks_for(N), kThreads, 0, cu(stream)>>>(rows.get(), mx.f32(), se.f32(), tl.f32(), N);
   CUDA_CHECK_LAUNCH();
-  return sum_partials(rows.get(), int(N));
+  return sum_partials(rows.get(), int(N), stream);
 }
 
 void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se,
-                 const std::vector<int64_t>& labels, int64_t vocab_start, float scale) {
-  if (!logits.rows()) return;
-  PB_REQUIRE(dlogits.numel() == logits.numel() && int64_t(labels.size()) >= logits.rows(), "ce_backward: dlogits ",
-             dlogits.shape_str(), ", logits ", logits.shape_str(), ", ", labels.size(), " labels");
-  DeviceIndex l(labels);
-  if (logits.dtype() == DType::BF16)
-    backward_t<bf16>(dlogits, logits, mx, se, l.get(), vocab_start, scale);
-  else
-    backward_t<float>(dlogits, logits, mx, se, l.get(), vocab_start, scale);
+                 const std::vector<int64_t>& labels, int64_t vocab_start, float scale, const Stream& stream) {
+  ce_bwd(dlogits, logits, mx, se, labels, vocab_start, scale, stream);
+}
+
+void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se, const IndexTensor& labels,
+                 int64_t vocab_start, float scale, const Stream& stream) {
+  ce_bwd(dlogits, logits, mx, se, labels, vocab_start, scale, stream);
 }
 
 }  // namespace pb::cuda

@@ -3,8 +3,8 @@
  * native bf16 (fp32 math, bf16 outputs rounded to nearest even, statistics and main grads
  * in fp32) for linear, add/add_/scale_/sum_squares, embedding, rmsnorm, rope, attention,
  * swiglu and the cross-entropy pieces; adamw, the reuse-fp32-param conversions and the
- * grouped GEMM are fp32 only, cast converts. Launches go to the default stream and are
- * checked with cudaGetLastError. */
+ * grouped GEMM are fp32 only, cast converts. Launches go to the op's stream (the last
+ * argument) and are checked with cudaGetLastError. */
 #pragma once
 
 #include "optimized/kernels/ops.h"

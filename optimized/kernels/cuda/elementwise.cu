@@ -1,5 +1,7 @@
 /* CUDA element-wise ops (grid-stride loops) and deterministic two-pass reductions:
- * per-block partial sums in double, then one block adds them in a fixed order.
+ * per-block partial sums in double, then one block adds them in a fixed order. The
+ * gradient norm over a buffer's segments (sum_squares_segments) is the same two launches
+ * for all tensors at once, with one host synchronization instead of one per tensor.
  * fp32 or bf16 elements (all operands of one call share the dtype): bf16 is widened to
  * fp32, added or scaled in fp32 and rounded back to nearest even. */
 #include "optimized/kernels/cuda/common.cuh"
@@ -40,69 +42,144 @@ __global__ void sum_kernel(double* out, const double* parts, int n) {
   if (threadIdx.x == 0) *out = acc;
 }
 
+// Gradient-norm segments: block b of the partial kernel covers chunk b of the buffer;
+// chunks never straddle a segment (each segment is cut into its own chunks), and
+// first[k] is the first chunk of segment k (first[segments] = the chunk count).
 template <class T>
-void add_t(Tensor& y, const Tensor& a, const Tensor& b) {
-  add_kernel<T><<<blocks_for(y.numel()), kThreads>>>(ptr<T>(y), ptr<T>(a), ptr<T>(b), y.numel());
+__global__ void segment_partials_kernel(double* parts, const T* x, const int64_t* ends, const int64_t* first,
+                                        int64_t segments, int64_t chunk) {
+  const int64_t b = blockIdx.x;
+  int64_t lo = 0, hi = segments - 1;  // the segment k with first[k] <= b < first[k + 1]
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (first[mid] <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  const int64_t seg_start = lo ? ends[lo - 1] : 0, seg_end = ends[lo];
+  const int64_t i0 = seg_start + (b - first[lo]) * chunk, i1 = min(seg_end, i0 + chunk);
+  double acc = 0;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    const double v = to_float(x[i]);
+    acc += v * v;
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) parts[b] = acc;
+}
+
+// One block: for each segment in order, the sum of its partials; the segment sums added in
+// segment order (the order of the per-tensor loop).
+__global__ void segment_sum_kernel(double* out, const double* parts, const int64_t* first, int64_t segments) {
+  double total = 0;
+  for (int64_t k = 0; k < segments; ++k) {
+    double acc = 0;
+    for (int64_t i = first[k] + threadIdx.x; i < first[k + 1]; i += blockDim.x) acc += parts[i];
+    acc = block_sum(acc);
+    total += acc;  // every thread holds the same value
+  }
+  if (threadIdx.x == 0) *out = total;
+}
+
+template <class T>
+void add_t(Tensor& y, const Tensor& a, const Tensor& b, cudaStream_t s) {
+  add_kernel<T><<<blocks_for(y.numel()), kThreads, 0, s>>>(ptr<T>(y), ptr<T>(a), ptr<T>(b), y.numel());
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-void scale_t(Tensor& y, float s) {
-  scale_kernel<T><<<blocks_for(y.numel()), kThreads>>>(ptr<T>(y), s, y.numel());
+void scale_t(Tensor& y, float f, cudaStream_t s) {
+  scale_kernel<T><<<blocks_for(y.numel()), kThreads, 0, s>>>(ptr<T>(y), f, y.numel());
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-double sum_squares_t(const Tensor& x) {
+double sum_squares_t(const Tensor& x, const Stream& stream) {
   const int blocks = blocks_for(x.numel());
-  DeviceScratch parts(static_cast<size_t>(blocks));
-  sum_squares_kernel<T><<<blocks, kThreads>>>(parts.get(), ptr<T>(x), x.numel());
+  DeviceScratch parts(static_cast<size_t>(blocks), stream);
+  sum_squares_kernel<T><<<blocks, kThreads, 0, cu(stream)>>>(parts.get(), ptr<T>(x), x.numel());
   CUDA_CHECK_LAUNCH();
-  return sum_partials(parts.get(), blocks);
+  return sum_partials(parts.get(), blocks, stream);
+}
+
+constexpr int64_t kSegmentChunk = 8 * kThreads;  // elements per block of the norm's partial sums
+
+template <class T>
+double sum_squares_segments_t(const Tensor& buf, const std::vector<int64_t>& ends, const Stream& stream) {
+  const int64_t segments = int64_t(ends.size());
+  std::vector<int64_t> index(ends);  // [ends (segments) | first chunk of each segment (segments + 1)]
+  int64_t start = 0, chunks = 0;
+  for (int64_t e : ends) {
+    index.push_back(chunks);
+    chunks += (e - start + kSegmentChunk - 1) / kSegmentChunk;
+    start = e;
+  }
+  index.push_back(chunks);
+  if (!chunks) return 0;
+  const IndexTensor idx = on_device(index, stream);
+  const int64_t* d = idx.device_data(stream);
+  DeviceScratch parts(static_cast<size_t>(chunks), stream), out(1, stream);
+  const cudaStream_t s = cu(stream);
+  segment_partials_kernel<T><<<unsigned(chunks), kThreads, 0, s>>>(parts.get(), ptr<T>(buf), d, d + segments, segments,
+                                                                   kSegmentChunk);
+  CUDA_CHECK_LAUNCH();
+  segment_sum_kernel<<<1, kThreads, 0, s>>>(out.get(), parts.get(), d + segments, segments);
+  CUDA_CHECK_LAUNCH();
+  double host = 0;
+  CUDA_CHECK(cudaMemcpyAsync(&host, out.get(), sizeof(double), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  return host;
 }
 
 }  // namespace
 
-double sum_partials(const double* parts, int n) {
-  DeviceScratch out(1);
-  sum_kernel<<<1, kThreads>>>(out.get(), parts, n);
+double sum_partials(const double* parts, int n, const Stream& stream) {
+  DeviceScratch out(1, stream);
+  const cudaStream_t s = cu(stream);
+  sum_kernel<<<1, kThreads, 0, s>>>(out.get(), parts, n);
   CUDA_CHECK_LAUNCH();
   double host = 0;
-  CUDA_CHECK(cudaMemcpy(&host, out.get(), sizeof(double), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpyAsync(&host, out.get(), sizeof(double), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
   return host;
 }
 
-void copy(Tensor& dst, const Tensor& src) {
+void copy(Tensor& dst, const Tensor& src, const Stream& stream) {
   PB_REQUIRE(dst.numel() == src.numel(), "copy: ", src.shape_str(), " into ", dst.shape_str());
-  if (src.numel() && dst.raw() != src.raw()) CUDA_CHECK(cudaMemcpy(dst.raw(), src.raw(), src.bytes(), cudaMemcpyDefault));
+  if (src.numel() && dst.raw() != src.raw())
+    CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.bytes(), cudaMemcpyDefault, cu(stream)));
 }
 
-void zero(Tensor& t) {
-  if (t.numel()) CUDA_CHECK(cudaMemset(t.raw(), 0, t.bytes()));
+void zero(Tensor& t, const Stream& stream) {
+  if (t.numel()) CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.bytes(), cu(stream)));
 }
 
-void add(Tensor& y, const Tensor& a, const Tensor& b) {
+void add(Tensor& y, const Tensor& a, const Tensor& b, const Stream& stream) {
   PB_REQUIRE(y.numel() == a.numel() && a.numel() == b.numel(), "add: ", a.shape_str(), " + ", b.shape_str());
   if (!y.numel()) return;
   if (y.dtype() == DType::BF16)
-    add_t<bf16>(y, a, b);
+    add_t<bf16>(y, a, b, cu(stream));
   else
-    add_t<float>(y, a, b);
+    add_t<float>(y, a, b, cu(stream));
 }
 
-void add_(Tensor& y, const Tensor& x) { add(y, y, x); }
+void add_(Tensor& y, const Tensor& x, const Stream& stream) { add(y, y, x, stream); }
 
-void scale_(Tensor& y, float s) {
+void scale_(Tensor& y, float f, const Stream& stream) {
   if (!y.numel()) return;
   if (y.dtype() == DType::BF16)
-    scale_t<bf16>(y, s);
+    scale_t<bf16>(y, f, cu(stream));
   else
-    scale_t<float>(y, s);
+    scale_t<float>(y, f, cu(stream));
 }
 
-double sum_squares(const Tensor& x) {
+double sum_squares(const Tensor& x, const Stream& stream) {
   if (!x.numel()) return 0;
-  return x.dtype() == DType::BF16 ? sum_squares_t<bf16>(x) : sum_squares_t<float>(x);
+  return x.dtype() == DType::BF16 ? sum_squares_t<bf16>(x, stream) : sum_squares_t<float>(x, stream);
+}
+
+double sum_squares_segments(const Tensor& buf, const std::vector<int64_t>& seg_ends, const Stream& stream) {
+  if (seg_ends.empty()) return 0;
+  return buf.dtype() == DType::BF16 ? sum_squares_segments_t<bf16>(buf, seg_ends, stream)
+                                    : sum_squares_segments_t<float>(buf, seg_ends, stream);
 }
 
 }  // namespace pb::cuda

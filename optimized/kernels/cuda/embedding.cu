@@ -1,7 +1,9 @@
 /* CUDA vocab-parallel embedding. Forward: one block per token row copies the owned row
  * (or zeros). Backward: the host (which holds the tokens) groups token rows by owned
  * vocabulary row (CSR: rows, offsets, indices in token order); one block per present row
- * sums its dy rows in that order — no atomics, deterministic, O(N H) work.
+ * sums its dy rows in that order — no atomics, deterministic, O(N H) work. The tokens
+ * (forward) and the plan (backward) are uploaded asynchronously on the op's stream;
+ * an IndexTensor's tokens are uploaded once, for every op that reads them.
  * The table and y are fp32 or bf16 (one dtype; a bf16 row is copied exactly); dy is fp32
  * or bf16 (read as fp32) and the accumulated dtable is an fp32 main grad. */
 #include "optimized/kernels/cuda/common.cuh"
@@ -34,21 +36,28 @@ __global__ void embedding_bwd_kernel(float* dtable, const T* dy, const int64_t* 
 
 }  // namespace
 
-void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start) {
+namespace {
+
+template <class Index>
+void forward(Tensor& y, const Index& tok, const Tensor& table, int64_t vocab_start, const Stream& stream) {
   const int64_t H = table.cols(), n = int64_t(tok.size());
   PB_REQUIRE(y.rows() == n && y.cols() == H, "embedding_forward: y ", y.shape_str());
   if (!n) return;
-  DeviceIndex d(tok);
+  const IndexTensor d = on_device(tok, stream);
+  const cudaStream_t s = cu(stream);
   if (table.dtype() == DType::BF16)
-    embedding_fwd_kernel<bf16><<<unsigned(n), kThreads>>>(ptr<bf16>(y), d.get(), ptr<bf16>(table), table.rows(), H,
-                                                          vocab_start);
+    embedding_fwd_kernel<bf16><<<unsigned(n), kThreads, 0, s>>>(ptr<bf16>(y), d.device_data(stream), ptr<bf16>(table),
+                                                                table.rows(), H, vocab_start);
   else
-    embedding_fwd_kernel<float><<<unsigned(n), kThreads>>>(ptr<float>(y), d.get(), ptr<float>(table), table.rows(), H,
-                                                           vocab_start);
+    embedding_fwd_kernel<float><<<unsigned(n), kThreads, 0, s>>>(ptr<float>(y), d.device_data(stream),
+                                                                 ptr<float>(table), table.rows(), H, vocab_start);
   CUDA_CHECK_LAUNCH();
 }
 
-void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start) {
+// The backward's plan on the host, from the host tokens: [rows | offsets | indices], one
+// upload on the op's stream.
+void backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start,
+              const Stream& stream) {
   const int64_t V = dtable.rows();
   std::vector<std::vector<int64_t>> by_row(static_cast<size_t>(V));
   for (size_t t = 0; t < tok.size(); ++t) {
@@ -63,14 +72,42 @@ void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int6
       off.push_back(int64_t(idx.size()));
     }
   if (rows.empty()) return;
-  DeviceIndex d_rows(rows), d_off(off), d_idx(idx);
+  const size_t R = rows.size();
+  std::vector<int64_t> plan(rows);
+  plan.insert(plan.end(), off.begin(), off.end());
+  plan.insert(plan.end(), idx.begin(), idx.end());
+  const IndexTensor d = on_device(plan, stream);
+  const int64_t* p = d.device_data(stream);
+  const cudaStream_t s = cu(stream);
   if (dy.dtype() == DType::BF16)
-    embedding_bwd_kernel<bf16><<<unsigned(rows.size()), kThreads>>>(dtable.f32(), ptr<bf16>(dy), d_rows.get(),
-                                                                    d_off.get(), d_idx.get(), dtable.cols());
+    embedding_bwd_kernel<bf16><<<unsigned(R), kThreads, 0, s>>>(dtable.f32(), ptr<bf16>(dy), p, p + R, p + 2 * R + 1,
+                                                                dtable.cols());
   else
-    embedding_bwd_kernel<float><<<unsigned(rows.size()), kThreads>>>(dtable.f32(), ptr<float>(dy), d_rows.get(),
-                                                                     d_off.get(), d_idx.get(), dtable.cols());
+    embedding_bwd_kernel<float><<<unsigned(R), kThreads, 0, s>>>(dtable.f32(), ptr<float>(dy), p, p + R,
+                                                                 p + 2 * R + 1, dtable.cols());
   CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void embedding_forward(Tensor& y, const std::vector<int64_t>& tok, const Tensor& table, int64_t vocab_start,
+                       const Stream& stream) {
+  forward(y, tok, table, vocab_start, stream);
+}
+
+void embedding_forward(Tensor& y, const IndexTensor& tok, const Tensor& table, int64_t vocab_start,
+                       const Stream& stream) {
+  forward(y, tok, table, vocab_start, stream);
+}
+
+void embedding_backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start,
+                        const Stream& stream) {
+  backward(dtable, dy, tok, vocab_start, stream);
+}
+
+void embedding_backward(Tensor& dtable, const Tensor& dy, const IndexTensor& tok, int64_t vocab_start,
+                        const Stream& stream) {
+  backward(dtable, dy, tok.host(), vocab_start, stream);
 }
 
 }  // namespace pb::cuda

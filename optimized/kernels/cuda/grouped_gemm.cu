@@ -1,5 +1,5 @@
 /* CUDA grouped GEMM (MoE experts), fp32 through cuBLAS: one GEMM per non-empty group on
- * the default stream (a first version; one grouped launch, cublasGemmGroupedBatchedEx or
+ * the op's stream (a first version; one grouped launch, cublasGemmGroupedBatchedEx or
  * an own kernel, is the performance target's job). Row-major -> column-major as in
  * linear.cu:
  *   y_i (n, F) = x_i (n, H) W_i (H, F)   ->  y^T = W^T x^T : gemm(N, N, F, n, H, W, x)
@@ -12,31 +12,33 @@
 
 namespace pb::cuda {
 
-void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes) {
+void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std::vector<int64_t>& sizes, const Stream& stream) {
   const int H = int(w.dim(1)), F = int(w.dim(2));
   const float one = 1.0f, zero = 0.0f;
+  const cudaStream_t s = cu(stream);
   int64_t r = 0;
   for (size_t e = 0; e < sizes.size(); ++e) {
     const int n = int(sizes[e]);
     if (n)
-      CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_N, F, n, H, &one, w.f32() + int64_t(e) * H * F, F,
+      CUBLAS_CHECK(cublasSgemm(cublas(s), CUBLAS_OP_N, CUBLAS_OP_N, F, n, H, &one, w.f32() + int64_t(e) * H * F, F,
                                x.f32() + r * H, H, &zero, y.f32() + r * F, F));
     r += n;
   }
 }
 
 void grouped_gemm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                           const std::vector<int64_t>& sizes) {
+                           const std::vector<int64_t>& sizes, const Stream& stream) {
   const int H = int(w.dim(1)), F = int(w.dim(2));
   const float one = 1.0f, zero = 0.0f;
+  const cudaStream_t s = cu(stream);
   int64_t r = 0;
   for (size_t e = 0; e < sizes.size(); ++e) {
     const int n = int(sizes[e]);
     if (n) {
       const float* we = w.f32() + int64_t(e) * H * F;
-      CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, H, n, F, &one, we, F, dy.f32() + r * F, F, &zero,
+      CUBLAS_CHECK(cublasSgemm(cublas(s), CUBLAS_OP_T, CUBLAS_OP_N, H, n, F, &one, we, F, dy.f32() + r * F, F, &zero,
                                dx.f32() + r * H, H));
-      CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_T, F, H, n, &one, dy.f32() + r * F, F,
+      CUBLAS_CHECK(cublasSgemm(cublas(s), CUBLAS_OP_N, CUBLAS_OP_T, F, H, n, &one, dy.f32() + r * F, F,
                                x.f32() + r * H, H, &one, dw.f32() + int64_t(e) * H * F, F));
     }
     r += n;

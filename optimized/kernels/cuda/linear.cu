@@ -8,6 +8,7 @@
  * (CUBLAS_COMPUTE_32F) on a default-math handle, so tensor cores are used; Y and dX are
  * stored as bf16 (the fp32 result rounded), dW stays an fp32 main grad (the matmul-add of
  * gradient-accumulation fusion, Megatron-LM: Narayanan et al., arXiv 2104.04473).
+ * The handles are bound to the op's stream (cublasSetStream) before each call.
  */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
@@ -15,23 +16,25 @@
 
 namespace pb::cuda {
 
-cublasHandle_t cublas() {
+cublasHandle_t cublas(cudaStream_t stream) {
   static cublasHandle_t h = [] {
     cublasHandle_t handle;
     CUBLAS_CHECK(cublasCreate(&handle));
     CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH));  // no TF32, no reduced precision
     return handle;
   }();
+  CUBLAS_CHECK(cublasSetStream(h, stream));
   return h;
 }
 
-cublasHandle_t cublas_bf16() {
+cublasHandle_t cublas_bf16(cudaStream_t stream) {
   static cublasHandle_t h = [] {
     cublasHandle_t handle;
     CUBLAS_CHECK(cublasCreate(&handle));
     CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // tensor cores; compute type fp32 per call
     return handle;
   }();
+  CUBLAS_CHECK(cublasSetStream(h, stream));
   return h;
 }
 
@@ -39,10 +42,10 @@ namespace {
 
 // C (m, n) = A op(a) B op(b) + beta C in cuBLAS's column-major terms; A and B bf16, fp32
 // accumulation, C of type c_type (bf16 outputs, or the fp32 main grad with beta = 1).
-void gemm_bf16(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k, const void* a, int lda,
-               const void* b, int ldb, float beta, void* c, cudaDataType_t c_type, int ldc) {
+void gemm_bf16(cudaStream_t s, cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k, const void* a,
+               int lda, const void* b, int ldb, float beta, void* c, cudaDataType_t c_type, int ldc) {
   const float one = 1.0f;
-  CUBLAS_CHECK(cublasGemmEx(cublas_bf16(), op_a, op_b, m, n, k, &one, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, &beta,
+  CUBLAS_CHECK(cublasGemmEx(cublas_bf16(s), op_a, op_b, m, n, k, &one, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, &beta,
                             c, c_type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -57,31 +60,31 @@ bool all_bf16(const Tensor& a, const Tensor& b, const Tensor& c, const char* op)
 
 }  // namespace
 
-void linear_forward(Tensor& y, const Tensor& x, const Tensor& w) {
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Stream& stream) {
   PB_REQUIRE(x.cols() == w.cols() && y.rows() == x.rows() && y.cols() == w.rows(), "linear_forward: y ", y.shape_str(),
              " = x ", x.shape_str(), " W^T ", w.shape_str());
   const int N = int(x.rows()), in = int(w.cols()), out = int(w.rows());
   const float one = 1.0f, zero = 0.0f;
   const bool bf = all_bf16(y, x, w, "linear_forward");
   if (N == 0 || out == 0) return;
-  if (bf) return gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, w.raw(), in, x.raw(), in, 0.0f, y.raw(), CUDA_R_16BF, out);
-  CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, &one, w.f32(), in, x.f32(), in, &zero,
+  if (bf) return gemm_bf16(cu(stream), CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, w.raw(), in, x.raw(), in, 0.0f, y.raw(), CUDA_R_16BF, out);
+  CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, &one, w.f32(), in, x.f32(), in, &zero,
                            y.f32(), out));
 }
 
-void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, const Stream& stream) {
   PB_REQUIRE(dy.cols() == w.rows() && dx.rows() == dy.rows() && dx.cols() == w.cols(), "linear_backward_input: dx ",
              dx.shape_str(), " = dy ", dy.shape_str(), " W ", w.shape_str());
   const int N = int(dy.rows()), in = int(w.cols()), out = int(w.rows());
   const float one = 1.0f, zero = 0.0f;
   const bool bf = all_bf16(dx, dy, w, "linear_backward_input");
   if (N == 0 || in == 0) return;
-  if (bf) return gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, w.raw(), in, dy.raw(), out, 0.0f, dx.raw(), CUDA_R_16BF, in);
-  CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, &one, w.f32(), in, dy.f32(), out, &zero,
+  if (bf) return gemm_bf16(cu(stream), CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, w.raw(), in, dy.raw(), out, 0.0f, dx.raw(), CUDA_R_16BF, in);
+  CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, &one, w.f32(), in, dy.f32(), out, &zero,
                            dx.f32(), in));
 }
 
-void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
+void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const Stream& stream) {
   PB_REQUIRE(dw.rows() == dy.cols() && dw.cols() == x.cols() && dy.rows() == x.rows(), "linear_backward_weight: dW ",
              dw.shape_str(), " += dy^T ", dy.shape_str(), " x ", x.shape_str());
   PB_REQUIRE(dw.dtype() == DType::F32 && dy.dtype() == x.dtype(), "linear_backward_weight: fp32 dW, matching inputs");
@@ -89,8 +92,8 @@ void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
   const float one = 1.0f;
   if (in == 0 || out == 0) return;
   if (dy.dtype() == DType::BF16)  // matmul-add: bf16 inputs, fp32 product accumulated into main_grad
-    return gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, x.raw(), in, dy.raw(), out, 1.0f, dw.raw(), CUDA_R_32F, in);
-  CUBLAS_CHECK(cublasSgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, &one, x.f32(), in, dy.f32(), out, &one,
+    return gemm_bf16(cu(stream), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, x.raw(), in, dy.raw(), out, 1.0f, dw.raw(), CUDA_R_32F, in);
+  CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, &one, x.f32(), in, dy.f32(), out, &one,
                            dw.f32(), in));
 }
 

@@ -24,24 +24,26 @@ __global__ void join_kernel(uint32_t* bits, const uint16_t* half, int64_t n) {
 
 }  // namespace
 
-void fp32_to_bf16_residual(Tensor& master) {
+void fp32_to_bf16_residual(Tensor& master, const Stream& stream) {
   PB_REQUIRE(master.dtype() == DType::F32, "fp32_to_bf16_residual: master must be fp32");
   const int64_t n = master.numel();
   if (!n) return;
+  const StreamScope on(stream, Device::CUDA);  // the workspace belongs to the op's stream
   Tensor tmp = Tensor::empty(master.shape(), MemCategory::Workspace, DType::F32, Device::CUDA);
-  copy(tmp, master);
-  split_kernel<<<blocks_for(n), kThreads>>>(static_cast<uint16_t*>(master.raw()),
+  copy(tmp, master, stream);
+  split_kernel<<<blocks_for(n), kThreads, 0, cu(stream)>>>(static_cast<uint16_t*>(master.raw()),
                                             static_cast<const uint32_t*>(tmp.raw()), n);
   CUDA_CHECK_LAUNCH();
 }
 
-void bf16_residual_to_fp32(Tensor& master) {
+void bf16_residual_to_fp32(Tensor& master, const Stream& stream) {
   PB_REQUIRE(master.dtype() == DType::F32, "bf16_residual_to_fp32: master must be fp32");
   const int64_t n = master.numel();
   if (!n) return;
+  const StreamScope on(stream, Device::CUDA);  // the workspace belongs to the op's stream
   Tensor tmp = Tensor::empty(master.shape(), MemCategory::Workspace, DType::F32, Device::CUDA);
-  copy(tmp, master);
-  join_kernel<<<blocks_for(n), kThreads>>>(static_cast<uint32_t*>(master.raw()),
+  copy(tmp, master, stream);
+  join_kernel<<<blocks_for(n), kThreads, 0, cu(stream)>>>(static_cast<uint32_t*>(master.raw()),
                                            static_cast<const uint16_t*>(tmp.raw()), n);
   CUDA_CHECK_LAUNCH();
 }

@@ -60,48 +60,50 @@ __global__ void rmsnorm_dg_reduce_kernel(float* dg, const float* partial, int64_
 }
 
 template <class T>
-void forward_t(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
+void forward_t(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps, cudaStream_t s) {
   const int64_t N = x.rows(), H = x.cols();
-  rmsnorm_fwd_kernel<T><<<unsigned(N), kThreads>>>(ptr<T>(y), rstd.f32(), ptr<T>(x), ptr<T>(g), H, eps);
+  rmsnorm_fwd_kernel<T><<<unsigned(N), kThreads, 0, s>>>(ptr<T>(y), rstd.f32(), ptr<T>(x), ptr<T>(g), H, eps);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-void backward_t(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
+void backward_t(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g,
+                cudaStream_t s) {
   const int64_t N = x.rows(), H = x.cols();
-  rmsnorm_bwd_dx_kernel<T><<<unsigned(N), kThreads>>>(ptr<T>(dx), ptr<T>(dy), ptr<T>(x), rstd.f32(), ptr<T>(g), H);
+  rmsnorm_bwd_dx_kernel<T><<<unsigned(N), kThreads, 0, s>>>(ptr<T>(dx), ptr<T>(dy), ptr<T>(x), rstd.f32(), ptr<T>(g), H);
   CUDA_CHECK_LAUNCH();
   const int64_t rows_per_block = 32, blocks = (N + rows_per_block - 1) / rows_per_block;
   Tensor partial = Tensor::empty({blocks, H}, MemCategory::Workspace, DType::F32, Device::CUDA);
-  rmsnorm_dg_partial_kernel<T><<<unsigned(blocks), kThreads>>>(partial.f32(), ptr<T>(dy), ptr<T>(x), rstd.f32(), N, H,
+  rmsnorm_dg_partial_kernel<T><<<unsigned(blocks), kThreads, 0, s>>>(partial.f32(), ptr<T>(dy), ptr<T>(x), rstd.f32(), N, H,
                                                                rows_per_block);
   CUDA_CHECK_LAUNCH();
-  rmsnorm_dg_reduce_kernel<<<blocks_for(H), kThreads>>>(dg.f32(), partial.f32(), blocks, H);
+  rmsnorm_dg_reduce_kernel<<<blocks_for(H), kThreads, 0, s>>>(dg.f32(), partial.f32(), blocks, H);
   CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps) {
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, float eps, const Stream& stream) {
   const int64_t N = x.rows(), H = x.cols();
   PB_REQUIRE(g.numel() == H && y.numel() == x.numel() && rstd.numel() == N, "rmsnorm_forward: x ", x.shape_str());
   if (!N) return;
   if (x.dtype() == DType::BF16)
-    forward_t<bf16>(y, rstd, x, g, eps);
+    forward_t<bf16>(y, rstd, x, g, eps, cu(stream));
   else
-    forward_t<float>(y, rstd, x, g, eps);
+    forward_t<float>(y, rstd, x, g, eps, cu(stream));
 }
 
-void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g) {
+void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd, const Tensor& g, const Stream& stream) {
   const int64_t N = x.rows(), H = x.cols();
   PB_REQUIRE(g.numel() == H && dg.numel() == H && dy.numel() == x.numel() && dx.numel() == x.numel() &&
                  rstd.numel() == N,
              "rmsnorm_backward: x ", x.shape_str());
   if (!N) return;
+  const StreamScope on(stream, Device::CUDA);  // the dg partials belong to the op's stream
   if (x.dtype() == DType::BF16)
-    backward_t<bf16>(dx, dg, dy, x, rstd, g);
+    backward_t<bf16>(dx, dg, dy, x, rstd, g, cu(stream));
   else
-    backward_t<float>(dx, dg, dy, x, rstd, g);
+    backward_t<float>(dx, dg, dy, x, rstd, g, cu(stream));
 }
 
 }  // namespace pb::cuda

@@ -2,7 +2,8 @@
  * reference/ops/rope.h): one thread per (row, head, pair i); inv_freq_i = theta^(-2i/D)
  * computed in double as the reference does, then the rotation in fp32. sign -1 applies
  * R^T for the backward. x and y are fp32 or bf16 (one dtype per call; bf16 read as fp32,
- * the rotation in fp32, y rounded to bf16). */
+ * the rotation in fp32, y rounded to bf16). Positions given as an IndexTensor are uploaded
+ * once for every op that reads them (the model's four RoPE calls per layer). */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
 #include "reference/common/error.h"
@@ -29,31 +30,45 @@ __global__ void rope_kernel(T* y, const T* x, const int64_t* pos, int64_t N, int
 
 template <class T>
 void rope_t(Tensor& y, const Tensor& x, const int64_t* pos, int64_t N, int64_t heads, int64_t D, double theta,
-            float sign) {
-  rope_kernel<T><<<blocks_for(N * heads * (D / 2)), kThreads>>>(ptr<T>(y), ptr<T>(x), pos, N, heads, D, theta, sign);
+            float sign, cudaStream_t s) {
+  rope_kernel<T><<<blocks_for(N * heads * (D / 2)), kThreads, 0, s>>>(ptr<T>(y), ptr<T>(x), pos, N, heads, D, theta,
+                                                                      sign);
   CUDA_CHECK_LAUNCH();
 }
 
-void rope(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t D, double theta, float sign) {
+template <class Index>
+void rope(Tensor& y, const Tensor& x, const Index& pos, int64_t D, double theta, float sign, const Stream& stream) {
   const int64_t N = x.rows(), heads = x.cols() / D;
   PB_REQUIRE(y.numel() == x.numel() && int64_t(pos.size()) >= N, "rope: x ", x.shape_str(), ", y ", y.shape_str(),
              ", ", pos.size(), " positions");
   if (!N) return;
-  DeviceIndex p(pos);
+  const IndexTensor p = on_device(pos, stream);
   if (x.dtype() == DType::BF16)
-    rope_t<bf16>(y, x, p.get(), N, heads, D, theta, sign);
+    rope_t<bf16>(y, x, p.device_data(stream), N, heads, D, theta, sign, cu(stream));
   else
-    rope_t<float>(y, x, p.get(), N, heads, D, theta, sign);
+    rope_t<float>(y, x, p.device_data(stream), N, heads, D, theta, sign, cu(stream));
 }
 
 }  // namespace
 
-void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
-  rope(y, x, pos, head_dim, theta, 1.0f);
+void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta,
+                  const Stream& stream) {
+  rope(y, x, pos, head_dim, theta, 1.0f, stream);
 }
 
-void rope_backward(Tensor& dx, const Tensor& dy, const std::vector<int64_t>& pos, int64_t head_dim, double theta) {
-  rope(dx, dy, pos, head_dim, theta, -1.0f);
+void rope_forward(Tensor& y, const Tensor& x, const IndexTensor& pos, int64_t head_dim, double theta,
+                  const Stream& stream) {
+  rope(y, x, pos, head_dim, theta, 1.0f, stream);
+}
+
+void rope_backward(Tensor& dx, const Tensor& dy, const std::vector<int64_t>& pos, int64_t head_dim, double theta,
+                   const Stream& stream) {
+  rope(dx, dy, pos, head_dim, theta, -1.0f, stream);
+}
+
+void rope_backward(Tensor& dx, const Tensor& dy, const IndexTensor& pos, int64_t head_dim, double theta,
+                   const Stream& stream) {
+  rope(dx, dy, pos, head_dim, theta, -1.0f, stream);
 }
 
 }  // namespace pb::cuda

@@ -30,38 +30,38 @@ __global__ void swiglu_bwd_kernel(T* dgate, T* dup, const T* dy, const T* gate, 
 }
 
 template <class T>
-void forward_t(Tensor& y, const Tensor& gate, const Tensor& up) {
-  swiglu_fwd_kernel<T><<<blocks_for(y.numel()), kThreads>>>(ptr<T>(y), ptr<T>(gate), ptr<T>(up), y.numel());
+void forward_t(Tensor& y, const Tensor& gate, const Tensor& up, cudaStream_t s) {
+  swiglu_fwd_kernel<T><<<blocks_for(y.numel()), kThreads, 0, s>>>(ptr<T>(y), ptr<T>(gate), ptr<T>(up), y.numel());
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-void backward_t(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up) {
-  swiglu_bwd_kernel<T><<<blocks_for(dy.numel()), kThreads>>>(ptr<T>(dgate), ptr<T>(dup), ptr<T>(dy), ptr<T>(gate),
+void backward_t(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up, cudaStream_t s) {
+  swiglu_bwd_kernel<T><<<blocks_for(dy.numel()), kThreads, 0, s>>>(ptr<T>(dgate), ptr<T>(dup), ptr<T>(dy), ptr<T>(gate),
                                                              ptr<T>(up), dy.numel());
   CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up) {
+void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up, const Stream& stream) {
   PB_REQUIRE(gate.numel() == up.numel() && y.numel() == gate.numel(), "swiglu_forward: ", gate.shape_str());
   if (!y.numel()) return;
   if (gate.dtype() == DType::BF16)
-    forward_t<bf16>(y, gate, up);
+    forward_t<bf16>(y, gate, up, cu(stream));
   else
-    forward_t<float>(y, gate, up);
+    forward_t<float>(y, gate, up, cu(stream));
 }
 
-void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up) {
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate, const Tensor& up, const Stream& stream) {
   PB_REQUIRE(gate.numel() == up.numel() && dy.numel() == gate.numel() && dgate.numel() == gate.numel() &&
                  dup.numel() == gate.numel(),
              "swiglu_backward: ", gate.shape_str());
   if (!dy.numel()) return;
   if (gate.dtype() == DType::BF16)
-    backward_t<bf16>(dgate, dup, dy, gate, up);
+    backward_t<bf16>(dgate, dup, dy, gate, up, cu(stream));
   else
-    backward_t<float>(dgate, dup, dy, gate, up);
+    backward_t<float>(dgate, dup, dy, gate, up, cu(stream));
 }
 
 }  // namespace pb::cuda
