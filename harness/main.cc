@@ -32,6 +32,7 @@
 #include "harness/schedule_cmd.h"
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
+#include "optimized/train/registry.h"
 #include "reference/common/error.h"
 #include "reference/io/checkpoint.h"
 
@@ -82,12 +83,15 @@ json read_json(const std::string& path) {
 }
 
 int cmd_list() {
-  std::printf("techniques (feature names for case files and --features):\n");
-  std::printf("  %-22s %-5s %s\n", "dp", "yes", "data parallelism: layout dp; gradient all-reduce and averaging");
-  std::printf("  %-22s %-5s %s\n", "tp", "yes", "Megatron tensor parallelism: layout tp; column/row linears, vocab-parallel");
-  for (const auto& f : known_features()) std::printf("  %-22s %-5s %s\n", f.name, f.implemented ? "yes" : "no", f.summary);
-  std::printf("  %-22s %-5s %s\n", "pp / vpp", "yes", "pipeline parallelism: layout pp (vpp chunks); case key schedule: gpipe | 1f1b | interleaved | zb-h1");
-  std::printf("  %-22s %-5s %s\n", "cp / ep", "no", "context and expert parallelism (layout degrees)");
+  const std::pair<TechniqueKind, const char*> kinds[] = {
+      {TechniqueKind::Degree, "layout degrees (case key \"layout\", --layout)"},
+      {TechniqueKind::Feature, "features (case key \"features\", --features)"},
+      {TechniqueKind::Schedule, "pipeline schedules (case key \"schedule\", --schedule; with pp > 1)"}};
+  for (const auto& [kind, title] : kinds) {
+    std::printf("%s%s:\n", kind == TechniqueKind::Degree ? "" : "\n", title);
+    for (const auto& t : techniques())
+      if (t.kind == kind) std::printf("  %-22s %-5s %s\n", t.name, t.implemented ? "yes" : "no", t.summary);
+  }
   std::printf("\nsuites (%s):\n", cases_dir().c_str());
   for (const auto& name : suite_names()) {
     const Suite s = load_suite(name);
@@ -320,7 +324,7 @@ int main(int argc, char** argv) {
   analyze->add_option("--steps", aa.steps, "steps")->capture_default_str();
   analyze->add_option("--dtype", aa.dtype, "fp32 | bf16 (weights and activations; bf16 with fp32 master and grads)")
       ->capture_default_str();
-  analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1: gpipe | 1f1b (default) | interleaved | zb-h1");
+  analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;
   bool report_csv = false;
   auto* report = app.add_subcommand("report", "Markdown tables of a results file");

@@ -1,4 +1,4 @@
-/* `parabench schedule`: a pipeline schedule (optimized/parallel/pp_schedule.h) simulated
+/* `parabench schedule`: a pipeline schedule (optimized/train/pp_schedule.h) simulated
  * and drawn, without MPI and without a model.
  *
  *   parabench schedule --kind gpipe|1f1b|interleaved|zb-h1|zb-v --pp P [--vpp V] --microbatches M

@@ -15,7 +15,7 @@ namespace pb {
 double DistOptimizer::step() {
   PhaseScope phase(Phase::Optimizer);
   DistParams& P = model_.params();
-  if (model_.config().features.sp) {
+  if (model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
     Tensor norms = P.replicated_grads();
     grid_.tp().all_reduce(norms);
   }
@@ -57,6 +57,13 @@ double DistOptimizer::step() {
 double DistOptimizer::average_loss(double local_mean) {
   PhaseScope phase(Phase::Optimizer);
   return grid_.dp().all_reduce_scalar(local_mean) / grid_.layout().dp;
+}
+
+void optimizer_terms(const Dims& d, Terms& t) {
+  t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
+  t.memory[MemCategory::Params] += d.e * d.params_local;
+  t.memory[MemCategory::Grads] += Dims::fp * d.params_local;
+  t.memory[MemCategory::Optimizer] += (d.e == Dims::fp ? 2 : 3) * Dims::fp * d.params_local;  // (+ master) + m + v
 }
 
 }  // namespace pb

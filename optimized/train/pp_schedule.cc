@@ -20,7 +20,7 @@
  *                on every rank (1F1B's p micro-batches)
  * The zb-h1 and zb-v orders come from list schedulings at unit costs, frozen per rank.
  */
-#include "optimized/parallel/pp_schedule.h"
+#include "optimized/train/pp_schedule.h"
 
 #include <algorithm>
 #include <array>

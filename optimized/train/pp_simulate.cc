@@ -2,7 +2,7 @@
  * every action, dependency and send/receive pair, detects deadlocks when sends never
  * block, and times the compute actions at integer unit costs; check_rendezvous() checks
  * the stricter rule that a batch completes only once every peer has posted its half. */
-#include "optimized/parallel/pp_schedule.h"
+#include "optimized/train/pp_schedule.h"
 
 #include <algorithm>
 #include <array>

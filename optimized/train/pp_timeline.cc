@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "optimized/parallel/pp_schedule.h"
+#include "optimized/train/pp_schedule.h"
 
 namespace pb::pp {
 
