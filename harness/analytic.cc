@@ -19,7 +19,7 @@ namespace pb::harness {
 namespace {
 
 // The case as the terms see it, for the ranks of pipeline rank pp_rank (terms.h).
-Dims make_dims(const Case& c, const CaseSpec& spec, const Strategies& st, const pp::Schedule* sched, int pp_rank) {
+Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, int pp_rank) {
   const auto& mc = c.model;
   Dims d;
   d.B = c.train.micro_batch_size, d.S = c.train.seq_length, d.N = d.B * d.S;
@@ -31,12 +31,17 @@ Dims make_dims(const Case& c, const CaseSpec& spec, const Strategies& st, const 
   d.m = c.train.num_micro_batches, d.steps = c.train.steps, d.mb = d.m * d.steps;
   d.e = c.dtype == "bf16" ? 2 : 4;
   d.pp_rank = pp_rank;
-  d.Lr = d.L / d.p;
+  d.Lr = 0;  // the layers of this rank's chunks (pp_placement.h)
+  const pp::Placement one;
+  const pp::Placement& pl = sched ? *sched : one;
+  for (int ch = 0; ch < pl.v; ++ch) {
+    const auto [l0, l1] = pl.layers(d.L, pl.stage(pp_rank, ch));
+    d.Lr += l1 - l0;
+  }
   d.emb = !sched || sched->holds_first(pp_rank) ? 1 : 0;
   d.head = !sched || sched->holds_last(pp_rank) ? 1 : 0;
   d.params_local = (2 * d.Lr + d.head) * d.H +
                    ((d.emb + d.head) * d.V * d.H + d.Lr * (2 * d.H * d.H + 2 * d.H * d.G * d.D + 3 * d.H * d.F)) / d.t;
-  (void)spec;
   return d;
 }
 
@@ -48,8 +53,8 @@ Dims make_dims(const Case& c, const CaseSpec& spec, const Strategies& st, const 
 // TP strategy gathers copies (N_s < N), one (N, H) copy at a time, or under a split
 // backward the copies its queued weight gradients keep (per layer: the inputs of q/k/v and
 // gate/up and the gradients into o and down; the head's input) until W.
-ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, bool first, bool last, bool split) {
-  const int64_t Lc = d.L / (d.p * d.v), xb = d.e * d.Ns * d.H, NH = d.e * d.N * d.H;
+ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool first, bool last, bool split) {
+  const int64_t xb = d.e * d.Ns * d.H, NH = d.e * d.N * d.H;
   const bool shared_inputs = d.Ns == d.N;
   ChunkBytes c;
   const int64_t per_layer = attention_block_saved_bytes(d) + st.attention_core_saved(d) + mlp_block_saved_bytes(d) +
@@ -93,7 +98,8 @@ MemoryPeaks memory_peaks(const Dims& d, const Strategies& st, const pp::Schedule
   std::vector<ChunkBytes> C;
   for (int ch = 0; ch < (sched ? sched->v : 1); ++ch) {
     const int s = sched ? sched->stage(d.pp_rank, ch) : 0;
-    C.push_back(chunk_bytes(d, st, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward));
+    const auto [l0, l1] = sched ? sched->layers(d.L, s) : std::pair<int64_t, int64_t>{0, d.L};
+    C.push_back(chunk_bytes(d, st, l1 - l0, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward));
   }
   return schedule_peaks(sched, d.pp_rank, C, d.e * d.Ns * d.H);
 }
@@ -123,7 +129,7 @@ Prediction predict(const Case& c, int pp_rank) {
   const bool piped = c.layout.pp > 1;
   const pp::Schedule sched =
       piped ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)) : pp::Schedule{};
-  const Dims d = make_dims(c, spec, st, piped ? &sched : nullptr, pp_rank);
+  const Dims d = make_dims(c, st, piped ? &sched : nullptr, pp_rank);
 
   Terms terms = technique_terms(spec, d);
   optimizer_terms(d, terms);

@@ -107,16 +107,20 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     }
     EXPECT_EQ(saw_tp, c.layout.tp > 1);
     EXPECT_EQ(saw_dp, c.layout.dp > 1);
+    // Every category on every rank to the byte; in bf16 the CPU kernels' fp32 promotion
+    // copies add to the workspace (kernel-internal, not the model's term): at least it.
     int mem_rows = 0;
     for (const auto& row : r["memory"]) {
       const std::string cat = row["category"];
-      if (cat != "params" && cat != "grads" && cat != "optimizer") continue;
-      const double meas = row["measured_bytes"], pred = row["predicted_bytes"];
-      EXPECT_GT(pred, 0);
-      EXPECT_LE(std::abs(meas - pred), 0.01 * pred) << row.dump();
+      const int64_t meas = row["measured_bytes"], pred = row["predicted_bytes"];
+      if (cat == "workspace" && c.dtype == "bf16")
+        EXPECT_GE(meas, pred) << row.dump();
+      else
+        EXPECT_EQ(meas, pred) << row.dump();
+      if (cat != "comm_buffers") EXPECT_GT(pred, 0) << row.dump();
       ++mem_rows;
     }
-    EXPECT_EQ(mem_rows, 3 * c.layout.world());
+    EXPECT_EQ(mem_rows, 6 * c.layout.world());
   }
 }
 
