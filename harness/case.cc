@@ -110,7 +110,14 @@ Suite parse_suite(const json& j, const std::string& origin) {
                               {"vpp", &c.layout.vpp}, {"cp", &c.layout.cp}, {"ep", &c.layout.ep}})
         if (l.contains(key)) *dst = get<int>(l, key, where + ".layout");
     }
-    if (cj.contains("features")) c.features = get<std::vector<std::string>>(cj, "features", where);
+    if (cj.contains("features")) {
+      c.features = get<std::vector<std::string>>(cj, "features", where);
+      try {
+        parse_features(c.features, true);  // every name a feature the registry knows
+      } catch (const Error& e) {
+        throw Error(where + ": " + e.what());
+      }
+    }
     if (cj.contains("schedule")) c.schedule = get<std::string>(cj, "schedule", where);
     apply_common(c, cj, where);
     s.cases.push_back(std::move(c));

@@ -120,7 +120,7 @@ const Technique* find_technique(const std::string& name) {
   throw Error("unknown technique '" + name + "' (parabench list shows the known ones)");
 }
 
-Features parse_features(const std::vector<std::string>& names) {
+Features parse_features(const std::vector<std::string>& names, bool only_known) {
   Features f;
   for (const auto& n : names) {
     const Technique* t = nullptr;
@@ -129,6 +129,7 @@ Features parse_features(const std::vector<std::string>& names) {
     PB_REQUIRE(t && t->kind == K::Feature, "unknown feature '", n, "'",
                t ? std::string(" (") + n + " is a layout degree or schedule, not a feature)" : "",
                " (parabench list shows the known ones)");
+    if (only_known) continue;
     PB_REQUIRE(t->implemented, "feature '", n, "' is not available in this build yet");
     t->enable(f);
   }

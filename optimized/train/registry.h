@@ -55,8 +55,10 @@ bool is_active(const Technique& t, const CaseSpec& c);
 std::string technique_names(TechniqueKind kind, const char* sep = " | ");
 // The entry of a name (a feature, degree or schedule); throws with one line for unknown names.
 const Technique* find_technique(const std::string& name);
-// Feature names of a case to typed features; unknown or unavailable names throw (one line).
-Features parse_features(const std::vector<std::string>& names);
+// Feature names of a case to typed features; unknown names throw (one line), and so do
+// names this build does not run unless only_known (the case parser: such a case is
+// refused when it runs, with its own error line, and the rest of the suite still runs).
+Features parse_features(const std::vector<std::string>& names, bool only_known = false);
 // Every check of a case: the layout's own, then each active technique's.
 void validate_case_spec(const CaseSpec& c);
 // The strategies of a case's model: the defaults, then what each active technique installs.
