@@ -97,19 +97,9 @@ int cmd_schedule(const ScheduleArgs& a) {
     std::printf("\n");
   }
   // The analytic bubble: the fraction of the total every rank idles.
-  int64_t num = p - 1, den = m + p - 1;
-  std::string formula = "(p-1)/(m+p-1)", source = s.kind == "gpipe" ? "Huang et al. 2019" : "Narayanan et al. 2021";
-  if (s.kind == "interleaved") formula = "(p-1)/(v*m+p-1)", den = v * m + p - 1;
-  if (s.split_backward && !s.vshape) {  // Qi et al. 2023: (p-1)(F+B-W) idle per rank, of m(F+B+W) busy
-    const int64_t bubble = std::max<int64_t>(0, (p - 1) * (c.F + c.B - c.W));
-    formula = "(p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W))", source = "Qi et al. 2023";
-    num = bubble, den = m * (c.F + c.B + c.W) + bubble;
-  }
-  if (s.vshape) {  // ZB-V: only the start-up of rank p-1, (p-1)F, of 2m(F+B+W) busy per rank
-    formula = "(p-1)F/(2m(F+B+W)+(p-1)F)";
-    source = "ZB-V, Qi et al. 2023; only rank p-1's start-up, at F = B = W and m >= p";
-    num = (p - 1) * c.F, den = 2 * m * (c.F + c.B + c.W) + num;
-  }
+  const pp::Bubble b = pp::analytic_bubble(s, c);
+  const int64_t num = b.num, den = b.den;
+  const std::string &formula = b.formula, &source = b.source;
   bool equal = true;
   for (int k = 0; k < s.p; ++k) equal = equal && r.idle[size_t(k)] * den == num * r.total;
   std::printf("analytic bubble %s = %s (%s): %s\n", formula.c_str(), fraction(num, den).c_str(), source.c_str(),

@@ -577,4 +577,19 @@ Costs default_costs(const Schedule& s) {
   return s.split_backward ? Costs{1, 1, 1} : Costs{1, 2, 0};
 }
 
+Bubble analytic_bubble(const Schedule& s, const Costs& c) {
+  const int64_t p = s.p, v = s.v, m = s.m;
+  if (s.vshape) {  // ZB-V: only the start-up of rank p-1, (p-1)F, of 2m(F+B+W) busy per rank
+    const int64_t num = (p - 1) * c.F;
+    return {"(p-1)F/(2m(F+B+W)+(p-1)F)", "ZB-V, Qi et al. 2023; only rank p-1's start-up, at F = B = W and m >= p",
+            num, 2 * m * (c.F + c.B + c.W) + num};
+  }
+  if (s.split_backward) {  // Qi et al. 2023: (p-1)(F+B-W) idle per rank, of m(F+B+W) busy
+    const int64_t bubble = std::max<int64_t>(0, (p - 1) * (c.F + c.B - c.W));
+    return {"(p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W))", "Qi et al. 2023", bubble, m * (c.F + c.B + c.W) + bubble};
+  }
+  if (s.kind == "interleaved") return {"(p-1)/(v*m+p-1)", "Narayanan et al. 2021", p - 1, v * m + p - 1};
+  return {"(p-1)/(m+p-1)", s.kind == "gpipe" ? "Huang et al. 2019" : "Narayanan et al. 2021", p - 1, m + p - 1};
+}
+
 }  // namespace pb::pp

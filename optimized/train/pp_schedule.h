@@ -95,6 +95,18 @@ struct Costs {
 };
 Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1
 
+// The analytic bubble of a schedule kind at the given costs: the fraction num/den of the
+// total that every rank idles, its formula and its source.
+//   gpipe, 1f1b   (p-1)/(m+p-1)                        Huang et al. 2019; Narayanan et al. 2021
+//   interleaved   (p-1)/(v m+p-1)                      Narayanan et al. 2021
+//   zb-h1         (p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W)) Qi et al. 2023
+//   zb-v          (p-1)F/(2m(F+B+W)+(p-1)F)            only rank p-1's start-up (F = B = W, m >= p)
+struct Bubble {
+  std::string formula, source;
+  int64_t num = 0, den = 1;
+};
+Bubble analytic_bubble(const Schedule& s, const Costs& c);
+
 struct TimedAction {
   Action action;
   int64_t start = 0, end = 0;  // compute actions only; communication takes no time
