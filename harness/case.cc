@@ -105,10 +105,9 @@ Suite parse_suite(const json& j, const std::string& origin) {
     c.model_json = io::hf_config_json(c.model);
     if (cj.contains("layout")) {
       const json& l = cj["layout"];
-      only_keys(l, {"dp", "tp", "pp", "vpp", "cp", "ep"}, where + ".layout");
-      for (auto [key, dst] : {std::pair{"dp", &c.layout.dp}, {"tp", &c.layout.tp}, {"pp", &c.layout.pp},
-                              {"vpp", &c.layout.vpp}, {"cp", &c.layout.cp}, {"ep", &c.layout.ep}})
-        if (l.contains(key)) *dst = get<int>(l, key, where + ".layout");
+      only_keys(l, {Layout::keys().begin(), Layout::keys().end()}, where + ".layout");
+      for (const auto& key : Layout::keys())
+        if (l.contains(key)) *c.layout.degree(key) = get<int>(l, key.c_str(), where + ".layout");
     }
     if (cj.contains("features")) {
       c.features = get<std::vector<std::string>>(cj, "features", where);

@@ -214,8 +214,7 @@ Layout parse_layout(const std::string& s) {
     } catch (...) {
       throw Error("--layout: cannot read '" + item + "' (expected e.g. dp2,tp2)");
     }
-    int* dst = key == "dp" ? &l.dp : key == "tp" ? &l.tp : key == "pp" ? &l.pp : key == "vpp" ? &l.vpp
-             : key == "cp" ? &l.cp : key == "ep" ? &l.ep : nullptr;
+    int* dst = l.degree(key);
     PB_REQUIRE(dst, "--layout: unknown degree '", key, "' (dp, tp, pp, vpp, cp, ep)");
     *dst = v;
   }

@@ -5,6 +5,18 @@
 
 namespace pb {
 
+const std::vector<std::string>& Layout::keys() {
+  static const std::vector<std::string> k = {"dp", "tp", "pp", "vpp", "cp", "ep"};
+  return k;
+}
+
+int* Layout::degree(const std::string& key) {
+  int* const fields[] = {&dp, &tp, &pp, &vpp, &cp, &ep};
+  for (size_t i = 0; i < keys().size(); ++i)
+    if (keys()[i] == key) return fields[i];
+  return nullptr;
+}
+
 std::string Layout::str() const {
   std::string s;
   auto add = [&](const char* n, int v) {

@@ -15,6 +15,10 @@ namespace pb {
 struct Layout {
   int dp = 1, tp = 1, pp = 1, vpp = 1, cp = 1, ep = 1;
   int world() const { return dp * tp * pp * cp; }
+  // The degree of a key ("dp", "tp", "pp", "vpp", "cp", "ep"), nullptr for another key:
+  // the one place that maps the case files' and --layout's keys to the fields.
+  int* degree(const std::string& key);
+  static const std::vector<std::string>& keys();
   std::string str() const;  // "dp2 tp2" (degrees > 1), or "1 rank"
 };
 
