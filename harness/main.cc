@@ -34,6 +34,7 @@
 #include "optimized/core/fatal.h"
 #include "optimized/train/registry.h"
 #include "reference/common/error.h"
+#include "reference/io/atomic_file.h"
 #include "reference/io/checkpoint.h"
 
 namespace {
@@ -66,10 +67,23 @@ class Watchdog {
   std::thread thread_;
 };
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  PB_REQUIRE(out.good(), "cannot write ", path);
-  out << text;
+void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
+
+// Rank 0 checks that every output path can be written, before the first case; the
+// verdict goes to every rank, so the job ends with one line and exit 2 on every rank.
+bool outputs_writable(const std::vector<std::string>& paths, int rank) {
+  int ok = 1;
+  if (rank == 0) {
+    try {
+      for (const auto& p : paths)
+        if (!p.empty()) io::check_writable(p);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "parabench: error: %s\n", e.what());
+      ok = 0;
+    }
+  }
+  MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  return ok == 1;
 }
 
 json read_json(const std::string& path) {
@@ -127,8 +141,9 @@ int cmd_run(const RunArgs& a) {
   }
   if (!a.backend.empty())
     for (auto& c : suite.cases) c.backend = a.backend;
+  if (!outputs_writable({a.out, a.md, a.csv}, rank)) return 2;
   json results = {{"schema", "parabench.results/1"}, {"suite", suite.name}, {"env", environment(world)},
-                  {"cases", json::array()}};
+                  {"complete", false}, {"cases", json::array()}};
   {
     const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
     char buf[32];
@@ -176,21 +191,38 @@ int cmd_run(const RunArgs& a) {
         std::fprintf(stderr, "%s  (%.2f ms/step)\n", status == "pass" ? "PASS" : "FAIL",
                      result["throughput"]["step_ms_median"].get<double>());
       results["cases"].push_back(result);
+      // Saved as each case ends ("complete": false until the last), so a job killed or
+      // timed out later keeps the finished cases; a failed write ends the job (one line).
+      if (!a.out.empty() && i + 1 < suite.cases.size()) {
+        try {
+          write_file(a.out, results.dump(2) + "\n");
+        } catch (const Error& e) {
+          abort_job(std::string("parabench: error: ") + e.what(), 4);
+        }
+      }
     }
   }
+  int write_failed = 0;
   if (rank == 0) {
+    results["complete"] = true;
     const std::string md = markdown_report(results);
     std::printf("%s\n", md.c_str());
-    if (!a.out.empty()) write_file(a.out, results.dump(2) + "\n");
-    if (!a.md.empty()) write_file(a.md, md);
-    if (!a.csv.empty()) write_file(a.csv, csv_tables(results));
+    try {
+      if (!a.out.empty()) write_file(a.out, results.dump(2) + "\n");
+      if (!a.md.empty()) write_file(a.md, md);
+      if (!a.csv.empty()) write_file(a.csv, csv_tables(results));
+    } catch (const Error& e) {
+      std::fprintf(stderr, "parabench: error: %s\n", e.what());
+      write_failed = 1;
+    }
     std::fprintf(stderr, "%zu cases, %d failing%s%s\n", suite.cases.size(), failures,
-                 a.out.empty() ? "" : ", results in ", a.out.c_str());
+                 a.out.empty() || write_failed ? "" : ", results in ", write_failed ? "" : a.out.c_str());
     std::fflush(stdout);  // before any rank exits non-zero and mpiexec tears the job down
     std::fflush(stderr);
   }
-  MPI_CHECK(MPI_Bcast(&failures, 1, MPI_INT, 0, MPI_COMM_WORLD));
-  return failures ? 1 : 0;
+  int verdict[2] = {failures, write_failed};
+  MPI_CHECK(MPI_Bcast(verdict, 2, MPI_INT, 0, MPI_COMM_WORLD));
+  return verdict[1] ? 4 : verdict[0] ? 1 : 0;
 }
 
 struct AnalyzeArgs {

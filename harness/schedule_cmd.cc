@@ -9,6 +9,7 @@
 
 #include "optimized/train/pp_schedule.h"
 #include "optimized/train/registry.h"
+#include "reference/io/atomic_file.h"
 #include "reference/common/error.h"
 
 namespace pb::harness {
@@ -50,12 +51,7 @@ std::string fraction(int64_t num, int64_t den) {
   return buf;
 }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  PB_REQUIRE(out.good(), "cannot write ", path);
-  out << text;
-  PB_REQUIRE(out.good(), "cannot write ", path);
-}
+void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
 }  // namespace
 

@@ -1,6 +1,8 @@
 /* Writes a run's state as Hugging Face-compatible files (see dump.h). */
 #include "reference/io/dump.h"
 
+#include "reference/io/atomic_file.h"
+
 #include <filesystem>
 #include <fstream>
 
@@ -28,9 +30,7 @@ void dump_run(const std::string& dir, const ref::ModelConfig& mc, const ref::Tra
       {"adam_eps", tc.adam_eps}, {"weight_decay", tc.weight_decay}, {"clip_grad", tc.clip_grad},
       {"loss", "mean cross-entropy over all m*B*S tokens + sum of per-layer MoE aux losses"},
       {"history", steps}};
-  std::ofstream out(dir + "/config.json");
-  PB_REQUIRE(out.good(), "cannot write ", dir, "/config.json");
-  out << j.dump(2) << "\n";
+  write_file_atomic(dir + "/config.json", j.dump(2) + "\n");
 
   write_safetensors(dir + "/model.safetensors", params_to_safetensors(initial));
   write_safetensors(dir + "/final.safetensors", params_to_safetensors(final_params));

@@ -1,6 +1,8 @@
 /* safetensors reader and writer; see safetensors.h for the format. */
 #include "reference/io/safetensors.h"
 
+#include "reference/io/atomic_file.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -69,12 +71,11 @@ void write_safetensors(const std::string& path, const SafetensorsFile& file) {
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // align the buffer to 8 bytes
   const uint64_t n = text.size();
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  PB_REQUIRE(out.good(), "cannot open ", path, " for writing");
-  out.write(reinterpret_cast<const char*>(&n), 8);
-  out.write(text.data(), std::streamsize(n));
-  for (const auto& [name, t] : file.tensors) out.write(reinterpret_cast<const char*>(t.bytes.data()), std::streamsize(t.bytes.size()));
-  PB_REQUIRE(out.good(), "error writing ", path);
+  std::string bytes(reinterpret_cast<const char*>(&n), 8);  // header length, little endian
+  bytes.reserve(8 + n + offset);
+  bytes += text;
+  for (const auto& [name, t] : file.tensors) bytes.append(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
+  write_file_atomic(path, bytes);
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {

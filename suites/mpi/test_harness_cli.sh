@@ -168,4 +168,42 @@ else bad "backend cuda: exit $rc"; cat "$work/err"; fi
 
 # 7. An exception on one rank aborts the job with that rank's message.
 expect_error "failing rank" 2 "\[rank 1/2 .*injected failure" run --suite "$work/small.json" --inject-failure 1
+
+# 8. Results are never lost or half-written (reference/io/atomic_file.h).
+#    An unwritable output path is refused before the first case: one line, exit 2.
+run 2 run --suite "$work/small.json" --out "$work/missing/r.json"
+if [ "$rc" -eq 2 ] && [ "$(grep -c 'cannot write .*missing/r.json: No such file or directory' "$work/err")" -eq 1 ] \
+   && ! grep -q '^\[1/' "$work/err"; then ok "unwritable --out refused before the first case: $(head -1 "$work/err")"
+else bad "unwritable --out: exit $rc"; cat "$work/err"; fi
+#    A full device: one line, a non-zero exit, never "results in".
+run 2 run --suite "$work/small.json" --out /dev/full
+if [ "$rc" -ne 0 ] && grep -q "cannot write /dev/full: No space left on device" "$work/err" \
+   && ! grep -q "results in" "$work/err"; then ok "--out /dev/full: exit $rc: $(grep -m1 -o 'cannot write /dev/full.*' "$work/err")"
+else bad "--out /dev/full: exit $rc"; cat "$work/err"; fi
+run 1 run --suite "$work/small.json" --md /dev/full
+if [ "$rc" -ne 0 ] && grep -q "cannot write /dev/full" "$work/err"; then ok "--md /dev/full: exit $rc"
+else bad "--md /dev/full: exit $rc"; cat "$work/err"; fi
+#    A small tmpfs that fills up (where this test may mount one): what is left is either
+#    nothing or the last complete save (valid JSON), never a truncated file or a temporary.
+if mkdir -p "$work/tiny" && mount -t tmpfs -o size=12k tmpfs "$work/tiny" 2> /dev/null; then
+  run 2 run --suite "$work/small.json" --out "$work/tiny/r.json"
+  left=$(ls -A "$work/tiny")
+  valid=yes
+  [ -e "$work/tiny/r.json" ] && ! python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$work/tiny/r.json" && valid=no
+  umount "$work/tiny"
+  if [ "$rc" -ne 0 ] && grep -q "No space left on device" "$work/err" && [ "$valid" = yes ] \
+     && { [ -z "$left" ] || [ "$left" = r.json ]; }; then
+    ok "full 12 KiB tmpfs: exit $rc, left: ${left:-nothing} (valid)"
+  else bad "full tmpfs: exit $rc, left: $left, valid: $valid"; cat "$work/err"; fi
+else ok "full tmpfs: not mountable here (skipped; /dev/full covered above)"; fi
+#    Each case is saved as it ends: a rank failing in case 2 keeps case 1, marked incomplete.
+rm -f "$work/partial.json"
+run 2 run --suite "$work/small.json" --out "$work/partial.json" --inject-failure 1
+if [ "$rc" -ne 0 ] && python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r['complete'] is False, r['complete']
+assert [c['name'] for c in r['cases']] == ['one'] and r['cases'][0]['status'] == 'pass', r['cases']
+" "$work/partial.json"; then ok "a failure in case 2 kept case 1's results (complete: false)"
+else bad "per-case save: exit $rc"; cat "$work/err"; fi
 exit $fail

@@ -22,3 +22,20 @@ done
 # the per-step losses printed by both runs are identical
 diff <(grep -E '^step +[0-9]' "$work/a.log" | awk '{print $4}') <(grep -E '^step +[0-9]' "$work/b.log" | awk '{print $4}')
 echo "ok: dump complete, reload reproduces every file byte for byte"
+# A dump onto a full disk (a 12 KiB tmpfs, where this test may mount one): one line, a
+# non-zero exit, and no truncated or empty file left behind.
+if mkdir -p "$work/tiny" && mount -t tmpfs -o size=12k tmpfs "$work/tiny" 2> /dev/null; then
+  set +e
+  "$bin" "${train[@]}" --dump "$work/tiny/d" > /dev/null 2> "$work/tiny.err"
+  rc=$?
+  set -e
+  bad=$(find "$work/tiny" -type f \( -size 0 -o -name '.*.tmp.*' \) | wc -l)
+  umount "$work/tiny"
+  if [ "$rc" -ne 0 ] && grep -q "cannot write .*No space left on device" "$work/tiny.err" && [ "$bad" -eq 0 ]; then
+    echo "ok: dump onto a full disk: exit $rc, $(grep -m1 -o 'cannot write.*' "$work/tiny.err")"
+  else
+    echo "FAIL: dump onto a full disk: exit $rc, $bad empty or temporary files"; cat "$work/tiny.err"; exit 1
+  fi
+else
+  echo "ok: dump onto a full disk: no tmpfs here (skipped)"
+fi
