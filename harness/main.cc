@@ -69,14 +69,17 @@ class Watchdog {
 
 void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
-// Rank 0 checks that every output path can be written, before the first case; the
-// verdict goes to every rank, so the job ends with one line and exit 2 on every rank.
-bool outputs_writable(const std::vector<std::string>& paths, int rank) {
+// Rank 0 checks that every output path can be written and locks the results file against
+// a second job, before the first case; the verdict goes to every rank, so the job ends
+// with one line and exit 2 on every rank.
+bool outputs_writable(const std::vector<std::string>& paths, int rank, std::unique_ptr<io::OutputLock>* lock,
+                      const std::string& locked) {
   int ok = 1;
   if (rank == 0) {
     try {
       for (const auto& p : paths)
         if (!p.empty()) io::check_writable(p);
+      if (lock) *lock = std::make_unique<io::OutputLock>(locked);
     } catch (const Error& e) {
       std::fprintf(stderr, "parabench: error: %s\n", e.what());
       ok = 0;
@@ -141,7 +144,8 @@ int cmd_run(const RunArgs& a) {
   }
   if (!a.backend.empty())
     for (auto& c : suite.cases) c.backend = a.backend;
-  if (!outputs_writable({a.out, a.md, a.csv}, rank)) return 2;
+  std::unique_ptr<io::OutputLock> lock;  // rank 0 holds --out's lock for the whole run
+  if (!outputs_writable({a.out, a.md, a.csv}, rank, a.out.empty() ? nullptr : &lock, a.out)) return 2;
   json results = {{"schema", "parabench.results/1"}, {"suite", suite.name}, {"env", environment(world)},
                   {"complete", false}, {"cases", json::array()}};
   {
@@ -197,6 +201,7 @@ int cmd_run(const RunArgs& a) {
         try {
           write_file(a.out, results.dump(2) + "\n");
         } catch (const Error& e) {
+          lock.reset();  // this job ends here: the results file is free again
           abort_job(std::string("parabench: error: ") + e.what(), 4);
         }
       }

@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -81,5 +83,33 @@ void check_writable(const std::string& path) {
   ::close(fd);
   ::unlink(tmp.c_str());
 }
+
+OutputLock::OutputLock(const std::string& path) : lock_(path + ".lock") {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int fd = ::open(lock_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      const std::string pid = std::to_string(::getpid()) + "\n";
+      const int err = write_all(fd, pid);
+      ::close(fd);
+      if (err) {
+        ::unlink(lock_.c_str());
+        fail(lock_, err);
+      }
+      return;
+    }
+    if (errno != EEXIST) fail(lock_, errno);
+    long other = 0;
+    if (FILE* f = std::fopen(lock_.c_str(), "r")) {
+      if (std::fscanf(f, "%ld", &other) != 1) other = 0;
+      std::fclose(f);
+    }
+    PB_REQUIRE(other <= 0 || (::kill(pid_t(other), 0) != 0 && errno == ESRCH), path,
+               " is being written by another job (pid ", other, ", ", lock_, ")");
+    ::unlink(lock_.c_str());  // stale: its process is gone
+  }
+  fail(lock_, EEXIST);
+}
+
+OutputLock::~OutputLock() { ::unlink(lock_.c_str()); }
 
 }  // namespace pb::io

@@ -23,4 +23,19 @@ void write_file_atomic(const std::string& path, std::string_view bytes);
 // there.
 void check_writable(const std::string& path);
 
+// While alive, PATH.lock holds this process's pid: a second job that would write the same
+// PATH throws "PATH is being written by another job (pid N, PATH.lock)" instead of
+// interleaving its saves. A lock left by a process that no longer runs on this host is
+// taken over. Released (the lock file removed) by the destructor.
+class OutputLock {
+ public:
+  explicit OutputLock(const std::string& path);
+  ~OutputLock();
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+ private:
+  std::string lock_;
+};
+
 }  // namespace pb::io

@@ -206,4 +206,21 @@ assert r['complete'] is False, r['complete']
 assert [c['name'] for c in r['cases']] == ['one'] and r['cases'][0]['status'] == 'pass', r['cases']
 " "$work/partial.json"; then ok "a failure in case 2 kept case 1's results (complete: false)"
 else bad "per-case save: exit $rc"; cat "$work/err"; fi
+#    Two jobs writing the same --out: the second is refused (one line, exit 2) while the
+#    first runs; a lock whose process is gone is taken over.
+rm -f "$work/shared.json" "$work/shared.json.lock"
+# shellcheck disable=SC2086
+timeout 120 "$mpiexec" -n 1 $flags "$pb" run --suite "$work/small.json" --skip-larger --out "$work/shared.json" --inject-delay 4 \
+  > /dev/null 2>&1 &
+first=$!
+for _ in $(seq 50); do [ -e "$work/shared.json.lock" ] && break; sleep 0.1; done
+run 1 run --suite "$work/small.json" --out "$work/shared.json"
+if [ "$rc" -eq 2 ] && [ "$(grep -c 'is being written by another job' "$work/err")" -eq 1 ]; then
+  ok "a second job on the same --out refused: $(head -1 "$work/err")"
+else bad "second job on the same --out: exit $rc"; cat "$work/err"; fi
+wait "$first" && [ ! -e "$work/shared.json.lock" ] && python3 -c "import json, sys; assert json.load(open(sys.argv[1]))['complete']" \
+  "$work/shared.json" && ok "the first job finished, complete, its lock released" || bad "the first job's results or lock"
+echo 2147483000 > "$work/shared.json.lock"  # no such process
+run 1 run --suite "$work/small.json" --skip-larger --out "$work/shared.json" --timeout 100
+[ "$rc" -eq 0 ] && ok "a stale lock is taken over" || { bad "stale lock: exit $rc"; cat "$work/err"; }
 exit $fail
