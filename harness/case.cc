@@ -2,6 +2,9 @@
 #include "harness/case.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -35,13 +38,52 @@ static void only_keys(const json& j, const std::set<std::string>& allowed, const
     PB_REQUIRE(allowed.count(it.key()), where, ": unknown key '", it.key(), "'");
 }
 
+// A value of the type asked for, never a bent one: integers must be JSON integers in the
+// type's range (2.9, true, 4294967298 for an int, -1 for a seed are refused), numbers
+// finite; anything else the exact JSON type.
 template <class T>
 static T get(const json& j, const char* key, const std::string& where) {
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw Error(where + ": '" + key + "' has the wrong type (" + j.at(key).dump() + ")");
+  const json& v = j.at(key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    PB_REQUIRE(v.is_number_integer(), where, ": '", key, "' must be an integer, got ", v.dump());
+    if constexpr (std::is_unsigned_v<T>) {
+      PB_REQUIRE(v.is_number_unsigned(), where, ": '", key, "' must be a non-negative integer, got ", v.dump());
+      PB_REQUIRE(v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max()), where, ": '", key, "' is out of range (",
+                 v.dump(), ")");
+      return T(v.get<uint64_t>());
+    } else {
+      const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
+                                               : v.get<int64_t>() >= int64_t(std::numeric_limits<T>::min()) &&
+                                                     v.get<int64_t>() <= int64_t(std::numeric_limits<T>::max());
+      PB_REQUIRE(fits, where, ": '", key, "' is out of range (", v.dump(), ")");
+      return T(v.get<int64_t>());
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    PB_REQUIRE(v.is_number() && std::isfinite(v.get<double>()), where, ": '", key, "' must be a finite number, got ",
+               v.dump());
+    return T(v.get<double>());
+  } else {
+    try {
+      return v.get<T>();
+    } catch (const json::exception&) {
+      throw Error(where + ": '" + key + "' has the wrong type (" + v.dump() + ")");
+    }
   }
+}
+
+// The keys a model object may hold: what the config reader uses and what a Hugging Face
+// config.json written by parabench carries (so such a file can be pasted in); a misspelt
+// key (hiden_size) is an error, never silently ignored.
+static const std::set<std::string>& model_keys() {
+  static const std::set<std::string> keys = [] {
+    std::set<std::string> k = {"head_dim", "tie_word_embeddings", "num_local_experts", "num_experts_per_tok",
+                               "router_aux_loss_coef", "norm_topk_prob", "output_router_logits",
+                               "parabench_dense_intermediate_size", "parabench_moe_layers"};
+    const json hf = io::hf_config_json(ref::ModelConfig::dense(8, 2, 2, 8, 8, 1));
+    for (const auto& [key, v] : hf.items()) k.insert(key);
+    return k;
+  }();
+  return keys;
 }
 
 static void apply_train(ref::TrainConfig& t, const json& j, const std::string& where) {
@@ -97,6 +139,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
       mj = models[mj.get<std::string>()];
     }
     PB_REQUIRE(mj.is_object(), where, ": 'model' must name a model or be a config object");
+    only_keys(mj, model_keys(), where + ": model");
     try {
       c.model = io::model_config_from_json(mj, where + ": model");
     } catch (const Error& e) {

@@ -206,6 +206,21 @@ assert r['complete'] is False, r['complete']
 assert [c['name'] for c in r['cases']] == ['one'] and r['cases'][0]['status'] == 'pass', r['cases']
 " "$work/partial.json"; then ok "a failure in case 2 kept case 1's results (complete: false)"
 else bad "per-case save: exit $rc"; cat "$work/err"; fi
+# 9. Input is refused, never bent: integers must be integers in range, model keys known.
+for edit in 's/"dp": 2}/"dp": 2.9}/|.dp.*must be an integer, got 2.9' \
+            's/"dp": 2}/"dp": 4294967298}/|.dp.*is out of range (4294967298)' \
+            's/"dp": 2}/"dp": true}/|.dp.*must be an integer, got true' \
+            's/"steps": 2,/"steps": 2.7,/|.steps.*must be an integer, got 2.7' \
+            's/"steps": 2,/"steps": 2, "seed": -1,/|.seed.*must be a non-negative integer, got -1' \
+            's/"steps": 2,/"steps": 2, "seed": 1e30,/|.seed.*must be an integer' \
+            's/"hidden_size": 16/"hiden_size": 16/|unknown key .hiden_size.'; do
+  sed "${edit%%|*}" "$work/small.json" > "$work/bent.json"
+  run 1 run --suite "$work/bent.json"
+  if [ "$rc" -eq 2 ] && [ "$(grep -c 'parabench: error' "$work/err")" -eq 1 ] && grep -q -- "${edit#*|}" "$work/err"; then
+    ok "refused: $(head -1 "$work/err")"
+  else bad "not refused (${edit%%|*}): exit $rc"; cat "$work/err"; fi
+done
+
 #    Two jobs writing the same --out: the second is refused (one line, exit 2) while the
 #    first runs; a lock whose process is gone is taken over.
 rm -f "$work/shared.json" "$work/shared.json.lock"
