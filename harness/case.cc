@@ -179,6 +179,7 @@ Suite load_suite(const std::string& name_or_path) {
                }(),
                ")");
   }
+  PB_REQUIRE(!std::filesystem::is_directory(path), path, " is a directory");
   std::ifstream in(path);
   json j;
   try {

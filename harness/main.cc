@@ -19,6 +19,8 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -89,7 +91,16 @@ bool outputs_writable(const std::vector<std::string>& paths, int rank, std::uniq
   return ok == 1;
 }
 
+// This process's rank as the MPI launcher set it (Open MPI, MPICH/Hydra, PMIx, Slurm), for
+// messages before MPI_Init; 0 when not started by a launcher.
+int launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  return 0;
+}
+
 json read_json(const std::string& path) {
+  PB_REQUIRE(!std::filesystem::is_directory(path), path, " is a directory");
   std::ifstream in(path);
   PB_REQUIRE(in.good(), "cannot open ", path);
   try {
@@ -379,10 +390,12 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    PB_REQUIRE(!run->parsed() || (std::isfinite(ra.timeout) && ra.timeout > 0),
+               "--timeout must be a positive number of seconds, got ", ra.timeout);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "parabench: error: %s\n", e.what());
+  } catch (const std::exception& e) {  // before MPI_Init: the launcher's rank 0 says it, once
+    if (launcher_rank() == 0) std::fprintf(stderr, "parabench: error: %s\n", e.what());
     return 2;
   }
   try {

@@ -221,6 +221,27 @@ for edit in 's/"dp": 2}/"dp": 2.9}/|.dp.*must be an integer, got 2.9' \
   else bad "not refused (${edit%%|*}): exit $rc"; cat "$work/err"; fi
 done
 
+# 10. Command-line errors are said once (not once per rank), with exit 2.
+for args in "--timeout -5|--timeout must be a positive number of seconds, got -5" \
+            "--timeout 0|--timeout must be a positive number of seconds, got 0" \
+            "--timeout nan|--timeout must be a positive number of seconds, got nan" \
+            "--bogus|The following argument was not expected: --bogus"; do
+  # shellcheck disable=SC2086
+  run 2 run --suite "$work/small.json" ${args%%|*}
+  if [ "$rc" -eq 2 ] && [ "$(grep -c 'parabench: error' "$work/err")" -eq 1 ] && grep -q -- "${args#*|}" "$work/err"; then
+    ok "said once: $(grep -m1 'parabench: error' "$work/err")"
+  else bad "${args%%|*}: exit $rc"; cat "$work/err"; fi
+done
+run 2 run --suite "$work"
+[ "$rc" -eq 2 ] && [ "$(grep -c "parabench: error: $work is a directory" "$work/err")" -eq 1 ] \
+  && ok "--suite DIR: $(head -1 "$work/err")" || { bad "--suite DIR: exit $rc"; cat "$work/err"; }
+for sub in "report $work" "compare $work $work"; do
+  # shellcheck disable=SC2086
+  "$pb" $sub > /dev/null 2> "$work/err"; rc=$?
+  [ "$rc" -eq 2 ] && grep -q "is a directory" "$work/err" && ok "${sub%% *} DIR: $(head -1 "$work/err")" \
+    || { bad "${sub%% *} DIR: exit $rc"; cat "$work/err"; }
+done
+
 #    Two jobs writing the same --out: the second is refused (one line, exit 2) while the
 #    first runs; a lock whose process is gone is taken over.
 rm -f "$work/shared.json" "$work/shared.json.lock"
