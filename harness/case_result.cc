@@ -121,6 +121,8 @@ json case_result(const Case& c, Device dev, const CaseTables& t) {
   for (const auto& ch : t.checks) pass = pass && ch["pass"].get<bool>();
   json result = error_result(c, pass ? "pass" : "fail", "");
   result.erase("error");
+  for (const auto& ch : t.checks)
+    if (ch.contains("error")) result["error"] = ch["error"];  // e.g. "reference diverged at step 2"
   result["train"] = {{"micro_batch_size", c.train.micro_batch_size}, {"seq_length", c.train.seq_length},
                      {"num_micro_batches", c.train.num_micro_batches}, {"global_batch_size", c.global_batch()},
                      {"lr", c.train.lr}, {"beta1", c.train.beta1}, {"beta2", c.train.beta2},

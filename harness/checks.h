@@ -20,8 +20,16 @@
 
 namespace pb::harness {
 
+// The first step (1-based) at which the references cannot serve as an oracle: a loss or
+// gradient norm of the fp32 reference or of the baseline (fp64, or one-rank bf16) is not
+// finite, or the two are more than 100% apart (then a tolerance derived from their
+// distance would pass anything: lr 1e30 made it 1.5e61); or the last step if a final
+// parameter is. 0 when they agree.
+int reference_diverged_at(const References& refs);
+
 // Rank 0: per-step loss and gradient norm, every step-1 gradient and every final
-// parameter of run against refs.ref32, in that order.
+// parameter of run against refs.ref32, in that order; a single failing "reference" check
+// saying "reference diverged at step N" instead when the references diverged.
 nlohmann::json numeric_checks(const Case& c, const DistRun& run, const References& refs);
 
 struct CommCheck {

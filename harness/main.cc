@@ -200,8 +200,9 @@ int cmd_run(const RunArgs& a) {
       failures += status != "pass" && status != "skip";
       if (status == "skip")
         std::fprintf(stderr, "SKIP (%s)\n", result["error"].get<std::string>().c_str());
-      else if (status == "error")
-        std::fprintf(stderr, "ERROR\n  %s\n", result["error"].get<std::string>().c_str());
+      else if (status == "error" || (status == "fail" && result.contains("error")))
+        std::fprintf(stderr, "%s\n  %s\n", status == "error" ? "ERROR" : "FAIL",
+                     result["error"].get<std::string>().c_str());
       else
         std::fprintf(stderr, "%s  (%.2f ms/step)\n", status == "pass" ? "PASS" : "FAIL",
                      result["throughput"]["step_ms_median"].get<double>());

@@ -242,6 +242,18 @@ for sub in "report $work" "compare $work $work"; do
     || { bad "${sub%% *} DIR: exit $rc"; cat "$work/err"; }
 done
 
+# 11. Checks that cannot be fooled: a diverging reference fails the case by name instead of
+#     lending it a tolerance (lr 1e30 once made a 1.5e61 tolerance that passed anything).
+sed 's/"seq_length": 8}/"seq_length": 8, "lr": 1e30}/; s/"steps": 2,/"steps": 3,/' "$work/small.json" > "$work/diverge.json"
+run 1 run --suite "$work/diverge.json" --skip-larger --out "$work/diverge-out.json"
+if [ "$rc" -eq 1 ] && grep -q "reference diverged at step" "$work/err" && python3 -c "
+import json, sys
+c = json.load(open(sys.argv[1]))['cases'][0]
+assert c['status'] == 'fail' and c['error'].startswith('reference diverged at step'), c.get('error')
+assert [ch['tensor'] for ch in c['checks'] if not ch['pass']] == ['reference'], c['checks']
+" "$work/diverge-out.json"; then ok "lr 1e30: $(grep -m1 -o 'reference diverged at step [0-9]*' "$work/err"), the case fails"
+else bad "lr 1e30: exit $rc"; cat "$work/err"; fi
+
 #    Two jobs writing the same --out: the second is refused (one line, exit 2) while the
 #    first runs; a lock whose process is gone is taken over.
 rm -f "$work/shared.json" "$work/shared.json.lock"
