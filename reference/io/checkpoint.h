@@ -5,6 +5,8 @@
  */
 #pragma once
 
+#include <cmath>
+
 #include <string>
 #include <vector>
 
@@ -31,7 +33,7 @@ SafetensorsFile params_to_safetensors(const ref::ModelParams<T>& p) {
 }
 
 // Fills p (already shaped by zero_params for the config) from a file: every parameter must
-// be present with its exact shape, and the file must hold nothing else.
+// be present with its exact shape and finite values, and the file must hold nothing else.
 template <class T>
 void params_from_safetensors(ref::ModelParams<T>& p, const SafetensorsFile& f, const std::string& path) {
   size_t used = 0;
@@ -46,6 +48,8 @@ void params_from_safetensors(ref::ModelParams<T>& p, const SafetensorsFile& f, c
       throw Error(path + ": parameter " + name + " has shape [" + got + "], the config needs [" + exp + "]");
     }
     const auto v = to_f64(*t, path + ": " + name);
+    for (size_t i = 0; i < v.size(); ++i)
+      PB_REQUIRE(std::isfinite(v[i]), path, ": parameter ", name, " holds a non-finite value (", v[i], ") at element ", i);
     for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = T(v[size_t(i)]);
     ++used;
   });

@@ -6,6 +6,7 @@
  * Errors (bad config, bad flag, bad file) print one line and exit 2.
  */
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
@@ -115,6 +116,22 @@ int main(int argc, char** argv) {
   app.add_option("--init", o.init_path, "start from parameters in this safetensors file (HF names)");
   app.add_option("--dump", o.dump_dir, "write config.json and safetensors of the run to this directory");
   app.add_flag("--quiet", o.quiet, "print only the summary");
+  // Integers are read exactly: a value out of the option's range is refused, not clamped.
+  auto in_range = [](auto type) {
+    return CLI::Validator(
+        [](std::string& s) -> std::string {
+          decltype(type) v = 0;
+          const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+          return ec == std::errc::result_out_of_range ? "value " + s + " is out of range" : std::string();
+        },
+        "INT", "in range");
+  };
+  for (auto* opt : app.get_options()) {
+    for (const char* name : {"--hidden", "--heads", "--kv-heads", "--ffn", "--vocab", "--layers", "--experts", "--topk",
+                             "--moe-ffn", "--micro-batch", "--seq", "--micro-batches", "--steps"})
+      if (opt->check_name(name)) opt->check(in_range(int64_t{}));
+    if (opt->check_name("--seed")) opt->check(in_range(uint64_t{}));
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

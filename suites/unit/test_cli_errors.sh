@@ -43,4 +43,20 @@ check "missing config"             --config "$work/nope.json"
 check "malformed config JSON"      --config "$work/truncated.json"
 check "config that does not divide" --config "$work/nodivide.json"
 check "config plus model flags"    --config "$work/other/config.json" --hidden 64
+check "hidden size beyond int64"   --hidden 99999999999999999999
+check "seed beyond uint64"         --seed 99999999999999999999999
+# An init file whose weights hold a NaN: refused, not trained on.
+python3 - "$work/other/model.safetensors" "$work/nan.safetensors" <<'PY'
+import json, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+name = next(k for k in header if k != "__metadata__")
+assert header[name]["dtype"] == "F32", header[name]
+start = 8 + n + header[name]["data_offsets"][0]
+data[start:start + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(bytes(data))
+PY
+check "NaN in the init weights"    --config "$work/other/config.json" --init "$work/nan.safetensors" --steps 1
+grep -q "non-finite" "$work/err" || { echo "FAIL: the NaN init error does not say non-finite"; fail=1; }
 exit $fail
