@@ -8,7 +8,6 @@
 #include "optimized/comm/ledger.h"
 #include "optimized/core/allocator.h"
 #include "optimized/core/fatal.h"
-#include "optimized/train/pp_schedule.h"
 #include "optimized/train/registry.h"
 #include "reference/common/error.h"
 
@@ -27,18 +26,11 @@ void validate_case(const Case& c, int world_size) {
     PB_REQUIRE(cuda_device_count() > 0, "case ", c.name, ": backend cuda: no CUDA device is visible on this machine");
   }
   PB_REQUIRE(c.dtype == "fp32" || c.dtype == "bf16", "case ", c.name, ": unknown dtype '", c.dtype, "' (fp32, bf16)");
-  const Features f = parse_features(c.features);
-  try {
+  try {  // the features, the layout and each active technique's needs (the schedule's too)
+    const Features f = parse_features(c.features);
     validate_case_spec({c.model, c.train, c.layout, f, c.schedule});
   } catch (const Error& e) {
     throw Error("case " + c.name + ": " + e.what());
-  }
-  if (c.layout.pp > 1) {
-    try {
-      pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
-    } catch (const Error& e) {
-      throw Error("case " + c.name + ": schedule: " + e.what());
-    }
   }
   PB_REQUIRE(c.layout.world() <= world_size, "case ", c.name, ": layout ", c.layout.str(), " needs ",
              c.layout.world(), " ranks, only ", world_size, " started");
