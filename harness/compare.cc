@@ -1,10 +1,11 @@
 /* Baseline vs current results: the regression gate (see compare.h).
  *
- * Both documents are first read into small structs by a strict reader that names the
- * document, case and field of anything malformed; the comparison then works on the structs
- * only, so no nlohmann type error can escape from it.
+ * Both documents are first read into small structs by the strict reader report shares
+ * (results_schema.h), which names the document, case and field of anything malformed; the
+ * comparison then works on the structs only, so no nlohmann type error can escape from it.
  */
 #include "harness/compare.h"
+#include "harness/results_schema.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,133 +26,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kSchema = "parabench.results/1";
-
-struct Check {
-  std::string tensor;
-  double rel_err = 0, tol = 0;  // rel_err is NaN when the document holds null
-  bool pass = true;
-};
-
-// group, op, phase, bytes per call (kWholePhase: every size of the group, op and phase)
-using CommKey = std::tuple<std::string, std::string, std::string, int64_t>;
-constexpr int64_t kWholePhase = -1;
-struct CommRow {
-  int64_t calls = 0, bytes = 0;
-};
-
-struct Case {
-  std::string name, status, error;
-  std::vector<Check> checks;
-  std::map<CommKey, CommRow> comm;
-  bool comm_sized = true;        // every comm row has "bytes_per_call" (false: an older document)
-  std::optional<double> median;  // throughput.step_ms_median
-};
-
-// ---- strict reader
-
-[[noreturn]] void malformed(const std::string& where, const std::string& what) { throw pb::Error(where + ": " + what); }
-
-const json& need(const json& o, const char* key, const std::string& where) {
-  auto it = o.find(key);
-  if (it == o.end()) malformed(where, std::string("missing '") + key + "'");
-  return *it;
-}
-
-std::string need_string(const json& o, const char* key, const std::string& where) {
-  const json& v = need(o, key, where);
-  if (!v.is_string()) malformed(where, std::string("'") + key + "' is not a string but " + v.type_name());
-  return v.get<std::string>();
-}
-
-// A number; null reads as NaN (the results writer turns NaN into null).
-double need_number(const json& o, const char* key, const std::string& where) {
-  const json& v = need(o, key, where);
-  if (v.is_null()) return std::numeric_limits<double>::quiet_NaN();
-  if (!v.is_number()) malformed(where, std::string("'") + key + "' is not a number but " + v.type_name());
-  return v.get<double>();
-}
-
-int64_t need_integer(const json& o, const char* key, const std::string& where) {
-  const json& v = need(o, key, where);
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float() && v.get<double>() == std::floor(v.get<double>()) && std::fabs(v.get<double>()) < 9e15)
-    return int64_t(v.get<double>());
-  malformed(where, std::string("'") + key + "' is not an integer but " + v.dump());
-}
-
-// An optional array of objects: absent or null reads as empty.
-const json& objects(const json& o, const char* key, const std::string& where) {
-  static const json empty = json::array();
-  auto it = o.find(key);
-  if (it == o.end() || it->is_null()) return empty;
-  if (!it->is_array()) malformed(where, std::string("'") + key + "' is not an array but " + it->type_name());
-  for (size_t i = 0; i < it->size(); ++i)
-    if (!(*it)[i].is_object()) malformed(where, std::string(key) + "[" + std::to_string(i) + "] is not an object");
-  return *it;
-}
-
-std::string key_text(const CommKey& k) {
-  const int64_t size = std::get<3>(k);
-  return "(" + std::get<0>(k) + ", " + std::get<1>(k) + ", " + std::get<2>(k) +
-         (size == kWholePhase ? std::string() : ", " + std::to_string(size) + " B/call") + ")";
-}
-
-// One comm row. Rows written before a row was one call size have no "bytes_per_call":
-// their size reads as bytes / calls.
-void read_comm_row(const json& r, const std::string& w, Case& out) {
-  const int64_t calls = need_integer(r, "calls", w), bytes = need_integer(r, "bytes", w);
-  const bool sized = r.contains("bytes_per_call");
-  const int64_t size = sized ? need_integer(r, "bytes_per_call", w) : calls > 0 ? bytes / calls : 0;
-  out.comm_sized = out.comm_sized && sized;
-  CommKey key{need_string(r, "group", w), need_string(r, "op", w), need_string(r, "phase", w), size};
-  if (out.comm.count(key)) malformed(w, "duplicate row " + key_text(key));
-  out.comm[key] = {calls, bytes};
-}
-
-Case read_case(const json& c, const std::string& at) {
-  if (!c.is_object()) malformed(at, "not an object");
-  Case out;
-  out.name = need_string(c, "name", at);
-  const std::string where = at + " (" + out.name + ")";
-  out.status = need_string(c, "status", where);
-  if (auto it = c.find("error"); it != c.end() && it->is_string()) out.error = it->get<std::string>();
-  const json& checks = objects(c, "checks", where);
-  for (size_t i = 0; i < checks.size(); ++i) {
-    const std::string w = where + ": checks[" + std::to_string(i) + "]";
-    const json& p = need(checks[i], "pass", w);
-    if (!p.is_boolean()) malformed(w, "'pass' is not a boolean");
-    out.checks.push_back({need_string(checks[i], "tensor", w), need_number(checks[i], "rel_err", w),
-                          need_number(checks[i], "tol", w), p.get<bool>()});
-  }
-  const json& comm = objects(c, "comm", where);
-  for (size_t i = 0; i < comm.size(); ++i) read_comm_row(comm[i], where + ": comm[" + std::to_string(i) + "]", out);
-  if (auto it = c.find("throughput"); it != c.end() && !it->is_null()) {
-    if (!it->is_object()) malformed(where, "'throughput' is not an object");
-    if (it->contains("step_ms_median")) {
-      double m = need_number(*it, "step_ms_median", where + ": throughput");
-      if (!std::isnan(m)) out.median = m;
-    }
-  }
-  return out;
-}
-
-std::vector<Case> read_document(const json& doc, const std::string& which) {
-  if (!doc.is_object()) malformed(which, std::string("not a JSON object but ") + doc.type_name());
-  auto schema = doc.find("schema");
-  if (schema == doc.end() || !schema->is_string() || *schema != kSchema)
-    malformed(which, "schema is " + (schema == doc.end() ? std::string("missing") : schema->dump()) + ", expected \"" +
-                         kSchema + "\"");
-  const json& cases = need(doc, "cases", which);
-  if (!cases.is_array()) malformed(which, std::string("'cases' is not an array but ") + cases.type_name());
-  std::vector<Case> out;
-  std::set<std::string> names;
-  for (size_t i = 0; i < cases.size(); ++i) {
-    out.push_back(read_case(cases[i], which + ": cases[" + std::to_string(i) + "]"));
-    if (!names.insert(out.back().name).second) malformed(which, "duplicate case name '" + out.back().name + "'");
-  }
-  return out;
-}
+using Case = ResultCase;
+using Check = ResultCheck;
 
 // ---- comparison
 
@@ -204,15 +80,15 @@ bool check_comm(const Case& base, const Case& cur, std::vector<std::string>& pro
   for (const auto& [key, b] : b_rows) {
     auto it = c_rows.find(key);
     if (it == c_rows.end()) {
-      problems.push_back(cur.name + ": comm row " + key_text(key) + " missing in current");
+      problems.push_back(cur.name + ": comm row " + comm_key_text(key) + " missing in current");
     } else if (it->second.calls != b.calls || it->second.bytes != b.bytes) {
-      problems.push_back(cur.name + ": comm row " + key_text(key) + " calls " + std::to_string(b.calls) + " -> " +
+      problems.push_back(cur.name + ": comm row " + comm_key_text(key) + " calls " + std::to_string(b.calls) + " -> " +
                          std::to_string(it->second.calls) + ", bytes " + std::to_string(b.bytes) + " -> " +
                          std::to_string(it->second.bytes));
     }
   }
   for (const auto& [key, c] : c_rows)
-    if (!b_rows.count(key)) problems.push_back(cur.name + ": comm row " + key_text(key) + " not in baseline");
+    if (!b_rows.count(key)) problems.push_back(cur.name + ": comm row " + comm_key_text(key) + " not in baseline");
   return problems.size() == before;
 }
 
@@ -250,13 +126,8 @@ std::string row(const std::vector<std::string>& cells) {
 CompareResult compare_results(const nlohmann::json& baseline, const nlohmann::json& current,
                               const CompareOptions& opt) {
   if (!(opt.time_tol >= 0)) throw pb::Error("compare: time_tol must be >= 0, got " + fmt("%g", opt.time_tol));
-  std::vector<Case> base, cur;
-  try {
-    base = read_document(baseline, "baseline");
-    cur = read_document(current, "current");
-  } catch (const nlohmann::json::exception& e) {
-    throw pb::Error(std::string("compare: malformed results: ") + e.what());
-  }
+  const std::vector<Case> base = read_results(baseline, "baseline").cases;
+  const std::vector<Case> cur = read_results(current, "current").cases;
   std::map<std::string, const Case*> by_name;
   for (const Case& c : cur) by_name[c.name] = &c;
 

@@ -13,8 +13,9 @@
  * Cases only in current are a note in the table, not a problem.
  *
  * Both documents must have schema "parabench.results/1" and the shape results/README.md
- * gives; anything else throws pb::Error (a std::runtime_error) with one line that names
- * the document, the case and the field.
+ * gives (read_results, results_schema.h, shared with report); anything else throws
+ * pb::Error (a std::runtime_error) with one line that names the document, the case and
+ * the field.
  */
 #pragma once
 

@@ -1,11 +1,13 @@
 /* Results file -> Markdown report and CSV tables (see report.h).
  *
- * Each table is built once as strings (build_tables) and rendered either as a Markdown
- * pipe table or as a CSV section. Every field is read through the lenient accessors
- * below: a field that is missing or of the wrong type reads as "not there" and prints
- * "—" (Markdown) or an empty cell (CSV), so a partial document still gives a report.
+ * The document is first validated by the reader compare uses (results_schema.h): what the
+ * gate refuses, the report refuses, with the same one line. Each table is then built once
+ * as strings (build_tables) and rendered either as a Markdown pipe table or as a CSV
+ * section. Optional fields are read through the accessors below: one that is missing
+ * prints "—" (Markdown) or an empty cell (CSV).
  */
 #include "harness/report.h"
+#include "harness/results_schema.h"
 
 #include <algorithm>
 #include <cctype>
@@ -279,9 +281,7 @@ Table pipeline(const json& cases, Style s) {
 }
 
 std::vector<Table> build_tables(const json& results, Style s) {
-  if (!results.is_object()) throw pb::Error("report: results document is not a JSON object");
-  if (const json* cases = field(results, "cases"); cases && !cases->is_array())
-    throw pb::Error("report: 'cases' is not an array but " + std::string(cases->type_name()));
+  read_results(results, "results");  // compare's validation: what it refuses, report refuses
   const json& list = array(results, "cases");
   std::vector<Table> tables = {equivalence(list, s), throughput(list, s), memory(list, s), communication(list, s)};
   Table pp = pipeline(list, s);
@@ -347,6 +347,8 @@ std::string environment_line(const json& results) {
   for (const json& c : array(results, "cases")) ++counts[text(c, "status", "unknown")];
   out += "\n\ncases: " + std::to_string(array(results, "cases").size());
   for (const auto& [st, n] : counts) out += ", " + md_cell(st) + " " + std::to_string(n);
+  if (const json* done = field(results, "complete"); done && !done->get<bool>())
+    out += "\n\n**incomplete**: the job ended before its last case (these are the cases that finished)";
   return out + "\n\n";
 }
 

@@ -13,8 +13,10 @@
  *                  written before rows were one call size (no "bytes_per_call") show
  *                  bytes / calls as the size.
  *
- * Missing optional fields print "—" (Markdown) or an empty cell (CSV); a document whose
- * "cases" is not an array throws pb::Error (a std::runtime_error) with one line.
+ * Missing optional fields print "—" (Markdown) or an empty cell (CSV). A document that
+ * compare would refuse (results_schema.h: another schema, a case file, "checks" that are
+ * no array, ...) throws pb::Error (a std::runtime_error) with the same one line. A document
+ * of a job that ended early ("complete": false) is reported with a line saying so.
  */
 #pragma once
 

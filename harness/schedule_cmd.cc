@@ -84,13 +84,24 @@ int cmd_schedule(const ScheduleArgs& a) {
   else
     std::printf("(text timeline omitted: %lld cost units; see --svg / --trace)\n\n", (long long)r.total);
   std::printf("total time: %lld units\n", (long long)r.total);
-  std::printf("rank   busy   idle  idle/total            peak in-flight%s\n", s.split_backward ? "  peak pending W" : "");
+  // The peaks count micro-batch chunks: between F and B (in flight), B and W (pending W),
+  // and F and W (held: what the activation memory follows; with an unsplit backward F-B).
+  const char* unit = s.v > 1 ? "chunks" : "micro-batches";
+  std::printf("rank   busy   idle  idle/total            peak F-B%s   (%s)\n",
+              s.split_backward ? "  peak B-W  peak F-W" : "", unit);
   for (int k = 0; k < s.p; ++k) {
     const size_t K = size_t(k);
-    std::printf("%4d %6lld %6lld  %-22s %14d", k, (long long)r.busy[K], (long long)r.idle[K],
+    std::printf("%4d %6lld %6lld  %-22s %8d", k, (long long)r.busy[K], (long long)r.idle[K],
                 fraction(r.idle[K], r.total).c_str(), r.peak_in_flight[K]);
-    if (s.split_backward) std::printf("  %14d", r.peak_pending_w[K]);
+    if (s.split_backward) std::printf("  %8d  %8d", r.peak_pending_w[K], r.peak_held[K]);
     std::printf("\n");
+  }
+  if (s.split_backward) {  // the memory next to 1F1B's on the same ranks and layers
+    const pp::SimResult o = pp::simulate(pp::make_schedule("1f1b", s.p, 1, s.m), {1, 2, 0});
+    const int held = *std::max_element(r.peak_held.begin(), r.peak_held.end());
+    const int base = s.v * o.peak_in_flight[0];
+    std::printf("peak F-W %d %s (most held rank); 1f1b on the same ranks and layers holds %d: %s\n", held, unit, base,
+                held == base ? "equal" : held < base ? "less" : "more");
   }
   // The analytic bubble: the fraction of the total every rank idles.
   const pp::Bubble b = pp::analytic_bubble(s, c);

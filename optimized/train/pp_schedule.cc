@@ -10,15 +10,17 @@
  *                (v*m+p-1)(F+B), bubble (p-1)/(v*m+p-1); rank 0 holds
  *                min(2(p-1)+(v-1)p+1, v*m) chunks in flight
  *   zb-h1        Qi et al. 2023, arXiv 2401.10241: with F=B=W every rank idles (p-1)F, a
- *                third of 1F1B's 3(p-1)F (the paper: (p-1)(F+B-W))
+ *                third of 1F1B's 3(p-1)F (the paper: (p-1)(F+B-W)); at most p micro-batches
+ *                between F and W on every rank (1F1B's peak)
  *   zb-v         same paper, ZB-V: 2 chunks per rank in a V, costs per chunk; with F=B=W
  *                every rank idles (p-1)F when m >= p, the least possible as rank p-1 starts
  *                after p-1 forwards; half of ZB-H1's 2(p-1)F with the same layers per rank.
  *                The paper's zero, (p-1)(T_F+T_B-2T_W) per stage, leaves out a rank's wait
  *                before its first and after its last action (a parallelogram; here rank r
- *                idles r before its first action and p-1-r later). 2p chunks in flight
- *                on every rank (1F1B's p micro-batches)
- * The zb-h1 and zb-v orders come from list schedulings at unit costs, frozen per rank.
+ *                idles r before its first action and p-1-r later). At most 2p chunks
+ *                between F and W on every rank (1F1B's p micro-batches)
+ * The zb-h1 order is the paper's, in closed form; the zb-v order comes from a list
+ * scheduling at unit costs, frozen per rank.
  */
 #include "optimized/train/pp_schedule.h"
 
@@ -107,44 +109,28 @@ Order interleaved_order(int p, int v, int m) {
   return o;
 }
 
-// zb-h1: list scheduling at unit costs F = B = W = 1. Every time step each free rank runs
-// the first of: its next B (in micro-batch order, once the next stage's B is done), its next
-// F (once the previous stage's F is done, with at most p-r micro-batches between F and B as
-// in 1F1B and at most 2p-r-1 between F and W, i.e. up to p-1 deferred W), its oldest
-// pending W. Rank r thus runs p-r warm-up forwards; under unit costs every rank idles
-// exactly p-1 when m >= p (checked for p <= 12, m <= 4p+3; the unit tests assert it).
+// zb-h1 (Qi et al. 2023, Fig. 3): 1F1B with the backward split, each rank's W deferred by
+// its distance from the first stage. Rank r runs min(p-r, m) warm-up forwards; then for
+// every micro-batch k its B, the W of micro-batch k-r once k >= r, and the next F; the r
+// deferred W close the rank. Hence at most p micro-batches between F and W on every rank
+// (rank 0: p-1 warm-up forwards + 1, as 1F1B; rank r: p-r between F and B plus r deferred
+// W), at most p-r between F and B, and under unit costs F = B = W every rank idles exactly
+// p-1 when m >= p (2p-m-1 when m < p): rank r waits r before its first F and p-1-r for its
+// first B, and never after, as each deferred W fills the slot where 1F1B waits for the
+// next stage's B. (Checked for p <= 16, m <= 6p+3; the unit tests assert it for p <= 10.)
 Order zb_h1_order(int p, int m) {
   Order o(static_cast<size_t>(p));
-  constexpr int64_t kNever = INT64_MAX;
-  const size_t P = static_cast<size_t>(p), M = static_cast<size_t>(m);
-  std::vector<std::vector<int64_t>> endF(P, std::vector<int64_t>(M, kNever));
-  std::vector<std::vector<int64_t>> endB = endF;
-  std::vector<int> nF(P), nB(P), nW(P);
-  std::vector<int64_t> free_at(P);
-  int left = 3 * m * p;
-  for (int64_t t = 0; left > 0; ++t) {
-    PB_REQUIRE(t <= 6 * int64_t(m) + 4 * int64_t(p) + 8, "zb-h1: list scheduling did not finish (internal error)");
-    for (int r = 0; r < p; ++r) {
-      const size_t R = size_t(r);
-      if (free_at[R] > t) continue;
-      const int in_flight = nF[R] - nB[R], pending_w = nB[R] - nW[R];
-      Action a{};
-      if (nB[R] < nF[R] && (r == p - 1 || endB[R + 1][size_t(nB[R])] <= t)) {
-        a = {Op::B, nB[R]++, 0};
-        endB[R][size_t(a.mb)] = t + 1;
-      } else if (nF[R] < m && in_flight < p - r && in_flight + pending_w < 2 * p - r - 1 &&
-                 (r == 0 || endF[R - 1][size_t(nF[R])] <= t)) {
-        a = {Op::F, nF[R]++, 0};
-        endF[R][size_t(a.mb)] = t + 1;
-      } else if (pending_w > 0) {
-        a = {Op::W, nW[R]++, 0};
-      } else {
-        continue;
-      }
-      o[R].push_back(a);
-      free_at[R] = t + 1;
-      --left;
+  for (int r = 0; r < p; ++r) {
+    auto& acts = o[size_t(r)];
+    const int warm = std::min(p - r, m);
+    int w = 0;  // the next W
+    for (int k = 0; k < warm; ++k) acts.push_back({Op::F, k, 0});
+    for (int k = 0; k < m; ++k) {
+      acts.push_back({Op::B, k, 0});
+      if (k >= r) acts.push_back({Op::W, w++, 0});
+      if (k + warm < m) acts.push_back({Op::F, k + warm, 0});
     }
+    for (; w < m; ++w) acts.push_back({Op::W, w, 0});
   }
   return o;
 }
@@ -152,29 +138,23 @@ Order zb_h1_order(int p, int m) {
 // zb-v: list scheduling at unit costs F = B = W = 1 per chunk, on the V placement (chunk 0
 // of rank r is stage r, chunk 1 is stage 2p-1-r). Every time step each free rank runs the
 // first ready one of
-//   1. its oldest pending W, once p of them are pending,
-//   2. its next F of chunk 1 (after the F of stage 2p-2-r on rank r+1; on rank p-1 after
+//   1. its next F of chunk 1 (after the F of stage 2p-2-r on rank r+1; on rank p-1 after
 //      its own chunk 0: the turn of the V),
-//   3. its next F of chunk 0 (after the F of stage r-1 on rank r-1),
-//   4. its next B of chunk 0 (after the B of stage r+1 on rank r+1; on rank p-1 after its
+//   2. its next F of chunk 0 (after the F of stage r-1 on rank r-1),
+//   3. its next B of chunk 0 (after the B of stage r+1 on rank r+1; on rank p-1 after its
 //      own chunk 1),
-//   5. its next B of chunk 1 (after the B of stage 2p-r on rank r-1; on rank 0, whose
+//   4. its next B of chunk 1 (after the B of stage 2p-r on rank r-1; on rank 0, whose
 //      chunk 1 is the last stage, after its own F),
-//   6. its oldest pending W,
-// in micro-batch order per (op, chunk), an F (2, 3) only while fewer than 2p
-// chunk-micro-batches lie between F and B on the rank: 1F1B's activation memory, as a
-// chunk is half a rank's layers. Hence at most p W pending and 3p chunks between F and W.
+//   5. its oldest pending W,
+// in micro-batch order per (op, chunk), where an F whose input is there but which would
+// make more than 2p chunk-micro-batches lie between F and W on the rank runs the oldest
+// pending W instead (1F1B's activation memory, as a chunk is half a rank's layers and W
+// frees what F saved for it; the memory-driven W of the zero-bubble authors' generator).
 // Under unit costs every rank then idles exactly p-1 when m >= p, the least possible: rank
 // p-1 cannot start before the p-1 forwards of stages 0 .. p-2, and every rank has the same
-// work 6m (checked for p <= 16, m <= 6p+3; the unit tests assert it for p <= 8). The
-// activation limit is tight for this rule: with 2p-1 some p, m idle more. Among the rules
-// that reach p-1 (B first, other chunk orders, other W limits) this one was chosen for
-// other costs, under which the unit-cost order is kept: its idle stops growing with m
-// (from about m = 2p: no bubble in the steady state) and stays at or below ZB-H1's with
-// the same per-stage costs, e.g. p = 4, chunk costs F=1 B=2 W=1: 9 against 12 (checked
-// for p <= 8, m <= 6p and F,B,W in {1,2,1 2,3,2 1,1,2 2,2,1 3,4,3 2,1,1 1,3,1 3,5,2}).
-// Rules that defer W further (at most 2p pending) idle less at such costs but hold more
-// weight-gradient inputs; most others gain a bubble per micro-batch once B > F.
+// work 6m (checked for p <= 16, m <= 6p+3; the unit tests assert it for p <= 8). Without
+// the memory-driven W (W only when nothing else is ready) some p, m idle more; other
+// priorities among 1-4 (F1 B0 F0 B1, B0 F1 F0 B1, ...) reach p-1 as well.
 Order zb_v_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
   Order o(static_cast<size_t>(p));
   start->assign(size_t(p), {});
@@ -185,6 +165,7 @@ Order zb_v_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
   auto at = [&](int rank, int chunk, int mb) { return (size_t(rank) * 2 + size_t(chunk)) * M + size_t(mb); };
   std::vector<std::array<int, 2>> nF(P, {0, 0}), nB(P, {0, 0});
   std::vector<std::deque<Action>> pending_w(P);  // oldest first
+  std::vector<int> held(P, 0);                    // chunk-micro-batches between F and W
   const int limit = 2 * p;
   // Only a rank that acted in the last step, or whose neighbour did, can act in this one:
   // nothing else changed for it.
@@ -198,9 +179,9 @@ Order zb_v_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
     next.clear();
     for (const int r : awake) {
       const size_t R = size_t(r);
-      auto f_ready = [&](int c) {
+      auto f_ready = [&](int c) {  // the input is there (the F - W limit is checked apart)
         const int k = nF[R][size_t(c)];
-        if (k >= m || nF[R][0] + nF[R][1] - nB[R][0] - nB[R][1] >= limit) return false;
+        if (k >= m) return false;
         if (c == 0) return r == 0 || endF[at(r - 1, 0, k)] <= t;
         return endF[r == p - 1 ? at(r, 0, k) : at(r + 1, 1, k)] <= t;
       };
@@ -211,14 +192,17 @@ Order zb_v_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
         return endB[r == p - 1 ? at(r, 1, k) : at(r + 1, 0, k)] <= t;
       };
       auto& w = pending_w[R];
+      const bool room = held[R] < limit;  // chunk-micro-batches between F and W
       Action a{};
-      if (int(w.size()) >= p) a = w.front(), w.pop_front();
-      else if (f_ready(1)) a = {Op::F, nF[R][1]++, 1};
-      else if (f_ready(0)) a = {Op::F, nF[R][0]++, 0};
+      const bool f1 = f_ready(1), f0 = f_ready(0);
+      if ((f1 || f0) && !room && !w.empty()) a = w.front(), w.pop_front();  // memory-driven W
+      else if (f1 && room) a = {Op::F, nF[R][1]++, 1};
+      else if (f0 && room) a = {Op::F, nF[R][0]++, 0};
       else if (b_ready(0)) a = {Op::B, nB[R][0]++, 0};
       else if (b_ready(1)) a = {Op::B, nB[R][1]++, 1};
       else if (!w.empty()) a = w.front(), w.pop_front();
       else continue;
+      held[R] += a.op == Op::F ? 1 : a.op == Op::W ? -1 : 0;
       if (a.op == Op::F) endF[at(r, a.chunk, a.mb)] = t + 1;
       if (a.op == Op::B) {
         endB[at(r, a.chunk, a.mb)] = t + 1;

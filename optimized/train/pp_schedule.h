@@ -27,18 +27,18 @@
  *                size p): warm-up (p-r-1)*2 + (v-1)*p forwards (at most m*v); Megatron's
  *                communication placement (steady state: F, B, then one batch of both sends
  *                and the next two receives)
- *   zb-h1        1F1B with the backward split into B and W, W deferred to fill bubbles
- *                (Qi et al. 2023, arXiv 2401.10241): rank r runs p-r warm-up forwards
- *                and keeps the 1F1B activation limit (p-r micro-batches between F and B),
- *                deferring at most p-1 W beyond it (at most 2p-r-1 between F and W); with
- *                F = B = W every rank idles exactly p-1 units when m >= p
+ *   zb-h1        1F1B with the backward split into B and W (Qi et al. 2023, arXiv
+ *                2401.10241, Fig. 3): rank r runs min(p-r, m) warm-up forwards, then B, the
+ *                W deferred by r micro-batches, F; at most p micro-batches between F and W
+ *                on every rank (1F1B's peak), p-r between F and B; with F = B = W every
+ *                rank idles exactly p-1 units when m >= p
  *   zb-v         ZB-V (same paper): v = 2 chunks in a V, split backward; list scheduling
  *                at unit costs per chunk with at most 2p chunk-micro-batches between F and
- *                B on every rank (1F1B's activation memory: a chunk is half a rank's
- *                layers) and at most p W pending (3p chunks between F and W); with
- *                F = B = W every rank idles exactly p-1 units when m >= p, the start-up of
- *                rank p-1 and nothing else: half of zb-h1's 2(p-1) with the same layers
- *                per rank (per-stage costs 2, 2, 2), a sixth of 1f1b's 6(p-1)
+ *                W on every rank (1F1B's activation memory: a chunk is half a rank's
+ *                layers; an F held back by it runs a pending W instead); with F = B = W
+ *                every rank idles exactly p-1 units when m >= p, the start-up of rank p-1
+ *                and nothing else: half of zb-h1's 2(p-1) with the same layers per rank
+ *                (per-stage costs 2, 2, 2), a sixth of 1f1b's 6(p-1)
  * gpipe, 1f1b and zb-h1 post each receive just before its compute, right after the
  * previous compute's sends (one batch: Megatron's send_forward_recv_backward pairing).
  * zb-v starts from that and posts a receive earlier only where check_rendezvous() would
@@ -118,6 +118,8 @@ struct SimResult {
   std::vector<int64_t> idle;               // per rank: total - busy
   std::vector<int> peak_in_flight;         // per rank: max micro-batch chunks between F and B
   std::vector<int> peak_pending_w;         // per rank: max chunks between B and W (split only)
+  std::vector<int> peak_held;              // per rank: max chunks between F and W (split), F and B
+                                           // (otherwise): the micro-batches whose activations it holds
   std::vector<std::vector<TimedAction>> timeline;  // per rank, the compute actions in order
 };
 

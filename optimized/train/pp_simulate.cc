@@ -152,6 +152,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
   res.idle.assign(size_t(p), 0);
   res.peak_in_flight.assign(size_t(p), 0);
   res.peak_pending_w.assign(size_t(p), 0);
+  res.peak_held.assign(size_t(p), 0);
   res.timeline.assign(size_t(p), {});
   std::vector<size_t> next(size_t(p), 0);
   std::vector<int64_t> clock(size_t(p), 0);
@@ -173,6 +174,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
           if (a.op == Op::W) --pending_w[R];
           res.peak_in_flight[R] = std::max(res.peak_in_flight[R], in_flight[R]);
           res.peak_pending_w[R] = std::max(res.peak_pending_w[R], pending_w[R]);
+          res.peak_held[R] = std::max(res.peak_held[R], in_flight[R] + pending_w[R]);
           ++next[R];
           progress = true;
           continue;

@@ -242,6 +242,27 @@ for sub in "report $work" "compare $work $work"; do
     || { bad "${sub%% *} DIR: exit $rc"; cat "$work/err"; }
 done
 
+#    report refuses what compare refuses (one schema validation): a case file, schema /2,
+#    checks that are no array; one line, exit 2, the same reason; an incomplete file is
+#    reported with a line saying so.
+python3 - "$work" "$work/r.json" <<'PY'
+import json, sys
+work, good = sys.argv[1], json.load(open(sys.argv[2]))
+json.dump(dict(good, schema="parabench.results/2"), open(work + "/schema2.json", "w"))
+c = json.loads(json.dumps(good)); c["cases"][0]["checks"] = "oops"; json.dump(c, open(work + "/oops.json", "w"))
+json.dump(dict(good, complete=False), open(work + "/partial.json", "w"))
+PY
+for doc in "$work/small.json" "$work/schema2.json" "$work/oops.json"; do
+  "$pb" report "$doc" > "$work/out" 2> "$work/err"; rc=$?
+  "$pb" compare "$work/r.json" "$doc" > /dev/null 2> "$work/err2"; rc2=$?
+  if [ "$rc" -eq 2 ] && [ "$rc2" -eq 2 ] && [ "$(wc -l < "$work/err")" -eq 1 ] && [ ! -s "$work/out" ] \
+     && [ "$(sed 's/^parabench: error: results: //' "$work/err")" = "$(sed 's/^parabench: error: current: //' "$work/err2")" ]; then
+    ok "report and compare refuse $(basename "$doc"): $(cat "$work/err")"
+  else bad "report $(basename "$doc"): exit $rc / compare $rc2"; cat "$work/err" "$work/err2"; fi
+done
+"$pb" report "$work/partial.json" | grep -q '^\*\*incomplete\*\*' && ok "report says incomplete" \
+  || bad "report of an incomplete file"
+
 # 11. Checks that cannot be fooled: a diverging reference fails the case by name instead of
 #     lending it a tolerance (lr 1e30 once made a 1.5e61 tolerance that passed anything).
 sed 's/"seq_length": 8}/"seq_length": 8, "lr": 1e30}/; s/"steps": 2,/"steps": 3,/' "$work/small.json" > "$work/diverge.json"

@@ -27,6 +27,18 @@ for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3
     grep -q "every rank's idle fraction equals it" "$work/out" && ok "$spec: bubble equals the formula" \
       || { bad "$spec: bubble differs from the formula"; cat "$work/out"; }
   fi
+  if [ "$kind" = zb-h1 ] || [ "$kind" = zb-v ]; then  # the memory: peak F-W per rank, as 1f1b's
+    python3 - "$work/out" "$p" "$v" "$m" <<'PY' && ok "$spec: peak F-W per rank, 1f1b's" || { bad "$spec: peak F-W"; cat "$work/out"; }
+import re, sys
+out, p, v, m = open(sys.argv[1]).read(), *map(int, sys.argv[2:])
+rows = re.findall(r"^ *(\d+) +\d+ +\d+ +\S+ = \S+ +(\d+) +(\d+) +(\d+)$", out, re.M)
+assert [int(r[0]) for r in rows] == list(range(p)), rows
+held = max(int(r[3]) for r in rows)
+assert all(int(r[3]) >= int(r[1]) for r in rows)
+assert held == v * min(p, m), (held, v, p, m)
+assert f"peak F-W {held} " in out and f"holds {held}: equal" in out
+PY
+  fi
   if [ "$kind" = zb-v ]; then  # both chunks labelled; zb-h1 and 1f1b on the same ranks for comparison
     grep -q '^rank 0 |F0a ' "$work/out" && grep -q ' F0b ' "$work/out" && grep -q 'stage 2p-1-r' "$work/out" \
       && grep -q '^same ranks and layers as one stage per rank (F=2 B=2 W=2): zb-h1 total ' "$work/out" \

@@ -1,6 +1,7 @@
 /* The results report: four Markdown tables (and CSV sections) from a results document;
  * FAIL where a check fails, comm shares summing to 100 % per case, "—" for null or
- * missing fields, and no exception on a partial document. */
+ * missing optional fields, a line for an incomplete document, and the refusals of compare
+ * (one schema validation for both). */
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/compare.h"
 #include "harness/report.h"
 
 namespace pb::test {
@@ -225,31 +227,76 @@ TEST(Report, ErrorCaseShowsItsMessage) {
   EXPECT_EQ(md_rows(md, "Throughput")[1][5], "—");
 }
 
-TEST(Report, MissingOptionalFieldsDoNotThrow) {
+TEST(Report, MissingOptionalFieldsPrintDashes) {
   json r = make_results();
   r.erase("env");
   r.erase("created");
   json& c = r["cases"][0];
-  for (const char* k : {"features", "layout", "backend", "dtype", "status"}) c.erase(k);
-  c["throughput"] = {{"step_ms_median", "fast"}};  // wrong type reads as missing
-  c["memory"][0].erase("predicted_bytes");
-  c["comm"][0].erase("calls");
-  c["comm"][1] = 42;  // not even an object
-  c["checks"][0].erase("rel_err");
+  for (const char* k : {"features", "layout", "backend", "dtype", "memory", "comm"}) c.erase(k);
+  c["throughput"] = {{"step_ms_median", nullptr}};
+  c["checks"][0]["max_abs"] = nullptr;
   EXPECT_NO_THROW(markdown_report(r));
   EXPECT_NO_THROW(csv_tables(r));
   EXPECT_EQ(md_rows(markdown_report(r), "Throughput")[0][1], "1 rank");
-  EXPECT_NO_THROW(markdown_report(json::object()));
   json no_cases = make_results();
   no_cases["cases"] = json::array();
   EXPECT_NE(markdown_report(no_cases).find("_no rows_"), std::string::npos);
+  json partial = make_results();  // a job that ended early: its finished cases, said so
+  partial["complete"] = false;
+  EXPECT_NE(markdown_report(partial).find("**incomplete**"), std::string::npos);
+  EXPECT_EQ(markdown_report(make_results()).find("incomplete"), std::string::npos);
 }
 
-TEST(Report, CasesNotAnArrayThrowsOneLine) {
-  json r = make_results();
-  r["cases"] = json::object();
-  EXPECT_THROW(markdown_report(r), std::runtime_error);
-  EXPECT_THROW(csv_tables(json::array()), std::runtime_error);
+// The message of a pb::Error thrown by f, or "" when none is thrown.
+template <class F>
+std::string thrown(F f) {
+  try {
+    f();
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// report refuses exactly what compare refuses, with the same line (but the document's name).
+TEST(Report, RefusesWhatCompareRefuses) {
+  std::vector<std::pair<std::string, json>> bad;
+  auto mutate = [&](const std::string& what, auto f) {
+    json r = make_results();
+    f(r);
+    bad.push_back({what, r});
+  };
+  mutate("schema /2", [](json& r) { r["schema"] = "parabench.results/2"; });
+  mutate("no schema", [](json& r) { r.erase("schema"); });
+  mutate("a case file", [](json& r) {
+    r = {{"suite", "x"}, {"models", json::object()}, {"cases", json::array({{{"name", "a"}, {"layout", {{"dp", 2}}}}})}};
+  });
+  mutate("checks oops", [](json& r) { r["cases"][0]["checks"] = "oops"; });
+  mutate("pass a string", [](json& r) { r["cases"][0]["checks"][0]["pass"] = "yes"; });
+  mutate("rel_err missing", [](json& r) { r["cases"][0]["checks"][0].erase("rel_err"); });
+  mutate("status missing", [](json& r) { r["cases"][0].erase("status"); });
+  mutate("status unknown", [](json& r) { r["cases"][0]["status"] = "great"; });
+  mutate("median a string", [](json& r) { r["cases"][0]["throughput"] = {{"step_ms_median", "fast"}}; });
+  mutate("comm row 42", [](json& r) { r["cases"][0]["comm"][1] = 42; });
+  mutate("comm calls missing", [](json& r) { r["cases"][0]["comm"][0].erase("calls"); });
+  mutate("memory bytes text", [](json& r) { r["cases"][0]["memory"][0]["measured_bytes"] = "1 MiB"; });
+  mutate("memory rank missing", [](json& r) { r["cases"][0]["memory"][0].erase("rank"); });
+  mutate("pipeline a list", [](json& r) { r["cases"][1]["pipeline"] = json::array(); });
+  mutate("complete text", [](json& r) { r["complete"] = "no"; });
+  mutate("duplicate names", [](json& r) { r["cases"][1]["name"] = r["cases"][0]["name"]; });
+  mutate("cases an object", [](json& r) { r["cases"] = json::object(); });
+  mutate("not an object", [](json& r) { r = json::array(); });
+  for (const auto& [what, doc] : bad) {
+    const std::string md = thrown([&] { markdown_report(doc); }), csv = thrown([&] { csv_tables(doc); });
+    const std::string gate = thrown([&] { harness::compare_results(make_results(), doc, {}); });
+    ASSERT_FALSE(gate.empty()) << what << ": compare accepts it";
+    ASSERT_EQ(gate.rfind("current: ", 0), 0u) << gate;
+    EXPECT_EQ(md, "results: " + gate.substr(9)) << what;
+    EXPECT_EQ(csv, md) << what;
+    EXPECT_EQ(md.find('\n'), std::string::npos) << what << ": one line";
+  }
+  EXPECT_EQ(thrown([&] { markdown_report(make_results()); }), "");
+  EXPECT_EQ(thrown([&] { harness::compare_results(make_results(), make_results(), {}); }), "");
 }
 
 }  // namespace pb::test
