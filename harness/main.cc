@@ -29,6 +29,7 @@
 #include "harness/analytic.h"
 #include "harness/compare.h"
 #include "harness/env.h"
+#include "harness/interrupt.h"
 #include "harness/report.h"
 #include "harness/runner.h"
 #include "harness/schedule_cmd.h"
@@ -157,6 +158,19 @@ int cmd_run(const RunArgs& a) {
     for (auto& c : suite.cases) c.backend = a.backend;
   std::unique_ptr<io::OutputLock> lock;  // rank 0 holds --out's lock for the whole run
   if (!outputs_writable({a.out, a.md, a.csv}, rank, a.out.empty() ? nullptr : &lock, a.out)) return 2;
+  // SIGINT / SIGTERM: rank 0 says where the run was and what is saved (interrupt.h).
+  install_interrupt_handlers(rank == 0, rank != 0 ? std::vector<std::string>{}
+                                                  : std::vector<std::string>{lock ? lock->lock_path() : "",
+                                                                             a.out.empty() ? "" : io::temp_path(a.out),
+                                                                             a.md.empty() ? "" : io::temp_path(a.md),
+                                                                             a.csv.empty() ? "" : io::temp_path(a.csv)});
+  auto saved = [&](size_t finished) {
+    const std::string cases = std::to_string(finished) + (finished == 1 ? " finished case is" : " finished cases are");
+    if (finished == 0) return std::string("no case had finished");
+    if (a.out.empty()) return "the " + cases + " not saved (no --out)";
+    return "the " + cases + " saved in " + a.out + " (\"complete\": false)";
+  };
+  set_interrupt_context("before the first case; " + saved(0));
   json results = {{"schema", "parabench.results/1"}, {"suite", suite.name}, {"env", environment(world)},
                   {"complete", false}, {"cases", json::array()}};
   {
@@ -169,6 +183,8 @@ int cmd_run(const RunArgs& a) {
   int failures = 0;
   for (size_t i = 0; i < suite.cases.size(); ++i) {
     const Case& c = suite.cases[i];
+    set_interrupt_context("in case '" + c.name + "' (" + std::to_string(i + 1) + " of " +
+                          std::to_string(suite.cases.size()) + "); " + saved(i));
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     if (rank == 0) {
       std::fprintf(stderr, "[%zu/%zu %6.1fs] %-24s %-12s ... ", i + 1, suite.cases.size(), elapsed, c.name.c_str(),
@@ -220,6 +236,9 @@ int cmd_run(const RunArgs& a) {
     }
   }
   int write_failed = 0;
+  set_interrupt_context("after the last case, while writing the results; " +
+                        (suite.cases.size() > 1 ? saved(suite.cases.size() - 1) + " (the last save)"
+                                                : std::string("nothing saved yet")));
   if (rank == 0) {
     results["complete"] = true;
     const std::string md = markdown_report(results);

@@ -33,18 +33,18 @@ int write_all(int fd, std::string_view bytes) {
   return 0;
 }
 
-std::string temp_path(const std::string& path) {
-  const std::filesystem::path p(path);
-  const std::string name = "." + p.filename().string() + ".tmp." + std::to_string(::getpid());
-  return (p.parent_path().empty() ? std::filesystem::path(name) : p.parent_path() / name).string();
-}
-
 bool existing_special(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
 }
 
 }  // namespace
+
+std::string temp_path(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::string name = "." + p.filename().string() + ".tmp." + std::to_string(::getpid());
+  return (p.parent_path().empty() ? std::filesystem::path(name) : p.parent_path() / name).string();
+}
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   PB_REQUIRE(!std::filesystem::is_directory(path), "cannot write ", path, ": it is a directory");

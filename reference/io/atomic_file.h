@@ -18,6 +18,10 @@ namespace pb::io {
 
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// The temporary file write_file_atomic(path, ...) uses in this process (".NAME.tmp.PID" in
+// PATH's folder): what to remove if the process ends in the middle of a write.
+std::string temp_path(const std::string& path);
+
 // Throws the same one line if a file could not be created in PATH's folder (checked by
 // creating and removing a temporary file there), before any work whose result would go
 // there.
@@ -33,6 +37,7 @@ class OutputLock {
   ~OutputLock();
   OutputLock(const OutputLock&) = delete;
   OutputLock& operator=(const OutputLock&) = delete;
+  const std::string& lock_path() const { return lock_; }  // PATH.lock
 
  private:
   std::string lock_;

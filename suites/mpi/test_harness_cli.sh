@@ -292,4 +292,44 @@ wait "$first" && [ ! -e "$work/shared.json.lock" ] && python3 -c "import json, s
 echo 2147483000 > "$work/shared.json.lock"  # no such process
 run 1 run --suite "$work/small.json" --skip-larger --out "$work/shared.json" --timeout 100
 [ "$rc" -eq 0 ] && ok "a stale lock is taken over" || { bad "stale lock: exit $rc"; cat "$work/err"; }
+
+# 12. SIGINT / SIGTERM to the launcher (scripts/mpirun.sh, as scripts/run.sh uses it): one
+#     line naming the interrupted case, exit 130 / 143, the finished case kept in a valid
+#     file marked incomplete, no lock or temporary file left behind.
+launcher=$(cd "$(dirname "$0")/../.." && pwd)/scripts/mpirun.sh
+for sig in SIGINT SIGTERM; do
+  python3 - "$launcher" "$pb" "$work" "$sig" <<'PY' && ok "$sig: $(cat "$work/sig.line")" || bad "$sig during a run"
+import json, os, signal, subprocess, sys, time
+launcher, pb, work, name = sys.argv[1:]
+out = os.path.join(work, "sig.json")
+for f in os.listdir(work):
+    if f.startswith("sig.json") or f.startswith(".sig.json"):
+        os.unlink(os.path.join(work, f))
+job = subprocess.Popen([launcher, "2", pb, "run", "--suite", os.path.join(work, "small.json"), "--out", out,
+                        "--md", os.path.join(work, "sig.md"), "--inject-delay", "3"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+deadline = time.time() + 90
+while time.time() < deadline:  # until case 1 is saved: case 2 is running (3 s in its first step)
+    try:
+        if len(json.load(open(out))["cases"]) == 1:
+            break
+    except (OSError, ValueError):
+        pass
+    time.sleep(0.1)
+time.sleep(0.5)
+job.send_signal(getattr(signal, name))
+_, err = job.communicate(timeout=60)
+err = err.decode()
+lines = [l for l in err.splitlines() if "interrupted" in l]
+want = 130 if name == "SIGINT" else 143
+assert job.returncode == want, (job.returncode, err)
+assert len(lines) == 1 and lines[0].startswith("parabench: interrupted in case ") and \
+    "in case 'tp2_sp' (2 of 3); the 1 finished case is saved in " + out in lines[0], err
+doc = json.load(open(out))
+assert doc["complete"] is False and [c["name"] for c in doc["cases"]] == ["one"], doc
+left = sorted(f for f in os.listdir(work) if f.startswith("sig.json") or f.startswith(".sig"))
+assert left == ["sig.json"], left  # no lock, no temporary file, no sig.md (never written)
+open(os.path.join(work, "sig.line"), "w").write(lines[0])
+PY
+done
 exit $fail
