@@ -33,6 +33,8 @@
 #include "harness/report.h"
 #include "harness/runner.h"
 #include "harness/schedule_cmd.h"
+#include "harness/size_check.h"
+#include "reference/model/sizes.h"
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
 #include "optimized/train/registry.h"
@@ -90,6 +92,16 @@ bool outputs_writable(const std::vector<std::string>& paths, int rank, std::uniq
   }
   MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD));
   return ok == 1;
+}
+
+// Rank 0's text, on every rank.
+std::string broadcast_text(const std::string& text) {
+  int n = int(text.size());
+  MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  std::string out = text;
+  out.resize(size_t(n));
+  MPI_CHECK(MPI_Bcast(out.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD));
+  return out;
 }
 
 // This process's rank as the MPI launcher set it (Open MPI, MPICH/Hydra, PMIx, Slurm), for
@@ -179,6 +191,15 @@ int cmd_run(const RunArgs& a) {
     std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     results["created"] = buf;
   }
+  // The ranks on rank 0's node (the memory fit of each case counts them against its memory).
+  int local_ranks = 1;
+  {
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_size(node, &local_ranks));
+    MPI_CHECK(MPI_Comm_free(&node));
+    MPI_CHECK(MPI_Bcast(&local_ranks, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  }
   const auto t_start = std::chrono::steady_clock::now();
   int failures = 0;
   for (size_t i = 0; i < suite.cases.size(); ++i) {
@@ -200,6 +221,11 @@ int cmd_run(const RunArgs& a) {
         validate_case(c, world);
     } catch (const Error& e) {
       result = error_result(c, "error", e.what());
+    }
+    if (result.is_null()) {  // rank 0's verdict on the memory of its node, to every rank
+      const std::string fit = rank == 0 ? memory_fit(c, local_ranks, ref::host_memory_available()) : std::string();
+      const std::string verdict = broadcast_text(fit);
+      if (!verdict.empty()) result = error_result(c, "error", verdict);
     }
     if (result.is_null()) {
       MPI_Comm comm;

@@ -1,5 +1,6 @@
 /* One case: validation, then the phases of run_case (see runner.h). */
 #include "harness/runner.h"
+#include "harness/size_check.h"
 
 #include "harness/case_result.h"
 #include "harness/checks.h"
@@ -19,6 +20,7 @@ void validate_case(const Case& c, int world_size) {
   c.model.validate();
   c.train.validate();
   PB_REQUIRE(c.train.steps >= 1, "case ", c.name, ": steps must be >= 1");
+  check_case_sizes(c);  // before anything multiplies the sizes (size_check.h)
   PB_REQUIRE(c.backend == "cpu" || c.backend == "cuda", "case ", c.name, ": unknown backend '", c.backend,
              "' (cpu, cuda)");
   if (c.backend == "cuda") {

@@ -15,6 +15,7 @@
 #include "reference/io/dump.h"
 #include "reference/model/flops.h"
 #include "reference/model/init.h"
+#include "reference/model/sizes.h"
 #include "reference/model/train.h"
 
 namespace {
@@ -145,6 +146,12 @@ int main(int argc, char** argv) {
     if (no_norm_topk) o.mc.norm_topk_prob = false;
     o.mc.validate();
     o.tc.validate();
+    ref::check_size_bounds(o.mc, o.tc, 1, "");  // before anything is allocated (sizes.h)
+    const double need = ref::reference_bytes_lower_bound(o.mc, o.tc, o.dtype == "double" ? 8 : 4);
+    const int64_t available = ref::host_memory_available();
+    PB_REQUIRE(available < 0 || need <= double(available), "needs at least ", ref::human_bytes(need),
+               " (parameters, gradients and AdamW moments of ", ref::analytic_param_count(o.mc),
+               " parameters, logits and layer inputs of a micro-batch); this machine has ", ref::human_bytes(double(available)), " available");
     return o.dtype == "double" ? run<double>(o) : run<float>(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "parabench-ref: error: %s\n", e.what());

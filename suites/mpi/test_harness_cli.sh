@@ -221,6 +221,27 @@ for edit in 's/"dp": 2}/"dp": 2.9}/|.dp.*must be an integer, got 2.9' \
   else bad "not refused (${edit%%|*}): exit $rc"; cat "$work/err"; fi
 done
 
+#    Sizes: counts whose products overflow 64 bits, too many micro-batches, and memory
+#    the node lacks are refused before anything is allocated (the case errs by name, one
+#    line); analyze refuses instead of printing negative bytes.
+for edit in 's/"hidden_size": 16/"hidden_size": 1000000000/|case one: sizes too large to count in 64 bits' \
+            's/"seq_length": 8}/"seq_length": 1000000000000}/|case one: needs 3.5 PiB on this node (1 rank, the most 2.8 PiB: activations 1.8 PiB, workspace 989.5 TiB; the reference' \
+            's/"seq_length": 8}/"seq_length": 10000000000000000}/|case one: sizes too large to count in 64 bits' \
+            's/"vocab_size": 32/"vocab_size": 1000000000000/|case one: sizes too large to count in 64 bits' \
+            's/"seq_length": 8}/"seq_length": 8, "num_micro_batches": 1000000000000}/|case one: num_micro_batches 1000000000000 is more than 1000000 per step' \
+            's/"hidden_size": 16/"hidden_size": 1048576/|case one: needs 192.0 TiB on this node (1 rank, the most 48.0 TiB: params 12.0 TiB, grads 12.0 TiB, optimizer 24.0 TiB; the reference on rank 0 at least 144.0 TiB); this machine has'; do
+  sed "${edit%%|*}" "$work/small.json" > "$work/big.json"
+  run 1 run --suite "$work/big.json" --skip-larger --timeout 60
+  if [ "$rc" -eq 1 ] && [ "$(grep -c -- "${edit#*|}" "$work/err")" -eq 1 ] && [ "$(grep -c 'ERROR' "$work/err")" -eq 1 ]; then
+    ok "refused: $(grep -m1 -- "${edit#*|}" "$work/err" | sed 's/^ *//')"
+  else bad "size not refused (${edit%%|*}): exit $rc"; cat "$work/err"; fi
+done
+python3 -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['models']['m'], open(sys.argv[2], 'w'))" \
+  "$work/small.json" "$work/m.json"
+"$pb" analyze --model "$work/m.json" --seq 1000000000000 --micro-batch 1000000000 > "$work/out" 2> "$work/err"; rc=$?
+[ "$rc" -eq 2 ] && [ "$(wc -l < "$work/err")" -eq 1 ] && grep -q "sizes too large to count in 64 bits" "$work/err" \
+  && ! grep -q -- "-[0-9]" "$work/out" && ok "analyze refuses: $(cat "$work/err")" || { bad "analyze of 10^21 tokens: exit $rc"; cat "$work/out" "$work/err"; }
+
 # 10. Command-line errors are said once (not once per rank), with exit 2.
 for args in "--timeout -5|--timeout must be a positive number of seconds, got -5" \
             "--timeout 0|--timeout must be a positive number of seconds, got 0" \

@@ -45,6 +45,14 @@ check "config that does not divide" --config "$work/nodivide.json"
 check "config plus model flags"    --config "$work/other/config.json" --hidden 64
 check "hidden size beyond int64"   --hidden 99999999999999999999
 check "seed beyond uint64"         --seed 99999999999999999999999
+# Sizes refused before anything is allocated: counts that overflow, memory the machine lacks.
+check "hidden 10^9 overflows"       --hidden 1000000000 --steps 1
+check "seq 10^12 overflows"         --seq 1000000000000 --steps 1
+check "vocab 10^12 overflows"       --vocab 1000000000000 --steps 1
+check "10^12 micro-batches"         --micro-batches 1000000000000 --steps 1
+check "2^20 hidden needs 192 TiB"   --hidden 1048576 --steps 1
+grep -q "needs at least 192.2 TiB (parameters, gradients and AdamW moments of 13208107614208 parameters" "$work/err" \
+  && grep -q "; this machine has .* available$" "$work/err" || { echo "FAIL: the memory line: $(cat "$work/err")"; fail=1; }
 # An init file whose weights hold a NaN: refused, not trained on.
 python3 - "$work/other/model.safetensors" "$work/nan.safetensors" <<'PY'
 import json, struct, sys
