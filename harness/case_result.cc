@@ -89,7 +89,8 @@ json pipeline_json(const Case& c, const Timelines& t) {
     stages.push_back({{"stage", s}, {"rank", r}, {"busy_us", d[0]}, {"total_us", d[1]},
                       {"measured_idle_fraction", d[1] > 0 ? 1.0 - d[0] / d[1] : 0.0},
                       {"simulated_idle_fraction", double(sim.idle[size_t(s)]) / double(sim.total)},
-                      {"simulated_peak_in_flight", sim.peak_in_flight[size_t(s)]}});
+                      {"simulated_peak_in_flight", sim.peak_in_flight[size_t(s)]},
+                      {"simulated_peak_held", sim.peak_held[size_t(s)]}});
   }
   return {{"schedule", c.schedule}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
           {"micro_batches", c.train.num_micro_batches}, {"simulated_total_units", sim.total},

@@ -260,9 +260,9 @@ Table communication(const json& cases, Style s) {
 // Pipeline cases: per stage, the measured bubble (idle fraction of the last step) next to
 // the simulated one at unit costs, and the activation peak next to the schedule walk.
 Table pipeline(const json& cases, Style s) {
-  Table t{"Pipeline", "lllrrrrrrrr",
+  Table t{"Pipeline", "lllrrrrrrrrr",
           {"case", "schedule", "layout", "m", "stage", "step ms median", "measured idle", "simulated idle",
-           "sim. peak in flight", "activations measured", "predicted"}};
+           "sim. peak in flight", "sim. peak F-W", "activations measured", "predicted"}};
   for (const json& c : cases) {
     const json& pl = object(c, "pipeline");
     for (const json& st : array(pl, "stages")) {
@@ -274,7 +274,8 @@ Table pipeline(const json& cases, Style s) {
                         opt("%.0f", number(st, "stage"), s), opt("%.2f", number(object(c, "throughput"), "step_ms_median"), s),
                         opt("%.3f", number(st, "measured_idle_fraction"), s),
                         opt("%.3f", number(st, "simulated_idle_fraction"), s),
-                        opt("%.0f", number(st, "simulated_peak_in_flight"), s), bytes(meas, s), bytes(pred, s)});
+                        opt("%.0f", number(st, "simulated_peak_in_flight"), s),
+                        opt("%.0f", number(st, "simulated_peak_held"), s), bytes(meas, s), bytes(pred, s)});
     }
   }
   return t;

@@ -125,7 +125,7 @@ void read_pipeline(const json& c, const std::string& where) {
   const json& stages = objects(*pl, "stages", w);
   for (size_t i = 0; i < stages.size(); ++i)
     for (const char* k : {"stage", "rank", "busy_us", "total_us", "measured_idle_fraction", "simulated_idle_fraction",
-                          "simulated_peak_in_flight"})
+                          "simulated_peak_in_flight", "simulated_peak_held"})
       optional_number(stages[i], k, w + ": stages[" + std::to_string(i) + "]");
 }
 

@@ -316,7 +316,8 @@ TEST(Report, PipelineSectionPerStage) {
   c["pipeline"] = {{"schedule", "1f1b"}, {"pp", 2}, {"vpp", 1}, {"micro_batches", 8},
                    {"stages", nlohmann::json::array(
                                   {{{"stage", 0}, {"rank", 0}, {"measured_idle_fraction", 0.2},
-                                    {"simulated_idle_fraction", 1.0 / 9}, {"simulated_peak_in_flight", 2}},
+                                    {"simulated_idle_fraction", 1.0 / 9}, {"simulated_peak_in_flight", 2},
+                                    {"simulated_peak_held", 2}},
                                    {{"stage", 1}, {"rank", 1}, {"measured_idle_fraction", 0.05},
                                     {"simulated_idle_fraction", 1.0 / 9}, {"simulated_peak_in_flight", 1}}})}};
   r["cases"].push_back(c);
@@ -326,9 +327,12 @@ TEST(Report, PipelineSectionPerStage) {
   EXPECT_EQ(rows[0][5], "500.00");
   EXPECT_EQ(rows[0][6], "0.200");
   EXPECT_EQ(rows[0][7], "0.111");
-  EXPECT_EQ(rows[0][9], "2.00 KiB");
+  EXPECT_EQ(rows[0][8], "2");
+  EXPECT_EQ(rows[0][9], "2");
+  EXPECT_EQ(rows[0][10], "2.00 KiB");
   EXPECT_EQ(rows[1][4], "1");
-  EXPECT_EQ(rows[1][10], "1.00 KiB");
+  EXPECT_EQ(rows[1][9], "—");  // an older result without the field
+  EXPECT_EQ(rows[1][11], "1.00 KiB");
 }
 
 }  // namespace pb::test
