@@ -22,7 +22,7 @@ namespace {
 Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, int pp_rank) {
   const auto& mc = c.model;
   Dims d;
-  d.B = c.train.micro_batch_size, d.S = c.train.seq_length, d.N = d.B * d.S;
+  d.B = c.train.micro_batch_size, d.S = c.train.seq_length, d.N = d.B * d.S / c.layout.cp;  // CP: its share
   d.H = mc.hidden_size, d.A = mc.num_attention_heads, d.G = mc.num_key_value_heads, d.D = mc.head_dim();
   d.F = mc.intermediate_size, d.V = mc.vocab_size, d.L = mc.num_hidden_layers;
   d.t = c.layout.tp, d.d = c.layout.dp, d.p = c.layout.pp, d.v = c.layout.vpp, d.c = c.layout.cp;
@@ -61,7 +61,7 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool fir
                             st.mlp_saved(d);
   c.act = Lc * per_layer + (last ? head_saved_bytes(d) : 0);
   c.act_kept = Lc * (d.e * (d.N * d.a * d.D + d.N * d.f) + (shared_inputs ? 2 * NH : 0)) + (last && shared_inputs ? NH : 0);
-  const BlockWorkspace at = attention_block_workspace(d), ml = mlp_block_workspace(d);
+  const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d)), ml = mlp_block_workspace(d);
   const BlockWorkspace em = embedding_workspace(d), hd = head_workspace(d);
   c.ws_forward = std::max({first ? em.forward : 0, at.forward, ml.forward, last ? hd.forward : 0});
   // Backward, block by block: each holds its incoming gradient (the first one's is the
@@ -90,6 +90,15 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool fir
     c.cb_forward = NH;
     c.cb_kept = (4 * Lc + (last ? 1 : 0)) * NH;
     c.cb_backward = split ? c.cb_kept + (first ? NH : 0) : NH;
+  }
+  // The attention core's buffers (ring attention's K, V in flight), while no gathered copy
+  // of its layer is (with a split backward, the copies kept by the layers after it and by
+  // its own o projection are: at the first layer's core, all but its q/k/v input's).
+  const BlockWorkspace core = st.attention_core_comm_buffers(d);
+  if (Lc > 0 && (core.forward > 0 || core.backward > 0)) {
+    c.cb_forward = std::max(c.cb_forward, core.forward);
+    const int64_t kept_before_core = split && !shared_inputs ? c.cb_kept - NH : 0;
+    c.cb_backward = std::max(c.cb_backward, kept_before_core + core.backward);
   }
   return c;
 }
@@ -123,7 +132,7 @@ std::vector<CommRow> comm_rows(const Terms& t) {
 }  // namespace
 
 Prediction predict(const Case& c, int pp_rank) {
-  const Features f = parse_features(c.features);
+  const Features f = c.typed_features();
   const CaseSpec spec{c.model, c.train, c.layout, f, c.schedule};
   const Strategies st = strategies_for(spec);
   const bool piped = c.layout.pp > 1;

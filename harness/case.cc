@@ -128,7 +128,8 @@ Suite parse_suite(const json& j, const std::string& origin) {
     PB_REQUIRE(cj.is_object() && cj.contains("name") && cj["name"].is_string(), origin,
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
-    only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train"},
+    only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
+                   "cp_kind", "cp_balance"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -161,6 +162,10 @@ Suite parse_suite(const json& j, const std::string& origin) {
       }
     }
     if (cj.contains("schedule")) c.schedule = get<std::string>(cj, "schedule", where);
+    if (cj.contains("cp_kind")) c.cp_kind = get<std::string>(cj, "cp_kind", where);
+    if (cj.contains("cp_balance")) c.cp_balance = get<std::string>(cj, "cp_balance", where);
+    PB_REQUIRE(c.cp_balance == "zigzag" || c.cp_balance == "contiguous", where, ": unknown cp_balance '",
+               c.cp_balance, "' (zigzag, contiguous)");
     apply_common(c, cj, where);
     s.cases.push_back(std::move(c));
   }
@@ -193,6 +198,13 @@ Suite load_suite(const std::string& name_or_path) {
 }  // namespace pb::harness
 
 namespace pb::harness {
+
+Features Case::typed_features() const {
+  Features f = parse_features(features);
+  f.cp_kind = cp_kind;
+  f.cp_contiguous = cp_balance == "contiguous";
+  return f;
+}
 
 Case Case::one_rank() const {
   Case c = *this;

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "optimized/model/features.h"
 #include "optimized/parallel/layout.h"
 #include "reference/model/config.h"
 
@@ -32,6 +33,8 @@ struct Case {
   std::string backend = "cpu";  // cpu | cuda
   std::string dtype = "fp32";   // fp32 | bf16
   std::string schedule = "1f1b";  // pipeline schedule when pp > 1 (the registry lists the kinds)
+  std::string cp_kind = "ring";     // with cp > 1: ring
+  std::string cp_balance = "zigzag";  // with cp > 1: zigzag (rank r keeps chunks r, 2c-1-r) | contiguous
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated.
@@ -44,6 +47,8 @@ struct Case {
   // The same training on one rank: no parallel degrees, dp times the micro-batches, and
   // only the features that need no parallel degree (the technique registry says which).
   Case one_rank() const;
+  // The registry's typed features of the names, with the CP options.
+  Features typed_features() const;
 };
 
 struct Suite {

@@ -7,6 +7,7 @@
 #include "harness/runner.h"
 #include "optimized/core/allocator.h"
 #include "optimized/core/fatal.h"
+#include "optimized/parallel/cp_ring.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/train/pp_schedule.h"
 
@@ -105,6 +106,17 @@ json gather_pipeline(const Case& c, const TrainRun& run, MPI_Comm comm) {
   return comm_rank(comm) == 0 ? pipeline_json(c, t) : json(nullptr);
 }
 
+json gather_cp(const Case& c, MPI_Comm comm) {
+  const int size = comm_size(comm);
+  const int64_t mine = cp_attention_pairs();
+  std::vector<int64_t> all(static_cast<size_t>(size));
+  MPI_CHECK(MPI_Gather(&mine, 1, MPI_INT64_T, all.data(), 1, MPI_INT64_T, 0, comm));
+  if (comm_rank(comm) != 0) return nullptr;
+  const auto [lo, hi] = std::minmax_element(all.begin(), all.end());
+  return {{"kind", c.cp_kind}, {"balance", c.cp_balance}, {"cp", c.layout.cp}, {"attention_pairs", all},
+          {"attention_pairs_max_over_min", *lo > 0 ? double(*hi) / double(*lo) : 0.0}};
+}
+
 json throughput(const Case& c, const TrainRun& run, double peak_tflops) {
   std::vector<double> timed(run.step_ms.size() > 1 ? run.step_ms.begin() + 1 : run.step_ms.begin(), run.step_ms.end());
   std::sort(timed.begin(), timed.end());
@@ -135,6 +147,7 @@ json case_result(const Case& c, Device dev, const CaseTables& t) {
   result["memory"] = t.memory;
   result["comm"] = t.comm;
   if (!t.pipeline.is_null()) result["pipeline"] = t.pipeline;
+  if (!t.cp.is_null()) result["cp"] = t.cp;
   if (dev == Device::CUDA) {  // the caching allocator's view against the driver's (rank 0)
     const auto& da = TrackingAllocator::device();
     result["device_memory"] = {{"reserved_bytes", da.reserved()}, {"driver_used_bytes", da.driver_used_bytes()},

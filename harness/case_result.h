@@ -31,8 +31,12 @@ nlohmann::json gather_pipeline(const Case& c, const TrainRun& run, MPI_Comm comm
 nlohmann::json throughput(const Case& c, const TrainRun& run, double peak_tflops);
 
 struct CaseTables {
-  nlohmann::json checks, throughput, memory, comm, pipeline;  // pipeline null without PP
+  nlohmann::json checks, throughput, memory, comm, pipeline, cp;  // pipeline null without PP, cp without CP
 };
+
+// Context parallelism: the kind, the split and every rank's attention work (query-key
+// pairs over the run, parallel/cp_ring.h), with its max/min (null on other ranks).
+nlohmann::json gather_cp(const Case& c, MPI_Comm comm);
 
 // The results entry: status "pass" when every check passes, else "fail".
 nlohmann::json case_result(const Case& c, Device dev, const CaseTables& t);

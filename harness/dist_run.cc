@@ -64,7 +64,7 @@ TrainStepConfig train_config(const Case& c, Device dev, bool nccl, const RunOpti
   t.model = c.model;
   t.train = c.train;
   t.layout = c.layout;
-  t.features = parse_features(c.features);
+  t.features = c.typed_features();
   t.schedule = c.schedule;
   t.dtype = c.dtype == "bf16" ? DType::BF16 : DType::F32;
   t.device = dev;

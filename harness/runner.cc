@@ -9,6 +9,7 @@
 #include "optimized/comm/ledger.h"
 #include "optimized/core/allocator.h"
 #include "optimized/core/fatal.h"
+#include "optimized/parallel/cp_ring.h"
 #include "optimized/train/registry.h"
 #include "reference/common/error.h"
 
@@ -29,7 +30,7 @@ void validate_case(const Case& c, int world_size) {
   }
   PB_REQUIRE(c.dtype == "fp32" || c.dtype == "bf16", "case ", c.name, ": unknown dtype '", c.dtype, "' (fp32, bf16)");
   try {  // the features, the layout and each active technique's needs (the schedule's too)
-    const Features f = parse_features(c.features);
+    const Features f = c.typed_features();
     validate_case_spec({c.model, c.train, c.layout, f, c.schedule});
   } catch (const Error& e) {
     throw Error("case " + c.name + ": " + e.what());
@@ -64,6 +65,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
 
   CommLedger::get().clear();  // the distributed run, measured from here
   TrackingAllocator::host().reset_peaks();
+  reset_cp_attention_pairs();
   const bool nccl = dev == Device::CUDA && select_device(comm);
   const DistRun run = run_distributed(c, comm, dev, nccl, opt);
   CaseOutcome out;
@@ -75,6 +77,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   const CommCheck cc = check_comm(c, comm);
   t.comm = cc.rows;
   t.pipeline = c.layout.pp > 1 ? gather_pipeline(c, run.train, comm) : json(nullptr);
+  t.cp = c.layout.cp > 1 ? gather_cp(c, comm) : json(nullptr);
   if (rank != 0) return out;
 
   t.checks = numeric_checks(c, run, refs);

@@ -301,6 +301,16 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   }
   PB_DISPATCH(q.device(), attention_backward, dq, dk, dv, dout, q, k, v, o, lse, s);
 }
+void attention_merge(Tensor& o, Tensor& lse, const Tensor& o_blk, const Tensor& lse_blk, int64_t B, int64_t A,
+                     int64_t D, const Stream& stream) {
+  const OnStream on(stream, o.device());
+  if (emulate_bf16(o.device(), {&o, &o_blk})) {
+    Out out(o);  // in place: the fp32 stand-in starts from o
+    if (o.dtype() == DType::BF16) cast(out.f(), o);
+    return attention_merge(out.f(), lse, up(o_blk), lse_blk, B, A, D);
+  }
+  PB_DISPATCH(o.device(), attention_merge, o, lse, o_blk, lse_blk, B, A, D);
+}
 void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& u, const Stream& stream) {
   const OnStream on(stream, gate.device());
   if (emulate_bf16(gate.device(), {&y, &gate, &u})) {

@@ -1,6 +1,8 @@
 /* The attention block (see attention_block.h). */
 #include "optimized/model/attention_block.h"
 
+#include <algorithm>
+
 #include "reference/common/error.h"
 
 namespace pb {
@@ -79,9 +81,10 @@ int64_t attention_block_saved_bytes(const Dims& d) {
   return d.e * (2 * d.Ns * d.H + d.N * (d.a + 2 * d.g) * d.D) + Dims::fp * d.Ns;
 }
 
-BlockWorkspace attention_block_workspace(const Dims& d) {
-  return {d.e * (d.N * (d.a + d.g) * d.D + d.Ns * d.H + d.N * d.H),
-          d.e * (3 * d.N * (d.a + d.g) * d.D + d.Ns * d.H + 2 * d.N * d.H)};
+BlockWorkspace attention_block_workspace(const Dims& d, const BlockWorkspace& core) {
+  return {std::max(d.e * (d.N * (d.a + d.g) * d.D + d.Ns * d.H + d.N * d.H), d.e * d.N * (d.a + d.g) * d.D + core.forward),
+          std::max(d.e * (3 * d.N * (d.a + d.g) * d.D + d.Ns * d.H + 2 * d.N * d.H),
+                   d.e * 2 * d.N * (d.a + d.g) * d.D + core.backward)};
 }
 
 }  // namespace pb

@@ -38,6 +38,8 @@ int64_t attention_block_saved_bytes(const Dims& d);
 // Workspace: forward qp (N, a D), kp (N, g D), the projection's output (N_s, H) and the row
 // linear's partial (N, H); backward dout, dq, dqp (N, a D), dk, dv, dkp (N, g D), da
 // (N_s, H) and the column linear's dx_full and tmp (N, H) (dx (N_s, H) comes after them).
-BlockWorkspace attention_block_workspace(const Dims& d);
+// The core's own transients (`core`: the strategy's) come while qp and kp (forward), dout,
+// dq, dk and dv (backward) are held.
+BlockWorkspace attention_block_workspace(const Dims& d, const BlockWorkspace& core = {});
 
 }  // namespace pb

@@ -44,7 +44,7 @@ class LocalAttention final : public AttentionCore {
 };
 
 // Saved per layer and micro-batch by the local core: o in the model dtype, LSE fp32:
-//   e N a D + 4 B a S bytes (q, k, v are the attention block's).
+//   e N a D + 4 a N bytes (q, k, v are the attention block's; N = B S, or its CP share).
 int64_t local_attention_saved_bytes(const Dims& d);
 
 }  // namespace pb

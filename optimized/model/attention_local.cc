@@ -31,6 +31,6 @@ void LocalAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& 
   s = LocalSaved{};
 }
 
-int64_t local_attention_saved_bytes(const Dims& d) { return d.e * d.N * d.a * d.D + Dims::fp * d.B * d.a * d.S; }
+int64_t local_attention_saved_bytes(const Dims& d) { return d.e * d.N * d.a * d.D + Dims::fp * d.a * d.N; }
 
 }  // namespace pb

@@ -40,6 +40,8 @@ struct BlockEnv {
   ParamProvider& provider;
   ActivationPolicy& policy;
   const IndexTensor& pos;             // (N) RoPE position of each token row, uploaded once per model
+  Communicator* cp = nullptr;         // context parallelism: the cp group (size 1 without CP)
+  bool cp_contiguous = false;         // its split: chunks 2r, 2r+1 instead of r, 2c-1-r
   int64_t vocab_start() const { return mc.vocab_size / tp.group().size() * tp.group().rank(); }
   Tensor act(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Activations, dtype); }
   Tensor work(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Workspace, dtype); }
@@ -64,15 +66,6 @@ class Block {
   // tensor. Frees the micro-batch's saved state (what queued weight gradients hold stays
   // alive through the queue).
   virtual Tensor backward(BlockCtx& ctx, const Tensor& dout) = 0;
-};
-
-// Workspace (temporaries, MemCategory::Workspace) a block allocates beyond its input and
-// output activations, at its peak, in bytes: forward, and backward excluding the incoming
-// gradient (held by the caller). Gathered copies of the TP strategy are CommBuffers, not
-// counted here. Kernel-internal copies (the CPU backend's bf16 emulation promotes operands
-// to fp32) are not part of the model's terms.
-struct BlockWorkspace {
-  int64_t forward = 0, backward = 0;
 };
 
 // A block's saved state of each micro-batch in flight.

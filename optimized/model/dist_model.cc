@@ -6,6 +6,7 @@
 #include "optimized/model/attention_block.h"
 #include "optimized/model/end_blocks.h"
 #include "optimized/model/mlp_block.h"
+#include "optimized/parallel/cp_ring.h"
 #include "reference/common/error.h"
 
 namespace pb {
@@ -33,6 +34,17 @@ bool holds(const pp::Placement& pl, int r, int64_t L, const std::string& name) {
   if (name == "model.embed_tokens.weight") return pl.holds_first(r);
   return pl.holds_last(r);  // model.norm.weight, lm_head.weight
 }
+
+// The RoPE position of each of this rank's token rows: 0..S-1 per sequence, or under CP the
+// positions of the rank's two chunks (parallel/cp_ring.h).
+std::vector<int64_t> token_positions(const DistModelConfig& cfg, const ProcessGrid& grid) {
+  const int c = grid.layout().cp;
+  if (c == 1) return ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length);
+  const std::vector<int64_t> one = cp_positions(cfg.seq_length, c, grid.cp_rank(), cfg.cp_contiguous);
+  std::vector<int64_t> all;
+  for (int64_t b = 0; b < cfg.micro_batch_size; ++b) all.insert(all.end(), one.begin(), one.end());
+  return all;
+}
 }  // namespace
 
 DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
@@ -47,13 +59,14 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
       provider_(cfg.strategies.params(params_)),
       policy_(cfg.strategies.activations()),
-      pos_(ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length)) {  // uploaded here, once
+      pos_(token_positions(cfg, grid)) {  // uploaded here, once
   const auto& mc = cfg_.model;  // the blocks keep references: the model's own copy
   const int t = grid.layout().tp;
   const int64_t N = pos_.size();
   env_.reset(new BlockEnv{mc, cfg.micro_batch_size, cfg.seq_length, N, tp_->outer_rows(N), mc.hidden_size,
                           mc.head_dim(), mc.num_attention_heads / t, mc.num_key_value_heads / t,
-                          mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_});
+                          mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_, &grid.cp(),
+                          cfg.cp_contiguous});
   for (int c = 0; c < placement_.v; ++c) {
     const int s = stage_of(c);
     auto& blocks = chunks_.emplace_back();

@@ -41,6 +41,7 @@ struct DistModelConfig {
   uint64_t seed = 0;
   DType dtype = DType::F32;      // weights and activations (bf16: mixed precision, fp32 master and grads)
   bool vshape = false;           // PP chunk placement: V (ZB-V) instead of interleaved (pp_placement.h)
+  bool cp_contiguous = false;    // CP split (parallel/cp_ring.h): chunks 2r, 2r+1 instead of r, 2c-1-r
 };
 
 class DistModel {

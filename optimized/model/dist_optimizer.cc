@@ -19,7 +19,7 @@ double DistOptimizer::step() {
     Tensor norms = P.replicated_grads();
     grid_.tp().all_reduce(norms);
   }
-  dp_all_reduce_mean(P.grad_buffer(), grid_.dp());
+  dp_all_reduce_mean(P.grad_buffer(), grad_group());  // over DP, or DP x CP
   // The squared global norm in one op over the contiguous gradient buffer: its segments
   // are the gradients in P.all() order, without the replicated norm weights (the leading
   // block) except on tp rank 0, so that they count once across TP. On the CPU bitwise the
@@ -56,7 +56,8 @@ double DistOptimizer::step() {
 
 double DistOptimizer::average_loss(double local_mean) {
   PhaseScope phase(Phase::Optimizer);
-  return grid_.dp().all_reduce_scalar(local_mean) / grid_.layout().dp;
+  Communicator& g = grad_group();  // CP ranks hold equal shares of the sequence
+  return g.all_reduce_scalar(local_mean) / g.size();
 }
 
 void optimizer_terms(const Dims& d, Terms& t) {

@@ -25,10 +25,13 @@ class DistOptimizer {
       : model_(model), grid_(grid), tc_(tc) {}
   // Returns the global gradient norm before clipping.
   double step();
-  // The DP-averaged loss of the step (the mean of the ranks' local means).
+  // The DP-averaged loss of the step (the mean of the ranks' local means; under CP also
+  // over the CP ranks, which hold equal shares of each sequence).
   double average_loss(double local_mean);
 
  private:
+  // Where gradients are averaged: DP, or DP x CP under context parallelism.
+  Communicator& grad_group() { return grid_.layout().cp > 1 ? grid_.dp_cp() : grid_.dp(); }
   DistModel& model_;
   ProcessGrid& grid_;
   ref::TrainConfig tc_;

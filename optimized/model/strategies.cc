@@ -15,6 +15,8 @@ Strategies Strategies::defaults() {
   s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
   s.attention_core_saved = local_attention_saved_bytes;
   s.mlp_saved = dense_mlp_saved_bytes;
+  s.attention_core_workspace = [](const Dims&) { return BlockWorkspace{}; };  // the kernels' own (not tracked)
+  s.attention_core_comm_buffers = [](const Dims&) { return BlockWorkspace{}; };
   return s;
 }
 

@@ -39,6 +39,9 @@ struct Strategies {
   std::function<void(const Dims&, Terms&)> tp_linear_terms;
   std::function<int64_t(int64_t N, int64_t tp)> tp_outer_rows;  // rows outside TP regions
   std::function<int64_t(const Dims&)> attention_core_saved, mlp_saved;
+  // The attention core's own transients at its peak (forward, backward): workspace and
+  // communication buffers (ring attention's K, V in flight).
+  std::function<BlockWorkspace(const Dims&)> attention_core_workspace, attention_core_comm_buffers;
   // all-reduce TP linears, local attention, dense MLP, resident weights, keep, accumulate
   static Strategies defaults();
 };

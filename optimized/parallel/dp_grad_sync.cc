@@ -11,9 +11,10 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
   ops::scale_(grads, 1.0f / float(dp.size()));
 }
 
-void dp_terms(const Dims& d, Terms& t) {
-  t.call("dp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_local, d.d);
-  t.call("dp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.d);
+void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_cp")
+  const char* group = d.c > 1 ? "dp_cp" : "dp";
+  t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_local, d.d * d.c);
+  t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.d * d.c);
 }
 
 }  // namespace pb

@@ -33,6 +33,15 @@ struct Dims {
   int64_t params_local = 0;                         // parameter elements on this rank
 };
 
+// Workspace (temporaries, MemCategory::Workspace) a block allocates beyond its input and
+// output activations, at its peak, in bytes: forward, and backward excluding the incoming
+// gradient (held by the caller). Gathered copies of the TP strategy are CommBuffers, not
+// counted here. Kernel-internal copies (the CPU backend's bf16 emulation promotes operands
+// to fp32) are not part of the model's terms.
+struct BlockWorkspace {
+  int64_t forward = 0, backward = 0;
+};
+
 // One call size of one collective: calls x bytes_per_call payload bytes.
 struct CommTerm {
   std::string group;

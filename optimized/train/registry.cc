@@ -1,7 +1,9 @@
 /* The technique registry (see registry.h): every entry, and the functions that read them. */
 #include "optimized/train/registry.h"
 
+#include "optimized/model/attention_ring.h"
 #include "optimized/model/dist_optimizer.h"
+#include "optimized/parallel/cp_ring.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/dp_grad_sync.h"
 #include "optimized/parallel/sp_linear.h"
@@ -59,6 +61,27 @@ void pp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
 
 void dp_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { dp_terms(d, t); }
 
+// --- cp: context parallelism (layout degree; case keys cp_kind, cp_balance) ---
+void cp_require(const CaseSpec& c) {
+  const int64_t cp = c.layout.cp, S = c.train.seq_length;
+  PB_REQUIRE(c.features.cp_kind == "ring", "invalid layout: unknown CP kind '", c.features.cp_kind, "' (ring)");
+  PB_REQUIRE(S % (2 * cp) == 0, "invalid layout: ring attention over cp ", cp, " needs seq_length divisible by 2cp = ",
+             2 * cp, ", got ", S);
+  PB_REQUIRE(!c.features.sp || (S / cp) % c.layout.tp == 0, "invalid layout: sequence parallelism over tp ",
+             c.layout.tp, " needs seq_length / cp = ", S / cp, " divisible by tp");
+}
+void cp_install(Strategies& s) {
+  s.attention_core = [](const BlockEnv& env, int64_t) {
+    return std::make_unique<RingAttention>(env, *env.cp, env.cp_contiguous);
+  };
+  s.attention_core_workspace = ring_attention_workspace;
+  s.attention_core_comm_buffers = ring_attention_comm_buffers;
+}
+void cp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  cp_ring_terms(d, t);
+  if (c.layout.dp == 1) dp_terms(d, t);  // the gradients are averaged over DP x CP (with dp > 1: dp's entry)
+}
+
 bool never(const CaseSpec&) { return false; }  // a known technique this build does not run
 
 Technique feature(const char* name, const char* summary) {
@@ -86,8 +109,10 @@ const std::vector<Technique>& techniques() {
       schedule("interleaved", "interleaved 1F1B over vpp chunks per rank (Megatron, arXiv 2104.04473)"),
       schedule("zb-h1", "zero bubble H1: backward split into B and W, W fills bubbles (arXiv 2401.10241)"),
       schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
-      {"cp", K::Degree, "context parallelism: layout cp (ring, Ulysses, hybrid)", false, false,
-       [](const CaseSpec& c) { return c.layout.cp > 1; }, nullptr, nullptr, nullptr, nullptr},
+      {"cp", K::Degree,
+       "context parallelism: layout cp; load-balanced ring attention (arXiv 2310.01889); case keys cp_kind (ring), "
+       "cp_balance (zigzag | contiguous)",
+       true, false, [](const CaseSpec& c) { return c.layout.cp > 1; }, nullptr, cp_require, cp_install, cp_entry_terms},
       {"ep", K::Degree, "expert parallelism: layout ep (MoE all-to-all / all-gather dispatchers)", false, false,
        [](const CaseSpec& c) { return c.layout.ep > 1; }, nullptr, nullptr, nullptr, nullptr},
       feature("distributed_optimizer", "ZeRO-1: Adam state sharded over DP, reduce-scatter + all-gather"),

@@ -12,6 +12,7 @@
 #include "optimized/core/fatal.h"
 #include "optimized/model/dist_model.h"
 #include "optimized/model/dist_optimizer.h"
+#include "optimized/parallel/cp_ring.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/train/pp_schedule.h"
 #include "reference/common/error.h"
@@ -90,8 +91,18 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined));
   const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
-                   pipelined && sched.vshape},
+                   pipelined && sched.vshape, c.features.cp_contiguous},
                   grid);
+  // Under CP each rank takes its chunks of every sequence: tokens and labels alike.
+  const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,
+                                                              grid.cp_rank(), c.features.cp_contiguous)
+                                                     : std::vector<int64_t>{};
+  auto local = [&rows](ref::Batch b) {
+    if (rows.empty()) return b;
+    ref::Batch out;
+    for (const int64_t r : rows) out.tokens.push_back(b.tokens[size_t(r)]), out.labels.push_back(b.labels[size_t(r)]);
+    return out;
+  };
   DistOptimizer optim(model, grid, c.train);
   ref::TrainConfig global = c.train;  // the reference's view: all DP ranks' micro-batches
   global.num_micro_batches = m * c.layout.dp;
@@ -101,7 +112,9 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     const auto t0 = Clock::now();
     model.params().zero_grads();
     if (n == 0) first_step_hooks(c);
-    const BatchOf batch_of = [&](int64_t j) { return ref::train_batch(c.model, global, n, grid.dp_rank() * m + j); };
+    const BatchOf batch_of = [&](int64_t j) {
+      return local(ref::train_batch(c.model, global, n, grid.dp_rank() * m + j));
+    };
     const double loss = pipelined ? pipelined_micro_batches(sched, model, grid, batch_of, t0, n > 0 || c.train.steps == 1, r)
                                   : plain_micro_batches(model, m, batch_of);
     r.losses.push_back(optim.average_loss(loss));

@@ -10,7 +10,10 @@
 
 #include <cstring>
 
+#include "harness/analytic.h"
 #include "harness/runner.h"
+#include "optimized/parallel/cp_ring.h"
+#include "optimized/parallel/process_grid.h"
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/core/device.h"
 #include "reference/common/error.h"
@@ -65,9 +68,24 @@ static std::vector<Case> cases_for(int world) {
       make_case("tp2_sp_clip", gqa, 1, 2, true),
       make_case("dp2_tp2_sp_clip", odd, 2, 2, true, 2, 6, 1),
   };
+  // Context parallelism, ring attention (zigzag unless named contiguous), with GQA.
+  auto cp = [&](const std::string& name, const ref::ModelConfig& m, int c, int dp, int tp, bool sp, int64_t B,
+                int64_t S, int64_t mb) {
+    Case k = make_case(name, m, dp, tp, sp, B, S, mb);
+    k.layout.cp = c;
+    if (name.find("contiguous") != std::string::npos) k.cp_balance = "contiguous";
+    all.push_back(k);
+  };
+  cp("cp2", gqa, 2, 1, 1, false, 2, 8, 2);
+  cp("cp4", gqa, 4, 1, 1, false, 2, 16, 1);
+  cp("cp4_contiguous", gqa, 4, 1, 1, false, 1, 16, 1);
+  cp("cp2_odd", odd, 2, 1, 1, false, 3, 12, 1);   // D = 4, S = 12
+  cp("cp2_mqa", mqa, 2, 1, 1, false, 1, 20, 2);   // one kv head, chunks of 5
+  cp("cp2_tp2_sp", gqa, 2, 1, 2, true, 2, 8, 2);
+  cp("cp2_dp2", gqa, 2, 2, 1, false, 1, 8, 2);
   for (auto& c : all)
     if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
-  for (const char* name : {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp"}) {  // the same layouts in bf16
+  for (const char* name : {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp"}) {  // in bf16
     for (const auto& c : std::vector<Case>(all))
       if (c.name == name) {
         Case b = c;
@@ -98,15 +116,41 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     if (c.name.ends_with("_clip")) {  // the clipping path really ran
       EXPECT_GT(o.grad_norms.at(0), 2 * c.train.clip_grad);
     }
-    bool saw_tp = false, saw_dp = false;
+    bool saw_tp = false, saw_dp = false, saw_cp = false;
     for (const auto& row : r["comm"]) {
       EXPECT_EQ(row["bytes"], row["predicted_bytes"]) << row.dump();
       EXPECT_EQ(row["calls"], row["predicted_calls"]) << row.dump();
       saw_tp = saw_tp || row["group"] == "tp";
-      saw_dp = saw_dp || row["group"] == "dp";
+      saw_dp = saw_dp || row["group"] == (c.layout.cp > 1 ? "dp_cp" : "dp");
+      saw_cp = saw_cp || row["group"] == "cp";
     }
     EXPECT_EQ(saw_tp, c.layout.tp > 1);
-    EXPECT_EQ(saw_dp, c.layout.dp > 1);
+    EXPECT_EQ(saw_dp, c.layout.dp * c.layout.cp > 1);
+    EXPECT_EQ(saw_cp, c.layout.cp > 1);
+    if (c.layout.cp > 1) {  // every rank's attention work: all causal pairs of its queries
+      const int64_t per_query = 2 * c.train.steps * c.train.num_micro_batches * c.model.num_hidden_layers *
+                                c.model.num_attention_heads / c.layout.tp * c.train.micro_batch_size;  // fwd + bwd
+      const auto& pairs = r["cp"]["attention_pairs"];
+      ASSERT_EQ(int(pairs.size()), c.layout.world());
+      for (int rank = 0; rank < c.layout.world(); ++rank) {
+        const int cr = ProcessGrid::coords_of(c.layout, rank).cp;
+        int64_t sum = 0;
+        for (const int64_t q : cp_positions(c.train.seq_length, c.layout.cp, cr, c.cp_balance == "contiguous"))
+          sum += q + 1;
+        EXPECT_EQ(pairs[size_t(rank)].get<int64_t>(), per_query * sum) << "rank " << rank;
+      }
+      if (c.cp_balance == "contiguous") {  // rank c-1 does about 2c-1 times rank 0's work
+        EXPECT_GT(r["cp"]["attention_pairs_max_over_min"].get<double>(), 1.5 * c.layout.cp - 1);
+      } else {
+        EXPECT_EQ(r["cp"]["attention_pairs_max_over_min"].get<double>(), 1.0);
+      }
+      // The activations of a rank are 1/c of the same case's without CP (every saved tensor
+      // has one row per token), as predicted and (above) measured.
+      Case whole = c;
+      whole.layout.cp = 1;
+      const auto act = [](const Case& k) { return harness::predict(k).memory.at(MemCategory::Activations); };
+      EXPECT_EQ(act(c) * c.layout.cp, act(whole));
+    }
     // Every category on every rank to the byte; in bf16 the CPU kernels' fp32 promotion
     // copies add to the workspace (kernel-internal, not the model's term): at least it.
     int mem_rows = 0;
@@ -199,6 +243,15 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   auto fp8 = make_case("fp8", gqa, 1, 1, false);
   fp8.dtype = "fp8";
   expect_error(fp8, "unknown dtype 'fp8'");
+  auto cp = make_case("cp_seq", gqa, 1, 1, false, 2, 12);  // S = 12: not divisible by 2c = 8
+  cp.layout.cp = 4;
+  expect_error(cp, "ring attention over cp 4 needs seq_length divisible by 2cp = 8, got 12");
+  cp.train.seq_length = 16;
+  cp.cp_kind = "spiral";
+  expect_error(cp, "unknown CP kind 'spiral'");
+  auto cp_sp = make_case("cp_sp", gqa, 1, 2, true, 2, 12);  // S/cp = 6 rows, not divisible by tp 4
+  cp_sp.layout.cp = 2, cp_sp.layout.tp = 4;
+  expect_error(cp_sp, "needs seq_length / cp = 6 divisible by tp");
   auto tpu = make_case("tpu", gqa, 1, 1, false);
   tpu.backend = "tpu";
   expect_error(tpu, "unknown backend 'tpu'");

@@ -66,6 +66,12 @@ static std::vector<Case> cases_for(int world) {
       pp_case("pp2_tp2_sp_zbv", 4, 2, 2, "zb-v", 4, 2, 1, true),
       pp_case("pp2_dp2_zbv", 4, 2, 2, "zb-v", 4, 1, 2),
   };
+  // Context parallelism (ring) inside every stage: 1F1B, and the split backwards.
+  for (const char* kind : {"1f1b", "zb-h1", "zb-v"}) {
+    Case c = pp_case(std::string("pp2_cp2_") + kind, 4, 2, std::string(kind) == "zb-v" ? 2 : 1, kind, 3);
+    c.layout.cp = 2;
+    all.push_back(c);
+  }
   return cases_of_world(all, world);
 }
 
@@ -101,7 +107,7 @@ TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
     // activations of a chunk (all of rank 0's chunks are alike) + the output being sent.
     const pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
     const pp::SimResult sim = pp::simulate(s, pp::default_costs(s));
-    if (!s.split_backward) {
+    if (!s.split_backward && c.layout.cp == 1) {
       const int64_t t = c.layout.tp, N = 2 * 8, Ns = c.features.empty() ? N : N / t, H = 32, D = 4;
       const int64_t a = 8 / t, g = 4 / t, f = 48 / t;
       const int64_t layer = 4 * (4 * Ns * H + N * (2 * a + 2 * g) * D + 3 * N * f) + 4 * (2 * Ns + 2 * a * 8);

@@ -10,11 +10,17 @@
  * at the query set's rows, in fp32 (relative error < 1e-5). Rows that see nothing of a
  * block get o = 0 and lse = -inf there. The backward of each block, from the merged o
  * and lse (FlashAttention's D_i = dO_i . o_i uses the merged o), summed over blocks for dQ
- * and over query sets for dK and dV, must equal the full backward. */
+ * and over query sets for dK and dV, must equal the full backward.
+ *
+ * ops::attention_merge is the same merge as an op, two results at a time, in place: key
+ * blocks merged one by one into o = 0, lse = -inf must give full attention (fp32: relative
+ * error < 1e-5; o in bf16: < 1e-2), a block that sees nothing must leave o and lse bit for
+ * bit, and the first block merged into the empty state must come out bit for bit. */
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -276,6 +282,123 @@ TEST(AttentionPositions, RejectsPositionListsOfTheWrongLength) {
                                                                      .qpos = {0, 1, 2}, .kpos = {0, 1, 2}}),
                Error);
   EXPECT_THROW(ops::attention_forward(o, l, q, k, v, ops::AttnShape{B, S, A, G, D}), Error);  // k has 2 rows, not 3
+}
+
+
+// --- ops::attention_merge --------------------------------------------------------------
+
+static Tensor minus_inf(std::vector<int64_t> shape) {
+  Tensor t = Tensor::empty(std::move(shape), MemCategory::Workspace, DType::F32, Device::CPU);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = -INFINITY;
+  return t;
+}
+static Tensor in_dtype(const Tensor& t, DType dt) {  // an fp32 tensor as fp32 or rounded to bf16
+  if (dt == DType::F32) return t;
+  Tensor y = Tensor::empty(t.shape(), MemCategory::Workspace, dt, Device::CPU);
+  ops::cast(y, t);
+  return y;
+}
+static std::vector<double> as_doubles(const Tensor& t) {  // fp32 or bf16
+  std::vector<double> v(size_t(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i)
+    v[size_t(i)] = t.dtype() == DType::BF16 ? bf16_to_float(t.bf16_bits()[i]) : t.f32()[i];
+  return v;
+}
+static Tensor clone(const Tensor& t) {
+  Tensor c = Tensor::empty(t.shape(), MemCategory::Workspace, t.dtype(), Device::CPU);
+  std::memcpy(c.raw(), t.raw(), t.bytes());
+  return c;
+}
+static bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.bytes() == b.bytes() && std::memcmp(a.raw(), b.raw(), a.bytes()) == 0;
+}
+
+struct MergeErrors {
+  double o = 0, lse = 0;
+  int64_t masked_rows = 0;  // (query row, head, block) triples that see nothing of the block
+};
+
+// Causal attention of every query 0..T-1 of B sequences, one attention_forward per key
+// block (o of the block in dtype dt), merged block by block with ops::attention_merge from
+// o = 0, lse = -inf, against one full attention_forward in fp32.
+static MergeErrors merged_vs_full(const std::string& name, int64_t T, const std::vector<Positions>& kblocks, DType dt,
+                                  int64_t B, int64_t A, int64_t G, int64_t D) {
+  const Tensor Q = randn({B * T, A * D}, "q"), K = randn({B * T, G * D}, "k"), V = randn({B * T, G * D}, "v");
+  Tensor O = nans({B * T, A * D}), lse = nans({B * A, T});
+  ops::attention_forward(O, lse, Q, K, V, ops::AttnShape{B, T, A, G, D});
+
+  MergeErrors e;
+  Tensor o = Tensor::zeros({B * T, A * D}, MemCategory::Workspace, dt, Device::CPU), l = minus_inf({B * A, T});
+  for (const Positions& kp : kblocks) {
+    const ops::AttnShape sh{.B = B, .S = T, .A = A, .G = G, .D = D, .Sk = int64_t(kp.size()), .qpos = range(0, T),
+                            .kpos = kp};
+    Tensor ob = Tensor::empty({B * T, A * D}, MemCategory::Workspace, dt, Device::CPU), lb = nans({B * A, T});
+    ops::attention_forward(ob, lb, Q, gather_rows(K, B, T, kp), gather_rows(V, B, T, kp), sh);
+    for (float x : values(lb)) e.masked_rows += std::isinf(x) && x < 0;
+    ops::attention_merge(o, l, ob, lb, B, A, D);
+  }
+  e.o = rel(as_doubles(o), O);
+  e.lse = rel(values(l), lse);
+  std::printf("[ measured ] merge, %s (%s): rel err o %.2e lse %.2e, %lld fully masked (row, head, block)\n",
+              name.c_str(), dtype_name(dt), e.o, e.lse, static_cast<long long>(e.masked_rows));
+  return e;
+}
+
+// Two load-balanced blocks (CP = 2 over 4 chunks) and four uneven ones, one unsorted;
+// B = 2, GQA with 2 query heads per kv head.
+TEST(AttentionMerge, MergedKeyBlocksEqualFullAttention) {
+  const std::vector<Positions> two = {cat(range(0, 4), range(12, 16)), range(4, 12)};
+  const std::vector<Positions> four = {{13, 2, 7, 0}, {1, 3, 4, 5, 6}, range(8, 13), {14, 15}};
+  for (const auto& [name, blocks] : {std::pair{"2 blocks, T=16", two}, std::pair{"4 blocks, T=16", four}}) {
+    const MergeErrors e = merged_vs_full(name, 16, blocks, DType::F32, 2, 4, 2, 8);
+    EXPECT_LT(e.o, 1e-5) << name;
+    EXPECT_LT(e.lse, 1e-5) << name;
+    EXPECT_GT(e.masked_rows, 0) << name;
+  }
+}
+
+// o and every block's o in bf16 (the emulation on the CPU); lse stays fp32.
+TEST(AttentionMerge, MergedBf16KeyBlocksMatchFullAttention) {
+  const std::vector<Positions> three = {range(0, 5), cat(range(5, 8), range(13, 16)), range(8, 13)};
+  const MergeErrors e = merged_vs_full("3 blocks, T=16", 16, three, DType::BF16, 2, 4, 2, 8);
+  EXPECT_LT(e.o, 1e-2);
+  EXPECT_LT(e.lse, 1e-5);
+  EXPECT_GT(e.masked_rows, 0);
+}
+
+// A block that sees nothing (lse -inf everywhere) leaves any state bit for bit, including
+// its rows with lse = -inf; a block merged into o = 0, lse = -inf comes out bit for bit,
+// its rows that see nothing included.
+TEST(AttentionMerge, MaskedBlockLeavesStateAndEmptyStateTakesTheBlockBitwise) {
+  const int64_t B = 2, n = 6, A = 4, G = 2, D = 8;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Tensor o = in_dtype(randn({B * n, A * D}, "o"), dt), l = randn({B * A, n}, "l");
+    for (int64_t h = 0; h < l.numel(); h += 3) l.f32()[h] = -INFINITY;
+    const Tensor o0 = clone(o), l0 = clone(l);
+    ops::attention_merge(o, l, in_dtype(randn({B * n, A * D}, "ob"), dt), minus_inf({B * A, n}), B, A, D);
+    EXPECT_TRUE(same_bits(o, o0)) << dtype_name(dt);
+    EXPECT_TRUE(same_bits(l, l0)) << dtype_name(dt);
+
+    // Queries at 0..5, keys at 3..6: queries 0..2 see nothing of the block.
+    const ops::AttnShape sh{.B = B, .S = n, .A = A, .G = G, .D = D, .Sk = 4, .qpos = range(0, n), .kpos = range(3, 7)};
+    Tensor ob = Tensor::empty({B * n, A * D}, MemCategory::Workspace, dt, Device::CPU), lb = nans({B * A, n});
+    ops::attention_forward(ob, lb, randn({B * n, A * D}, "q"), randn({B * 4, G * D}, "k"), randn({B * 4, G * D}, "v"),
+                           sh);
+    Tensor e = Tensor::zeros({B * n, A * D}, MemCategory::Workspace, dt, Device::CPU), le = minus_inf({B * A, n});
+    ops::attention_merge(e, le, ob, lb, B, A, D);
+    EXPECT_TRUE(same_bits(e, ob)) << dtype_name(dt);
+    EXPECT_TRUE(same_bits(le, lb)) << dtype_name(dt);
+  }
+}
+
+TEST(AttentionMerge, RejectsMismatchedShapes) {
+  const int64_t B = 2, n = 3, A = 2, D = 4;
+  Tensor o = Tensor::zeros({B * n, A * D}, MemCategory::Workspace, DType::F32, Device::CPU), l = minus_inf({B * A, n});
+  const Tensor ob = randn({B * n, A * D}, "ob"), lb = randn({B * A, n}, "lb");
+  EXPECT_THROW(ops::attention_merge(o, l, ob, randn({B * A, n + 1}, "lb"), B, A, D), Error);
+  EXPECT_THROW(ops::attention_merge(o, l, randn({B * n, A * D + 1}, "ob"), lb, B, A, D), Error);
+  EXPECT_THROW(ops::attention_merge(o, l, ob, lb, B, A, D + 1), Error);
+  EXPECT_THROW(ops::attention_merge(o, l, ob, lb, B, A + 1, D), Error);
 }
 
 }  // namespace pb::test
