@@ -202,7 +202,7 @@ namespace pb::harness {
 Features Case::typed_features() const {
   Features f = parse_features(features);
   f.cp_kind = cp_kind;
-  f.cp_contiguous = cp_balance == "contiguous";
+  f.cp_contiguous = cp_balance == "contiguous" || cp_kind == "ulysses";  // Ulysses splits contiguously
   return f;
 }
 

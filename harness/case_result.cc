@@ -113,7 +113,7 @@ json gather_cp(const Case& c, MPI_Comm comm) {
   MPI_CHECK(MPI_Gather(&mine, 1, MPI_INT64_T, all.data(), 1, MPI_INT64_T, 0, comm));
   if (comm_rank(comm) != 0) return nullptr;
   const auto [lo, hi] = std::minmax_element(all.begin(), all.end());
-  return {{"kind", c.cp_kind}, {"balance", c.cp_balance}, {"cp", c.layout.cp}, {"attention_pairs", all},
+  return {{"kind", c.cp_kind}, {"balance", c.typed_features().cp_contiguous ? "contiguous" : "zigzag"}, {"cp", c.layout.cp}, {"attention_pairs", all},
           {"attention_pairs_max_over_min", *lo > 0 ? double(*hi) / double(*lo) : 0.0}};
 }
 

@@ -158,6 +158,21 @@ void scale_(Tensor& y, float s, const Stream& stream) {
   }
   PB_DISPATCH(y.device(), scale_, y, s);
 }
+// Both 2-D, the block inside both (written as differences: no int64 overflow), one dtype.
+// Checked here once for every backend, on the caller's thread.
+void copy_block(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols, int64_t sr0, int64_t sc0, int64_t dr0,
+                int64_t dc0, bool accumulate, const Stream& stream) {
+  PB_REQUIRE(src.shape().size() == 2 && dst.shape().size() == 2 && rows >= 0 && cols >= 0 && sr0 >= 0 && sc0 >= 0 &&
+                 dr0 >= 0 && dc0 >= 0 && rows <= src.rows() - sr0 && cols <= src.cols() - sc0 &&
+                 rows <= dst.rows() - dr0 && cols <= dst.cols() - dc0,
+             "copy_block: block ", rows, "x", cols, " at (", sr0, ", ", sc0, ") of src ", src.shape_str(), " to (", dr0,
+             ", ", dc0, ") of dst ", dst.shape_str(), " does not fit (2-D tensors, non-negative sizes and offsets)");
+  PB_REQUIRE(dst.dtype() == src.dtype(), "copy_block: src is ", dtype_name(src.dtype()), ", dst is ",
+             dtype_name(dst.dtype()), " (one dtype on both sides)");
+  if (!rows || !cols) return;
+  const OnStream on(stream, dst.device());
+  PB_DISPATCH(dst.device(), copy_block, dst, src, rows, cols, sr0, sc0, dr0, dc0, accumulate);
+}
 double sum_squares(const Tensor& x, const Stream& stream) {
   const OnStream on(stream, x.device());
   if (emulate_bf16(x.device(), {&x})) return sum_squares(up(x));

@@ -12,9 +12,14 @@ std::array<int64_t, 2> cp_chunks(int c, int r, bool contiguous) {
 }
 
 std::vector<int64_t> cp_positions(int64_t S, int c, int r, bool contiguous) {
+  std::vector<int64_t> pos;
+  if (contiguous) {  // tokens [r S/c, (r+1) S/c): also Ulysses' split
+    PB_REQUIRE(S % c == 0, "cp ", c, ": seq_length ", S, " is not divisible by c");
+    for (int64_t i = 0; i < S / c; ++i) pos.push_back(r * (S / c) + i);
+    return pos;
+  }
   PB_REQUIRE(S % (2 * c) == 0, "cp ", c, ": seq_length ", S, " is not divisible by 2c = ", 2 * c);
   const int64_t m = S / (2 * c);
-  std::vector<int64_t> pos;
   for (const int64_t chunk : cp_chunks(c, r, contiguous))
     for (int64_t i = 0; i < m; ++i) pos.push_back(chunk * m + i);
   return pos;

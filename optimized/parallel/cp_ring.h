@@ -27,7 +27,8 @@ namespace pb {
 
 // The two chunk indices (of 2c) that CP rank r keeps.
 std::array<int64_t, 2> cp_chunks(int c, int r, bool contiguous);
-// The positions of rank r's S/c tokens of one sequence, chunk by chunk (S divisible by 2c).
+// The positions of rank r's S/c tokens of one sequence, chunk by chunk (zigzag: S divisible
+// by 2c; contiguous: by c).
 std::vector<int64_t> cp_positions(int64_t S, int c, int r, bool contiguous);
 // Rows of a (B*S, ...) full-sequence tensor that rank r keeps, in its row order.
 std::vector<int64_t> cp_rows(int64_t B, int64_t S, int c, int r, bool contiguous);

@@ -2,8 +2,10 @@
 #include "optimized/train/registry.h"
 
 #include "optimized/model/attention_ring.h"
+#include "optimized/model/attention_ulysses.h"
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/parallel/cp_ring.h"
+#include "optimized/parallel/cp_ulysses.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/dp_grad_sync.h"
 #include "optimized/parallel/sp_linear.h"
@@ -41,7 +43,7 @@ void sp_require(const CaseSpec& c) {
   PB_REQUIRE(c.train.seq_length % c.layout.tp == 0, "invalid layout: tp ", c.layout.tp, " does not divide seq_length ",
              c.train.seq_length, " (sequence parallelism)");
 }
-void sp_install(Strategies& s) {
+void sp_install(const CaseSpec&, Strategies& s) {
   s.tp_linear = [](Communicator& tp, GradSink& sink) { return std::make_unique<TpSequenceParallel>(tp, sink); };
   s.tp_linear_terms = sp_terms;
   s.tp_outer_rows = [](int64_t N, int64_t t) { return N / t; };
@@ -63,14 +65,31 @@ void dp_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { dp_terms(d, t); 
 
 // --- cp: context parallelism (layout degree; case keys cp_kind, cp_balance) ---
 void cp_require(const CaseSpec& c) {
-  const int64_t cp = c.layout.cp, S = c.train.seq_length;
-  PB_REQUIRE(c.features.cp_kind == "ring", "invalid layout: unknown CP kind '", c.features.cp_kind, "' (ring)");
-  PB_REQUIRE(S % (2 * cp) == 0, "invalid layout: ring attention over cp ", cp, " needs seq_length divisible by 2cp = ",
-             2 * cp, ", got ", S);
-  PB_REQUIRE(!c.features.sp || (S / cp) % c.layout.tp == 0, "invalid layout: sequence parallelism over tp ",
-             c.layout.tp, " needs seq_length / cp = ", S / cp, " divisible by tp");
+  const int64_t cp = c.layout.cp, S = c.train.seq_length, t = c.layout.tp;
+  const std::string& kind = c.features.cp_kind;
+  PB_REQUIRE(kind == "ring" || kind == "ulysses", "invalid layout: unknown CP kind '", kind, "' (ring, ulysses)");
+  if (kind == "ring") {
+    PB_REQUIRE(S % (2 * cp) == 0, "invalid layout: ring attention over cp ", cp,
+               " needs seq_length divisible by 2cp = ", 2 * cp, ", got ", S);
+  } else {
+    const int64_t a = c.model.num_attention_heads / t, g = c.model.num_key_value_heads / t;
+    PB_REQUIRE(S % cp == 0, "invalid layout: Ulysses over cp ", cp, " needs seq_length divisible by cp, got ", S);
+    PB_REQUIRE(a % cp == 0, "invalid layout: Ulysses needs num_attention_heads ", c.model.num_attention_heads,
+               " divisible by tp x cp = ", t * cp);
+    PB_REQUIRE(ulysses_kv_heads(g, cp) > 0, "invalid layout: Ulysses needs cp ", cp, " and the kv heads per tp rank ",
+               g, " to divide one another");
+  }
+  PB_REQUIRE(!c.features.sp || (S / cp) % t == 0, "invalid layout: sequence parallelism over tp ", t,
+             " needs seq_length / cp = ", S / cp, " divisible by tp");
 }
-void cp_install(Strategies& s) {
+void cp_install(const CaseSpec& c, Strategies& s) {
+  if (c.features.cp_kind == "ulysses") {
+    s.attention_core = [](const BlockEnv& env, int64_t) { return std::make_unique<UlyssesAttention>(env, *env.cp); };
+    s.attention_core_saved = ulysses_attention_saved_bytes;
+    s.attention_core_workspace = ulysses_attention_workspace;
+    s.attention_core_comm_buffers = ulysses_attention_comm_buffers;
+    return;
+  }
   s.attention_core = [](const BlockEnv& env, int64_t) {
     return std::make_unique<RingAttention>(env, *env.cp, env.cp_contiguous);
   };
@@ -78,7 +97,10 @@ void cp_install(Strategies& s) {
   s.attention_core_comm_buffers = ring_attention_comm_buffers;
 }
 void cp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
-  cp_ring_terms(d, t);
+  if (c.features.cp_kind == "ulysses")
+    cp_ulysses_terms(d, t);
+  else
+    cp_ring_terms(d, t);
   if (c.layout.dp == 1) dp_terms(d, t);  // the gradients are averaged over DP x CP (with dp > 1: dp's entry)
 }
 
@@ -110,8 +132,8 @@ const std::vector<Technique>& techniques() {
       schedule("zb-h1", "zero bubble H1: backward split into B and W, W fills bubbles (arXiv 2401.10241)"),
       schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
       {"cp", K::Degree,
-       "context parallelism: layout cp; load-balanced ring attention (arXiv 2310.01889); case keys cp_kind (ring), "
-       "cp_balance (zigzag | contiguous)",
+       "context parallelism: layout cp; case key cp_kind: ring (load-balanced, arXiv 2310.01889; cp_balance zigzag | "
+       "contiguous) or ulysses (all-to-all, arXiv 2309.14509)",
        true, false, [](const CaseSpec& c) { return c.layout.cp > 1; }, nullptr, cp_require, cp_install, cp_entry_terms},
       {"ep", K::Degree, "expert parallelism: layout ep (MoE all-to-all / all-gather dispatchers)", false, false,
        [](const CaseSpec& c) { return c.layout.ep > 1; }, nullptr, nullptr, nullptr, nullptr},
@@ -176,7 +198,7 @@ void validate_case_spec(const CaseSpec& c) {
 Strategies strategies_for(const CaseSpec& c) {
   Strategies s = Strategies::defaults();
   for (const auto& t : techniques())
-    if (t.install && is_active(t, c)) t.install(s);
+    if (t.install && is_active(t, c)) t.install(c, s);
   return s;
 }
 

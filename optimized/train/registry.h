@@ -45,7 +45,7 @@ struct Technique {
   bool (*active)(const CaseSpec&);                           // in this case? (schedules: is_active)
   void (*enable)(Features&);                                 // Feature: sets its typed field
   void (*require)(const CaseSpec&);                          // throws pb::Error, one line
-  void (*install)(Strategies&);                              // the strategy behind a seam
+  void (*install)(const CaseSpec&, Strategies&);             // the strategy behind a seam
   void (*terms)(const CaseSpec&, const Dims&, Terms&);       // its analytic terms
 };
 

@@ -83,9 +83,18 @@ static std::vector<Case> cases_for(int world) {
   cp("cp2_mqa", mqa, 2, 1, 1, false, 1, 20, 2);   // one kv head, chunks of 5
   cp("cp2_tp2_sp", gqa, 2, 1, 2, true, 2, 8, 2);
   cp("cp2_dp2", gqa, 2, 2, 1, false, 1, 8, 2);
+  // Ulysses: heads split by all-to-all; kv heads repeated where the CP degree exceeds them.
+  const auto g2 = model(32, 8, 2, 48, 64, 2);
+  cp("ulysses2", gqa, 2, 1, 1, false, 2, 6, 2);    // S = 6: divisible by c only
+  cp("ulysses4", gqa, 4, 1, 1, false, 1, 8, 1);
+  cp("ulysses4_repeat", g2, 4, 1, 1, false, 2, 8, 1);  // G = 2 < c = 4: each kv head twice
+  cp("ulysses2_tp2_sp", gqa, 2, 1, 2, true, 2, 8, 2);
+  cp("ulysses2_dp2", odd, 2, 2, 1, false, 1, 10, 2);  // A = 6, G = 2, D = 4
+  for (auto& c : all)
+    if (c.name.starts_with("ulysses")) c.cp_kind = "ulysses";
   for (auto& c : all)
     if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
-  for (const char* name : {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp"}) {  // in bf16
+  for (const char* name : {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat"}) {
     for (const auto& c : std::vector<Case>(all))
       if (c.name == name) {
         Case b = c;
@@ -132,24 +141,36 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
                                 c.model.num_attention_heads / c.layout.tp * c.train.micro_batch_size;  // fwd + bwd
       const auto& pairs = r["cp"]["attention_pairs"];
       ASSERT_EQ(int(pairs.size()), c.layout.world());
+      const bool ulysses = c.cp_kind == "ulysses";  // every query of the sequence, a/c heads
       for (int rank = 0; rank < c.layout.world(); ++rank) {
         const int cr = ProcessGrid::coords_of(c.layout, rank).cp;
         int64_t sum = 0;
-        for (const int64_t q : cp_positions(c.train.seq_length, c.layout.cp, cr, c.cp_balance == "contiguous"))
-          sum += q + 1;
+        if (ulysses) {  // a/c heads: c times fewer heads than per_query counts
+          for (int64_t q = 0; q < c.train.seq_length; ++q) sum += q + 1;
+          EXPECT_EQ(pairs[size_t(rank)].get<int64_t>() * c.layout.cp, per_query * sum) << "rank " << rank;
+          continue;
+        } else {
+          for (const int64_t q : cp_positions(c.train.seq_length, c.layout.cp, cr, c.cp_balance == "contiguous"))
+            sum += q + 1;
+        }
         EXPECT_EQ(pairs[size_t(rank)].get<int64_t>(), per_query * sum) << "rank " << rank;
       }
-      if (c.cp_balance == "contiguous") {  // rank c-1 does about 2c-1 times rank 0's work
+      if (c.cp_balance == "contiguous" && !ulysses) {  // rank c-1 does about 2c-1 times rank 0's work
         EXPECT_GT(r["cp"]["attention_pairs_max_over_min"].get<double>(), 1.5 * c.layout.cp - 1);
       } else {
         EXPECT_EQ(r["cp"]["attention_pairs_max_over_min"].get<double>(), 1.0);
       }
-      // The activations of a rank are 1/c of the same case's without CP (every saved tensor
-      // has one row per token), as predicted and (above) measured.
+      // The activations of a ring rank are 1/c of the same case's without CP (every saved
+      // tensor has one row per token), as predicted and (above) measured; Ulysses adds its
+      // whole-sequence copies of q, k, v, o (a/c and g'/c heads of all S tokens).
       Case whole = c;
       whole.layout.cp = 1;
       const auto act = [](const Case& k) { return harness::predict(k).memory.at(MemCategory::Activations); };
-      EXPECT_EQ(act(c) * c.layout.cp, act(whole));
+      if (!ulysses) {
+        EXPECT_EQ(act(c) * c.layout.cp, act(whole));
+      } else {
+        EXPECT_LT(act(c), act(whole));
+      }
     }
     // Every category on every rank to the byte; in bf16 the CPU kernels' fp32 promotion
     // copies add to the workspace (kernel-internal, not the model's term): at least it.
@@ -249,6 +270,15 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   cp.train.seq_length = 16;
   cp.cp_kind = "spiral";
   expect_error(cp, "unknown CP kind 'spiral'");
+  cp.cp_kind = "ulysses";
+  cp.train.seq_length = 18;  // not divisible by c = 4
+  expect_error(cp, "Ulysses over cp 4 needs seq_length divisible by cp, got 18");
+  cp.layout.cp = 3;  // S = 18 divides, the 8 heads do not
+  expect_error(cp, "Ulysses needs num_attention_heads 8 divisible by tp x cp = 3");
+  auto kv = make_case("ulysses_kv", model(36, 6, 3, 48, 64, 2), 1, 1, false, 1, 12);  // 3 kv heads over cp 2
+  kv.layout.cp = 2;
+  kv.cp_kind = "ulysses";
+  expect_error(kv, "Ulysses needs cp 2 and the kv heads per tp rank 3 to divide one another");
   auto cp_sp = make_case("cp_sp", gqa, 1, 2, true, 2, 12);  // S/cp = 6 rows, not divisible by tp 4
   cp_sp.layout.cp = 2, cp_sp.layout.tp = 4;
   expect_error(cp_sp, "needs seq_length / cp = 6 divisible by tp");

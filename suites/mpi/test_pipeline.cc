@@ -72,6 +72,10 @@ static std::vector<Case> cases_for(int world) {
     c.layout.cp = 2;
     all.push_back(c);
   }
+  Case u = pp_case("pp2_ulysses2_1f1b", 4, 2, 1, "1f1b", 3);  // Ulysses inside every stage
+  u.layout.cp = 2;
+  u.cp_kind = "ulysses";
+  all.push_back(u);
   return cases_of_world(all, world);
 }
 

@@ -1,0 +1,100 @@
+/* The Ulysses attention core (see attention_ulysses.h). */
+#include "optimized/model/attention_ulysses.h"
+
+#include <algorithm>
+
+#include "optimized/parallel/cp_ring.h"
+#include "optimized/parallel/cp_ulysses.h"
+
+namespace pb {
+
+namespace {
+struct UlyssesSaved final : AttentionCore::Saved {
+  Tensor q, k, v, o, lse, out;  // whole sequence q (B*S, a/c D), k, v (B*S, g'/c D), o, lse (B*a/c, S); out (N, a D)
+  std::vector<Tensor*> tensors() override { return {&q, &k, &v, &o, &lse, &out}; }
+};
+}  // namespace
+
+UlyssesAttention::UlyssesAttention(const BlockEnv& env, Communicator& cp)
+    : cp_(cp), B_(env.B), S_(env.S), Sl_(env.S / cp.size()), A_(env.Aq), G_(env.Gk), D_(env.D),
+      rep_(ulysses_kv_heads(env.Gk, cp.size()) / env.Gk), dtype_(env.dtype) {}
+
+Tensor UlyssesAttention::to_heads(const Tensor& x, int64_t heads, int64_t rep, MemCategory cat) {
+  const int64_t c = cp_.size(), N = x.rows(), h = heads * rep / c, w = h * D_;  // heads per rank, their columns
+  Tensor send = Tensor::empty({c * N, w}, MemCategory::CommBuffers, x.dtype());
+  for (int64_t j = 0; j < c; ++j)  // block j: the heads of rank j (a repeated head from its source)
+    for (int64_t i = 0; i < h; ++i) ops::copy_block(send, x, N, D_, 0, ((j * h + i) / rep) * D_, j * N, i * D_);
+  Tensor recv = Tensor::empty({c * N, w}, MemCategory::CommBuffers, x.dtype());
+  cp_.all_to_all(recv, send);
+  send = Tensor();
+  Tensor y = Tensor::empty({B_ * S_, w}, cat, x.dtype());
+  for (int64_t j = 0; j < c; ++j)  // rank j's token rows of each sequence, in place in the sequence
+    for (int64_t b = 0; b < B_; ++b) ops::copy_block(y, recv, Sl_, w, j * N + b * Sl_, 0, b * S_ + j * Sl_, 0);
+  return y;
+}
+
+void UlyssesAttention::to_sequence(Tensor& x, const Tensor& y, int64_t heads, int64_t rep) {
+  const int64_t c = cp_.size(), N = x.rows(), h = heads * rep / c, w = h * D_;
+  Tensor send = Tensor::empty({c * N, w}, MemCategory::CommBuffers, y.dtype());
+  for (int64_t j = 0; j < c; ++j)
+    for (int64_t b = 0; b < B_; ++b) ops::copy_block(send, y, Sl_, w, b * S_ + j * Sl_, 0, j * N + b * Sl_, 0);
+  Tensor recv = Tensor::empty({c * N, w}, MemCategory::CommBuffers, y.dtype());
+  cp_.all_to_all(recv, send);
+  send = Tensor();
+  if (rep > 1) ops::zero(x);
+  for (int64_t j = 0; j < c; ++j)
+    for (int64_t i = 0; i < h; ++i)
+      ops::copy_block(x, recv, N, D_, j * N, i * D_, 0, ((j * h + i) / rep) * D_, rep > 1);
+}
+
+std::unique_ptr<AttentionCore::Saved> UlyssesAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
+                                                                const Tensor& v) {
+  auto s = std::make_unique<UlyssesSaved>();
+  const int64_t c = cp_.size(), a = A_ / c, g = G_ * rep_ / c;
+  s->q = to_heads(q, A_, 1, MemCategory::Activations);
+  s->k = to_heads(k, G_, rep_, MemCategory::Activations);
+  s->v = to_heads(v, G_, rep_, MemCategory::Activations);
+  s->o = Tensor::empty({B_ * S_, a * D_}, MemCategory::Activations, dtype_);
+  s->lse = Tensor::empty({B_ * a, S_}, MemCategory::Activations, DType::F32);
+  ops::attention_forward(s->o, s->lse, s->q, s->k, s->v, ops::AttnShape{B_, S_, a, g, D_});
+  add_cp_attention_pairs(B_ * a * S_ * (S_ + 1) / 2);
+  o = Tensor::empty({q.rows(), q.cols()}, MemCategory::Activations, dtype_);
+  to_sequence(o, s->o, A_, 1);
+  s->out = o;
+  return s;
+}
+
+void UlyssesAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& saved) {
+  auto& s = static_cast<UlyssesSaved&>(saved);
+  const int64_t c = cp_.size(), a = A_ / c, g = G_ * rep_ / c, BS = B_ * S_;
+  Tensor dout_h = to_heads(dout, A_, 1, MemCategory::Workspace);
+  Tensor dq_h = Tensor::empty({BS, a * D_}, MemCategory::Workspace, dtype_);
+  Tensor dk_h = Tensor::empty({BS, g * D_}, MemCategory::Workspace, dtype_);
+  Tensor dv_h = Tensor::empty({BS, g * D_}, MemCategory::Workspace, dtype_);
+  ops::attention_backward(dq_h, dk_h, dv_h, dout_h, s.q, s.k, s.v, s.o, s.lse, ops::AttnShape{B_, S_, a, g, D_});
+  add_cp_attention_pairs(B_ * a * S_ * (S_ + 1) / 2);
+  dout_h = Tensor();
+  to_sequence(dq, dq_h, A_, 1);
+  dq_h = Tensor();
+  to_sequence(dk, dk_h, G_, rep_);
+  dk_h = Tensor();
+  to_sequence(dv, dv_h, G_, rep_);
+  s = UlyssesSaved{};
+}
+
+int64_t ulysses_attention_saved_bytes(const Dims& d) {
+  const int64_t gp = ulysses_kv_heads(d.g, d.c);
+  return d.e * d.N * (3 * d.a + 2 * gp) * d.D + Dims::fp * d.a * d.N;
+}
+
+BlockWorkspace ulysses_attention_workspace(const Dims& d) {
+  const int64_t gp = ulysses_kv_heads(d.g, d.c);
+  return {0, d.e * d.N * (2 * d.a + 2 * gp) * d.D};
+}
+
+BlockWorkspace ulysses_attention_comm_buffers(const Dims& d) {
+  const int64_t x = 2 * d.e * d.N * std::max(d.a, ulysses_kv_heads(d.g, d.c)) * d.D;
+  return {x, x};
+}
+
+}  // namespace pb
