@@ -281,12 +281,29 @@ Table pipeline(const json& cases, Style s) {
   return t;
 }
 
+// Context-parallel cases: the kind and split, and each rank's attention work (query-key
+// pairs) with the max/min over ranks, so that the balance is visible.
+Table context_parallel(const json& cases, Style s) {
+  Table t{"Context parallelism", "lllrrrr", {"case", "kind", "balance", "cp", "rank", "attention pairs", "max / min"}};
+  for (const json& c : cases) {
+    const json& cp = object(c, "cp");
+    const json& pairs = array(cp, "attention_pairs");
+    for (size_t r = 0; r < pairs.size(); ++r)
+      t.rows.push_back({text(c, "name"), text(cp, "kind"), text(cp, "balance"), opt("%.0f", number(cp, "cp"), s),
+                        std::to_string(r), pairs[r].is_number() ? fmt("%.0f", pairs[r].get<double>()) : none(s),
+                        opt("%.3f", number(cp, "attention_pairs_max_over_min"), s)});
+  }
+  return t;
+}
+
 std::vector<Table> build_tables(const json& results, Style s) {
   read_results(results, "results");  // compare's validation: what it refuses, report refuses
   const json& list = array(results, "cases");
   std::vector<Table> tables = {equivalence(list, s), throughput(list, s), memory(list, s), communication(list, s)};
   Table pp = pipeline(list, s);
   if (!pp.rows.empty()) tables.push_back(pp);
+  Table cp = context_parallel(list, s);
+  if (!cp.rows.empty()) tables.push_back(cp);
   return tables;
 }
 

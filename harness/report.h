@@ -12,6 +12,9 @@
  *                  match (calls and bytes exact, bus bytes within half a byte). Results
  *                  written before rows were one call size (no "bytes_per_call") show
  *                  bytes / calls as the size.
+ * and, where cases have them, two more: pipeline (per stage measured vs simulated idle,
+ * the simulated peaks, the activation peak against its prediction) and context
+ * parallelism (per rank the attention work in query-key pairs, and max/min over ranks).
  *
  * Missing optional fields print "—" (Markdown) or an empty cell (CSV). A document that
  * compare would refuse (results_schema.h: another schema, a case file, "checks" that are

@@ -156,6 +156,12 @@ ResultCase read_case(const json& c, const std::string& at) {
     }
   }
   read_pipeline(c, where);
+  if (const json* cp = object(c, "cp", where)) {
+    const json& pairs = need(*cp, "attention_pairs", where + ": cp");
+    if (!pairs.is_array()) malformed(where + ": cp", std::string("'attention_pairs' is not an array but ") + pairs.type_name());
+    for (size_t i = 0; i < pairs.size(); ++i) integer(pairs[i], "attention_pairs", where + ": cp");
+    optional_number(*cp, "attention_pairs_max_over_min", where + ": cp");
+  }
   return out;
 }
 

@@ -210,6 +210,37 @@ TEST_F(CudaKernels, AttentionForwardBackward) {
   }
 }
 
+// Ring attention's merge: two partial results (one with rows that saw no key: lse -inf)
+// merged on the GPU and on the CPU, fp32 and bf16 o.
+TEST_F(CudaKernels, AttentionMerge) {
+  for (const DType dt : {DType::F32, DType::BF16}) {
+    const int64_t B = 2, n = 9, A = 3, D = 64;
+    Tensor o = host_randn({B * n, A * D}, "mo"), ob = host_randn({B * n, A * D}, "mob");
+    Tensor l = host_randn({B * A, n}, "ml"), lb = host_randn({B * A, n}, "mlb");
+    for (int64_t i = 0; i < l.numel(); i += 4) lb.f32()[i] = -INFINITY;  // rows of the block that saw nothing
+    for (int64_t i = 1; i < l.numel(); i += 5) l.f32()[i] = -INFINITY;   // rows merged from nothing yet
+    Tensor co = dt == DType::BF16 ? bf16_of(o) : o, cob = dt == DType::BF16 ? bf16_of(ob) : ob;
+    Tensor go = dev(co), gl = dev(l);
+    ops::attention_merge(co, l, cob, lb, B, A, D);
+    ops::attention_merge(go, gl, dev(cob), dev(lb), B, A, D);
+    EXPECT_LT(rel(go, co), dt == DType::BF16 ? 1e-2 : 1e-6) << "bf16 " << (dt == DType::BF16);
+    EXPECT_LT(rel(gl, l, true), 1e-6);
+  }
+}
+
+// Ulysses' strided block copy, plain and accumulating, fp32 and bf16: bitwise equal.
+TEST_F(CudaKernels, CopyBlock) {
+  for (const DType dt : {DType::F32, DType::BF16})
+    for (const bool acc : {false, true}) {
+      Tensor src = host_randn({37, 129}, "cs"), dst = host_randn({41, 67}, "cd");
+      if (dt == DType::BF16) src = bf16_of(src), dst = bf16_of(dst);
+      Tensor gdst = dev(dst);
+      ops::copy_block(dst, src, 30, 64, 5, 65, 11, 3, acc);
+      ops::copy_block(gdst, dev(src), 30, 64, 5, 65, 11, 3, acc);
+      EXPECT_EQ(rel(gdst, dst), 0.0) << "bf16 " << (dt == DType::BF16) << " accumulate " << acc;
+    }
+}
+
 // The vocab-parallel cross-entropy statistics of logits z (N rows) on z's device, into
 // NaN-prefilled outputs: row max, sum of exponentials, target logit (vocab_start 3).
 struct CePieces {

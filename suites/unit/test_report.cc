@@ -335,4 +335,23 @@ TEST(Report, PipelineSectionPerStage) {
   EXPECT_EQ(rows[1][11], "1.00 KiB");
 }
 
+// A CP case gets a Context parallelism section: per rank the attention work and max/min.
+TEST(Report, ContextParallelSectionPerRank) {
+  EXPECT_EQ(markdown_report(make_results()).find("## Context parallelism"), std::string::npos);
+  nlohmann::json r = make_results();
+  nlohmann::json c = case_skeleton("cp2_ring", {{"cp", 2}}, nlohmann::json::array());
+  c["cp"] = {{"kind", "ring"}, {"balance", "contiguous"}, {"cp", 2}, {"attention_pairs", {10, 26}},
+             {"attention_pairs_max_over_min", 2.6}};
+  r["cases"].push_back(c);
+  const auto rows = md_rows(markdown_report(r), "Context parallelism");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0][2], "contiguous");
+  EXPECT_EQ(rows[1][4], "1");
+  EXPECT_EQ(rows[1][5], "26");
+  EXPECT_EQ(rows[1][6], "2.600");
+  c["cp"]["attention_pairs"] = "many";  // refused like compare refuses it
+  r["cases"].back() = c;
+  EXPECT_THROW(markdown_report(r), std::runtime_error);
+}
+
 }  // namespace pb::test
