@@ -129,7 +129,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
-                   "cp_kind", "cp_balance"},
+                   "cp_kind", "cp_balance", "cp_ulysses"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -164,6 +164,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
     if (cj.contains("schedule")) c.schedule = get<std::string>(cj, "schedule", where);
     if (cj.contains("cp_kind")) c.cp_kind = get<std::string>(cj, "cp_kind", where);
     if (cj.contains("cp_balance")) c.cp_balance = get<std::string>(cj, "cp_balance", where);
+    if (cj.contains("cp_ulysses")) c.cp_ulysses = get<int>(cj, "cp_ulysses", where);
     PB_REQUIRE(c.cp_balance == "zigzag" || c.cp_balance == "contiguous", where, ": unknown cp_balance '",
                c.cp_balance, "' (zigzag, contiguous)");
     apply_common(c, cj, where);
@@ -203,6 +204,7 @@ Features Case::typed_features() const {
   Features f = parse_features(features);
   f.cp_kind = cp_kind;
   f.cp_contiguous = cp_balance == "contiguous" || cp_kind == "ulysses";  // Ulysses splits contiguously
+  f.cp_ulysses = cp_kind == "hybrid" ? cp_ulysses : 1;
   return f;
 }
 

@@ -35,6 +35,7 @@ struct Case {
   std::string schedule = "1f1b";  // pipeline schedule when pp > 1 (the registry lists the kinds)
   std::string cp_kind = "ring";     // with cp > 1: ring
   std::string cp_balance = "zigzag";  // with cp > 1: zigzag (rank r keeps chunks r, 2c-1-r) | contiguous
+  int cp_ulysses = 1;                 // hybrid CP: the Ulysses degree u
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated.

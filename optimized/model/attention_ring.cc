@@ -14,8 +14,11 @@ Tensor comm_buffer(const Tensor& like) { return Tensor::empty({like.rows(), like
 }  // namespace
 
 RingAttention::RingAttention(const BlockEnv& env, Communicator& cp, bool contiguous)
-    : cp_(cp), contiguous_(contiguous), B_(env.B), m_(env.N / env.B / 2), S_(env.S), A_(env.Aq), G_(env.Gk),
-      D_(env.D), dtype_(env.dtype) {}
+    : RingAttention(cp, env.B, env.N / env.B / 2, env.Aq, env.Gk, env.D, env.dtype, contiguous) {}
+
+RingAttention::RingAttention(Communicator& ring, int64_t B, int64_t m, int64_t A, int64_t G, int64_t D, DType dtype,
+                             bool contiguous)
+    : cp_(ring), contiguous_(contiguous), B_(B), m_(m), A_(A), G_(G), D_(D), dtype_(dtype) {}
 
 std::vector<RingAttention::Call> RingAttention::calls(int owner) const {
   const int c = cp_.size();

@@ -29,6 +29,10 @@ namespace pb {
 class RingAttention final : public AttentionCore {
  public:
   RingAttention(const BlockEnv& env, Communicator& cp, bool contiguous);
+  // Over any ring (hybrid CP: its ring group): B sequences of 2 chunks of m rows (chunk ids
+  // by this rank's place in `ring`), A query and G kv heads of dim D.
+  RingAttention(Communicator& ring, int64_t B, int64_t m, int64_t A, int64_t G, int64_t D, DType dtype,
+                bool contiguous);
   std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) override;
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override;
 
@@ -45,7 +49,7 @@ class RingAttention final : public AttentionCore {
  private:
   Communicator& cp_;
   bool contiguous_;
-  int64_t B_, m_, S_, A_, G_, D_;
+  int64_t B_, m_, A_, G_, D_;
   DType dtype_;
 };
 

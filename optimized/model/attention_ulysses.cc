@@ -16,33 +16,38 @@ struct UlyssesSaved final : AttentionCore::Saved {
 }  // namespace
 
 UlyssesAttention::UlyssesAttention(const BlockEnv& env, Communicator& cp)
-    : cp_(cp), B_(env.B), S_(env.S), Sl_(env.S / cp.size()), A_(env.Aq), G_(env.Gk), D_(env.D),
+    : cp_(cp), x_(cp, env.B, 1, env.S / cp.size(), env.D), B_(env.B), S_(env.S), A_(env.Aq), G_(env.Gk), D_(env.D),
       rep_(ulysses_kv_heads(env.Gk, cp.size()) / env.Gk), dtype_(env.dtype) {}
 
-Tensor UlyssesAttention::to_heads(const Tensor& x, int64_t heads, int64_t rep, MemCategory cat) {
-  const int64_t c = cp_.size(), N = x.rows(), h = heads * rep / c, w = h * D_;  // heads per rank, their columns
-  Tensor send = Tensor::empty({c * N, w}, MemCategory::CommBuffers, x.dtype());
-  for (int64_t j = 0; j < c; ++j)  // block j: the heads of rank j (a repeated head from its source)
+Tensor HeadExchange::to_heads(const Tensor& x, int64_t heads, int64_t rep, MemCategory cat) const {
+  const int64_t u = g_.size(), N = x.rows(), h = heads * rep / u, w = h * D_;  // heads per rank, their columns
+  Tensor send = Tensor::empty({u * N, w}, MemCategory::CommBuffers, x.dtype());
+  for (int64_t j = 0; j < u; ++j)  // block j: the heads of rank j (a repeated head from its source)
     for (int64_t i = 0; i < h; ++i) ops::copy_block(send, x, N, D_, 0, ((j * h + i) / rep) * D_, j * N, i * D_);
-  Tensor recv = Tensor::empty({c * N, w}, MemCategory::CommBuffers, x.dtype());
-  cp_.all_to_all(recv, send);
+  Tensor recv = Tensor::empty({u * N, w}, MemCategory::CommBuffers, x.dtype());
+  g_.all_to_all(recv, send);
   send = Tensor();
-  Tensor y = Tensor::empty({B_ * S_, w}, cat, x.dtype());
-  for (int64_t j = 0; j < c; ++j)  // rank j's token rows of each sequence, in place in the sequence
-    for (int64_t b = 0; b < B_; ++b) ops::copy_block(y, recv, Sl_, w, j * N + b * Sl_, 0, b * S_ + j * Sl_, 0);
+  const int64_t T = nseg_ * u * len_;
+  Tensor y = Tensor::empty({B_ * T, w}, cat, x.dtype());
+  for (int64_t j = 0; j < u; ++j)  // rank j's segments of each sequence, in place in the sequence
+    for (int64_t b = 0; b < B_; ++b)
+      for (int64_t s = 0; s < nseg_; ++s)
+        ops::copy_block(y, recv, len_, w, j * N + (b * nseg_ + s) * len_, 0, b * T + s * u * len_ + j * len_, 0);
   return y;
 }
 
-void UlyssesAttention::to_sequence(Tensor& x, const Tensor& y, int64_t heads, int64_t rep) {
-  const int64_t c = cp_.size(), N = x.rows(), h = heads * rep / c, w = h * D_;
-  Tensor send = Tensor::empty({c * N, w}, MemCategory::CommBuffers, y.dtype());
-  for (int64_t j = 0; j < c; ++j)
-    for (int64_t b = 0; b < B_; ++b) ops::copy_block(send, y, Sl_, w, b * S_ + j * Sl_, 0, j * N + b * Sl_, 0);
-  Tensor recv = Tensor::empty({c * N, w}, MemCategory::CommBuffers, y.dtype());
-  cp_.all_to_all(recv, send);
+void HeadExchange::to_sequence(Tensor& x, const Tensor& y, int64_t heads, int64_t rep) const {
+  const int64_t u = g_.size(), N = x.rows(), h = heads * rep / u, w = h * D_, T = nseg_ * u * len_;
+  Tensor send = Tensor::empty({u * N, w}, MemCategory::CommBuffers, y.dtype());
+  for (int64_t j = 0; j < u; ++j)
+    for (int64_t b = 0; b < B_; ++b)
+      for (int64_t s = 0; s < nseg_; ++s)
+        ops::copy_block(send, y, len_, w, b * T + s * u * len_ + j * len_, 0, j * N + (b * nseg_ + s) * len_, 0);
+  Tensor recv = Tensor::empty({u * N, w}, MemCategory::CommBuffers, y.dtype());
+  g_.all_to_all(recv, send);
   send = Tensor();
   if (rep > 1) ops::zero(x);
-  for (int64_t j = 0; j < c; ++j)
+  for (int64_t j = 0; j < u; ++j)
     for (int64_t i = 0; i < h; ++i)
       ops::copy_block(x, recv, N, D_, j * N, i * D_, 0, ((j * h + i) / rep) * D_, rep > 1);
 }
@@ -51,15 +56,15 @@ std::unique_ptr<AttentionCore::Saved> UlyssesAttention::forward(Tensor& o, const
                                                                 const Tensor& v) {
   auto s = std::make_unique<UlyssesSaved>();
   const int64_t c = cp_.size(), a = A_ / c, g = G_ * rep_ / c;
-  s->q = to_heads(q, A_, 1, MemCategory::Activations);
-  s->k = to_heads(k, G_, rep_, MemCategory::Activations);
-  s->v = to_heads(v, G_, rep_, MemCategory::Activations);
+  s->q = x_.to_heads(q, A_, 1, MemCategory::Activations);
+  s->k = x_.to_heads(k, G_, rep_, MemCategory::Activations);
+  s->v = x_.to_heads(v, G_, rep_, MemCategory::Activations);
   s->o = Tensor::empty({B_ * S_, a * D_}, MemCategory::Activations, dtype_);
   s->lse = Tensor::empty({B_ * a, S_}, MemCategory::Activations, DType::F32);
   ops::attention_forward(s->o, s->lse, s->q, s->k, s->v, ops::AttnShape{B_, S_, a, g, D_});
   add_cp_attention_pairs(B_ * a * S_ * (S_ + 1) / 2);
   o = Tensor::empty({q.rows(), q.cols()}, MemCategory::Activations, dtype_);
-  to_sequence(o, s->o, A_, 1);
+  x_.to_sequence(o, s->o, A_, 1);
   s->out = o;
   return s;
 }
@@ -67,18 +72,18 @@ std::unique_ptr<AttentionCore::Saved> UlyssesAttention::forward(Tensor& o, const
 void UlyssesAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& saved) {
   auto& s = static_cast<UlyssesSaved&>(saved);
   const int64_t c = cp_.size(), a = A_ / c, g = G_ * rep_ / c, BS = B_ * S_;
-  Tensor dout_h = to_heads(dout, A_, 1, MemCategory::Workspace);
+  Tensor dout_h = x_.to_heads(dout, A_, 1, MemCategory::Workspace);
   Tensor dq_h = Tensor::empty({BS, a * D_}, MemCategory::Workspace, dtype_);
   Tensor dk_h = Tensor::empty({BS, g * D_}, MemCategory::Workspace, dtype_);
   Tensor dv_h = Tensor::empty({BS, g * D_}, MemCategory::Workspace, dtype_);
   ops::attention_backward(dq_h, dk_h, dv_h, dout_h, s.q, s.k, s.v, s.o, s.lse, ops::AttnShape{B_, S_, a, g, D_});
   add_cp_attention_pairs(B_ * a * S_ * (S_ + 1) / 2);
   dout_h = Tensor();
-  to_sequence(dq, dq_h, A_, 1);
+  x_.to_sequence(dq, dq_h, A_, 1);
   dq_h = Tensor();
-  to_sequence(dk, dk_h, G_, rep_);
+  x_.to_sequence(dk, dk_h, G_, rep_);
   dk_h = Tensor();
-  to_sequence(dv, dv_h, G_, rep_);
+  x_.to_sequence(dv, dv_h, G_, rep_);
   s = UlyssesSaved{};
 }
 

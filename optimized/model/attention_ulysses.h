@@ -19,6 +19,25 @@
 
 namespace pb {
 
+// The all-to-all between a sequence split and a head split over a group of u ranks. Each
+// rank's rows of a sequence are nseg segments of len rows; gathered, segment s of rank j
+// lands at row s*u*len + j*len of the sequence's T = nseg*u*len rows (Ulysses: one
+// segment, the contiguous split; hybrid CP: its two zigzag chunk pieces).
+class HeadExchange {
+ public:
+  HeadExchange(Communicator& group, int64_t B, int64_t nseg, int64_t len, int64_t D)
+      : g_(group), B_(B), nseg_(nseg), len_(len), D_(D) {}
+  // x (B*nseg*len, heads*D) -> (B*T, heads*rep/u * D): this rank's share of the heads,
+  // each kv head repeated rep times first.
+  Tensor to_heads(const Tensor& x, int64_t heads, int64_t rep, MemCategory cat) const;
+  // The reverse into x (B*nseg*len, heads*D), summing the rep copies of a repeated head.
+  void to_sequence(Tensor& x, const Tensor& y, int64_t heads, int64_t rep) const;
+
+ private:
+  Communicator& g_;
+  int64_t B_, nseg_, len_, D_;
+};
+
 class UlyssesAttention final : public AttentionCore {
  public:
   UlyssesAttention(const BlockEnv& env, Communicator& cp);
@@ -26,13 +45,9 @@ class UlyssesAttention final : public AttentionCore {
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override;
 
  private:
-  // Sequence split -> head split: x (N, heads*D) to (B*S, heads'/c*D); heads' = rep * heads.
-  Tensor to_heads(const Tensor& x, int64_t heads, int64_t rep, MemCategory cat);
-  // Head split -> sequence split: y (B*S, heads'/c*D) back into x (N, heads*D), summing
-  // the rep copies of a repeated head.
-  void to_sequence(Tensor& x, const Tensor& y, int64_t heads, int64_t rep);
   Communicator& cp_;
-  int64_t B_, S_, Sl_, A_, G_, D_, rep_;  // rep_: kv-head repeat factor (1, or c/G)
+  HeadExchange x_;
+  int64_t B_, S_, A_, G_, D_, rep_;  // rep_: kv-head repeat factor (1, or c/G)
   DType dtype_;
 };
 

@@ -42,6 +42,8 @@ struct BlockEnv {
   const IndexTensor& pos;             // (N) RoPE position of each token row, uploaded once per model
   Communicator* cp = nullptr;         // context parallelism: the cp group (size 1 without CP)
   bool cp_contiguous = false;         // its split: chunks 2r, 2r+1 instead of r, 2c-1-r
+  Communicator* cp_ulysses = nullptr;  // hybrid CP: the Ulysses group and the ring group
+  Communicator* cp_ring = nullptr;
   int64_t vocab_start() const { return mc.vocab_size / tp.group().size() * tp.group().rank(); }
   Tensor act(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Activations, dtype); }
   Tensor work(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Workspace, dtype); }

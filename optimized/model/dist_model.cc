@@ -40,7 +40,7 @@ bool holds(const pp::Placement& pl, int r, int64_t L, const std::string& name) {
 std::vector<int64_t> token_positions(const DistModelConfig& cfg, const ProcessGrid& grid) {
   const int c = grid.layout().cp;
   if (c == 1) return ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length);
-  const std::vector<int64_t> one = cp_positions(cfg.seq_length, c, grid.cp_rank(), cfg.cp_contiguous);
+  const std::vector<int64_t> one = cp_positions(cfg.seq_length, c, grid.cp_rank(), cfg.cp_contiguous, cfg.cp_ulysses);
   std::vector<int64_t> all;
   for (int64_t b = 0; b < cfg.micro_batch_size; ++b) all.insert(all.end(), one.begin(), one.end());
   return all;
@@ -66,7 +66,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
   env_.reset(new BlockEnv{mc, cfg.micro_batch_size, cfg.seq_length, N, tp_->outer_rows(N), mc.hidden_size,
                           mc.head_dim(), mc.num_attention_heads / t, mc.num_key_value_heads / t,
                           mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_, &grid.cp(),
-                          cfg.cp_contiguous});
+                          cfg.cp_contiguous, grid.cp_ulysses(), grid.cp_ring()});
   for (int c = 0; c < placement_.v; ++c) {
     const int s = stage_of(c);
     auto& blocks = chunks_.emplace_back();

@@ -42,6 +42,7 @@ struct DistModelConfig {
   DType dtype = DType::F32;      // weights and activations (bf16: mixed precision, fp32 master and grads)
   bool vshape = false;           // PP chunk placement: V (ZB-V) instead of interleaved (pp_placement.h)
   bool cp_contiguous = false;    // CP split (parallel/cp_ring.h): chunks 2r, 2r+1 instead of r, 2c-1-r
+  int cp_ulysses = 1;            // hybrid CP: Ulysses degree u (its pieces of the ring's chunks)
 };
 
 class DistModel {

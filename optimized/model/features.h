@@ -10,8 +10,9 @@ namespace pb {
 struct Features {
   bool sp = false;  // Megatron sequence parallelism (needs TP): activations outside TP regions are N/TP rows
   // Context parallelism (layout cp > 1; case keys "cp_kind", "cp_balance"):
-  std::string cp_kind = "ring";       // ring (load-balanced ring attention)
+  std::string cp_kind = "ring";       // ring (load-balanced ring attention) | ulysses | hybrid
   bool cp_contiguous = false;         // cp_balance "contiguous": rank r keeps chunks 2r, 2r+1 (not r, 2c-1-r)
+  int cp_ulysses = 1;                 // hybrid: the Ulysses degree u (case key "cp_ulysses"), the ring c/u
 };
 
 }  // namespace pb

@@ -11,22 +11,23 @@ std::array<int64_t, 2> cp_chunks(int c, int r, bool contiguous) {
   return contiguous ? std::array<int64_t, 2>{2 * r, 2 * r + 1} : std::array<int64_t, 2>{r, 2 * c - 1 - r};
 }
 
-std::vector<int64_t> cp_positions(int64_t S, int c, int r, bool contiguous) {
+std::vector<int64_t> cp_positions(int64_t S, int c, int r, bool contiguous, int u) {
   std::vector<int64_t> pos;
   if (contiguous) {  // tokens [r S/c, (r+1) S/c): also Ulysses' split
     PB_REQUIRE(S % c == 0, "cp ", c, ": seq_length ", S, " is not divisible by c");
     for (int64_t i = 0; i < S / c; ++i) pos.push_back(r * (S / c) + i);
     return pos;
   }
-  PB_REQUIRE(S % (2 * c) == 0, "cp ", c, ": seq_length ", S, " is not divisible by 2c = ", 2 * c);
-  const int64_t m = S / (2 * c);
-  for (const int64_t chunk : cp_chunks(c, r, contiguous))
-    for (int64_t i = 0; i < m; ++i) pos.push_back(chunk * m + i);
+  PB_REQUIRE(S % (2 * c) == 0 && c % u == 0, "cp ", c, ": seq_length ", S, " is not divisible by 2c = ", 2 * c);
+  const int ring = c / u;
+  const int64_t m = S / (2 * ring), p = m / u, mu = r % u;  // chunk rows, piece rows, the piece
+  for (const int64_t chunk : cp_chunks(ring, r / u, false))
+    for (int64_t i = 0; i < p; ++i) pos.push_back(chunk * m + mu * p + i);
   return pos;
 }
 
-std::vector<int64_t> cp_rows(int64_t B, int64_t S, int c, int r, bool contiguous) {
-  const std::vector<int64_t> pos = cp_positions(S, c, r, contiguous);
+std::vector<int64_t> cp_rows(int64_t B, int64_t S, int c, int r, bool contiguous, int u) {
+  const std::vector<int64_t> pos = cp_positions(S, c, r, contiguous, u);
   std::vector<int64_t> rows;
   for (int64_t b = 0; b < B; ++b)
     for (const int64_t p : pos) rows.push_back(b * S + p);
@@ -51,12 +52,12 @@ int64_t cp_attention_pairs() { return g_pairs.load(); }
 void add_cp_attention_pairs(int64_t n) { g_pairs += n; }
 void reset_cp_attention_pairs() { g_pairs = 0; }
 
-void cp_ring_terms(const Dims& d, Terms& t) {
+void cp_ring_terms(const Dims& d, Terms& t, const char* group) {
   const int64_t layers = d.mb * d.Lr, x = d.e * d.N * d.g * d.D, dx = Dims::fp * d.N * d.g * d.D;
   for (const CommOp op : {CommOp::Send, CommOp::Recv}) {
-    t.call("cp", op, Phase::Forward, layers * 2 * (d.c - 1), x, d.c);
-    t.call("cp", op, Phase::Backward, layers * 2 * (d.c - 1), x, d.c);
-    t.call("cp", op, Phase::Backward, layers * 2 * d.c, dx, d.c);
+    t.call(group, op, Phase::Forward, layers * 2 * (d.c - 1), x, d.c);
+    t.call(group, op, Phase::Backward, layers * 2 * (d.c - 1), x, d.c);
+    t.call(group, op, Phase::Backward, layers * 2 * d.c, dx, d.c);
   }
 }
 

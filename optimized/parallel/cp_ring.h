@@ -29,9 +29,11 @@ namespace pb {
 std::array<int64_t, 2> cp_chunks(int c, int r, bool contiguous);
 // The positions of rank r's S/c tokens of one sequence, chunk by chunk (zigzag: S divisible
 // by 2c; contiguous: by c).
-std::vector<int64_t> cp_positions(int64_t S, int c, int r, bool contiguous);
+// Hybrid CP (u > 1: Ulysses groups of u inside a ring of c/u): ring rank r/u keeps its two
+// chunks of 2c/u, and within each the piece r % u of u.
+std::vector<int64_t> cp_positions(int64_t S, int c, int r, bool contiguous, int u = 1);
 // Rows of a (B*S, ...) full-sequence tensor that rank r keeps, in its row order.
-std::vector<int64_t> cp_rows(int64_t B, int64_t S, int c, int r, bool contiguous);
+std::vector<int64_t> cp_rows(int64_t B, int64_t S, int c, int r, bool contiguous, int u = 1);
 
 // One hop along the ring: sends `out` to rank r+1 and receives `in` from rank r-1 (tensors
 // paired by index, tag = tag0 + index), posted together; wait() completes the hop.
@@ -51,6 +53,6 @@ int64_t cp_attention_pairs();
 void add_cp_attention_pairs(int64_t n);
 void reset_cp_attention_pairs();
 
-void cp_ring_terms(const Dims& d, Terms& t);
+void cp_ring_terms(const Dims& d, Terms& t, const char* group = "cp");
 
 }  // namespace pb

@@ -24,6 +24,7 @@ namespace pb {
 // neither divides the other.
 int64_t ulysses_kv_heads(int64_t g, int64_t c);
 
-void cp_ulysses_terms(const Dims& d, Terms& t);
+// Over the group `group` of u ranks (Ulysses: the cp group, u = c).
+void cp_ulysses_terms(const Dims& d, Terms& t, const char* group = "cp", int64_t u = 0);
 
 }  // namespace pb

@@ -28,7 +28,7 @@ ProcessGrid::Coords ProcessGrid::coords_of(const Layout& l, int rank) {
 
 int ProcessGrid::rank_of(const Layout& l, const Coords& c) { return c.tp + l.tp * (c.cp + l.cp * (c.dp + l.dp * c.pp)); }
 
-ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl) : layout_(l) {
+ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl, int u) : layout_(l) {
   int size = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank_));
   MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -64,6 +64,10 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
   ep_ = split("ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
   edp_ = split("expert_dp", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r % l.ep)), dpcp_r / l.ep);
   mp_ = split("mp", rank_of(l, {0, me.cp, me.dp, 0}), tp_r_ + l.tp * pp_r_);
+  if (u > 1 && u < l.cp && l.cp % u == 0) {  // hybrid CP
+    cpu_ = split("cp_ulysses", rank_of(l, {me.tp, me.cp / u * u, me.dp, me.pp}), me.cp % u);
+    cpr_ = split("cp_ring", rank_of(l, {me.tp, me.cp % u, me.dp, me.pp}), me.cp / u);
+  }
 }
 
 ProcessGrid::~ProcessGrid() {

@@ -33,7 +33,9 @@ class ProcessGrid {
   // group communicates through NCCL (device buffers); otherwise through MPI.
   // pp_nccl false keeps the pp group on MPI even with nccl (a pipeline schedule whose
   // sends and receives NCCL could not match by order: pp::check_channel_order).
-  ProcessGrid(MPI_Comm comm, const Layout& layout, bool nccl = false, bool pp_nccl = true);
+  // cp_ulysses: hybrid CP's Ulysses degree u (1 < u < cp): the groups cp_ulysses (u
+  // consecutive CP ranks) and cp_ring (the CP ranks of one place in their Ulysses group).
+  ProcessGrid(MPI_Comm comm, const Layout& layout, bool nccl = false, bool pp_nccl = true, int cp_ulysses = 1);
   ~ProcessGrid();
 
   const Layout& layout() const { return layout_; }
@@ -51,6 +53,8 @@ class ProcessGrid {
   Communicator& ep() { return *ep_; }
   Communicator& expert_dp() { return *edp_; }
   Communicator& mp() { return *mp_; }
+  Communicator* cp_ulysses() { return cpu_.get(); }  // null without hybrid CP
+  Communicator* cp_ring() { return cpr_.get(); }
   std::string describe() const;
   // Raw MPI communicators, for harness bookkeeping that must stay out of the accounting.
   MPI_Comm raw_tp() const { return raw_tp_; }
@@ -58,7 +62,7 @@ class ProcessGrid {
  private:
   Layout layout_;
   int rank_ = 0, tp_r_ = 0, cp_r_ = 0, dp_r_ = 0, pp_r_ = 0;
-  std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, mp_;
+  std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, mp_, cpu_, cpr_;
   MPI_Comm raw_tp_ = MPI_COMM_NULL;
 };
 

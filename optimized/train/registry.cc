@@ -1,6 +1,7 @@
 /* The technique registry (see registry.h): every entry, and the functions that read them. */
 #include "optimized/train/registry.h"
 
+#include "optimized/model/attention_hybrid.h"
 #include "optimized/model/attention_ring.h"
 #include "optimized/model/attention_ulysses.h"
 #include "optimized/model/dist_optimizer.h"
@@ -67,8 +68,19 @@ void dp_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { dp_terms(d, t); 
 void cp_require(const CaseSpec& c) {
   const int64_t cp = c.layout.cp, S = c.train.seq_length, t = c.layout.tp;
   const std::string& kind = c.features.cp_kind;
-  PB_REQUIRE(kind == "ring" || kind == "ulysses", "invalid layout: unknown CP kind '", kind, "' (ring, ulysses)");
-  if (kind == "ring") {
+  PB_REQUIRE(kind == "ring" || kind == "ulysses" || kind == "hybrid", "invalid layout: unknown CP kind '", kind,
+             "' (ring, ulysses, hybrid)");
+  if (kind == "hybrid") {
+    const int64_t u = c.features.cp_ulysses, a = c.model.num_attention_heads / t, g = c.model.num_key_value_heads / t;
+    PB_REQUIRE(u > 1 && u < cp && cp % u == 0, "invalid layout: hybrid CP needs cp_ulysses u with 1 < u < cp ", cp,
+               " and u dividing cp, got ", u);
+    PB_REQUIRE(S % (2 * cp) == 0, "invalid layout: hybrid CP over cp ", cp, " needs seq_length divisible by 2cp = ",
+               2 * cp, ", got ", S);
+    PB_REQUIRE(a % u == 0, "invalid layout: hybrid CP needs num_attention_heads ", c.model.num_attention_heads,
+               " divisible by tp x u = ", t * u);
+    PB_REQUIRE(ulysses_kv_heads(g, u) > 0, "invalid layout: hybrid CP needs u ", u, " and the kv heads per tp rank ",
+               g, " to divide one another");
+  } else if (kind == "ring") {
     PB_REQUIRE(S % (2 * cp) == 0, "invalid layout: ring attention over cp ", cp,
                " needs seq_length divisible by 2cp = ", 2 * cp, ", got ", S);
   } else {
@@ -83,6 +95,16 @@ void cp_require(const CaseSpec& c) {
              " needs seq_length / cp = ", S / cp, " divisible by tp");
 }
 void cp_install(const CaseSpec& c, Strategies& s) {
+  if (c.features.cp_kind == "hybrid") {
+    const int64_t u = c.features.cp_ulysses;
+    s.attention_core = [](const BlockEnv& env, int64_t) {
+      return std::make_unique<HybridAttention>(env, *env.cp_ulysses, *env.cp_ring);
+    };
+    s.attention_core_saved = [u](const Dims& d) { return hybrid_attention_saved_bytes(d, u); };
+    s.attention_core_workspace = [u](const Dims& d) { return hybrid_attention_workspace(d, u); };
+    s.attention_core_comm_buffers = [u](const Dims& d) { return hybrid_attention_comm_buffers(d, u); };
+    return;
+  }
   if (c.features.cp_kind == "ulysses") {
     s.attention_core = [](const BlockEnv& env, int64_t) { return std::make_unique<UlyssesAttention>(env, *env.cp); };
     s.attention_core_saved = ulysses_attention_saved_bytes;
@@ -97,7 +119,11 @@ void cp_install(const CaseSpec& c, Strategies& s) {
   s.attention_core_comm_buffers = ring_attention_comm_buffers;
 }
 void cp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
-  if (c.features.cp_kind == "ulysses")
+  if (c.features.cp_kind == "hybrid") {
+    const int64_t u = c.features.cp_ulysses;
+    cp_ulysses_terms(d, t, "cp_ulysses", u);
+    cp_ring_terms(hybrid_ring_dims(d, u), t, "cp_ring");
+  } else if (c.features.cp_kind == "ulysses")
     cp_ulysses_terms(d, t);
   else
     cp_ring_terms(d, t);
@@ -133,7 +159,7 @@ const std::vector<Technique>& techniques() {
       schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
       {"cp", K::Degree,
        "context parallelism: layout cp; case key cp_kind: ring (load-balanced, arXiv 2310.01889; cp_balance zigzag | "
-       "contiguous) or ulysses (all-to-all, arXiv 2309.14509)",
+       "contiguous), ulysses (all-to-all, arXiv 2309.14509) or hybrid (USP, arXiv 2405.07719; cp_ulysses u)",
        true, false, [](const CaseSpec& c) { return c.layout.cp > 1; }, nullptr, cp_require, cp_install, cp_entry_terms},
       {"ep", K::Degree, "expert parallelism: layout ep (MoE all-to-all / all-gather dispatchers)", false, false,
        [](const CaseSpec& c) { return c.layout.ep > 1; }, nullptr, nullptr, nullptr, nullptr},

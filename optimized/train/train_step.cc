@@ -88,14 +88,14 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   const bool pipelined = c.layout.pp > 1;
   const int64_t m = c.train.num_micro_batches;
   const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m)) : pp::Schedule{};
-  ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined));
+  ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined), c.features.cp_ulysses);
   const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
-                   pipelined && sched.vshape, c.features.cp_contiguous},
+                   pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses},
                   grid);
   // Under CP each rank takes its chunks of every sequence: tokens and labels alike.
   const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,
-                                                              grid.cp_rank(), c.features.cp_contiguous)
+                                                              grid.cp_rank(), c.features.cp_contiguous, c.features.cp_ulysses)
                                                      : std::vector<int64_t>{};
   auto local = [&rows](ref::Batch b) {
     if (rows.empty()) return b;

@@ -92,9 +92,16 @@ static std::vector<Case> cases_for(int world) {
   cp("ulysses2_dp2", odd, 2, 2, 1, false, 1, 10, 2);  // A = 6, G = 2, D = 4
   for (auto& c : all)
     if (c.name.starts_with("ulysses")) c.cp_kind = "ulysses";
+  // Hybrid (USP): Ulysses over u = 2 inside a ring of r = 2.
+  const auto g1 = model(32, 8, 1, 48, 64, 2);
+  cp("hybrid2x2", gqa, 4, 1, 1, false, 2, 16, 1);
+  cp("hybrid2x2_repeat", g1, 4, 1, 1, false, 1, 8, 2);  // one kv head, repeated for u = 2
+  for (auto& c : all)
+    if (c.name.starts_with("hybrid")) c.cp_kind = "hybrid", c.cp_ulysses = 2;
   for (auto& c : all)
     if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
-  for (const char* name : {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat"}) {
+  for (const char* name :
+       {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2"}) {
     for (const auto& c : std::vector<Case>(all))
       if (c.name == name) {
         Case b = c;
@@ -131,7 +138,7 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
       EXPECT_EQ(row["calls"], row["predicted_calls"]) << row.dump();
       saw_tp = saw_tp || row["group"] == "tp";
       saw_dp = saw_dp || row["group"] == (c.layout.cp > 1 ? "dp_cp" : "dp");
-      saw_cp = saw_cp || row["group"] == "cp";
+      saw_cp = saw_cp || row["group"].get<std::string>().starts_with("cp");  // cp, or cp_ulysses and cp_ring
     }
     EXPECT_EQ(saw_tp, c.layout.tp > 1);
     EXPECT_EQ(saw_dp, c.layout.dp * c.layout.cp > 1);
@@ -148,6 +155,12 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
         if (ulysses) {  // a/c heads: c times fewer heads than per_query counts
           for (int64_t q = 0; q < c.train.seq_length; ++q) sum += q + 1;
           EXPECT_EQ(pairs[size_t(rank)].get<int64_t>() * c.layout.cp, per_query * sum) << "rank " << rank;
+          continue;
+        }
+        if (c.cp_kind == "hybrid") {  // a/u heads over the whole chunks of its ring rank
+          const int u = c.cp_ulysses, ring = c.layout.cp / u;
+          for (const int64_t q : cp_positions(c.train.seq_length, ring, cr / u, false)) sum += q + 1;
+          EXPECT_EQ(pairs[size_t(rank)].get<int64_t>() * u, per_query * sum) << "rank " << rank;
           continue;
         } else {
           for (const int64_t q : cp_positions(c.train.seq_length, c.layout.cp, cr, c.cp_balance == "contiguous"))
@@ -166,7 +179,7 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
       Case whole = c;
       whole.layout.cp = 1;
       const auto act = [](const Case& k) { return harness::predict(k).memory.at(MemCategory::Activations); };
-      if (!ulysses) {
+      if (!ulysses && c.cp_kind != "hybrid") {
         EXPECT_EQ(act(c) * c.layout.cp, act(whole));
       } else {
         EXPECT_LT(act(c), act(whole));
@@ -279,6 +292,13 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   kv.layout.cp = 2;
   kv.cp_kind = "ulysses";
   expect_error(kv, "Ulysses needs cp 2 and the kv heads per tp rank 3 to divide one another");
+  auto hy = make_case("hybrid_bad", gqa, 1, 1, false, 1, 16);
+  hy.layout.cp = 4, hy.cp_kind = "hybrid", hy.cp_ulysses = 3;
+  expect_error(hy, "hybrid CP needs cp_ulysses u with 1 < u < cp 4 and u dividing cp, got 3");
+  hy.cp_ulysses = 4;
+  expect_error(hy, "hybrid CP needs cp_ulysses u with 1 < u < cp 4 and u dividing cp, got 4");
+  hy.cp_ulysses = 2, hy.model = model(36, 3, 3, 48, 64, 2);  // 3 heads over u = 2
+  expect_error(hy, "hybrid CP needs num_attention_heads 3 divisible by tp x u = 2");
   auto cp_sp = make_case("cp_sp", gqa, 1, 2, true, 2, 12);  // S/cp = 6 rows, not divisible by tp 4
   cp_sp.layout.cp = 2, cp_sp.layout.tp = 4;
   expect_error(cp_sp, "needs seq_length / cp = 6 divisible by tp");

@@ -1,0 +1,82 @@
+/* The hybrid CP attention core (see attention_hybrid.h). */
+#include "optimized/model/attention_hybrid.h"
+
+#include <algorithm>
+
+#include "optimized/parallel/cp_ulysses.h"
+
+namespace pb {
+
+namespace {
+struct HybridSaved final : AttentionCore::Saved {
+  std::unique_ptr<AttentionCore::Saved> ring;  // the ring's q, k, v, o, LSE (whole chunks, a/u heads)
+  Tensor out;                                  // o (N, a*D)
+  std::vector<Tensor*> tensors() override {
+    std::vector<Tensor*> t = ring ? ring->tensors() : std::vector<Tensor*>{};
+    t.push_back(&out);
+    return t;
+  }
+};
+}  // namespace
+
+HybridAttention::HybridAttention(const BlockEnv& env, Communicator& ulysses, Communicator& ring)
+    : x_(ulysses, env.B, 2, env.N / env.B / 2, env.D),
+      ring_(ring, env.B, env.N / env.B / 2 * ulysses.size(), env.Aq / ulysses.size(),
+            ulysses_kv_heads(env.Gk, ulysses.size()) / ulysses.size(), env.D, env.dtype, false),
+      B_(env.B), m_(env.N / env.B / 2 * ulysses.size()), A_(env.Aq), G_(env.Gk), D_(env.D), u_(ulysses.size()),
+      rep_(ulysses_kv_heads(env.Gk, ulysses.size()) / env.Gk), dtype_(env.dtype) {}
+
+std::unique_ptr<AttentionCore::Saved> HybridAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
+                                                               const Tensor& v) {
+  auto s = std::make_unique<HybridSaved>();
+  const Tensor qh = x_.to_heads(q, A_, 1, MemCategory::Activations);
+  const Tensor kh = x_.to_heads(k, G_, rep_, MemCategory::Activations);
+  const Tensor vh = x_.to_heads(v, G_, rep_, MemCategory::Activations);
+  Tensor oh;
+  s->ring = ring_.forward(oh, qh, kh, vh);
+  o = Tensor::empty({q.rows(), q.cols()}, MemCategory::Activations, dtype_);
+  x_.to_sequence(o, oh, A_, 1);
+  s->out = o;
+  return s;
+}
+
+void HybridAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& saved) {
+  auto& s = static_cast<HybridSaved&>(saved);
+  const int64_t rows = B_ * 2 * m_, a = A_ / u_, g = G_ * rep_ / u_;
+  Tensor douth = x_.to_heads(dout, A_, 1, MemCategory::Workspace);
+  Tensor dqh = Tensor::empty({rows, a * D_}, MemCategory::Workspace, dtype_);
+  Tensor dkh = Tensor::empty({rows, g * D_}, MemCategory::Workspace, dtype_);
+  Tensor dvh = Tensor::empty({rows, g * D_}, MemCategory::Workspace, dtype_);
+  ring_.backward(dqh, dkh, dvh, douth, *s.ring);
+  douth = Tensor();
+  x_.to_sequence(dq, dqh, A_, 1);
+  dqh = Tensor();
+  x_.to_sequence(dk, dkh, G_, rep_);
+  dkh = Tensor();
+  x_.to_sequence(dv, dvh, G_, rep_);
+  s = HybridSaved{};
+}
+
+Dims hybrid_ring_dims(const Dims& d, int64_t u) {
+  Dims r = d;
+  r.N = d.N * u, r.a = d.a / u, r.g = ulysses_kv_heads(d.g, u) / u, r.c = d.c / u;
+  return r;
+}
+
+int64_t hybrid_attention_saved_bytes(const Dims& d, int64_t u) {
+  const int64_t gp = ulysses_kv_heads(d.g, u);  // the ring's q, k, v, o, LSE and o: Ulysses' count
+  return d.e * d.N * (3 * d.a + 2 * gp) * d.D + Dims::fp * d.a * d.N;
+}
+
+BlockWorkspace hybrid_attention_workspace(const Dims& d, int64_t u) {
+  const BlockWorkspace ring = ring_attention_workspace(hybrid_ring_dims(d, u));
+  return {ring.forward, d.e * d.N * (2 * d.a + 2 * ulysses_kv_heads(d.g, u)) * d.D + ring.backward};
+}
+
+BlockWorkspace hybrid_attention_comm_buffers(const Dims& d, int64_t u) {
+  const BlockWorkspace ring = ring_attention_comm_buffers(hybrid_ring_dims(d, u));
+  const int64_t x = 2 * d.e * d.N * std::max(d.a, ulysses_kv_heads(d.g, u)) * d.D;  // an all-to-all's two buffers
+  return {std::max(x, ring.forward), std::max(x, ring.backward)};
+}
+
+}  // namespace pb
