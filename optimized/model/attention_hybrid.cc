@@ -23,8 +23,7 @@ HybridAttention::HybridAttention(const BlockEnv& env, Communicator& ulysses, Com
     : x_(ulysses, env.B, 2, env.N / env.B / 2, env.D),
       ring_(ring, env.B, env.N / env.B / 2 * ulysses.size(), env.Aq / ulysses.size(),
             ulysses_kv_heads(env.Gk, ulysses.size()) / ulysses.size(), env.D, env.dtype, false),
-      B_(env.B), m_(env.N / env.B / 2 * ulysses.size()), A_(env.Aq), G_(env.Gk), D_(env.D), u_(ulysses.size()),
-      rep_(ulysses_kv_heads(env.Gk, ulysses.size()) / env.Gk), dtype_(env.dtype) {}
+      A_(env.Aq), G_(env.Gk), rep_(ulysses_kv_heads(env.Gk, ulysses.size()) / env.Gk), dtype_(env.dtype) {}
 
 std::unique_ptr<AttentionCore::Saved> HybridAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
                                                                const Tensor& v) {
@@ -42,18 +41,9 @@ std::unique_ptr<AttentionCore::Saved> HybridAttention::forward(Tensor& o, const 
 
 void HybridAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& saved) {
   auto& s = static_cast<HybridSaved&>(saved);
-  const int64_t rows = B_ * 2 * m_, a = A_ / u_, g = G_ * rep_ / u_;
-  Tensor douth = x_.to_heads(dout, A_, 1, MemCategory::Workspace);
-  Tensor dqh = Tensor::empty({rows, a * D_}, MemCategory::Workspace, dtype_);
-  Tensor dkh = Tensor::empty({rows, g * D_}, MemCategory::Workspace, dtype_);
-  Tensor dvh = Tensor::empty({rows, g * D_}, MemCategory::Workspace, dtype_);
-  ring_.backward(dqh, dkh, dvh, douth, *s.ring);
-  douth = Tensor();
-  x_.to_sequence(dq, dqh, A_, 1);
-  dqh = Tensor();
-  x_.to_sequence(dk, dkh, G_, rep_);
-  dkh = Tensor();
-  x_.to_sequence(dv, dvh, G_, rep_);
+  x_.backward(dq, dk, dv, dout, A_, G_, rep_, [&](Tensor& dq_h, Tensor& dk_h, Tensor& dv_h, const Tensor& dout_h) {
+    ring_.backward(dq_h, dk_h, dv_h, dout_h, *s.ring);
+  });
   s = HybridSaved{};
 }
 

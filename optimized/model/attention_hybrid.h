@@ -29,7 +29,7 @@ class HybridAttention final : public AttentionCore {
  private:
   HeadExchange x_;
   RingAttention ring_;
-  int64_t B_, m_, A_, G_, D_, u_, rep_;  // rep_: kv-head repeat factor (1, or u/G)
+  int64_t A_, G_, rep_;  // this rank's heads and kv heads; rep_: kv-head repeat factor (1, or u/G)
   DType dtype_;
 };
 

@@ -52,6 +52,22 @@ void HeadExchange::to_sequence(Tensor& x, const Tensor& y, int64_t heads, int64_
       ops::copy_block(x, recv, N, D_, j * N, i * D_, 0, ((j * h + i) / rep) * D_, rep > 1);
 }
 
+void HeadExchange::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, int64_t A, int64_t G, int64_t rep,
+                            const CoreBackward& core) const {
+  const int64_t u = g_.size(), rows = B_ * nseg_ * u * len_, a = A / u, g = G * rep / u;
+  Tensor dout_h = to_heads(dout, A, 1, MemCategory::Workspace);
+  Tensor dq_h = Tensor::empty({rows, a * D_}, MemCategory::Workspace, dout.dtype());
+  Tensor dk_h = Tensor::empty({rows, g * D_}, MemCategory::Workspace, dout.dtype());
+  Tensor dv_h = Tensor::empty({rows, g * D_}, MemCategory::Workspace, dout.dtype());
+  core(dq_h, dk_h, dv_h, dout_h);
+  dout_h = Tensor();
+  to_sequence(dq, dq_h, A, 1);
+  dq_h = Tensor();
+  to_sequence(dk, dk_h, G, rep);
+  dk_h = Tensor();
+  to_sequence(dv, dv_h, G, rep);
+}
+
 std::unique_ptr<AttentionCore::Saved> UlyssesAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
                                                                 const Tensor& v) {
   auto s = std::make_unique<UlyssesSaved>();
@@ -71,19 +87,11 @@ std::unique_ptr<AttentionCore::Saved> UlyssesAttention::forward(Tensor& o, const
 
 void UlyssesAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& saved) {
   auto& s = static_cast<UlyssesSaved&>(saved);
-  const int64_t c = cp_.size(), a = A_ / c, g = G_ * rep_ / c, BS = B_ * S_;
-  Tensor dout_h = x_.to_heads(dout, A_, 1, MemCategory::Workspace);
-  Tensor dq_h = Tensor::empty({BS, a * D_}, MemCategory::Workspace, dtype_);
-  Tensor dk_h = Tensor::empty({BS, g * D_}, MemCategory::Workspace, dtype_);
-  Tensor dv_h = Tensor::empty({BS, g * D_}, MemCategory::Workspace, dtype_);
-  ops::attention_backward(dq_h, dk_h, dv_h, dout_h, s.q, s.k, s.v, s.o, s.lse, ops::AttnShape{B_, S_, a, g, D_});
-  add_cp_attention_pairs(B_ * a * S_ * (S_ + 1) / 2);
-  dout_h = Tensor();
-  x_.to_sequence(dq, dq_h, A_, 1);
-  dq_h = Tensor();
-  x_.to_sequence(dk, dk_h, G_, rep_);
-  dk_h = Tensor();
-  x_.to_sequence(dv, dv_h, G_, rep_);
+  const int64_t a = A_ / cp_.size(), g = G_ * rep_ / cp_.size();
+  x_.backward(dq, dk, dv, dout, A_, G_, rep_, [&](Tensor& dq_h, Tensor& dk_h, Tensor& dv_h, const Tensor& dout_h) {
+    ops::attention_backward(dq_h, dk_h, dv_h, dout_h, s.q, s.k, s.v, s.o, s.lse, ops::AttnShape{B_, S_, a, g, D_});
+    add_cp_attention_pairs(B_ * a * S_ * (S_ + 1) / 2);
+  });
   s = UlyssesSaved{};
 }
 

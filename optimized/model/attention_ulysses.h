@@ -13,6 +13,8 @@
  */
 #pragma once
 
+#include <functional>
+
 #include "optimized/comm/communicator.h"
 #include "optimized/model/attention_core.h"
 #include "optimized/model/block.h"
@@ -32,6 +34,12 @@ class HeadExchange {
   Tensor to_heads(const Tensor& x, int64_t heads, int64_t rep, MemCategory cat) const;
   // The reverse into x (B*nseg*len, heads*D), summing the rep copies of a repeated head.
   void to_sequence(Tensor& x, const Tensor& y, int64_t heads, int64_t rep) const;
+  // The backward around a head-split core: dO (A heads) in, core(dq_h, dk_h, dv_h, dO_h)
+  // on the gathered rows (workspace: A/u and G rep/u heads), dq, dk, dv back, each gathered
+  // gradient freed once sent.
+  using CoreBackward = std::function<void(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout)>;
+  void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, int64_t A, int64_t G, int64_t rep,
+                const CoreBackward& core) const;
 
  private:
   Communicator& g_;
