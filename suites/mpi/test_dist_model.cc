@@ -96,6 +96,8 @@ static std::vector<Case> cases_for(int world) {
   const auto g1 = model(32, 8, 1, 48, 64, 2);
   cp("hybrid2x2", gqa, 4, 1, 1, false, 2, 16, 1);
   cp("hybrid2x2_repeat", g1, 4, 1, 1, false, 1, 8, 2);  // one kv head, repeated for u = 2
+  cp("hybrid2x2_tp2_sp", gqa, 4, 1, 2, true, 1, 16, 2);  // 8 ranks (mpi.dist_model.np8)
+  cp("hybrid2x2_dp2", gqa, 4, 2, 1, false, 1, 16, 2);
   for (auto& c : all)
     if (c.name.starts_with("hybrid")) c.cp_kind = "hybrid", c.cp_ulysses = 2;
   for (auto& c : all)
@@ -264,7 +266,7 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   expect_error(make_case("tp8", gqa, 1, 8, false), "tp 8 does not divide num_key_value_heads 4");
   expect_error(make_case("sp_odd_seq", gqa, 1, 2, true, 2, 7), "tp 2 does not divide seq_length 7");
   expect_error(make_case("sp_no_tp", gqa, 1, 1, true), "sequence parallelism needs tp > 1");
-  expect_error(make_case("too_big", gqa, 8, 1, false), "needs 8 ranks, only");
+  expect_error(make_case("too_big", gqa, 16, 1, false), "needs 16 ranks, only");
   auto unknown = make_case("warp", gqa, 1, 1, false);
   unknown.features = {"warp_drive"};
   expect_error(unknown, "unknown feature 'warp_drive'");

@@ -72,6 +72,15 @@ static std::vector<Case> cases_for(int world) {
     c.layout.cp = 2;
     all.push_back(c);
   }
+  for (const char* kind : {"gpipe", "interleaved"}) {  // the ring under the other schedules
+    Case c = pp_case(std::string("pp2_cp2_") + kind, 4, 2, std::string(kind) == "interleaved" ? 2 : 1, kind, 2);
+    c.layout.cp = 2;
+    all.push_back(c);
+  }
+  Case hy = pp_case("pp2_hybrid2x2_1f1b", 4, 2, 1, "1f1b", 3);  // hybrid inside every stage (8 ranks)
+  hy.layout.cp = 4, hy.cp_kind = "hybrid", hy.cp_ulysses = 2;
+  hy.train.seq_length = 16;
+  all.push_back(hy);
   Case u = pp_case("pp2_ulysses2_1f1b", 4, 2, 1, "1f1b", 3);  // Ulysses inside every stage
   u.layout.cp = 2;
   u.cp_kind = "ulysses";
