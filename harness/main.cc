@@ -288,8 +288,9 @@ int cmd_run(const RunArgs& a) {
 }
 
 struct AnalyzeArgs {
-  std::string model, layout = "", features, schedule, dtype = "fp32";
+  std::string model, layout = "", features, schedule, dtype = "fp32", cp_kind = "ring", cp_balance = "zigzag";
   int64_t micro_batch = 2, seq = 16, micro_batches = 1, steps = 1;
+  int cp_ulysses = 1;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -359,6 +360,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.train.num_micro_batches = a.micro_batches;
   c.train.steps = a.steps;
   if (!a.schedule.empty()) c.schedule = a.schedule;
+  c.cp_kind = a.cp_kind, c.cp_balance = a.cp_balance, c.cp_ulysses = a.cp_ulysses;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -417,6 +419,11 @@ int main(int argc, char** argv) {
   analyze->add_option("--steps", aa.steps, "steps")->capture_default_str();
   analyze->add_option("--dtype", aa.dtype, "fp32 | bf16 (weights and activations; bf16 with fp32 master and grads)")
       ->capture_default_str();
+  analyze->add_option("--cp-kind", aa.cp_kind, "with cp > 1: ring | ulysses | hybrid")->capture_default_str();
+  analyze->add_option("--cp-balance", aa.cp_balance, "ring: zigzag | contiguous")
+      ->check(CLI::IsMember({"zigzag", "contiguous"}))
+      ->capture_default_str();
+  analyze->add_option("--cp-ulysses", aa.cp_ulysses, "hybrid: the Ulysses degree u")->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;
   bool report_csv = false;
