@@ -53,20 +53,15 @@ Dims hybrid_ring_dims(const Dims& d, int64_t u) {
   return r;
 }
 
-int64_t hybrid_attention_saved_bytes(const Dims& d, int64_t u) {
-  const int64_t gp = ulysses_kv_heads(d.g, u);  // the ring's q, k, v, o, LSE and o: Ulysses' count
-  return d.e * d.N * (3 * d.a + 2 * gp) * d.D + Dims::fp * d.a * d.N;
-}
-
 BlockWorkspace hybrid_attention_workspace(const Dims& d, int64_t u) {
-  const BlockWorkspace ring = ring_attention_workspace(hybrid_ring_dims(d, u));
-  return {ring.forward, d.e * d.N * (2 * d.a + 2 * ulysses_kv_heads(d.g, u)) * d.D + ring.backward};
+  const BlockWorkspace ring = ring_attention_workspace(hybrid_ring_dims(d, u)), around = ulysses_attention_workspace(d, u);
+  return {around.forward + ring.forward, around.backward + ring.backward};
 }
 
 BlockWorkspace hybrid_attention_comm_buffers(const Dims& d, int64_t u) {
   const BlockWorkspace ring = ring_attention_comm_buffers(hybrid_ring_dims(d, u));
-  const int64_t x = 2 * d.e * d.N * std::max(d.a, ulysses_kv_heads(d.g, u)) * d.D;  // an all-to-all's two buffers
-  return {std::max(x, ring.forward), std::max(x, ring.backward)};
+  const BlockWorkspace a2a = ulysses_attention_comm_buffers(d, u);  // an all-to-all's two buffers
+  return {std::max(a2a.forward, ring.forward), std::max(a2a.backward, ring.backward)};
 }
 
 }  // namespace pb

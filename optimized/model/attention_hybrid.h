@@ -34,9 +34,9 @@ class HybridAttention final : public AttentionCore {
 };
 
 // The ring's sizes as Dims (its rows B*2m = u N, heads a/u and g'/u, ring degree r), for
-// the ring's terms; and the hybrid core's own.
+// the ring's terms; and the hybrid core's own transients (what it saves is Ulysses' count
+// over u: the ring's q, k, v, o and LSE, and o, ulysses_attention_saved_bytes(d, u)).
 Dims hybrid_ring_dims(const Dims& d, int64_t u);
-int64_t hybrid_attention_saved_bytes(const Dims& d, int64_t u);
 BlockWorkspace hybrid_attention_workspace(const Dims& d, int64_t u);
 BlockWorkspace hybrid_attention_comm_buffers(const Dims& d, int64_t u);
 

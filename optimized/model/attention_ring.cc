@@ -11,6 +11,37 @@ struct RingSaved final : AttentionCore::Saved {
   std::vector<Tensor*> tensors() override { return {&q, &k, &v, &o, &lse}; }
 };
 Tensor comm_buffer(const Tensor& like) { return Tensor::empty({like.rows(), like.cols()}, MemCategory::CommBuffers, like.dtype()); }
+
+// The K, V held at each step: this rank's own at step 0, then what the hop of the step
+// before brought. Double-buffered: the next block travels while the step computes.
+class KvCirculation {
+ public:
+  KvCirculation(Communicator& cp, const Tensor& k, const Tensor& v) : cp_(cp), k_(&k), v_(&v) {}
+  const Tensor& k() const { return *k_; }
+  const Tensor& v() const { return *v_; }
+  // Step i begins: the K, V held go on to rank r+1 while the next arrive from r-1.
+  void send_on(int i) {
+    if (i + 1 >= cp_.size()) return;
+    Tensor* n = buf_[(i + 1) % 2];
+    n[0] = comm_buffer(*k_), n[1] = comm_buffer(*v_);
+    hop_ = std::make_unique<RingHop>(cp_, std::vector<const Tensor*>{k_, v_}, std::vector<Tensor*>{&n[0], &n[1]});
+  }
+  void wait() {
+    if (hop_) hop_->wait();
+    hop_.reset();
+  }
+  // Step i ends: its received K, V are freed, the next ones held.
+  void advance(int i) {
+    if (i > 0) buf_[i % 2][0] = Tensor(), buf_[i % 2][1] = Tensor();
+    if (i + 1 < cp_.size()) k_ = &buf_[(i + 1) % 2][0], v_ = &buf_[(i + 1) % 2][1];
+  }
+
+ private:
+  Communicator& cp_;
+  const Tensor *k_, *v_;
+  Tensor buf_[2][2];  // received K, V: this step's and the next
+  std::unique_ptr<RingHop> hop_;
+};
 }  // namespace
 
 RingAttention::RingAttention(const BlockEnv& env, Communicator& cp, bool contiguous)
@@ -53,35 +84,27 @@ std::unique_ptr<AttentionCore::Saved> RingAttention::forward(Tensor& o, const Te
   s->lse = Tensor::empty({B_ * 2 * A_, m_}, MemCategory::Activations, DType::F32);
   Tensor ob = Tensor::empty({m_, A_ * D_}, MemCategory::Workspace, dtype_);  // one call's o and LSE
   Tensor lb = Tensor::empty({A_, m_}, MemCategory::Workspace, DType::F32);
-  Tensor kv[2][2];  // received K, V: this step's and the next
-  const Tensor *ck = &k, *cv = &v;
+  KvCirculation kv(cp_, k, v);
   for (int i = 0; i < c; ++i) {
-    std::unique_ptr<RingHop> hop;
-    if (i + 1 < c) {
-      Tensor& nk = kv[(i + 1) % 2][0];
-      Tensor& nv = kv[(i + 1) % 2][1];
-      nk = comm_buffer(k), nv = comm_buffer(v);
-      hop = std::make_unique<RingHop>(cp_, std::vector<const Tensor*>{ck, cv}, std::vector<Tensor*>{&nk, &nv});
-    }
+    kv.send_on(i);
     for (const Call& call : calls((r - i + c) % c)) {
       for (int64_t b = 0; b < B_; ++b) {
         const int64_t row = b * 2 * m_ + call.h * m_;
         const ops::AttnShape sh{1, m_, A_, G_, D_, call.Sk, call.qpos, call.kpos};
         Tensor ov = o.slice_rows(row, m_), lv = s->lse.slice_rows((2 * b + call.h) * A_, A_);
-        const Tensor qv = q.slice_rows(row, m_), kv_ = ck->slice_rows(b * 2 * m_ + call.k0, call.Sk),
-                     vv = cv->slice_rows(b * 2 * m_ + call.k0, call.Sk);
+        const Tensor qv = q.slice_rows(row, m_), kb = kv.k().slice_rows(b * 2 * m_ + call.k0, call.Sk),
+                     vb = kv.v().slice_rows(b * 2 * m_ + call.k0, call.Sk);
         if (i == 0) {  // the diagonal step: every query chunk sees itself, the first result
-          ops::attention_forward(ov, lv, qv, kv_, vv, sh);
+          ops::attention_forward(ov, lv, qv, kb, vb, sh);
         } else {
-          ops::attention_forward(ob, lb, qv, kv_, vv, sh);
+          ops::attention_forward(ob, lb, qv, kb, vb, sh);
           ops::attention_merge(ov, lv, ob, lb, 1, A_, D_);
         }
       }
       add_cp_attention_pairs(call.pairs * A_ * B_);
     }
-    if (hop) hop->wait();
-    if (i > 0) kv[i % 2][0] = Tensor(), kv[i % 2][1] = Tensor();  // this step's received K, V
-    if (i + 1 < c) ck = &kv[(i + 1) % 2][0], cv = &kv[(i + 1) % 2][1];
+    kv.wait();
+    kv.advance(i);
   }
   s->q = q, s->k = k, s->v = v, s->o = o;
   return s;
@@ -95,19 +118,12 @@ void RingAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& d
   Tensor dqb = Tensor::empty({m_, A_ * D_}, MemCategory::Workspace, DType::F32);  // one call's gradients
   Tensor dkb = Tensor::empty({2 * m_, G_ * D_}, MemCategory::Workspace, DType::F32);
   Tensor dvb = Tensor::empty({2 * m_, G_ * D_}, MemCategory::Workspace, DType::F32);
-  Tensor kv[2][2];
+  KvCirculation kv(cp_, s.k, s.v);
   Tensor acc[2][2];  // the dK, dV accumulators (fp32) of the K, V held, and the next ones
   acc[0][0] = Tensor::zeros({N, G_ * D_}, MemCategory::CommBuffers, DType::F32);
   acc[0][1] = Tensor::zeros({N, G_ * D_}, MemCategory::CommBuffers, DType::F32);
-  const Tensor *ck = &s.k, *cv = &s.v;
   for (int i = 0; i < c; ++i) {
-    std::unique_ptr<RingHop> hop;
-    if (i + 1 < c) {
-      Tensor& nk = kv[(i + 1) % 2][0];
-      Tensor& nv = kv[(i + 1) % 2][1];
-      nk = comm_buffer(s.k), nv = comm_buffer(s.v);
-      hop = std::make_unique<RingHop>(cp_, std::vector<const Tensor*>{ck, cv}, std::vector<Tensor*>{&nk, &nv});
-    }
+    kv.send_on(i);
     Tensor* a = acc[i % 2];
     for (const Call& call : calls((r - i + c) % c)) {
       for (int64_t b = 0; b < B_; ++b) {
@@ -115,7 +131,7 @@ void RingAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& d
         const ops::AttnShape sh{1, m_, A_, G_, D_, call.Sk, call.qpos, call.kpos};
         Tensor dkv = dkb.slice_rows(0, call.Sk), dvv = dvb.slice_rows(0, call.Sk);
         ops::attention_backward(dqb, dkv, dvv, dout.slice_rows(row, m_), s.q.slice_rows(row, m_),
-                                ck->slice_rows(krow, call.Sk), cv->slice_rows(krow, call.Sk), s.o.slice_rows(row, m_),
+                                kv.k().slice_rows(krow, call.Sk), kv.v().slice_rows(krow, call.Sk), s.o.slice_rows(row, m_),
                                 s.lse.slice_rows((2 * b + call.h) * A_, A_), sh);
         Tensor dqa = dq_acc.slice_rows(row, m_), ak = a[0].slice_rows(krow, call.Sk), av = a[1].slice_rows(krow, call.Sk);
         ops::add_(dqa, dqb);
@@ -124,15 +140,14 @@ void RingAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& d
       }
       add_cp_attention_pairs(call.pairs * A_ * B_);
     }
-    if (hop) hop->wait();
+    kv.wait();
     // The accumulators go on with their K, V (after the last step: home to their owner).
     Tensor* next = acc[(i + 1) % 2];
     next[0] = Tensor::empty({N, G_ * D_}, MemCategory::CommBuffers, DType::F32);
     next[1] = Tensor::empty({N, G_ * D_}, MemCategory::CommBuffers, DType::F32);
     RingHop(cp_, {&a[0], &a[1]}, {&next[0], &next[1]}, 2).wait();
     a[0] = Tensor(), a[1] = Tensor();
-    if (i > 0) kv[i % 2][0] = Tensor(), kv[i % 2][1] = Tensor();
-    if (i + 1 < c) ck = &kv[(i + 1) % 2][0], cv = &kv[(i + 1) % 2][1];
+    kv.advance(i);
   }
   // acc[c % 2]: this rank's own dK, dV, every rank's contribution summed.
   ops::cast(dq, dq_acc);

@@ -95,18 +95,18 @@ void UlyssesAttention::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor
   s = UlyssesSaved{};
 }
 
-int64_t ulysses_attention_saved_bytes(const Dims& d) {
-  const int64_t gp = ulysses_kv_heads(d.g, d.c);
+int64_t ulysses_attention_saved_bytes(const Dims& d, int64_t u) {
+  const int64_t gp = ulysses_kv_heads(d.g, u);
   return d.e * d.N * (3 * d.a + 2 * gp) * d.D + Dims::fp * d.a * d.N;
 }
 
-BlockWorkspace ulysses_attention_workspace(const Dims& d) {
-  const int64_t gp = ulysses_kv_heads(d.g, d.c);
+BlockWorkspace ulysses_attention_workspace(const Dims& d, int64_t u) {
+  const int64_t gp = ulysses_kv_heads(d.g, u);
   return {0, d.e * d.N * (2 * d.a + 2 * gp) * d.D};
 }
 
-BlockWorkspace ulysses_attention_comm_buffers(const Dims& d) {
-  const int64_t x = 2 * d.e * d.N * std::max(d.a, ulysses_kv_heads(d.g, d.c)) * d.D;
+BlockWorkspace ulysses_attention_comm_buffers(const Dims& d, int64_t u) {
+  const int64_t x = 2 * d.e * d.N * std::max(d.a, ulysses_kv_heads(d.g, u)) * d.D;
   return {x, x};
 }
 

@@ -59,8 +59,11 @@ class UlyssesAttention final : public AttentionCore {
   DType dtype_;
 };
 
-int64_t ulysses_attention_saved_bytes(const Dims& d);
-BlockWorkspace ulysses_attention_workspace(const Dims& d);
-BlockWorkspace ulysses_attention_comm_buffers(const Dims& d);
+// Per layer and micro-batch, over a group of u ranks (Ulysses: u = c): saved, the
+// workspace around the core (backward: dO and the gathered dq, dk, dv), an all-to-all's
+// send and receive buffers.
+int64_t ulysses_attention_saved_bytes(const Dims& d, int64_t u);
+BlockWorkspace ulysses_attention_workspace(const Dims& d, int64_t u);
+BlockWorkspace ulysses_attention_comm_buffers(const Dims& d, int64_t u);
 
 }  // namespace pb

@@ -100,16 +100,16 @@ void cp_install(const CaseSpec& c, Strategies& s) {
     s.attention_core = [](const BlockEnv& env, int64_t) {
       return std::make_unique<HybridAttention>(env, *env.cp_ulysses, *env.cp_ring);
     };
-    s.attention_core_saved = [u](const Dims& d) { return hybrid_attention_saved_bytes(d, u); };
+    s.attention_core_saved = [u](const Dims& d) { return ulysses_attention_saved_bytes(d, u); };
     s.attention_core_workspace = [u](const Dims& d) { return hybrid_attention_workspace(d, u); };
     s.attention_core_comm_buffers = [u](const Dims& d) { return hybrid_attention_comm_buffers(d, u); };
     return;
   }
   if (c.features.cp_kind == "ulysses") {
     s.attention_core = [](const BlockEnv& env, int64_t) { return std::make_unique<UlyssesAttention>(env, *env.cp); };
-    s.attention_core_saved = ulysses_attention_saved_bytes;
-    s.attention_core_workspace = ulysses_attention_workspace;
-    s.attention_core_comm_buffers = ulysses_attention_comm_buffers;
+    s.attention_core_saved = [](const Dims& d) { return ulysses_attention_saved_bytes(d, d.c); };
+    s.attention_core_workspace = [](const Dims& d) { return ulysses_attention_workspace(d, d.c); };
+    s.attention_core_comm_buffers = [](const Dims& d) { return ulysses_attention_comm_buffers(d, d.c); };
     return;
   }
   s.attention_core = [](const BlockEnv& env, int64_t) {
