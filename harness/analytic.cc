@@ -10,6 +10,7 @@
 #include "optimized/model/end_blocks.h"
 #include "optimized/model/mlp_block.h"
 #include "optimized/model/strategies.h"
+#include "optimized/parallel/moe_routing.h"
 #include "optimized/train/pp_terms.h"
 #include "optimized/train/registry.h"
 #include "reference/model/flops.h"
@@ -40,9 +41,47 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   }
   d.emb = !sched || sched->holds_first(pp_rank) ? 1 : 0;
   d.head = !sched || sched->holds_last(pp_rank) ? 1 : 0;
-  d.params_local = (2 * d.Lr + d.head) * d.H +
-                   ((d.emb + d.head) * d.V * d.H + d.Lr * (2 * d.H * d.H + 2 * d.H * d.G * d.D + 3 * d.H * d.F)) / d.t;
+  // MoE layers: a router (E, H) replicated over TP and E/EP experts of 3 H F_e, instead
+  // of the dense MLP's 3 H F / TP.
+  d.ep = c.layout.ep, d.E = mc.num_local_experts, d.El = d.E / d.ep, d.K = mc.num_experts_per_tok;
+  d.Fe = mc.expert_ffn();
+  d.Lmoe = 0;
+  for (int ch = 0; ch < pl.v; ++ch) {
+    const auto [l0, l1] = pl.layers(d.L, pl.stage(pp_rank, ch));
+    for (int64_t l = l0; l < l1; ++l) d.Lmoe += d.E > 0 && mc.is_moe_layer(l) ? 1 : 0;
+  }
+  d.params_expert = d.Lmoe * d.El * 3 * d.H * d.Fe;
+  d.params_local = (2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * d.H + d.params_expert +
+                   ((d.emb + d.head) * d.V * d.H + d.Lr * (2 * d.H * d.H + 2 * d.H * d.G * d.D) +
+                    (d.Lr - d.Lmoe) * 3 * d.H * d.F) /
+                       d.t;
   return d;
+}
+
+// Uniform routing of every micro-batch through every MoE layer of pipeline rank pp_rank:
+// each expert gets T*K/E copies of each rank's T tokens (rounded down).
+std::vector<RoutingRecord> uniform_routing(const Case& c, const Dims& d, const pp::Schedule* sched) {
+  std::vector<RoutingRecord> out;
+  const int64_t per = d.Ns * d.K / std::max<int64_t>(d.E, 1);
+  for (int ch = 0; ch < (sched ? sched->v : 1); ++ch) {
+    const auto [l0, l1] = sched ? sched->layers(d.L, sched->stage(d.pp_rank, ch)) : std::pair<int64_t, int64_t>{0, d.L};
+    for (int64_t l = l0; l < l1; ++l)
+      for (int64_t n = 0; n < d.steps * d.m && c.model.is_moe_layer(l); ++n) {
+        RoutingRecord r;
+        r.step = n / d.m, r.layer = l, r.tokens = d.Ns;
+        r.sent.assign(size_t(d.E), per);
+        r.recv.assign(size_t(d.ep * d.El), per);
+        out.push_back(r);
+      }
+  }
+  return out;
+}
+
+// The bytes one MoE layer saves for one micro-batch beyond the block's: the router's probs
+// (T, E) and weights (T, K) in fp32; the R dispatched rows x (R, H) and their weights
+// (R, 1) fp32; the experts' g, u, s (R, F_e) and o (R, H).
+int64_t moe_saved_bytes(const Dims& d, int64_t R) {
+  return Dims::fp * d.Ns * (d.E + d.K) + R * (2 * d.e * d.H + 3 * d.e * d.Fe + Dims::fp);
 }
 
 // What one micro-batch costs in chunk ch (pp_terms.h: ChunkBytes): the saved activations
@@ -103,12 +142,22 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool fir
   return c;
 }
 
-MemoryPeaks memory_peaks(const Dims& d, const Strategies& st, const pp::Schedule* sched) {
+MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, const pp::Schedule* sched) {
   std::vector<ChunkBytes> C;
   for (int ch = 0; ch < (sched ? sched->v : 1); ++ch) {
     const int s = sched ? sched->stage(d.pp_rank, ch) : 0;
     const auto [l0, l1] = sched ? sched->layers(d.L, s) : std::pair<int64_t, int64_t>{0, d.L};
     C.push_back(chunk_bytes(d, st, l1 - l0, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward));
+    // MoE layers save their routed rows instead of the dense MLP's: bounded by the most
+    // rows one of the run's micro-batches brought to this rank in that layer.
+    for (int64_t l = l0; l < l1; ++l) {
+      if (d.E == 0 || !c.model.is_moe_layer(l)) continue;
+      int64_t R = 0;
+      if (d.routing)
+        for (const auto& r : *d.routing)
+          if (r.layer == l) R = std::max(R, r.recv_total());
+      C.back().act += moe_saved_bytes(d, R) - st.mlp_saved(d);
+    }
   }
   return schedule_peaks(sched, d.pp_rank, C, d.e * d.Ns * d.H);
 }
@@ -131,14 +180,16 @@ std::vector<CommRow> comm_rows(const Terms& t) {
 
 }  // namespace
 
-Prediction predict(const Case& c, int pp_rank) {
+Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>* routing) {
   const Features f = c.typed_features();
   const CaseSpec spec{c.model, c.train, c.layout, f, c.schedule};
   const Strategies st = strategies_for(spec);
   const bool piped = c.layout.pp > 1;
   const pp::Schedule sched =
       piped ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)) : pp::Schedule{};
-  const Dims d = make_dims(c, st, piped ? &sched : nullptr, pp_rank);
+  Dims d = make_dims(c, st, piped ? &sched : nullptr, pp_rank);
+  const std::vector<RoutingRecord> uniform = d.Lmoe > 0 && !routing ? uniform_routing(c, d, piped ? &sched : nullptr) : std::vector<RoutingRecord>{};
+  d.routing = routing ? routing : &uniform;
 
   Terms terms = technique_terms(spec, d);
   optimizer_terms(d, terms);
@@ -147,7 +198,7 @@ Prediction predict(const Case& c, int pp_rank) {
   pr.params_local = d.params_local;
   pr.flops_per_step = ref::train_flops_per_token(c.model, d.S) * double(c.global_batch() * d.S);
   pr.memory = terms.memory;
-  const MemoryPeaks peaks = memory_peaks(d, st, piped ? &sched : nullptr);
+  const MemoryPeaks peaks = memory_peaks(c, d, st, piped ? &sched : nullptr);
   pr.memory[MemCategory::Activations] = peaks.activations;
   pr.memory[MemCategory::Workspace] = peaks.workspace;
   pr.memory[MemCategory::CommBuffers] = peaks.comm_buffers;

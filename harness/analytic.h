@@ -39,6 +39,7 @@
 #include "harness/case.h"
 #include "optimized/comm/ledger.h"
 #include "optimized/core/allocator.h"
+#include "optimized/parallel/moe_routing.h"
 
 namespace pb::harness {
 
@@ -63,7 +64,10 @@ struct Prediction {
   std::vector<CommRow> comm;         // summed over the case's steps
 };
 
-// The prediction for the ranks of pipeline rank pp_rank (all ranks without PP).
-Prediction predict(const Case& c, int pp_rank = 0);
+// The prediction for the ranks of pipeline rank pp_rank (all ranks without PP). An MoE
+// model's dispatcher bytes and expert activations depend on the routing: given a rank's
+// routing records of a run (parallel/moe_routing.h) they are that rank's; without them,
+// uniform routing (every expert T*K/E copies of every rank's T tokens) is assumed.
+Prediction predict(const Case& c, int pp_rank = 0, const std::vector<RoutingRecord>* routing = nullptr);
 
 }  // namespace pb::harness

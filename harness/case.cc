@@ -11,6 +11,7 @@
 #include <set>
 
 #include "reference/common/error.h"
+#include "optimized/parallel/cp_ring.h"
 #include "optimized/train/registry.h"
 #include "reference/io/checkpoint.h"
 
@@ -78,7 +79,7 @@ static const std::set<std::string>& model_keys() {
   static const std::set<std::string> keys = [] {
     std::set<std::string> k = {"head_dim", "tie_word_embeddings", "num_local_experts", "num_experts_per_tok",
                                "router_aux_loss_coef", "norm_topk_prob", "output_router_logits",
-                               "parabench_dense_intermediate_size", "parabench_moe_layers"};
+                               "parabench_dense_intermediate_size", "parabench_moe_layers", "moe_expert_capacity_factor"};
     const json hf = io::hf_config_json(ref::ModelConfig::dense(8, 2, 2, 8, 8, 1));
     for (const auto& [key, v] : hf.items()) k.insert(key);
     return k;
@@ -129,7 +130,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
-                   "cp_kind", "cp_balance", "cp_ulysses"},
+                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -165,6 +166,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
     if (cj.contains("cp_kind")) c.cp_kind = get<std::string>(cj, "cp_kind", where);
     if (cj.contains("cp_balance")) c.cp_balance = get<std::string>(cj, "cp_balance", where);
     if (cj.contains("cp_ulysses")) c.cp_ulysses = get<int>(cj, "cp_ulysses", where);
+    if (cj.contains("moe_dispatcher")) c.moe_dispatcher = get<std::string>(cj, "moe_dispatcher", where);
     PB_REQUIRE(c.cp_balance == "zigzag" || c.cp_balance == "contiguous", where, ": unknown cp_balance '",
                c.cp_balance, "' (zigzag, contiguous)");
     apply_common(c, cj, where);
@@ -205,7 +207,30 @@ Features Case::typed_features() const {
   f.cp_kind = cp_kind;
   f.cp_contiguous = cp_balance == "contiguous" || cp_kind == "ulysses";  // Ulysses splits contiguously
   f.cp_ulysses = cp_kind == "hybrid" ? cp_ulysses : 1;
+  f.moe_dispatcher = moe_dispatcher;
   return f;
+}
+
+ref::TrainConfig Case::reference_train() const {
+  ref::TrainConfig t = train;
+  t.num_micro_batches = train.num_micro_batches * layout.dp;
+  if (model.num_local_experts > 0 && model.moe_expert_capacity_factor) {
+    // Capacity is per rank (Megatron drops locally): the group of a row is the (CP, TP)
+    // rank that routes it -- its CP chunks, split in TP blocks under SP.
+    const int64_t B = train.micro_batch_size, S = train.seq_length, c = layout.cp, tp = layout.tp;
+    t.moe_token_groups.assign(size_t(B * S), 0);
+    const Features f = typed_features();
+    for (int64_t r = 0; r < c; ++r) {
+      std::vector<int64_t> rows(size_t(B * S));
+      if (c > 1)
+        rows = cp_rows(B, S, int(c), int(r), f.cp_contiguous, f.cp_ulysses);
+      else
+        for (int64_t i = 0; i < B * S; ++i) rows[size_t(i)] = i;
+      const int64_t per = int64_t(rows.size()) / tp;
+      for (size_t i = 0; i < rows.size(); ++i) t.moe_token_groups[size_t(rows[i])] = r * tp + int64_t(i) / per;
+    }
+  }
+  return t;
 }
 
 Case Case::one_rank() const {

@@ -36,14 +36,12 @@ struct Case {
   std::string cp_kind = "ring";     // with cp > 1: ring
   std::string cp_balance = "zigzag";  // with cp > 1: zigzag (rank r keeps chunks r, 2c-1-r) | contiguous
   int cp_ulysses = 1;                 // hybrid CP: the Ulysses degree u
+  std::string moe_dispatcher = "alltoall";  // MoE token dispatcher: alltoall | allgather
   nlohmann::json model_json;    // the HF config of the model, for the results
 
-  // The reference's view of the same step: all DP ranks' micro-batches accumulated.
-  ref::TrainConfig reference_train() const {
-    ref::TrainConfig t = train;
-    t.num_micro_batches = train.num_micro_batches * layout.dp;
-    return t;
-  }
+  // The reference's view of the same step: all DP ranks' micro-batches accumulated; with
+  // an MoE capacity factor, the rows each rank routes (its capacity group).
+  ref::TrainConfig reference_train() const;
   int64_t global_batch() const { return train.micro_batch_size * train.num_micro_batches * layout.dp; }
   // The same training on one rank: no parallel degrees, dp times the micro-batches, and
   // only the features that need no parallel degree (the technique registry says which).

@@ -2,6 +2,7 @@
 #include "harness/case_result.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "harness/analytic.h"
 #include "harness/runner.h"
@@ -36,18 +37,21 @@ json gather_memory(const Case& c, Device dev, MPI_Comm comm) {
   const auto& st = (dev == Device::CUDA ? TrackingAllocator::device() : TrackingAllocator::host()).stats();
   std::vector<int64_t> peaks(size_t(kMemCategories * size));
   MPI_CHECK(MPI_Gather(st.peak.data(), kMemCategories, MPI_INT64_T, peaks.data(), kMemCategories, MPI_INT64_T, 0, comm));
+  // Each rank's prediction, given its own routing (MoE).
+  const Prediction mine = predict(c, ProcessGrid::coords_of(c.layout, comm_rank(comm)).pp, &RoutingLog::get().records());
+  std::vector<int64_t> pred(static_cast<size_t>(kMemCategories)), preds(static_cast<size_t>(kMemCategories * size));
+  for (int k = 0; k < kMemCategories; ++k) {
+    const auto it = mine.memory.find(MemCategory(k));
+    pred[size_t(k)] = it == mine.memory.end() ? 0 : it->second;
+  }
+  MPI_CHECK(MPI_Gather(pred.data(), kMemCategories, MPI_INT64_T, preds.data(), kMemCategories, MPI_INT64_T, 0, comm));
   if (comm_rank(comm) != 0) return nullptr;
   json memory = json::array();
-  for (int r = 0; r < size; ++r) {
-    const Prediction pr = predict(c, ProcessGrid::coords_of(c.layout, r).pp);
-    for (int k = 0; k < kMemCategories; ++k) {
-      const auto cat = MemCategory(k);
-      const auto it = pr.memory.find(cat);
-      memory.push_back({{"rank", r}, {"category", category_name(cat)},
+  for (int r = 0; r < size; ++r)
+    for (int k = 0; k < kMemCategories; ++k)
+      memory.push_back({{"rank", r}, {"category", category_name(MemCategory(k))},
                         {"measured_bytes", peaks[size_t(r * kMemCategories + k)]},
-                        {"predicted_bytes", it == pr.memory.end() ? 0 : it->second}});
-    }
-  }
+                        {"predicted_bytes", preds[size_t(r * kMemCategories + k)]}});
   return memory;
 }
 
@@ -117,6 +121,53 @@ json gather_cp(const Case& c, MPI_Comm comm) {
           {"attention_pairs_max_over_min", *lo > 0 ? double(*hi) / double(*lo) : 0.0}};
 }
 
+json gather_moe(const Case& c, MPI_Comm comm) {
+  const int size = comm_size(comm);
+  const int64_t E = c.model.num_local_experts;
+  // Per record: step, layer, tokens, dropped, sent (E), received total.
+  std::vector<int64_t> mine;
+  for (const auto& r : RoutingLog::get().records()) {
+    mine.insert(mine.end(), {r.step, r.layer, r.tokens, r.dropped, r.recv_total()});
+    mine.insert(mine.end(), r.sent.begin(), r.sent.end());
+  }
+  int n = int(mine.size());
+  std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
+  MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm));
+  int64_t total = 0;
+  for (int r = 0; r < size; ++r) displs[size_t(r)] = int(total), total += counts[size_t(r)];
+  std::vector<int64_t> all(size_t(comm_rank(comm) == 0 ? total : 0));
+  MPI_CHECK(MPI_Gatherv(mine.data(), n, MPI_INT64_T, all.data(), counts.data(), displs.data(), MPI_INT64_T, 0, comm));
+  if (comm_rank(comm) != 0) return nullptr;
+  const int64_t rec = 5 + E;
+  std::vector<std::vector<int64_t>> per_step(size_t(c.train.steps), std::vector<int64_t>(size_t(E), 0));
+  json ranks = json::array();
+  int64_t dropped_all = 0;
+  for (int r = 0; r < size; ++r) {
+    int64_t sent = 0, recv = 0, dropped = 0;
+    for (int64_t i = displs[size_t(r)]; i < displs[size_t(r)] + counts[size_t(r)]; i += rec) {
+      const int64_t* x = all.data() + i;
+      dropped += x[3];
+      recv += x[4];
+      for (int64_t e = 0; e < E; ++e) {
+        sent += x[5 + e];
+        per_step[size_t(x[0])][size_t(e)] += x[5 + e];
+      }
+    }
+    dropped_all += dropped;
+    ranks.push_back({{"rank", r}, {"dispatched", sent}, {"received", recv}, {"dropped", dropped}});
+  }
+  json steps = json::array();
+  for (const auto& t : per_step) {
+    const int64_t sum = std::accumulate(t.begin(), t.end(), int64_t(0));
+    const int64_t mx = t.empty() ? 0 : *std::max_element(t.begin(), t.end());
+    steps.push_back({{"tokens_per_expert", t}, {"max_over_mean", sum > 0 ? double(mx) * double(E) / double(sum) : 0.0}});
+  }
+  const auto& cf = c.model.moe_expert_capacity_factor;
+  return {{"dispatcher", c.moe_dispatcher}, {"ep", c.layout.ep}, {"experts", E},
+          {"top_k", c.model.num_experts_per_tok}, {"capacity_factor", cf ? json(*cf) : json(nullptr)},
+          {"steps", steps}, {"ranks", ranks}, {"dropped", dropped_all}};
+}
+
 json throughput(const Case& c, const TrainRun& run, double peak_tflops) {
   std::vector<double> timed(run.step_ms.size() > 1 ? run.step_ms.begin() + 1 : run.step_ms.begin(), run.step_ms.end());
   std::sort(timed.begin(), timed.end());
@@ -148,6 +199,7 @@ json case_result(const Case& c, Device dev, const CaseTables& t) {
   result["comm"] = t.comm;
   if (!t.pipeline.is_null()) result["pipeline"] = t.pipeline;
   if (!t.cp.is_null()) result["cp"] = t.cp;
+  if (!t.moe.is_null()) result["moe"] = t.moe;
   if (dev == Device::CUDA) {  // the caching allocator's view against the driver's (rank 0)
     const auto& da = TrackingAllocator::device();
     result["device_memory"] = {{"reserved_bytes", da.reserved()}, {"driver_used_bytes", da.driver_used_bytes()},

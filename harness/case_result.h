@@ -31,12 +31,19 @@ nlohmann::json gather_pipeline(const Case& c, const TrainRun& run, MPI_Comm comm
 nlohmann::json throughput(const Case& c, const TrainRun& run, double peak_tflops);
 
 struct CaseTables {
-  nlohmann::json checks, throughput, memory, comm, pipeline, cp;  // pipeline null without PP, cp without CP
+  nlohmann::json checks, throughput, memory, comm, pipeline, cp, moe;  // pipeline null without PP, cp without CP,
+                                                                       // moe without experts
 };
 
 // Context parallelism: the kind, the split and every rank's attention work (query-key
 // pairs over the run, parallel/cp_ring.h), with its max/min (null on other ranks).
 nlohmann::json gather_cp(const Case& c, MPI_Comm comm);
+
+// MoE routing statistics from every rank's routing log (parallel/moe_routing.h): per step
+// the copies each expert got (summed over layers and micro-batches) and their max / mean;
+// per rank the copies it dispatched, the rows its experts received and the copies it
+// dropped (null on other ranks).
+nlohmann::json gather_moe(const Case& c, MPI_Comm comm);
 
 // The results entry: status "pass" when every check passes, else "fail".
 nlohmann::json case_result(const Case& c, Device dev, const CaseTables& t);

@@ -139,7 +139,8 @@ namespace {
 // The predicted rows of this rank's pipeline rank by ledger key (rows of one key summed).
 std::map<CommLedger::Key, CommRow> predicted_rows(const Case& c, int rank) {
   std::map<CommLedger::Key, CommRow> out;
-  for (const CommRow& r : predict(c, ProcessGrid::coords_of(c.layout, rank).pp).comm) {
+  const auto& routing = RoutingLog::get().records();  // this rank's, of the run just measured
+  for (const CommRow& r : predict(c, ProcessGrid::coords_of(c.layout, rank).pp, &routing).comm) {
     auto [it, fresh] = out.try_emplace({r.group, r.op, r.phase, r.bytes_per_call()}, r);
     if (!fresh) {
       it->second.calls += r.calls;

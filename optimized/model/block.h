@@ -44,6 +44,8 @@ struct BlockEnv {
   bool cp_contiguous = false;         // its split: chunks 2r, 2r+1 instead of r, 2c-1-r
   Communicator* cp_ulysses = nullptr;  // hybrid CP: the Ulysses group and the ring group
   Communicator* cp_ring = nullptr;
+  Communicator* ep = nullptr;         // expert parallelism: the ep group (size 1 without EP)
+  Communicator* tp_cp = nullptr;      // the ranks sharing one sequence (the MoE load-balancing counts)
   int64_t vocab_start() const { return mc.vocab_size / tp.group().size() * tp.group().rank(); }
   Tensor act(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Activations, dtype); }
   Tensor work(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Workspace, dtype); }
@@ -56,6 +58,8 @@ struct BlockCtx {
   const ref::Batch* batch = nullptr;  // tokens and labels (used by the embedding and the head)
   float grad_scale = 1;               // d(step loss) / d(this micro-batch's mean loss)
   double loss = 0;                    // out of the head's forward: the mean cross-entropy
+  double aux = 0;                     // out of MoE forwards: this rank's share of the load-balancing
+                                      // loss, times grad_scale
 };
 
 class Block {

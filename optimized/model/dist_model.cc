@@ -54,7 +54,8 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       params_(cfg.model, grid.layout().tp, grid.tp_rank(), cfg.seed, cfg.dtype,
               [&](const std::string& name) {
                 return holds(placement_, grid.pp_rank(), cfg.model.num_hidden_layers, name);
-              }),
+              },
+              grid.layout().ep, grid.ep().rank()),
       sink_(cfg.strategies.grad_sink(params_)),
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
       provider_(cfg.strategies.params(params_)),
@@ -66,7 +67,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
   env_.reset(new BlockEnv{mc, cfg.micro_batch_size, cfg.seq_length, N, tp_->outer_rows(N), mc.hidden_size,
                           mc.head_dim(), mc.num_attention_heads / t, mc.num_key_value_heads / t,
                           mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_, &grid.cp(),
-                          cfg.cp_contiguous, grid.cp_ulysses(), grid.cp_ring()});
+                          cfg.cp_contiguous, grid.cp_ulysses(), grid.cp_ring(), &grid.ep(), &grid.tp_cp()});
   for (int c = 0; c < placement_.v; ++c) {
     const int s = stage_of(c);
     auto& blocks = chunks_.emplace_back();
@@ -95,6 +96,7 @@ Tensor DistModel::forward_chunk(int c, int mb, const ref::Batch& batch, const Te
   Tensor x = x_in;
   for (auto& b : chunks_[size_t(c)]) x = b->forward(ctx, x);
   if (last_stage(c)) *loss = ctx.loss;
+  aux_ += ctx.aux;
   return x;
 }
 

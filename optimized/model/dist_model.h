@@ -71,6 +71,10 @@ class DistModel {
   Tensor boundary_activation() const;  // an empty (N_s, H) input buffer (Activations)
   Tensor boundary_gradient() const;    // an empty (N_s, H) gradient buffer (Workspace)
 
+  // This rank's share of the step's load-balancing losses (MoE), each micro-batch's times
+  // its grad_scale, summed since the last call; the step's aux loss is the sum over all
+  // ranks divided by DP (train_step.cc).
+  double take_aux_loss() { return std::exchange(aux_, 0.0); }
   DistParams& params() { return params_; }
   TpLinear& tp_linear() { return *tp_; }
   const DistModelConfig& config() const { return cfg_; }
@@ -93,6 +97,7 @@ class DistModel {
   std::unique_ptr<BlockEnv> env_;
   std::vector<std::vector<std::unique_ptr<Block>>> chunks_;
   std::map<std::pair<int, int>, std::unique_ptr<InFlight>> inflight_;  // (chunk, micro-batch)
+  double aux_ = 0;
 };
 
 }  // namespace pb

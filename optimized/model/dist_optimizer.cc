@@ -8,6 +8,7 @@
 
 #include "optimized/kernels/ops.h"
 #include "optimized/parallel/dp_grad_sync.h"
+#include "optimized/parallel/ep_grads.h"
 #include "reference/common/error.h"
 
 namespace pb {
@@ -19,29 +20,44 @@ double DistOptimizer::step() {
     Tensor norms = P.replicated_grads();
     grid_.tp().all_reduce(norms);
   }
-  dp_all_reduce_mean(P.grad_buffer(), grad_group());  // over DP, or DP x CP
-  // The squared global norm in one op over the contiguous gradient buffer: its segments
-  // are the gradients in P.all() order, without the replicated norm weights (the leading
-  // block) except on tp rank 0, so that they count once across TP. On the CPU bitwise the
-  // per-tensor loop `sq += sum_squares(p.g)`.
-  const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
-  const Tensor grads = P.grad_buffer().view(skip, {P.grad_buffer().numel() - skip});
-  std::vector<int64_t> ends;
-  for (const auto& p : P.all()) {
-    if (p.is_norm && skip) continue;
-    const int64_t start = (static_cast<const char*>(p.g.raw()) - static_cast<const char*>(grads.raw())) / 4;
-    PB_REQUIRE(start == (ends.empty() ? 0 : ends.back()), "gradient norm: ", p.name, " is not next in the buffer");
-    ends.push_back(start + p.g.numel());
+  const int64_t x0 = P.expert_offset(), total_g = P.grad_buffer().numel();
+  Tensor dense = P.grad_buffer().view(0, {x0});
+  dp_all_reduce_mean(dense, grad_group());  // over DP, or DP x CP
+  const bool moe = x0 < total_g;
+  if (moe) {  // the experts: summed over the ranks holding them, averaged over DP x CP
+    Tensor experts = P.expert_grads();
+    expert_grads_reduce(experts, grid_.expert_dp(), grid_.layout().dp * grid_.layout().cp);
   }
-  const double sq = ops::sum_squares_segments(grads, ends);
+  // The squared global norm in one op per block of the contiguous gradient buffer: its
+  // segments are the gradients in P.all() order, without the replicated tensors (norm
+  // weights and routers: the leading block) except on tp rank 0, so that they count once
+  // across TP. On the CPU bitwise the per-tensor loop `sq += sum_squares(p.g)`. The experts
+  // (the last block) count once across TP too, and once per EP rank: summed over EP.
+  const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
+  auto sum_squares_of = [&](int64_t from, int64_t to, bool experts) {
+    const Tensor grads = P.grad_buffer().view(from, {to - from});
+    std::vector<int64_t> ends;
+    for (const auto& p : P.all()) {
+      if (p.is_expert != experts || (p.offset < from)) continue;
+      const int64_t start = p.offset - from;
+      PB_REQUIRE(start == (ends.empty() ? 0 : ends.back()), "gradient norm: ", p.name, " is not next in the buffer");
+      ends.push_back(start + p.g.numel());
+    }
+    return ops::sum_squares_segments(grads, ends);
+  };
+  double sq = sum_squares_of(skip, x0, false);
+  if (moe) {
+    const double sq_experts = grid_.ep().all_reduce_scalar(sum_squares_of(x0, total_g, true));
+    if (grid_.tp_rank() == 0) sq += sq_experts;
+  }
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
   const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
   t_ += 1;
   ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
                    1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
-  // Two launches cover every tensor: the leading block of replicated norm weights (no
-  // weight decay), then all the matrices (element-wise, so identical to per-tensor steps).
-  const int64_t rep = P.replicated_numel(), total = P.weight_buffer().numel();
+  // Two launches cover every tensor: the leading block of norm weights (no weight decay),
+  // then all the matrices (element-wise, so identical to per-tensor steps).
+  const int64_t rep = P.norm_numel(), total = P.weight_buffer().numel();
   auto block = [](Tensor& t, int64_t off, int64_t n) { return t.view(off, {n}); };
   for (auto [off, n, decay] : {std::tuple{int64_t(0), rep, 0.0f}, {rep, total - rep, float(tc_.weight_decay)}}) {
     if (n == 0) continue;

@@ -13,18 +13,51 @@
 
 namespace pb {
 
+namespace {
+// "model.layers.{l}.block_sparse_moe.experts.{e}.{w1|w2|w3}.weight" -> (l, projection order
+// w1, w3, w2, e); the router "...block_sparse_moe.gate.weight" is not an expert.
+struct ExpertKey {
+  int64_t layer = -1, proj = 0, expert = 0;
+  auto operator<=>(const ExpertKey&) const = default;
+};
+ExpertKey expert_key(const std::string& name) {
+  const auto at = name.find(".block_sparse_moe.experts.");
+  if (at == std::string::npos) return {};
+  ExpertKey k;
+  k.layer = std::stoll(name.substr(13));
+  const std::string rest = name.substr(at + 26);  // "{e}.{w}.weight"
+  k.expert = std::stoll(rest);
+  const char w = rest[rest.find('.') + 2];
+  k.proj = w == '1' ? 0 : w == '3' ? 1 : 2;
+  return k;
+}
+}  // namespace
+
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
-                       const std::function<bool(const std::string&)>& keep) {
+                       const std::function<bool(const std::string&)>& keep, int ep, int ep_rank) {
   // The global shapes and names come from the reference's own parameter list.
   const auto shapes = ref::zero_params<float>(mc);
-  std::vector<ShardedParam> norms, sharded;
+  const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
+  std::vector<ShardedParam> norms, routers, sharded;
+  std::vector<std::pair<ExpertKey, ShardedParam>> experts;
   ref::for_each_param(shapes, [&](const std::string& name, const ref::Mat<float>& m, bool is_vector) {
     if (keep && !keep(name)) return;
+    const ExpertKey ek = expert_key(name);
+    if (ek.layer >= 0 && (ek.expert < e0 || ek.expert >= e0 + El)) return;  // another EP rank's
     ShardedParam p;
     p.name = name;
     p.global_rows = m.rows();
     p.global_cols = m.cols();
     p.is_norm = is_vector;
+    p.is_expert = ek.layer >= 0;
+    const bool router = name.ends_with("block_sparse_moe.gate.weight");
+    if (p.is_expert || router) {  // replicated over TP (expert TP = 1)
+      if (router)
+        routers.push_back(std::move(p));
+      else
+        experts.emplace_back(ek, std::move(p));
+      return;
+    }
     const bool by_cols = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
     p.dim = is_vector ? ShardDim::None : by_cols ? ShardDim::Cols : ShardDim::Rows;
     if (p.dim == ShardDim::Rows) {
@@ -38,8 +71,16 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     (is_vector ? norms : sharded).push_back(std::move(p));
   });
   params_ = std::move(norms);
-  for (auto& p : params_) replicated_numel_ += p.global_cols;
+  for (auto& p : params_) norm_numel_ += p.global_cols;
+  replicated_numel_ = norm_numel_;
+  for (auto& p : routers) {
+    replicated_numel_ += p.global_rows * p.global_cols;
+    params_.push_back(std::move(p));
+  }
   for (auto& p : sharded) params_.push_back(std::move(p));
+  std::stable_sort(experts.begin(), experts.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  const size_t n_dense = params_.size();
+  for (auto& [k, p] : experts) params_.push_back(std::move(p));
 
   auto local_shape = [&](const ShardedParam& p) {
     return std::vector<int64_t>{p.dim == ShardDim::Rows ? p.global_rows / tp : p.global_rows,
@@ -57,8 +98,11 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   v_ = Tensor::zeros({total}, MemCategory::Optimizer);
   std::vector<float> host(static_cast<size_t>(total));  // generated on the host, then copied to the device
   int64_t off = 0;
-  for (auto& p : params_) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i];
     const auto s = local_shape(p);
+    if (i == n_dense) expert_offset_ = off;
+    p.offset = off;
     p.w = weights_.view(off, s);
     p.master = master_.view(off, s);
     p.g = grads_.view(off, s);
@@ -72,6 +116,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
         w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
       }
   }
+  if (experts.empty()) expert_offset_ = total;
   copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
   master_to_weights();
 }
@@ -93,6 +138,32 @@ ShardedParam& DistParams::get(const std::string& name) {
 }
 
 Tensor DistParams::replicated_grads() { return grads_.view(0, {replicated_numel_}); }
+
+const ShardedParam& DistParams::first_expert(int64_t layer, const char* proj, int64_t* n) const {
+  const std::string pre = "model.layers." + std::to_string(layer) + ".block_sparse_moe.experts.";
+  const std::string suf = std::string(".") + proj + ".weight";
+  const ShardedParam* first = nullptr;
+  *n = 0;
+  for (const auto& p : params_)
+    if (p.is_expert && p.name.starts_with(pre) && p.name.ends_with(suf)) {
+      if (!first) first = &p;
+      ++*n;
+    }
+  PB_REQUIRE(first, "no experts of layer ", layer, " (", proj, ") on this rank");
+  return *first;
+}
+
+Tensor DistParams::expert_weights(int64_t layer, const char* proj) {
+  int64_t n = 0;
+  const ShardedParam& p = first_expert(layer, proj, &n);
+  return weights_.view(p.offset, {n, p.global_rows, p.global_cols});  // (E/EP, out, in)
+}
+
+Tensor DistParams::expert_weight_grads(int64_t layer, const char* proj) {
+  int64_t n = 0;
+  const ShardedParam& p = first_expert(layer, proj, &n);
+  return grads_.view(p.offset, {n, p.global_rows, p.global_cols});
+}
 
 void DistParams::zero_grads() { ops::zero(grads_); }
 
@@ -135,11 +206,16 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   int rank = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   const bool holds = has(name);
-  int owner = holds && grid.dp_rank() == 0 && grid.tp_rank() == 0 ? rank : -1;  // unique: TP 0, DP 0
+  // The readers: DP rank 0 of the stage; for an expert the first EP group (DP x CP
+  // positions 0 .. EP-1), of which one EP rank holds it.
+  const auto& l = grid.layout();
+  const bool expert = expert_key(name).layer >= 0;
+  const bool reader = holds && (expert ? (grid.cp_rank() + l.cp * grid.dp_rank()) / l.ep == 0 : grid.dp_rank() == 0);
+  int owner = reader && grid.tp_rank() == 0 ? rank : -1;  // the highest of them: unique per name
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &owner, 1, MPI_INT, MPI_MAX, comm));
   PB_REQUIRE(owner >= 0, "no rank holds parameter ", name);
   std::vector<float> out;
-  if (holds && grid.dp_rank() == 0) {  // the TP shards of DP rank 0 to TP rank 0
+  if (reader) {  // the TP shards of the reader to TP rank 0
     const ShardedParam& p = get(name);
     const Tensor& local = part == ParamPart::Grad ? p.g : p.master;
     const int t = grid.layout().tp;

@@ -3,8 +3,13 @@
  * parameter, gradient and Adam-moment buffers (one buffer each, so that gradient
  * reduction is one collective and ZeRO can later shard the buffers).
  *
- * Buffer order: the replicated tensors (norm weights) first, then the TP-sharded ones, so
- * the SP norm-gradient all-reduce is one call over the leading block.
+ * Buffer order: the replicated tensors first -- the norm weights (not weight-decayed), then
+ * the MoE routers (E, H) -- so that the SP all-reduce of their gradients is one call over
+ * the leading block; then the TP-sharded ones; then, last, this rank's experts (expert
+ * parallelism: experts e_0 .. e_0 + E/EP - 1 of each MoE layer, e_0 = ep_rank * E/EP, not
+ * TP-sharded) ordered by (layer, w1 / w3 / w2, expert), so that each projection of a layer
+ * is one (E/EP, out, in) block for the grouped linear and the expert gradients one block
+ * for their reduction over the expert-data-parallel group.
  * Sharding over TP (t ranks, this rank r), in the reference's [out, in] layout:
  *   rows  : embed, lm_head (V/t rows), q (A/t heads), k, v (G/t heads), gate, up (F/t)
  *   cols  : o (A/t heads of columns), down (F/t columns)
@@ -39,6 +44,8 @@ struct ShardedParam {
   ShardDim dim = ShardDim::None;
   int64_t row0 = 0, col0 = 0;   // this shard's offset in the global tensor
   bool is_norm = false;         // 1-D in files, replicated, not weight-decayed
+  bool is_expert = false;       // an MoE expert's weight (held by one EP rank, not TP-sharded)
+  int64_t offset = 0;           // its first element in the buffers
   Tensor w, g, m, v;            // (rows, cols) views into the buffers; w in the model dtype
   Tensor master;                // fp32 master weights (w itself in fp32 training)
 };
@@ -47,8 +54,9 @@ class DistParams {
  public:
   // keep: which global parameters this rank holds (a pipeline stage's layers, embedding
   // and head); all of them when empty.
+  // ep, ep_rank: expert parallelism (this rank holds experts ep_rank*E/ep .. +E/ep - 1).
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
-             const std::function<bool(const std::string&)>& keep = {});
+             const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0);
   bool has(const std::string& name) const;
   std::vector<ShardedParam>& all() { return params_; }
   const std::vector<ShardedParam>& all() const { return params_; }
@@ -61,8 +69,16 @@ class DistParams {
   void master_to_weights();
   Tensor& adam_m_buffer() { return m_; }
   Tensor& adam_v_buffer() { return v_; }
-  Tensor replicated_grads();       // the leading block of norm-weight grads
+  Tensor replicated_grads();       // the leading block of norm-weight and router grads
   int64_t replicated_numel() const { return replicated_numel_; }
+  int64_t norm_numel() const { return norm_numel_; }  // the norm weights: the first part of it
+  // The experts' block at the end of the buffers: [expert_offset(), numel).
+  int64_t expert_offset() const { return expert_offset_; }
+  Tensor expert_grads() { return grads_.view(expert_offset_, {grads_.numel() - expert_offset_}); }
+  // One projection ("w1", "w3" or "w2") of the local experts of layer l: the weights
+  // (E/EP, out, in) in the model dtype and their fp32 gradients.
+  Tensor expert_weights(int64_t layer, const char* proj);
+  Tensor expert_weight_grads(int64_t layer, const char* proj);
   void zero_grads();
 
   // The global tensor of one parameter (its fp32 gradient or master weights), reassembled
@@ -70,14 +86,16 @@ class DistParams {
   // every other rank. Every rank of comm calls it for every name, in the same order (a
   // rank that does not hold the name takes part too). The shards it knows today are TP's
   // (rows, columns, replicated), read from DP rank 0 of the pipeline stage that holds the
-  // parameter; EP's expert shards and ZeRO's DP shards are to be reassembled here as well.
+  // parameter, and EP's (an expert from the rank of the first EP group that holds it);
+  // ZeRO's DP shards are to be reassembled here as well.
   // Raw MPI (grid.raw_tp() and comm): harness bookkeeping, not in the communication ledger.
   std::vector<float> gather_global(const std::string& name, ParamPart part, ProcessGrid& grid, MPI_Comm comm);
 
  private:
   std::vector<ShardedParam> params_;
   Tensor weights_, master_, grads_, m_, v_;
-  int64_t replicated_numel_ = 0;
+  int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
+  const ShardedParam& first_expert(int64_t layer, const char* proj, int64_t* n) const;
 };
 
 }  // namespace pb

@@ -13,6 +13,8 @@ struct Features {
   std::string cp_kind = "ring";       // ring (load-balanced ring attention) | ulysses | hybrid
   bool cp_contiguous = false;         // cp_balance "contiguous": rank r keeps chunks 2r, 2r+1 (not r, 2c-1-r)
   int cp_ulysses = 1;                 // hybrid: the Ulysses degree u (case key "cp_ulysses"), the ring c/u
+  // MoE (a model with experts; layout ep): the token dispatcher (case key "moe_dispatcher").
+  std::string moe_dispatcher = "alltoall";  // alltoall | allgather
 };
 
 }  // namespace pb

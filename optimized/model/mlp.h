@@ -4,7 +4,7 @@
  * Strategies: dense SwiGLU (DenseSwiGlu below, Shazeer, arXiv 2002.05202):
  *   g, u = column(m; Wg, Wu)      (N, F/TP) each        s = silu(g) * u      (N, F/TP)
  *   f    = row(s; Wd)             (N_s, H)
- * later MoE (router + dispatcher + grouped experts).
+ * MoE (router + dispatcher + grouped experts): mlp_moe.h.
  */
 #pragma once
 
@@ -17,6 +17,7 @@
 namespace pb {
 
 struct BlockEnv;
+struct BlockCtx;
 
 class Mlp {
  public:
@@ -25,8 +26,9 @@ class Mlp {
     virtual std::vector<Tensor*> tensors() = 0;
   };
   virtual ~Mlp() = default;
-  // f (N_s, H), allocated as workspace (the block adds the residual).
-  virtual std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m) = 0;
+  // f (N_s, H), allocated as workspace (the block adds the residual). ctx: the micro-batch
+  // (an MoE adds its share of the load-balancing loss to ctx.aux).
+  virtual std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m, BlockCtx& ctx) = 0;
   // dm (N_s, H) overwritten; weight gradients to the TP linear's sink.
   virtual void backward(Tensor& dm, const Tensor& df, Saved& s) = 0;
 };
@@ -34,7 +36,7 @@ class Mlp {
 class DenseSwiGlu final : public Mlp {
  public:
   DenseSwiGlu(const BlockEnv& env, int64_t layer);
-  std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m) override;
+  std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m, BlockCtx& ctx) override;
   void backward(Tensor& dm, const Tensor& df, Saved& s) override;
 
  private:

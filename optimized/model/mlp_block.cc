@@ -34,7 +34,7 @@ Tensor MlpBlock::forward(BlockCtx& ctx, const Tensor& h) {
   S->rstd = BlockEnv::stat(e.Ns);
   ops::rmsnorm_forward(S->m, S->rstd, h, W[0], float(e.mc.rms_norm_eps));
   Tensor f;
-  S->mlp = mlp_->forward(f, S->m);
+  S->mlp = mlp_->forward(f, S->m, ctx);
   Tensor y = e.act(e.Ns, e.H);
   ops::add(y, h, f);
   e.policy.after_forward(*S);

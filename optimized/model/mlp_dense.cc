@@ -19,7 +19,7 @@ DenseSwiGlu::DenseSwiGlu(const BlockEnv& env, int64_t layer)
       wu_(&env.params.get(layer_name(layer, "mlp.up_proj.weight"))),
       wd_(&env.params.get(layer_name(layer, "mlp.down_proj.weight"))) {}
 
-std::unique_ptr<Mlp::Saved> DenseSwiGlu::forward(Tensor& f, const Tensor& m) {
+std::unique_ptr<Mlp::Saved> DenseSwiGlu::forward(Tensor& f, const Tensor& m, BlockCtx&) {
   const auto& e = env_;
   auto s = std::make_unique<DenseSaved>();
   Weights W(e.provider, {wg_, wu_, wd_});

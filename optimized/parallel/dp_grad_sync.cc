@@ -13,7 +13,7 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
 
 void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_cp")
   const char* group = d.c > 1 ? "dp_cp" : "dp";
-  t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_local, d.d * d.c);
+  t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * (d.params_local - d.params_expert), d.d * d.c);
   t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.d * d.c);
 }
 

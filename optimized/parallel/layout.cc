@@ -37,8 +37,6 @@ void validate_layout(const Layout& l, const ref::ModelConfig& mc) {
   PB_REQUIRE(l.vpp == 1 || l.pp > 1, "invalid layout: vpp ", l.vpp, " needs pp > 1");
   PB_REQUIRE(mc.num_hidden_layers % (l.pp * l.vpp) == 0, "invalid layout: pp ", l.pp, " x vpp ", l.vpp,
              " does not divide num_hidden_layers ", mc.num_hidden_layers);
-  PB_REQUIRE(l.ep == 1, "invalid layout: expert parallelism (ep > 1) is not available in this build yet");
-  PB_REQUIRE(mc.num_local_experts == 0, "invalid layout: MoE layers need the expert-parallel implementation (not yet)");
 }
 
 }  // namespace pb

@@ -62,7 +62,9 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
   }
   dp_cp_ = split("dp_cp", rank_of(l, {me.tp, 0, 0, me.pp}), dpcp_r);
   ep_ = split("ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
-  edp_ = split("expert_dp", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r % l.ep)), dpcp_r / l.ep);
+  // Experts are not TP-sharded (expert TP = 1): their gradients are reduced over TP too.
+  edp_ = split("expert_dp", pp_r_ + l.pp * (dpcp_r % l.ep), tp_r_ + l.tp * (dpcp_r / l.ep));
+  tp_cp_ = split("tp_cp", rank_of(l, {0, 0, me.dp, me.pp}), tp_r_ + l.tp * cp_r_);
   mp_ = split("mp", rank_of(l, {0, me.cp, me.dp, 0}), tp_r_ + l.tp * pp_r_);
   if (u > 1 && u < l.cp && l.cp % u == 0) {  // hybrid CP
     cpu_ = split("cp_ulysses", rank_of(l, {me.tp, me.cp / u * u, me.dp, me.pp}), me.cp % u);

@@ -3,8 +3,11 @@
  * Rank order is Megatron's: TP fastest, then CP, then DP, then PP:
  *   rank = tp_r + TP * (cp_r + CP * (dp_r + DP * pp_r))
  * Groups: tp (same cp, dp, pp), cp, dp (same tp, cp, pp), pp, dp_cp (gradient reduction
- * group when CP > 1), ep (EP consecutive ranks of dp_cp) and expert-dp (strided), and mp
- * (tp x pp: the model-parallel group of the gradient norm). Prints itself as
+ * group when CP > 1), ep (EP consecutive ranks of dp_cp), expert_dp (the ranks holding the
+ * same experts: every TP rank, since experts are not TP-sharded, times the DP x CP / EP
+ * positions of the same place in their EP group), tp_cp (the ranks sharing one sequence:
+ * the MoE load-balancing counts), and mp (tp x pp: the model-parallel group of the
+ * gradient norm). Prints itself as
  * TP(1/2)-CP(0/1)-DP(0/4)-PP(1/2).
  */
 #pragma once
@@ -52,6 +55,7 @@ class ProcessGrid {
   Communicator& dp_cp() { return *dp_cp_; }
   Communicator& ep() { return *ep_; }
   Communicator& expert_dp() { return *edp_; }
+  Communicator& tp_cp() { return *tp_cp_; }
   Communicator& mp() { return *mp_; }
   Communicator* cp_ulysses() { return cpu_.get(); }  // null without hybrid CP
   Communicator* cp_ring() { return cpr_.get(); }
@@ -62,7 +66,7 @@ class ProcessGrid {
  private:
   Layout layout_;
   int rank_ = 0, tp_r_ = 0, cp_r_ = 0, dp_r_ = 0, pp_r_ = 0;
-  std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, mp_, cpu_, cpr_;
+  std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, tp_cp_, mp_, cpu_, cpr_;
   MPI_Comm raw_tp_ = MPI_COMM_NULL;
 };
 

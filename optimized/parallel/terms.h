@@ -20,6 +20,8 @@
 
 namespace pb {
 
+struct RoutingRecord;  // parallel/moe_routing.h
+
 struct Dims {
   int64_t B = 1, S = 1, N = 1, Ns = 1;              // micro-batch, sequence, tokens, rows outside TP regions
   int64_t H = 1, A = 1, G = 1, D = 1, F = 1, V = 1, L = 1;
@@ -31,6 +33,10 @@ struct Dims {
   int pp_rank = 0;
   int64_t Lr = 1, emb = 1, head = 1;                // layers here; embedding / head here (0 or 1)
   int64_t params_local = 0;                         // parameter elements on this rank
+  int64_t ep = 1, E = 0, El = 0, K = 1, Fe = 0;     // EP degree; experts, local experts, top-k, expert ffn
+  int64_t params_expert = 0;                        // of them, this rank's experts' (the last block)
+  int64_t Lmoe = 0;                                 // MoE layers on this pipeline rank
+  const std::vector<RoutingRecord>* routing = nullptr;  // this rank's routing of the run (MoE)
 };
 
 // Workspace (temporaries, MemCategory::Workspace) a block allocates beyond its input and

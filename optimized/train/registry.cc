@@ -5,6 +5,10 @@
 #include "optimized/model/attention_ring.h"
 #include "optimized/model/attention_ulysses.h"
 #include "optimized/model/dist_optimizer.h"
+#include "optimized/model/mlp_moe.h"
+#include "optimized/parallel/ep_allgather.h"
+#include "optimized/parallel/ep_alltoall.h"
+#include "optimized/parallel/ep_grads.h"
 #include "optimized/parallel/cp_ring.h"
 #include "optimized/parallel/cp_ulysses.h"
 #include "optimized/model/strategies.h"
@@ -130,6 +134,51 @@ void cp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   if (c.layout.dp == 1) dp_terms(d, t);  // the gradients are averaged over DP x CP (with dp > 1: dp's entry)
 }
 
+// --- ep: MoE and expert parallelism (a model with experts; layout ep; case key
+//     moe_dispatcher) ---
+bool moe_model(const CaseSpec& c) { return c.model.num_local_experts > 0; }
+void ep_require(const CaseSpec& c) {
+  const auto& l = c.layout;
+  const int64_t E = c.model.num_local_experts;
+  PB_REQUIRE(E > 0, "invalid layout: ep ", l.ep, " needs an MoE model (num_local_experts > 0)");
+  PB_REQUIRE(E % l.ep == 0, "invalid layout: ep ", l.ep, " does not divide num_local_experts ", E);
+  PB_REQUIRE((l.dp * l.cp) % l.ep == 0, "invalid layout: ep ", l.ep, " does not divide dp*cp = ", l.dp * l.cp,
+             " (expert-parallel groups are carved from DP x CP)");
+  const std::string& k = c.features.moe_dispatcher;
+  PB_REQUIRE(k == "alltoall" || k == "allgather", "invalid layout: unknown moe_dispatcher '", k,
+             "' (alltoall, allgather)");
+  PB_REQUIRE(l.tp == 1 || c.features.sp, "invalid layout: MoE with tp ", l.tp,
+             " needs sequence parallelism (features: sp), as in Megatron-LM");
+  PB_REQUIRE(l.pp == 1 || (c.schedule != "zb-h1" && c.schedule != "zb-v"), "schedule: ", c.schedule,
+             " splits the backward into B and W; MoE layers do not defer their weight gradients yet");
+}
+void ep_install(const CaseSpec& c, Strategies& s) {
+  const bool allgather = c.features.moe_dispatcher == "allgather";
+  s.mlp = [allgather](const BlockEnv& env, int64_t layer) -> std::unique_ptr<Mlp> {
+    if (!env.mc.is_moe_layer(layer)) return std::make_unique<DenseSwiGlu>(env, layer);
+    std::unique_ptr<TokenDispatcher> d;
+    if (allgather)
+      d = std::make_unique<AllGatherDispatcher>(*env.ep);
+    else
+      d = std::make_unique<AllToAllDispatcher>(*env.ep);
+    return std::make_unique<MoeMlp>(env, layer, std::move(d));
+  };
+}
+void ep_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  if (d.Lmoe == 0) return;
+  const std::vector<RoutingRecord> none;
+  const auto& records = d.routing ? *d.routing : none;
+  if (c.features.moe_dispatcher == "allgather")
+    ep_allgather_terms(d, records, t);
+  else
+    ep_alltoall_terms(d, records, t);
+  ep_grad_terms(d, t);
+  if (c.model.router_aux_loss_coef > 0) {  // the counts over the sequence's ranks; the loss over all
+    t.call("tp_cp", CommOp::AllReduce, Phase::Forward, int64_t(records.size()), Dims::fp * d.E, d.t * d.c);
+    t.call("world", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.d * d.t * d.c * d.p);
+  }
+}
+
 bool never(const CaseSpec&) { return false; }  // a known technique this build does not run
 
 Technique feature(const char* name, const char* summary) {
@@ -161,8 +210,11 @@ const std::vector<Technique>& techniques() {
        "context parallelism: layout cp; case key cp_kind: ring (load-balanced, arXiv 2310.01889; cp_balance zigzag | "
        "contiguous), ulysses (all-to-all, arXiv 2309.14509) or hybrid (USP, arXiv 2405.07719; cp_ulysses u)",
        true, false, [](const CaseSpec& c) { return c.layout.cp > 1; }, nullptr, cp_require, cp_install, cp_entry_terms},
-      {"ep", K::Degree, "expert parallelism: layout ep (MoE all-to-all / all-gather dispatchers)", false, false,
-       [](const CaseSpec& c) { return c.layout.ep > 1; }, nullptr, nullptr, nullptr, nullptr},
+      {"ep", K::Degree,
+       "MoE and expert parallelism: layout ep (E/ep experts per rank, groups from DP x CP); case key "
+       "moe_dispatcher: alltoall (GShard, arXiv 2006.16668) or allgather (Megatron-LM)",
+       true, false, [](const CaseSpec& c) { return c.layout.ep > 1 || moe_model(c); }, nullptr, ep_require,
+       ep_install, ep_entry_terms},
       feature("distributed_optimizer", "ZeRO-1: Adam state sharded over DP, reduce-scatter + all-gather"),
       feature("recompute_full", "full activation recomputation per layer"),
       feature("recompute_selective", "recompute core attention only"),

@@ -13,6 +13,7 @@
 #include "optimized/model/dist_model.h"
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/parallel/cp_ring.h"
+#include "optimized/parallel/moe_routing.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/train/pp_schedule.h"
 #include "reference/common/error.h"
@@ -107,8 +108,11 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   ref::TrainConfig global = c.train;  // the reference's view: all DP ranks' micro-batches
   global.num_micro_batches = m * c.layout.dp;
   TrainRun r;
+  RoutingLog::get().clear();
+  const bool aux_loss = c.model.num_local_experts > 0 && c.model.router_aux_loss_coef > 0;
   for (int64_t n = 0; n < c.train.steps; ++n) {
     MPI_CHECK(MPI_Barrier(comm));
+    RoutingLog::get().set_step(n);
     const auto t0 = Clock::now();
     model.params().zero_grads();
     if (n == 0) first_step_hooks(c);
@@ -117,7 +121,12 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     };
     const double loss = pipelined ? pipelined_micro_batches(sched, model, grid, batch_of, t0, n > 0 || c.train.steps == 1, r)
                                   : plain_micro_batches(model, m, batch_of);
-    r.losses.push_back(optim.average_loss(loss));
+    double step_loss = optim.average_loss(loss);
+    if (aux_loss) {  // the load-balancing losses: every rank's share, the mean over DP
+      PhaseScope phase(Phase::Optimizer);
+      step_loss += grid.world().all_reduce_scalar(model.take_aux_loss()) / double(c.layout.dp);
+    }
+    r.losses.push_back(step_loss);
     r.grad_norms.push_back(optim.step());
     synchronize(c.device);  // the step's last kernels (the bf16 weight refresh) have run
     r.step_ms.push_back(step_ms(t0, comm));

@@ -38,6 +38,8 @@ json hf_config_json(const ref::ModelConfig& c) {
     j["router_aux_loss_coef"] = c.router_aux_loss_coef;
     j["norm_topk_prob"] = c.norm_topk_prob;
     j["output_router_logits"] = false;
+    // Megatron-LM's name; written only when set (absent: dropless).
+    if (c.moe_expert_capacity_factor) j["moe_expert_capacity_factor"] = *c.moe_expert_capacity_factor;
     // parabench extensions: layers may mix dense and MoE; the dense MLP keeps its own size.
     j["parabench_moe_layers"] = c.moe_layers;
     j["parabench_dense_intermediate_size"] = c.intermediate_size;
@@ -80,6 +82,13 @@ ref::ModelConfig model_config_from_json(const json& j, const std::string& path) 
   if (j.contains("tie_word_embeddings"))
     PB_REQUIRE(j["tie_word_embeddings"] == false, path, ": tied embeddings are not supported (the LM head is untied)");
   get_int("num_local_experts", c.num_local_experts, false);
+  // Read whatever num_local_experts is, so that validate() refuses it on a dense model
+  // rather than it being ignored; null (Megatron's None) is dropless, like an absent key.
+  if (j.contains("moe_expert_capacity_factor") && !j["moe_expert_capacity_factor"].is_null()) {
+    double cf = 0;
+    get_num("moe_expert_capacity_factor", cf);
+    c.moe_expert_capacity_factor = cf;
+  }
   if (c.num_local_experts > 0) {
     get_int("num_experts_per_tok", c.num_experts_per_tok, false);
     get_num("router_aux_loss_coef", c.router_aux_loss_coef);

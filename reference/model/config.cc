@@ -32,6 +32,9 @@ void ModelConfig::validate() const {
   PB_REQUIRE(rms_norm_eps > 0 && std::isfinite(rms_norm_eps), "invalid model config: rms_norm_eps must be positive");
   PB_REQUIRE(rope_theta > 1 && std::isfinite(rope_theta), "invalid model config: rope_theta must be > 1");
   PB_REQUIRE(initializer_range > 0 && std::isfinite(initializer_range), "invalid model config: initializer_range must be positive");
+  if (moe_expert_capacity_factor)
+    PB_REQUIRE(*moe_expert_capacity_factor > 0 && std::isfinite(*moe_expert_capacity_factor),
+               "invalid model config: moe_expert_capacity_factor must be > 0, got ", *moe_expert_capacity_factor);
   PB_REQUIRE(num_local_experts >= 0, "invalid model config: num_local_experts must be >= 0, got ", num_local_experts);
   if (num_local_experts > 0) {
     PB_REQUIRE(num_experts_per_tok >= 1 && num_experts_per_tok <= num_local_experts,
@@ -45,6 +48,8 @@ void ModelConfig::validate() const {
                "invalid model config: router_aux_loss_coef must be >= 0");
   } else {
     PB_REQUIRE(moe_layers.empty(), "invalid model config: moe_layers given but num_local_experts is 0");
+    PB_REQUIRE(!moe_expert_capacity_factor,
+               "invalid model config: moe_expert_capacity_factor given but num_local_experts is 0");
   }
 }
 
@@ -59,6 +64,14 @@ void TrainConfig::validate() const {
   PB_REQUIRE(adam_eps > 0, "invalid train config: adam eps must be positive");
   PB_REQUIRE(weight_decay >= 0, "invalid train config: weight_decay must be >= 0");
   PB_REQUIRE(clip_grad >= 0, "invalid train config: clip_grad must be >= 0 (0 disables clipping)");
+  if (!moe_token_groups.empty()) {
+    PB_REQUIRE(int64_t(moe_token_groups.size()) == micro_batch_size * seq_length,
+               "invalid train config: moe_token_groups holds ", moe_token_groups.size(),
+               " ids, expected micro_batch_size*seq_length = ", micro_batch_size * seq_length);
+    for (size_t t = 0; t < moe_token_groups.size(); ++t)
+      PB_REQUIRE(moe_token_groups[t] >= 0, "invalid train config: moe_token_groups[", t, "] must be >= 0, got ",
+                 moe_token_groups[t]);
+  }
 }
 
 }  // namespace pb::ref

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,11 @@ struct ModelConfig {
   std::vector<int64_t> moe_layers;      // which layers are MoE (empty with E > 0: all)
   bool norm_topk_prob = true;           // renormalize the top-K probabilities (Mixtral)
   double router_aux_loss_coef = 0.0;    // load-balancing loss coefficient
+  // Expert capacity (Fedus et al., Switch Transformers, arXiv 2101.03961; Megatron-LM's
+  // moe_expert_capacity_factor): each expert takes at most ceil(n K / E * cf) of the n
+  // rows of a routing group, the copies of lowest combine weight beyond that are dropped
+  // (ops/moe_router.h, apply_capacity). Absent: dropless.
+  std::optional<double> moe_expert_capacity_factor;
 
   // A dense config of the given sizes, everything else default.
   static ModelConfig dense(int64_t H, int64_t A, int64_t G, int64_t F, int64_t V, int64_t L) {
@@ -63,6 +69,13 @@ struct TrainConfig {
   double adam_eps = 1e-8;
   double weight_decay = 0.1;            // matrices only; norm weights are not decayed
   double clip_grad = 1.0;               // max global grad norm; 0 disables clipping
+  // Routing groups of the expert capacity (ModelConfig::moe_expert_capacity_factor): the
+  // group id (>= 0) of each of the B*S token rows of a micro-batch, row t = b*S + s, the
+  // same for every micro-batch; empty: all rows form one group. Capacity is applied per
+  // group because Megatron-LM drops on each rank over the tokens that rank routes, so a
+  // distributed run is reproduced by giving each row the id of the rank that routes it.
+  // Without a capacity factor the groups change nothing.
+  std::vector<int64_t> moe_token_groups;
 
   int64_t global_batch() const { return micro_batch_size * num_micro_batches; }
   void validate() const;

@@ -35,6 +35,8 @@ struct LayerCache {
 struct LayerShape {
   Index B, S;
   std::vector<int64_t> pos;  // (B*S) RoPE position of each token row
+  std::vector<int64_t> moe_groups;  // (B*S) MoE routing group of each token row, empty: one
+                                    // group (TrainConfig::moe_token_groups)
 };
 
 template <class T>
@@ -61,7 +63,8 @@ void layer_forward(Mat<T>& y, LayerCache<T>& c, const Mat<T>& x, const LayerPara
     mlp_forward(f, c.mlp, c.m, p.gate, p.up, p.down);
     c.aux = 0;
   } else {
-    moe_forward(f, c.moe, c.m, p, int(cfg.num_experts_per_tok), cfg.norm_topk_prob, T(cfg.router_aux_loss_coef));
+    moe_forward(f, c.moe, c.m, p, int(cfg.num_experts_per_tok), cfg.norm_topk_prob, T(cfg.router_aux_loss_coef),
+                cfg.moe_expert_capacity_factor, sh.moe_groups);
     c.aux = c.moe.r.aux;
   }
   y = c.h + f;

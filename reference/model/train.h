@@ -2,7 +2,8 @@
  * mean loss accumulated over them (grad_scale 1/m), then one AdamW step.
  *
  * Step n (0-based) trains on global batch n (sequences n*m*B .. (n+1)*m*B-1; batch 0
- * every step with fixed_batch); micro-batch j holds the j-th B of them.
+ * every step with fixed_batch); micro-batch j holds the j-th B of them. Every micro-batch
+ * routes its MoE tokens with the same groups, tc.moe_token_groups (the expert capacity).
  */
 #pragma once
 
@@ -44,7 +45,7 @@ class Trainer {
     rec.step = n + 1;
     for (int64_t j = 0; j < m; ++j) {
       const auto l = model_forward_backward(grads_, params_, mc_, train_batch(mc_, tc_, n, j), tc_.micro_batch_size,
-                                            tc_.seq_length, T(1) / T(m));
+                                            tc_.seq_length, T(1) / T(m), tc_.moe_token_groups);
       rec.loss += double(l.total) / double(m);
       rec.ce += double(l.ce) / double(m);
       rec.aux += double(l.aux) / double(m);

@@ -5,6 +5,7 @@
  *   x_{l+1} = layer_l(x_l)                     (N, H)
  *   z  = rmsnorm(x_L, g_final) Wlm^T           (N, V)     untied LM head
  *   loss = mean_t CE(z_t, label_t) + sum_l aux_l
+ * With an expert capacity factor every MoE layer drops per routing group (moe.h).
  */
 #pragma once
 
@@ -24,10 +25,17 @@ struct Loss {
   T aux = 0;    // sum of the layers' load-balancing losses
 };
 
+// moe_groups (B*S), in the overloads that take it: the MoE routing group of each token row
+// for the expert capacity (TrainConfig::moe_token_groups); empty, and in the overloads
+// without it: all B*S rows form one group. Only matters with a capacity factor.
+
 // Forward only. If logits is given it receives (B*S, V).
 template <class T>
 Loss<T> model_forward(const ModelParams<T>& p, const ModelConfig& cfg, const Batch& batch, Index B, Index S,
                       Mat<T>* logits = nullptr);
+template <class T>
+Loss<T> model_forward(const ModelParams<T>& p, const ModelConfig& cfg, const Batch& batch, Index B, Index S,
+                      const std::vector<int64_t>& moe_groups, Mat<T>* logits = nullptr);
 
 // Forward and backward of one micro-batch. Gradients of (grad_scale * loss) accumulate
 // into grads (zero_params-shaped), so m micro-batches with grad_scale 1/m give the
@@ -35,14 +43,32 @@ Loss<T> model_forward(const ModelParams<T>& p, const ModelConfig& cfg, const Bat
 template <class T>
 Loss<T> model_forward_backward(ModelParams<T>& grads, const ModelParams<T>& p, const ModelConfig& cfg,
                                const Batch& batch, Index B, Index S, T grad_scale);
+template <class T>
+Loss<T> model_forward_backward(ModelParams<T>& grads, const ModelParams<T>& p, const ModelConfig& cfg,
+                               const Batch& batch, Index B, Index S, T grad_scale,
+                               const std::vector<int64_t>& moe_groups);
+
+// The per-row data every layer needs: RoPE positions and MoE routing groups.
+inline LayerShape model_layer_shape(Index B, Index S, const std::vector<int64_t>& moe_groups) {
+  PB_REQUIRE(moe_groups.empty() || Index(moe_groups.size()) == B * S, "moe_groups holds ", moe_groups.size(),
+             " ids, expected B*S = ", B * S);
+  return LayerShape{B, S, sequence_positions(B, S), moe_groups};
+}
 
 template <class T>
 Loss<T> model_forward_backward(ModelParams<T>& grads, const ModelParams<T>& p, const ModelConfig& cfg,
                                const Batch& batch, Index B, Index S, T grad_scale) {
+  return model_forward_backward(grads, p, cfg, batch, B, S, grad_scale, std::vector<int64_t>{});
+}
+
+template <class T>
+Loss<T> model_forward_backward(ModelParams<T>& grads, const ModelParams<T>& p, const ModelConfig& cfg,
+                               const Batch& batch, Index B, Index S, T grad_scale,
+                               const std::vector<int64_t>& moe_groups) {
   PB_REQUIRE(Index(batch.tokens.size()) == B * S && Index(batch.labels.size()) == B * S,
              "batch holds ", batch.tokens.size(), " tokens, expected B*S = ", B * S);
   const T eps = T(cfg.rms_norm_eps);
-  const LayerShape sh{B, S, sequence_positions(B, S)};
+  const LayerShape sh = model_layer_shape(B, S, moe_groups);
   const size_t L = p.layers.size();
   // forward
   std::vector<LayerCache<T>> caches(L);
@@ -75,7 +101,13 @@ Loss<T> model_forward_backward(ModelParams<T>& grads, const ModelParams<T>& p, c
 template <class T>
 Loss<T> model_forward(const ModelParams<T>& p, const ModelConfig& cfg, const Batch& batch, Index B, Index S,
                       Mat<T>* logits) {
-  const LayerShape sh{B, S, sequence_positions(B, S)};
+  return model_forward(p, cfg, batch, B, S, std::vector<int64_t>{}, logits);
+}
+
+template <class T>
+Loss<T> model_forward(const ModelParams<T>& p, const ModelConfig& cfg, const Batch& batch, Index B, Index S,
+                      const std::vector<int64_t>& moe_groups, Mat<T>* logits) {
+  const LayerShape sh = model_layer_shape(B, S, moe_groups);
   Mat<T> x, y, xf, z;
   Vec<T> rstd, lse;
   LayerCache<T> cache;

@@ -96,6 +96,10 @@ int main(int argc, char** argv) {
           ->delimiter(','),
       app.add_option("--aux-coef", mc.router_aux_loss_coef, "load-balancing loss coefficient")->capture_default_str(),
   };
+  double capacity_factor = 0;  // set only when the flag is given (absent: dropless)
+  auto* cf_opt = app.add_option("--capacity-factor", capacity_factor,
+                                "expert capacity factor, Megatron's moe_expert_capacity_factor (default: dropless)");
+  model_flags.push_back(cf_opt);
   bool no_norm_topk = false;
   model_flags.push_back(app.add_flag("--no-norm-topk", no_norm_topk, "do not renormalize the top-K probabilities"));
   auto* cfg_opt = app.add_option("--config", o.config_path, "model config.json (Hugging Face fields)")
@@ -144,6 +148,7 @@ int main(int argc, char** argv) {
   try {
     if (!o.config_path.empty()) o.mc = io::read_model_config(o.config_path);
     if (no_norm_topk) o.mc.norm_topk_prob = false;
+    if (cf_opt->count() > 0) o.mc.moe_expert_capacity_factor = capacity_factor;
     o.mc.validate();
     o.tc.validate();
     ref::check_size_bounds(o.mc, o.tc, 1, "");  // before anything is allocated (sizes.h)

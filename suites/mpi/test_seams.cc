@@ -69,9 +69,9 @@ class CountingCore final : public AttentionCore {
 class CountingMlp final : public Mlp {
  public:
   CountingMlp(const BlockEnv& env, int64_t layer, Counts& c) : inner_(env, layer), c_(c) {}
-  std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m) override {
+  std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m, BlockCtx& ctx) override {
     ++c_.n["mlp.forward"];
-    return inner_.forward(f, m);
+    return inner_.forward(f, m, ctx);
   }
   void backward(Tensor& dm, const Tensor& df, Saved& s) override {
     ++c_.n["mlp.backward"];

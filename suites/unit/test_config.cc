@@ -1,4 +1,5 @@
 /* Bad configurations are rejected with one clear message naming the problem. */
+#include "reference/io/checkpoint.h"
 #include "reference/model/config.h"
 #include "test_util.h"
 
@@ -68,6 +69,33 @@ TEST(Config, RejectsBadTraining) {
   t = {};
   t.steps = -1;
   EXPECT_THROW(t.validate(), pb::Error);
+}
+
+// Megatron's moe_expert_capacity_factor in config.json: written only when set, read back
+// unchanged; null reads as dropless; 0 is refused with validate()'s line.
+TEST(Config, CapacityFactorRoundTripsThroughJson) {
+  ref::ModelConfig c;
+  c.num_local_experts = 4;
+  EXPECT_FALSE(io::hf_config_json(c).contains("moe_expert_capacity_factor"));
+  EXPECT_FALSE(io::model_config_from_json(io::hf_config_json(c), "cfg").moe_expert_capacity_factor.has_value());
+  c.moe_expert_capacity_factor = 1.25;
+  auto j = io::hf_config_json(c);
+  EXPECT_EQ(j["moe_expert_capacity_factor"], 1.25);
+  const auto back = io::model_config_from_json(j, "cfg");
+  ASSERT_TRUE(back.moe_expert_capacity_factor.has_value());
+  EXPECT_EQ(*back.moe_expert_capacity_factor, 1.25);
+  EXPECT_EQ(io::hf_config_json(back), j);
+  j["moe_expert_capacity_factor"] = nullptr;
+  EXPECT_FALSE(io::model_config_from_json(j, "cfg").moe_expert_capacity_factor.has_value());
+  j["moe_expert_capacity_factor"] = 0;
+  try {
+    io::model_config_from_json(j, "cfg");
+    ADD_FAILURE() << "capacity factor 0 accepted";
+  } catch (const pb::Error& e) {
+    EXPECT_EQ(std::string(e.what()), "invalid model config: moe_expert_capacity_factor must be > 0, got 0");
+  }
+  j["moe_expert_capacity_factor"] = "big";
+  EXPECT_THROW(io::model_config_from_json(j, "cfg"), pb::Error);
 }
 
 }  // namespace pb::test

@@ -1,0 +1,156 @@
+/* The MoE MLP (see mlp_moe.h). */
+#include "optimized/model/mlp_moe.h"
+
+#include "optimized/model/block.h"
+
+namespace pb {
+
+namespace {
+
+struct MoeSaved final : Mlp::Saved {
+  Tensor m;                        // (T, H) the block's input (shared, not a copy)
+  Tensor probs, w;                 // (T, E), (T, K) fp32
+  IndexTensor idx;                 // (T*K)
+  std::vector<double> aux_grad;    // (E) d aux / d p_te, scaled
+  std::unique_ptr<TokenDispatcher::State> route;
+  std::vector<int64_t> sizes;      // (E/EP) rows per local expert
+  Tensor x, p, g, u, s, o;         // (R, H), (R, 1) fp32, (R, F_e) x 3, (R, H)
+  std::vector<Tensor*> tensors() override { return {&m, &probs, &w, &x, &p, &g, &u, &s, &o}; }
+};
+
+// t in fp32: itself, or a Workspace copy.
+Tensor as_f32(const Tensor& t) {
+  if (t.dtype() == DType::F32) return t;
+  Tensor c = Tensor::empty(t.shape(), MemCategory::Workspace, DType::F32);
+  ops::cast(c, t);
+  return c;
+}
+
+}  // namespace
+
+MoeMlp::MoeMlp(const BlockEnv& env, int64_t layer, std::unique_ptr<TokenDispatcher> dispatcher)
+    : env_(env),
+      layer_(layer),
+      router_(&env.params.get("model.layers." + std::to_string(layer) + ".block_sparse_moe.gate.weight")),
+      dispatcher_(std::move(dispatcher)) {}
+
+std::unique_ptr<Mlp::Saved> MoeMlp::forward(Tensor& f, const Tensor& m, BlockCtx& ctx) {
+  const auto& e = env_;
+  const auto& mc = e.mc;
+  const int64_t T = m.rows(), H = e.H, E = mc.num_local_experts, K = mc.num_experts_per_tok;
+  auto s = std::make_unique<MoeSaved>();
+  s->m = m;
+  Weights W(e.provider, {router_});
+  std::vector<int64_t> idx;
+  std::vector<double> prob_sums;
+  s->probs = Tensor::empty({T, E}, MemCategory::Activations, DType::F32);
+  s->w = Tensor::empty({T, K}, MemCategory::Activations, DType::F32);
+  {
+    Tensor logits = Tensor::empty({T, E}, MemCategory::Workspace, DType::F32);  // (T, E)
+    ops::linear_forward(logits, as_f32(m), as_f32(W[0]));
+    ops::moe_router_forward(s->probs, s->w, idx, prob_sums, logits, K, mc.norm_topk_prob);
+  }
+  s->idx = IndexTensor(idx);
+  const RoutingPlan plan = plan_routing(std::move(idx), host_floats(s->w), T, E, K, mc.moe_expert_capacity_factor);
+  RoutingRecord& rec = RoutingLog::get().add(layer_);
+  rec.tokens = T;
+  rec.dropped = plan.dropped;
+  // The load-balancing loss: this rank's share, and the gradient of the whole.
+  if (mc.router_aux_loss_coef > 0) {
+    std::vector<float> c(plan.count.begin(), plan.count.end());  // exact below 2^24
+    if (e.tp_cp->size() > 1) {
+      Tensor counts = tensor_of(c, {E}, MemCategory::CommBuffers);
+      e.tp_cp->all_reduce(counts);
+      c = host_floats(counts);
+    }
+    const double Ng = double(T) * e.tp_cp->size(), coef = mc.router_aux_loss_coef;
+    const double scale = coef * double(E) / (Ng * Ng * double(K));
+    double aux = 0;
+    s->aux_grad.assign(size_t(E), 0.0);
+    for (int64_t j = 0; j < E; ++j) {
+      aux += scale * double(c[size_t(j)]) * prob_sums[size_t(j)];
+      s->aux_grad[size_t(j)] = double(ctx.grad_scale) * double(e.cp->size()) * scale * double(c[size_t(j)]);
+    }
+    ctx.aux += aux * double(ctx.grad_scale);
+  } else {
+    s->aux_grad.assign(size_t(E), 0.0);
+  }
+  s->route = dispatcher_->dispatch(s->x, s->p, s->sizes, m, s->w, plan, rec);
+  const int64_t R = s->x.rows(), Fe = mc.expert_ffn();
+  const Tensor W1 = e.params.expert_weights(layer_, "w1"), W3 = e.params.expert_weights(layer_, "w3"),
+               W2 = e.params.expert_weights(layer_, "w2");
+  s->g = e.act(R, Fe);
+  s->u = e.act(R, Fe);
+  ops::grouped_linear_forward(s->g, s->x, W1, s->sizes);
+  ops::grouped_linear_forward(s->u, s->x, W3, s->sizes);
+  s->s = e.act(R, Fe);
+  ops::swiglu_forward(s->s, s->g, s->u);
+  s->o = e.act(R, H);
+  ops::grouped_linear_forward(s->o, s->s, W2, s->sizes);
+  {
+    Tensor y = e.work(R, H);  // (R, H) weighted by the router
+    ops::scale_rows(y, s->o, s->p);
+    f = e.work(T, H);
+    dispatcher_->combine(f, y, *s->route);
+  }
+  return s;
+}
+
+void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
+  const auto& e = env_;
+  const auto& mc = e.mc;
+  auto& s = static_cast<MoeSaved&>(saved);
+  const int64_t T = s.m.rows(), H = e.H, E = mc.num_local_experts, K = mc.num_experts_per_tok;
+  const int64_t R = s.x.rows(), Fe = mc.expert_ffn();
+  const Tensor W1 = e.params.expert_weights(layer_, "w1"), W3 = e.params.expert_weights(layer_, "w3"),
+               W2 = e.params.expert_weights(layer_, "w2");
+  Tensor G1 = e.params.expert_weight_grads(layer_, "w1"), G3 = e.params.expert_weight_grads(layer_, "w3"),
+         G2 = e.params.expert_weight_grads(layer_, "w2");
+  Tensor dx = e.work(R, H);
+  Tensor dp = Tensor::empty({R, 1}, MemCategory::Workspace, DType::F32);
+  {
+    Tensor dy = e.work(R, H);  // (R, H)
+    dispatcher_->combine_backward(dy, df, *s.route);
+    ops::row_dot(dp, dy, s.o);   // d p = dy . o
+    ops::scale_rows(dy, dy, s.p);  // d o = p dy
+    Tensor dg = e.work(R, Fe), du = e.work(R, Fe);
+    {
+      Tensor ds = e.work(R, Fe);
+      ops::grouped_linear_backward_input(ds, dy, W2, s.sizes);
+      ops::grouped_linear_backward_weight(G2, dy, s.s, s.sizes);
+      ops::swiglu_backward(dg, du, ds, s.g, s.u);
+    }
+    ops::grouped_linear_backward_input(dx, dg, W1, s.sizes);
+    {
+      Tensor dxu = e.work(R, H);
+      ops::grouped_linear_backward_input(dxu, du, W3, s.sizes);
+      ops::add_(dx, dxu);
+    }
+    ops::grouped_linear_backward_weight(G1, dg, s.x, s.sizes);
+    ops::grouped_linear_backward_weight(G3, du, s.x, s.sizes);
+  }
+  Tensor dw = Tensor::empty({T, K}, MemCategory::Workspace, DType::F32);  // (T, K)
+  dispatcher_->dispatch_backward(dm, dw, dx, dp, *s.route);
+  dx = Tensor(), dp = Tensor();
+  // The router, in fp32.
+  Weights W(e.provider, {router_});
+  Tensor dlogits = Tensor::empty({T, E}, MemCategory::Workspace, DType::F32);  // (T, E)
+  ops::moe_router_backward(dlogits, dw, s.probs, s.w, s.idx, s.aux_grad, K, mc.norm_topk_prob);
+  dw = Tensor();
+  {
+    const Tensor m32 = as_f32(s.m);
+    ops::linear_backward_weight(router_->g, dlogits, m32);
+  }
+  Tensor dm32 = Tensor::empty({T, H}, MemCategory::Workspace, DType::F32);
+  ops::linear_backward_input(dm32, dlogits, as_f32(W[0]));
+  if (dm.dtype() == DType::F32) {
+    ops::add_(dm, dm32);
+  } else {
+    Tensor c = e.work(T, H);
+    ops::cast(c, dm32);
+    ops::add_(dm, c);
+  }
+  s = MoeSaved{};
+}
+
+}  // namespace pb

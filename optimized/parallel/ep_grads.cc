@@ -1,0 +1,19 @@
+/* Expert gradient reduction (see ep_grads.h). */
+#include "optimized/parallel/ep_grads.h"
+
+#include "optimized/kernels/ops.h"
+
+namespace pb {
+
+void expert_grads_reduce(Tensor& grads, Communicator& expert_dp, int replicas) {
+  expert_dp.all_reduce(grads);  // short-circuits on one rank
+  if (replicas > 1) ops::scale_(grads, 1.0f / float(replicas));
+}
+
+void ep_grad_terms(const Dims& d, Terms& t) {
+  if (d.params_expert == 0) return;
+  t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_expert, d.t * d.d * d.c / d.ep);
+  t.call("ep", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.ep);
+}
+
+}  // namespace pb
