@@ -9,6 +9,9 @@
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/model/end_blocks.h"
 #include "optimized/model/mlp_block.h"
+#include "optimized/model/mlp_moe.h"
+#include "optimized/parallel/ep_allgather.h"
+#include "optimized/parallel/ep_alltoall.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/moe_routing.h"
 #include "optimized/train/pp_terms.h"
@@ -68,7 +71,7 @@ std::vector<RoutingRecord> uniform_routing(const Case& c, const Dims& d, const p
     for (int64_t l = l0; l < l1; ++l)
       for (int64_t n = 0; n < d.steps * d.m && c.model.is_moe_layer(l); ++n) {
         RoutingRecord r;
-        r.step = n / d.m, r.layer = l, r.tokens = d.Ns;
+        r.step = n / d.m, r.mb = n % d.m, r.layer = l, r.tokens = d.Ns;
         r.sent.assign(size_t(d.E), per);
         r.recv.assign(size_t(d.ep * d.El), per);
         out.push_back(r);
@@ -77,12 +80,6 @@ std::vector<RoutingRecord> uniform_routing(const Case& c, const Dims& d, const p
   return out;
 }
 
-// The bytes one MoE layer saves for one micro-batch beyond the block's: the router's probs
-// (T, E) and weights (T, K) in fp32; the R dispatched rows x (R, H) and their weights
-// (R, 1) fp32; the experts' g, u, s (R, F_e) and o (R, H).
-int64_t moe_saved_bytes(const Dims& d, int64_t R) {
-  return Dims::fp * d.Ns * (d.E + d.K) + R * (2 * d.e * d.H + 3 * d.e * d.Fe + Dims::fp);
-}
 
 // What one micro-batch costs in chunk ch (pp_terms.h: ChunkBytes): the saved activations
 // of its blocks (A_c) and what a split backward's queued weight gradients keep of them
@@ -92,17 +89,26 @@ int64_t moe_saved_bytes(const Dims& d, int64_t R) {
 // TP strategy gathers copies (N_s < N), one (N, H) copy at a time, or under a split
 // backward the copies its queued weight gradients keep (per layer: the inputs of q/k/v and
 // gate/up and the gradients into o and down; the head's input) until W.
-ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool first, bool last, bool split) {
-  const int64_t xb = d.e * d.Ns * d.H, NH = d.e * d.N * d.H;
+// The MLP of one layer for one micro-batch: what it saves besides the block's, its block's
+// workspace transients and its own transfer buffers (an MoE dispatcher's).
+struct MlpCost {
+  int64_t saved = 0;
+  BlockWorkspace ws, cb;
+};
+
+ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, bool first, bool last,
+                       bool split) {
+  const int64_t xb = d.e * d.Ns * d.H, NH = d.e * d.N * d.H, Lc = int64_t(mlp.size());
   const bool shared_inputs = d.Ns == d.N;
   ChunkBytes c;
-  const int64_t per_layer = attention_block_saved_bytes(d) + st.attention_core_saved(d) + mlp_block_saved_bytes(d) +
-                            st.mlp_saved(d);
+  const int64_t per_layer = attention_block_saved_bytes(d) + st.attention_core_saved(d) + mlp_block_saved_bytes(d);
   c.act = Lc * per_layer + (last ? head_saved_bytes(d) : 0);
+  for (const MlpCost& m : mlp) c.act += m.saved;
   c.act_kept = Lc * (d.e * (d.N * d.a * d.D + d.N * d.f) + (shared_inputs ? 2 * NH : 0)) + (last && shared_inputs ? NH : 0);
-  const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d)), ml = mlp_block_workspace(d);
+  const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d));
   const BlockWorkspace em = embedding_workspace(d), hd = head_workspace(d);
-  c.ws_forward = std::max({first ? em.forward : 0, at.forward, ml.forward, last ? hd.forward : 0});
+  c.ws_forward = std::max({first ? em.forward : 0, at.forward, last ? hd.forward : 0});
+  for (const MlpCost& m : mlp) c.ws_forward = std::max(c.ws_forward, m.ws.forward);
   // Backward, block by block: each holds its incoming gradient (the first one's is the
   // received one, counted by the walk) and, under a split backward, the gradients its
   // queued weight gradients keep (the column linears' dy; with shared inputs also the row
@@ -113,8 +119,8 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool fir
   };
   std::vector<Step> steps;
   if (last) steps.push_back({hd.backward, d.e * d.N * d.V / d.t, true});
-  for (int64_t l = 0; l < Lc; ++l) {
-    steps.push_back({ml.backward, d.e * 2 * d.N * d.f, true});
+  for (int64_t l = Lc; l-- > 0;) {
+    steps.push_back({mlp[size_t(l)].ws.backward, d.e * 2 * d.N * d.f, true});
     steps.push_back({at.backward, d.e * d.N * (d.a + 2 * d.g) * d.D, true});
   }
   if (first) steps.push_back({0, 0, false});
@@ -130,6 +136,10 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool fir
     c.cb_kept = (4 * Lc + (last ? 1 : 0)) * NH;
     c.cb_backward = split ? c.cb_kept + (first ? NH : 0) : NH;
   }
+  for (const MlpCost& m : mlp) {  // an MoE dispatcher's buffers (no split backward with MoE)
+    c.cb_forward = std::max(c.cb_forward, m.cb.forward);
+    c.cb_backward = std::max(c.cb_backward, m.cb.backward);
+  }
   // The attention core's buffers (ring attention's K, V in flight), while no gathered copy
   // of its layer is (with a split backward, the copies kept by the layers after it and by
   // its own o projection are: at the first layer's core, all but its q/k/v input's).
@@ -142,24 +152,61 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, int64_t Lc, bool fir
   return c;
 }
 
+// The MLP cost of layer l for one micro-batch: the dense MLP's, or an MoE layer's given
+// the rows its routing record says this rank dispatched (S) and received (R).
+MlpCost mlp_cost(const Case& c, const Dims& d, const Strategies& st, int64_t l, const RoutingRecord* r) {
+  if (d.E == 0 || !c.model.is_moe_layer(l)) return {st.mlp_saved(d), mlp_block_workspace(d), {}};
+  const int64_t S = r ? r->sent_total() : 0, R = r ? r->recv_total() : 0;
+  const MoeLayerBytes b = moe_layer_bytes(d, R);
+  MlpCost m{b.saved, b.ws,
+            c.moe_dispatcher == "allgather" ? ep_allgather_comm_buffers(d) : ep_alltoall_comm_buffers(d, S, R)};
+  if (c.model.router_aux_loss_coef > 0 && d.t * d.c > 1) m.cb.forward = std::max(m.cb.forward, Dims::fp * d.E);
+  return m;
+}
+
+// The peaks of this rank's categories: its schedule walked with what each micro-batch
+// costs in each chunk (with MoE layers, each step's micro-batches differ: every step is
+// walked and the highest peak kept; without a pipeline, every micro-batch).
 MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, const pp::Schedule* sched) {
-  std::vector<ChunkBytes> C;
-  for (int ch = 0; ch < (sched ? sched->v : 1); ++ch) {
+  std::map<std::tuple<int64_t, int64_t, int64_t>, const RoutingRecord*> rec;  // (step, mb, layer)
+  if (d.routing)
+    for (const auto& r : *d.routing) rec[{r.step, r.mb, r.layer}] = &r;
+  const int chunks = sched ? sched->v : 1;
+  auto chunk_of = [&](int64_t step, int ch, int mb) {
     const int s = sched ? sched->stage(d.pp_rank, ch) : 0;
     const auto [l0, l1] = sched ? sched->layers(d.L, s) : std::pair<int64_t, int64_t>{0, d.L};
-    C.push_back(chunk_bytes(d, st, l1 - l0, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward));
-    // MoE layers save their routed rows instead of the dense MLP's: bounded by the most
-    // rows one of the run's micro-batches brought to this rank in that layer.
+    std::vector<MlpCost> mlp;
     for (int64_t l = l0; l < l1; ++l) {
-      if (d.E == 0 || !c.model.is_moe_layer(l)) continue;
-      int64_t R = 0;
-      if (d.routing)
-        for (const auto& r : *d.routing)
-          if (r.layer == l) R = std::max(R, r.recv_total());
-      C.back().act += moe_saved_bytes(d, R) - st.mlp_saved(d);
+      const auto it = rec.find({step, mb, l});
+      mlp.push_back(mlp_cost(c, d, st, l, it == rec.end() ? nullptr : it->second));
     }
+    return chunk_bytes(d, st, mlp, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward);
+  };
+  const int64_t xb = d.e * d.Ns * d.H;
+  if (d.Lmoe == 0) {  // every micro-batch alike
+    std::vector<ChunkBytes> C;
+    for (int ch = 0; ch < chunks; ++ch) C.push_back(chunk_of(0, ch, 0));
+    return schedule_peaks(sched, d.pp_rank, [&](int ch, int) { return C[size_t(ch)]; }, xb);
   }
-  return schedule_peaks(sched, d.pp_rank, C, d.e * d.Ns * d.H);
+  MemoryPeaks peak;
+  auto keep = [&](const MemoryPeaks& p) {
+    peak.activations = std::max(peak.activations, p.activations);
+    peak.workspace = std::max(peak.workspace, p.workspace);
+    peak.comm_buffers = std::max(peak.comm_buffers, p.comm_buffers);
+  };
+  for (int64_t step = 0; step < d.steps; ++step) {
+    std::map<std::pair<int, int>, ChunkBytes> C;
+    auto bytes = [&](int ch, int mb) {
+      auto it = C.find({ch, mb});
+      if (it == C.end()) it = C.emplace(std::pair{ch, mb}, chunk_of(step, ch, mb)).first;
+      return it->second;
+    };
+    if (sched)
+      keep(schedule_peaks(sched, d.pp_rank, bytes, xb));
+    else
+      for (int mb = 0; mb < int(d.m); ++mb) keep(schedule_peaks(nullptr, d.pp_rank, [&](int, int) { return bytes(0, mb); }, xb));
+  }
+  return peak;
 }
 
 // Rows of one call size, summed over terms of the same (group, op, phase, size).

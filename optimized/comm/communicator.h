@@ -68,6 +68,12 @@ struct P2POp {
   Phase phase = Phase::Forward;
 };
 
+// The row width of all_to_all_v's tensors: the elements per row of whichever has rows (a
+// rank may send nothing and receive rows, or the reverse; an empty tensor's cols() is 0).
+inline int64_t row_width(const Tensor& in, const Tensor& out) {
+  return in.rows() ? in.cols() : out.rows() ? out.cols() : 0;
+}
+
 class Communicator {
  public:
   virtual ~Communicator() = default;

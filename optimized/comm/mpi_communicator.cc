@@ -450,7 +450,7 @@ void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv
                                    const std::vector<int64_t>& send_rows) {
   PB_REQUIRE(int(send_rows.size()) == size_ && int(recv_rows.size()) == size_, "all_to_all_v: ", size_,
              " row counts needed");
-  const int64_t cols = in.cols();
+  const int64_t cols = row_width(in, out);
   const size_t n = static_cast<size_t>(size_);
   std::vector<int> sc(n), sd(n), rc(n), rd(n);
   int64_t s_off = 0, r_off = 0;

@@ -85,7 +85,7 @@ class NcclCommunicator : public Communicator {
     require_device(in, "all_to_all");
     require_device(out, "all_to_all");
     if (size_ > 1) CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
-    const int64_t cols = in.cols(), es = int64_t(dtype_bytes(in.dtype()));
+    const int64_t cols = row_width(in, out), es = int64_t(dtype_bytes(in.dtype()));
     int64_t so = 0, ro = 0;
     enter();
     NCCL_CHECK(comm_, ncclGroupStart());

@@ -1,6 +1,8 @@
 /* The MoE MLP (see mlp_moe.h). */
 #include "optimized/model/mlp_moe.h"
 
+#include <algorithm>
+
 #include "optimized/model/block.h"
 
 namespace pb {
@@ -151,6 +153,22 @@ void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
     ops::add_(dm, c);
   }
   s = MoeSaved{};
+}
+
+MoeLayerBytes moe_layer_bytes(const Dims& d, int64_t R) {
+  const int64_t T = d.Ns, H = d.H, E = d.E, K = d.K, F = d.Fe, e = d.e, fp = Dims::fp;
+  const bool bf16 = e != fp;
+  MoeLayerBytes b;
+  b.saved = fp * T * (E + K) + R * (2 * e * H + 3 * e * F + fp);
+  b.ws.forward = std::max(fp * T * E + (bf16 ? fp * T * H + fp * E * H : 0), e * R * H + e * T * H);
+  const int64_t dm = e * T * H;
+  const int64_t experts = dm + 2 * e * R * H + fp * R + 2 * e * R * F + e * R * std::max(F, H);
+  const int64_t combine = dm + e * R * H + fp * R + fp * T * K;
+  const int64_t router = dm + fp * T * (K + E);
+  const int64_t router_grads = bf16 ? dm + fp * T * E + std::max(fp * T * H + fp * E * H, fp * T * H + e * T * H)
+                                    : dm + fp * T * E + fp * T * H;
+  b.ws.backward = std::max({experts, combine, router, router_grads, 2 * dm});
+  return b;
 }
 
 }  // namespace pb

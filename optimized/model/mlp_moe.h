@@ -31,6 +31,23 @@
 
 namespace pb {
 
+// The memory of one MoE layer for one micro-batch, from its T = N_s tokens, the S kept
+// copies it dispatched and the R rows its experts received (e bytes per element, fp32 4):
+//   saved (Activations): probs 4TE, w 4TK, x eRH, p 4R, g, u, s 3eRF_e, o eRH
+//   workspace of the MLP block, forward: the logits 4TE (bf16: with the fp32 copies of m
+//     and Wr, 4TH + 4EH), then y eRH and f eTH during the combine;
+//   backward, after the block's dm eTH: the experts' dx eRH, dp 4R, dy eRH, dg and du
+//     2eRF_e and the larger of ds eRF_e and dW3's dx eRH; then dw 4TK with dx and dp;
+//     then dlogits 4TE with dw, and the router's fp32 gradients (fp32: dm32 4TH; bf16:
+//     m32 4TH, then dm32 4TH with Wr32 4EH, then its bf16 copy eTH); the block's dh eTH.
+// The dispatcher's transfer buffers (CommBuffers) are its own (ep_alltoall.h,
+// ep_allgather.h); the counts' all-reduce adds 4E.
+struct MoeLayerBytes {
+  int64_t saved = 0;
+  BlockWorkspace ws;
+};
+MoeLayerBytes moe_layer_bytes(const Dims& d, int64_t R);
+
 class MoeMlp final : public Mlp {
  public:
   MoeMlp(const BlockEnv& env, int64_t layer, std::unique_ptr<TokenDispatcher> dispatcher);

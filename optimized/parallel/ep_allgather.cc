@@ -1,6 +1,8 @@
 /* The all-gather token dispatcher (see ep_allgather.h). */
 #include "optimized/parallel/ep_allgather.h"
 
+#include <algorithm>
+
 #include "optimized/kernels/ops.h"
 
 namespace pb {
@@ -22,7 +24,7 @@ std::unique_ptr<TokenDispatcher::State> AllGatherDispatcher::dispatch(Tensor& x,
                                                                       const Tensor& w, const RoutingPlan& plan,
                                                                       RoutingRecord& rec) {
   const int n = ep_.size(), me = ep_.rank();
-  const int64_t T = plan.T, K = plan.K, E = plan.E, El = E / n, H = m.cols(), nT = n * T;
+  const int64_t T = plan.T, K = plan.K, E = plan.E, El = E / n, H = m.dim(1), nT = n * T;
   auto st = std::make_unique<AGState>();
   st->T = T, st->K = K, st->n = n;
   rec.sent = plan.kept_count;
@@ -62,14 +64,14 @@ std::unique_ptr<TokenDispatcher::State> AllGatherDispatcher::dispatch(Tensor& x,
 
 void AllGatherDispatcher::combine(Tensor& f, const Tensor& y, State& state) {
   auto& st = static_cast<AGState&>(state);
-  Tensor out = comm(st.n * st.T, y.cols(), y.dtype());  // (nT, H): this rank's experts' share
+  Tensor out = comm(st.n * st.T, y.dim(1), y.dtype());  // (nT, H): this rank's experts' share
   ops::sum_rows(out, y, st.slots, st.K);
   ep_.reduce_scatter(f, out);
 }
 
 void AllGatherDispatcher::combine_backward(Tensor& dy, const Tensor& df, State& state) {
   auto& st = static_cast<AGState&>(state);
-  Tensor df_all = comm(st.n * st.T, df.cols(), df.dtype());  // (nT, H)
+  Tensor df_all = comm(st.n * st.T, df.dim(1), df.dtype());  // (nT, H)
   ep_.all_gather(df_all, df);
   ops::gather_rows(dy, df_all, st.sel);
 }
@@ -78,7 +80,7 @@ void AllGatherDispatcher::dispatch_backward(Tensor& dm, Tensor& dw, const Tensor
   auto& st = static_cast<AGState&>(state);
   const int64_t nT = st.n * st.T;
   {
-    Tensor dm_all = comm(nT, dx.cols(), dx.dtype());  // (nT, H)
+    Tensor dm_all = comm(nT, dx.dim(1), dx.dtype());  // (nT, H)
     ops::sum_rows(dm_all, dx, st.slots, st.K);
     ep_.reduce_scatter(dm, dm_all);
   }
@@ -86,6 +88,12 @@ void AllGatherDispatcher::dispatch_backward(Tensor& dm, Tensor& dw, const Tensor
   ops::sum_rows(dw_all, dp, st.slots, 1);
   Tensor dw_rows = dw.view(0, {st.T * st.K, 1});
   ep_.reduce_scatter(dw_rows, dw_all);
+}
+
+BlockWorkspace ep_allgather_comm_buffers(const Dims& d) {
+  const int64_t T = d.Ns, nT = d.ep * T;
+  return {Dims::fp * T * d.K + 2 * Dims::fp * nT * d.K + d.e * nT * d.H,
+          std::max(d.e * nT * d.H, Dims::fp * nT * d.K)};
 }
 
 void ep_allgather_terms(const Dims& d, const std::vector<RoutingRecord>& records, Terms& t) {

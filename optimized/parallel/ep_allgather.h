@@ -35,5 +35,9 @@ class AllGatherDispatcher final : public TokenDispatcher {
 };
 
 void ep_allgather_terms(const Dims& d, const std::vector<RoutingRecord>& records, Terms& t);
+// Its buffers at their peak (CommBuffers), n = EP, T = N_s: forward the local map 4TK and
+// the gathered map, weights and hidden states 8nTK + e nTH; backward the larger of the
+// gathered gradient e nTH (df, then dm) and the weights' 4nTK.
+BlockWorkspace ep_allgather_comm_buffers(const Dims& d);
 
 }  // namespace pb

@@ -43,7 +43,7 @@ std::unique_ptr<TokenDispatcher::State> AllToAllDispatcher::dispatch(Tensor& x, 
                                                                      const Tensor& w, const RoutingPlan& plan,
                                                                      RoutingRecord& rec) {
   const int n = ep_.size();
-  const int64_t T = plan.T, K = plan.K, E = plan.E, El = E / n, H = m.cols();
+  const int64_t T = plan.T, K = plan.K, E = plan.E, El = E / n, H = m.dim(1);
   auto st = std::make_unique<A2AState>();
   st->T = T, st->K = K;
   // Permutation: the kept copies by expert (so by destination rank), then token, then k.
@@ -113,7 +113,7 @@ std::unique_ptr<TokenDispatcher::State> AllToAllDispatcher::dispatch(Tensor& x, 
 
 void AllToAllDispatcher::combine(Tensor& f, const Tensor& y, State& state) {
   auto& st = static_cast<A2AState&>(state);
-  const int64_t H = y.cols();
+  const int64_t H = y.dim(1);
   Tensor yr = comm(st.R, H, y.dtype());  // (R, H) by source again
   ops::gather_rows(yr, y, st.unsort);
   Tensor ys = comm(st.S, H, y.dtype());  // (S, H) in send order
@@ -123,7 +123,7 @@ void AllToAllDispatcher::combine(Tensor& f, const Tensor& y, State& state) {
 
 void AllToAllDispatcher::combine_backward(Tensor& dy, const Tensor& df, State& state) {
   auto& st = static_cast<A2AState&>(state);
-  const int64_t H = df.cols();
+  const int64_t H = df.dim(1);
   Tensor dys = comm(st.S, H, df.dtype());  // (S, H) each copy its token's gradient
   ops::gather_rows(dys, df, st.perm);
   Tensor dyr = comm(st.R, H, df.dtype());
@@ -133,7 +133,7 @@ void AllToAllDispatcher::combine_backward(Tensor& dy, const Tensor& df, State& s
 
 void AllToAllDispatcher::dispatch_backward(Tensor& dm, Tensor& dw, const Tensor& dx, const Tensor& dp, State& state) {
   auto& st = static_cast<A2AState&>(state);
-  const int64_t H = dx.cols();
+  const int64_t H = dx.dim(1);
   Tensor dxs = comm(st.S, H, dx.dtype()), dps = comm(st.S, 1, DType::F32);
   {
     Tensor dxr = comm(st.R, H, dx.dtype()), dpr = comm(st.R, 1, DType::F32);
@@ -145,6 +145,11 @@ void AllToAllDispatcher::dispatch_backward(Tensor& dm, Tensor& dw, const Tensor&
   ops::sum_rows(dm, dxs, st.slots, st.K);
   Tensor dw_rows = dw.view(0, {st.T * st.K, 1});
   ops::sum_rows(dw_rows, dps, st.slots, 1);
+}
+
+BlockWorkspace ep_alltoall_comm_buffers(const Dims& d, int64_t S, int64_t R) {
+  const int64_t rows = (d.e * d.H + Dims::fp) * (S + R);
+  return {2 * Dims::fp * d.E + rows, rows};
 }
 
 void ep_alltoall_terms(const Dims& d, const std::vector<RoutingRecord>& records, Terms& t) {

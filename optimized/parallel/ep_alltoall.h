@@ -37,5 +37,9 @@ class AllToAllDispatcher final : public TokenDispatcher {
 
 // Every record's all-to-all bytes (d.e, d.H, d.E; group size d.ep).
 void ep_alltoall_terms(const Dims& d, const std::vector<RoutingRecord>& records, Terms& t);
+// Its transfer buffers at their peak (CommBuffers) for S copies sent and R rows received:
+// forward the counts 8E, xs eSH, ps 4S, xr eRH, pr 4R; backward dxs, dps, dxr, dpr (the
+// same sizes), more than the combine's eRH + eSH either way.
+BlockWorkspace ep_alltoall_comm_buffers(const Dims& d, int64_t S, int64_t R);
 
 }  // namespace pb

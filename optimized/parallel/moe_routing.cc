@@ -51,8 +51,10 @@ RoutingLog& RoutingLog::get() {
 }
 
 RoutingRecord& RoutingLog::add(int64_t layer) {
+  const int64_t mb = seen_[{step_, layer}]++;
   RoutingRecord& r = records_.emplace_back();
   r.step = step_;
+  r.mb = mb;
   r.layer = layer;
   return r;
 }

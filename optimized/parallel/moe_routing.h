@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -35,7 +36,7 @@ int64_t expert_capacity(int64_t T, int64_t E, int64_t K, double capacity_factor)
 
 // One micro-batch through one MoE layer on this rank.
 struct RoutingRecord {
-  int64_t step = 0, layer = 0;
+  int64_t step = 0, mb = 0, layer = 0;
   int64_t tokens = 0;               // T: this rank's tokens
   std::vector<int64_t> sent;        // (E) kept copies this rank routed to each expert
   std::vector<int64_t> recv;        // (EP x E/EP) rows this rank's experts got from each EP rank
@@ -48,13 +49,17 @@ struct RoutingRecord {
 class RoutingLog {
  public:
   static RoutingLog& get();
-  void clear() { records_.clear(); }
+  void clear() { records_.clear(), seen_.clear(); }
   void set_step(int64_t s) { step_ = s; }
-  RoutingRecord& add(int64_t layer);  // a new record of the current step
+  // A new record of the current step; its micro-batch is the count of the step's earlier
+  // records of the layer (a rank runs a layer's forwards in micro-batch order, pipelined
+  // or not).
+  RoutingRecord& add(int64_t layer);
   const std::vector<RoutingRecord>& records() const { return records_; }
 
  private:
   std::vector<RoutingRecord> records_;
+  std::map<std::pair<int64_t, int64_t>, int64_t> seen_;  // (step, layer) -> records so far
   int64_t step_ = 0;
 };
 

@@ -13,11 +13,14 @@ void TpSequenceParallel::reduce(Tensor& out, Tensor& partial) { tp_.reduce_scatt
 
 void sp_terms(const Dims& d, Terms& t) {
   const int64_t NH = d.e * d.N * d.H;
-  t.call("tp", CommOp::ReduceScatter, Phase::Forward, d.mb * (d.emb + 2 * d.Lr), NH, d.t);
-  t.call("tp", CommOp::AllGather, Phase::Forward, d.mb * (2 * d.Lr + d.head), NH, d.t);
-  t.call("tp", CommOp::ReduceScatter, Phase::Backward, d.mb * (2 * d.Lr + d.head), NH, d.t);
-  t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * (4 * d.Lr + d.head + d.emb), NH, d.t);
-  t.call("tp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * (2 * d.Lr + d.head) * d.H, d.t);
+  const int64_t blocks = 2 * d.Lr - d.Lmoe;  // TP-linear blocks: attention, and the dense MLPs
+  t.call("tp", CommOp::ReduceScatter, Phase::Forward, d.mb * (d.emb + blocks), NH, d.t);
+  t.call("tp", CommOp::AllGather, Phase::Forward, d.mb * (blocks + d.head), NH, d.t);
+  t.call("tp", CommOp::ReduceScatter, Phase::Backward, d.mb * (blocks + d.head), NH, d.t);
+  t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * (2 * blocks + d.head + d.emb), NH, d.t);
+  // The replicated gradients: norm weights, and the MoE routers (E, H).
+  t.call("tp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * ((2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * d.H),
+         d.t);
 }
 
 }  // namespace pb

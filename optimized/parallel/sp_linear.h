@@ -22,11 +22,13 @@ class TpSequenceParallel final : public TpLinear {
 };
 
 // Over a step (TP > 1, SP), per pipeline rank (terms.h), e N H bytes per call unless said:
-//   forward  reduce_scatter emb + 2 Lr (row linears, the embedding)
-//            all_gather     2 Lr + head (column linears)
-//   backward reduce_scatter 2 Lr + head (column linears)
-//            all_gather     4 Lr + head + emb (column re-gathers, row linears, embedding)
-//   optimizer all_reduce of the norm-weight gradients, fp32 (2 Lr + head) H, once a step
+//   forward  reduce_scatter emb + b (row linears, the embedding)
+//            all_gather     b + head (column linears)
+//   backward reduce_scatter b + head (column linears)
+//            all_gather     2 b + head + emb (column re-gathers, row linears, embedding)
+//   optimizer all_reduce of the norm-weight and router gradients, fp32 (2 Lr + head) H
+//            + Lmoe E H, once a step
+// with b = 2 Lr - Lmoe blocks of TP linears (an MoE layer's MLP has none: expert TP = 1).
 void sp_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

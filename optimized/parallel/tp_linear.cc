@@ -58,8 +58,9 @@ void TpAllReduce::reduce(Tensor& out, Tensor& partial) {
 
 void tp_allreduce_terms(const Dims& d, Terms& t) {
   const int64_t NH = d.e * d.N * d.H;
-  t.call("tp", CommOp::AllReduce, Phase::Forward, d.mb * (d.emb + 2 * d.Lr), NH, d.t);
-  t.call("tp", CommOp::AllReduce, Phase::Backward, d.mb * (2 * d.Lr + d.head), NH, d.t);
+  const int64_t blocks = 2 * d.Lr - d.Lmoe;  // TP-linear blocks: attention, and the dense MLPs
+  t.call("tp", CommOp::AllReduce, Phase::Forward, d.mb * (d.emb + blocks), NH, d.t);
+  t.call("tp", CommOp::AllReduce, Phase::Backward, d.mb * (blocks + d.head), NH, d.t);
 }
 
 }  // namespace pb

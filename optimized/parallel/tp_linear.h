@@ -81,8 +81,9 @@ class TpAllReduce final : public TpLinear {
 
 // The linears' communication over a step (TP > 1, all-reduce strategy), with Lr layers
 // and the head's column linear where the rank holds it (terms.h):
-//   forward  all_reduce (emb + 2 Lr) x e N H    (row linears; the embedding's reduce)
-//   backward all_reduce (2 Lr + head) x e N H   (column linears)
+//   forward  all_reduce (emb + b) x e N H    (row linears; the embedding's reduce)
+//   backward all_reduce (b + head) x e N H   (column linears)
+// with b = 2 Lr - Lmoe blocks of TP linears (an MoE layer's MLP has none).
 void tp_allreduce_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

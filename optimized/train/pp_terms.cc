@@ -21,9 +21,11 @@ void pp_terms(const pp::Schedule& s, const Dims& d, Terms& t) {
   t.call("pp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.p);
 }
 
-MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const std::vector<ChunkBytes>& C, int64_t xb) {
-  if (!s)
-    return {C[0].act, std::max(C[0].ws_forward, C[0].ws_backward), std::max(C[0].cb_forward, C[0].cb_backward)};
+MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& bytes, int64_t xb) {
+  if (!s) {
+    const ChunkBytes c = bytes(0, 0);
+    return {c.act, std::max(c.ws_forward, c.ws_backward), std::max(c.cb_forward, c.cb_backward)};
+  }
   int64_t act = 0, ws = 0, cb = 0;
   MemoryPeaks peak;
   auto at_least = [](int64_t& p, int64_t v) { p = std::max(p, v); };
@@ -31,7 +33,7 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const std::vector<Chunk
   const auto& acts = s->ranks[size_t(r)];
   for (size_t i = 0; i < acts.size(); ++i) {
     const pp::Action a = acts[i];
-    const ChunkBytes& c = C[size_t(a.chunk)];
+    const ChunkBytes c = pp::is_compute(a.op) ? bytes(a.chunk, a.mb) : ChunkBytes{};
     const int st = s->stage(r, a.chunk);
     const bool first = st == 0, last = st == s->stages() - 1;
     switch (a.op) {

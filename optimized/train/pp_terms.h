@@ -21,6 +21,7 @@
  */
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "optimized/train/pp_schedule.h"
@@ -38,6 +39,9 @@ struct ChunkBytes {
 struct MemoryPeaks {
   int64_t activations = 0, workspace = 0, comm_buffers = 0;
 };
-MemoryPeaks schedule_peaks(const pp::Schedule* s, int rank, const std::vector<ChunkBytes>& c, int64_t xb);
+// bytes(chunk, mb): what micro-batch mb costs in chunk c (the same for every micro-batch
+// of a dense model; an MoE layer's routed rows vary). Without a schedule: micro-batch 0.
+using ChunkBytesOf = std::function<ChunkBytes(int chunk, int mb)>;
+MemoryPeaks schedule_peaks(const pp::Schedule* s, int rank, const ChunkBytesOf& bytes, int64_t xb);
 
 }  // namespace pb

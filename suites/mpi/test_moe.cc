@@ -94,6 +94,21 @@ static std::vector<Case> cases_for(int world) {
     c.model = moe_model(4, 2, true, 0.01, 4), c.model_json = io::hf_config_json(c.model);
     all.push_back(c);
   }
+  {  // 8 ranks: TP 2 with SP, CP 2, DP 2; EP 4 over DP x CP
+    Case c = moe_case("tp2_sp_cp2_dp2_ep4", moe_model(8, 2), 2, 4, "alltoall", 1, 8, 2);
+    c.layout.tp = 2, c.layout.cp = 2, c.features = {"sp"};
+    all.push_back(c);
+    c.name = "tp2_sp_cp2_dp2_ep4_allgather", c.moe_dispatcher = "allgather";
+    all.push_back(c);
+  }
+  for (const char* name : {"ep2_e4k2_alltoall", "ep2_e4k2_allgather"})
+    for (const auto& c : std::vector<Case>(all))
+      if (c.name == name) {
+        Case b = c;
+        b.name = "bf16_" + c.name;
+        b.dtype = "bf16";
+        all.push_back(b);
+      }
   return cases_of_world(all, world);
 }
 
@@ -117,14 +132,19 @@ TEST(Moe, EveryCaseEqualsTheReferenceWithExactDispatcherBytes) {
     }
     EXPECT_EQ(saw_ep, c.layout.ep > 1);
     EXPECT_EQ(saw_edp, c.layout.tp * c.layout.dp * c.layout.cp / c.layout.ep > 1);
-    // Parameters, gradients and optimizer state to the byte on every rank (experts
-    // included); the routed activations no more than the bound of the run's busiest
-    // micro-batch.
+    // Every category on every rank to the byte, given that rank's routing: the expert
+    // parameters, gradients and optimizer state, and the routed rows' activations,
+    // workspace and transfer buffers of each micro-batch.
+    int mem_rows = 0;
     for (const auto& row : r["memory"]) {
-      const std::string cat = row["category"];
-      const int64_t meas = row["measured_bytes"], pred = row["predicted_bytes"];
-      if (cat == "params" || cat == "grads" || cat == "optimizer") EXPECT_EQ(meas, pred) << row.dump();
+      if (row["category"] == "workspace" && c.dtype == "bf16") {  // + the CPU kernels' fp32 promotion copies
+        EXPECT_GE(row["measured_bytes"], row["predicted_bytes"]) << row.dump();
+      } else {
+        EXPECT_EQ(row["measured_bytes"], row["predicted_bytes"]) << row.dump();
+      }
+      ++mem_rows;
     }
+    EXPECT_EQ(mem_rows, 6 * c.layout.world());
     // Routing statistics: every dispatched copy is received once; drops only with a capacity.
     const auto& moe = r["moe"];
     int64_t sent = 0, recv = 0;
@@ -194,11 +214,12 @@ static void identity_round_trip(TokenDispatcher& d, Communicator& ep, int64_t E,
   Tensor f = Tensor::empty({T, H}, MemCategory::Workspace);
   d.combine(f, y, *st);
   const std::vector<float> out = host_floats(f);
-  for (int64_t i = 0; i < T * H; ++i)
-    if (K == 1)
-      ASSERT_EQ(out[size_t(i)], mh[size_t(i)]) << i;
-    else
-      ASSERT_FLOAT_EQ(out[size_t(i)], mh[size_t(i)]) << i;
+  int64_t wrong = 0;  // counted, not asserted: every rank must reach the next collective
+  for (int64_t i = 0; i < T * H; ++i) {
+    const float want = mh[size_t(i)];
+    wrong += K == 1 ? out[size_t(i)] != want : std::abs(out[size_t(i)] - want) > 1e-6f * std::abs(want);
+  }
+  EXPECT_EQ(wrong, 0) << "rank " << ep.rank() << ": first " << out[0] << " want " << mh[0];
 }
 
 TEST(Moe, IdentityExpertsRestoreTheInputUnderSkewedRouting) {
