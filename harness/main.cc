@@ -291,6 +291,7 @@ struct AnalyzeArgs {
   std::string model, layout = "", features, schedule, dtype = "fp32", cp_kind = "ring", cp_balance = "zigzag";
   int64_t micro_batch = 2, seq = 16, micro_batches = 1, steps = 1;
   int cp_ulysses = 1;
+  std::string moe_dispatcher = "alltoall";
 };
 
 Layout parse_layout(const std::string& s) {
@@ -361,6 +362,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.train.steps = a.steps;
   if (!a.schedule.empty()) c.schedule = a.schedule;
   c.cp_kind = a.cp_kind, c.cp_balance = a.cp_balance, c.cp_ulysses = a.cp_ulysses;
+  c.moe_dispatcher = a.moe_dispatcher;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -372,6 +374,11 @@ int cmd_analyze(const AnalyzeArgs& a) {
               a.features.empty() ? "-" : a.features.c_str(), c.dtype.c_str(), (long long)a.micro_batch, (long long)a.seq,
               (long long)a.micro_batches, (long long)a.steps,
               c.layout.pp > 1 ? (" | schedule " + c.schedule).c_str() : "");
+  if (c.model.num_local_experts > 0)
+    std::printf("MoE: E=%lld K=%lld F_e=%lld, %s dispatcher; routing assumed uniform (each expert T*K/E copies of "
+                "every rank's T tokens): a run's dispatcher bytes and routed memory follow its actual routing\n",
+                (long long)c.model.num_local_experts, (long long)c.model.num_experts_per_tok,
+                (long long)c.model.expert_ffn(), c.moe_dispatcher.c_str());
   std::printf("parameters: %lld total, %lld per rank | model FLOPs per step: %.4g\n", (long long)p.params_total,
               (long long)p.params_local, p.flops_per_step);
   // One block per pipeline stage (the ranks of a stage hold and move the same amounts).
@@ -424,6 +431,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"zigzag", "contiguous"}))
       ->capture_default_str();
   analyze->add_option("--cp-ulysses", aa.cp_ulysses, "hybrid: the Ulysses degree u")->capture_default_str();
+  analyze->add_option("--moe-dispatcher", aa.moe_dispatcher, "MoE token dispatcher: alltoall | allgather")
+      ->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;
   bool report_csv = false;

@@ -296,6 +296,26 @@ Table context_parallel(const json& cases, Style s) {
   return t;
 }
 
+// MoE cases: per rank the token copies it dispatched, the rows its experts received and
+// the copies its capacity dropped; with the dispatcher, EP, and the last step's busiest
+// expert over the mean (1 = balanced).
+Table mixture_of_experts(const json& cases, Style s) {
+  Table t{"Mixture of experts", "llrrrrrrrr",
+          {"case", "dispatcher", "ep", "E", "K", "rank", "dispatched", "received", "dropped", "max / mean (last step)"}};
+  for (const json& c : cases) {
+    const json& moe = object(c, "moe");
+    const json& steps = array(moe, "steps");
+    const json last = steps.empty() ? json(nullptr) : steps.back();
+    for (const json& r : array(moe, "ranks"))
+      t.rows.push_back({text(c, "name"), text(moe, "dispatcher"), opt("%.0f", number(moe, "ep"), s),
+                        opt("%.0f", number(moe, "experts"), s), opt("%.0f", number(moe, "top_k"), s),
+                        opt("%.0f", number(r, "rank"), s), opt("%.0f", number(r, "dispatched"), s),
+                        opt("%.0f", number(r, "received"), s), opt("%.0f", number(r, "dropped"), s),
+                        last.is_null() ? none(s) : opt("%.3f", number(last, "max_over_mean"), s)});
+  }
+  return t;
+}
+
 std::vector<Table> build_tables(const json& results, Style s) {
   read_results(results, "results");  // compare's validation: what it refuses, report refuses
   const json& list = array(results, "cases");
@@ -304,6 +324,8 @@ std::vector<Table> build_tables(const json& results, Style s) {
   if (!pp.rows.empty()) tables.push_back(pp);
   Table cp = context_parallel(list, s);
   if (!cp.rows.empty()) tables.push_back(cp);
+  Table moe = mixture_of_experts(list, s);
+  if (!moe.rows.empty()) tables.push_back(moe);
   return tables;
 }
 

@@ -162,6 +162,21 @@ ResultCase read_case(const json& c, const std::string& at) {
     for (size_t i = 0; i < pairs.size(); ++i) integer(pairs[i], "attention_pairs", where + ": cp");
     optional_number(*cp, "attention_pairs_max_over_min", where + ": cp");
   }
+  if (const json* moe = object(c, "moe", where)) {  // routing statistics
+    const std::string w = where + ": moe";
+    for (const char* k : {"steps", "ranks"}) {
+      const json& a = need(*moe, k, w);
+      if (!a.is_array()) malformed(w, std::string("'") + k + "' is not an array but " + a.type_name());
+    }
+    for (const json& r : (*moe)["ranks"]) {
+      if (!r.is_object()) malformed(w, "a rank entry is not an object");
+      for (const char* k : {"rank", "dispatched", "received", "dropped"}) integer(need(r, k, w), k, w);
+    }
+    for (const json& st : (*moe)["steps"]) {
+      if (!st.is_object()) malformed(w, "a step entry is not an object");
+      optional_number(st, "max_over_mean", w);
+    }
+  }
   return out;
 }
 
