@@ -139,28 +139,41 @@ json gather_moe(const Case& c, MPI_Comm comm) {
   MPI_CHECK(MPI_Gatherv(mine.data(), n, MPI_INT64_T, all.data(), counts.data(), displs.data(), MPI_INT64_T, 0, comm));
   if (comm_rank(comm) != 0) return nullptr;
   const int64_t rec = 5 + E;
-  std::vector<std::vector<int64_t>> per_step(size_t(c.train.steps), std::vector<int64_t>(size_t(E), 0));
-  json ranks = json::array();
-  int64_t dropped_all = 0;
-  for (int r = 0; r < size; ++r) {
-    int64_t sent = 0, recv = 0, dropped = 0;
+  const size_t steps_n = size_t(c.train.steps), ranks_n = size_t(size);
+  std::vector<std::vector<int64_t>> per_step(steps_n, std::vector<int64_t>(size_t(E), 0));
+  using Grid = std::vector<std::vector<int64_t>>;  // (step, rank)
+  Grid sent(steps_n, std::vector<int64_t>(ranks_n, 0)), recv = sent, drop = sent;
+  for (int r = 0; r < size; ++r)
     for (int64_t i = displs[size_t(r)]; i < displs[size_t(r)] + counts[size_t(r)]; i += rec) {
       const int64_t* x = all.data() + i;
-      dropped += x[3];
-      recv += x[4];
+      const size_t st = size_t(x[0]);
+      drop[st][size_t(r)] += x[3];
+      recv[st][size_t(r)] += x[4];
       for (int64_t e = 0; e < E; ++e) {
-        sent += x[5 + e];
-        per_step[size_t(x[0])][size_t(e)] += x[5 + e];
+        sent[st][size_t(r)] += x[5 + e];
+        per_step[st][size_t(e)] += x[5 + e];
       }
     }
-    dropped_all += dropped;
-    ranks.push_back({{"rank", r}, {"dispatched", sent}, {"received", recv}, {"dropped", dropped}});
+  auto run_total = [&](const Grid& g, size_t r) {
+    int64_t s = 0;
+    for (const auto& row : g) s += row[r];
+    return s;
+  };
+  json ranks = json::array();
+  int64_t dropped_all = 0;
+  for (size_t r = 0; r < ranks_n; ++r) {
+    dropped_all += run_total(drop, r);
+    ranks.push_back({{"rank", r}, {"dispatched", run_total(sent, r)}, {"received", run_total(recv, r)},
+                     {"dropped", run_total(drop, r)}});
   }
   json steps = json::array();
-  for (const auto& t : per_step) {
+  for (size_t st = 0; st < steps_n; ++st) {
+    const auto& t = per_step[st];
     const int64_t sum = std::accumulate(t.begin(), t.end(), int64_t(0));
     const int64_t mx = t.empty() ? 0 : *std::max_element(t.begin(), t.end());
-    steps.push_back({{"tokens_per_expert", t}, {"max_over_mean", sum > 0 ? double(mx) * double(E) / double(sum) : 0.0}});
+    steps.push_back({{"tokens_per_expert", t}, {"max_over_mean", sum > 0 ? double(mx) * double(E) / double(sum) : 0.0},
+                     {"dispatched_per_rank", sent[st]}, {"received_per_rank", recv[st]},
+                     {"dropped_per_rank", drop[st]}});
   }
   const auto& cf = c.model.moe_expert_capacity_factor;
   return {{"dispatcher", c.moe_dispatcher}, {"ep", c.layout.ep}, {"experts", E},

@@ -40,9 +40,9 @@ struct CaseTables {
 nlohmann::json gather_cp(const Case& c, MPI_Comm comm);
 
 // MoE routing statistics from every rank's routing log (parallel/moe_routing.h): per step
-// the copies each expert got (summed over layers and micro-batches) and their max / mean;
-// per rank the copies it dispatched, the rows its experts received and the copies it
-// dropped (null on other ranks).
+// the copies each expert got (summed over layers and micro-batches) and their max / mean,
+// and per rank the copies it dispatched, the rows its experts received and the copies its
+// capacity dropped; the same per rank over the run (null on other ranks).
 nlohmann::json gather_moe(const Case& c, MPI_Comm comm);
 
 // The results entry: status "pass" when every check passes, else "fail".

@@ -107,6 +107,15 @@ run 2 run --suite "$work/ranks.json" --skip-larger
 [ "$rc" -eq 0 ] && grep -q "SKIP (needs 4 ranks, 2 started)" "$work/err" && ok "--skip-larger skips it" || bad "--skip-larger: $rc"
 sed 's/"name": "one"}/"name": "one", "colour": "red"}/' "$work/small.json" > "$work/key.json"
 expect_error "unknown key" 2 "unknown key 'colour'" run --suite "$work/key.json"
+# MoE: an EP degree that does not divide the experts, and a capacity factor <= 0: one line
+# (from rank 0 only), exit 2.
+sed 's/"num_hidden_layers": 1}}/"num_hidden_layers": 1, "num_local_experts": 3, "num_experts_per_tok": 2}}/; s/"layout": {"dp": 2}/"layout": {"dp": 2, "ep": 2}/' \
+  "$work/small.json" > "$work/moe_ep.json"
+expect_error "MoE: EP not dividing E" 2 "ep 2 does not divide num_local_experts 3" run --suite "$work/moe_ep.json"
+[ "$(grep -c "ep 2 does not divide" "$work/err")" -eq 1 ] && ok "MoE: the error is printed once" || bad "MoE error count"
+sed 's/"num_hidden_layers": 1}}/"num_hidden_layers": 1, "num_local_experts": 4, "moe_expert_capacity_factor": 0}}/' \
+  "$work/small.json" > "$work/moe_cf.json"
+expect_error "MoE: capacity factor 0" 2 "moe_expert_capacity_factor must be > 0, got 0" run --suite "$work/moe_cf.json"
 expect_error "unknown suite" 2 "no suite or case file" run --suite no_such_suite
 expect_error "unknown subcommand option" 1 "parabench: error:" run --suite smoke --bogus
 expect_error "compare of a non-results file" 1 "parabench: error:" compare "$work/small.json" "$work/r.json"

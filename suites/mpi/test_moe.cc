@@ -156,8 +156,14 @@ TEST(Moe, EveryCaseEqualsTheReferenceWithExactDispatcherBytes) {
     int64_t routed = 0;  // kept copies over the run, plus the dropped ones: every copy
     for (const auto& st : moe["steps"]) {
       const auto t = st["tokens_per_expert"].get<std::vector<int64_t>>();
-      routed += std::accumulate(t.begin(), t.end(), int64_t(0));
+      const int64_t step_copies = std::accumulate(t.begin(), t.end(), int64_t(0));
+      routed += step_copies;
       EXPECT_GE(st["max_over_mean"].get<double>(), 1.0);
+      const auto d = st["dispatched_per_rank"].get<std::vector<int64_t>>();
+      const auto rv = st["received_per_rank"].get<std::vector<int64_t>>();
+      EXPECT_EQ(int(d.size()), c.layout.world());
+      EXPECT_EQ(std::accumulate(d.begin(), d.end(), int64_t(0)), step_copies);  // every rank's copies, by expert
+      EXPECT_EQ(std::accumulate(rv.begin(), rv.end(), int64_t(0)), step_copies);  // each received once
     }
     EXPECT_EQ(routed + moe["dropped"].get<int64_t>(), c.train.steps * copies);
   }
