@@ -15,8 +15,6 @@ struct AGState final : TokenDispatcher::State {
   IndexTensor slots;  // (nT*K) local row of each gathered copy, -1 if not served here or dropped
 };
 
-Tensor comm(int64_t r, int64_t c, DType dt) { return Tensor::empty({r, c}, MemCategory::CommBuffers, dt); }
-
 }  // namespace
 
 std::unique_ptr<TokenDispatcher::State> AllGatherDispatcher::dispatch(Tensor& x, Tensor& p,
@@ -32,7 +30,7 @@ std::unique_ptr<TokenDispatcher::State> AllGatherDispatcher::dispatch(Tensor& x,
   std::vector<float> map(static_cast<size_t>(T * K));
   for (int64_t c = 0; c < T * K; ++c) map[size_t(c)] = plan.kept[size_t(c)] ? float(plan.idx[size_t(c)]) : -1.0f;
   const Tensor local_map = tensor_of(map, {T, K}, MemCategory::CommBuffers);
-  Tensor map_all = comm(nT, K, DType::F32), w_all = comm(nT, K, DType::F32), m_all = comm(nT, H, m.dtype());
+  Tensor map_all = comm_buffer(nT, K, DType::F32), w_all = comm_buffer(nT, K, DType::F32), m_all = comm_buffer(nT, H, m.dtype());
   ep_.all_gather(map_all, local_map);
   ep_.all_gather(w_all, w);
   ep_.all_gather(m_all, m);
@@ -64,14 +62,14 @@ std::unique_ptr<TokenDispatcher::State> AllGatherDispatcher::dispatch(Tensor& x,
 
 void AllGatherDispatcher::combine(Tensor& f, const Tensor& y, State& state) {
   auto& st = static_cast<AGState&>(state);
-  Tensor out = comm(st.n * st.T, y.dim(1), y.dtype());  // (nT, H): this rank's experts' share
+  Tensor out = comm_buffer(st.n * st.T, y.dim(1), y.dtype());  // (nT, H): this rank's experts' share
   ops::sum_rows(out, y, st.slots, st.K);
   ep_.reduce_scatter(f, out);
 }
 
 void AllGatherDispatcher::combine_backward(Tensor& dy, const Tensor& df, State& state) {
   auto& st = static_cast<AGState&>(state);
-  Tensor df_all = comm(st.n * st.T, df.dim(1), df.dtype());  // (nT, H)
+  Tensor df_all = comm_buffer(st.n * st.T, df.dim(1), df.dtype());  // (nT, H)
   ep_.all_gather(df_all, df);
   ops::gather_rows(dy, df_all, st.sel);
 }
@@ -80,11 +78,11 @@ void AllGatherDispatcher::dispatch_backward(Tensor& dm, Tensor& dw, const Tensor
   auto& st = static_cast<AGState&>(state);
   const int64_t nT = st.n * st.T;
   {
-    Tensor dm_all = comm(nT, dx.dim(1), dx.dtype());  // (nT, H)
+    Tensor dm_all = comm_buffer(nT, dx.dim(1), dx.dtype());  // (nT, H)
     ops::sum_rows(dm_all, dx, st.slots, st.K);
     ep_.reduce_scatter(dm, dm_all);
   }
-  Tensor dw_all = comm(nT * st.K, 1, DType::F32);  // (nT*K, 1)
+  Tensor dw_all = comm_buffer(nT * st.K, 1, DType::F32);  // (nT*K, 1)
   ops::sum_rows(dw_all, dp, st.slots, 1);
   Tensor dw_rows = dw.view(0, {st.T * st.K, 1});
   ep_.reduce_scatter(dw_rows, dw_all);

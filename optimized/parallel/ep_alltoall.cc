@@ -7,23 +7,6 @@
 
 namespace pb {
 
-std::vector<float> host_floats(const Tensor& t) {
-  std::vector<float> v(static_cast<size_t>(t.numel()));
-  if (t.device() == Device::CPU) {
-    std::copy_n(t.f32(), t.numel(), v.begin());
-  } else {
-    copy_bytes(v.data(), Device::CPU, t.raw(), t.device(), t.bytes());
-  }
-  return v;
-}
-
-Tensor tensor_of(const std::vector<float>& v, std::vector<int64_t> shape, MemCategory cat) {
-  Tensor t = Tensor::empty(std::move(shape), cat, DType::F32);
-  PB_REQUIRE(t.numel() == int64_t(v.size()), "tensor_of: ", v.size(), " values for ", t.shape_str());
-  if (!v.empty()) copy_bytes(t.raw(), t.device(), v.data(), Device::CPU, t.bytes());
-  return t;
-}
-
 namespace {
 
 struct A2AState final : TokenDispatcher::State {
@@ -33,8 +16,6 @@ struct A2AState final : TokenDispatcher::State {
   IndexTensor sort, unsort;                  // (R) received order <-> expert order
   std::vector<int64_t> send_rows, recv_rows;  // per EP rank
 };
-
-Tensor comm(int64_t r, int64_t c, DType dt) { return Tensor::empty({r, c}, MemCategory::CommBuffers, dt); }
 
 }  // namespace
 
@@ -65,7 +46,7 @@ std::unique_ptr<TokenDispatcher::State> AllToAllDispatcher::dispatch(Tensor& x, 
   rec.sent = plan.kept_count;
   // The counts: row j (the counts of rank j's experts) to rank j.
   Tensor send_counts = tensor_of(counts, {n, El}, MemCategory::CommBuffers);
-  Tensor recv_counts = comm(n, El, DType::F32);
+  Tensor recv_counts = comm_buffer(n, El, DType::F32);
   ep_.all_to_all(recv_counts, send_counts);
   const std::vector<float> rc = host_floats(recv_counts);  // (n, El): from rank s, for local expert l
   rec.recv.assign(rc.size(), 0);
@@ -97,10 +78,10 @@ std::unique_ptr<TokenDispatcher::State> AllToAllDispatcher::dispatch(Tensor& x, 
   st->unsort = IndexTensor(unsort);
   const IndexTensor copies(copy);
   {
-    Tensor xs = comm(st->S, H, m.dtype()), ps = comm(st->S, 1, DType::F32);  // (S, H), (S, 1)
+    Tensor xs = comm_buffer(st->S, H, m.dtype()), ps = comm_buffer(st->S, 1, DType::F32);  // (S, H), (S, 1)
     ops::gather_rows(xs, m, st->perm);
     ops::gather_rows(ps, w.view(0, {T * K, 1}), copies);
-    Tensor xr = comm(st->R, H, m.dtype()), pr = comm(st->R, 1, DType::F32);  // (R, H), (R, 1)
+    Tensor xr = comm_buffer(st->R, H, m.dtype()), pr = comm_buffer(st->R, 1, DType::F32);  // (R, H), (R, 1)
     ep_.all_to_all_v(xr, st->recv_rows, xs, st->send_rows);
     ep_.all_to_all_v(pr, st->recv_rows, ps, st->send_rows);
     x = Tensor::empty({st->R, H}, MemCategory::Activations, m.dtype());
@@ -114,9 +95,9 @@ std::unique_ptr<TokenDispatcher::State> AllToAllDispatcher::dispatch(Tensor& x, 
 void AllToAllDispatcher::combine(Tensor& f, const Tensor& y, State& state) {
   auto& st = static_cast<A2AState&>(state);
   const int64_t H = y.dim(1);
-  Tensor yr = comm(st.R, H, y.dtype());  // (R, H) by source again
+  Tensor yr = comm_buffer(st.R, H, y.dtype());  // (R, H) by source again
   ops::gather_rows(yr, y, st.unsort);
-  Tensor ys = comm(st.S, H, y.dtype());  // (S, H) in send order
+  Tensor ys = comm_buffer(st.S, H, y.dtype());  // (S, H) in send order
   ep_.all_to_all_v(ys, st.send_rows, yr, st.recv_rows);
   ops::sum_rows(f, ys, st.slots, st.K);
 }
@@ -124,9 +105,9 @@ void AllToAllDispatcher::combine(Tensor& f, const Tensor& y, State& state) {
 void AllToAllDispatcher::combine_backward(Tensor& dy, const Tensor& df, State& state) {
   auto& st = static_cast<A2AState&>(state);
   const int64_t H = df.dim(1);
-  Tensor dys = comm(st.S, H, df.dtype());  // (S, H) each copy its token's gradient
+  Tensor dys = comm_buffer(st.S, H, df.dtype());  // (S, H) each copy its token's gradient
   ops::gather_rows(dys, df, st.perm);
-  Tensor dyr = comm(st.R, H, df.dtype());
+  Tensor dyr = comm_buffer(st.R, H, df.dtype());
   ep_.all_to_all_v(dyr, st.recv_rows, dys, st.send_rows);
   ops::gather_rows(dy, dyr, st.sort);
 }
@@ -134,9 +115,9 @@ void AllToAllDispatcher::combine_backward(Tensor& dy, const Tensor& df, State& s
 void AllToAllDispatcher::dispatch_backward(Tensor& dm, Tensor& dw, const Tensor& dx, const Tensor& dp, State& state) {
   auto& st = static_cast<A2AState&>(state);
   const int64_t H = dx.dim(1);
-  Tensor dxs = comm(st.S, H, dx.dtype()), dps = comm(st.S, 1, DType::F32);
+  Tensor dxs = comm_buffer(st.S, H, dx.dtype()), dps = comm_buffer(st.S, 1, DType::F32);
   {
-    Tensor dxr = comm(st.R, H, dx.dtype()), dpr = comm(st.R, 1, DType::F32);
+    Tensor dxr = comm_buffer(st.R, H, dx.dtype()), dpr = comm_buffer(st.R, 1, DType::F32);
     ops::gather_rows(dxr, dx, st.unsort);
     ops::gather_rows(dpr, dp, st.unsort);
     ep_.all_to_all_v(dxs, st.send_rows, dxr, st.recv_rows);

@@ -43,8 +43,10 @@ class TokenDispatcher {
 
 namespace pb {
 
-// Host <-> tensor helpers of the dispatchers (fp32 values; counts are exact below 2^24).
+// Host <-> tensor helpers of the dispatchers (fp32 values; counts are exact below 2^24),
+// and a (rows, cols) transfer buffer.
 std::vector<float> host_floats(const Tensor& t);
 Tensor tensor_of(const std::vector<float>& v, std::vector<int64_t> shape, MemCategory cat);
+Tensor comm_buffer(int64_t rows, int64_t cols, DType dt);
 
 }  // namespace pb

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "case_expect.h"
 #include "mpi_test_util.h"
 
 #include <cstring>
@@ -124,20 +125,14 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     const auto o = harness::run_case(c, MPI_COMM_WORLD, {});
     if (world_rank() != 0) continue;
     const auto& r = o.result;
-    EXPECT_EQ(r["status"], "pass");
-    int checks = 0;
-    for (const auto& ch : r["checks"]) {
-      EXPECT_TRUE(ch["pass"].get<bool>()) << ch.dump();
-      ++checks;
-    }
-    EXPECT_EQ(checks, 2 * int(c.train.steps) + 2 * (3 + 9 * int(c.model.num_hidden_layers)) + 1);
+    expect_pass(r);
+    expect_exact_comm(r);
+    EXPECT_EQ(int(r["checks"].size()), 2 * int(c.train.steps) + 2 * (3 + 9 * int(c.model.num_hidden_layers)) + 1);
     if (c.name.ends_with("_clip")) {  // the clipping path really ran
       EXPECT_GT(o.grad_norms.at(0), 2 * c.train.clip_grad);
     }
     bool saw_tp = false, saw_dp = false, saw_cp = false;
     for (const auto& row : r["comm"]) {
-      EXPECT_EQ(row["bytes"], row["predicted_bytes"]) << row.dump();
-      EXPECT_EQ(row["calls"], row["predicted_calls"]) << row.dump();
       saw_tp = saw_tp || row["group"] == "tp";
       saw_dp = saw_dp || row["group"] == (c.layout.cp > 1 ? "dp_cp" : "dp");
       saw_cp = saw_cp || row["group"].get<std::string>().starts_with("cp");  // cp, or cp_ulysses and cp_ring
@@ -187,23 +182,11 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
         EXPECT_LT(act(c), act(whole));
       }
     }
-    // Every category on every rank to the byte; in bf16 the CPU kernels' fp32 promotion
-    // copies add to the workspace (kernel-internal, not the model's term): at least it.
-    int mem_rows = 0;
-    for (const auto& row : r["memory"]) {
-      const std::string cat = row["category"];
-      const int64_t meas = row["measured_bytes"], pred = row["predicted_bytes"];
-      if (cat == "workspace" && c.dtype == "bf16") {
-        EXPECT_GE(meas, pred) << row.dump();
-      } else {
-        EXPECT_EQ(meas, pred) << row.dump();
-      }
-      if (cat != "comm_buffers") {
-        EXPECT_GT(pred, 0) << row.dump();
-      }
-      ++mem_rows;
-    }
-    EXPECT_EQ(mem_rows, 6 * c.layout.world());
+    // Every category on every rank to the byte (bf16 workspace: at least it), and every
+    // category but the transfer buffers predicted to hold something.
+    expect_exact_memory(r, c);
+    for (const auto& row : r["memory"])
+      if (row["category"] != "comm_buffers") EXPECT_GT(row["predicted_bytes"].get<int64_t>(), 0) << row.dump();
   }
 }
 

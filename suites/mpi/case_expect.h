@@ -1,0 +1,43 @@
+/* The expectations every case test of the distributed model shares (rank 0's results
+ * entry of one case): it passes, its communication equals the analytic terms row by row,
+ * and every memory category of every rank equals the prediction. */
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "harness/case.h"
+
+namespace pb::test {
+
+// Status "pass" and every check passing.
+inline void expect_pass(const nlohmann::json& r) {
+  EXPECT_EQ(r["status"], "pass");
+  for (const auto& ch : r["checks"]) EXPECT_TRUE(ch["pass"].get<bool>()) << ch.dump();
+}
+
+// Every (group, op, phase, call size) row: calls and bytes as predicted.
+inline void expect_exact_comm(const nlohmann::json& r) {
+  for (const auto& row : r["comm"]) {
+    EXPECT_EQ(row["bytes"], row["predicted_bytes"]) << row.dump();
+    EXPECT_EQ(row["calls"], row["predicted_calls"]) << row.dump();
+  }
+}
+
+// Six categories on every rank, each to the byte; in bf16 the CPU kernels' fp32 promotion
+// copies add to the workspace (kernel-internal, not the model's term): at least it.
+inline void expect_exact_memory(const nlohmann::json& r, const harness::Case& c) {
+  int rows = 0;
+  for (const auto& row : r["memory"]) {
+    if (row["category"] == "workspace" && c.dtype == "bf16") {
+      EXPECT_GE(row["measured_bytes"], row["predicted_bytes"]) << row.dump();
+    } else {
+      EXPECT_EQ(row["measured_bytes"], row["predicted_bytes"]) << row.dump();
+    }
+    ++rows;
+  }
+  EXPECT_EQ(rows, 6 * c.layout.world());
+}
+
+}  // namespace pb::test
