@@ -90,6 +90,8 @@ static std::vector<Case> cases_for(int world) {
     Case c = moe_case("pp2_ep2", moe_model(4, 2), 2, 2, "alltoall", 1, 8, 4);
     c.layout.pp = 2, c.schedule = "1f1b";
     all.push_back(c);
+    c.name = "pp2_ep2_gpipe", c.schedule = "gpipe";
+    all.push_back(c);
     c.name = "pp2_ep2_allgather_interleaved", c.moe_dispatcher = "allgather", c.schedule = "interleaved";
     c.layout.vpp = 2;
     c.model = moe_model(4, 2, true, 0.01, 4), c.model_json = io::hf_config_json(c.model);
