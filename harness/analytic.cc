@@ -94,6 +94,8 @@ std::vector<RoutingRecord> uniform_routing(const Case& c, const Dims& d, const p
 struct MlpCost {
   int64_t saved = 0;
   BlockWorkspace ws, cb;
+  int64_t act_kept = 0, ws_kept = 0;  // split backward: what its queued weight gradients keep until W
+  bool tp = true;  // TP linears (dense): their gathered copies, and the down projection keeps the block's dy
 };
 
 ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, bool first, bool last,
@@ -104,7 +106,8 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
   const int64_t per_layer = attention_block_saved_bytes(d) + st.attention_core_saved(d) + mlp_block_saved_bytes(d);
   c.act = Lc * per_layer + (last ? head_saved_bytes(d) : 0);
   for (const MlpCost& m : mlp) c.act += m.saved;
-  c.act_kept = Lc * (d.e * (d.N * d.a * d.D + d.N * d.f) + (shared_inputs ? 2 * NH : 0)) + (last && shared_inputs ? NH : 0);
+  c.act_kept = Lc * (d.e * d.N * d.a * d.D + (shared_inputs ? NH : 0)) + (last && shared_inputs ? NH : 0);
+  for (const MlpCost& m : mlp) c.act_kept += m.act_kept;
   const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d));
   const BlockWorkspace em = embedding_workspace(d), hd = head_workspace(d);
   c.ws_forward = std::max({first ? em.forward : 0, at.forward, last ? hd.forward : 0});
@@ -115,30 +118,42 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
   // linears' dy, which is the block's incoming gradient) stay until W.
   struct Step {
     int64_t own, kept;
-    bool linear;  // its weight gradients are queued (not the embedding's scatter)
+    bool linear;   // its weight gradients are queued (not the embedding's scatter)
+    bool keeps_in;  // a row linear's dy is the block's incoming gradient (not an MoE MLP's)
   };
   std::vector<Step> steps;
-  if (last) steps.push_back({hd.backward, d.e * d.N * d.V / d.t, true});
+  if (last) steps.push_back({hd.backward, d.e * d.N * d.V / d.t, true, true});
   for (int64_t l = Lc; l-- > 0;) {
-    steps.push_back({mlp[size_t(l)].ws.backward, d.e * 2 * d.N * d.f, true});
-    steps.push_back({at.backward, d.e * d.N * (d.a + 2 * d.g) * d.D, true});
+    const MlpCost& m = mlp[size_t(l)];
+    steps.push_back({m.ws.backward, m.ws_kept, true, m.tp});
+    steps.push_back({at.backward, d.e * d.N * (d.a + 2 * d.g) * d.D, true, true});
   }
-  if (first) steps.push_back({0, 0, false});
+  if (first) steps.push_back({0, 0, false, false});
   int64_t kept = 0;  // by the blocks so far, besides the received gradient (the walk holds that one)
   for (size_t i = 0; i < steps.size(); ++i) {
     const int64_t in = i > 0 ? xb : 0;
     c.ws_backward = std::max(c.ws_backward, kept + steps[i].own + in);
-    if (split && steps[i].linear) kept += steps[i].kept + (shared_inputs ? in : 0);
+    if (split && steps[i].linear) kept += steps[i].kept + (shared_inputs && steps[i].keeps_in ? in : 0);
   }
-  c.ws_kept = kept + (split && shared_inputs && !last ? xb : 0);  // the received gradient too
+  // The received gradient too, where the chunk's last block keeps it.
+  c.ws_kept = kept + (split && shared_inputs && !last && !steps.empty() && steps[0].keeps_in ? xb : 0);
+  // Gathered copies (SP): per layer the attention's two (q/k/v input, o's dy) and a dense
+  // MLP's two (gate/up input, down's dy), the head's one; kept until W under a split backward.
+  int64_t copies = last ? 1 : 0;
+  for (const MlpCost& m : mlp) copies += 2 + (m.tp ? 2 : 0);
   if (!shared_inputs) {
     c.cb_forward = NH;
-    c.cb_kept = (4 * Lc + (last ? 1 : 0)) * NH;
+    c.cb_kept = copies * NH;
     c.cb_backward = split ? c.cb_kept + (first ? NH : 0) : NH;
   }
-  for (const MlpCost& m : mlp) {  // an MoE dispatcher's buffers (no split backward with MoE)
+  // An MoE dispatcher's buffers, over the copies kept by the blocks after it (backward order).
+  int64_t kept_copies = last ? 1 : 0;
+  for (int64_t l = Lc; l-- > 0;) {
+    const MlpCost& m = mlp[size_t(l)];
     c.cb_forward = std::max(c.cb_forward, m.cb.forward);
-    c.cb_backward = std::max(c.cb_backward, m.cb.backward);
+    const int64_t before = split && !shared_inputs ? kept_copies * NH : 0;
+    c.cb_backward = std::max(c.cb_backward, before + m.cb.backward);
+    kept_copies += 2 + (m.tp ? 2 : 0);
   }
   // The attention core's buffers (ring attention's K, V in flight), while no gathered copy
   // of its layer is (with a split backward, the copies kept by the layers after it and by
@@ -154,12 +169,16 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
 
 // The MLP cost of layer l for one micro-batch: the dense MLP's, or an MoE layer's given
 // the rows its routing record says this rank dispatched (S) and received (R).
-MlpCost mlp_cost(const Case& c, const Dims& d, const Strategies& st, int64_t l, const RoutingRecord* r) {
-  if (d.E == 0 || !c.model.is_moe_layer(l)) return {st.mlp_saved(d), mlp_block_workspace(d), {}};
+MlpCost mlp_cost(const Case& c, const Dims& d, const Strategies& st, int64_t l, const RoutingRecord* r, bool split) {
+  const int64_t NH = d.e * d.N * d.H;
+  if (d.E == 0 || !c.model.is_moe_layer(l))  // dense: s (and m, used as it is) saved, dg and du kept
+    return {st.mlp_saved(d), mlp_block_workspace(d), {}, d.e * d.N * d.f + (d.Ns == d.N ? NH : 0), 2 * d.e * d.N * d.f,
+            true};
   const int64_t S = r ? r->sent_total() : 0, R = r ? r->recv_total() : 0;
-  const MoeLayerBytes b = moe_layer_bytes(d, R);
+  const MoeLayerBytes b = moe_layer_bytes(d, R, split);
   MlpCost m{b.saved, b.ws,
-            c.moe_dispatcher == "allgather" ? ep_allgather_comm_buffers(d) : ep_alltoall_comm_buffers(d, S, R)};
+            c.moe_dispatcher == "allgather" ? ep_allgather_comm_buffers(d) : ep_alltoall_comm_buffers(d, S, R),
+            b.act_kept, b.ws_kept, false};
   if (c.model.router_aux_loss_coef > 0 && d.t * d.c > 1) m.cb.forward = std::max(m.cb.forward, Dims::fp * d.E);
   return m;
 }
@@ -178,7 +197,7 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
     std::vector<MlpCost> mlp;
     for (int64_t l = l0; l < l1; ++l) {
       const auto it = rec.find({step, mb, l});
-      mlp.push_back(mlp_cost(c, d, st, l, it == rec.end() ? nullptr : it->second));
+      mlp.push_back(mlp_cost(c, d, st, l, it == rec.end() ? nullptr : it->second, sched && sched->split_backward));
     }
     return chunk_bytes(d, st, mlp, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward);
   };

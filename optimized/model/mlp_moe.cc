@@ -98,8 +98,23 @@ std::unique_ptr<Mlp::Saved> MoeMlp::forward(Tensor& f, const Tensor& m, BlockCtx
   return s;
 }
 
+namespace {
+// dW += dy^T x now, or queued for W under a split backward (zero bubble); grouped with
+// group sizes (the experts), through the gradient sink without (the router).
+void weight_grad(WGradQueue* q, GradSink& sink, Tensor dw, const Tensor& dy, const Tensor& x,
+                 const std::vector<int64_t>& groups) {
+  if (q)
+    q->push_back({dw, dy, x, groups});
+  else if (groups.empty())
+    sink.linear_weight_grad(dw, dy, x);
+  else
+    ops::grouped_linear_backward_weight(dw, dy, x, groups);
+}
+}  // namespace
+
 void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
   const auto& e = env_;
+  WGradQueue* q = e.tp.deferring();
   const auto& mc = e.mc;
   auto& s = static_cast<MoeSaved&>(saved);
   const int64_t T = s.m.rows(), H = e.H, E = mc.num_local_experts, K = mc.num_experts_per_tok;
@@ -119,7 +134,7 @@ void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
     {
       Tensor ds = e.work(R, Fe);
       ops::grouped_linear_backward_input(ds, dy, W2, s.sizes);
-      ops::grouped_linear_backward_weight(G2, dy, s.s, s.sizes);
+      weight_grad(q, e.tp.sink(), G2, dy, s.s, s.sizes);
       ops::swiglu_backward(dg, du, ds, s.g, s.u);
     }
     ops::grouped_linear_backward_input(dx, dg, W1, s.sizes);
@@ -128,8 +143,8 @@ void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
       ops::grouped_linear_backward_input(dxu, du, W3, s.sizes);
       ops::add_(dx, dxu);
     }
-    ops::grouped_linear_backward_weight(G1, dg, s.x, s.sizes);
-    ops::grouped_linear_backward_weight(G3, du, s.x, s.sizes);
+    weight_grad(q, e.tp.sink(), G1, dg, s.x, s.sizes);
+    weight_grad(q, e.tp.sink(), G3, du, s.x, s.sizes);
   }
   Tensor dw = Tensor::empty({T, K}, MemCategory::Workspace, DType::F32);  // (T, K)
   dispatcher_->dispatch_backward(dm, dw, dx, dp, *s.route);
@@ -139,10 +154,7 @@ void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
   Tensor dlogits = Tensor::empty({T, E}, MemCategory::Workspace, DType::F32);  // (T, E)
   ops::moe_router_backward(dlogits, dw, s.probs, s.w, s.idx, s.aux_grad, K, mc.norm_topk_prob);
   dw = Tensor();
-  {
-    const Tensor m32 = as_f32(s.m);
-    ops::linear_backward_weight(router_->g, dlogits, m32);
-  }
+  weight_grad(q, e.tp.sink(), router_->g, dlogits, as_f32(s.m), {});
   Tensor dm32 = Tensor::empty({T, H}, MemCategory::Workspace, DType::F32);
   ops::linear_backward_input(dm32, dlogits, as_f32(W[0]));
   if (dm.dtype() == DType::F32) {
@@ -155,19 +167,28 @@ void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
   s = MoeSaved{};
 }
 
-MoeLayerBytes moe_layer_bytes(const Dims& d, int64_t R) {
+MoeLayerBytes moe_layer_bytes(const Dims& d, int64_t R, bool split) {
   const int64_t T = d.Ns, H = d.H, E = d.E, K = d.K, F = d.Fe, e = d.e, fp = Dims::fp;
   const bool bf16 = e != fp;
   MoeLayerBytes b;
   b.saved = fp * T * (E + K) + R * (2 * e * H + 3 * e * F + fp);
   b.ws.forward = std::max(fp * T * E + (bf16 ? fp * T * H + fp * E * H : 0), e * R * H + e * T * H);
-  const int64_t dm = e * T * H;
+  // Backward phases, after the block's dm: the experts; the combine's backward; the router;
+  // its fp32 weight and input gradients; the block's dh. Under a split backward the expert
+  // gradients' inputs (dy, dg, du) stay from the experts on, dlogits (and m32) from the router on.
+  const int64_t dm = e * T * H, experts_kept = split ? e * R * H + 2 * e * R * F : 0;
+  const int64_t router_kept = split ? fp * T * E + (bf16 ? fp * T * H : 0) : 0;
   const int64_t experts = dm + 2 * e * R * H + fp * R + 2 * e * R * F + e * R * std::max(F, H);
-  const int64_t combine = dm + e * R * H + fp * R + fp * T * K;
-  const int64_t router = dm + fp * T * (K + E);
-  const int64_t router_grads = bf16 ? dm + fp * T * E + std::max(fp * T * H + fp * E * H, fp * T * H + e * T * H)
-                                    : dm + fp * T * E + fp * T * H;
-  b.ws.backward = std::max({experts, combine, router, router_grads, 2 * dm});
+  const int64_t combine = dm + e * R * H + fp * R + fp * T * K + experts_kept;
+  const int64_t router = dm + fp * T * (K + E) + experts_kept;
+  const int64_t m32 = bf16 ? fp * T * H : 0;  // kept (split) or freed before dm32
+  const int64_t dm32 = fp * T * H + (bf16 ? std::max(fp * E * H, e * T * H) : 0);
+  const int64_t router_grads = dm + fp * T * E + experts_kept + (split ? m32 : 0) + dm32;  // dm32 >= m32
+  b.ws.backward = std::max({experts, combine, router, router_grads, 2 * dm + experts_kept + router_kept});
+  if (split) {
+    b.act_kept = e * R * (H + F) + (bf16 ? 0 : e * T * H);
+    b.ws_kept = experts_kept + router_kept;
+  }
   return b;
 }
 

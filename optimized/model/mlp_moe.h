@@ -42,11 +42,16 @@ namespace pb {
 //     m32 4TH, then dm32 4TH with Wr32 4EH, then its bf16 copy eTH); the block's dh eTH.
 // The dispatcher's transfer buffers (CommBuffers) are its own (ep_alltoall.h,
 // ep_allgather.h); the counts' all-reduce adds 4E.
+// Under a split backward (zero bubble) the weight gradients wait for W with what they read:
+// kept saved tensors x eRH and s eRF_e (and m eTH in fp32, the router's input), and kept
+// workspace dy eRH, dg and du 2eRF_e, dlogits 4TE (and bf16: m32 4TH); the backward's later
+// phases hold them.
 struct MoeLayerBytes {
   int64_t saved = 0;
   BlockWorkspace ws;
+  int64_t act_kept = 0, ws_kept = 0;  // split backward: until W
 };
-MoeLayerBytes moe_layer_bytes(const Dims& d, int64_t R);
+MoeLayerBytes moe_layer_bytes(const Dims& d, int64_t R, bool split);
 
 class MoeMlp final : public Mlp {
  public:

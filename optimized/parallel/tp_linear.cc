@@ -7,13 +7,18 @@
 namespace pb {
 
 void run_wgrads(WGradQueue& q, GradSink& sink) {
-  for (auto& w : q) sink.linear_weight_grad(*w.dw, w.dy, w.x);
+  for (auto& w : q) {
+    if (w.groups.empty())
+      sink.linear_weight_grad(w.dw, w.dy, w.x);
+    else
+      ops::grouped_linear_backward_weight(w.dw, w.dy, w.x, w.groups);
+  }
   q.clear();
 }
 
 void TpLinear::weight_grad(Tensor& dw, const Tensor& dy, const Tensor& x) {
   if (defer_)
-    defer_->push_back({&dw, dy, x});
+    defer_->push_back({dw, dy, x, {}});
   else
     sink_.linear_weight_grad(dw, dy, x);
 }

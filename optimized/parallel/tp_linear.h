@@ -31,9 +31,13 @@
 
 namespace pb {
 
+// One queued weight gradient: dW += dy^T x through the gradient sink, or with group sizes
+// (MoE experts) dW_i += dy_i^T x_i per group (ops::grouped_linear_backward_weight). The
+// tensors are handles: what they view stays alive until W.
 struct DeferredWGrad {
-  Tensor* dw;
+  Tensor dw;
   Tensor dy, x;
+  std::vector<int64_t> groups;
 };
 using WGradQueue = std::vector<DeferredWGrad>;
 void run_wgrads(WGradQueue& q, GradSink& sink);  // computes and empties the queue, in queue order
@@ -46,6 +50,7 @@ class TpLinear {
   GradSink& sink() { return sink_; }
   // While set, weight gradients are queued instead of computed (split backward).
   void defer_to(WGradQueue* q) { defer_ = q; }
+  WGradQueue* deferring() const { return defer_; }  // for blocks with weights outside TP linears
 
   // Rows of an activation outside TP regions, for N token rows: N, or N/TP under SP.
   virtual int64_t outer_rows(int64_t N) const = 0;

@@ -149,8 +149,6 @@ void ep_require(const CaseSpec& c) {
              "' (alltoall, allgather)");
   PB_REQUIRE(l.tp == 1 || c.features.sp, "invalid layout: MoE with tp ", l.tp,
              " needs sequence parallelism (features: sp), as in Megatron-LM");
-  PB_REQUIRE(l.pp == 1 || (c.schedule != "zb-h1" && c.schedule != "zb-v"), "schedule: ", c.schedule,
-             " splits the backward into B and W; MoE layers do not defer their weight gradients yet");
 }
 void ep_install(const CaseSpec& c, Strategies& s) {
   const bool allgather = c.features.moe_dispatcher == "allgather";

@@ -92,6 +92,22 @@ static std::vector<Case> cases_for(int world) {
     all.push_back(c);
     c.name = "pp2_ep2_gpipe", c.schedule = "gpipe";
     all.push_back(c);
+    c.name = "pp2_ep2_zbh1", c.schedule = "zb-h1";  // the experts' and router's weight gradients in W
+    all.push_back(c);
+    c.name = "pp2_ep2_allgather_zbh1_capacity", c.moe_dispatcher = "allgather", c.model = cap;
+    c.model_json = io::hf_config_json(cap);
+    all.push_back(c);
+    c.moe_dispatcher = "alltoall";
+    {  // 8 ranks: zero bubble with TP 2 + SP (gathered copies kept until W around the MoE layers)
+      Case z = c;
+      z.name = "pp2_tp2_sp_dp2_ep2_zbh1", z.layout.tp = 2, z.features = {"sp"};
+      z.model = moe_model(4, 2), z.model_json = io::hf_config_json(z.model);
+      all.push_back(z);
+    }
+    c.name = "pp2_ep2_zbv", c.schedule = "zb-v", c.layout.vpp = 2;
+    c.model = moe_model(4, 2, true, 0.01, 4), c.model_json = io::hf_config_json(c.model);
+    all.push_back(c);
+    c.layout.vpp = 1, c.schedule = "1f1b";
     c.name = "pp2_ep2_allgather_interleaved", c.moe_dispatcher = "allgather", c.schedule = "interleaved";
     c.layout.vpp = 2;
     c.model = moe_model(4, 2, true, 0.01, 4), c.model_json = io::hf_config_json(c.model);
