@@ -39,17 +39,19 @@ std::unique_ptr<TokenDispatcher::State> AllGatherDispatcher::dispatch(Tensor& x,
   std::vector<int64_t> sel, copy, slots(size_t(nT * K), -1);
   rec.recv.assign(size_t(n * El), 0);
   sizes.assign(size_t(El), 0);
-  for (int64_t l = 0; l < El; ++l) {
-    const float e = float(me * El + l);
-    for (int64_t c = 0; c < nT * K; ++c)
-      if (g[size_t(c)] == e) {
-        slots[size_t(c)] = int64_t(sel.size());
-        sel.push_back(c / K);
-        copy.push_back(c);
-        ++rec.recv[size_t(c / K / T * El + l)];
-        ++sizes[size_t(l)];
-      }
+  std::vector<std::vector<int64_t>> of(static_cast<size_t>(El));  // the local experts' copies, in gathered order
+  for (int64_t c = 0; c < nT * K; ++c) {
+    const int64_t l = int64_t(g[size_t(c)]) - me * El;  // -1 (dropped) falls outside too
+    if (g[size_t(c)] >= 0 && l >= 0 && l < El) of[size_t(l)].push_back(c);
   }
+  for (int64_t l = 0; l < El; ++l)
+    for (const int64_t c : of[size_t(l)]) {
+      slots[size_t(c)] = int64_t(sel.size());
+      sel.push_back(c / K);
+      copy.push_back(c);
+      ++rec.recv[size_t(c / K / T * El + l)];
+      ++sizes[size_t(l)];
+    }
   st->R = int64_t(sel.size());
   st->sel = IndexTensor(sel);
   st->slots = IndexTensor(slots);

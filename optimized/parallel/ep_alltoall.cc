@@ -29,13 +29,15 @@ std::unique_ptr<TokenDispatcher::State> AllToAllDispatcher::dispatch(Tensor& x, 
   st->T = T, st->K = K;
   // Permutation: the kept copies by expert (so by destination rank), then token, then k.
   std::vector<int64_t> perm, copy, slots(size_t(T * K), -1);
-  for (int64_t e = 0; e < E; ++e)
-    for (int64_t c = 0; c < T * K; ++c)
-      if (plan.kept[size_t(c)] && plan.idx[size_t(c)] == e) {
-        slots[size_t(c)] = int64_t(perm.size());
-        perm.push_back(c / K);
-        copy.push_back(c);
-      }
+  std::vector<std::vector<int64_t>> of(static_cast<size_t>(E));  // kept copies per expert, in (t, k) order
+  for (int64_t c = 0; c < T * K; ++c)
+    if (plan.kept[size_t(c)]) of[size_t(plan.idx[size_t(c)])].push_back(c);
+  for (const auto& copies : of)
+    for (const int64_t c : copies) {
+      slots[size_t(c)] = int64_t(perm.size());
+      perm.push_back(c / K);
+      copy.push_back(c);
+    }
   st->S = int64_t(perm.size());
   st->send_rows.assign(size_t(n), 0);
   std::vector<float> counts(static_cast<size_t>(E));
