@@ -1,15 +1,30 @@
-/* The expectations every case test of the distributed model shares (rank 0's results
- * entry of one case): it passes, its communication equals the analytic terms row by row,
- * and every memory category of every rank equals the prediction. */
+/* What the case tests of the distributed model share: bf16 copies of cases, and the
+ * expectations on rank 0's results entry of one case: it passes, its communication equals
+ * the analytic terms row by row, and every memory category of every rank equals the
+ * prediction. */
 #pragma once
 
 #include <gtest/gtest.h>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "harness/case.h"
 
 namespace pb::test {
+
+// Adds a bf16 copy ("bf16_" + name) of each named case.
+inline void add_bf16_copies(std::vector<harness::Case>& all, const std::vector<std::string>& names) {
+  for (const auto& name : names)
+    for (const auto& c : std::vector<harness::Case>(all))
+      if (c.name == name) {
+        harness::Case b = c;
+        b.name = "bf16_" + c.name;
+        b.dtype = "bf16";
+        all.push_back(b);
+      }
+}
 
 // Status "pass" and every check passing.
 inline void expect_pass(const nlohmann::json& r) {

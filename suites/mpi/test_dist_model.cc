@@ -103,16 +103,7 @@ static std::vector<Case> cases_for(int world) {
     if (c.name.starts_with("hybrid")) c.cp_kind = "hybrid", c.cp_ulysses = 2;
   for (auto& c : all)
     if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
-  for (const char* name :
-       {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2"}) {
-    for (const auto& c : std::vector<Case>(all))
-      if (c.name == name) {
-        Case b = c;
-        b.name = "bf16_" + c.name;
-        b.dtype = "bf16";
-        all.push_back(b);
-      }
-  }
+  add_bf16_copies(all, {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2"});
   return cases_of_world(all, world);
 }
 

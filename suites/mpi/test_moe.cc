@@ -120,14 +120,7 @@ static std::vector<Case> cases_for(int world) {
     c.name = "tp2_sp_cp2_dp2_ep4_allgather", c.moe_dispatcher = "allgather";
     all.push_back(c);
   }
-  for (const char* name : {"ep2_e4k2_alltoall", "ep2_e4k2_allgather"})
-    for (const auto& c : std::vector<Case>(all))
-      if (c.name == name) {
-        Case b = c;
-        b.name = "bf16_" + c.name;
-        b.dtype = "bf16";
-        all.push_back(b);
-      }
+  add_bf16_copies(all, {"ep2_e4k2_alltoall", "ep2_e4k2_allgather"});
   return cases_of_world(all, world);
 }
 
