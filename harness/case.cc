@@ -208,6 +208,7 @@ Features Case::typed_features() const {
   f.cp_contiguous = cp_balance == "contiguous" || cp_kind == "ulysses";  // Ulysses splits contiguously
   f.cp_ulysses = cp_kind == "hybrid" ? cp_ulysses : 1;
   f.moe_dispatcher = moe_dispatcher;
+  f.bf16 = dtype == "bf16";
   return f;
 }
 

@@ -57,6 +57,7 @@ double DistOptimizer::step() {
                    1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
   // Two launches cover every tensor: the leading block of norm weights (no weight decay),
   // then all the matrices (element-wise, so identical to per-tensor steps).
+  P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
   const int64_t rep = P.norm_numel(), total = P.weight_buffer().numel();
   auto block = [](Tensor& t, int64_t off, int64_t n) { return t.view(off, {n}); };
   for (auto [off, n, decay] : {std::tuple{int64_t(0), rep, 0.0f}, {rep, total - rep, float(tc_.weight_decay)}}) {

@@ -2,6 +2,7 @@
 #include "optimized/model/dist_params.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
@@ -34,7 +35,9 @@ ExpertKey expert_key(const std::string& name) {
 }  // namespace
 
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
-                       const std::function<bool(const std::string&)>& keep, int ep, int ep_rank) {
+                       const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
+                       bool reuse_fp32_param)
+    : reuse_(reuse_fp32_param && dtype == DType::BF16) {
   // The global shapes and names come from the reference's own parameter list.
   const auto shapes = ref::zero_params<float>(mc);
   const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
@@ -91,8 +94,13 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     const auto s = local_shape(p);
     total += s[0] * s[1];
   }
-  weights_ = Tensor::empty({total}, MemCategory::Params, dtype);
-  master_ = dtype == DType::F32 ? weights_ : Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
+  if (reuse_) {  // the bf16 weights: the second half of the master's bytes
+    master_ = Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
+    weights_ = master_.reinterpret(DType::BF16, 2 * total, {total});
+  } else {
+    weights_ = Tensor::empty({total}, MemCategory::Params, dtype);
+    master_ = dtype == DType::F32 ? weights_ : Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
+  }
   grads_ = Tensor::zeros({total}, MemCategory::Grads);
   m_ = Tensor::zeros({total}, MemCategory::Optimizer);
   v_ = Tensor::zeros({total}, MemCategory::Optimizer);
@@ -122,7 +130,34 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
 }
 
 void DistParams::master_to_weights() {
-  if (weights_.dtype() != DType::F32) ops::cast(weights_, master_);
+  if (reuse_)
+    ops::fp32_to_bf16_residual(master_);
+  else if (weights_.dtype() != DType::F32)
+    ops::cast(weights_, master_);
+}
+
+void DistParams::master_to_fp32() {
+  if (reuse_) ops::bf16_residual_to_fp32(master_);
+}
+
+std::vector<float> DistParams::master_values(const ShardedParam& p) const {
+  const int64_t n = p.master.numel(), total = master_.numel();
+  std::vector<float> out(static_cast<size_t>(n));
+  if (!reuse_) {
+    copy_bytes(out.data(), Device::CPU, p.master.raw(), p.master.device(), size_t(n) * 4);
+    return out;
+  }
+  // Between steps the master holds [residuals | bf16]: bits = ((bf16 << 16) | residual) - 0x8000.
+  std::vector<uint16_t> res(static_cast<size_t>(n)), hi(static_cast<size_t>(n));
+  const Tensor r = master_.reinterpret(DType::BF16, 2 * p.offset, {n});
+  const Tensor h = master_.reinterpret(DType::BF16, 2 * (total + p.offset), {n});
+  copy_bytes(res.data(), Device::CPU, r.raw(), r.device(), size_t(n) * 2);
+  copy_bytes(hi.data(), Device::CPU, h.raw(), h.device(), size_t(n) * 2);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = ((uint32_t(hi[size_t(i)]) << 16) | uint32_t(res[size_t(i)])) - 0x8000u;
+    std::memcpy(&out[size_t(i)], &bits, 4);
+  }
+  return out;
 }
 
 bool DistParams::has(const std::string& name) const {
@@ -217,12 +252,17 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   std::vector<float> out;
   if (reader) {  // the TP shards of the reader to TP rank 0
     const ShardedParam& p = get(name);
-    const Tensor& local = part == ParamPart::Grad ? p.g : p.master;
     const int t = grid.layout().tp;
-    const int64_t n = local.numel();
+    std::vector<float> mine;
+    if (part == ParamPart::Grad) {
+      mine.resize(static_cast<size_t>(p.g.numel()));
+      copy_bytes(mine.data(), Device::CPU, p.g.raw(), p.g.device(), mine.size() * 4);
+    } else {
+      mine = master_values(p);
+    }
+    const int64_t n = int64_t(mine.size());
     std::vector<float> all(grid.tp_rank() == 0 ? size_t(n * t) : 0);
-    const Tensor host = local.device() == Device::CPU ? local : to_device(local, Device::CPU);
-    MPI_CHECK(MPI_Gather(host.f32(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
+    MPI_CHECK(MPI_Gather(mine.data(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
     if (grid.tp_rank() == 0) out = join_tp_shards(p, all, n, t);
   }
   owner_to_rank0(out, owner, rank, comm);

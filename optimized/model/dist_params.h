@@ -19,6 +19,10 @@
  * Mixed precision (bf16): the model computes with bf16 weights (Params, 2 bytes) cast from
  * fp32 master weights (Optimizer, 4 bytes) after every step; gradients accumulate into
  * fp32 main grads (Grads, 4 bytes); with Adam's m and v: 2 + 4 + 12 = 18 bytes/param.
+ * Reuse-fp32-param (MindSpeed): no bf16 buffer; between steps the master's 4n bytes hold
+ * [residuals (n) | bf16 weights (n)] (ops::fp32_to_bf16_residual, exact both ways) and the
+ * weights are a view of the second half: 16 bytes/param. The bf16 half rounds to nearest
+ * with ties away from zero (ties-to-even without reuse).
  */
 #pragma once
 
@@ -56,7 +60,13 @@ class DistParams {
   // and head); all of them when empty.
   // ep, ep_rank: expert parallelism (this rank holds experts ep_rank*E/ep .. +E/ep - 1).
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
-             const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0);
+             const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0,
+             bool reuse_fp32_param = false);
+  bool reuses_fp32_param() const { return reuse_; }
+  // Before the optimizer updates the master weights: with reuse-fp32-param, back to fp32.
+  void master_to_fp32();
+  // This rank's fp32 master of p on the host (with reuse-fp32-param rebuilt from its halves).
+  std::vector<float> master_values(const ShardedParam& p) const;
   bool has(const std::string& name) const;
   std::vector<ShardedParam>& all() { return params_; }
   const std::vector<ShardedParam>& all() const { return params_; }
@@ -95,6 +105,7 @@ class DistParams {
   std::vector<ShardedParam> params_;
   Tensor weights_, master_, grads_, m_, v_;
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
+  bool reuse_ = false;
   const ShardedParam& first_expert(int64_t layer, const char* proj, int64_t* n) const;
 };
 

@@ -15,6 +15,10 @@ struct Features {
   int cp_ulysses = 1;                 // hybrid: the Ulysses degree u (case key "cp_ulysses"), the ring c/u
   // MoE (a model with experts; layout ep): the token dispatcher (case key "moe_dispatcher").
   std::string moe_dispatcher = "alltoall";  // alltoall | allgather
+  // Mixed precision (dtype bf16) and MindSpeed's reuse-fp32-param (feature "reuse_fp32_param"):
+  // the fp32 master buffer holds the bf16 weights and the 16-bit residuals in place.
+  bool bf16 = false;
+  bool reuse_fp32_param = false;
 };
 
 }  // namespace pb

@@ -177,6 +177,17 @@ void ep_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   }
 }
 
+// --- reuse_fp32_param: MindSpeed's reuse-fp32-param (feature; the parameter storage) ---
+void reuse_require(const CaseSpec& c) {
+  PB_REQUIRE(c.features.bf16, "invalid case: reuse_fp32_param needs dtype bf16 (the fp32 master holds the bf16 "
+                              "weights and their residuals)");
+}
+void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
+  // The bf16 weights are the second half of the master's bytes: no parameter buffer of
+  // their own (optimizer_terms counts the master): 16 bytes per parameter instead of 18.
+  t.memory[MemCategory::Params] -= d.e * d.params_local;
+}
+
 bool never(const CaseSpec&) { return false; }  // a known technique this build does not run
 
 Technique feature(const char* name, const char* summary) {
@@ -217,7 +228,10 @@ const std::vector<Technique>& techniques() {
       feature("recompute_full", "full activation recomputation per layer"),
       feature("recompute_selective", "recompute core attention only"),
       feature("swap_attention", "offload attention activations to host memory"),
-      feature("reuse_fp32_param", "fp32 master shares storage with the bf16 weight"),
+      {"reuse_fp32_param", K::Feature,
+       "MindSpeed reuse-fp32-param (bf16): the fp32 master holds the bf16 weights and 16-bit residuals, 16 bytes/param",
+       true, true, [](const CaseSpec& c) { return c.features.reuse_fp32_param; },
+       [](Features& f) { f.reuse_fp32_param = true; }, reuse_require, nullptr, reuse_terms},
       feature("overlap_grad_reduce", "bucketed gradient reduction overlapped with backward"),
       feature("overlap_param_gather", "parameter all-gather overlapped with forward"),
       feature("mc2", "matmul fused with all-gather / reduce-scatter"),

@@ -92,7 +92,8 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined), c.features.cp_ulysses);
   const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
-                   pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses},
+                   pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses,
+                   c.features.reuse_fp32_param},
                   grid);
   // Under CP each rank takes its chunks of every sequence: tokens and labels alike.
   const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,

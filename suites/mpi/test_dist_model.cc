@@ -104,6 +104,14 @@ static std::vector<Case> cases_for(int world) {
   for (auto& c : all)
     if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
   add_bf16_copies(all, {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2"});
+  for (const char* name : {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp"})  // reuse-fp32-param
+    for (const auto& c : std::vector<Case>(all))
+      if (c.name == name) {
+        Case r = c;
+        r.name = "reuse_" + c.name;
+        r.features.push_back("reuse_fp32_param");
+        all.push_back(r);
+      }
   return cases_of_world(all, world);
 }
 
@@ -176,8 +184,15 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     // Every category on every rank to the byte (bf16 workspace: at least it), and every
     // category but the transfer buffers predicted to hold something.
     expect_exact_memory(r, c);
-    for (const auto& row : r["memory"])
-      if (row["category"] != "comm_buffers") EXPECT_GT(row["predicted_bytes"].get<int64_t>(), 0) << row.dump();
+    const bool reuse = c.name.starts_with("reuse_");  // no parameter buffer: the master's bytes hold the weights
+    for (const auto& row : r["memory"]) {
+      const std::string cat = row["category"];
+      if (cat == "params" && reuse) {
+        EXPECT_EQ(row["measured_bytes"].get<int64_t>(), 0) << row.dump();
+      } else if (cat != "comm_buffers") {
+        EXPECT_GT(row["predicted_bytes"].get<int64_t>(), 0) << row.dump();
+      }
+    }
   }
 }
 
@@ -221,6 +236,41 @@ TEST(DistModel, Bf16WeightsAreTheRoundedMasterAfterEveryStep) {
     for (const auto& p : m.params().all())
       for (int64_t i = 0; i < p.w.numel(); ++i)
         ASSERT_EQ(p.w.bf16_bits()[i], float_to_bf16(p.master.f32()[i])) << p.name << "[" << i << "] step " << step;
+  }
+}
+
+// Reuse-fp32-param: no bf16 buffer (2 bytes per parameter less), and after every step the
+// bf16 weights are the master rounded to nearest with ties away from zero, read from the
+// same bytes that give back every bit of the fp32 master.
+TEST(DistModel, ReuseFp32ParamKeepsTheWeightsInTheMastersBytes) {
+  Layout l;
+  l.tp = world_size() >= 2 ? 2 : 1;
+  l.dp = world_size() / l.tp;
+  ProcessGrid grid(MPI_COMM_WORLD, l);
+  auto bytes_of = [](MemCategory c) { return TrackingAllocator::host().stats().current[size_t(int(c))]; };
+  const int64_t params0 = bytes_of(MemCategory::Params), opt0 = bytes_of(MemCategory::Optimizer);
+  DistModelConfig mc{model(32, 8, 4, 48, 64, 2), 2, 8, Strategies::defaults(), 9, DType::BF16};
+  mc.reuse_fp32_param = true;
+  DistModel m(mc, grid);
+  const int64_t n = m.params().grad_buffer().numel();
+  EXPECT_EQ(bytes_of(MemCategory::Params) - params0, 0);
+  EXPECT_EQ(bytes_of(MemCategory::Optimizer) - opt0, 12 * n);  // master (holding the weights), m, v
+  ref::TrainConfig tc;
+  tc.lr = 1e-2;
+  DistOptimizer opt(m, grid, tc);
+  for (int step = 0; step < 2; ++step) {
+    m.params().zero_grads();
+    m.forward_backward(ref::make_batch(9, 2 * grid.dp_rank(), 2, 8, 64), 1.0f);
+    opt.step();
+    for (const auto& p : m.params().all()) {
+      const std::vector<float> master = m.params().master_values(p);
+      ASSERT_EQ(int64_t(master.size()), p.w.numel());
+      for (int64_t i = 0; i < p.w.numel(); ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, &master[size_t(i)], 4);
+        ASSERT_EQ(p.w.bf16_bits()[i], uint16_t((bits + 0x8000u) >> 16)) << p.name << "[" << i << "] step " << step;
+      }
+    }
   }
 }
 
@@ -278,6 +328,9 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   auto cp_sp = make_case("cp_sp", gqa, 1, 2, true, 2, 12);  // S/cp = 6 rows, not divisible by tp 4
   cp_sp.layout.cp = 2, cp_sp.layout.tp = 4;
   expect_error(cp_sp, "needs seq_length / cp = 6 divisible by tp");
+  auto reuse = make_case("reuse_fp32", gqa, 1, 1, false);
+  reuse.features = {"reuse_fp32_param"};
+  expect_error(reuse, "reuse_fp32_param needs dtype bf16");
   auto tpu = make_case("tpu", gqa, 1, 1, false);
   tpu.backend = "tpu";
   expect_error(tpu, "unknown backend 'tpu'");

@@ -121,6 +121,13 @@ static std::vector<Case> cases_for(int world) {
     all.push_back(c);
   }
   add_bf16_copies(all, {"ep2_e4k2_alltoall", "ep2_e4k2_allgather"});
+  for (const auto& c : std::vector<Case>(all))
+    if (c.name == "bf16_ep2_e4k2_alltoall") {  // reuse-fp32-param: the experts' weights in the master too
+      Case r = c;
+      r.name = "reuse_" + c.name;
+      r.features = {"reuse_fp32_param"};
+      all.push_back(r);
+    }
   return cases_of_world(all, world);
 }
 
