@@ -122,9 +122,10 @@ static std::vector<Case> cases_for(int world) {
   }
   add_bf16_copies(all, {"ep2_e4k2_alltoall", "ep2_e4k2_allgather"});
   for (const auto& c : std::vector<Case>(all))
-    if (c.name == "bf16_ep2_e4k2_alltoall") {  // reuse-fp32-param: the experts' weights in the master too
+    if (c.name == "bf16_ep2_e4k2_alltoall" || c.name == "pp2_ep2") {  // reuse-fp32-param: experts in the master too
       Case r = c;
-      r.name = "reuse_" + c.name;
+      r.name = "reuse_" + (c.dtype == "bf16" ? c.name : "bf16_" + c.name);
+      r.dtype = "bf16";
       r.features = {"reuse_fp32_param"};
       all.push_back(r);
     }
