@@ -58,6 +58,10 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
                    ((d.emb + d.head) * d.V * d.H + d.Lr * (2 * d.H * d.H + 2 * d.H * d.G * d.D) +
                     (d.Lr - d.Lmoe) * 3 * d.H * d.F) /
                        d.t;
+  d.zero = c.typed_features().distributed_optimizer;
+  const int64_t shards = d.zero ? d.d * d.c : 1;
+  d.shard = (d.params_local + shards - 1) / shards;
+  d.padded = d.shard * shards;
   return d;
 }
 
@@ -267,7 +271,8 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   const MemoryPeaks peaks = memory_peaks(c, d, st, piped ? &sched : nullptr);
   pr.memory[MemCategory::Activations] = peaks.activations;
   pr.memory[MemCategory::Workspace] = peaks.workspace;
-  pr.memory[MemCategory::CommBuffers] = peaks.comm_buffers;
+  // The distributed optimizer's reduce-scatter output (fp32, its range), after the backward.
+  pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? Dims::fp * d.shard : 0);
   pr.comm = comm_rows(terms);
   return pr;
 }

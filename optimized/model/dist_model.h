@@ -44,6 +44,7 @@ struct DistModelConfig {
   bool cp_contiguous = false;    // CP split (parallel/cp_ring.h): chunks 2r, 2r+1 instead of r, 2c-1-r
   int cp_ulysses = 1;            // hybrid CP: Ulysses degree u (its pieces of the ring's chunks)
   bool reuse_fp32_param = false;  // bf16: the weights live in the fp32 master's bytes (dist_params.h)
+  bool distributed_optimizer = false;  // ZeRO-1: master and Adam state sharded over DP x CP
 };
 
 class DistModel {

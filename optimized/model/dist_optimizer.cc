@@ -20,6 +20,7 @@ double DistOptimizer::step() {
     Tensor norms = P.replicated_grads();
     grid_.tp().all_reduce(norms);
   }
+  if (P.shards() > 1) return step_sharded();
   const int64_t x0 = P.expert_offset(), total_g = P.grad_buffer().numel();
   Tensor dense = P.grad_buffer().view(0, {x0});
   dp_all_reduce_mean(dense, grad_group());  // over DP, or DP x CP
@@ -71,6 +72,55 @@ double DistOptimizer::step() {
   return norm;
 }
 
+// The distributed optimizer (ZeRO-1; Megatron's DistributedOptimizer, Rajbhandari et al.,
+// arXiv 1910.02054): reduce-scatter the padded gradient buffer over DP x CP (its mean lands
+// in this rank's range), the squared norm of that range summed over DP x CP and the
+// model-parallel group, AdamW on the range's fp32 master and Adam state, and all-gather of
+// the updated weights (cast to the model dtype): the bytes of one all-reduce.
+double DistOptimizer::step_sharded() {
+  DistParams& P = model_.params();
+  Communicator& g = grad_group();
+  const int64_t s = P.shard_size(), lo = P.shard_start(), hi = lo + s;
+  {
+    Tensor mean = Tensor::empty({s}, MemCategory::CommBuffers, DType::F32);  // (s)
+    g.reduce_scatter(mean, P.grad_buffer());
+    ops::scale_(mean, 1.0f / float(g.size()));
+    Tensor mine = P.grad_shard();
+    ops::copy(mine, mean);
+  }
+  // The norm over this range: the gradients in P.all() order, clipped to [lo, hi), the
+  // replicated ones only on TP rank 0 (they count once across TP).
+  const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
+  const int64_t from = std::min(std::max(lo, skip), hi);
+  std::vector<int64_t> ends;
+  for (const auto& p : P.all()) {
+    const int64_t b = std::max(p.offset, from), e = std::min(p.offset + p.g.numel(), hi);
+    if (e > b) ends.push_back(e - from);
+  }
+  const double sq_here = ops::sum_squares_segments(P.grad_buffer().view(from, {hi - from}), ends);
+  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
+  const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
+  t_ += 1;
+  ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
+                   1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
+  // The range in two launches: its norm weights (no decay), then its matrices.
+  const int64_t norms_end = std::clamp(P.norm_numel(), lo, hi);
+  for (auto [b, e, decay] : {std::tuple{lo, norms_end, 0.0f}, {norms_end, hi, float(tc_.weight_decay)}}) {
+    if (e <= b) continue;
+    h.weight_decay = decay;
+    Tensor w = P.master_buffer().view(b - lo, {e - b}), gr = P.grad_buffer().view(b, {e - b});
+    Tensor m = P.adam_m_buffer().view(b - lo, {e - b}), v = P.adam_v_buffer().view(b - lo, {e - b});
+    ops::adamw(w, gr, m, v, h);
+  }
+  Tensor updated = Tensor::empty({s}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (s)
+  if (updated.dtype() == DType::F32)
+    ops::copy(updated, P.master_buffer());
+  else
+    ops::cast(updated, P.master_buffer());
+  g.all_gather(P.weight_buffer(), updated);
+  return norm;
+}
+
 double DistOptimizer::average_loss(double local_mean) {
   PhaseScope phase(Phase::Optimizer);
   Communicator& g = grad_group();  // CP ranks hold equal shares of the sequence
@@ -79,9 +129,11 @@ double DistOptimizer::average_loss(double local_mean) {
 
 void optimizer_terms(const Dims& d, Terms& t) {
   t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
-  t.memory[MemCategory::Params] += d.e * d.params_local;
-  t.memory[MemCategory::Grads] += Dims::fp * d.params_local;
-  t.memory[MemCategory::Optimizer] += (d.e == Dims::fp ? 2 : 3) * Dims::fp * d.params_local;  // (+ master) + m + v
+  const int64_t P = d.zero ? d.padded : d.params_local;  // the distributed optimizer pads its buffers
+  t.memory[MemCategory::Params] += d.e * P;
+  t.memory[MemCategory::Grads] += Dims::fp * P;
+  // (+ master) + m + v: whole, or this rank's range of them (ZeRO-1)
+  t.memory[MemCategory::Optimizer] += (d.e == Dims::fp ? 2 : 3) * Dims::fp * (d.zero ? d.shard : d.params_local);
 }
 
 }  // namespace pb

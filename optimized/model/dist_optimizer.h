@@ -30,6 +30,7 @@ class DistOptimizer {
   double average_loss(double local_mean);
 
  private:
+  double step_sharded();  // the distributed optimizer (ZeRO-1)
   // Where gradients are averaged: DP, or DP x CP under context parallelism.
   Communicator& grad_group() { return grid_.layout().cp > 1 ? grid_.dp_cp() : grid_.dp(); }
   DistModel& model_;

@@ -36,8 +36,8 @@ ExpertKey expert_key(const std::string& name) {
 
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
-                       bool reuse_fp32_param)
-    : reuse_(reuse_fp32_param && dtype == DType::BF16) {
+                       bool reuse_fp32_param, int shards, int shard_rank)
+    : reuse_(reuse_fp32_param && dtype == DType::BF16), shards_(shards), shard_rank_(shard_rank) {
   // The global shapes and names come from the reference's own parameter list.
   const auto shapes = ref::zero_params<float>(mc);
   const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
@@ -94,7 +94,15 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     const auto s = local_shape(p);
     total += s[0] * s[1];
   }
-  if (reuse_) {  // the bf16 weights: the second half of the master's bytes
+  const int64_t used = total;
+  shard_ = (total + shards_ - 1) / shards_;
+  total = shard_ * shards_;  // padded (zeros at the end: no gradient, no update)
+  const bool zero = shards_ > 1;
+  if (zero) {
+    weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
+    master_ = dtype == DType::F32 ? weights_.view(shard_start(), {shard_})
+                                  : Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
+  } else if (reuse_) {  // the bf16 weights: the second half of the master's bytes
     master_ = Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
     weights_ = master_.reinterpret(DType::BF16, 2 * total, {total});
   } else {
@@ -102,8 +110,8 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     master_ = dtype == DType::F32 ? weights_ : Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
   }
   grads_ = Tensor::zeros({total}, MemCategory::Grads);
-  m_ = Tensor::zeros({total}, MemCategory::Optimizer);
-  v_ = Tensor::zeros({total}, MemCategory::Optimizer);
+  m_ = Tensor::zeros({shard_}, MemCategory::Optimizer);
+  v_ = Tensor::zeros({shard_}, MemCategory::Optimizer);
   std::vector<float> host(static_cast<size_t>(total));  // generated on the host, then copied to the device
   int64_t off = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -112,10 +120,12 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     if (i == n_dense) expert_offset_ = off;
     p.offset = off;
     p.w = weights_.view(off, s);
-    p.master = master_.view(off, s);
     p.g = grads_.view(off, s);
-    p.m = m_.view(off, s);
-    p.v = v_.view(off, s);
+    if (!zero) {  // ZeRO-1: the master, m and v cover this rank's range only (no per-tensor views)
+      p.master = master_.view(off, s);
+      p.m = m_.view(off, s);
+      p.v = v_.view(off, s);
+    }
     float* w = host.data() + off;
     off += s[0] * s[1];
     for (int64_t i = 0; i < s[0]; ++i)
@@ -124,9 +134,23 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
         w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
       }
   }
-  if (experts.empty()) expert_offset_ = total;
-  copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
-  master_to_weights();
+  if (experts.empty()) expert_offset_ = used;
+  if (!zero) {
+    copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
+    master_to_weights();
+    return;
+  }
+  // Sharded: the whole weights from the host values (bf16 rounded on the host), the master
+  // from this rank's range.
+  if (dtype == DType::F32) {
+    copy_bytes(weights_.raw(), weights_.device(), host.data(), Device::CPU, size_t(used) * 4);
+  } else {
+    std::vector<uint16_t> b(static_cast<size_t>(used));
+    for (int64_t i = 0; i < used; ++i) b[size_t(i)] = float_to_bf16(host[size_t(i)]);
+    copy_bytes(weights_.raw(), weights_.device(), b.data(), Device::CPU, size_t(used) * 2);
+    const int64_t n = std::max<int64_t>(0, std::min(shard_, used - shard_start()));
+    if (n > 0) copy_bytes(master_.raw(), master_.device(), host.data() + shard_start(), Device::CPU, size_t(n) * 4);
+  }
 }
 
 void DistParams::master_to_weights() {
@@ -249,12 +273,22 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   int owner = reader && grid.tp_rank() == 0 ? rank : -1;  // the highest of them: unique per name
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &owner, 1, MPI_INT, MPI_MAX, comm));
   PB_REQUIRE(owner >= 0, "no rank holds parameter ", name);
-  std::vector<float> out;
+  std::vector<float> out, whole;
+  if (holds && shards_ > 1) {  // the distributed optimizer: the whole buffer from the DP x CP shards
+    const Tensor shard = part == ParamPart::Grad ? grads_.view(shard_start(), {shard_}) : master_;
+    std::vector<float> own(static_cast<size_t>(shard_));
+    whole.resize(static_cast<size_t>(shard_ * shards_));
+    copy_bytes(own.data(), Device::CPU, shard.raw(), shard.device(), own.size() * 4);
+    MPI_CHECK(MPI_Allgather(own.data(), int(shard_), MPI_FLOAT, whole.data(), int(shard_), MPI_FLOAT,
+                            grid.raw_dp_cp()));
+  }
   if (reader) {  // the TP shards of the reader to TP rank 0
     const ShardedParam& p = get(name);
     const int t = grid.layout().tp;
     std::vector<float> mine;
-    if (part == ParamPart::Grad) {
+    if (shards_ > 1) {
+      mine.assign(whole.begin() + p.offset, whole.begin() + p.offset + p.w.numel());
+    } else if (part == ParamPart::Grad) {
       mine.resize(static_cast<size_t>(p.g.numel()));
       copy_bytes(mine.data(), Device::CPU, p.g.raw(), p.g.device(), mine.size() * 4);
     } else {

@@ -61,7 +61,16 @@ class DistParams {
   // ep, ep_rank: expert parallelism (this rank holds experts ep_rank*E/ep .. +E/ep - 1).
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
              const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0,
-             bool reuse_fp32_param = false);
+             bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0);
+  // The distributed optimizer (ZeRO-1, Megatron): the buffers padded to a multiple of the
+  // shards (DP x CP); this rank owns elements [shard_rank * s, (shard_rank + 1) * s) of them,
+  // s = padded / shards: its fp32 master (bf16; a view of the weights in fp32) and Adam's
+  // m and v are that range only; weights and gradients stay whole.
+  int shards() const { return shards_; }
+  int64_t shard_size() const { return shard_; }
+  int64_t shard_start() const { return shard_ * shard_rank_; }
+  Tensor grad_shard() { return grads_.view(shard_start(), {shard_}); }
+  Tensor weight_shard() { return weights_.view(shard_start(), {shard_}); }
   bool reuses_fp32_param() const { return reuse_; }
   // Before the optimizer updates the master weights: with reuse-fp32-param, back to fp32.
   void master_to_fp32();
@@ -106,6 +115,8 @@ class DistParams {
   Tensor weights_, master_, grads_, m_, v_;
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
   bool reuse_ = false;
+  int shards_ = 1, shard_rank_ = 0;
+  int64_t shard_ = 0;
   const ShardedParam& first_expert(int64_t layer, const char* proj, int64_t* n) const;
 };
 

@@ -19,6 +19,7 @@ struct Features {
   // the fp32 master buffer holds the bf16 weights and the 16-bit residuals in place.
   bool bf16 = false;
   bool reuse_fp32_param = false;
+  bool distributed_optimizer = false;  // ZeRO-1 (Megatron): optimizer state sharded over DP x CP
 };
 
 }  // namespace pb

@@ -13,6 +13,8 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp);
 
 // Over a step (DP > 1), in the optimizer phase: the gradient buffer's all-reduce, fp32
 // P_local elements besides the experts' (ep_grads.h), and the loss average's all-reduce of one double.
+// With the distributed optimizer (d.zero): a reduce-scatter of the padded fp32 buffer and an
+// all-gather of the weights (e bytes each), and two doubles (its range's squared norm, the loss).
 void dp_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

@@ -61,6 +61,7 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
     pp_ = make_group(c, "pp", nccl && pp_nccl);
   }
   dp_cp_ = split("dp_cp", rank_of(l, {me.tp, 0, 0, me.pp}), dpcp_r);
+  MPI_CHECK(MPI_Comm_split(comm, rank_of(l, {me.tp, 0, 0, me.pp}), dpcp_r, &raw_dp_cp_));
   ep_ = split("ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
   // Experts are not TP-sharded (expert TP = 1): their gradients are reduced over TP too.
   edp_ = split("expert_dp", pp_r_ + l.pp * (dpcp_r % l.ep), tp_r_ + l.tp * (dpcp_r / l.ep));
@@ -76,6 +77,7 @@ ProcessGrid::~ProcessGrid() {
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin && raw_tp_ != MPI_COMM_NULL) MPI_Comm_free(&raw_tp_);
+  if (!fin && raw_dp_cp_ != MPI_COMM_NULL) MPI_Comm_free(&raw_dp_cp_);
 }
 
 std::string ProcessGrid::describe() const {

@@ -36,6 +36,9 @@ struct Dims {
   int64_t ep = 1, E = 0, El = 0, K = 1, Fe = 0;     // EP degree; experts, local experts, top-k, expert ffn
   int64_t params_expert = 0;                        // of them, this rank's experts' (the last block)
   int64_t Lmoe = 0;                                 // MoE layers on this pipeline rank
+  bool zero = false;                                // the distributed optimizer (ZeRO-1)
+  int64_t padded = 0, shard = 0;                    // its buffer (params_local padded to a multiple of
+                                                    // d*c) and this rank's range of it
   const std::vector<RoutingRecord>* routing = nullptr;  // this rank's routing of the run (MoE)
 };
 

@@ -188,6 +188,14 @@ void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
   t.memory[MemCategory::Params] -= d.e * d.params_local;
 }
 
+// --- distributed_optimizer: ZeRO-1 (feature; dist_optimizer.h, step_sharded) ---
+void zero1_require(const CaseSpec& c) {
+  PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: distributed_optimizer with MoE experts is not available "
+                                             "in this build yet");
+  PB_REQUIRE(!c.features.reuse_fp32_param, "invalid case: distributed_optimizer with reuse_fp32_param is not "
+                                           "available in this build yet");
+}
+
 bool never(const CaseSpec&) { return false; }  // a known technique this build does not run
 
 Technique feature(const char* name, const char* summary) {
@@ -224,7 +232,11 @@ const std::vector<Technique>& techniques() {
        "moe_dispatcher: alltoall (GShard, arXiv 2006.16668) or allgather (Megatron-LM)",
        true, false, [](const CaseSpec& c) { return c.layout.ep > 1 || moe_model(c); }, nullptr, ep_require,
        ep_install, ep_entry_terms},
-      feature("distributed_optimizer", "ZeRO-1: Adam state sharded over DP, reduce-scatter + all-gather"),
+      {"distributed_optimizer", K::Feature,
+       "ZeRO-1 (Megatron's distributed optimizer, arXiv 1910.02054): fp32 master and Adam state sharded over DP x CP; "
+       "reduce-scatter, step on the shard, all-gather",
+       true, false, [](const CaseSpec& c) { return c.features.distributed_optimizer; },
+       [](Features& f) { f.distributed_optimizer = true; }, zero1_require, nullptr, nullptr},
       feature("recompute_full", "full activation recomputation per layer"),
       feature("recompute_selective", "recompute core attention only"),
       feature("swap_attention", "offload attention activations to host memory"),

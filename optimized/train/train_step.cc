@@ -84,7 +84,18 @@ double step_ms(Clock::time_point t0, MPI_Comm comm) {
 
 }  // namespace
 
+// The distributed optimizer with one DP x CP rank has nothing to shard: it runs, and says so
+// once per process.
+void note_unsharded(const TrainStepConfig& c) {
+  static bool said = false;
+  if (said || !c.features.distributed_optimizer || c.layout.dp * c.layout.cp > 1) return;
+  said = true;
+  if (world_rank() == 0)
+    std::fprintf(stderr, "distributed_optimizer: dp x cp = 1, nothing to shard (the optimizer state stays whole)\n");
+}
+
 TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterStep& after_step) {
+  note_unsharded(c);
   DeviceScope on(c.device);  // every tensor the model allocates lives on c.device
   const bool pipelined = c.layout.pp > 1;
   const int64_t m = c.train.num_micro_batches;
@@ -93,7 +104,7 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
                    pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses,
-                   c.features.reuse_fp32_param},
+                   c.features.reuse_fp32_param, c.features.distributed_optimizer},
                   grid);
   // Under CP each rank takes its chunks of every sequence: tokens and labels alike.
   const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,

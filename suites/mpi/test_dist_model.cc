@@ -103,7 +103,18 @@ static std::vector<Case> cases_for(int world) {
     if (c.name.starts_with("hybrid")) c.cp_kind = "hybrid", c.cp_ulysses = 2;
   for (auto& c : all)
     if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
-  add_bf16_copies(all, {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2"});
+  // The distributed optimizer (ZeRO-1): shards over DP, over DP x CP, with TP + SP; odd sizes
+  // pad the buffer (odd: 11,930 elements per rank is not a multiple of 4).
+  for (const char* name : {"dp2", "dp4", "dp2_tp2_sp", "dp2_odd", "cp2_dp2", "dp2_tp2"})
+    for (const auto& c : std::vector<Case>(all))
+      if (c.name == name) {
+        Case z = c;
+        z.name = "zero1_" + c.name;
+        z.features.push_back("distributed_optimizer");
+        all.push_back(z);
+      }
+  add_bf16_copies(all, {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2",
+                        "zero1_dp2_tp2_sp", "zero1_dp4"});
   for (const char* name : {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp"})  // reuse-fp32-param
     for (const auto& c : std::vector<Case>(all))
       if (c.name == name) {
@@ -328,6 +339,9 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   auto cp_sp = make_case("cp_sp", gqa, 1, 2, true, 2, 12);  // S/cp = 6 rows, not divisible by tp 4
   cp_sp.layout.cp = 2, cp_sp.layout.tp = 4;
   expect_error(cp_sp, "needs seq_length / cp = 6 divisible by tp");
+  auto zero_reuse = make_case("zero_reuse", gqa, 1, 1, false);
+  zero_reuse.dtype = "bf16", zero_reuse.features = {"distributed_optimizer", "reuse_fp32_param"};
+  expect_error(zero_reuse, "distributed_optimizer with reuse_fp32_param is not available in this build yet");
   auto reuse = make_case("reuse_fp32", gqa, 1, 1, false);
   reuse.features = {"reuse_fp32_param"};
   expect_error(reuse, "reuse_fp32_param needs dtype bf16");

@@ -116,6 +116,11 @@ expect_error "MoE: EP not dividing E" 2 "ep 2 does not divide num_local_experts 
 sed 's/"num_hidden_layers": 1}}/"num_hidden_layers": 1, "num_local_experts": 4, "moe_expert_capacity_factor": 0}}/' \
   "$work/small.json" > "$work/moe_cf.json"
 expect_error "MoE: capacity factor 0" 2 "moe_expert_capacity_factor must be > 0, got 0" run --suite "$work/moe_cf.json"
+# The distributed optimizer on one rank runs and says so once.
+sed 's/"cases": \[{"name": "one"}/"cases": [{"name": "one", "features": ["distributed_optimizer"]}/' "$work/small.json" > "$work/zero1.json"
+run 2 run --suite "$work/zero1.json"
+[ "$rc" -eq 0 ] && [ "$(grep -c "nothing to shard" "$work/err")" -eq 1 ] && ok "distributed_optimizer with dp 1: runs, said once" \
+  || { bad "distributed_optimizer with dp 1: exit $rc"; cat "$work/err"; }
 expect_error "unknown suite" 2 "no suite or case file" run --suite no_such_suite
 expect_error "unknown subcommand option" 1 "parabench: error:" run --suite smoke --bogus
 expect_error "compare of a non-results file" 1 "parabench: error:" compare "$work/small.json" "$work/r.json"

@@ -281,6 +281,9 @@ TEST(Moe, BadLayoutsAreRejectedWithOneLine) {
   cf.moe_expert_capacity_factor = -1.0;
   expect_error(moe_case("cf-1", cf, 1, 1, "alltoall"), "moe_expert_capacity_factor must be > 0, got -1");
   expect_error(moe_case("dispatcher", moe_model(4, 2), 1, 1, "teleport"), "unknown moe_dispatcher 'teleport'");
+  Case zero = moe_case("zero", moe_model(4, 2), 1, 1, "alltoall");
+  zero.features = {"distributed_optimizer"};
+  expect_error(zero, "distributed_optimizer with MoE experts is not available in this build yet");
   if (n >= 2) {
     Case c = moe_case("tp_no_sp", moe_model(4, 2), 1, 1, "alltoall");
     c.layout.tp = 2;
