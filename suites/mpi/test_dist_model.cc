@@ -103,9 +103,11 @@ static std::vector<Case> cases_for(int world) {
     if (c.name.starts_with("hybrid")) c.cp_kind = "hybrid", c.cp_ulysses = 2;
   for (auto& c : all)
     if (c.name.ends_with("_clip")) c.train.clip_grad = 0.05;  // below the norm: clipping active
-  // The distributed optimizer (ZeRO-1): shards over DP, over DP x CP, with TP + SP; odd sizes
-  // pad the buffer (odd: 11,930 elements per rank is not a multiple of 4).
-  for (const char* name : {"dp2", "dp4", "dp2_tp2_sp", "dp2_odd", "cp2_dp2", "dp2_tp2"})
+  // The distributed optimizer (ZeRO-1): shards over DP, over DP x CP, with TP + SP; a model
+  // of 378 parameters padded to 380 for 4 ranks (H = 6 = 2 x odd, F even: H (2L+1 + 2V +
+  // L (2H + 2GD + 3F)) = 6 x 63).
+  all.push_back(make_case("dp4_pad", model(6, 3, 1, 8, 10, 1), 4, 1, false, 1, 8, 1));
+  for (const char* name : {"dp2", "dp4", "dp2_tp2_sp", "dp2_odd", "cp2_dp2", "dp2_tp2", "dp4_pad"})
     for (const auto& c : std::vector<Case>(all))
       if (c.name == name) {
         Case z = c;
