@@ -13,6 +13,36 @@
 
 namespace pb {
 
+double DistOptimizer::sum_squares(int64_t from, int64_t to, bool experts) {
+  DistParams& P = model_.params();
+  std::vector<int64_t> ends;  // the segments of the gradients in [from, to), in buffer order
+  for (const auto& p : P.all()) {
+    const int64_t b = std::max(p.offset, from), e = std::min(p.offset + p.g.numel(), to);
+    if (p.is_expert != experts || e <= b) continue;
+    PB_REQUIRE(b - from == (ends.empty() ? 0 : ends.back()), "gradient norm: ", p.name, " is not next in the buffer");
+    ends.push_back(e - from);
+  }
+  return ops::sum_squares_segments(P.grad_buffer().view(from, {to - from}), ends);
+}
+
+void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
+  DistParams& P = model_.params();
+  const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
+  t_ += 1;
+  ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
+                   1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
+  // Two launches: the norm weights in the range (no weight decay), then its matrices
+  // (element-wise, so identical to per-tensor steps).
+  const int64_t norms_end = std::clamp(P.norm_numel(), lo, hi);
+  for (auto [b, e, decay] : {std::tuple{lo, norms_end, 0.0f}, {norms_end, hi, float(tc_.weight_decay)}}) {
+    if (e <= b) continue;
+    h.weight_decay = decay;
+    Tensor w = P.master_buffer().view(b - base, {e - b}), g = P.grad_buffer().view(b, {e - b});
+    Tensor m = P.adam_m_buffer().view(b - base, {e - b}), v = P.adam_v_buffer().view(b - base, {e - b});
+    ops::adamw(w, g, m, v, h);
+  }
+}
+
 double DistOptimizer::step() {
   PhaseScope phase(Phase::Optimizer);
   DistParams& P = model_.params();
@@ -35,39 +65,14 @@ double DistOptimizer::step() {
   // across TP. On the CPU bitwise the per-tensor loop `sq += sum_squares(p.g)`. The experts
   // (the last block) count once across TP too, and once per EP rank: summed over EP.
   const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
-  auto sum_squares_of = [&](int64_t from, int64_t to, bool experts) {
-    const Tensor grads = P.grad_buffer().view(from, {to - from});
-    std::vector<int64_t> ends;
-    for (const auto& p : P.all()) {
-      if (p.is_expert != experts || (p.offset < from)) continue;
-      const int64_t start = p.offset - from;
-      PB_REQUIRE(start == (ends.empty() ? 0 : ends.back()), "gradient norm: ", p.name, " is not next in the buffer");
-      ends.push_back(start + p.g.numel());
-    }
-    return ops::sum_squares_segments(grads, ends);
-  };
-  double sq = sum_squares_of(skip, x0, false);
+  double sq = sum_squares(skip, x0, false);
   if (moe) {
-    const double sq_experts = grid_.ep().all_reduce_scalar(sum_squares_of(x0, total_g, true));
+    const double sq_experts = grid_.ep().all_reduce_scalar(sum_squares(x0, total_g, true));
     if (grid_.tp_rank() == 0) sq += sq_experts;
   }
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
-  const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
-  t_ += 1;
-  ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
-                   1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
-  // Two launches cover every tensor: the leading block of norm weights (no weight decay),
-  // then all the matrices (element-wise, so identical to per-tensor steps).
   P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
-  const int64_t rep = P.norm_numel(), total = P.weight_buffer().numel();
-  auto block = [](Tensor& t, int64_t off, int64_t n) { return t.view(off, {n}); };
-  for (auto [off, n, decay] : {std::tuple{int64_t(0), rep, 0.0f}, {rep, total - rep, float(tc_.weight_decay)}}) {
-    if (n == 0) continue;
-    h.weight_decay = decay;
-    Tensor w = block(P.master_buffer(), off, n), g = block(P.grad_buffer(), off, n);
-    Tensor m = block(P.adam_m_buffer(), off, n), v = block(P.adam_v_buffer(), off, n);
-    ops::adamw(w, g, m, v, h);
-  }
+  adamw(0, P.weight_buffer().numel(), 0, norm);
   P.master_to_weights();
   return norm;
 }
@@ -88,30 +93,12 @@ double DistOptimizer::step_sharded() {
     Tensor mine = P.grad_shard();
     ops::copy(mine, mean);
   }
-  // The norm over this range: the gradients in P.all() order, clipped to [lo, hi), the
-  // replicated ones only on TP rank 0 (they count once across TP).
+  // The norm over this range (the replicated tensors only on TP rank 0), summed over the
+  // ranges of DP x CP and the model-parallel group.
   const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
-  const int64_t from = std::min(std::max(lo, skip), hi);
-  std::vector<int64_t> ends;
-  for (const auto& p : P.all()) {
-    const int64_t b = std::max(p.offset, from), e = std::min(p.offset + p.g.numel(), hi);
-    if (e > b) ends.push_back(e - from);
-  }
-  const double sq_here = ops::sum_squares_segments(P.grad_buffer().view(from, {hi - from}), ends);
+  const double sq_here = sum_squares(std::min(std::max(lo, skip), hi), hi, false);
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
-  const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
-  t_ += 1;
-  ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
-                   1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
-  // The range in two launches: its norm weights (no decay), then its matrices.
-  const int64_t norms_end = std::clamp(P.norm_numel(), lo, hi);
-  for (auto [b, e, decay] : {std::tuple{lo, norms_end, 0.0f}, {norms_end, hi, float(tc_.weight_decay)}}) {
-    if (e <= b) continue;
-    h.weight_decay = decay;
-    Tensor w = P.master_buffer().view(b - lo, {e - b}), gr = P.grad_buffer().view(b, {e - b});
-    Tensor m = P.adam_m_buffer().view(b - lo, {e - b}), v = P.adam_v_buffer().view(b - lo, {e - b});
-    ops::adamw(w, gr, m, v, h);
-  }
+  adamw(lo, hi, lo, norm);
   Tensor updated = Tensor::empty({s}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (s)
   if (updated.dtype() == DType::F32)
     ops::copy(updated, P.master_buffer());

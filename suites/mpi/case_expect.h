@@ -5,6 +5,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,16 +15,22 @@
 
 namespace pb::test {
 
-// Adds a bf16 copy ("bf16_" + name) of each named case.
-inline void add_bf16_copies(std::vector<harness::Case>& all, const std::vector<std::string>& names) {
+// Adds a copy of each named case, renamed prefix + name and changed by edit.
+inline void add_variants(std::vector<harness::Case>& all, const std::vector<std::string>& names,
+                         const std::string& prefix, const std::function<void(harness::Case&)>& edit) {
   for (const auto& name : names)
     for (const auto& c : std::vector<harness::Case>(all))
       if (c.name == name) {
-        harness::Case b = c;
-        b.name = "bf16_" + c.name;
-        b.dtype = "bf16";
-        all.push_back(b);
+        harness::Case v = c;
+        v.name = prefix + c.name;
+        edit(v);
+        all.push_back(v);
       }
+}
+
+// Adds a bf16 copy ("bf16_" + name) of each named case.
+inline void add_bf16_copies(std::vector<harness::Case>& all, const std::vector<std::string>& names) {
+  add_variants(all, names, "bf16_", [](harness::Case& c) { c.dtype = "bf16"; });
 }
 
 // Status "pass" and every check passing.

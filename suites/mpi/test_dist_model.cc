@@ -107,24 +107,12 @@ static std::vector<Case> cases_for(int world) {
   // of 378 parameters padded to 380 for 4 ranks (H = 6 = 2 x odd, F even: H (2L+1 + 2V +
   // L (2H + 2GD + 3F)) = 6 x 63).
   all.push_back(make_case("dp4_pad", model(6, 3, 1, 8, 10, 1), 4, 1, false, 1, 8, 1));
-  for (const char* name : {"dp2", "dp4", "dp2_tp2_sp", "dp2_odd", "cp2_dp2", "dp2_tp2", "dp4_pad"})
-    for (const auto& c : std::vector<Case>(all))
-      if (c.name == name) {
-        Case z = c;
-        z.name = "zero1_" + c.name;
-        z.features.push_back("distributed_optimizer");
-        all.push_back(z);
-      }
+  add_variants(all, {"dp2", "dp4", "dp2_tp2_sp", "dp2_odd", "cp2_dp2", "dp2_tp2", "dp4_pad"}, "zero1_",
+               [](Case& c) { c.features.push_back("distributed_optimizer"); });
   add_bf16_copies(all, {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2",
                         "zero1_dp2_tp2_sp", "zero1_dp4"});
-  for (const char* name : {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp"})  // reuse-fp32-param
-    for (const auto& c : std::vector<Case>(all))
-      if (c.name == name) {
-        Case r = c;
-        r.name = "reuse_" + c.name;
-        r.features.push_back("reuse_fp32_param");
-        all.push_back(r);
-      }
+  add_variants(all, {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp"}, "reuse_",  // reuse-fp32-param
+               [](Case& c) { c.features.push_back("reuse_fp32_param"); });
   return cases_of_world(all, world);
 }
 

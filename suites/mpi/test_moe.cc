@@ -121,14 +121,9 @@ static std::vector<Case> cases_for(int world) {
     all.push_back(c);
   }
   add_bf16_copies(all, {"ep2_e4k2_alltoall", "ep2_e4k2_allgather"});
-  for (const auto& c : std::vector<Case>(all))
-    if (c.name == "bf16_ep2_e4k2_alltoall" || c.name == "pp2_ep2") {  // reuse-fp32-param: experts in the master too
-      Case r = c;
-      r.name = "reuse_" + (c.dtype == "bf16" ? c.name : "bf16_" + c.name);
-      r.dtype = "bf16";
-      r.features = {"reuse_fp32_param"};
-      all.push_back(r);
-    }
+  auto reuse = [](Case& c) { c.dtype = "bf16", c.features = {"reuse_fp32_param"}; };  // experts in the master too
+  add_variants(all, {"bf16_ep2_e4k2_alltoall"}, "reuse_", reuse);
+  add_variants(all, {"pp2_ep2"}, "reuse_bf16_", reuse);
   return cases_of_world(all, world);
 }
 

@@ -12,6 +12,25 @@
 
 namespace pb::test {
 
+static ref::LayerParams<double> zero_grads(Index H, Index F, Index E) {
+  ref::LayerParams<double> g;
+  g.router = MatD::Zero(E, H);
+  for (Index e = 0; e < E; ++e) g.experts.push_back({MatD::Zero(F, H), MatD::Zero(F, H), MatD::Zero(H, F)});
+  return g;
+}
+
+// The input's, the router's and every expert's gradient against central finite differences.
+static void expect_grads_match_fd(const std::function<double()>& loss, MatD& x, const MatD& dx,
+                                  ref::LayerParams<double>& p, const ref::LayerParams<double>& g) {
+  EXPECT_LT(fd_rel_error(loss, x, dx), kFdTol);
+  EXPECT_LT(fd_rel_error(loss, p.router, g.router), kFdTol);
+  for (size_t e = 0; e < p.experts.size(); ++e) {
+    EXPECT_LT(fd_rel_error(loss, p.experts[e].w1, g.experts[e].w1), kFdTol) << "expert " << e;
+    EXPECT_LT(fd_rel_error(loss, p.experts[e].w2, g.experts[e].w2), kFdTol) << "expert " << e;
+    EXPECT_LT(fd_rel_error(loss, p.experts[e].w3, g.experts[e].w3), kFdTol) << "expert " << e;
+  }
+}
+
 static ref::LayerParams<double> moe_params(Index H, Index F, Index E) {
   ref::LayerParams<double> p;
   p.router = randn(E, H, "router", 0.7);
@@ -77,17 +96,9 @@ TEST_P(MoeBlockTest, Top2BackwardMatchesFiniteDifferences) {
   MatD y, dx = ref::nan_mat<double>(1, 1);
   ref::MoeCache<double> c;
   ref::moe_forward(y, c, x, p, K, renorm, coef);
-  ref::LayerParams<double> g;
-  g.router = MatD::Zero(E, H);
-  for (Index e = 0; e < E; ++e) g.experts.push_back({MatD::Zero(F, H), MatD::Zero(F, H), MatD::Zero(H, F)});
+  auto g = zero_grads(H, F, E);
   ref::moe_backward(dx, g, r, 1.0, c, p, K, renorm, coef);
-  EXPECT_LT(fd_rel_error(loss, x, dx), kFdTol);
-  EXPECT_LT(fd_rel_error(loss, p.router, g.router), kFdTol);
-  for (Index e = 0; e < E; ++e) {
-    EXPECT_LT(fd_rel_error(loss, p.experts[size_t(e)].w1, g.experts[size_t(e)].w1), kFdTol) << "expert " << e;
-    EXPECT_LT(fd_rel_error(loss, p.experts[size_t(e)].w2, g.experts[size_t(e)].w2), kFdTol) << "expert " << e;
-    EXPECT_LT(fd_rel_error(loss, p.experts[size_t(e)].w3, g.experts[size_t(e)].w3), kFdTol) << "expert " << e;
-  }
+  expect_grads_match_fd(loss, x, dx, p, g);
 }
 
 INSTANTIATE_TEST_SUITE_P(Renormalize, MoeBlockTest, ::testing::Bool());
@@ -120,13 +131,6 @@ TEST(MoeBlock, EqualsWeightedSumOfSelectedExperts) {
 }
 
 // ---- Expert capacity with token dropping --------------------------------------------
-
-static ref::LayerParams<double> zero_grads(Index H, Index F, Index E) {
-  ref::LayerParams<double> g;
-  g.router = MatD::Zero(E, H);
-  for (Index e = 0; e < E; ++e) g.experts.push_back({MatD::Zero(F, H), MatD::Zero(F, H), MatD::Zero(H, F)});
-  return g;
-}
 
 // Expert_e(x_t) of one row, written out: w2 (silu(w1 x) * (w3 x)).
 static MatD expert_of_row(const ref::LayerParams<double>& p, int e, const MatD& xt) {
@@ -305,13 +309,7 @@ TEST_P(CapacityBlockTest, DroppingBackwardMatchesFiniteDifferences) {
   }
   auto g = zero_grads(H, F, E);
   ref::moe_backward(dx, g, r, 1.0, c, p, K, renorm, coef);
-  EXPECT_LT(fd_rel_error(loss, x, dx), kFdTol);
-  EXPECT_LT(fd_rel_error(loss, p.router, g.router), kFdTol);
-  for (Index e = 0; e < E; ++e) {
-    EXPECT_LT(fd_rel_error(loss, p.experts[size_t(e)].w1, g.experts[size_t(e)].w1), kFdTol) << "expert " << e;
-    EXPECT_LT(fd_rel_error(loss, p.experts[size_t(e)].w2, g.experts[size_t(e)].w2), kFdTol) << "expert " << e;
-    EXPECT_LT(fd_rel_error(loss, p.experts[size_t(e)].w3, g.experts[size_t(e)].w3), kFdTol) << "expert " << e;
-  }
+  expect_grads_match_fd(loss, x, dx, p, g);
 }
 
 INSTANTIATE_TEST_SUITE_P(Renormalize, CapacityBlockTest, ::testing::Bool());
