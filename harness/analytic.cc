@@ -102,14 +102,61 @@ struct MlpCost {
   bool tp = true;  // TP linears (dense): their gathered copies, and the down projection keeps the block's dy
 };
 
-ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, bool first, bool last,
-                       bool split) {
+// Full recompute's checkpointed groups are the chunk's layers [first, last) (0-based).
+using Groups = std::vector<std::pair<int64_t, int64_t>>;
+
+// The activations of one micro-batch in a chunk with checkpointed groups: after F (A_c),
+// the transient above it during F and the one above B's starting level during B.
+void recompute_activations(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, const Groups& groups,
+                           bool last, ChunkBytes& c) {
+  const int64_t xb = d.e * d.Ns * d.H, Lc = int64_t(mlp.size());
+  const int64_t attn = attention_block_saved_bytes(d) + st.attention_core_saved(d), head = last ? head_saved_bytes(d) : 0;
+  auto layer = [&](int64_t l) { return attn + mlp_block_saved_bytes(d) + mlp[size_t(l)].saved; };
+  std::vector<int64_t> group_end(size_t(Lc), -1);  // at a group's first layer: its end
+  for (const auto& [g0, g1] : groups) group_end[size_t(g0)] = g1;
+  // Forward: a group's whole state and its output exist until the group drops it.
+  int64_t level = 0, peak = 0;
+  for (int64_t l = 0; l < Lc;) {
+    if (group_end[size_t(l)] < 0) {
+      level += layer(l++);
+      continue;
+    }
+    int64_t all = 0;
+    for (const int64_t end = group_end[size_t(l)]; l < end; ++l) all += layer(l);
+    peak = std::max(peak, level + all + xb);
+    level += xb;
+  }
+  c.act = level + head;
+  const int64_t after = c.act + (last ? 0 : xb);
+  c.act_forward = std::max<int64_t>(0, peak - after);
+  // Backward, from the head down: a group recomputes its state on top of what is left; a
+  // recomputing core allocates its saved state again once its layer's MLP block is freed.
+  int64_t rel = -head, peak_b = 0;
+  for (int64_t l = Lc; l-- > 0;) {
+    int64_t g0 = -1;
+    for (const auto& [a, b] : groups)
+      if (l >= a && l < b) g0 = a;
+    if (g0 < 0) {
+      rel -= layer(l) - attn;
+      peak_b = std::max(peak_b, rel + st.attention_core_recomputed(d));
+      rel -= attn;
+      continue;
+    }
+    int64_t all = 0;
+    for (int64_t k = g0; k <= l; ++k) all += layer(k);
+    peak_b = std::max(peak_b, rel + all);
+    rel -= xb;
+    l = g0;
+  }
+  c.act_backward = peak_b;
+}
+
+ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, const Groups& groups,
+                       bool first, bool last, bool split) {
   const int64_t xb = d.e * d.Ns * d.H, NH = d.e * d.N * d.H, Lc = int64_t(mlp.size());
   const bool shared_inputs = d.Ns == d.N;
   ChunkBytes c;
-  const int64_t per_layer = attention_block_saved_bytes(d) + st.attention_core_saved(d) + mlp_block_saved_bytes(d);
-  c.act = Lc * per_layer + (last ? head_saved_bytes(d) : 0);
-  for (const MlpCost& m : mlp) c.act += m.saved;
+  recompute_activations(d, st, mlp, groups, last, c);
   c.act_kept = Lc * (d.e * d.N * d.a * d.D + (shared_inputs ? NH : 0)) + (last && shared_inputs ? NH : 0);
   for (const MlpCost& m : mlp) c.act_kept += m.act_kept;
   const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d));
@@ -127,10 +174,27 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
   };
   std::vector<Step> steps;
   if (last) steps.push_back({hd.backward, d.e * d.N * d.V / d.t, true, true});
+  // A checkpointed group's forward runs again when its backward begins (its last layer's
+  // MLP block), while the group's incoming gradient is held.
+  auto group_forward = [&](int64_t l, auto&& of) {
+    int64_t most = 0;
+    for (const auto& [g0, g1] : groups)
+      if (g1 == l + 1)
+        for (int64_t k = g0; k < g1; ++k) most = std::max(most, of(k));
+    return most;
+  };
+  // The group's incoming gradient stays with its caller until the whole group returns:
+  // held through every block of the group after the first (a received one is the walk's).
+  auto held = [&](int64_t l, bool first_block) {
+    for (const auto& [g0, g1] : groups)
+      if (l >= g0 && l < g1 && !(first_block && l == g1 - 1) && (last || g1 < Lc)) return xb;
+    return int64_t(0);
+  };
   for (int64_t l = Lc; l-- > 0;) {
     const MlpCost& m = mlp[size_t(l)];
-    steps.push_back({m.ws.backward, m.ws_kept, true, m.tp});
-    steps.push_back({at.backward, d.e * d.N * (d.a + 2 * d.g) * d.D, true, true});
+    const int64_t again = group_forward(l, [&](int64_t k) { return std::max(at.forward, mlp[size_t(k)].ws.forward); });
+    steps.push_back({std::max(m.ws.backward, again) + held(l, true), m.ws_kept, true, m.tp});
+    steps.push_back({at.backward + held(l, false), d.e * d.N * (d.a + 2 * d.g) * d.D, true, true});
   }
   if (first) steps.push_back({0, 0, false, false});
   int64_t kept = 0;  // by the blocks so far, besides the received gradient (the walk holds that one)
@@ -159,6 +223,12 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
     c.cb_backward = std::max(c.cb_backward, before + m.cb.backward);
     kept_copies += 2 + (m.tp ? 2 : 0);
   }
+  // A checkpointed group's forward again: its gathered copies, dispatcher and core buffers.
+  const BlockWorkspace core_cb = st.attention_core_comm_buffers(d);
+  for (int64_t l = 0; l < Lc; ++l)
+    c.cb_backward = std::max(c.cb_backward, group_forward(l, [&](int64_t k) {
+      return std::max({shared_inputs ? 0 : NH, mlp[size_t(k)].cb.forward, core_cb.forward});
+    }));
   // The attention core's buffers (ring attention's K, V in flight), while no gathered copy
   // of its layer is (with a split backward, the copies kept by the layers after it and by
   // its own o projection are: at the first layer's core, all but its q/k/v input's).
@@ -203,7 +273,9 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
       const auto it = rec.find({step, mb, l});
       mlp.push_back(mlp_cost(c, d, st, l, it == rec.end() ? nullptr : it->second, sched && sched->split_backward));
     }
-    return chunk_bytes(d, st, mlp, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward);
+    Groups groups;
+    for (const auto& [g0, g1] : st.recompute_groups(l0, l1)) groups.emplace_back(g0 - l0, g1 - l0);
+    return chunk_bytes(d, st, mlp, groups, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward);
   };
   const int64_t xb = d.e * d.Ns * d.H;
   if (d.Lmoe == 0) {  // every micro-batch alike

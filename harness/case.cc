@@ -130,7 +130,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
-                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher"},
+                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -167,6 +167,8 @@ Suite parse_suite(const json& j, const std::string& origin) {
     if (cj.contains("cp_balance")) c.cp_balance = get<std::string>(cj, "cp_balance", where);
     if (cj.contains("cp_ulysses")) c.cp_ulysses = get<int>(cj, "cp_ulysses", where);
     if (cj.contains("moe_dispatcher")) c.moe_dispatcher = get<std::string>(cj, "moe_dispatcher", where);
+    if (cj.contains("recompute_method")) c.recompute_method = get<std::string>(cj, "recompute_method", where);
+    if (cj.contains("recompute_num_layers")) c.recompute_num_layers = get<int>(cj, "recompute_num_layers", where);
     PB_REQUIRE(c.cp_balance == "zigzag" || c.cp_balance == "contiguous", where, ": unknown cp_balance '",
                c.cp_balance, "' (zigzag, contiguous)");
     apply_common(c, cj, where);
@@ -208,6 +210,8 @@ Features Case::typed_features() const {
   f.cp_contiguous = cp_balance == "contiguous" || cp_kind == "ulysses";  // Ulysses splits contiguously
   f.cp_ulysses = cp_kind == "hybrid" ? cp_ulysses : 1;
   f.moe_dispatcher = moe_dispatcher;
+  f.recompute_method = recompute_method;
+  f.recompute_num_layers = recompute_num_layers;
   f.bf16 = dtype == "bf16";
   return f;
 }

@@ -37,6 +37,8 @@ struct Case {
   std::string cp_balance = "zigzag";  // with cp > 1: zigzag (rank r keeps chunks r, 2c-1-r) | contiguous
   int cp_ulysses = 1;                 // hybrid CP: the Ulysses degree u
   std::string moe_dispatcher = "alltoall";  // MoE token dispatcher: alltoall | allgather
+  std::string recompute_method = "uniform";  // recompute_full: uniform | block
+  int recompute_num_layers = 1;              // recompute_full: N (layers per group, or first N)
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated; with

@@ -292,6 +292,8 @@ struct AnalyzeArgs {
   int64_t micro_batch = 2, seq = 16, micro_batches = 1, steps = 1;
   int cp_ulysses = 1;
   std::string moe_dispatcher = "alltoall";
+  std::string recompute_method = "uniform";
+  int recompute_num_layers = 1;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -363,6 +365,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   if (!a.schedule.empty()) c.schedule = a.schedule;
   c.cp_kind = a.cp_kind, c.cp_balance = a.cp_balance, c.cp_ulysses = a.cp_ulysses;
   c.moe_dispatcher = a.moe_dispatcher;
+  c.recompute_method = a.recompute_method, c.recompute_num_layers = a.recompute_num_layers;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -432,6 +435,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   analyze->add_option("--cp-ulysses", aa.cp_ulysses, "hybrid: the Ulysses degree u")->capture_default_str();
   analyze->add_option("--moe-dispatcher", aa.moe_dispatcher, "MoE token dispatcher: alltoall | allgather")
+      ->capture_default_str();
+  analyze->add_option("--recompute-method", aa.recompute_method, "recompute_full: uniform | block")
+      ->capture_default_str();
+  analyze->add_option("--recompute-num-layers", aa.recompute_num_layers,
+                      "recompute_full: layers per group (uniform) or first layers of each stage (block)")
       ->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;

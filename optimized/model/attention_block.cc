@@ -77,6 +77,8 @@ Tensor AttentionBlock::backward(BlockCtx& ctx, const Tensor& dh) {
   return dx;
 }
 
+void AttentionBlock::drop(int mb) { saved_.end(mb); }
+
 int64_t attention_block_saved_bytes(const Dims& d) {
   return d.e * (2 * d.Ns * d.H + d.N * (d.a + 2 * d.g) * d.D) + Dims::fp * d.Ns;
 }

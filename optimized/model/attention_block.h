@@ -21,6 +21,7 @@ class AttentionBlock final : public Block {
   ~AttentionBlock() override;
   Tensor forward(BlockCtx& ctx, const Tensor& x) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dh) override;
+  void drop(int mb) override;
   AttentionCore& core() { return *core_; }
 
  private:

@@ -60,18 +60,34 @@ struct BlockCtx {
   double loss = 0;                    // out of the head's forward: the mean cross-entropy
   double aux = 0;                     // out of MoE forwards: this rank's share of the load-balancing
                                       // loss, times grad_scale
+  bool recompute = false;             // a checkpointed forward run again inside backward (recompute.h):
+                                      // nothing is logged (MoE routing) or added (losses) twice
 };
 
 class Block {
  public:
   virtual ~Block() = default;
-  // x (N_s, H) -> out (N_s, H); the embedding ignores x, the head returns an empty tensor
-  // and sets ctx.loss.
-  virtual Tensor forward(BlockCtx& ctx, const Tensor& x) = 0;
+  // The forward, counted (forwards(): how often this block ran forward, recomputes included).
+  Tensor run(BlockCtx& ctx, const Tensor& x) {
+    ++forwards_;
+    return forward(ctx, x);
+  }
+  int64_t forwards() const { return forwards_; }
+  // forward (through run): x (N_s, H) -> out (N_s, H); the embedding ignores x, the head
+  // returns an empty tensor and sets ctx.loss.
   // dout (N_s, H) -> din (N_s, H); the head ignores dout, the embedding returns an empty
   // tensor. Frees the micro-batch's saved state (what queued weight gradients hold stays
   // alive through the queue).
   virtual Tensor backward(BlockCtx& ctx, const Tensor& dout) = 0;
+  // Discards the saved state of micro-batch mb without a backward (recompute.h: a
+  // checkpointed block keeps nothing between its forward and the recompute in backward).
+  virtual void drop(int mb);
+
+ protected:
+  virtual Tensor forward(BlockCtx& ctx, const Tensor& x) = 0;
+
+ private:
+  int64_t forwards_ = 0;
 };
 
 // A block's saved state of each micro-batch in flight.

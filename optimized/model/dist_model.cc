@@ -2,10 +2,13 @@
  * (see dist_model.h). */
 #include "optimized/model/dist_model.h"
 
+#include <algorithm>
+
 #include "optimized/comm/ledger.h"
 #include "optimized/model/attention_block.h"
 #include "optimized/model/end_blocks.h"
 #include "optimized/model/mlp_block.h"
+#include "optimized/model/recompute.h"
 #include "optimized/parallel/cp_ring.h"
 #include "reference/common/error.h"
 
@@ -74,9 +77,19 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
     auto& blocks = chunks_.emplace_back();
     if (s == 0) blocks.push_back(std::make_unique<EmbeddingBlock>(*env_));
     const auto [l0, l1] = placement_.layers(mc.num_hidden_layers, s);
-    for (int64_t l = l0; l < l1; ++l) {
-      blocks.push_back(std::make_unique<AttentionBlock>(*env_, l, cfg.strategies.attention_core(*env_, l)));
-      blocks.push_back(std::make_unique<MlpBlock>(*env_, l, cfg.strategies.mlp(*env_, l)));
+    const auto groups = cfg.strategies.recompute_groups(l0, l1);  // full recompute's checkpointed layers
+    for (int64_t l = l0; l < l1;) {
+      std::vector<std::unique_ptr<Block>> layers;
+      const auto g = std::find_if(groups.begin(), groups.end(), [l](const auto& r) { return r.first == l; });
+      const int64_t end = g == groups.end() ? l + 1 : g->second;
+      for (; l < end; ++l) {
+        layers.push_back(std::make_unique<AttentionBlock>(*env_, l, cfg.strategies.attention_core(*env_, l)));
+        layers.push_back(std::make_unique<MlpBlock>(*env_, l, cfg.strategies.mlp(*env_, l)));
+      }
+      if (g != groups.end())
+        blocks.push_back(std::make_unique<CheckpointedBlocks>(std::move(layers)));
+      else
+        for (auto& b : layers) blocks.push_back(std::move(b));
     }
     if (s == placement_.stages() - 1) blocks.push_back(std::make_unique<HeadBlock>(*env_));
   }
@@ -95,7 +108,7 @@ Tensor DistModel::forward_chunk(int c, int mb, const ref::Batch& batch, const Te
   st = std::make_unique<InFlight>();
   BlockCtx ctx{mb, &batch, grad_scale};
   Tensor x = x_in;
-  for (auto& b : chunks_[size_t(c)]) x = b->forward(ctx, x);
+  for (auto& b : chunks_[size_t(c)]) x = b->run(ctx, x);
   if (last_stage(c)) *loss = ctx.loss;
   aux_ += ctx.aux;
   return x;

@@ -80,7 +80,8 @@ class DistModel {
   DistParams& params() { return params_; }
   TpLinear& tp_linear() { return *tp_; }
   const DistModelConfig& config() const { return cfg_; }
-  // The blocks of chunk c in forward order (for tests and policies).
+  // The blocks of chunk c in forward order (for tests and policies; a checkpointed group of
+  // layers is one CheckpointedBlocks, model/recompute.h).
   const std::vector<std::unique_ptr<Block>>& blocks(int c) const { return chunks_[size_t(c)]; }
 
  private:

@@ -20,6 +20,13 @@ struct Features {
   bool bf16 = false;
   bool reuse_fp32_param = false;
   bool distributed_optimizer = false;  // ZeRO-1 (Megatron): optimizer state sharded over DP x CP
+  // Activation recompute (model/recompute.h): full (feature "recompute_full"; case keys
+  // "recompute_method" uniform | block and "recompute_num_layers" N) or selective (feature
+  // "recompute_selective": the attention core).
+  bool recompute_full = false;
+  std::string recompute_method = "uniform";
+  int recompute_num_layers = 1;
+  bool recompute_selective = false;
 };
 
 }  // namespace pb

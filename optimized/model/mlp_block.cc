@@ -55,6 +55,8 @@ Tensor MlpBlock::backward(BlockCtx& ctx, const Tensor& dy) {
   return dh;
 }
 
+void MlpBlock::drop(int mb) { saved_.end(mb); }
+
 int64_t mlp_block_saved_bytes(const Dims& d) { return 2 * d.e * d.Ns * d.H + Dims::fp * d.Ns; }
 
 BlockWorkspace mlp_block_workspace(const Dims& d) {

@@ -19,6 +19,7 @@ class MlpBlock final : public Block {
   ~MlpBlock() override;
   Tensor forward(BlockCtx& ctx, const Tensor& h) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dy) override;
+  void drop(int mb) override;
   Mlp& mlp() { return *mlp_; }
 
  private:

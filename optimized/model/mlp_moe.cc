@@ -54,7 +54,8 @@ std::unique_ptr<Mlp::Saved> MoeMlp::forward(Tensor& f, const Tensor& m, BlockCtx
   }
   s->idx = IndexTensor(idx);
   const RoutingPlan plan = plan_routing(std::move(idx), host_floats(s->w), T, E, K, mc.moe_expert_capacity_factor);
-  RoutingRecord& rec = RoutingLog::get().add(layer_);
+  RoutingRecord again;  // a recompute routes the same tokens again: logged once
+  RoutingRecord& rec = ctx.recompute ? again : RoutingLog::get().add(layer_);
   rec.tokens = T;
   rec.dropped = plan.dropped;
   // The load-balancing loss: this rank's share, and the gradient of the whole.
@@ -73,7 +74,7 @@ std::unique_ptr<Mlp::Saved> MoeMlp::forward(Tensor& f, const Tensor& m, BlockCtx
       aux += scale * double(c[size_t(j)]) * prob_sums[size_t(j)];
       s->aux_grad[size_t(j)] = double(ctx.grad_scale) * double(e.cp->size()) * scale * double(c[size_t(j)]);
     }
-    ctx.aux += aux * double(ctx.grad_scale);
+    if (!ctx.recompute) ctx.aux += aux * double(ctx.grad_scale);
   } else {
     s->aux_grad.assign(size_t(E), 0.0);
   }

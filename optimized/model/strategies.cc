@@ -11,12 +11,15 @@ Strategies Strategies::defaults() {
   s.params = [](DistParams&) { return std::make_unique<ResidentParams>(); };
   s.activations = [] { return std::make_unique<KeepActivations>(); };
   s.grad_sink = [](DistParams&) { return std::make_unique<AccumulateGrads>(); };
+  s.recompute_groups = [](int64_t, int64_t) { return std::vector<std::pair<int64_t, int64_t>>{}; };
   s.tp_linear_terms = tp_allreduce_terms;
   s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
   s.attention_core_saved = local_attention_saved_bytes;
   s.mlp_saved = dense_mlp_saved_bytes;
+  s.attention_core_recomputed = [](const Dims&) { return int64_t(0); };
   s.attention_core_workspace = [](const Dims&) { return BlockWorkspace{}; };  // the kernels' own (not tracked)
   s.attention_core_comm_buffers = [](const Dims&) { return BlockWorkspace{}; };
+  s.attention_core_terms = [](const Dims&, Terms&) {};  // local: none
   return s;
 }
 

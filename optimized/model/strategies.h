@@ -7,13 +7,16 @@
  *   attention core     AttentionCore (model/attention_core.h)  local
  *   MLP                Mlp (model/mlp.h)                       dense SwiGLU
  *   parameter provider ParamProvider (model/param_provider.h)  resident
- *   activation policy  ActivationPolicy (memory/activation_policy.h)  keep
+ *   activation policy  ActivationPolicy (memory/activation_policy.h)  keep;
+ *                      recompute: checkpointed layer groups, a recomputing core (model/recompute.h)
  *   gradient sink      GradSink (parallel/grad_sink.h)         accumulate
  */
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "optimized/memory/activation_policy.h"
 #include "optimized/model/attention_core.h"
@@ -33,15 +36,23 @@ struct Strategies {
   std::function<std::unique_ptr<ParamProvider>(DistParams& params)> params;
   std::function<std::unique_ptr<ActivationPolicy>()> activations;
   std::function<std::unique_ptr<GradSink>(DistParams& params)> grad_sink;
+  // Full recompute: the checkpointed layer groups [first, last) of a chunk's layers [l0, l1)
+  // (none by default).
+  std::function<std::vector<std::pair<int64_t, int64_t>>(int64_t l0, int64_t l1)> recompute_groups;
   // The analytic terms that come with the chosen strategies (written beside their code):
   // the TP linears' communication, and the bytes the attention core and the MLP save per
   // layer and micro-batch.
   std::function<void(const Dims&, Terms&)> tp_linear_terms;
   std::function<int64_t(int64_t N, int64_t tp)> tp_outer_rows;  // rows outside TP regions
   std::function<int64_t(const Dims&)> attention_core_saved, mlp_saved;
+  // What the attention core allocates again in its backward (selective recompute: its saved
+  // state, recomputed), as activations.
+  std::function<int64_t(const Dims&)> attention_core_recomputed;
   // The attention core's own transients at its peak (forward, backward): workspace and
   // communication buffers (ring attention's K, V in flight).
   std::function<BlockWorkspace(const Dims&)> attention_core_workspace, attention_core_comm_buffers;
+  // The attention core's own communication, forward and backward (context parallelism's).
+  std::function<void(const Dims&, Terms&)> attention_core_terms;
   // all-reduce TP linears, local attention, dense MLP, resident weights, keep, accumulate
   static Strategies defaults();
 };

@@ -24,7 +24,8 @@ void pp_terms(const pp::Schedule& s, const Dims& d, Terms& t) {
 MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& bytes, int64_t xb) {
   if (!s) {
     const ChunkBytes c = bytes(0, 0);
-    return {c.act, std::max(c.ws_forward, c.ws_backward), std::max(c.cb_forward, c.cb_backward)};
+    return {c.act + std::max(c.act_forward, c.act_backward), std::max(c.ws_forward, c.ws_backward),
+            std::max(c.cb_forward, c.cb_backward)};
   }
   int64_t act = 0, ws = 0, cb = 0;
   MemoryPeaks peak;
@@ -45,6 +46,7 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
         at_least(peak.workspace, ws + c.ws_forward);
         at_least(peak.comm_buffers, cb + c.cb_forward);
         act += c.act - (received.erase({a.mb, a.chunk}) ? xb : 0) + (last ? 0 : xb);
+        at_least(peak.activations, act + c.act_forward);
         if (!last && s->local_boundary(st)) received.insert({a.mb, s->chunk_of(st + 1)});  // handed over, not sent
         break;
       case pp::Op::RecvB:
@@ -53,6 +55,7 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
       case pp::Op::B:
         at_least(peak.workspace, ws + c.ws_backward);
         at_least(peak.comm_buffers, cb + c.cb_backward);
+        at_least(peak.activations, act + c.act_backward);
         ws += (last ? 0 : -xb) + (first ? 0 : xb);  // the gradient received (or handed over), the one to send
         cb += s->split_backward ? c.cb_kept : 0;
         ws += s->split_backward ? c.ws_kept : 0;

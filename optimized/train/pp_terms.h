@@ -10,7 +10,8 @@
  *     queued weight gradients; x_b = e N_s H a boundary tensor. RecvF allocates x_b; F the
  *     rest of A_c plus the output it sends (x_b, freed when its batch completes, or handed
  *     to the next chunk's F on the same rank, where it is that chunk's input); B frees A_c,
- *     or with a split backward A_c - K_c, and W frees K_c.
+ *     or with a split backward A_c - K_c, and W frees K_c. Recompute's transients peak
+ *     above the level F leaves, and above the level B starts from.
  *   workspace: RecvB allocates the received gradient x_b, which its B frees; B leaves the
  *     gradient it sends (x_b, freed when its batch completes, or handed over locally);
  *     during F and B the chunk's temporaries add their transient peak; a split backward's
@@ -33,6 +34,10 @@ void pp_terms(const pp::Schedule& s, const Dims& d, Terms& t);
 
 struct ChunkBytes {
   int64_t act = 0, act_kept = 0;                 // A_c, K_c
+  // Transient activations (recompute): during F above the level F leaves (a checkpointed
+  // group's whole state before it is dropped), during B above the level B starts from
+  // (a group's, or a core's, state recomputed).
+  int64_t act_forward = 0, act_backward = 0;
   int64_t ws_forward = 0, ws_backward = 0, ws_kept = 0;  // workspace transients of F and B; kept until W
   int64_t cb_forward = 0, cb_backward = 0, cb_kept = 0;  // comm-buffer transients; kept until W
 };

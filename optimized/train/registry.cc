@@ -15,6 +15,7 @@
 #include "optimized/parallel/dp_grad_sync.h"
 #include "optimized/parallel/sp_linear.h"
 #include "optimized/parallel/tp_vocab.h"
+#include "optimized/train/memory_techniques.h"
 #include "optimized/train/pp_schedule.h"
 #include "optimized/train/pp_terms.h"
 #include "reference/common/error.h"
@@ -107,6 +108,10 @@ void cp_install(const CaseSpec& c, Strategies& s) {
     s.attention_core_saved = [u](const Dims& d) { return ulysses_attention_saved_bytes(d, u); };
     s.attention_core_workspace = [u](const Dims& d) { return hybrid_attention_workspace(d, u); };
     s.attention_core_comm_buffers = [u](const Dims& d) { return hybrid_attention_comm_buffers(d, u); };
+    s.attention_core_terms = [u](const Dims& d, Terms& t) {
+      cp_ulysses_terms(d, t, "cp_ulysses", u);
+      cp_ring_terms(hybrid_ring_dims(d, u), t, "cp_ring");
+    };
     return;
   }
   if (c.features.cp_kind == "ulysses") {
@@ -114,6 +119,7 @@ void cp_install(const CaseSpec& c, Strategies& s) {
     s.attention_core_saved = [](const Dims& d) { return ulysses_attention_saved_bytes(d, d.c); };
     s.attention_core_workspace = [](const Dims& d) { return ulysses_attention_workspace(d, d.c); };
     s.attention_core_comm_buffers = [](const Dims& d) { return ulysses_attention_comm_buffers(d, d.c); };
+    s.attention_core_terms = [](const Dims& d, Terms& t) { cp_ulysses_terms(d, t); };
     return;
   }
   s.attention_core = [](const BlockEnv& env, int64_t) {
@@ -121,16 +127,10 @@ void cp_install(const CaseSpec& c, Strategies& s) {
   };
   s.attention_core_workspace = ring_attention_workspace;
   s.attention_core_comm_buffers = ring_attention_comm_buffers;
+  s.attention_core_terms = [](const Dims& d, Terms& t) { cp_ring_terms(d, t); };
 }
 void cp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
-  if (c.features.cp_kind == "hybrid") {
-    const int64_t u = c.features.cp_ulysses;
-    cp_ulysses_terms(d, t, "cp_ulysses", u);
-    cp_ring_terms(hybrid_ring_dims(d, u), t, "cp_ring");
-  } else if (c.features.cp_kind == "ulysses")
-    cp_ulysses_terms(d, t);
-  else
-    cp_ring_terms(d, t);
+  strategies_for(c).attention_core_terms(d, t);
   if (c.layout.dp == 1) dp_terms(d, t);  // the gradients are averaged over DP x CP (with dp > 1: dp's entry)
 }
 
@@ -177,25 +177,6 @@ void ep_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   }
 }
 
-// --- reuse_fp32_param: MindSpeed's reuse-fp32-param (feature; the parameter storage) ---
-void reuse_require(const CaseSpec& c) {
-  PB_REQUIRE(c.features.bf16, "invalid case: reuse_fp32_param needs dtype bf16 (the fp32 master holds the bf16 "
-                              "weights and their residuals)");
-}
-void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
-  // The bf16 weights are the second half of the master's bytes: no parameter buffer of
-  // their own (optimizer_terms counts the master): 16 bytes per parameter instead of 18.
-  t.memory[MemCategory::Params] -= d.e * d.params_local;
-}
-
-// --- distributed_optimizer: ZeRO-1 (feature; dist_optimizer.h, step_sharded) ---
-void zero1_require(const CaseSpec& c) {
-  PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: distributed_optimizer with MoE experts is not available "
-                                             "in this build yet");
-  PB_REQUIRE(!c.features.reuse_fp32_param, "invalid case: distributed_optimizer with reuse_fp32_param is not "
-                                           "available in this build yet");
-}
-
 bool never(const CaseSpec&) { return false; }  // a known technique this build does not run
 
 Technique feature(const char* name, const char* summary) {
@@ -237,8 +218,17 @@ const std::vector<Technique>& techniques() {
        "reduce-scatter, step on the shard, all-gather",
        true, false, [](const CaseSpec& c) { return c.features.distributed_optimizer; },
        [](Features& f) { f.distributed_optimizer = true; }, zero1_require, nullptr, nullptr},
-      feature("recompute_full", "full activation recomputation per layer"),
-      feature("recompute_selective", "recompute core attention only"),
+      {"recompute_full", K::Feature,
+       "full activation recomputation (Megatron, arXiv 2205.05198): checkpointed layer groups keep their input and run "
+       "their forward again in backward; case keys recompute_method uniform | block, recompute_num_layers N",
+       true, true, [](const CaseSpec& c) { return c.features.recompute_full; },
+       [](Features& f) { f.recompute_full = true; }, recompute_full_require, recompute_full_install,
+       recompute_full_terms},
+      {"recompute_selective", K::Feature,
+       "selective recomputation (arXiv 2205.05198): the attention core keeps nothing and runs again in backward", true,
+       true, [](const CaseSpec& c) { return c.features.recompute_selective; },
+       [](Features& f) { f.recompute_selective = true; }, recompute_selective_require, recompute_selective_install,
+       recompute_selective_terms},
       feature("swap_attention", "offload attention activations to host memory"),
       {"reuse_fp32_param", K::Feature,
        "MindSpeed reuse-fp32-param (bf16): the fp32 master holds the bf16 weights and 16-bit residuals, 16 bytes/param",

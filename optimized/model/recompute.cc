@@ -1,0 +1,85 @@
+/* Full and selective activation recomputation (see recompute.h). */
+#include "optimized/model/recompute.h"
+
+#include "reference/common/error.h"
+
+namespace pb {
+
+void Block::drop(int) { throw Error("this block keeps its saved state: it cannot be checkpointed"); }
+
+std::vector<std::pair<int64_t, int64_t>> recompute_groups(const std::string& method, int64_t n, int64_t l0,
+                                                          int64_t l1) {
+  std::vector<std::pair<int64_t, int64_t>> g;
+  PB_REQUIRE(n >= 1, "recompute: recompute_num_layers must be at least 1");
+  if (method == "uniform") {
+    PB_REQUIRE((l1 - l0) % n == 0, "recompute: uniform groups of ", n, " layers do not divide a stage's ", l1 - l0);
+    for (int64_t l = l0; l < l1; l += n) g.emplace_back(l, l + n);
+  } else if (method == "block") {
+    PB_REQUIRE(n <= l1 - l0, "recompute: ", n, " layers to recompute, a stage holds ", l1 - l0);
+    for (int64_t l = l0; l < l0 + n; ++l) g.emplace_back(l, l + 1);
+  } else {
+    throw Error("recompute: unknown recompute_method '" + method + "' (uniform | block)");
+  }
+  return g;
+}
+
+CheckpointedBlocks::CheckpointedBlocks(std::vector<std::unique_ptr<Block>> blocks) : blocks_(std::move(blocks)) {
+  PB_REQUIRE(!blocks_.empty(), "recompute: an empty checkpointed group");
+}
+
+CheckpointedBlocks::~CheckpointedBlocks() = default;
+
+Tensor CheckpointedBlocks::forward(BlockCtx& ctx, const Tensor& x) {
+  Kept& k = kept_.start(ctx.mb);
+  k.x = x, k.batch = ctx.batch, k.grad_scale = ctx.grad_scale;
+  Tensor y = x;
+  for (auto& b : blocks_) y = b->run(ctx, y);
+  for (auto& b : blocks_) b->drop(ctx.mb);  // only x stays
+  return y;
+}
+
+Tensor CheckpointedBlocks::backward(BlockCtx& ctx, const Tensor& dout) {
+  Tensor d;
+  {
+    Kept& k = kept_.of(ctx.mb);
+    BlockCtx again{ctx.mb, k.batch, k.grad_scale};
+    again.recompute = true;
+    Tensor y = k.x;
+    for (auto& b : blocks_) y = b->run(again, y);  // the output is not needed: freed here
+  }
+  kept_.end(ctx.mb);  // x lives on in the first block's saved state until its backward
+  d = dout;
+  for (size_t i = blocks_.size(); i-- > 0;) d = blocks_[i]->backward(ctx, d);
+  return d;
+}
+
+void CheckpointedBlocks::drop(int mb) {
+  for (auto& b : blocks_) b->drop(mb);
+  kept_.end(mb);
+}
+
+namespace {
+struct NothingKept final : AttentionCore::Saved {
+  Tensor q, k, v;  // the attention block's own (its saved q, k, v): no bytes of the core's
+  std::vector<Tensor*> tensors() override { return {&q, &k, &v}; }
+};
+}  // namespace
+
+std::unique_ptr<AttentionCore::Saved> RecomputedCore::forward(Tensor& o, const Tensor& q, const Tensor& k,
+                                                              const Tensor& v) {
+  inner_->forward(o, q, k, v);  // its saved statistics are freed here
+  auto s = std::make_unique<NothingKept>();
+  s->q = q, s->k = k, s->v = v;
+  return s;
+}
+
+void RecomputedCore::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& saved) {
+  auto& s = static_cast<NothingKept&>(saved);
+  ++recomputes_;
+  Tensor o;
+  auto again = inner_->forward(o, s.q, s.k, s.v);
+  inner_->backward(dq, dk, dv, dout, *again);
+  s = NothingKept{};
+}
+
+}  // namespace pb

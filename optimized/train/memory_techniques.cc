@@ -1,0 +1,127 @@
+/* The memory techniques' registry entries (see memory_techniques.h). */
+#include "optimized/train/memory_techniques.h"
+
+#include <algorithm>
+#include <set>
+
+#include "optimized/model/recompute.h"
+#include "optimized/model/strategies.h"
+#include "optimized/parallel/moe_routing.h"
+#include "optimized/parallel/pp_placement.h"
+#include "optimized/train/pp_schedule.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+// --- reuse_fp32_param: MindSpeed's reuse-fp32-param (the parameter storage) ---
+void reuse_require(const CaseSpec& c) {
+  PB_REQUIRE(c.features.bf16, "invalid case: reuse_fp32_param needs dtype bf16 (the fp32 master holds the bf16 "
+                              "weights and their residuals)");
+}
+void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
+  // The bf16 weights are the second half of the master's bytes: no parameter buffer of
+  // their own (optimizer_terms counts the master): 16 bytes per parameter instead of 18.
+  t.memory[MemCategory::Params] -= d.e * d.params_local;
+}
+
+// --- distributed_optimizer: ZeRO-1 ---
+void zero1_require(const CaseSpec& c) {
+  PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: distributed_optimizer with MoE experts is not available "
+                                             "in this build yet");
+  PB_REQUIRE(!c.features.reuse_fp32_param, "invalid case: distributed_optimizer with reuse_fp32_param is not "
+                                           "available in this build yet");
+}
+
+// --- recompute: full and selective ---
+namespace {
+// A forward run again inside backward: every forward-phase call of `once` once more, in the
+// backward phase.
+void forward_again(const Terms& once, Terms& t) {
+  for (const CommTerm& c : once.comm)
+    if (c.phase == Phase::Forward) t.comm.push_back({c.group, c.op, Phase::Backward, c.calls, c.bytes_per_call, c.group_size});
+}
+
+bool split_backward(const CaseSpec& c) {
+  return c.layout.pp > 1 && pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)).split_backward;
+}
+
+void recompute_common(const CaseSpec& c, const char* name) {
+  PB_REQUIRE(!split_backward(c), "invalid case: ", name, " with a split-backward schedule (", c.schedule,
+             ") is not available in this build yet");
+  PB_REQUIRE(!(c.features.recompute_full && c.features.recompute_selective),
+             "invalid case: recompute_full and recompute_selective together (one recompute granularity)");
+}
+}  // namespace
+
+void recompute_full_require(const CaseSpec& c) {
+  recompute_common(c, "recompute_full");
+  const std::string& m = c.features.recompute_method;
+  const int64_t n = c.features.recompute_num_layers;
+  PB_REQUIRE(m == "uniform" || m == "block", "invalid case: unknown recompute_method '", m, "' (uniform, block)");
+  const int64_t per = c.model.num_hidden_layers / (int64_t(c.layout.pp) * c.layout.vpp);  // a stage's layers
+  PB_REQUIRE(n >= 1, "invalid case: recompute_num_layers ", n, " (at least 1)");
+  PB_REQUIRE(n <= per, "invalid case: recompute_num_layers ", n, " is more than the ", per,
+             " layers a pipeline stage holds");
+  PB_REQUIRE(m != "uniform" || per % n == 0, "invalid case: recompute_method uniform needs recompute_num_layers ", n,
+             " to divide the ", per, " layers of a pipeline stage");
+}
+
+void recompute_full_install(const CaseSpec& c, Strategies& s) {
+  const std::string m = c.features.recompute_method;
+  const int64_t n = c.features.recompute_num_layers;
+  s.recompute_groups = [m, n](int64_t l0, int64_t l1) { return recompute_groups(m, n, l0, l1); };
+}
+
+void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  // The recomputed layers of this pipeline rank: their forward's communication again.
+  pp::Placement pl;
+  pl.p = c.layout.pp, pl.v = c.layout.vpp;
+  std::set<int64_t> again;
+  for (int ch = 0; ch < pl.v; ++ch) {
+    const auto [l0, l1] = pl.layers(d.L, pl.stage(d.pp_rank, ch));
+    for (const auto& [g0, g1] : recompute_groups(c.features.recompute_method, c.features.recompute_num_layers, l0, l1))
+      for (int64_t l = g0; l < g1; ++l) again.insert(l);
+  }
+  Dims r = d;  // those layers alone: no embedding, head or pipeline transfers
+  r.Lr = int64_t(again.size());
+  r.Lmoe = std::count_if(again.begin(), again.end(), [&](int64_t l) { return d.E > 0 && c.model.is_moe_layer(l); });
+  r.emb = r.head = 0;
+  r.p = 1;
+  std::vector<RoutingRecord> routed;
+  if (d.routing)
+    for (const auto& rec : *d.routing)
+      if (again.count(rec.layer)) routed.push_back(rec);
+  r.routing = &routed;
+  Features f = c.features;
+  f.recompute_full = false;
+  const CaseSpec without{c.model, c.train, c.layout, f, c.schedule};
+  forward_again(technique_terms(without, r), t);
+}
+
+void recompute_selective_require(const CaseSpec& c) { recompute_common(c, "recompute_selective"); }
+
+void recompute_selective_install(const CaseSpec&, Strategies& s) {
+  auto inner = s.attention_core;
+  s.attention_core = [inner](const BlockEnv& env, int64_t l) -> std::unique_ptr<AttentionCore> {
+    return std::make_unique<RecomputedCore>(inner(env, l));
+  };
+  // Kept: o, the output projection's input (N, a D); allocated again in backward: the
+  // core's saved state; its forward's transients now come inside its backward too.
+  s.attention_core_recomputed = s.attention_core_saved;
+  s.attention_core_saved = [](const Dims& d) { return d.e * d.N * d.a * d.D; };
+  for (auto* f : {&s.attention_core_workspace, &s.attention_core_comm_buffers}) {
+    auto once = *f;
+    *f = [once](const Dims& d) {
+      const BlockWorkspace w = once(d);
+      return BlockWorkspace{w.forward, std::max(w.forward, w.backward)};
+    };
+  }
+}
+
+void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  Terms core;  // the core's own communication (context parallelism), its forward again
+  strategies_for(c).attention_core_terms(d, core);
+  forward_again(core, t);
+}
+
+}  // namespace pb

@@ -1,0 +1,24 @@
+/* The registry entries of the memory techniques (registry.cc lists them): what each needs
+ * of a case (one-line errors), the strategy it installs and its analytic terms.
+ *   reuse_fp32_param       the parameter storage (model/dist_params.h)
+ *   distributed_optimizer  ZeRO-1 (model/dist_optimizer.h, step_sharded)
+ *   recompute_full         checkpointed layer groups (model/recompute.h)
+ *   recompute_selective    a recomputing attention core (model/recompute.h)
+ */
+#pragma once
+
+#include "optimized/train/registry.h"
+
+namespace pb {
+
+void reuse_require(const CaseSpec& c);
+void reuse_terms(const CaseSpec& c, const Dims& d, Terms& t);
+void zero1_require(const CaseSpec& c);
+void recompute_full_require(const CaseSpec& c);
+void recompute_full_install(const CaseSpec& c, Strategies& s);
+void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t);
+void recompute_selective_require(const CaseSpec& c);
+void recompute_selective_install(const CaseSpec& c, Strategies& s);
+void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t);
+
+}  // namespace pb
