@@ -151,12 +151,42 @@ void recompute_activations(const Dims& d, const Strategies& st, const std::vecto
   c.act_backward = peak_b;
 }
 
+// Swap attention: every layer's attention state leaves the device when the layer's forward
+// ends and comes back when the layer's backward begins. During F a layer's attention and
+// MLP state and its output are on the device together, and a received input stays until F
+// returns; during B a layer's attention state is back while its MLP state still is.
+void swap_activations(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, bool first, bool last,
+                      ChunkBytes& c) {
+  const int64_t xb = d.e * d.Ns * d.H, Lc = int64_t(mlp.size());
+  const int64_t attn = attention_block_saved_bytes(d) + st.attention_core_saved(d), head = last ? head_saved_bytes(d) : 0;
+  const int64_t received = first ? 0 : xb;  // the input a pipeline stage received
+  auto mlp_of = [&](int64_t l) { return mlp_block_saved_bytes(d) + mlp[size_t(l)].saved; };
+  int64_t level = 0, peak = 0;
+  for (int64_t l = 0; l < Lc; ++l) {
+    peak = std::max(peak, level + attn + mlp_of(l) + xb + (l > 0 ? received : 0));
+    level += mlp_of(l);
+  }
+  c.act = level + head;
+  const int64_t after = c.act + (last ? 0 : xb);
+  c.act_forward = std::max<int64_t>(0, std::max(peak, after + received) - after);
+  int64_t rel = -head, peak_b = 0;
+  for (int64_t l = Lc; l-- > 0;) {
+    peak_b = std::max(peak_b, rel + attn);
+    rel -= mlp_of(l);
+  }
+  c.act_backward = peak_b;
+  c.host = Lc * attn;
+}
+
 ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, const Groups& groups,
                        bool first, bool last, bool split) {
   const int64_t xb = d.e * d.Ns * d.H, NH = d.e * d.N * d.H, Lc = int64_t(mlp.size());
   const bool shared_inputs = d.Ns == d.N;
   ChunkBytes c;
-  recompute_activations(d, st, mlp, groups, last, c);
+  if (st.swap_attention)
+    swap_activations(d, st, mlp, first, last, c);
+  else
+    recompute_activations(d, st, mlp, groups, last, c);
   c.act_kept = Lc * (d.e * d.N * d.a * d.D + (shared_inputs ? NH : 0)) + (last && shared_inputs ? NH : 0);
   for (const MlpCost& m : mlp) c.act_kept += m.act_kept;
   const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d));
@@ -288,6 +318,7 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
     peak.activations = std::max(peak.activations, p.activations);
     peak.workspace = std::max(peak.workspace, p.workspace);
     peak.comm_buffers = std::max(peak.comm_buffers, p.comm_buffers);
+    peak.host = std::max(peak.host, p.host);
   };
   for (int64_t step = 0; step < d.steps; ++step) {
     std::map<std::pair<int, int>, ChunkBytes> C;
@@ -343,6 +374,7 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   const MemoryPeaks peaks = memory_peaks(c, d, st, piped ? &sched : nullptr);
   pr.memory[MemCategory::Activations] = peaks.activations;
   pr.memory[MemCategory::Workspace] = peaks.workspace;
+  pr.memory[MemCategory::Host] = peaks.host;
   // The distributed optimizer's reduce-scatter output (fp32, its range), after the backward.
   pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? Dims::fp * d.shard : 0);
   pr.comm = comm_rows(terms);

@@ -22,6 +22,7 @@ const char* category_name(MemCategory c) {
     case MemCategory::Activations: return "activations";
     case MemCategory::CommBuffers: return "comm_buffers";
     case MemCategory::Workspace: return "workspace";
+    case MemCategory::Host: return "host";
   }
   return "?";
 }

@@ -29,8 +29,10 @@
 
 namespace pb {
 
-enum class MemCategory { Params, Grads, Optimizer, Activations, CommBuffers, Workspace };
-constexpr int kMemCategories = 6;
+// Host: bytes moved off the device into host memory (swap attention's pool, offloaded
+// state); on the CPU backend "device" and "host" are these categories of one allocator.
+enum class MemCategory { Params, Grads, Optimizer, Activations, CommBuffers, Workspace, Host };
+constexpr int kMemCategories = 7;
 const char* category_name(MemCategory c);
 
 struct MemStats {

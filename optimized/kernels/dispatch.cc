@@ -51,6 +51,13 @@ void copy(Tensor& dst, const Tensor& src, const Stream& stream) {
   if (dst.dtype() != src.dtype()) return cast(dst, src);
   PB_DISPATCH(src.device(), copy, dst, src);
 }
+void transfer(Tensor& dst, const Tensor& src, const Stream& stream) {
+  PB_REQUIRE(dst.dtype() == src.dtype() && dst.numel() == src.numel(), "transfer: ", src.shape_str(), " into ",
+             dst.shape_str(), " (same dtype and size)");
+  const Device dev = src.device() == Device::CUDA ? Device::CUDA : dst.device();
+  const OnStream on(stream, dev);
+  PB_DISPATCH(dev, copy, dst, src);
+}
 void zero(Tensor& t, const Stream& stream) {
   const OnStream on(stream, t.device());
   PB_DISPATCH(t.device(), zero, t);

@@ -51,4 +51,9 @@ struct AdamHyper {
 
 #include "optimized/kernels/op_signatures.inc"
 
+// dst = src between devices (swap and offload: a device tensor to host memory and back),
+// on the stream of the device side (CUDA: an asynchronous cudaMemcpy; from pinned memory
+// it overlaps compute). Same dtype and element count.
+void transfer(Tensor& dst, const Tensor& src, const Stream& stream = {});
+
 }  // namespace pb::ops

@@ -2,10 +2,11 @@
  * its backward. After a block's forward of a micro-batch the policy gets the block's saved
  * state, and again right before that micro-batch's backward.
  *
- * Strategies: keep (this file: everything stays where the forward left it); later
- * recompute (drop the saved tensors but the input, run the forward again in backward: full
- * or selective, Korthikanti et al., arXiv 2205.05198) and swap (copy the saved tensors to
- * pinned host memory on a side stream and back before backward: MindSpeed's swap attention).
+ * Strategies: keep (this file: everything stays where the forward left it); swap
+ * (memory/swap_attention.h: the attention's saved tensors to host memory on a side stream
+ * and back before backward, MindSpeed's swap attention). Recompute (drop the saved tensors
+ * but the input, run the forward again in backward: full or selective, Korthikanti et al.,
+ * arXiv 2205.05198) needs the blocks themselves: model/recompute.h.
  */
 #pragma once
 
@@ -21,6 +22,8 @@ class SavedState {
   virtual ~SavedState() = default;
   virtual const char* block() const = 0;      // "attention", "mlp", "embedding", "head"
   virtual std::vector<Tensor*> tensors() = 0;  // the tensors kept for backward (views included)
+  int64_t layer = -1;  // the decoder layer of an attention or MLP block
+  int mb = 0;          // the micro-batch
 };
 
 class ActivationPolicy {

@@ -23,6 +23,7 @@ static std::string name_of(int64_t l, const char* what) { return "model.layers."
 
 AttentionBlock::AttentionBlock(const BlockEnv& env, int64_t layer, std::unique_ptr<AttentionCore> core)
     : env_(env),
+      layer_(layer),
       core_(std::move(core)),
       in_norm_(&env.params.get(name_of(layer, "input_layernorm.weight"))),
       wq_(&env.params.get(name_of(layer, "self_attn.q_proj.weight"))),
@@ -36,6 +37,7 @@ AttentionBlock::~AttentionBlock() = default;
 Tensor AttentionBlock::forward(BlockCtx& ctx, const Tensor& x) {
   const auto& e = env_;
   Saved* S = &saved_.start(ctx.mb);
+  S->layer = layer_, S->mb = ctx.mb;
   Weights W(e.provider, {in_norm_, wq_, wk_, wv_, wo_});
   S->x = x;
   S->a = e.act(e.Ns, e.H);

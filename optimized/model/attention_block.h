@@ -27,6 +27,7 @@ class AttentionBlock final : public Block {
  private:
   struct Saved;
   const BlockEnv& env_;
+  int64_t layer_;
   std::unique_ptr<AttentionCore> core_;
   ShardedParam *in_norm_, *wq_, *wk_, *wv_, *wo_;
   PerMicroBatch<Saved> saved_;

@@ -79,6 +79,7 @@ class DistModel {
   double take_aux_loss() { return std::exchange(aux_, 0.0); }
   DistParams& params() { return params_; }
   TpLinear& tp_linear() { return *tp_; }
+  ActivationPolicy& activation_policy() { return *policy_; }
   const DistModelConfig& config() const { return cfg_; }
   // The blocks of chunk c in forward order (for tests and policies; a checkpointed group of
   // layers is one CheckpointedBlocks, model/recompute.h).

@@ -42,6 +42,7 @@ HeadBlock::~HeadBlock() = default;
 Tensor HeadBlock::forward(BlockCtx& ctx, const Tensor& x) {
   const auto& e = env_;
   Saved* S = &saved_.start(ctx.mb);
+  S->mb = ctx.mb;
   Weights W(e.provider, {norm_, head_});
   S->labels = IndexTensor(ctx.batch->labels);
   S->grad_scale = ctx.grad_scale;

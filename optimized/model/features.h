@@ -27,6 +27,7 @@ struct Features {
   std::string recompute_method = "uniform";
   int recompute_num_layers = 1;
   bool recompute_selective = false;
+  bool swap_attention = false;  // MindSpeed's swap attention (memory/swap_attention.h)
 };
 
 }  // namespace pb

@@ -19,6 +19,7 @@ struct MlpBlock::Saved final : SavedState {
 
 MlpBlock::MlpBlock(const BlockEnv& env, int64_t layer, std::unique_ptr<Mlp> mlp)
     : env_(env),
+      layer_(layer),
       mlp_(std::move(mlp)),
       post_norm_(&env.params.get("model.layers." + std::to_string(layer) + ".post_attention_layernorm.weight")),
       saved_("MLP block") {}
@@ -28,6 +29,7 @@ MlpBlock::~MlpBlock() = default;
 Tensor MlpBlock::forward(BlockCtx& ctx, const Tensor& h) {
   const auto& e = env_;
   Saved* S = &saved_.start(ctx.mb);
+  S->layer = layer_, S->mb = ctx.mb;
   Weights W(e.provider, {post_norm_});
   S->h = h;
   S->m = e.act(e.Ns, e.H);

@@ -25,6 +25,7 @@ class MlpBlock final : public Block {
  private:
   struct Saved;
   const BlockEnv& env_;
+  int64_t layer_;
   std::unique_ptr<Mlp> mlp_;
   ShardedParam* post_norm_;
   PerMicroBatch<Saved> saved_;

@@ -39,6 +39,7 @@ struct Strategies {
   // Full recompute: the checkpointed layer groups [first, last) of a chunk's layers [l0, l1)
   // (none by default).
   std::function<std::vector<std::pair<int64_t, int64_t>>(int64_t l0, int64_t l1)> recompute_groups;
+  bool swap_attention = false;  // the activation policy swaps attention state to the host (its walk)
   // The analytic terms that come with the chosen strategies (written beside their code):
   // the TP linears' communication, and the bytes the attention core and the MLP save per
   // layer and micro-batch.

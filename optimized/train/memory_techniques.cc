@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <set>
 
+#include "optimized/core/tensor.h"
+#include "optimized/memory/swap_attention.h"
 #include "optimized/model/recompute.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/moe_routing.h"
@@ -122,6 +124,21 @@ void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   Terms core;  // the core's own communication (context parallelism), its forward again
   strategies_for(c).attention_core_terms(d, core);
   forward_again(core, t);
+}
+
+// --- swap_attention: MindSpeed's swap attention (an activation policy) ---
+void swap_attention_require(const CaseSpec& c) {
+  // (A model without attention layers is refused by its config: num_hidden_layers > 0, and
+  // every pipeline stage holds L / (pp vpp) >= 1 layers.)
+  PB_REQUIRE(!split_backward(c), "invalid case: swap_attention with a split-backward schedule (", c.schedule,
+             ") is not available in this build yet");
+  PB_REQUIRE(!c.features.recompute_full && !c.features.recompute_selective,
+             "invalid case: swap_attention with recompute is not available in this build yet");
+}
+
+void swap_attention_install(const CaseSpec&, Strategies& s) {
+  s.activations = [] { return std::make_unique<SwapAttention>(current_device()); };
+  s.swap_attention = true;
 }
 
 }  // namespace pb

@@ -4,6 +4,7 @@
  *   distributed_optimizer  ZeRO-1 (model/dist_optimizer.h, step_sharded)
  *   recompute_full         checkpointed layer groups (model/recompute.h)
  *   recompute_selective    a recomputing attention core (model/recompute.h)
+ *   swap_attention         the attention state in host memory (memory/swap_attention.h)
  */
 #pragma once
 
@@ -20,5 +21,7 @@ void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t);
 void recompute_selective_require(const CaseSpec& c);
 void recompute_selective_install(const CaseSpec& c, Strategies& s);
 void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t);
+void swap_attention_require(const CaseSpec& c);
+void swap_attention_install(const CaseSpec& c, Strategies& s);
 
 }  // namespace pb

@@ -25,9 +25,9 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
   if (!s) {
     const ChunkBytes c = bytes(0, 0);
     return {c.act + std::max(c.act_forward, c.act_backward), std::max(c.ws_forward, c.ws_backward),
-            std::max(c.cb_forward, c.cb_backward)};
+            std::max(c.cb_forward, c.cb_backward), c.host};
   }
-  int64_t act = 0, ws = 0, cb = 0;
+  int64_t act = 0, ws = 0, cb = 0, host = 0;
   MemoryPeaks peak;
   auto at_least = [](int64_t& p, int64_t v) { p = std::max(p, v); };
   std::set<std::pair<int, int>> received;
@@ -47,6 +47,8 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
         at_least(peak.comm_buffers, cb + c.cb_forward);
         act += c.act - (received.erase({a.mb, a.chunk}) ? xb : 0) + (last ? 0 : xb);
         at_least(peak.activations, act + c.act_forward);
+        host += c.host;
+        at_least(peak.host, host);
         if (!last && s->local_boundary(st)) received.insert({a.mb, s->chunk_of(st + 1)});  // handed over, not sent
         break;
       case pp::Op::RecvB:
@@ -60,6 +62,7 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
         cb += s->split_backward ? c.cb_kept : 0;
         ws += s->split_backward ? c.ws_kept : 0;
         act -= s->split_backward ? c.act - c.act_kept : c.act;
+        host -= c.host;
         break;
       case pp::Op::W:
         act -= c.act_kept;

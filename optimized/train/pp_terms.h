@@ -38,11 +38,12 @@ struct ChunkBytes {
   // group's whole state before it is dropped), during B above the level B starts from
   // (a group's, or a core's, state recomputed).
   int64_t act_forward = 0, act_backward = 0;
+  int64_t host = 0;  // moved to host memory by F, back by B (swap attention)
   int64_t ws_forward = 0, ws_backward = 0, ws_kept = 0;  // workspace transients of F and B; kept until W
   int64_t cb_forward = 0, cb_backward = 0, cb_kept = 0;  // comm-buffer transients; kept until W
 };
 struct MemoryPeaks {
-  int64_t activations = 0, workspace = 0, comm_buffers = 0;
+  int64_t activations = 0, workspace = 0, comm_buffers = 0, host = 0;
 };
 // bytes(chunk, mb): what micro-batch mb costs in chunk c (the same for every micro-batch
 // of a dense model; an MoE layer's routed rows vary). Without a schedule: micro-batch 0.

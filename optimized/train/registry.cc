@@ -229,7 +229,11 @@ const std::vector<Technique>& techniques() {
        true, [](const CaseSpec& c) { return c.features.recompute_selective; },
        [](Features& f) { f.recompute_selective = true; }, recompute_selective_require, recompute_selective_install,
        recompute_selective_terms},
-      feature("swap_attention", "offload attention activations to host memory"),
+      {"swap_attention", K::Feature,
+       "MindSpeed swap attention: the attention's saved tensors in host memory between the layer's forward and its "
+       "backward (side-stream copies, prefetched when the layer's backward begins)",
+       true, true, [](const CaseSpec& c) { return c.features.swap_attention; },
+       [](Features& f) { f.swap_attention = true; }, swap_attention_require, swap_attention_install, nullptr},
       {"reuse_fp32_param", K::Feature,
        "MindSpeed reuse-fp32-param (bf16): the fp32 master holds the bf16 weights and 16-bit residuals, 16 bytes/param",
        true, true, [](const CaseSpec& c) { return c.features.reuse_fp32_param; },

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -12,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/case.h"
+#include "harness/runner.h"
+#include "optimized/core/allocator.h"
 
 namespace pb::test {
 
@@ -47,7 +50,7 @@ inline void expect_exact_comm(const nlohmann::json& r) {
   }
 }
 
-// Six categories on every rank, each to the byte; in bf16 the CPU kernels' fp32 promotion
+// Every category on every rank, each to the byte; in bf16 the CPU kernels' fp32 promotion
 // copies add to the workspace (kernel-internal, not the model's term): at least it.
 inline void expect_exact_memory(const nlohmann::json& r, const harness::Case& c) {
   int rows = 0;
@@ -59,7 +62,35 @@ inline void expect_exact_memory(const nlohmann::json& r, const harness::Case& c)
     }
     ++rows;
   }
-  EXPECT_EQ(rows, 6 * c.layout.world());
+  EXPECT_EQ(rows, kMemCategories * c.layout.world());
+}
+
+// Two runs of the same training (a memory technique and the case without it): the losses
+// of every rank and the final parameters (rank 0) bitwise equal.
+inline void expect_bitwise_equal(const harness::CaseOutcome& a, const harness::CaseOutcome& b, bool rank0) {
+  ASSERT_EQ(a.losses.size(), b.losses.size());
+  EXPECT_EQ(std::memcmp(a.losses.data(), b.losses.data(), a.losses.size() * sizeof(double)), 0);
+  if (!rank0) return;
+  ASSERT_EQ(a.params.size(), b.params.size());
+  for (size_t i = 0; i < a.params.size(); ++i)
+    EXPECT_EQ(std::memcmp(a.params[i].data(), b.params[i].data(), a.params[i].size() * sizeof(float)), 0) << i;
+}
+
+// Every rank's measured peak of a category lower in a than in b, by exactly the predicted
+// difference.
+inline void expect_saving_as_predicted(const nlohmann::json& a, const nlohmann::json& b, const std::string& category) {
+  auto rows = [&](const nlohmann::json& res) {
+    std::vector<std::pair<int64_t, int64_t>> out;  // (measured, predicted) per rank
+    for (const auto& row : res["memory"])
+      if (row["category"] == category) out.emplace_back(row["measured_bytes"], row["predicted_bytes"]);
+    return out;
+  };
+  const auto x = rows(a), y = rows(b);
+  ASSERT_EQ(x.size(), y.size());
+  for (size_t k = 0; k < x.size(); ++k) {
+    EXPECT_LT(x[k].first, y[k].first) << category << " rank " << k;
+    EXPECT_EQ(y[k].first - x[k].first, y[k].second - x[k].second) << category << " rank " << k;
+  }
 }
 
 }  // namespace pb::test

@@ -190,7 +190,7 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
       const std::string cat = row["category"];
       if (cat == "params" && reuse) {
         EXPECT_EQ(row["measured_bytes"].get<int64_t>(), 0) << row.dump();
-      } else if (cat != "comm_buffers") {
+      } else if (cat != "comm_buffers" && cat != "host") {
         EXPECT_GT(row["predicted_bytes"].get<int64_t>(), 0) << row.dump();
       }
     }

@@ -115,7 +115,7 @@ TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
       if (cat == "activations") act[row["rank"].get<int>()] = row["measured_bytes"].get<int64_t>();
       ++rows;
     }
-    EXPECT_EQ(rows, 6 * c.layout.world());
+    EXPECT_EQ(rows, kMemCategories * c.layout.world());
     // Stage 0's peak in micro-batches: the simulated in-flight count x one micro-batch's
     // activations of a chunk (all of rank 0's chunks are alike) + the output being sent.
     const pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
