@@ -151,9 +151,30 @@ void* TrackingAllocator::device_block(size_t r, const Stream& stream) {
 #endif
 }
 
+// The host category (swap, offload) is page-locked where a GPU is visible, so that its
+// copies to and from the device are asynchronous.
+static bool pinned(MemCategory c) {
+#ifdef PB_WITH_CUDA
+  static const bool gpu = [] {
+    int n = 0;
+    const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+    cudaGetLastError();
+    return ok;
+  }();
+  return c == MemCategory::Host && gpu;
+#else
+  (void)c;
+  return false;
+#endif
+}
+
 void* TrackingAllocator::allocate(size_t bytes, MemCategory c, const Stream& stream) {
   void* p = nullptr;
-  if (!device_) {
+  if (!device_ && bytes && pinned(c)) {
+#ifdef PB_WITH_CUDA
+    CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocDefault));
+#endif
+  } else if (!device_) {
     p = bytes ? std::aligned_alloc(64, (bytes + 63) / 64 * 64) : nullptr;
     if (bytes && !p) throw std::bad_alloc();
   }
@@ -165,7 +186,13 @@ void* TrackingAllocator::allocate(size_t bytes, MemCategory c, const Stream& str
 
 void TrackingAllocator::release(void* p, size_t bytes, MemCategory c, const Stream& stream,
                                 const std::vector<Stream>& used) {
-  if (!device_) std::free(p);
+  if (!device_ && p && pinned(c)) {
+#ifdef PB_WITH_CUDA
+    cudaFreeHost(p);  // not checked: frees may run while the runtime shuts down
+#endif
+  } else if (!device_) {
+    std::free(p);
+  }
   std::vector<BlockCache::StreamEvent> events;
   const bool reusable = !device_ || !p || record_free_events(stream, used, events);
   std::lock_guard<std::mutex> lock(mu_);

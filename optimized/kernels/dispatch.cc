@@ -301,6 +301,15 @@ void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h,
   PB_DISPATCH(w.device(), adamw, w, g, m, v, h);
 }
 
+void adamw_reuse(Tensor& hi, Tensor& lo, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h,
+                 const Stream& stream) {
+  PB_REQUIRE(hi.dtype() == DType::BF16 && lo.dtype() == DType::BF16 && hi.numel() == lo.numel() &&
+                 g.numel() == hi.numel() && m.numel() == hi.numel() && v.numel() == hi.numel(),
+             "adamw_reuse: hi, lo (bf16) and g, m, v (fp32) of one size");
+  const OnStream on(stream, hi.device());
+  PB_DISPATCH(hi.device(), adamw_reuse, hi, lo, g, m, v, h);
+}
+
 void cast(Tensor& dst, const Tensor& src, const Stream& stream) {
   const OnStream on(stream, src.device());
   PB_DISPATCH(src.device(), cast, dst, src);

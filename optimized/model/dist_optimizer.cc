@@ -37,8 +37,14 @@ void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
   for (auto [b, e, decay] : {std::tuple{lo, norms_end, 0.0f}, {norms_end, hi, float(tc_.weight_decay)}}) {
     if (e <= b) continue;
     h.weight_decay = decay;
-    Tensor w = P.master_buffer().view(b - base, {e - b}), g = P.grad_buffer().view(b, {e - b});
+    Tensor g = P.grad_buffer().view(b, {e - b});
     Tensor m = P.adam_m_buffer().view(b - base, {e - b}), v = P.adam_v_buffer().view(b - base, {e - b});
+    if (P.residual_buffer().defined()) {  // reuse-fp32-param, sharded: the weights' halves
+      Tensor hi = P.weight_buffer().view(b, {e - b}), lo = P.residual_buffer().view(b - base, {e - b});
+      ops::adamw_reuse(hi, lo, g, m, v, h);
+      continue;
+    }
+    Tensor w = P.master_buffer().view(b - base, {e - b});
     ops::adamw(w, g, m, v, h);
   }
 }
@@ -100,7 +106,9 @@ double DistOptimizer::step_sharded() {
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
   adamw(lo, hi, lo, norm);
   Tensor updated = Tensor::empty({s}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (s)
-  if (updated.dtype() == DType::F32)
+  if (P.residual_buffer().defined())  // reuse: the range's weights are already the new ones
+    ops::copy(updated, P.weight_shard());
+  else if (updated.dtype() == DType::F32)
     ops::copy(updated, P.master_buffer());
   else
     ops::cast(updated, P.master_buffer());

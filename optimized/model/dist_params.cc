@@ -98,7 +98,10 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   shard_ = (total + shards_ - 1) / shards_;
   total = shard_ * shards_;  // padded (zeros at the end: no gradient, no update)
   const bool zero = shards_ > 1;
-  if (zero) {
+  if (zero && reuse_) {  // the range's fp32 master: its bf16 weights and a residual buffer
+    weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
+    residual_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::BF16);
+  } else if (zero) {
     weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
     master_ = dtype == DType::F32 ? weights_.view(shard_start(), {shard_})
                                   : Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
@@ -145,15 +148,44 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   if (dtype == DType::F32) {
     copy_bytes(weights_.raw(), weights_.device(), host.data(), Device::CPU, size_t(used) * 4);
   } else {
-    std::vector<uint16_t> b(static_cast<size_t>(used));
-    for (int64_t i = 0; i < used; ++i) b[size_t(i)] = float_to_bf16(host[size_t(i)]);
+    // bf16: rounded to nearest even, or with reuse-fp32-param its split (u = bits + 0x8000:
+    // the weight u >> 16 on every rank, the residual u & 0xffff of this rank's range).
+    std::vector<uint16_t> b(static_cast<size_t>(used)), r(static_cast<size_t>(shard_));
+    for (int64_t i = 0; i < used; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &host[size_t(i)], 4);
+      u += 0x8000u;
+      b[size_t(i)] = reuse_ ? uint16_t(u >> 16) : float_to_bf16(host[size_t(i)]);
+      if (i >= shard_start() && i < shard_start() + shard_) r[size_t(i - shard_start())] = uint16_t(u & 0xffffu);
+    }
     copy_bytes(weights_.raw(), weights_.device(), b.data(), Device::CPU, size_t(used) * 2);
     const int64_t n = std::max<int64_t>(0, std::min(shard_, used - shard_start()));
-    if (n > 0) copy_bytes(master_.raw(), master_.device(), host.data() + shard_start(), Device::CPU, size_t(n) * 4);
+    if (reuse_)
+      copy_bytes(residual_.raw(), residual_.device(), r.data(), Device::CPU, size_t(shard_) * 2);
+    else if (n > 0)
+      copy_bytes(master_.raw(), master_.device(), host.data() + shard_start(), Device::CPU, size_t(n) * 4);
   }
 }
 
+std::vector<float> DistParams::master_shard_values() const {
+  std::vector<float> out(static_cast<size_t>(shard_));
+  if (!residual_.defined()) {
+    copy_bytes(out.data(), Device::CPU, master_.raw(), master_.device(), out.size() * 4);
+    return out;
+  }
+  std::vector<uint16_t> hi(static_cast<size_t>(shard_)), lo(static_cast<size_t>(shard_));
+  const Tensor w = weights_.view(shard_start(), {shard_});
+  copy_bytes(hi.data(), Device::CPU, w.raw(), w.device(), hi.size() * 2);
+  copy_bytes(lo.data(), Device::CPU, residual_.raw(), residual_.device(), lo.size() * 2);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const uint32_t bits = ((uint32_t(hi[i]) << 16) | uint32_t(lo[i])) - 0x8000u;
+    std::memcpy(&out[i], &bits, 4);
+  }
+  return out;
+}
+
 void DistParams::master_to_weights() {
+  if (residual_.defined()) return;  // the sharded reuse step updates the halves in place
   if (reuse_)
     ops::fp32_to_bf16_residual(master_);
   else if (weights_.dtype() != DType::F32)
@@ -161,7 +193,7 @@ void DistParams::master_to_weights() {
 }
 
 void DistParams::master_to_fp32() {
-  if (reuse_) ops::bf16_residual_to_fp32(master_);
+  if (reuse_ && !residual_.defined()) ops::bf16_residual_to_fp32(master_);
 }
 
 std::vector<float> DistParams::master_values(const ShardedParam& p) const {
@@ -275,10 +307,12 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   PB_REQUIRE(owner >= 0, "no rank holds parameter ", name);
   std::vector<float> out, whole;
   if (holds && shards_ > 1) {  // the distributed optimizer: the whole buffer from the DP x CP shards
-    const Tensor shard = part == ParamPart::Grad ? grads_.view(shard_start(), {shard_}) : master_;
     std::vector<float> own(static_cast<size_t>(shard_));
+    if (part == ParamPart::Grad)
+      copy_bytes(own.data(), Device::CPU, grads_.view(shard_start(), {shard_}).raw(), grads_.device(), own.size() * 4);
+    else
+      own = master_shard_values();
     whole.resize(static_cast<size_t>(shard_ * shards_));
-    copy_bytes(own.data(), Device::CPU, shard.raw(), shard.device(), own.size() * 4);
     MPI_CHECK(MPI_Allgather(own.data(), int(shard_), MPI_FLOAT, whole.data(), int(shard_), MPI_FLOAT,
                             grid.raw_dp_cp()));
   }

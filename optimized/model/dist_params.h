@@ -72,6 +72,11 @@ class DistParams {
   Tensor grad_shard() { return grads_.view(shard_start(), {shard_}); }
   Tensor weight_shard() { return weights_.view(shard_start(), {shard_}); }
   bool reuses_fp32_param() const { return reuse_; }
+  // Reuse-fp32-param with the distributed optimizer: the range's fp32 master is its bf16
+  // weights (the high halves) and this buffer of low halves, (s) 16-bit patterns: 2 bytes
+  // per element of the range instead of 4 (ops::adamw_reuse steps the pair).
+  Tensor& residual_buffer() { return residual_; }
+  std::vector<float> master_shard_values() const;  // this rank's range of the fp32 master
   // Before the optimizer updates the master weights: with reuse-fp32-param, back to fp32.
   void master_to_fp32();
   // This rank's fp32 master of p on the host (with reuse-fp32-param rebuilt from its halves).
@@ -112,7 +117,7 @@ class DistParams {
 
  private:
   std::vector<ShardedParam> params_;
-  Tensor weights_, master_, grads_, m_, v_;
+  Tensor weights_, master_, grads_, m_, v_, residual_;
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
   bool reuse_ = false;
   int shards_ = 1, shard_rank_ = 0;

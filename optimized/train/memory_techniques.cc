@@ -21,17 +21,17 @@ void reuse_require(const CaseSpec& c) {
                               "weights and their residuals)");
 }
 void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
-  // The bf16 weights are the second half of the master's bytes: no parameter buffer of
-  // their own (optimizer_terms counts the master): 16 bytes per parameter instead of 18.
-  t.memory[MemCategory::Params] -= d.e * d.params_local;
+  if (d.zero)  // the range's master: its bf16 weights and a 2-byte residual, not 4 bytes
+    t.memory[MemCategory::Optimizer] -= 2 * d.shard;
+  else  // the bf16 weights are the second half of the master's bytes: no parameter buffer
+        // of their own (optimizer_terms counts the master): 16 bytes per parameter, not 18
+    t.memory[MemCategory::Params] -= d.e * d.params_local;
 }
 
 // --- distributed_optimizer: ZeRO-1 ---
 void zero1_require(const CaseSpec& c) {
   PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: distributed_optimizer with MoE experts is not available "
                                              "in this build yet");
-  PB_REQUIRE(!c.features.reuse_fp32_param, "invalid case: distributed_optimizer with reuse_fp32_param is not "
-                                           "available in this build yet");
 }
 
 // --- recompute: full and selective ---

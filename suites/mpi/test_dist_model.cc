@@ -111,7 +111,8 @@ static std::vector<Case> cases_for(int world) {
                [](Case& c) { c.features.push_back("distributed_optimizer"); });
   add_bf16_copies(all, {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2",
                         "zero1_dp2_tp2_sp", "zero1_dp4"});
-  add_variants(all, {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp"}, "reuse_",  // reuse-fp32-param
+  add_variants(all, {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp", "bf16_zero1_dp2_tp2_sp", "bf16_zero1_dp4"},
+               "reuse_",  // reuse-fp32-param, without and with the distributed optimizer
                [](Case& c) { c.features.push_back("reuse_fp32_param"); });
   return cases_of_world(all, world);
 }
@@ -185,7 +186,18 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     // Every category on every rank to the byte (bf16 workspace: at least it), and every
     // category but the transfer buffers predicted to hold something.
     expect_exact_memory(r, c);
-    const bool reuse = c.name.starts_with("reuse_");  // no parameter buffer: the master's bytes hold the weights
+    // Reuse-fp32-param: no parameter buffer (the master's bytes hold the weights), or with
+    // the distributed optimizer a 2-byte residual instead of the range's 4-byte master.
+    const bool zero = c.typed_features().distributed_optimizer;
+    const bool reuse = c.name.starts_with("reuse_") && !zero;
+    if (c.name.starts_with("reuse_") && zero) {
+      Case plain = c;
+      std::erase(plain.features, std::string("reuse_fp32_param"));
+      const auto with = harness::predict(c), without = harness::predict(plain);
+      const int64_t shards = c.layout.dp * c.layout.cp, range = (with.params_local + shards - 1) / shards;
+      EXPECT_EQ(without.memory.at(MemCategory::Optimizer) - with.memory.at(MemCategory::Optimizer), 2 * range);
+      EXPECT_EQ(without.memory.at(MemCategory::Params), with.memory.at(MemCategory::Params));
+    }
     for (const auto& row : r["memory"]) {
       const std::string cat = row["category"];
       if (cat == "params" && reuse) {
@@ -329,9 +341,6 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   auto cp_sp = make_case("cp_sp", gqa, 1, 2, true, 2, 12);  // S/cp = 6 rows, not divisible by tp 4
   cp_sp.layout.cp = 2, cp_sp.layout.tp = 4;
   expect_error(cp_sp, "needs seq_length / cp = 6 divisible by tp");
-  auto zero_reuse = make_case("zero_reuse", gqa, 1, 1, false);
-  zero_reuse.dtype = "bf16", zero_reuse.features = {"distributed_optimizer", "reuse_fp32_param"};
-  expect_error(zero_reuse, "distributed_optimizer with reuse_fp32_param is not available in this build yet");
   auto reuse = make_case("reuse_fp32", gqa, 1, 1, false);
   reuse.features = {"reuse_fp32_param"};
   expect_error(reuse, "reuse_fp32_param needs dtype bf16");
