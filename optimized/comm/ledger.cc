@@ -21,6 +21,8 @@ const char* comm_op_name(CommOp op) {
     case CommOp::Send: return "send";
     case CommOp::Recv: return "recv";
     case CommOp::Broadcast: return "broadcast";
+    case CommOp::ToHost: return "to_host";
+    case CommOp::ToDevice: return "to_device";
   }
   return "?";
 }

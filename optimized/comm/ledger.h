@@ -19,7 +19,9 @@
 namespace pb {
 
 enum class Phase { Forward, Backward, Optimizer };
-enum class CommOp { AllReduce, AllGather, ReduceScatter, AllToAll, Send, Recv, Broadcast };
+// ToHost / ToDevice: copies between device and host memory (swap, offload), recorded in the
+// group "host" (the link between the two, size 2), factor 1.
+enum class CommOp { AllReduce, AllGather, ReduceScatter, AllToAll, Send, Recv, Broadcast, ToHost, ToDevice };
 const char* phase_name(Phase p);
 const char* comm_op_name(CommOp op);
 double bus_factor(CommOp op, int n);

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "optimized/comm/ledger.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/error.h"
 
@@ -15,6 +16,12 @@ SwapAttention::Swap& SwapAttention::of(const SavedState& s, const char* what) {
   PB_REQUIRE(it != swaps_.end(), "swap attention: ", what, " of layer ", s.layer, " micro-batch ", s.mb,
              " without its attention's swap");
   return it->second;
+}
+
+int64_t SwapAttention::host_bytes_of(const Swap& sw) {
+  int64_t n = 0;
+  for (const auto& slot : sw.slots) n += int64_t(slot.host.bytes());
+  return n;
 }
 
 int64_t SwapAttention::host_bytes() const {
@@ -50,6 +57,7 @@ void SwapAttention::after_forward(SavedState& s) {
     }
     sw.out = Event(dev_);
     sw.out.record(side_);
+    CommLedger::get().record("host", CommOp::ToHost, 2, host_bytes_of(sw));  // one batch per layer
   } else if (block == "mlp") {  // the layer's forward is done: its attention state leaves the device
     Swap& sw = of(s, "the MLP forward");
     sw.out.synchronize();
@@ -72,6 +80,7 @@ void SwapAttention::before_backward(SavedState& s) {
     }
     sw.in = Event(dev_);
     sw.in.record(side_);
+    CommLedger::get().record("host", CommOp::ToDevice, 2, host_bytes_of(sw));
     sw.prefetched = true;
   } else if (block == "attention") {  // wait for the prefetch; the host copies go
     Swap& sw = of(s, "the attention backward");

@@ -16,7 +16,9 @@
  * stream is a worker thread and "host" a category of the one allocator, so the saving is
  * measured as on CUDA (there the host buffers are pinned: asynchronous copies).
  *
- * Memory per layer and micro-batch: the attention block's saved bytes and its core's
+ * The copies are recorded in the communication ledger (group "host": to_host in the
+ * forward, to_device in the backward, one call of the layer's bytes per layer and
+ * micro-batch). Memory per layer and micro-batch: the attention block's saved bytes and its core's
  * (attention_block.h, attention_core.h) leave the device for the host category; the
  * walk in harness/analytic.cc adds the transients (a layer's attention state until its
  * MLP forward ends, the prefetched state from the layer's backward on).
@@ -54,6 +56,7 @@ class SwapAttention final : public ActivationPolicy {
     bool released = false, prefetched = false;
   };
   Swap& of(const SavedState& s, const char* what);
+  static int64_t host_bytes_of(const Swap& sw);
   Device dev_;
   Stream side_;
   std::map<std::pair<int64_t, int>, Swap> swaps_;  // (layer, micro-batch)

@@ -6,6 +6,7 @@
 
 #include "optimized/core/tensor.h"
 #include "optimized/memory/swap_attention.h"
+#include "optimized/model/attention_block.h"
 #include "optimized/model/recompute.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/moe_routing.h"
@@ -134,6 +135,12 @@ void swap_attention_require(const CaseSpec& c) {
              ") is not available in this build yet");
   PB_REQUIRE(!c.features.recompute_full && !c.features.recompute_selective,
              "invalid case: swap_attention with recompute is not available in this build yet");
+}
+
+void swap_attention_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  const int64_t attn = attention_block_saved_bytes(d) + strategies_for(c).attention_core_saved(d);
+  t.call("host", CommOp::ToHost, Phase::Forward, d.mb * d.Lr, attn, 2);
+  t.call("host", CommOp::ToDevice, Phase::Backward, d.mb * d.Lr, attn, 2);
 }
 
 void swap_attention_install(const CaseSpec&, Strategies& s) {

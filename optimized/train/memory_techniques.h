@@ -23,5 +23,6 @@ void recompute_selective_install(const CaseSpec& c, Strategies& s);
 void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t);
 void swap_attention_require(const CaseSpec& c);
 void swap_attention_install(const CaseSpec& c, Strategies& s);
+void swap_attention_terms(const CaseSpec& c, const Dims& d, Terms& t);
 
 }  // namespace pb

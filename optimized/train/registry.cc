@@ -233,7 +233,8 @@ const std::vector<Technique>& techniques() {
        "MindSpeed swap attention: the attention's saved tensors in host memory between the layer's forward and its "
        "backward (side-stream copies, prefetched when the layer's backward begins)",
        true, true, [](const CaseSpec& c) { return c.features.swap_attention; },
-       [](Features& f) { f.swap_attention = true; }, swap_attention_require, swap_attention_install, nullptr},
+       [](Features& f) { f.swap_attention = true; }, swap_attention_require, swap_attention_install,
+       swap_attention_terms},
       {"reuse_fp32_param", K::Feature,
        "MindSpeed reuse-fp32-param (bf16): the fp32 master holds the bf16 weights and 16-bit residuals, 16 bytes/param",
        true, true, [](const CaseSpec& c) { return c.features.reuse_fp32_param; },
