@@ -374,7 +374,9 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   const MemoryPeaks peaks = memory_peaks(c, d, st, piped ? &sched : nullptr);
   pr.memory[MemCategory::Activations] = peaks.activations;
   pr.memory[MemCategory::Workspace] = peaks.workspace;
-  pr.memory[MemCategory::Host] = peaks.host;
+  // Host memory: what stays there (offloaded state) and, on top, the swap pool's peak or
+  // the step's staging (never at once: the pool is empty when the step runs).
+  pr.memory[MemCategory::Host] = terms.memory[MemCategory::Host] + std::max(peaks.host, terms.host_step);
   // The distributed optimizer's reduce-scatter output (fp32, its range), after the backward.
   pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? Dims::fp * d.shard : 0);
   pr.comm = comm_rows(terms);

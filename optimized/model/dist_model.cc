@@ -59,7 +59,8 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
                 return holds(placement_, grid.pp_rank(), cfg.model.num_hidden_layers, name);
               },
               grid.layout().ep, grid.ep().rank(), cfg.reuse_fp32_param,
-              cfg.distributed_optimizer ? grid.dp_cp().size() : 1, cfg.distributed_optimizer ? grid.dp_cp().rank() : 0),
+              cfg.distributed_optimizer ? grid.dp_cp().size() : 1, cfg.distributed_optimizer ? grid.dp_cp().rank() : 0,
+              cfg.offload_optimizer),
       sink_(cfg.strategies.grad_sink(params_)),
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
       provider_(cfg.strategies.params(params_)),

@@ -45,6 +45,7 @@ struct DistModelConfig {
   int cp_ulysses = 1;            // hybrid CP: Ulysses degree u (its pieces of the ring's chunks)
   bool reuse_fp32_param = false;  // bf16: the weights live in the fp32 master's bytes (dist_params.h)
   bool distributed_optimizer = false;  // ZeRO-1: master and Adam state sharded over DP x CP
+  bool offload_optimizer = false;      // ZeRO-Offload: master, Adam state and the step in host memory
 };
 
 class DistModel {

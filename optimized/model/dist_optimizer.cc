@@ -37,7 +37,7 @@ void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
   for (auto [b, e, decay] : {std::tuple{lo, norms_end, 0.0f}, {norms_end, hi, float(tc_.weight_decay)}}) {
     if (e <= b) continue;
     h.weight_decay = decay;
-    Tensor g = P.grad_buffer().view(b, {e - b});
+    Tensor g = P.offloaded() ? P.host_grads().view(b - base, {e - b}) : P.grad_buffer().view(b, {e - b});
     Tensor m = P.adam_m_buffer().view(b - base, {e - b}), v = P.adam_v_buffer().view(b - base, {e - b});
     if (P.residual_buffer().defined()) {  // reuse-fp32-param, sharded: the weights' halves
       Tensor hi = P.weight_buffer().view(b, {e - b}), lo = P.residual_buffer().view(b - base, {e - b});
@@ -77,6 +77,7 @@ double DistOptimizer::step() {
     if (grid_.tp_rank() == 0) sq += sq_experts;
   }
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
+  if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}));
   P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
   adamw(0, P.weight_buffer().numel(), 0, norm);
   P.master_to_weights();
@@ -98,6 +99,7 @@ double DistOptimizer::step_sharded() {
     ops::scale_(mean, 1.0f / float(g.size()));
     Tensor mine = P.grad_shard();
     ops::copy(mine, mean);
+    if (P.offloaded()) to_host(mean);
   }
   // The norm over this range (the replicated tensors only on TP rank 0), summed over the
   // ranges of DP x CP and the model-parallel group.
@@ -106,7 +108,15 @@ double DistOptimizer::step_sharded() {
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
   adamw(lo, hi, lo, norm);
   Tensor updated = Tensor::empty({s}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (s)
-  if (P.residual_buffer().defined())  // reuse: the range's weights are already the new ones
+  if (P.offloaded()) {  // the new weights from the host (cast there)
+    Tensor out = P.master_buffer();
+    if (updated.dtype() != DType::F32) {
+      out = Tensor::empty({s}, MemCategory::Host, updated.dtype(), Device::CPU);
+      ops::cast(out, P.master_buffer());
+    }
+    ops::transfer(updated, out);
+    CommLedger::get().record("host", CommOp::ToDevice, 2, int64_t(out.bytes()));
+  } else if (P.residual_buffer().defined())  // reuse: the range's weights are already the new ones
     ops::copy(updated, P.weight_shard());
   else if (updated.dtype() == DType::F32)
     ops::copy(updated, P.master_buffer());
@@ -116,10 +126,26 @@ double DistOptimizer::step_sharded() {
   return norm;
 }
 
+// ZeRO-Offload: the reduced fp32 gradients of the step to the host copy.
+void DistOptimizer::to_host(const Tensor& grads) {
+  Tensor& h = model_.params().host_grads();
+  ops::transfer(h, grads);
+  CommLedger::get().record("host", CommOp::ToHost, 2, int64_t(h.bytes()));
+}
+
 double DistOptimizer::average_loss(double local_mean) {
   PhaseScope phase(Phase::Optimizer);
   Communicator& g = grad_group();  // CP ranks hold equal shares of the sequence
   return g.all_reduce_scalar(local_mean) / g.size();
+}
+
+void offload_terms(const Dims& d, Terms& t) {
+  const int64_t range = d.zero ? d.shard : d.params_local;
+  t.memory[MemCategory::Optimizer] -= (d.e == Dims::fp ? 2 : 3) * Dims::fp * range;  // optimizer_terms' state
+  t.memory[MemCategory::Host] += 4 * Dims::fp * range;  // master, m, v and the gradients
+  if (d.e != Dims::fp) t.host_step = std::max(t.host_step, d.e * range);  // the cast weights, in the step
+  t.call("host", CommOp::ToHost, Phase::Optimizer, d.steps, Dims::fp * range, 2);
+  t.call("host", CommOp::ToDevice, Phase::Optimizer, d.steps, d.e * range, 2);
 }
 
 void optimizer_terms(const Dims& d, Terms& t) {

@@ -31,6 +31,7 @@ class DistOptimizer {
 
  private:
   double step_sharded();  // the distributed optimizer (ZeRO-1)
+  void to_host(const Tensor& grads);  // ZeRO-Offload: the step's reduced gradients to the host
   // The squares of the (expert or other) gradients in [from, to) of the buffer.
   double sum_squares(int64_t from, int64_t to, bool experts);
   // Clipping by the global norm and AdamW on elements [lo, hi) of the buffers; the master
@@ -48,5 +49,10 @@ class DistOptimizer {
 // (TP x PP > 1), one double a step; the per-rank parameter state, fp32 grads and Adam's m
 // and v (+ the fp32 master in bf16): e + 4 + 8 (+ 4) bytes per local parameter.
 void optimizer_terms(const Dims& d, Terms& t);
+// ZeRO-Offload (dist_params.h): the optimizer state leaves the device for the host with a
+// copy of the range's gradients, 16 bytes per element of the range (4 master, 8 Adam, 4
+// gradients), plus the cast weights while the step sends them (bf16); per step the range's
+// fp32 gradients to the host and its weights (e bytes) back.
+void offload_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

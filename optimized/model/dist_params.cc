@@ -6,6 +6,7 @@
 
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
+#include "optimized/comm/ledger.h"
 #include "optimized/kernels/ops.h"
 #include "optimized/parallel/process_grid.h"
 #include "reference/common/error.h"
@@ -36,8 +37,9 @@ ExpertKey expert_key(const std::string& name) {
 
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
-                       bool reuse_fp32_param, int shards, int shard_rank)
-    : reuse_(reuse_fp32_param && dtype == DType::BF16), shards_(shards), shard_rank_(shard_rank) {
+                       bool reuse_fp32_param, int shards, int shard_rank, bool offload)
+    : reuse_(reuse_fp32_param && dtype == DType::BF16), offload_(offload), shards_(shards), shard_rank_(shard_rank) {
+  PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param is not available in this build yet");
   // The global shapes and names come from the reference's own parameter list.
   const auto shapes = ref::zero_params<float>(mc);
   const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
@@ -98,7 +100,16 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   shard_ = (total + shards_ - 1) / shards_;
   total = shard_ * shards_;  // padded (zeros at the end: no gradient, no update)
   const bool zero = shards_ > 1;
-  if (zero && reuse_) {  // the range's fp32 master: its bf16 weights and a residual buffer
+  // The optimizer's fp32 state of n elements: on the device, or offloaded to the host.
+  auto state = [&](int64_t n) {
+    return offload_ ? Tensor::zeros({n}, MemCategory::Host, DType::F32, Device::CPU)
+                    : Tensor::zeros({n}, MemCategory::Optimizer, DType::F32);
+  };
+  if (offload_) {  // the weights on the device; master, m, v and the gradients' copy on the host
+    weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
+    master_ = state(shard_);
+    host_grads_ = state(shard_);
+  } else if (zero && reuse_) {  // the range's fp32 master: its bf16 weights and a residual buffer
     weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
     residual_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::BF16);
   } else if (zero) {
@@ -113,8 +124,8 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     master_ = dtype == DType::F32 ? weights_ : Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
   }
   grads_ = Tensor::zeros({total}, MemCategory::Grads);
-  m_ = Tensor::zeros({shard_}, MemCategory::Optimizer);
-  v_ = Tensor::zeros({shard_}, MemCategory::Optimizer);
+  m_ = state(shard_);
+  v_ = state(shard_);
   std::vector<float> host(static_cast<size_t>(total));  // generated on the host, then copied to the device
   int64_t off = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -138,10 +149,14 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
       }
   }
   if (experts.empty()) expert_offset_ = used;
-  if (!zero) {
+  if (!zero && !offload_) {
     copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
     master_to_weights();
     return;
+  }
+  if (offload_) {  // the master of the range from the host values (the weights below)
+    const int64_t n = std::max<int64_t>(0, std::min(shard_, used - shard_start()));
+    if (n > 0) copy_bytes(master_.raw(), master_.device(), host.data() + shard_start(), Device::CPU, size_t(n) * 4);
   }
   // Sharded: the whole weights from the host values (bf16 rounded on the host), the master
   // from this rank's range.
@@ -162,7 +177,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     const int64_t n = std::max<int64_t>(0, std::min(shard_, used - shard_start()));
     if (reuse_)
       copy_bytes(residual_.raw(), residual_.device(), r.data(), Device::CPU, size_t(shard_) * 2);
-    else if (n > 0)
+    else if (n > 0 && !offload_)
       copy_bytes(master_.raw(), master_.device(), host.data() + shard_start(), Device::CPU, size_t(n) * 4);
   }
 }
@@ -186,6 +201,17 @@ std::vector<float> DistParams::master_shard_values() const {
 
 void DistParams::master_to_weights() {
   if (residual_.defined()) return;  // the sharded reuse step updates the halves in place
+  if (offload_) {  // the host's new weights to the device (cast on the host)
+    Tensor out = master_;
+    if (weights_.dtype() != DType::F32) {
+      out = Tensor::empty({master_.numel()}, MemCategory::Host, weights_.dtype(), Device::CPU);
+      ops::cast(out, master_);
+    }
+    Tensor w = weights_.view(0, {master_.numel()});
+    ops::transfer(w, out);
+    CommLedger::get().record("host", CommOp::ToDevice, 2, int64_t(out.bytes()));
+    return;
+  }
   if (reuse_)
     ops::fp32_to_bf16_residual(master_);
   else if (weights_.dtype() != DType::F32)

@@ -61,7 +61,7 @@ class DistParams {
   // ep, ep_rank: expert parallelism (this rank holds experts ep_rank*E/ep .. +E/ep - 1).
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
              const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0,
-             bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0);
+             bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0, bool offload = false);
   // The distributed optimizer (ZeRO-1, Megatron): the buffers padded to a multiple of the
   // shards (DP x CP); this rank owns elements [shard_rank * s, (shard_rank + 1) * s) of them,
   // s = padded / shards: its fp32 master (bf16; a view of the weights in fp32) and Adam's
@@ -76,6 +76,12 @@ class DistParams {
   // weights (the high halves) and this buffer of low halves, (s) 16-bit patterns: 2 bytes
   // per element of the range instead of 4 (ops::adamw_reuse steps the pair).
   Tensor& residual_buffer() { return residual_; }
+  // ZeRO-Offload (Ren et al., arXiv 2101.06840): the fp32 master, Adam's m and v and a copy
+  // of the reduced fp32 gradients of the rank's range (all of it without the distributed
+  // optimizer) in host memory (MemCategory::Host); the step runs there and sends the new
+  // weights back. Indexed like the master (from the range's start).
+  bool offloaded() const { return offload_; }
+  Tensor& host_grads() { return host_grads_; }
   std::vector<float> master_shard_values() const;  // this rank's range of the fp32 master
   // Before the optimizer updates the master weights: with reuse-fp32-param, back to fp32.
   void master_to_fp32();
@@ -117,7 +123,8 @@ class DistParams {
 
  private:
   std::vector<ShardedParam> params_;
-  Tensor weights_, master_, grads_, m_, v_, residual_;
+  Tensor weights_, master_, grads_, m_, v_, residual_, host_grads_;
+  bool offload_ = false;
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
   bool reuse_ = false;
   int shards_ = 1, shard_rank_ = 0;

@@ -63,6 +63,7 @@ struct CommTerm {
 struct Terms {
   std::vector<CommTerm> comm;
   std::map<MemCategory, int64_t> memory;  // bytes per rank, added over the terms
+  int64_t host_step = 0;  // host bytes held only while the optimizer steps (offload's staging)
   void call(const char* group, CommOp op, Phase ph, int64_t calls, int64_t bytes_per_call, int64_t group_size) {
     if (calls > 0 && group_size > 1) comm.push_back({group, op, ph, calls, bytes_per_call, int(group_size)});
   }

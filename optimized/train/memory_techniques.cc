@@ -7,6 +7,7 @@
 #include "optimized/core/tensor.h"
 #include "optimized/memory/swap_attention.h"
 #include "optimized/model/attention_block.h"
+#include "optimized/model/dist_optimizer.h"
 #include "optimized/model/recompute.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/moe_routing.h"
@@ -34,6 +35,13 @@ void zero1_require(const CaseSpec& c) {
   PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: distributed_optimizer with MoE experts is not available "
                                              "in this build yet");
 }
+
+// --- offload_optimizer: ZeRO-Offload (dist_params.h, dist_optimizer.h offload_terms) ---
+void offload_require(const CaseSpec& c) {
+  PB_REQUIRE(!c.features.reuse_fp32_param, "invalid case: offload_optimizer with reuse_fp32_param is not available "
+                                           "in this build yet");
+}
+void offload_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { offload_terms(d, t); }
 
 // --- recompute: full and selective ---
 namespace {

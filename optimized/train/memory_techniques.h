@@ -2,6 +2,7 @@
  * of a case (one-line errors), the strategy it installs and its analytic terms.
  *   reuse_fp32_param       the parameter storage (model/dist_params.h)
  *   distributed_optimizer  ZeRO-1 (model/dist_optimizer.h, step_sharded)
+ *   offload_optimizer      ZeRO-Offload (model/dist_params.h, dist_optimizer.h)
  *   recompute_full         checkpointed layer groups (model/recompute.h)
  *   recompute_selective    a recomputing attention core (model/recompute.h)
  *   swap_attention         the attention state in host memory (memory/swap_attention.h)
@@ -15,6 +16,8 @@ namespace pb {
 void reuse_require(const CaseSpec& c);
 void reuse_terms(const CaseSpec& c, const Dims& d, Terms& t);
 void zero1_require(const CaseSpec& c);
+void offload_require(const CaseSpec& c);
+void offload_entry_terms(const CaseSpec& c, const Dims& d, Terms& t);
 void recompute_full_require(const CaseSpec& c);
 void recompute_full_install(const CaseSpec& c, Strategies& s);
 void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t);

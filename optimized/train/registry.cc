@@ -218,6 +218,11 @@ const std::vector<Technique>& techniques() {
        "reduce-scatter, step on the shard, all-gather",
        true, false, [](const CaseSpec& c) { return c.features.distributed_optimizer; },
        [](Features& f) { f.distributed_optimizer = true; }, zero1_require, nullptr, nullptr},
+      {"offload_optimizer", K::Feature,
+       "ZeRO-Offload (arXiv 2101.06840): fp32 master, Adam state and the step in host memory; the reduced gradients "
+       "go to the host and the new weights back every step (with distributed_optimizer: the rank's range)",
+       true, true, [](const CaseSpec& c) { return c.features.offload_optimizer; },
+       [](Features& f) { f.offload_optimizer = true; }, offload_require, nullptr, offload_entry_terms},
       {"recompute_full", K::Feature,
        "full activation recomputation (Megatron, arXiv 2205.05198): checkpointed layer groups keep their input and run "
        "their forward again in backward; case keys recompute_method uniform | block, recompute_num_layers N",

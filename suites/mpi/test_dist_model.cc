@@ -114,7 +114,45 @@ static std::vector<Case> cases_for(int world) {
   add_variants(all, {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp", "bf16_zero1_dp2_tp2_sp", "bf16_zero1_dp4"},
                "reuse_",  // reuse-fp32-param, without and with the distributed optimizer
                [](Case& c) { c.features.push_back("reuse_fp32_param"); });
+  // ZeRO-Offload: the optimizer state and step on the host, whole or the range of ZeRO-1.
+  add_variants(all, {"single_gqa", "dp2", "tp2_sp", "bf16_single_gqa", "zero1_dp2", "bf16_zero1_dp2_tp2_sp", "bf16_dp2_tp2_sp"},
+               "offload_", [](Case& c) { c.features.push_back("offload_optimizer"); });
   return cases_of_world(all, world);
+}
+
+// Offloading moves where the step runs, not what it computes: bitwise the same training as
+// the case without it, the optimizer state in the host category, and per step the range's
+// fp32 gradients out and its weights back over the host link.
+TEST(DistModel, OffloadIsTheSameTrainingWithTheStateOnTheHost) {
+  for (const auto& c : cases_for(world_size())) {
+    if (!c.name.starts_with("offload_")) continue;
+    SCOPED_TRACE(c.name);
+    Case plain = c;
+    std::erase(plain.features, std::string("offload_optimizer"));
+    const auto a = harness::run_case(c, MPI_COMM_WORLD, {}), b = harness::run_case(plain, MPI_COMM_WORLD, {});
+    expect_bitwise_equal(a, b, world_rank() == 0);
+    if (world_rank() != 0) continue;
+    auto peak = [](const nlohmann::json& r, const char* cat, int rank) {
+      for (const auto& row : r["memory"])
+        if (row["category"] == cat && row["rank"] == rank) return row["measured_bytes"].get<int64_t>();
+      return int64_t(-1);
+    };
+    for (int rank = 0; rank < c.layout.world(); ++rank) {
+      EXPECT_EQ(peak(a.result, "optimizer", rank), 0);
+      // 16 bytes per element of the range on the host against 8 (fp32) or 12 on the device,
+      // plus the cast weights in the step (bf16: 2 bytes).
+      const int64_t opt = peak(b.result, "optimizer", rank), per = c.dtype == "bf16" ? 12 : 8;
+      EXPECT_EQ(peak(a.result, "host", rank), opt / per * (16 + (c.dtype == "bf16" ? 2 : 0)));
+    }
+    int rows = 0;
+    for (const auto& row : a.result["comm"])
+      if (row["group"] == "host") {
+        ++rows;
+        EXPECT_EQ(row["phase"], "optimizer");
+        EXPECT_EQ(row["calls"].get<int64_t>(), c.train.steps);
+      }
+    EXPECT_EQ(rows, 2);
+  }
 }
 
 TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
@@ -201,6 +239,8 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     for (const auto& row : r["memory"]) {
       const std::string cat = row["category"];
       if (cat == "params" && reuse) {
+        EXPECT_EQ(row["measured_bytes"].get<int64_t>(), 0) << row.dump();
+      } else if (cat == "optimizer" && c.typed_features().offload_optimizer) {
         EXPECT_EQ(row["measured_bytes"].get<int64_t>(), 0) << row.dump();
       } else if (cat != "comm_buffers" && cat != "host") {
         EXPECT_GT(row["predicted_bytes"].get<int64_t>(), 0) << row.dump();
