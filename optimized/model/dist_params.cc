@@ -15,82 +15,20 @@
 
 namespace pb {
 
-namespace {
-// "model.layers.{l}.block_sparse_moe.experts.{e}.{w1|w2|w3}.weight" -> (l, projection order
-// w1, w3, w2, e); the router "...block_sparse_moe.gate.weight" is not an expert.
-struct ExpertKey {
-  int64_t layer = -1, proj = 0, expert = 0;
-  auto operator<=>(const ExpertKey&) const = default;
-};
-ExpertKey expert_key(const std::string& name) {
-  const auto at = name.find(".block_sparse_moe.experts.");
-  if (at == std::string::npos) return {};
-  ExpertKey k;
-  k.layer = std::stoll(name.substr(13));
-  const std::string rest = name.substr(at + 26);  // "{e}.{w}.weight"
-  k.expert = std::stoll(rest);
-  const char w = rest[rest.find('.') + 2];
-  k.proj = w == '1' ? 0 : w == '3' ? 1 : 2;
-  return k;
-}
-}  // namespace
-
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
                        bool reuse_fp32_param, int shards, int shard_rank, bool offload)
     : reuse_(reuse_fp32_param && dtype == DType::BF16), offload_(offload), shards_(shards), shard_rank_(shard_rank) {
   PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param is not available in this build yet");
-  // The global shapes and names come from the reference's own parameter list.
-  const auto shapes = ref::zero_params<float>(mc);
-  const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
-  std::vector<ShardedParam> norms, routers, sharded;
-  std::vector<std::pair<ExpertKey, ShardedParam>> experts;
-  ref::for_each_param(shapes, [&](const std::string& name, const ref::Mat<float>& m, bool is_vector) {
-    if (keep && !keep(name)) return;
-    const ExpertKey ek = expert_key(name);
-    if (ek.layer >= 0 && (ek.expert < e0 || ek.expert >= e0 + El)) return;  // another EP rank's
-    ShardedParam p;
-    p.name = name;
-    p.global_rows = m.rows();
-    p.global_cols = m.cols();
-    p.is_norm = is_vector;
-    p.is_expert = ek.layer >= 0;
-    const bool router = name.ends_with("block_sparse_moe.gate.weight");
-    if (p.is_expert || router) {  // replicated over TP (expert TP = 1)
-      if (router)
-        routers.push_back(std::move(p));
-      else
-        experts.emplace_back(ek, std::move(p));
-      return;
-    }
-    const bool by_cols = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
-    p.dim = is_vector ? ShardDim::None : by_cols ? ShardDim::Cols : ShardDim::Rows;
-    if (p.dim == ShardDim::Rows) {
-      PB_REQUIRE(m.rows() % tp == 0, "tp ", tp, " does not divide the rows of ", name);
-      p.row0 = m.rows() / tp * tp_rank;
-    }
-    if (p.dim == ShardDim::Cols) {
-      PB_REQUIRE(m.cols() % tp == 0, "tp ", tp, " does not divide the columns of ", name);
-      p.col0 = m.cols() / tp * tp_rank;
-    }
-    (is_vector ? norms : sharded).push_back(std::move(p));
-  });
-  params_ = std::move(norms);
-  for (auto& p : params_) norm_numel_ += p.global_cols;
-  replicated_numel_ = norm_numel_;
-  for (auto& p : routers) {
-    replicated_numel_ += p.global_rows * p.global_cols;
-    params_.push_back(std::move(p));
+  params_ = enumerate(mc, tp, tp_rank, keep, ep, ep_rank);
+  size_t n_dense = params_.size();
+  for (const auto& p : params_) {
+    if (p.is_norm) norm_numel_ += p.global_cols;
+    if (p.is_norm || p.name.ends_with("block_sparse_moe.gate.weight")) replicated_numel_ += p.global_rows * p.global_cols;
+    if (p.is_expert) n_dense = std::min(n_dense, size_t(&p - params_.data()));
   }
-  for (auto& p : sharded) params_.push_back(std::move(p));
-  std::stable_sort(experts.begin(), experts.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  const size_t n_dense = params_.size();
-  for (auto& [k, p] : experts) params_.push_back(std::move(p));
-
-  auto local_shape = [&](const ShardedParam& p) {
-    return std::vector<int64_t>{p.dim == ShardDim::Rows ? p.global_rows / tp : p.global_rows,
-                                p.dim == ShardDim::Cols ? p.global_cols / tp : p.global_cols};
-  };
+  const bool has_experts = n_dense < params_.size();
+  auto local_shape = [](const ShardedParam& p) { return std::vector<int64_t>{p.rows, p.cols}; };
   int64_t total = 0;
   for (const auto& p : params_) {
     const auto s = local_shape(p);
@@ -148,7 +86,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
         w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
       }
   }
-  if (experts.empty()) expert_offset_ = used;
+  if (!has_experts) expert_offset_ = used;
   if (!zero && !offload_) {
     copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
     master_to_weights();

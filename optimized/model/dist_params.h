@@ -42,6 +42,14 @@ enum class ParamPart { Grad, Master };  // which tensor of a parameter gather_gl
 
 class ProcessGrid;
 
+// "model.layers.{l}.block_sparse_moe.experts.{e}.{w1|w2|w3}.weight" -> (l, projection order
+// w1, w3, w2, e); layer -1 for every other name (the router is not an expert).
+struct ExpertKey {
+  int64_t layer = -1, proj = 0, expert = 0;
+  auto operator<=>(const ExpertKey&) const = default;
+};
+ExpertKey expert_key(const std::string& name);
+
 struct ShardedParam {
   std::string name;             // Hugging Face name of the global tensor
   int64_t global_rows = 0, global_cols = 0;
@@ -49,6 +57,7 @@ struct ShardedParam {
   int64_t row0 = 0, col0 = 0;   // this shard's offset in the global tensor
   bool is_norm = false;         // 1-D in files, replicated, not weight-decayed
   bool is_expert = false;       // an MoE expert's weight (held by one EP rank, not TP-sharded)
+  int64_t rows = 0, cols = 0;   // this rank's shard (local shape)
   int64_t offset = 0;           // its first element in the buffers
   Tensor w, g, m, v;            // (rows, cols) views into the buffers; w in the model dtype
   Tensor master;                // fp32 master weights (w itself in fp32 training)
@@ -66,6 +75,9 @@ class DistParams {
   // shards (DP x CP); this rank owns elements [shard_rank * s, (shard_rank + 1) * s) of them,
   // s = padded / shards: its fp32 master (bf16; a view of the weights in fp32) and Adam's
   // m and v are that range only; weights and gradients stay whole.
+  // This rank's parameters in buffer order, shapes only (param_layout.cc).
+  static std::vector<ShardedParam> enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
+                                             const std::function<bool(const std::string&)>& keep, int ep, int ep_rank);
   int shards() const { return shards_; }
   int64_t shard_size() const { return shard_; }
   int64_t shard_start() const { return shard_ * shard_rank_; }

@@ -1,0 +1,76 @@
+/* The parameters of one rank in buffer order (see dist_params.h): which global tensors it
+ * holds, their TP shards and local shapes, without storage (DistParams allocates; the
+ * analytic model sizes ZeRO's per-parameter shards from the same list). */
+#include <algorithm>
+
+#include "optimized/model/dist_params.h"
+#include "reference/common/error.h"
+#include "reference/model/params.h"
+
+namespace pb {
+
+ExpertKey expert_key(const std::string& name) {
+  const auto at = name.find(".block_sparse_moe.experts.");
+  if (at == std::string::npos) return {};
+  ExpertKey k;
+  k.layer = std::stoll(name.substr(13));
+  const std::string rest = name.substr(at + 26);  // "{e}.{w}.weight"
+  k.expert = std::stoll(rest);
+  const char w = rest[rest.find('.') + 2];
+  k.proj = w == '1' ? 0 : w == '3' ? 1 : 2;
+  return k;
+}
+
+
+std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
+                                                const std::function<bool(const std::string&)>& keep, int ep,
+                                                int ep_rank) {
+  // The global shapes and names come from the reference's own parameter list.
+  const auto shapes = ref::zero_params<float>(mc);
+  const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
+  std::vector<ShardedParam> norms, routers, sharded;
+  std::vector<std::pair<ExpertKey, ShardedParam>> experts;
+  ref::for_each_param(shapes, [&](const std::string& name, const ref::Mat<float>& m, bool is_vector) {
+    if (keep && !keep(name)) return;
+    const ExpertKey ek = expert_key(name);
+    if (ek.layer >= 0 && (ek.expert < e0 || ek.expert >= e0 + El)) return;  // another EP rank's
+    ShardedParam p;
+    p.name = name;
+    p.global_rows = m.rows();
+    p.global_cols = m.cols();
+    p.is_norm = is_vector;
+    p.is_expert = ek.layer >= 0;
+    const bool router = name.ends_with("block_sparse_moe.gate.weight");
+    if (p.is_expert || router) {  // replicated over TP (expert TP = 1)
+      if (router)
+        routers.push_back(std::move(p));
+      else
+        experts.emplace_back(ek, std::move(p));
+      return;
+    }
+    const bool by_cols = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
+    p.dim = is_vector ? ShardDim::None : by_cols ? ShardDim::Cols : ShardDim::Rows;
+    if (p.dim == ShardDim::Rows) {
+      PB_REQUIRE(m.rows() % tp == 0, "tp ", tp, " does not divide the rows of ", name);
+      p.row0 = m.rows() / tp * tp_rank;
+    }
+    if (p.dim == ShardDim::Cols) {
+      PB_REQUIRE(m.cols() % tp == 0, "tp ", tp, " does not divide the columns of ", name);
+      p.col0 = m.cols() / tp * tp_rank;
+    }
+    (is_vector ? norms : sharded).push_back(std::move(p));
+  });
+  std::vector<ShardedParam> out = std::move(norms);
+  for (auto& p : routers) out.push_back(std::move(p));
+  for (auto& p : sharded) out.push_back(std::move(p));
+  std::stable_sort(experts.begin(), experts.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [k, p] : experts) out.push_back(std::move(p));
+  for (auto& p : out) {
+    p.rows = p.dim == ShardDim::Rows ? p.global_rows / tp : p.global_rows;
+    p.cols = p.dim == ShardDim::Cols ? p.global_cols / tp : p.global_cols;
+  }
+  return out;
+
+}
+
+}  // namespace pb
