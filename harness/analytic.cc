@@ -7,6 +7,7 @@
 
 #include "optimized/model/attention_block.h"
 #include "optimized/model/dist_optimizer.h"
+#include "optimized/model/dist_params.h"
 #include "optimized/model/end_blocks.h"
 #include "optimized/model/mlp_block.h"
 #include "optimized/model/mlp_moe.h"
@@ -59,9 +60,26 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
                     (d.Lr - d.Lmoe) * 3 * d.H * d.F) /
                        d.t;
   d.zero = c.typed_features().distributed_optimizer;
+  d.zero_stage = d.zero ? c.typed_features().zero_stage : 0;
   const int64_t shards = d.zero ? d.d * d.c : 1;
   d.shard = (d.params_local + shards - 1) / shards;
   d.padded = d.shard * shards;
+  if (d.zero_stage >= 2 && shards > 1) {  // every parameter padded and sliced on its own
+    const auto params = DistParams::enumerate(
+        mc, int(d.t), 0, [&](const std::string& n) { return stage_holds(pl, pp_rank, d.L, n); }, int(d.ep), 0);
+    std::map<std::string, int64_t> blocks;  // the padded parameters of each block
+    d.shard = d.padded = 0;
+    for (const auto& p : params) {
+      const int64_t q = (p.rows * p.cols + shards - 1) / shards;
+      d.zero_padded.push_back(q * shards);
+      d.shard += q, d.padded += q * shards, d.zero_slice_max = std::max(d.zero_slice_max, q);
+      const auto& n = p.name;
+      const bool attn = n.find("input_layernorm") != std::string::npos || n.find("self_attn") != std::string::npos;
+      const std::string block = !n.starts_with("model.layers.") ? (n == "model.embed_tokens.weight" ? "emb" : "head")
+                                : n.substr(0, n.find('.', 13)) + (attn ? ".attn" : ".mlp");
+      d.zero_block_grads = std::max(d.zero_block_grads, blocks[block] += q * shards);
+    }
+  }
   return d;
 }
 
@@ -378,7 +396,9 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   // the step's staging (never at once: the pool is empty when the step runs).
   pr.memory[MemCategory::Host] = terms.memory[MemCategory::Host] + std::max(peaks.host, terms.host_step);
   // The distributed optimizer's reduce-scatter output (fp32, its range), after the backward.
-  pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? Dims::fp * d.shard : 0);
+  // ZeRO-2's reduce-scatter output of one parameter's slice (fp32) after a block's backward.
+  const int64_t zero_cb = d.zero_stage >= 2 ? Dims::fp * d.zero_slice_max : Dims::fp * d.shard;
+  pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? zero_cb : 0);
   pr.comm = comm_rows(terms);
   return pr;
 }

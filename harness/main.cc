@@ -294,6 +294,7 @@ struct AnalyzeArgs {
   std::string moe_dispatcher = "alltoall";
   std::string recompute_method = "uniform";
   int recompute_num_layers = 1;
+  int zero_stage = 1;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -366,6 +367,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.cp_kind = a.cp_kind, c.cp_balance = a.cp_balance, c.cp_ulysses = a.cp_ulysses;
   c.moe_dispatcher = a.moe_dispatcher;
   c.recompute_method = a.recompute_method, c.recompute_num_layers = a.recompute_num_layers;
+  c.zero_stage = a.zero_stage;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -440,6 +442,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   analyze->add_option("--recompute-num-layers", aa.recompute_num_layers,
                       "recompute_full: layers per group (uniform) or first layers of each stage (block)")
+      ->capture_default_str();
+  analyze->add_option("--zero-stage", aa.zero_stage, "distributed_optimizer: 1 (optimizer state) | 2 (and gradients)")
       ->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;

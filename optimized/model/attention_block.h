@@ -22,6 +22,7 @@ class AttentionBlock final : public Block {
   Tensor forward(BlockCtx& ctx, const Tensor& x) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dh) override;
   void drop(int mb) override;
+  std::vector<ShardedParam*> params() const override { return {in_norm_, wq_, wk_, wv_, wo_}; }
   AttentionCore& core() { return *core_; }
 
  private:

@@ -82,6 +82,9 @@ class Block {
   // Discards the saved state of micro-batch mb without a backward (recompute.h: a
   // checkpointed block keeps nothing between its forward and the recompute in backward).
   virtual void drop(int mb);
+  // The parameters whose gradients this block's backward writes (ZeRO-2/3 bind and reduce
+  // them around it).
+  virtual std::vector<ShardedParam*> params() const = 0;
 
  protected:
   virtual Tensor forward(BlockCtx& ctx, const Tensor& x) = 0;

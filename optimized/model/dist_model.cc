@@ -23,21 +23,6 @@ pp::Placement placement_of(const DistModelConfig& cfg, const ProcessGrid& grid) 
   return p;
 }
 
-// Whether pipeline rank r holds a parameter: its chunks' layers, the embedding with stage
-// 0, the final norm and the LM head with the last stage.
-bool holds(const pp::Placement& pl, int r, int64_t L, const std::string& name) {
-  if (name.starts_with("model.layers.")) {
-    const int64_t l = std::stoll(name.substr(13));
-    for (int c = 0; c < pl.v; ++c) {
-      const auto [l0, l1] = pl.layers(L, pl.stage(r, c));
-      if (l >= l0 && l < l1) return true;
-    }
-    return false;
-  }
-  if (name == "model.embed_tokens.weight") return pl.holds_first(r);
-  return pl.holds_last(r);  // model.norm.weight, lm_head.weight
-}
-
 // The RoPE position of each of this rank's token rows: 0..S-1 per sequence, or under CP the
 // positions of the rank's two chunks (parallel/cp_ring.h).
 std::vector<int64_t> token_positions(const DistModelConfig& cfg, const ProcessGrid& grid) {
@@ -56,13 +41,14 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       placement_(placement_of(cfg, grid)),
       params_(cfg.model, grid.layout().tp, grid.tp_rank(), cfg.seed, cfg.dtype,
               [&](const std::string& name) {
-                return holds(placement_, grid.pp_rank(), cfg.model.num_hidden_layers, name);
+                return stage_holds(placement_, grid.pp_rank(), cfg.model.num_hidden_layers, name);
               },
               grid.layout().ep, grid.ep().rank(), cfg.reuse_fp32_param,
               cfg.distributed_optimizer ? grid.dp_cp().size() : 1, cfg.distributed_optimizer ? grid.dp_cp().rank() : 0,
-              cfg.offload_optimizer),
+              cfg.offload_optimizer, cfg.zero_stage),
       sink_(cfg.strategies.grad_sink(params_)),
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
+      block_grads_(cfg.strategies.block_grads(params_, grid, *tp_)),
       provider_(cfg.strategies.params(params_)),
       policy_(cfg.strategies.activations()),
       pos_(token_positions(cfg, grid)) {  // uploaded here, once
@@ -123,7 +109,12 @@ Tensor DistModel::backward_chunk(int c, int mb, const Tensor& dy, bool split_w) 
   BlockCtx ctx{mb};
   Tensor d = dy;
   const auto& blocks = chunks_[size_t(c)];
-  for (size_t i = blocks.size(); i-- > 0;) d = blocks[i]->backward(ctx, d);
+  for (size_t i = blocks.size(); i-- > 0;) {
+    const auto params = blocks[i]->params();
+    block_grads_->before(params);
+    d = blocks[i]->backward(ctx, d);
+    block_grads_->after(params);
+  }
   tp_->defer_to(nullptr);
   if (!split_w) inflight_.erase(it);
   return d;

@@ -46,6 +46,7 @@ struct DistModelConfig {
   bool reuse_fp32_param = false;  // bf16: the weights live in the fp32 master's bytes (dist_params.h)
   bool distributed_optimizer = false;  // ZeRO-1: master and Adam state sharded over DP x CP
   bool offload_optimizer = false;      // ZeRO-Offload: master, Adam state and the step in host memory
+  int zero_stage = 1;                  // with distributed_optimizer: 1, or 2 (gradients sharded too)
 };
 
 class DistModel {
@@ -96,6 +97,7 @@ class DistModel {
   DistParams params_;
   std::unique_ptr<GradSink> sink_;
   std::unique_ptr<TpLinear> tp_;
+  std::unique_ptr<BlockGrads> block_grads_;
   std::unique_ptr<ParamProvider> provider_;
   std::unique_ptr<ActivationPolicy> policy_;
   IndexTensor pos_;  // (N) RoPE positions, on the model's device once

@@ -25,12 +25,16 @@ double DistOptimizer::sum_squares(int64_t from, int64_t to, bool experts) {
   return ops::sum_squares_segments(P.grad_buffer().view(from, {to - from}), ends);
 }
 
-void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
-  DistParams& P = model_.params();
+ops::AdamHyper DistOptimizer::hyper(double norm) {
   const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
   t_ += 1;
-  ops::AdamHyper h{float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
-                   1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
+  return {float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
+          1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
+}
+
+void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
+  DistParams& P = model_.params();
+  ops::AdamHyper h = hyper(norm);
   // Two launches: the norm weights in the range (no weight decay), then its matrices
   // (element-wise, so identical to per-tensor steps).
   const int64_t norms_end = std::clamp(P.norm_numel(), lo, hi);
@@ -52,6 +56,7 @@ void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
 double DistOptimizer::step() {
   PhaseScope phase(Phase::Optimizer);
   DistParams& P = model_.params();
+  if (P.per_param_shards()) return step_per_param();
   if (model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
     Tensor norms = P.replicated_grads();
     grid_.tp().all_reduce(norms);
@@ -126,6 +131,39 @@ double DistOptimizer::step_sharded() {
   return norm;
 }
 
+// ZeRO-2 (zero_grads.h): the gradients were reduce-scattered into the accumulator during
+// the backward; average them, the norm over the rank's slices (the norm weights' only on TP
+// rank 0) summed over DP x CP and the model-parallel group, AdamW on each parameter's slice,
+// and each parameter's all-gather of its new weights.
+double DistOptimizer::step_per_param() {
+  DistParams& P = model_.params();
+  Communicator& g = grad_group();
+  Tensor& acc = P.grad_accumulator();
+  ops::scale_(acc, 1.0f / float(g.size()));
+  const int64_t n = acc.numel(), skip = grid_.tp_rank() == 0 ? 0 : P.norm_slices();
+  const double sq_here = n > skip ? ops::sum_squares_segments(acc.view(skip, {n - skip}), {n - skip}) : 0.0;
+  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
+  ops::AdamHyper h = hyper(norm);
+  for (auto& p : P.all()) {
+    h.weight_decay = p.is_norm ? 0.0f : float(tc_.weight_decay);
+    const int64_t q = p.slice_len;
+    Tensor w = P.master_slice(p), gr = acc.view(p.slice, {q});
+    Tensor m = P.adam_m_buffer().view(p.slice, {q}), v = P.adam_v_buffer().view(p.slice, {q});
+    ops::adamw(w, gr, m, v, h);
+  }
+  for (auto& p : P.all()) {
+    Tensor updated = Tensor::empty({p.slice_len}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (q)
+    const Tensor master = P.master_slice(p);
+    if (updated.dtype() == DType::F32)
+      ops::copy(updated, master);
+    else
+      ops::cast(updated, master);
+    Tensor whole = P.weight_buffer().view(p.offset, {p.padded});
+    g.all_gather(whole, updated);
+  }
+  return norm;
+}
+
 // ZeRO-Offload: the reduced fp32 gradients of the step to the host copy.
 void DistOptimizer::to_host(const Tensor& grads) {
   Tensor& h = model_.params().host_grads();
@@ -152,7 +190,8 @@ void optimizer_terms(const Dims& d, Terms& t) {
   t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
   const int64_t P = d.zero ? d.padded : d.params_local;  // the distributed optimizer pads its buffers
   t.memory[MemCategory::Params] += d.e * P;
-  t.memory[MemCategory::Grads] += Dims::fp * P;
+  // ZeRO-2: the accumulator of the rank's slices, and one block's whole gradients at a time.
+  t.memory[MemCategory::Grads] += Dims::fp * (d.zero_padded.empty() ? P : d.shard + d.zero_block_grads);
   // (+ master) + m + v: whole, or this rank's range of them (ZeRO-1)
   t.memory[MemCategory::Optimizer] += (d.e == Dims::fp ? 2 : 3) * Dims::fp * (d.zero ? d.shard : d.params_local);
 }

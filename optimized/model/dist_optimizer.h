@@ -30,7 +30,9 @@ class DistOptimizer {
   double average_loss(double local_mean);
 
  private:
-  double step_sharded();  // the distributed optimizer (ZeRO-1)
+  double step_sharded();    // the distributed optimizer (ZeRO-1)
+  double step_per_param();  // ZeRO-2: the gradients already reduced into the rank's slices
+  ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step)
   void to_host(const Tensor& grads);  // ZeRO-Offload: the step's reduced gradients to the host
   // The squares of the (expert or other) gradients in [from, to) of the buffer.
   double sum_squares(int64_t from, int64_t to, bool experts);

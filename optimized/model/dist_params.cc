@@ -17,9 +17,15 @@ namespace pb {
 
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
-                       bool reuse_fp32_param, int shards, int shard_rank, bool offload)
-    : reuse_(reuse_fp32_param && dtype == DType::BF16), offload_(offload), shards_(shards), shard_rank_(shard_rank) {
+                       bool reuse_fp32_param, int shards, int shard_rank, bool offload, int zero_stage)
+    : reuse_(reuse_fp32_param && dtype == DType::BF16),
+      offload_(offload),
+      per_param_(zero_stage >= 2 && shards > 1),
+      shards_(shards),
+      shard_rank_(shard_rank) {
   PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param is not available in this build yet");
+  PB_REQUIRE(!(per_param_ && (offload || reuse_)), "ZeRO-2/3 with offload or reuse_fp32_param is not available in this "
+                                                   "build yet");
   params_ = enumerate(mc, tp, tp_rank, keep, ep, ep_rank);
   size_t n_dense = params_.size();
   for (const auto& p : params_) {
@@ -33,6 +39,18 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   for (const auto& p : params_) {
     const auto s = local_shape(p);
     total += s[0] * s[1];
+  }
+  if (per_param_) {  // ZeRO-2/3: the initial values, then the per-parameter layout (zero_shards.cc)
+    std::vector<float> host;
+    for (const auto& p : params_)
+      for (int64_t i = 0; i < p.rows; ++i)
+        for (int64_t j = 0; j < p.cols; ++j) {
+          const uint64_t global = uint64_t((p.row0 + i) * p.global_cols + (p.col0 + j));
+          host.push_back(float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range)));
+        }
+    build_per_param(host, dtype);
+    expert_offset_ = weights_.numel();
+    return;
   }
   const int64_t used = total;
   shard_ = (total + shards_ - 1) / shards_;
@@ -220,7 +238,7 @@ Tensor DistParams::expert_weight_grads(int64_t layer, const char* proj) {
   return grads_.view(p.offset, {n, p.global_rows, p.global_cols});
 }
 
-void DistParams::zero_grads() { ops::zero(grads_); }
+void DistParams::zero_grads() { ops::zero(per_param_ ? grad_acc_ : grads_); }
 
 namespace {
 
@@ -270,7 +288,9 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &owner, 1, MPI_INT, MPI_MAX, comm));
   PB_REQUIRE(owner >= 0, "no rank holds parameter ", name);
   std::vector<float> out, whole;
-  if (holds && shards_ > 1) {  // the distributed optimizer: the whole buffer from the DP x CP shards
+  if (holds && per_param_) {
+    whole = gather_slices(get(name), part, grid);
+  } else if (holds && shards_ > 1) {  // the distributed optimizer: the whole buffer from the DP x CP shards
     std::vector<float> own(static_cast<size_t>(shard_));
     if (part == ParamPart::Grad)
       copy_bytes(own.data(), Device::CPU, grads_.view(shard_start(), {shard_}).raw(), grads_.device(), own.size() * 4);
@@ -284,7 +304,9 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
     const ShardedParam& p = get(name);
     const int t = grid.layout().tp;
     std::vector<float> mine;
-    if (shards_ > 1) {
+    if (per_param_) {
+      mine = std::move(whole);
+    } else if (shards_ > 1) {
       mine.assign(whole.begin() + p.offset, whole.begin() + p.offset + p.w.numel());
     } else if (part == ParamPart::Grad) {
       mine.resize(static_cast<size_t>(p.g.numel()));

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "optimized/core/tensor.h"
+#include "optimized/parallel/pp_placement.h"
 #include "reference/model/config.h"
 
 namespace pb {
@@ -49,6 +50,9 @@ struct ExpertKey {
   auto operator<=>(const ExpertKey&) const = default;
 };
 ExpertKey expert_key(const std::string& name);
+// Whether pipeline rank r holds a parameter: its chunks' layers, the embedding with stage 0,
+// the final norm and the LM head with the last stage.
+bool stage_holds(const pp::Placement& pl, int r, int64_t L, const std::string& name);
 
 struct ShardedParam {
   std::string name;             // Hugging Face name of the global tensor
@@ -59,6 +63,10 @@ struct ShardedParam {
   bool is_expert = false;       // an MoE expert's weight (held by one EP rank, not TP-sharded)
   int64_t rows = 0, cols = 0;   // this rank's shard (local shape)
   int64_t offset = 0;           // its first element in the buffers
+  // ZeRO-2/3 (per-parameter shards, zero_shards.cc): the parameter padded to a multiple of
+  // the shards, and this rank's slice of it: elements [r q, (r+1) q) of the padded tensor,
+  // at `slice` in the shard buffers (q = padded / shards).
+  int64_t padded = 0, slice = 0, slice_len = 0;
   Tensor w, g, m, v;            // (rows, cols) views into the buffers; w in the model dtype
   Tensor master;                // fp32 master weights (w itself in fp32 training)
 };
@@ -70,7 +78,8 @@ class DistParams {
   // ep, ep_rank: expert parallelism (this rank holds experts ep_rank*E/ep .. +E/ep - 1).
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
              const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0,
-             bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0, bool offload = false);
+             bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0, bool offload = false,
+             int zero_stage = 1);
   // The distributed optimizer (ZeRO-1, Megatron): the buffers padded to a multiple of the
   // shards (DP x CP); this rank owns elements [shard_rank * s, (shard_rank + 1) * s) of them,
   // s = padded / shards: its fp32 master (bf16; a view of the weights in fp32) and Adam's
@@ -93,6 +102,15 @@ class DistParams {
   // optimizer) in host memory (MemCategory::Host); the step runs there and sends the new
   // weights back. Indexed like the master (from the range's start).
   bool offloaded() const { return offload_; }
+  // ZeRO-2 (zero_stage 2 over more than one shard): every parameter sharded on its own
+  // (ShardedParam::padded, slice); the gradients live in a (shard) fp32 accumulator of the
+  // rank's slices, and a parameter's whole gradient p.g exists only while its block's
+  // backward writes it (model/zero_grads.h binds it and reduce-scatters it into the slice).
+  bool per_param_shards() const { return per_param_; }
+  Tensor& grad_accumulator() { return grad_acc_; }
+  int64_t norm_slices() const { return norm_slices_; }  // the norm weights' slices: the first of the shard
+  // This rank's slice of p's fp32 master (bf16: the master buffer; fp32: the weights).
+  Tensor master_slice(const ShardedParam& p);
   Tensor& host_grads() { return host_grads_; }
   std::vector<float> master_shard_values() const;  // this rank's range of the fp32 master
   // Before the optimizer updates the master weights: with reuse-fp32-param, back to fp32.
@@ -135,8 +153,12 @@ class DistParams {
 
  private:
   std::vector<ShardedParam> params_;
-  Tensor weights_, master_, grads_, m_, v_, residual_, host_grads_;
-  bool offload_ = false;
+  Tensor weights_, master_, grads_, m_, v_, residual_, host_grads_, grad_acc_;
+  bool offload_ = false, per_param_ = false;
+  int64_t norm_slices_ = 0;
+  // zero_shards.cc: the per-parameter layout, its initial values, its gather.
+  void build_per_param(const std::vector<float>& host, DType dtype);
+  std::vector<float> gather_slices(const ShardedParam& p, ParamPart part, ProcessGrid& grid);
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
   bool reuse_ = false;
   int shards_ = 1, shard_rank_ = 0;

@@ -20,6 +20,7 @@ class EmbeddingBlock final : public Block {
   explicit EmbeddingBlock(const BlockEnv& env);
   Tensor forward(BlockCtx& ctx, const Tensor& unused) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dx) override;
+  std::vector<ShardedParam*> params() const override { return {table_}; }
 
  private:
   const BlockEnv& env_;
@@ -33,6 +34,7 @@ class HeadBlock final : public Block {
   ~HeadBlock() override;
   Tensor forward(BlockCtx& ctx, const Tensor& x) override;
   Tensor backward(BlockCtx& ctx, const Tensor& unused) override;
+  std::vector<ShardedParam*> params() const override { return {norm_, head_}; }
 
  private:
   struct Saved;

@@ -31,6 +31,7 @@ class Mlp {
   virtual std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m, BlockCtx& ctx) = 0;
   // dm (N_s, H) overwritten; weight gradients to the TP linear's sink.
   virtual void backward(Tensor& dm, const Tensor& df, Saved& s) = 0;
+  virtual std::vector<ShardedParam*> params() const = 0;  // the weights it owns
 };
 
 class DenseSwiGlu final : public Mlp {
@@ -38,6 +39,7 @@ class DenseSwiGlu final : public Mlp {
   DenseSwiGlu(const BlockEnv& env, int64_t layer);
   std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m, BlockCtx& ctx) override;
   void backward(Tensor& dm, const Tensor& df, Saved& s) override;
+  std::vector<ShardedParam*> params() const override { return {wg_, wu_, wd_}; }
 
  private:
   const BlockEnv& env_;

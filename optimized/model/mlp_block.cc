@@ -59,6 +59,12 @@ Tensor MlpBlock::backward(BlockCtx& ctx, const Tensor& dy) {
 
 void MlpBlock::drop(int mb) { saved_.end(mb); }
 
+std::vector<ShardedParam*> MlpBlock::params() const {
+  std::vector<ShardedParam*> p{post_norm_};
+  for (ShardedParam* q : mlp_->params()) p.push_back(q);
+  return p;
+}
+
 int64_t mlp_block_saved_bytes(const Dims& d) { return 2 * d.e * d.Ns * d.H + Dims::fp * d.Ns; }
 
 BlockWorkspace mlp_block_workspace(const Dims& d) {

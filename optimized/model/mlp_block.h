@@ -20,6 +20,7 @@ class MlpBlock final : public Block {
   Tensor forward(BlockCtx& ctx, const Tensor& h) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dy) override;
   void drop(int mb) override;
+  std::vector<ShardedParam*> params() const override;
   Mlp& mlp() { return *mlp_; }
 
  private:

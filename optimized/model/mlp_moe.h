@@ -58,6 +58,8 @@ class MoeMlp final : public Mlp {
   MoeMlp(const BlockEnv& env, int64_t layer, std::unique_ptr<TokenDispatcher> dispatcher);
   std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m, BlockCtx& ctx) override;
   void backward(Tensor& dm, const Tensor& df, Saved& s) override;
+  // The router (the experts' gradients are one block of the buffer: ep_grads.h).
+  std::vector<ShardedParam*> params() const override { return {router_}; }
 
  private:
   const BlockEnv& env_;

@@ -22,6 +22,21 @@ ExpertKey expert_key(const std::string& name) {
 }
 
 
+// Whether pipeline rank r holds a parameter: its chunks' layers, the embedding with stage
+// 0, the final norm and the LM head with the last stage.
+bool stage_holds(const pp::Placement& pl, int r, int64_t L, const std::string& name) {
+  if (name.starts_with("model.layers.")) {
+    const int64_t l = std::stoll(name.substr(13));
+    for (int c = 0; c < pl.v; ++c) {
+      const auto [l0, l1] = pl.layers(L, pl.stage(r, c));
+      if (l >= l0 && l < l1) return true;
+    }
+    return false;
+  }
+  if (name == "model.embed_tokens.weight") return pl.holds_first(r);
+  return pl.holds_last(r);  // model.norm.weight, lm_head.weight
+}
+
 std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                                 const std::function<bool(const std::string&)>& keep, int ep,
                                                 int ep_rank) {

@@ -53,6 +53,13 @@ Tensor CheckpointedBlocks::backward(BlockCtx& ctx, const Tensor& dout) {
   return d;
 }
 
+std::vector<ShardedParam*> CheckpointedBlocks::params() const {
+  std::vector<ShardedParam*> all;
+  for (const auto& b : blocks_)
+    for (ShardedParam* p : b->params()) all.push_back(p);
+  return all;
+}
+
 void CheckpointedBlocks::drop(int mb) {
   for (auto& b : blocks_) b->drop(mb);
   kept_.end(mb);

@@ -45,6 +45,7 @@ class CheckpointedBlocks final : public Block {
   Tensor forward(BlockCtx& ctx, const Tensor& x) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dout) override;
   void drop(int mb) override;
+  std::vector<ShardedParam*> params() const override;
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }
 
  private:

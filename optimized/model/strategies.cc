@@ -11,6 +11,7 @@ Strategies Strategies::defaults() {
   s.params = [](DistParams&) { return std::make_unique<ResidentParams>(); };
   s.activations = [] { return std::make_unique<KeepActivations>(); };
   s.grad_sink = [](DistParams&) { return std::make_unique<AccumulateGrads>(); };
+  s.block_grads = [](DistParams&, ProcessGrid&, TpLinear&) { return std::make_unique<WholeGrads>(); };
   s.recompute_groups = [](int64_t, int64_t) { return std::vector<std::pair<int64_t, int64_t>>{}; };
   s.tp_linear_terms = tp_allreduce_terms;
   s.tp_outer_rows = [](int64_t N, int64_t) { return N; };

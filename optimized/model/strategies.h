@@ -22,12 +22,14 @@
 #include "optimized/model/attention_core.h"
 #include "optimized/model/mlp.h"
 #include "optimized/model/param_provider.h"
+#include "optimized/model/zero_grads.h"
 #include "optimized/parallel/grad_sink.h"
 #include "optimized/parallel/tp_linear.h"
 
 namespace pb {
 
 struct BlockEnv;
+class ProcessGrid;
 
 struct Strategies {
   std::function<std::unique_ptr<TpLinear>(Communicator& tp, GradSink& sink)> tp_linear;
@@ -39,7 +41,9 @@ struct Strategies {
   // Full recompute: the checkpointed layer groups [first, last) of a chunk's layers [l0, l1)
   // (none by default).
   std::function<std::vector<std::pair<int64_t, int64_t>>(int64_t l0, int64_t l1)> recompute_groups;
-  bool swap_attention = false;  // the activation policy swaps attention state to the host (its walk)
+  bool swap_attention = false;
+  // Where a block's parameter gradients live around its backward (model/zero_grads.h).
+  std::function<std::unique_ptr<BlockGrads>(DistParams& params, ProcessGrid& grid, TpLinear& tp)> block_grads;  // the activation policy swaps attention state to the host (its walk)
   // The analytic terms that come with the chosen strategies (written beside their code):
   // the TP linears' communication, and the bytes the attention core and the MLP save per
   // layer and micro-batch.

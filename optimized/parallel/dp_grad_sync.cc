@@ -13,6 +13,14 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
 
 void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_cp")
   const char* group = d.c > 1 ? "dp_cp" : "dp";
+  if (!d.zero_padded.empty()) {  // ZeRO-2: each parameter every micro-batch; all-gathered each step
+    for (const int64_t n : d.zero_padded) {
+      t.call(group, CommOp::ReduceScatter, Phase::Backward, d.mb, Dims::fp * n, d.d * d.c);
+      t.call(group, CommOp::AllGather, Phase::Optimizer, d.steps, d.e * n, d.d * d.c);
+    }
+    t.call(group, CommOp::AllReduce, Phase::Optimizer, 2 * d.steps, 8, d.d * d.c);  // norm and loss
+    return;
+  }
   if (d.zero) {  // the distributed optimizer: reduce-scatter, the range's squared norm, all-gather
     t.call(group, CommOp::ReduceScatter, Phase::Optimizer, d.steps, Dims::fp * d.padded, d.d * d.c);
     t.call(group, CommOp::AllGather, Phase::Optimizer, d.steps, d.e * d.padded, d.d * d.c);

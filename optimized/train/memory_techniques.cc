@@ -9,6 +9,9 @@
 #include "optimized/model/attention_block.h"
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/model/recompute.h"
+#include "optimized/model/zero_grads.h"
+#include "optimized/parallel/process_grid.h"
+#include "optimized/parallel/tp_linear.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/moe_routing.h"
 #include "optimized/parallel/pp_placement.h"
@@ -16,6 +19,12 @@
 #include "reference/common/error.h"
 
 namespace pb {
+
+namespace {
+bool split_backward(const CaseSpec& c) {
+  return c.layout.pp > 1 && pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)).split_backward;
+}
+}  // namespace
 
 // --- reuse_fp32_param: MindSpeed's reuse-fp32-param (the parameter storage) ---
 void reuse_require(const CaseSpec& c) {
@@ -30,10 +39,29 @@ void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
     t.memory[MemCategory::Params] -= d.e * d.params_local;
 }
 
-// --- distributed_optimizer: ZeRO-1 ---
+// --- distributed_optimizer: ZeRO-1, or ZeRO-2 (case key zero_stage) ---
 void zero1_require(const CaseSpec& c) {
+  const int stage = c.features.zero_stage;
+  PB_REQUIRE(stage >= 1 && stage <= 3, "invalid case: unknown zero_stage ", stage, " (1, 2, 3)");
+  PB_REQUIRE(stage != 3, "invalid case: zero_stage 3 (parameters sharded) is not available in this build yet");
+  if (stage == 2) {
+    PB_REQUIRE(!split_backward(c), "invalid case: zero_stage 2 with a split-backward schedule (", c.schedule,
+               ") is not available in this build yet");
+    PB_REQUIRE(!c.features.recompute_full && !c.features.offload_optimizer && !c.features.reuse_fp32_param,
+               "invalid case: zero_stage 2 with recompute_full, offload_optimizer or reuse_fp32_param is not "
+               "available in this build yet");
+  }
   PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: distributed_optimizer with MoE experts is not available "
                                              "in this build yet");
+}
+
+void zero_install(const CaseSpec& c, Strategies& s) {
+  if (c.features.zero_stage < 2) return;
+  s.block_grads = [](DistParams& params, ProcessGrid& grid, TpLinear& tp) -> std::unique_ptr<BlockGrads> {
+    if (!params.per_param_shards()) return std::make_unique<WholeGrads>();  // dp x cp = 1: nothing to shard
+    Communicator& shards = grid.layout().cp > 1 ? grid.dp_cp() : grid.dp();
+    return std::make_unique<ShardedGrads>(params, shards, grid.tp(), tp.replicated_grads_partial());
+  };
 }
 
 // --- offload_optimizer: ZeRO-Offload (dist_params.h, dist_optimizer.h offload_terms) ---
@@ -52,9 +80,6 @@ void forward_again(const Terms& once, Terms& t) {
     if (c.phase == Phase::Forward) t.comm.push_back({c.group, c.op, Phase::Backward, c.calls, c.bytes_per_call, c.group_size});
 }
 
-bool split_backward(const CaseSpec& c) {
-  return c.layout.pp > 1 && pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)).split_backward;
-}
 
 void recompute_common(const CaseSpec& c, const char* name) {
   PB_REQUIRE(!split_backward(c), "invalid case: ", name, " with a split-backward schedule (", c.schedule,

@@ -16,6 +16,7 @@ namespace pb {
 void reuse_require(const CaseSpec& c);
 void reuse_terms(const CaseSpec& c, const Dims& d, Terms& t);
 void zero1_require(const CaseSpec& c);
+void zero_install(const CaseSpec& c, Strategies& s);
 void offload_require(const CaseSpec& c);
 void offload_entry_terms(const CaseSpec& c, const Dims& d, Terms& t);
 void recompute_full_require(const CaseSpec& c);

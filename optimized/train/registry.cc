@@ -214,10 +214,11 @@ const std::vector<Technique>& techniques() {
        true, false, [](const CaseSpec& c) { return c.layout.ep > 1 || moe_model(c); }, nullptr, ep_require,
        ep_install, ep_entry_terms},
       {"distributed_optimizer", K::Feature,
-       "ZeRO-1 (Megatron's distributed optimizer, arXiv 1910.02054): fp32 master and Adam state sharded over DP x CP; "
-       "reduce-scatter, step on the shard, all-gather",
+       "ZeRO (arXiv 1910.02054), case key zero_stage: 1 (Megatron's distributed optimizer: fp32 master and Adam state "
+       "sharded over DP x CP; reduce-scatter, step on the shard, all-gather) or 2 (gradients sharded too: each "
+       "parameter reduce-scattered after its block's backward)",
        true, false, [](const CaseSpec& c) { return c.features.distributed_optimizer; },
-       [](Features& f) { f.distributed_optimizer = true; }, zero1_require, nullptr, nullptr},
+       [](Features& f) { f.distributed_optimizer = true; }, zero1_require, zero_install, nullptr},
       {"offload_optimizer", K::Feature,
        "ZeRO-Offload (arXiv 2101.06840): fp32 master, Adam state and the step in host memory; the reduced gradients "
        "go to the host and the new weights back every step (with distributed_optimizer: the rank's range)",

@@ -104,7 +104,8 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
                    pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses,
-                   c.features.reuse_fp32_param, c.features.distributed_optimizer, c.features.offload_optimizer},
+                   c.features.reuse_fp32_param, c.features.distributed_optimizer, c.features.offload_optimizer,
+                   c.features.zero_stage},
                   grid);
   // Under CP each rank takes its chunks of every sequence: tokens and labels alike.
   const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,

@@ -77,6 +77,7 @@ class CountingMlp final : public Mlp {
     ++c_.n["mlp.backward"];
     inner_.backward(dm, df, s);
   }
+  std::vector<ShardedParam*> params() const override { return inner_.params(); }
 
  private:
   DenseSwiGlu inner_;

@@ -1,0 +1,35 @@
+/* ZeRO-2's gradients around a block's backward (see zero_grads.h). */
+#include "optimized/model/zero_grads.h"
+
+#include "optimized/comm/communicator.h"
+#include "optimized/kernels/ops.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+void ShardedGrads::before(const std::vector<ShardedParam*>& params) {
+  PB_REQUIRE(whole_.empty(), "ZeRO-2: a block's backward began before the last one's gradients were reduced");
+  for (ShardedParam* p : params) {
+    Tensor g = Tensor::zeros({p->padded}, MemCategory::Grads, DType::F32);  // (n')
+    p->g = g.view(0, {p->rows, p->cols});
+    whole_.emplace_back(p, g);
+  }
+}
+
+void ShardedGrads::after(const std::vector<ShardedParam*>&) {
+  Tensor& acc = params_.grad_accumulator();
+  for (auto& [p, g] : whole_) {
+    if (p->is_norm && tp_partial_) {  // SP: each TP rank saw N/TP rows of the norm's input
+      Tensor whole = g.view(0, {p->rows * p->cols});
+      tp_.all_reduce(whole);
+    }
+    Tensor part = Tensor::empty({p->slice_len}, MemCategory::CommBuffers, DType::F32);  // (q)
+    shards_.reduce_scatter(part, g);
+    Tensor mine = acc.view(p->slice, {p->slice_len});
+    ops::add_(mine, part);
+    p->g = Tensor();
+  }
+  whole_.clear();
+}
+
+}  // namespace pb

@@ -1,0 +1,60 @@
+/* Where a block's parameter gradients live around its backward (the gradient-sink seam's
+ * block-level half, DESIGN.md "The decoder as blocks"): the model calls before() and
+ * after() with the block's parameters around every block backward.
+ *
+ *   WholeGrads    the gradients are views into one whole buffer (DistParams): nothing to do
+ *   ShardedGrads  ZeRO-2 (Rajbhandari et al., arXiv 1910.02054; DeepSpeed's stage 2):
+ *                 before: each parameter's whole fp32 gradient (n' = q d elements, zeroed,
+ *                 MemCategory::Grads) is allocated and bound to p.g;
+ *                 after: under SP a replicated (norm) gradient is first summed over TP;
+ *                 each gradient is reduce-scattered over DP x CP (its q-element slice of
+ *                 the sum, a CommBuffers transient) and added into the rank's fp32
+ *                 accumulator; the whole gradient is freed.
+ * Per micro-batch, so the gradients of one block at a time are whole: the grads peak is
+ * 4 (sum q + the largest block's sum n') bytes instead of 4 sum n. The cost: every
+ * micro-batch reduce-scatters (DeepSpeed's stage 2 as well), m times ZeRO-1's
+ * reduce-scatter bytes, against none of its gradient all-reduce at the step.
+ */
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "optimized/model/dist_params.h"
+
+namespace pb {
+
+class Communicator;
+class TpLinear;
+
+class BlockGrads {
+ public:
+  virtual ~BlockGrads() = default;
+  virtual void before(const std::vector<ShardedParam*>& params) = 0;
+  virtual void after(const std::vector<ShardedParam*>& params) = 0;
+};
+
+class WholeGrads final : public BlockGrads {
+ public:
+  void before(const std::vector<ShardedParam*>&) override {}
+  void after(const std::vector<ShardedParam*>&) override {}
+};
+
+class ShardedGrads final : public BlockGrads {
+ public:
+  // shards: the DP x CP group; tp: its replicated gradients summed first where the TP
+  // strategy leaves them partial (SP).
+  ShardedGrads(DistParams& params, Communicator& shards, Communicator& tp, bool tp_partial)
+      : params_(params), shards_(shards), tp_(tp), tp_partial_(tp_partial) {}
+  void before(const std::vector<ShardedParam*>& params) override;
+  void after(const std::vector<ShardedParam*>& params) override;
+
+ private:
+  DistParams& params_;
+  Communicator& shards_;
+  Communicator& tp_;
+  bool tp_partial_;
+  std::vector<std::pair<ShardedParam*, Tensor>> whole_;  // the bound gradients (n')
+};
+
+}  // namespace pb

@@ -1,0 +1,73 @@
+/* ZeRO-2/3's per-parameter shards of DistParams (see dist_params.h; Rajbhandari et al.,
+ * "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models", arXiv 1910.02054):
+ * each parameter of n elements is padded to n' = q d (d = DP x CP shards, q = ceil(n/d))
+ * and rank r owns elements [r q, (r+1) q) of it; the shard buffers (the gradient
+ * accumulator, the fp32 master in bf16, Adam's m and v) are the rank's slices in parameter
+ * order, so the norm weights' slices come first (not weight-decayed, counted once over TP).
+ * The weights stay whole (ZeRO-2), each parameter at its padded offset. */
+#include <algorithm>
+#include <cstring>
+
+#include "optimized/core/device.h"
+#include "optimized/core/fatal.h"
+#include "optimized/model/dist_params.h"
+#include "optimized/parallel/process_grid.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+void DistParams::build_per_param(const std::vector<float>& host, DType dtype) {
+  int64_t off = 0, slice = 0;
+  for (auto& p : params_) {
+    const int64_t n = p.rows * p.cols, q = (n + shards_ - 1) / shards_;
+    p.padded = q * shards_, p.slice_len = q;
+    p.offset = off, p.slice = slice;
+    off += p.padded, slice += q;
+    if (p.is_norm) norm_slices_ += q;
+  }
+  shard_ = slice;
+  weights_ = Tensor::zeros({off}, MemCategory::Params, dtype);
+  grad_acc_ = Tensor::zeros({shard_}, MemCategory::Grads, DType::F32);
+  if (dtype != DType::F32) master_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
+  m_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
+  v_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
+  // The whole weights (bf16: rounded on the host) and this rank's slices of the master.
+  std::vector<float> w(static_cast<size_t>(off), 0.0f), mine(static_cast<size_t>(shard_), 0.0f);
+  size_t at = 0;
+  for (auto& p : params_) {
+    const int64_t n = p.rows * p.cols;
+    std::copy_n(host.begin() + int64_t(at), n, w.begin() + p.offset);
+    for (int64_t i = 0; i < p.slice_len; ++i) {
+      const int64_t e = shard_rank_ * p.slice_len + i;
+      if (e < n) mine[size_t(p.slice + i)] = host[at + size_t(e)];
+    }
+    at += size_t(n);
+    p.w = weights_.view(p.offset, {p.rows, p.cols});
+  }
+  if (dtype == DType::F32) {
+    copy_bytes(weights_.raw(), weights_.device(), w.data(), Device::CPU, w.size() * 4);
+  } else {
+    std::vector<uint16_t> b(w.size());
+    for (size_t i = 0; i < w.size(); ++i) b[i] = float_to_bf16(w[i]);
+    copy_bytes(weights_.raw(), weights_.device(), b.data(), Device::CPU, b.size() * 2);
+    copy_bytes(master_.raw(), master_.device(), mine.data(), Device::CPU, mine.size() * 4);
+  }
+}
+
+Tensor DistParams::master_slice(const ShardedParam& p) {
+  if (master_.defined()) return master_.view(p.slice, {p.slice_len});
+  return weights_.view(p.offset + shard_rank_ * p.slice_len, {p.slice_len});  // fp32: the weights themselves
+}
+
+// The whole (TP shard of the) parameter from the DP x CP ranks' slices.
+std::vector<float> DistParams::gather_slices(const ShardedParam& p, ParamPart part, ProcessGrid& grid) {
+  const int64_t q = p.slice_len;
+  std::vector<float> own(static_cast<size_t>(q)), whole(static_cast<size_t>(q * shards_));
+  const Tensor src = part == ParamPart::Grad ? grad_acc_.view(p.slice, {q}) : master_slice(p);
+  copy_bytes(own.data(), Device::CPU, src.raw(), src.device(), own.size() * 4);
+  MPI_CHECK(MPI_Allgather(own.data(), int(q), MPI_FLOAT, whole.data(), int(q), MPI_FLOAT, grid.raw_dp_cp()));
+  whole.resize(static_cast<size_t>(p.rows * p.cols));
+  return whole;
+}
+
+}  // namespace pb
