@@ -120,6 +120,17 @@ static std::vector<Case> cases_for(int world) {
   add_variants(all, {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp", "bf16_zero1_dp2_tp2_sp", "bf16_zero1_dp4"},
                "reuse_",  // reuse-fp32-param, without and with the distributed optimizer
                [](Case& c) { c.features.push_back("reuse_fp32_param"); });
+  // The memory techniques over a pipeline of two stages (1F1B, a layer each).
+  auto pp2 = [&](const std::string& name, int dp, const std::vector<std::string>& f, int zero_stage, const char* dtype) {
+    Case c = make_case(name, gqa, dp, 1, false, 2, 8, 3);
+    c.layout.pp = 2, c.schedule = "1f1b", c.features = f, c.zero_stage = zero_stage, c.dtype = dtype;
+    all.push_back(c);
+  };
+  pp2("pp2_dp2_zero1", 2, {"distributed_optimizer"}, 1, "fp32");
+  pp2("pp2_dp2_zero2", 2, {"distributed_optimizer"}, 2, "bf16");
+  pp2("pp2_offload", 1, {"offload_optimizer"}, 1, "bf16");
+  pp2("pp2_reuse", 1, {"reuse_fp32_param"}, 1, "bf16");
+  pp2("pp2_dp2_zero1_reuse", 2, {"distributed_optimizer", "reuse_fp32_param"}, 1, "bf16");
   // ZeRO-Offload: the optimizer state and step on the host, whole or the range of ZeRO-1.
   add_variants(all, {"single_gqa", "dp2", "tp2_sp", "bf16_single_gqa", "zero1_dp2", "bf16_zero1_dp2_tp2_sp", "bf16_dp2_tp2_sp"},
                "offload_", [](Case& c) { c.features.push_back("offload_optimizer"); });
@@ -236,13 +247,13 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     // Reuse-fp32-param: no parameter buffer (the master's bytes hold the weights), or with
     // the distributed optimizer a 2-byte residual instead of the range's 4-byte master.
     const bool zero = c.typed_features().distributed_optimizer;
-    const bool reuse = c.name.starts_with("reuse_") && !zero;
+    const bool reuse = c.typed_features().reuse_fp32_param && !zero;
     if (c.zero_stage == 2) {  // the gradients: the rank's slices and one block's whole ones, not all
       const auto p = harness::predict(c);
       for (const auto& row : r["memory"])
         if (row["category"] == "grads") EXPECT_LT(row["measured_bytes"].get<int64_t>(), 4 * p.params_local) << row.dump();
     }
-    if (c.name.starts_with("reuse_") && zero) {
+    if (c.typed_features().reuse_fp32_param && zero) {
       Case plain = c;
       std::erase(plain.features, std::string("reuse_fp32_param"));
       const auto with = harness::predict(c), without = harness::predict(plain);

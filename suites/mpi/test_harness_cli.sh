@@ -121,6 +121,15 @@ sed 's/"cases": \[{"name": "one"}/"cases": [{"name": "one", "features": ["distri
 run 2 run --suite "$work/zero1.json"
 [ "$rc" -eq 0 ] && [ "$(grep -c "nothing to shard" "$work/err")" -eq 1 ] && ok "distributed_optimizer with dp 1: runs, said once" \
   || { bad "distributed_optimizer with dp 1: exit $rc"; cat "$work/err"; }
+# ZeRO: an unknown stage, a stage without the distributed optimizer, and recompute of more
+# layers than a stage holds: one line each.
+sed 's/"cases": \[{"name": "one"}/"cases": [{"name": "one", "features": ["distributed_optimizer"], "zero_stage": 4}/' "$work/small.json" > "$work/zero4.json"
+expect_error "ZeRO: unknown stage" 2 "unknown zero_stage 4 (1, 2, 3)" run --suite "$work/zero4.json"
+[ "$(grep -c "unknown zero_stage" "$work/err")" -eq 1 ] && ok "ZeRO: the error is printed once" || bad "ZeRO error count"
+sed 's/"cases": \[{"name": "one"}/"cases": [{"name": "one", "zero_stage": 2}/' "$work/small.json" > "$work/zero_nofeature.json"
+expect_error "ZeRO: stage without the feature" 2 "zero_stage needs the feature distributed_optimizer" run --suite "$work/zero_nofeature.json"
+sed 's/"cases": \[{"name": "one"}/"cases": [{"name": "one", "features": ["recompute_full"], "recompute_num_layers": 2}/' "$work/small.json" > "$work/recompute.json"
+expect_error "recompute: more layers than a stage" 2 "recompute_num_layers 2 is more than the 1 layers a pipeline stage holds" run --suite "$work/recompute.json"
 expect_error "unknown suite" 2 "no suite or case file" run --suite no_such_suite
 expect_error "unknown subcommand option" 1 "parabench: error:" run --suite smoke --bogus
 expect_error "compare of a non-results file" 1 "parabench: error:" compare "$work/small.json" "$work/r.json"
