@@ -71,13 +71,25 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
     d.shard = d.padded = 0;
     for (const auto& p : params) {
       const int64_t q = (p.rows * p.cols + shards - 1) / shards;
-      d.zero_padded.push_back(q * shards);
+      d.zero_params.push_back({q * shards, p.name == "model.embed_tokens.weight"});
       d.shard += q, d.padded += q * shards, d.zero_slice_max = std::max(d.zero_slice_max, q);
       const auto& n = p.name;
       const bool attn = n.find("input_layernorm") != std::string::npos || n.find("self_attn") != std::string::npos;
       const std::string block = !n.starts_with("model.layers.") ? (n == "model.embed_tokens.weight" ? "emb" : "head")
                                 : n.substr(0, n.find('.', 13)) + (attn ? ".attn" : ".mlp");
       d.zero_block_grads = std::max(d.zero_block_grads, blocks[block] += q * shards);
+    }
+    // ZeRO-3: a block's weights whole while it runs, and the next block's prefetched.
+    for (int ch = 0; ch < pl.v; ++ch) {
+      const int s = pl.stage(pp_rank, ch);
+      std::vector<std::string> order;
+      if (s == 0) order.push_back("emb");
+      const auto [l0, l1] = pl.layers(d.L, s);
+      for (int64_t l = l0; l < l1; ++l)
+        for (const char* part : {".attn", ".mlp"}) order.push_back("model.layers." + std::to_string(l) + part);
+      if (s == pl.stages() - 1) order.push_back("head");
+      for (size_t i = 0; i < order.size(); ++i)
+        d.zero_gathered = std::max(d.zero_gathered, blocks[order[i]] + (i + 1 < order.size() ? blocks[order[i + 1]] : 0));
     }
   }
   return d;
@@ -397,7 +409,8 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   pr.memory[MemCategory::Host] = terms.memory[MemCategory::Host] + std::max(peaks.host, terms.host_step);
   // The distributed optimizer's reduce-scatter output (fp32, its range), after the backward.
   // ZeRO-2's reduce-scatter output of one parameter's slice (fp32) after a block's backward.
-  const int64_t zero_cb = d.zero_stage >= 2 ? Dims::fp * d.zero_slice_max : Dims::fp * d.shard;
+  const int64_t zero_cb = d.zero_stage >= 2 ? (d.zero_stage == 3 ? std::max(Dims::fp, d.e) : Dims::fp) * d.zero_slice_max
+                                             : Dims::fp * d.shard;
   pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? zero_cb : 0);
   pr.comm = comm_rows(terms);
   return pr;

@@ -443,7 +443,7 @@ int main(int argc, char** argv) {
   analyze->add_option("--recompute-num-layers", aa.recompute_num_layers,
                       "recompute_full: layers per group (uniform) or first layers of each stage (block)")
       ->capture_default_str();
-  analyze->add_option("--zero-stage", aa.zero_stage, "distributed_optimizer: 1 (optimizer state) | 2 (and gradients)")
+  analyze->add_option("--zero-stage", aa.zero_stage, "distributed_optimizer: 1 (optimizer state) | 2 (and gradients) | 3 (and weights)")
       ->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;

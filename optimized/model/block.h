@@ -85,6 +85,11 @@ class Block {
   // The parameters whose gradients this block's backward writes (ZeRO-2/3 bind and reduce
   // them around it).
   virtual std::vector<ShardedParam*> params() const = 0;
+  // The weights its forward (or backward) acquires from the parameter provider.
+  virtual std::vector<ShardedParam*> weights_used(bool backward) const {
+    (void)backward;
+    return params();
+  }
 
  protected:
   virtual Tensor forward(BlockCtx& ctx, const Tensor& x) = 0;

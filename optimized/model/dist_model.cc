@@ -49,7 +49,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       sink_(cfg.strategies.grad_sink(params_)),
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
       block_grads_(cfg.strategies.block_grads(params_, grid, *tp_)),
-      provider_(cfg.strategies.params(params_)),
+      provider_(cfg.strategies.params(params_, grid)),
       policy_(cfg.strategies.activations()),
       pos_(token_positions(cfg, grid)) {  // uploaded here, once
   const auto& mc = cfg_.model;  // the blocks keep references: the model's own copy
@@ -95,7 +95,11 @@ Tensor DistModel::forward_chunk(int c, int mb, const ref::Batch& batch, const Te
   st = std::make_unique<InFlight>();
   BlockCtx ctx{mb, &batch, grad_scale};
   Tensor x = x_in;
-  for (auto& b : chunks_[size_t(c)]) x = b->run(ctx, x);
+  const auto& blocks = chunks_[size_t(c)];
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (i + 1 < blocks.size()) provider_->prefetch(blocks[i + 1]->weights_used(false));
+    x = blocks[i]->run(ctx, x);
+  }
   if (last_stage(c)) *loss = ctx.loss;
   aux_ += ctx.aux;
   return x;
@@ -110,6 +114,7 @@ Tensor DistModel::backward_chunk(int c, int mb, const Tensor& dy, bool split_w) 
   Tensor d = dy;
   const auto& blocks = chunks_[size_t(c)];
   for (size_t i = blocks.size(); i-- > 0;) {
+    if (i > 0) provider_->prefetch(blocks[i - 1]->weights_used(true));
     const auto params = blocks[i]->params();
     block_grads_->before(params);
     d = blocks[i]->backward(ctx, d);

@@ -82,6 +82,7 @@ class DistModel {
   DistParams& params() { return params_; }
   TpLinear& tp_linear() { return *tp_; }
   ActivationPolicy& activation_policy() { return *policy_; }
+  ParamProvider& param_provider() { return *provider_; }
   const DistModelConfig& config() const { return cfg_; }
   // The blocks of chunk c in forward order (for tests and policies; a checkpointed group of
   // layers is one CheckpointedBlocks, model/recompute.h).

@@ -151,6 +151,14 @@ double DistOptimizer::step_per_param() {
     Tensor m = P.adam_m_buffer().view(p.slice, {q}), v = P.adam_v_buffer().view(p.slice, {q});
     ops::adamw(w, gr, m, v, h);
   }
+  if (P.params_sharded()) {  // ZeRO-3: the weights are the slices; the provider gathers them when used
+    if (P.weight_buffer().dtype() != DType::F32)
+      for (auto& p : P.all()) {
+        Tensor w = P.weight_slice(p);
+        ops::cast(w, P.master_slice(p));
+      }
+    return norm;
+  }
   for (auto& p : P.all()) {
     Tensor updated = Tensor::empty({p.slice_len}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (q)
     const Tensor master = P.master_slice(p);
@@ -189,9 +197,10 @@ void offload_terms(const Dims& d, Terms& t) {
 void optimizer_terms(const Dims& d, Terms& t) {
   t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
   const int64_t P = d.zero ? d.padded : d.params_local;  // the distributed optimizer pads its buffers
-  t.memory[MemCategory::Params] += d.e * P;
+  // ZeRO-3: the slices, and the weights of two consecutive blocks whole at once.
+  t.memory[MemCategory::Params] += d.e * (d.zero_stage == 3 && !d.zero_params.empty() ? d.shard + d.zero_gathered : P);
   // ZeRO-2: the accumulator of the rank's slices, and one block's whole gradients at a time.
-  t.memory[MemCategory::Grads] += Dims::fp * (d.zero_padded.empty() ? P : d.shard + d.zero_block_grads);
+  t.memory[MemCategory::Grads] += Dims::fp * (d.zero_params.empty() ? P : d.shard + d.zero_block_grads);
   // (+ master) + m + v: whole, or this rank's range of them (ZeRO-1)
   t.memory[MemCategory::Optimizer] += (d.e == Dims::fp ? 2 : 3) * Dims::fp * (d.zero ? d.shard : d.params_local);
 }

@@ -21,6 +21,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     : reuse_(reuse_fp32_param && dtype == DType::BF16),
       offload_(offload),
       per_param_(zero_stage >= 2 && shards > 1),
+      params_sharded_(zero_stage >= 3 && shards > 1),
       shards_(shards),
       shard_rank_(shard_rank) {
   PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param is not available in this build yet");

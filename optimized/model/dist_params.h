@@ -111,6 +111,11 @@ class DistParams {
   int64_t norm_slices() const { return norm_slices_; }  // the norm weights' slices: the first of the shard
   // This rank's slice of p's fp32 master (bf16: the master buffer; fp32: the weights).
   Tensor master_slice(const ShardedParam& p);
+  // ZeRO-3 (zero_stage 3): the weights are the rank's slices too ((sum q) elements, in
+  // parameter order); p.w exists only while the parameter provider has it gathered
+  // (model/zero_params.h). weight_slice: this rank's slice of p's weights, either way.
+  bool params_sharded() const { return params_sharded_; }
+  Tensor weight_slice(const ShardedParam& p);
   Tensor& host_grads() { return host_grads_; }
   std::vector<float> master_shard_values() const;  // this rank's range of the fp32 master
   // Before the optimizer updates the master weights: with reuse-fp32-param, back to fp32.
@@ -154,7 +159,7 @@ class DistParams {
  private:
   std::vector<ShardedParam> params_;
   Tensor weights_, master_, grads_, m_, v_, residual_, host_grads_, grad_acc_;
-  bool offload_ = false, per_param_ = false;
+  bool offload_ = false, per_param_ = false, params_sharded_ = false;
   int64_t norm_slices_ = 0;
   // zero_shards.cc: the per-parameter layout, its initial values, its gather.
   void build_per_param(const std::vector<float>& host, DType dtype);

@@ -50,7 +50,7 @@ Tensor HeadBlock::forward(BlockCtx& ctx, const Tensor& x) {
   S->rstd = BlockEnv::stat(e.Ns);
   S->xf = e.act(e.Ns, e.H);
   ops::rmsnorm_forward(S->xf, S->rstd, x, W[0], float(e.mc.rms_norm_eps));
-  S->logits = e.act(e.N, head_->w.rows());
+  S->logits = e.act(e.N, head_->rows);
   e.tp.column_forward({&S->logits}, S->xf, {&W[1]});
   ctx.loss = vocab_ce_forward(S->ce, S->logits, S->labels, e.vocab_start(), e.tp);
   e.policy.after_forward(*S);
@@ -62,7 +62,7 @@ Tensor HeadBlock::backward(BlockCtx& ctx, const Tensor&) {
   Saved& S = saved_.of(ctx.mb);
   e.policy.before_backward(S);
   Weights W(e.provider, {norm_, head_});
-  Tensor dlogits = e.work(e.N, head_->w.rows()), dxf = e.work(e.Ns, e.H);
+  Tensor dlogits = e.work(e.N, head_->rows), dxf = e.work(e.Ns, e.H);
   Tensor dx = e.work(e.Ns, e.H);
   vocab_ce_backward(dlogits, S.ce, S.logits, S.labels, e.vocab_start(), S.grad_scale);
   e.tp.column_backward(dxf, {&head_->g}, {&dlogits}, S.xf, {&W[1]});

@@ -21,6 +21,10 @@ class EmbeddingBlock final : public Block {
   Tensor forward(BlockCtx& ctx, const Tensor& unused) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dx) override;
   std::vector<ShardedParam*> params() const override { return {table_}; }
+  // Its backward scatters into the table's gradient without the table.
+  std::vector<ShardedParam*> weights_used(bool backward) const override {
+    return backward ? std::vector<ShardedParam*>{} : params();
+  }
 
  private:
   const BlockEnv& env_;

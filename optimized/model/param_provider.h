@@ -3,11 +3,13 @@
  * backward.
  *
  * Strategies: resident (this file: every weight of the rank's shards stays in memory, the
- * acquire is the parameter itself); later ZeRO-3 (Rajbhandari et al., arXiv 1910.02054):
- * weights sharded over DP, all-gathered before a block's use and freed after, the next
- * block's gather prefetched.
+ * acquire is the parameter itself); ZeRO-3 (model/zero_params.h, Rajbhandari et al., arXiv
+ * 1910.02054): weights sharded over DP, all-gathered before a block's use and freed after,
+ * the next block's gather prefetched.
  */
 #pragma once
+
+#include <vector>
 
 #include "optimized/model/dist_params.h"
 
@@ -18,6 +20,8 @@ class ParamProvider {
   virtual ~ParamProvider() = default;
   virtual const Tensor& acquire(ShardedParam& p) = 0;  // the weight in the model dtype, (rows, cols)
   virtual void release(ShardedParam& p) = 0;
+  // The weights the next block will acquire: a provider that fetches them may start now.
+  virtual void prefetch(const std::vector<ShardedParam*>&) {}
 };
 
 class ResidentParams final : public ParamProvider {

@@ -8,7 +8,7 @@ Strategies Strategies::defaults() {
   s.tp_linear = [](Communicator& tp, GradSink& sink) { return std::make_unique<TpAllReduce>(tp, sink); };
   s.attention_core = [](const BlockEnv& env, int64_t) { return std::make_unique<LocalAttention>(env); };
   s.mlp = [](const BlockEnv& env, int64_t layer) { return std::make_unique<DenseSwiGlu>(env, layer); };
-  s.params = [](DistParams&) { return std::make_unique<ResidentParams>(); };
+  s.params = [](DistParams&, ProcessGrid&) { return std::make_unique<ResidentParams>(); };
   s.activations = [] { return std::make_unique<KeepActivations>(); };
   s.grad_sink = [](DistParams&) { return std::make_unique<AccumulateGrads>(); };
   s.block_grads = [](DistParams&, ProcessGrid&, TpLinear&) { return std::make_unique<WholeGrads>(); };

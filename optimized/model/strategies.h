@@ -35,7 +35,7 @@ struct Strategies {
   std::function<std::unique_ptr<TpLinear>(Communicator& tp, GradSink& sink)> tp_linear;
   std::function<std::unique_ptr<AttentionCore>(const BlockEnv& env, int64_t layer)> attention_core;
   std::function<std::unique_ptr<Mlp>(const BlockEnv& env, int64_t layer)> mlp;
-  std::function<std::unique_ptr<ParamProvider>(DistParams& params)> params;
+  std::function<std::unique_ptr<ParamProvider>(DistParams& params, ProcessGrid& grid)> params;
   std::function<std::unique_ptr<ActivationPolicy>()> activations;
   std::function<std::unique_ptr<GradSink>(DistParams& params)> grad_sink;
   // Full recompute: the checkpointed layer groups [first, last) of a chunk's layers [l0, l1)

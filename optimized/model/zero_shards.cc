@@ -4,7 +4,8 @@
  * and rank r owns elements [r q, (r+1) q) of it; the shard buffers (the gradient
  * accumulator, the fp32 master in bf16, Adam's m and v) are the rank's slices in parameter
  * order, so the norm weights' slices come first (not weight-decayed, counted once over TP).
- * The weights stay whole (ZeRO-2), each parameter at its padded offset. */
+ * The weights stay whole (ZeRO-2), each parameter at its padded offset, or are the rank's
+ * slices as well (ZeRO-3). */
 #include <algorithm>
 #include <cstring>
 
@@ -26,12 +27,13 @@ void DistParams::build_per_param(const std::vector<float>& host, DType dtype) {
     if (p.is_norm) norm_slices_ += q;
   }
   shard_ = slice;
-  weights_ = Tensor::zeros({off}, MemCategory::Params, dtype);
+  weights_ = Tensor::zeros({params_sharded_ ? shard_ : off}, MemCategory::Params, dtype);
   grad_acc_ = Tensor::zeros({shard_}, MemCategory::Grads, DType::F32);
   if (dtype != DType::F32) master_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
   m_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
   v_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
-  // The whole weights (bf16: rounded on the host) and this rank's slices of the master.
+  // The weights (whole, or this rank's slices; bf16 rounded on the host) and this rank's
+  // slices of the master.
   std::vector<float> w(static_cast<size_t>(off), 0.0f), mine(static_cast<size_t>(shard_), 0.0f);
   size_t at = 0;
   for (auto& p : params_) {
@@ -42,8 +44,9 @@ void DistParams::build_per_param(const std::vector<float>& host, DType dtype) {
       if (e < n) mine[size_t(p.slice + i)] = host[at + size_t(e)];
     }
     at += size_t(n);
-    p.w = weights_.view(p.offset, {p.rows, p.cols});
+    if (!params_sharded_) p.w = weights_.view(p.offset, {p.rows, p.cols});
   }
+  if (params_sharded_) w = mine;
   if (dtype == DType::F32) {
     copy_bytes(weights_.raw(), weights_.device(), w.data(), Device::CPU, w.size() * 4);
   } else {
@@ -54,9 +57,14 @@ void DistParams::build_per_param(const std::vector<float>& host, DType dtype) {
   }
 }
 
+Tensor DistParams::weight_slice(const ShardedParam& p) {
+  if (params_sharded_) return weights_.view(p.slice, {p.slice_len});
+  return weights_.view(p.offset + shard_rank_ * p.slice_len, {p.slice_len});
+}
+
 Tensor DistParams::master_slice(const ShardedParam& p) {
   if (master_.defined()) return master_.view(p.slice, {p.slice_len});
-  return weights_.view(p.offset + shard_rank_ * p.slice_len, {p.slice_len});  // fp32: the weights themselves
+  return weight_slice(p);  // fp32: the weights themselves
 }
 
 // The whole (TP shard of the) parameter from the DP x CP ranks' slices.

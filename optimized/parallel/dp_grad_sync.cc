@@ -13,10 +13,15 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
 
 void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_cp")
   const char* group = d.c > 1 ? "dp_cp" : "dp";
-  if (!d.zero_padded.empty()) {  // ZeRO-2: each parameter every micro-batch; all-gathered each step
-    for (const int64_t n : d.zero_padded) {
-      t.call(group, CommOp::ReduceScatter, Phase::Backward, d.mb, Dims::fp * n, d.d * d.c);
-      t.call(group, CommOp::AllGather, Phase::Optimizer, d.steps, d.e * n, d.d * d.c);
+  if (!d.zero_params.empty()) {  // ZeRO-2/3: each parameter every micro-batch; all-gathered each step
+    for (const auto& p : d.zero_params) {  // (ZeRO-3: gathered where used, forward and backward)
+      t.call(group, CommOp::ReduceScatter, Phase::Backward, d.mb, Dims::fp * p.padded, d.d * d.c);
+      if (d.zero_stage == 3) {
+        t.call(group, CommOp::AllGather, Phase::Forward, d.mb, d.e * p.padded, d.d * d.c);
+        t.call(group, CommOp::AllGather, Phase::Backward, p.embedding ? 0 : d.mb, d.e * p.padded, d.d * d.c);
+      } else {
+        t.call(group, CommOp::AllGather, Phase::Optimizer, d.steps, d.e * p.padded, d.d * d.c);
+      }
     }
     t.call(group, CommOp::AllReduce, Phase::Optimizer, 2 * d.steps, 8, d.d * d.c);  // norm and loss
     return;

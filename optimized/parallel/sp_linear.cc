@@ -20,7 +20,7 @@ void sp_terms(const Dims& d, Terms& t) {
   t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * (2 * blocks + d.head + d.emb), NH, d.t);
   // The replicated gradients: norm weights, and the MoE routers (E, H); under ZeRO-2 each
   // norm weight's every micro-batch, before its reduce-scatter.
-  if (!d.zero_padded.empty()) {
+  if (!d.zero_params.empty()) {
     t.call("tp", CommOp::AllReduce, Phase::Backward, d.mb * (2 * d.Lr + d.head), Dims::fp * d.H, d.t);
     return;
   }

@@ -10,6 +10,7 @@
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/model/recompute.h"
 #include "optimized/model/zero_grads.h"
+#include "optimized/model/zero_params.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/parallel/tp_linear.h"
 #include "optimized/model/strategies.h"
@@ -43,13 +44,12 @@ void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
 void zero1_require(const CaseSpec& c) {
   const int stage = c.features.zero_stage;
   PB_REQUIRE(stage >= 1 && stage <= 3, "invalid case: unknown zero_stage ", stage, " (1, 2, 3)");
-  PB_REQUIRE(stage != 3, "invalid case: zero_stage 3 (parameters sharded) is not available in this build yet");
-  if (stage == 2) {
-    PB_REQUIRE(!split_backward(c), "invalid case: zero_stage 2 with a split-backward schedule (", c.schedule,
+  if (stage >= 2) {
+    PB_REQUIRE(!split_backward(c), "invalid case: zero_stage ", stage, " with a split-backward schedule (", c.schedule,
                ") is not available in this build yet");
     PB_REQUIRE(!c.features.recompute_full && !c.features.offload_optimizer && !c.features.reuse_fp32_param,
-               "invalid case: zero_stage 2 with recompute_full, offload_optimizer or reuse_fp32_param is not "
-               "available in this build yet");
+               "invalid case: zero_stage ", stage,
+               " with recompute_full, offload_optimizer or reuse_fp32_param is not available in this build yet");
   }
   PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: distributed_optimizer with MoE experts is not available "
                                              "in this build yet");
@@ -61,6 +61,11 @@ void zero_install(const CaseSpec& c, Strategies& s) {
     if (!params.per_param_shards()) return std::make_unique<WholeGrads>();  // dp x cp = 1: nothing to shard
     Communicator& shards = grid.layout().cp > 1 ? grid.dp_cp() : grid.dp();
     return std::make_unique<ShardedGrads>(params, shards, grid.tp(), tp.replicated_grads_partial());
+  };
+  if (c.features.zero_stage < 3) return;
+  s.params = [](DistParams& params, ProcessGrid& grid) -> std::unique_ptr<ParamProvider> {
+    if (!params.params_sharded()) return std::make_unique<ResidentParams>();
+    return std::make_unique<GatheredParams>(params, grid.layout().cp > 1 ? grid.dp_cp() : grid.dp());
   };
 }
 

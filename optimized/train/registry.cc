@@ -215,8 +215,8 @@ const std::vector<Technique>& techniques() {
        ep_install, ep_entry_terms},
       {"distributed_optimizer", K::Feature,
        "ZeRO (arXiv 1910.02054), case key zero_stage: 1 (Megatron's distributed optimizer: fp32 master and Adam state "
-       "sharded over DP x CP; reduce-scatter, step on the shard, all-gather) or 2 (gradients sharded too: each "
-       "parameter reduce-scattered after its block's backward)",
+       "sharded over DP x CP; reduce-scatter, step on the shard, all-gather), 2 (gradients sharded too: each "
+       "parameter reduce-scattered after its block's backward) or 3 (weights too: all-gathered where used, prefetched)",
        true, false, [](const CaseSpec& c) { return c.features.distributed_optimizer; },
        [](Features& f) { f.distributed_optimizer = true; }, zero1_require, zero_install, nullptr},
       {"offload_optimizer", K::Feature,

@@ -16,6 +16,8 @@
 #include "optimized/parallel/cp_ring.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/model/dist_optimizer.h"
+#include "optimized/model/zero_params.h"
+#include "optimized/train/registry.h"
 #include "optimized/core/device.h"
 #include "reference/common/error.h"
 #include "reference/io/checkpoint.h"
@@ -111,12 +113,15 @@ static std::vector<Case> cases_for(int world) {
                [](Case& c) { c.features.push_back("distributed_optimizer"); });
   // ZeRO-2: every parameter padded and sliced on its own, the gradients reduce-scattered
   // after each block's backward (dp4_pad: the norms of H = 6 pad to 8).
-  add_variants(all, {"dp2", "dp4", "dp2_tp2_sp", "dp2_odd", "cp2_dp2", "dp4_pad", "ulysses2_dp2"}, "zero2_", [](Case& c) {
-    c.features.push_back("distributed_optimizer");
-    c.zero_stage = 2;
-  });
+  // ZeRO-3: the weights are slices too, gathered per block where used.
+  for (int stage : {2, 3})
+    add_variants(all, {"dp2", "dp4", "dp2_tp2_sp", "dp2_odd", "cp2_dp2", "dp4_pad", "ulysses2_dp2"},
+                 "zero" + std::to_string(stage) + "_", [stage](Case& c) {
+                   c.features.push_back("distributed_optimizer");
+                   c.zero_stage = stage;
+                 });
   add_bf16_copies(all, {"single_gqa", "tp2_sp", "dp2_tp2_sp", "tp4_sp", "cp2", "cp2_tp2_sp", "ulysses4_repeat", "hybrid2x2",
-                        "zero1_dp2_tp2_sp", "zero1_dp4", "zero2_dp2_tp2_sp", "zero2_dp4"});
+                        "zero1_dp2_tp2_sp", "zero1_dp4", "zero2_dp2_tp2_sp", "zero2_dp4", "zero3_dp2_tp2_sp", "zero3_dp4"});
   add_variants(all, {"bf16_single_gqa", "bf16_tp2_sp", "bf16_dp2_tp2_sp", "bf16_zero1_dp2_tp2_sp", "bf16_zero1_dp4"},
                "reuse_",  // reuse-fp32-param, without and with the distributed optimizer
                [](Case& c) { c.features.push_back("reuse_fp32_param"); });
@@ -128,6 +133,7 @@ static std::vector<Case> cases_for(int world) {
   };
   pp2("pp2_dp2_zero1", 2, {"distributed_optimizer"}, 1, "fp32");
   pp2("pp2_dp2_zero2", 2, {"distributed_optimizer"}, 2, "bf16");
+  pp2("pp2_dp2_zero3", 2, {"distributed_optimizer"}, 3, "fp32");
   pp2("pp2_offload", 1, {"offload_optimizer"}, 1, "bf16");
   pp2("pp2_reuse", 1, {"reuse_fp32_param"}, 1, "bf16");
   pp2("pp2_dp2_zero1_reuse", 2, {"distributed_optimizer", "reuse_fp32_param"}, 1, "bf16");
@@ -248,7 +254,7 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
     // the distributed optimizer a 2-byte residual instead of the range's 4-byte master.
     const bool zero = c.typed_features().distributed_optimizer;
     const bool reuse = c.typed_features().reuse_fp32_param && !zero;
-    if (c.zero_stage == 2) {  // the gradients: the rank's slices and one block's whole ones, not all
+    if (c.zero_stage >= 2 && zero) {  // the gradients: the rank's slices and one block's whole ones, not all
       const auto p = harness::predict(c);
       for (const auto& row : r["memory"])
         if (row["category"] == "grads") EXPECT_LT(row["measured_bytes"].get<int64_t>(), 4 * p.params_local) << row.dump();
@@ -349,6 +355,30 @@ TEST(DistModel, ReuseFp32ParamKeepsTheWeightsInTheMastersBytes) {
         ASSERT_EQ(p.w.bf16_bits()[i], uint16_t((bits + 0x8000u) >> 16)) << p.name << "[" << i << "] step " << step;
       }
     }
+  }
+}
+
+// ZeRO-3: between blocks no weight stays whole; a step's forward and backward gathered
+// every parameter where it was used and released it.
+TEST(DistModel, Zero3KeepsNoWholeWeightBetweenSteps) {
+  if (world_size() != 2) GTEST_SKIP() << "two DP ranks";
+  Case c = make_case("zero3", model(32, 8, 4, 48, 64, 2), 2, 1, false);
+  c.features = {"distributed_optimizer"}, c.zero_stage = 3;
+  const Features f = c.typed_features();
+  ProcessGrid grid(MPI_COMM_WORLD, c.layout);
+  DistModelConfig mc{c.model, 2, 8, strategies_for({c.model, c.train, c.layout, f, c.schedule}), 9};
+  mc.distributed_optimizer = true, mc.zero_stage = 3;
+  DistModel m(mc, grid);
+  auto* gathered = dynamic_cast<GatheredParams*>(&m.param_provider());
+  ASSERT_NE(gathered, nullptr);
+  ASSERT_TRUE(m.params().params_sharded());
+  DistOptimizer opt(m, grid, c.train);
+  for (int step = 0; step < 2; ++step) {
+    m.params().zero_grads();
+    m.forward_backward(ref::make_batch(9, 2 * grid.dp_rank(), 2, 8, 64), 1.0f);
+    EXPECT_EQ(gathered->gathered(), 0);
+    for (const auto& p : m.params().all()) EXPECT_FALSE(p.w.defined() || p.g.defined()) << p.name;
+    opt.step();
   }
 }
 

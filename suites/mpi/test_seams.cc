@@ -169,7 +169,7 @@ TEST(Seams, AttentionCoreAndMlp) {
 TEST(Seams, ParameterProvider) {
   Counts c;
   Strategies st = Strategies::defaults();
-  st.params = [&](DistParams&) { return std::make_unique<CountingParams>(c); };
+  st.params = [&](DistParams&, ProcessGrid&) { return std::make_unique<CountingParams>(c); };
   expect_same_as_default(st);
   // forward and backward: per layer 5 (attention block) + 4 (MLP block), 1 embedding
   // (forward only), 2 head
