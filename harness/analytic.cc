@@ -64,9 +64,16 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   const int64_t shards = d.zero ? d.d * d.c : 1;
   d.shard = (d.params_local + shards - 1) / shards;
   d.padded = d.shard * shards;
+  const auto params = DistParams::enumerate(
+      mc, int(d.t), 0, [&](const std::string& n) { return stage_holds(pl, pp_rank, d.L, n); }, int(d.ep), 0);
+  if (d.zero_stage == 1 && shards > 1) {  // ZeRO-1's buckets
+    d.shard = d.padded = 0;
+    for (const auto& b : DistParams::make_buckets(params, c.typed_features().bucket_size, int(shards))) {
+      d.zero_buckets.push_back(b.padded);
+      d.shard += b.q, d.padded += b.padded;
+    }
+  }
   if (d.zero_stage >= 2 && shards > 1) {  // every parameter padded and sliced on its own
-    const auto params = DistParams::enumerate(
-        mc, int(d.t), 0, [&](const std::string& n) { return stage_holds(pl, pp_rank, d.L, n); }, int(d.ep), 0);
     std::map<std::string, int64_t> blocks;  // the padded parameters of each block
     d.shard = d.padded = 0;
     for (const auto& p : params) {
@@ -409,8 +416,10 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   pr.memory[MemCategory::Host] = terms.memory[MemCategory::Host] + std::max(peaks.host, terms.host_step);
   // The distributed optimizer's reduce-scatter output (fp32, its range), after the backward.
   // ZeRO-2's reduce-scatter output of one parameter's slice (fp32) after a block's backward.
+  int64_t bucket_q = 0;  // ZeRO-1: the largest bucket's slice
+  for (const int64_t b : d.zero_buckets) bucket_q = std::max(bucket_q, b / (d.d * d.c));
   const int64_t zero_cb = d.zero_stage >= 2 ? (d.zero_stage == 3 ? std::max(Dims::fp, d.e) : Dims::fp) * d.zero_slice_max
-                                             : Dims::fp * d.shard;
+                                             : Dims::fp * bucket_q;
   pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? zero_cb : 0);
   pr.comm = comm_rows(terms);
   return pr;

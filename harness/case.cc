@@ -130,7 +130,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
-                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage"},
+                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -169,6 +169,11 @@ Suite parse_suite(const json& j, const std::string& origin) {
     if (cj.contains("moe_dispatcher")) c.moe_dispatcher = get<std::string>(cj, "moe_dispatcher", where);
     if (cj.contains("recompute_method")) c.recompute_method = get<std::string>(cj, "recompute_method", where);
     if (cj.contains("recompute_num_layers")) c.recompute_num_layers = get<int>(cj, "recompute_num_layers", where);
+    if (cj.contains("bucket_size")) {
+      c.bucket_size = get<int64_t>(cj, "bucket_size", where);
+      PB_REQUIRE(std::find(c.features.begin(), c.features.end(), "distributed_optimizer") != c.features.end(), where,
+                 ": bucket_size needs the feature distributed_optimizer");
+    }
     if (cj.contains("zero_stage")) {
       c.zero_stage = get<int>(cj, "zero_stage", where);
       PB_REQUIRE(std::find(c.features.begin(), c.features.end(), "distributed_optimizer") != c.features.end(), where,
@@ -218,6 +223,7 @@ Features Case::typed_features() const {
   f.recompute_method = recompute_method;
   f.recompute_num_layers = recompute_num_layers;
   f.zero_stage = zero_stage;
+  f.bucket_size = bucket_size;
   f.bf16 = dtype == "bf16";
   return f;
 }

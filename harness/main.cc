@@ -295,6 +295,7 @@ struct AnalyzeArgs {
   std::string recompute_method = "uniform";
   int recompute_num_layers = 1;
   int zero_stage = 1;
+  int64_t bucket_size = 0;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -367,7 +368,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.cp_kind = a.cp_kind, c.cp_balance = a.cp_balance, c.cp_ulysses = a.cp_ulysses;
   c.moe_dispatcher = a.moe_dispatcher;
   c.recompute_method = a.recompute_method, c.recompute_num_layers = a.recompute_num_layers;
-  c.zero_stage = a.zero_stage;
+  c.zero_stage = a.zero_stage, c.bucket_size = a.bucket_size;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -444,6 +445,8 @@ int main(int argc, char** argv) {
                       "recompute_full: layers per group (uniform) or first layers of each stage (block)")
       ->capture_default_str();
   analyze->add_option("--zero-stage", aa.zero_stage, "distributed_optimizer: 1 (optimizer state) | 2 (and gradients) | 3 (and weights)")
+      ->capture_default_str();
+  analyze->add_option("--bucket-size", aa.bucket_size, "distributed_optimizer stage 1: elements per bucket (0: one)")
       ->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;

@@ -45,7 +45,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
               },
               grid.layout().ep, grid.ep().rank(), cfg.reuse_fp32_param,
               cfg.distributed_optimizer ? grid.dp_cp().size() : 1, cfg.distributed_optimizer ? grid.dp_cp().rank() : 0,
-              cfg.offload_optimizer, cfg.zero_stage),
+              cfg.offload_optimizer, cfg.zero_stage, cfg.bucket_size),
       sink_(cfg.strategies.grad_sink(params_)),
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
       block_grads_(cfg.strategies.block_grads(params_, grid, *tp_)),

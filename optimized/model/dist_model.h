@@ -46,7 +46,8 @@ struct DistModelConfig {
   bool reuse_fp32_param = false;  // bf16: the weights live in the fp32 master's bytes (dist_params.h)
   bool distributed_optimizer = false;  // ZeRO-1: master and Adam state sharded over DP x CP
   bool offload_optimizer = false;      // ZeRO-Offload: master, Adam state and the step in host memory
-  int zero_stage = 1;                  // with distributed_optimizer: 1, or 2 (gradients sharded too)
+  int zero_stage = 1;                  // with distributed_optimizer: 1, 2 (gradients too) or 3 (weights too)
+  int64_t bucket_size = 0;             // ZeRO-1's buckets (elements; 0: one bucket)
 };
 
 class DistModel {

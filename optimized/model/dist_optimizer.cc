@@ -32,9 +32,8 @@ ops::AdamHyper DistOptimizer::hyper(double norm) {
           1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
 }
 
-void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
+void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, ops::AdamHyper h) {
   DistParams& P = model_.params();
-  ops::AdamHyper h = hyper(norm);
   // Two launches: the norm weights in the range (no weight decay), then its matrices
   // (element-wise, so identical to per-tensor steps).
   const int64_t norms_end = std::clamp(P.norm_numel(), lo, hi);
@@ -48,7 +47,8 @@ void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, double norm) {
       ops::adamw_reuse(hi, lo, g, m, v, h);
       continue;
     }
-    Tensor w = P.master_buffer().view(b - base, {e - b});
+    Tensor w = P.master_buffer().defined() ? P.master_buffer().view(b - base, {e - b})
+                                           : P.weight_buffer().view(b, {e - b});  // fp32 ZeRO-1: the weights
     ops::adamw(w, g, m, v, h);
   }
 }
@@ -82,52 +82,61 @@ double DistOptimizer::step() {
     if (grid_.tp_rank() == 0) sq += sq_experts;
   }
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
-  if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}));
+  if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}), 0);
   P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
-  adamw(0, P.weight_buffer().numel(), 0, norm);
+  adamw(0, P.weight_buffer().numel(), 0, hyper(norm));
   P.master_to_weights();
   return norm;
 }
 
 // The distributed optimizer (ZeRO-1; Megatron's DistributedOptimizer, Rajbhandari et al.,
-// arXiv 1910.02054): reduce-scatter the padded gradient buffer over DP x CP (its mean lands
-// in this rank's range), the squared norm of that range summed over DP x CP and the
-// model-parallel group, AdamW on the range's fp32 master and Adam state, and all-gather of
-// the updated weights (cast to the model dtype): the bytes of one all-reduce.
+// arXiv 1910.02054), bucket by bucket: reduce-scatter the padded bucket over DP x CP (its mean
+// lands in this rank's slice), the squared norm of the slices summed over DP x CP and the
+// model-parallel group, AdamW on the slices' fp32 master and Adam state, and all-gather of
+// each bucket's updated weights (cast to the model dtype): the bytes of one all-reduce.
 double DistOptimizer::step_sharded() {
   DistParams& P = model_.params();
   Communicator& g = grad_group();
-  const int64_t s = P.shard_size(), lo = P.shard_start(), hi = lo + s;
-  {
-    Tensor mean = Tensor::empty({s}, MemCategory::CommBuffers, DType::F32);  // (s)
-    g.reduce_scatter(mean, P.grad_buffer());
+  const auto& buckets = P.buckets();
+  const auto slices = P.slices();
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    const auto& bk = buckets[k];
+    const auto& sl = slices[k];
+    Tensor mean = Tensor::empty({bk.q}, MemCategory::CommBuffers, DType::F32);  // (q)
+    g.reduce_scatter(mean, P.grad_buffer().view(bk.start, {bk.padded}));
     ops::scale_(mean, 1.0f / float(g.size()));
-    Tensor mine = P.grad_shard();
+    Tensor mine = P.grad_buffer().view(sl.lo, {sl.len});
     ops::copy(mine, mean);
-    if (P.offloaded()) to_host(mean);
+    if (P.offloaded()) to_host(mean, sl.at);
   }
-  // The norm over this range (the replicated tensors only on TP rank 0), summed over the
-  // ranges of DP x CP and the model-parallel group.
+  // The norm over the slices (the replicated tensors only on TP rank 0), summed over the
+  // slices of DP x CP and the model-parallel group.
   const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
-  const double sq_here = sum_squares(std::min(std::max(lo, skip), hi), hi, false);
+  double sq_here = 0;
+  for (const auto& sl : slices) sq_here += sum_squares(std::min(std::max(sl.lo, skip), sl.lo + sl.len), sl.lo + sl.len, false);
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
-  adamw(lo, hi, lo, norm);
-  Tensor updated = Tensor::empty({s}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (s)
-  if (P.offloaded()) {  // the new weights from the host (cast there)
-    Tensor out = P.master_buffer();
-    if (updated.dtype() != DType::F32) {
-      out = Tensor::empty({s}, MemCategory::Host, updated.dtype(), Device::CPU);
-      ops::cast(out, P.master_buffer());
+  const ops::AdamHyper h = hyper(norm);
+  for (const auto& sl : slices) adamw(sl.lo, sl.lo + sl.len, sl.lo - sl.at, h);
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    const auto& bk = buckets[k];
+    const auto& sl = slices[k];
+    Tensor updated = Tensor::empty({bk.q}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (q)
+    if (P.offloaded()) {  // the new weights from the host (cast there)
+      Tensor out = P.master_of(sl);
+      if (updated.dtype() != DType::F32) {
+        out = Tensor::empty({bk.q}, MemCategory::Host, updated.dtype(), Device::CPU);
+        ops::cast(out, P.master_of(sl));
+      }
+      ops::transfer(updated, out);
+      CommLedger::get().record("host", CommOp::ToDevice, 2, int64_t(out.bytes()));
+    } else if (P.residual_buffer().defined() || updated.dtype() == DType::F32) {  // the slice is already the new weights
+      ops::copy(updated, P.weight_buffer().view(sl.lo, {sl.len}));
+    } else {
+      ops::cast(updated, P.master_of(sl));
     }
-    ops::transfer(updated, out);
-    CommLedger::get().record("host", CommOp::ToDevice, 2, int64_t(out.bytes()));
-  } else if (P.residual_buffer().defined())  // reuse: the range's weights are already the new ones
-    ops::copy(updated, P.weight_shard());
-  else if (updated.dtype() == DType::F32)
-    ops::copy(updated, P.master_buffer());
-  else
-    ops::cast(updated, P.master_buffer());
-  g.all_gather(P.weight_buffer(), updated);
+    Tensor whole = P.weight_buffer().view(bk.start, {bk.padded});
+    g.all_gather(whole, updated);
+  }
   return norm;
 }
 
@@ -172,9 +181,9 @@ double DistOptimizer::step_per_param() {
   return norm;
 }
 
-// ZeRO-Offload: the reduced fp32 gradients of the step to the host copy.
-void DistOptimizer::to_host(const Tensor& grads) {
-  Tensor& h = model_.params().host_grads();
+// ZeRO-Offload: the reduced fp32 gradients of the step to the host copy (from element at).
+void DistOptimizer::to_host(const Tensor& grads, int64_t at) {
+  Tensor h = model_.params().host_grads().view(at, {grads.numel()});
   ops::transfer(h, grads);
   CommLedger::get().record("host", CommOp::ToHost, 2, int64_t(h.bytes()));
 }
@@ -189,9 +198,15 @@ void offload_terms(const Dims& d, Terms& t) {
   const int64_t range = d.zero ? d.shard : d.params_local;
   t.memory[MemCategory::Optimizer] -= (d.e == Dims::fp ? 2 : 3) * Dims::fp * range;  // optimizer_terms' state
   t.memory[MemCategory::Host] += 4 * Dims::fp * range;  // master, m, v and the gradients
-  if (d.e != Dims::fp) t.host_step = std::max(t.host_step, d.e * range);  // the cast weights, in the step
-  t.call("host", CommOp::ToHost, Phase::Optimizer, d.steps, Dims::fp * range, 2);
-  t.call("host", CommOp::ToDevice, Phase::Optimizer, d.steps, d.e * range, 2);
+  // Per bucket of the distributed optimizer (its slice), or the whole buffer at once.
+  std::vector<int64_t> parts;
+  for (const int64_t b : d.zero_buckets) parts.push_back(b / (d.d * d.c));
+  if (parts.empty()) parts.push_back(range);
+  for (const int64_t q : parts) {
+    if (d.e != Dims::fp) t.host_step = std::max(t.host_step, d.e * q);  // the cast weights, in the step
+    t.call("host", CommOp::ToHost, Phase::Optimizer, d.steps, Dims::fp * q, 2);
+    t.call("host", CommOp::ToDevice, Phase::Optimizer, d.steps, d.e * q, 2);
+  }
 }
 
 void optimizer_terms(const Dims& d, Terms& t) {

@@ -33,12 +33,12 @@ class DistOptimizer {
   double step_sharded();    // the distributed optimizer (ZeRO-1)
   double step_per_param();  // ZeRO-2: the gradients already reduced into the rank's slices
   ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step)
-  void to_host(const Tensor& grads);  // ZeRO-Offload: the step's reduced gradients to the host
+  void to_host(const Tensor& grads, int64_t at);  // ZeRO-Offload: reduced gradients to the host copy
   // The squares of the (expert or other) gradients in [from, to) of the buffer.
   double sum_squares(int64_t from, int64_t to, bool experts);
   // Clipping by the global norm and AdamW on elements [lo, hi) of the buffers; the master
   // and Adam state start at element base (0, or the range's start under ZeRO-1).
-  void adamw(int64_t lo, int64_t hi, int64_t base, double norm);
+  void adamw(int64_t lo, int64_t hi, int64_t base, ops::AdamHyper h);
   // Where gradients are averaged: DP, or DP x CP under context parallelism.
   Communicator& grad_group() { return grid_.layout().cp > 1 ? grid_.dp_cp() : grid_.dp(); }
   DistModel& model_;

@@ -17,7 +17,8 @@ namespace pb {
 
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
-                       bool reuse_fp32_param, int shards, int shard_rank, bool offload, int zero_stage)
+                       bool reuse_fp32_param, int shards, int shard_rank, bool offload, int zero_stage,
+                       int64_t bucket_size)
     : reuse_(reuse_fp32_param && dtype == DType::BF16),
       offload_(offload),
       per_param_(zero_stage >= 2 && shards > 1),
@@ -53,10 +54,14 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     expert_offset_ = weights_.numel();
     return;
   }
-  const int64_t used = total;
-  shard_ = (total + shards_ - 1) / shards_;
-  total = shard_ * shards_;  // padded (zeros at the end: no gradient, no update)
   const bool zero = shards_ > 1;
+  // ZeRO-1's buckets (one without the distributed optimizer or without bucket_size): each
+  // padded to a multiple of the shards; this rank owns one slice of each (param_layout.cc).
+  buckets_ = make_buckets(params_, zero ? bucket_size : 0, shards_);
+  total = 0;
+  for (const auto& bk : buckets_) total += bk.padded;
+  shard_ = 0;
+  for (const auto& bk : buckets_) shard_ += bk.q;
   // The optimizer's fp32 state of n elements: on the device, or offloaded to the host.
   auto state = [&](int64_t n) {
     return offload_ ? Tensor::zeros({n}, MemCategory::Host, DType::F32, Device::CPU)
@@ -66,13 +71,12 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
     master_ = state(shard_);
     host_grads_ = state(shard_);
-  } else if (zero && reuse_) {  // the range's fp32 master: its bf16 weights and a residual buffer
+  } else if (zero && reuse_) {  // the slices' fp32 master: their bf16 weights and a residual buffer
     weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
     residual_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::BF16);
-  } else if (zero) {
+  } else if (zero) {  // fp32: the master is the weights' slices themselves (no buffer)
     weights_ = Tensor::zeros({total}, MemCategory::Params, dtype);
-    master_ = dtype == DType::F32 ? weights_.view(shard_start(), {shard_})
-                                  : Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
+    if (dtype != DType::F32) master_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
   } else if (reuse_) {  // the bf16 weights: the second half of the master's bytes
     master_ = Tensor::empty({total}, MemCategory::Optimizer, DType::F32);
     weights_ = master_.reinterpret(DType::BF16, 2 * total, {total});
@@ -83,75 +87,95 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   grads_ = Tensor::zeros({total}, MemCategory::Grads);
   m_ = state(shard_);
   v_ = state(shard_);
-  std::vector<float> host(static_cast<size_t>(total));  // generated on the host, then copied to the device
-  int64_t off = 0;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    auto& p = params_[i];
-    const auto s = local_shape(p);
-    if (i == n_dense) expert_offset_ = off;
-    p.offset = off;
-    p.w = weights_.view(off, s);
-    p.g = grads_.view(off, s);
-    if (!zero) {  // ZeRO-1: the master, m and v cover this rank's range only (no per-tensor views)
-      p.master = master_.view(off, s);
-      p.m = m_.view(off, s);
-      p.v = v_.view(off, s);
-    }
-    float* w = host.data() + off;
-    off += s[0] * s[1];
-    for (int64_t i = 0; i < s[0]; ++i)
-      for (int64_t j = 0; j < s[1]; ++j) {
-        const uint64_t global = uint64_t((p.row0 + i) * p.global_cols + (p.col0 + j));
-        w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
+  std::vector<float> host(static_cast<size_t>(total), 0.0f);  // generated on the host, then copied to the device
+  for (const auto& bk : buckets_) {
+    int64_t off = bk.start;
+    for (size_t i = bk.first; i < bk.last; ++i) {
+      auto& p = params_[i];
+      const auto s = local_shape(p);
+      if (i == n_dense) expert_offset_ = off;
+      p.offset = off;
+      p.w = weights_.view(off, s);
+      p.g = grads_.view(off, s);
+      if (!zero) {  // ZeRO-1: the master, m and v cover this rank's slices only (no per-tensor views)
+        p.master = master_.view(off, s);
+        p.m = m_.view(off, s);
+        p.v = v_.view(off, s);
       }
+      float* w = host.data() + off;
+      off += s[0] * s[1];
+      for (int64_t i = 0; i < s[0]; ++i)
+        for (int64_t j = 0; j < s[1]; ++j) {
+          const uint64_t global = uint64_t((p.row0 + i) * p.global_cols + (p.col0 + j));
+          w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
+        }
+    }
   }
-  if (!has_experts) expert_offset_ = used;
+  if (!has_experts) expert_offset_ = total;
   if (!zero && !offload_) {
     copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
     master_to_weights();
     return;
   }
-  if (offload_) {  // the master of the range from the host values (the weights below)
-    const int64_t n = std::max<int64_t>(0, std::min(shard_, used - shard_start()));
-    if (n > 0) copy_bytes(master_.raw(), master_.device(), host.data() + shard_start(), Device::CPU, size_t(n) * 4);
-  }
-  // Sharded: the whole weights from the host values (bf16 rounded on the host), the master
-  // from this rank's range.
+  // Sharded or offloaded: the whole weights from the host values (bf16 rounded on the host;
+  // with reuse-fp32-param its split u = bits + 0x8000: the weight u >> 16 on every rank, the
+  // residual u & 0xffff of this rank's slices), the master of this rank's slices.
   if (dtype == DType::F32) {
-    copy_bytes(weights_.raw(), weights_.device(), host.data(), Device::CPU, size_t(used) * 4);
+    copy_bytes(weights_.raw(), weights_.device(), host.data(), Device::CPU, size_t(total) * 4);
   } else {
-    // bf16: rounded to nearest even, or with reuse-fp32-param its split (u = bits + 0x8000:
-    // the weight u >> 16 on every rank, the residual u & 0xffff of this rank's range).
-    std::vector<uint16_t> b(static_cast<size_t>(used)), r(static_cast<size_t>(shard_));
-    for (int64_t i = 0; i < used; ++i) {
+    std::vector<uint16_t> b(static_cast<size_t>(total));
+    for (int64_t i = 0; i < total; ++i) {
       uint32_t u;
       std::memcpy(&u, &host[size_t(i)], 4);
-      u += 0x8000u;
-      b[size_t(i)] = reuse_ ? uint16_t(u >> 16) : float_to_bf16(host[size_t(i)]);
-      if (i >= shard_start() && i < shard_start() + shard_) r[size_t(i - shard_start())] = uint16_t(u & 0xffffu);
+      b[size_t(i)] = reuse_ ? uint16_t((u + 0x8000u) >> 16) : float_to_bf16(host[size_t(i)]);
     }
-    copy_bytes(weights_.raw(), weights_.device(), b.data(), Device::CPU, size_t(used) * 2);
-    const int64_t n = std::max<int64_t>(0, std::min(shard_, used - shard_start()));
-    if (reuse_)
-      copy_bytes(residual_.raw(), residual_.device(), r.data(), Device::CPU, size_t(shard_) * 2);
-    else if (n > 0 && !offload_)
-      copy_bytes(master_.raw(), master_.device(), host.data() + shard_start(), Device::CPU, size_t(n) * 4);
+    copy_bytes(weights_.raw(), weights_.device(), b.data(), Device::CPU, size_t(total) * 2);
   }
+  for (const Slice& sl : slices()) {
+    if (reuse_) {
+      std::vector<uint16_t> r(static_cast<size_t>(sl.len));
+      for (int64_t i = 0; i < sl.len; ++i) {
+        uint32_t u;
+        std::memcpy(&u, &host[size_t(sl.lo + i)], 4);
+        r[size_t(i)] = uint16_t((u + 0x8000u) & 0xffffu);
+      }
+      Tensor res = residual_.view(sl.at, {sl.len});
+      copy_bytes(res.raw(), res.device(), r.data(), Device::CPU, r.size() * 2);
+    } else if (master_.defined()) {
+      Tensor m = master_.view(sl.at, {sl.len});
+      copy_bytes(m.raw(), m.device(), host.data() + sl.lo, Device::CPU, size_t(sl.len) * 4);
+    }
+  }
+}
+
+std::vector<DistParams::Slice> DistParams::slices() const {
+  std::vector<Slice> out;
+  for (const auto& bk : buckets_) out.push_back({bk.start + shard_rank_ * bk.q, bk.q, bk.at});
+  return out;
+}
+
+Tensor DistParams::master_of(const Slice& sl) {
+  if (master_.defined()) return master_.view(sl.at, {sl.len});
+  return weights_.view(sl.lo, {sl.len});  // fp32 under ZeRO-1: the weights themselves
 }
 
 std::vector<float> DistParams::master_shard_values() const {
   std::vector<float> out(static_cast<size_t>(shard_));
-  if (!residual_.defined()) {
-    copy_bytes(out.data(), Device::CPU, master_.raw(), master_.device(), out.size() * 4);
-    return out;
-  }
-  std::vector<uint16_t> hi(static_cast<size_t>(shard_)), lo(static_cast<size_t>(shard_));
-  const Tensor w = weights_.view(shard_start(), {shard_});
-  copy_bytes(hi.data(), Device::CPU, w.raw(), w.device(), hi.size() * 2);
-  copy_bytes(lo.data(), Device::CPU, residual_.raw(), residual_.device(), lo.size() * 2);
-  for (size_t i = 0; i < out.size(); ++i) {
-    const uint32_t bits = ((uint32_t(hi[i]) << 16) | uint32_t(lo[i])) - 0x8000u;
-    std::memcpy(&out[i], &bits, 4);
+  for (const Slice& sl : slices()) {
+    float* o = out.data() + sl.at;
+    if (!residual_.defined()) {
+      const Tensor m = const_cast<DistParams*>(this)->master_of(sl);
+      copy_bytes(o, Device::CPU, m.raw(), m.device(), size_t(sl.len) * 4);
+      continue;
+    }
+    std::vector<uint16_t> hi(static_cast<size_t>(sl.len)), lo(static_cast<size_t>(sl.len));
+    const Tensor w = weights_.view(sl.lo, {sl.len}), r = residual_.view(sl.at, {sl.len});
+    copy_bytes(hi.data(), Device::CPU, w.raw(), w.device(), hi.size() * 2);
+    copy_bytes(lo.data(), Device::CPU, r.raw(), r.device(), lo.size() * 2);
+    for (size_t i = 0; i < hi.size(); ++i) {
+      const uint32_t bits = ((uint32_t(hi[i]) << 16) | uint32_t(lo[i])) - 0x8000u;
+      std::memcpy(&o[i], &bits, 4);
+    }
   }
   return out;
 }
@@ -291,15 +315,22 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   std::vector<float> out, whole;
   if (holds && per_param_) {
     whole = gather_slices(get(name), part, grid);
-  } else if (holds && shards_ > 1) {  // the distributed optimizer: the whole buffer from the DP x CP shards
+  } else if (holds && shards_ > 1) {  // the distributed optimizer: the whole buffer from the DP x CP slices
     std::vector<float> own(static_cast<size_t>(shard_));
-    if (part == ParamPart::Grad)
-      copy_bytes(own.data(), Device::CPU, grads_.view(shard_start(), {shard_}).raw(), grads_.device(), own.size() * 4);
-    else
+    if (part == ParamPart::Grad) {
+      for (const Slice& sl : slices())
+        copy_bytes(own.data() + sl.at, Device::CPU, grads_.view(sl.lo, {sl.len}).raw(), grads_.device(),
+                   size_t(sl.len) * 4);
+    } else {
       own = master_shard_values();
-    whole.resize(static_cast<size_t>(shard_ * shards_));
-    MPI_CHECK(MPI_Allgather(own.data(), int(shard_), MPI_FLOAT, whole.data(), int(shard_), MPI_FLOAT,
+    }
+    std::vector<float> all(static_cast<size_t>(shard_ * shards_));
+    MPI_CHECK(MPI_Allgather(own.data(), int(shard_), MPI_FLOAT, all.data(), int(shard_), MPI_FLOAT,
                             grid.raw_dp_cp()));
+    whole.assign(static_cast<size_t>(grads_.numel()), 0.0f);  // back in buffer order, bucket by bucket
+    for (const auto& bk : buckets_)
+      for (int r = 0; r < shards_; ++r)
+        std::copy_n(all.begin() + r * shard_ + bk.at, bk.q, whole.begin() + bk.start + r * bk.q);
   }
   if (reader) {  // the TP shards of the reader to TP rank 0
     const ShardedParam& p = get(name);

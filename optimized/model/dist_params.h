@@ -79,19 +79,31 @@ class DistParams {
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
              const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0,
              bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0, bool offload = false,
-             int zero_stage = 1);
-  // The distributed optimizer (ZeRO-1, Megatron): the buffers padded to a multiple of the
-  // shards (DP x CP); this rank owns elements [shard_rank * s, (shard_rank + 1) * s) of them,
-  // s = padded / shards: its fp32 master (bf16; a view of the weights in fp32) and Adam's
-  // m and v are that range only; weights and gradients stay whole.
+             int zero_stage = 1, int64_t bucket_size = 0);
+  // The distributed optimizer (ZeRO-1, Megatron): the buffers in buckets (param_layout.cc:
+  // consecutive parameters of bucket_size elements or more, one bucket by default), each
+  // padded to a multiple of the shards (DP x CP); this rank owns slice shard_rank of each
+  // bucket: its fp32 master (bf16; in fp32 the weights themselves) and Adam's m and v are
+  // those slices, concatenated (shard_size() elements); weights and gradients stay whole.
+  struct Bucket {
+    size_t first = 0, last = 0;        // its parameters [first, last) in buffer order
+    int64_t start = 0, padded = 0;     // its place in the buffers
+    int64_t q = 0, at = 0;             // one slice (padded / shards) and this rank's in the shard buffers
+  };
+  struct Slice {
+    int64_t lo = 0, len = 0, at = 0;   // buffer elements [lo, lo + len) at [at, at + len) of the shard buffers
+  };
+  // Buckets of params (buffer order): closed once they hold bucket_size elements (0: one
+  // bucket), never inside the leading replicated block (norm weights and routers).
   // This rank's parameters in buffer order, shapes only (param_layout.cc).
   static std::vector<ShardedParam> enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                              const std::function<bool(const std::string&)>& keep, int ep, int ep_rank);
+  static std::vector<Bucket> make_buckets(const std::vector<ShardedParam>& params, int64_t bucket_size, int shards);
   int shards() const { return shards_; }
   int64_t shard_size() const { return shard_; }
-  int64_t shard_start() const { return shard_ * shard_rank_; }
-  Tensor grad_shard() { return grads_.view(shard_start(), {shard_}); }
-  Tensor weight_shard() { return weights_.view(shard_start(), {shard_}); }
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  std::vector<Slice> slices() const;  // this rank's, one per bucket
+  Tensor master_of(const Slice& s);   // the fp32 master of a slice
   bool reuses_fp32_param() const { return reuse_; }
   // Reuse-fp32-param with the distributed optimizer: the range's fp32 master is its bf16
   // weights (the high halves) and this buffer of low halves, (s) 16-bit patterns: 2 bytes
@@ -159,6 +171,7 @@ class DistParams {
  private:
   std::vector<ShardedParam> params_;
   Tensor weights_, master_, grads_, m_, v_, residual_, host_grads_, grad_acc_;
+  std::vector<Bucket> buckets_;
   bool offload_ = false, per_param_ = false, params_sharded_ = false;
   int64_t norm_slices_ = 0;
   // zero_shards.cc: the per-parameter layout, its initial values, its gather.

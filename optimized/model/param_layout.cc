@@ -37,6 +37,31 @@ bool stage_holds(const pp::Placement& pl, int r, int64_t L, const std::string& n
   return pl.holds_last(r);  // model.norm.weight, lm_head.weight
 }
 
+std::vector<DistParams::Bucket> DistParams::make_buckets(const std::vector<ShardedParam>& params, int64_t bucket_size,
+                                                        int shards) {
+  auto replicated = [](const ShardedParam& p) {
+    return p.is_norm || p.name.ends_with("block_sparse_moe.gate.weight");
+  };
+  std::vector<Bucket> out;
+  Bucket b;
+  int64_t numel = 0, start = 0, at = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    numel += params[i].rows * params[i].cols;
+    const bool end = i + 1 == params.size();
+    if (!end && (bucket_size <= 0 || numel < bucket_size || replicated(params[i + 1]))) continue;
+    b.last = i + 1;
+    b.q = (numel + shards - 1) / shards;
+    b.padded = b.q * shards;
+    b.start = start, b.at = at;
+    out.push_back(b);
+    start += b.padded, at += b.q, numel = 0;
+    b = Bucket{};
+    b.first = i + 1;
+  }
+  if (out.empty()) out.push_back(Bucket{});  // no parameters at all
+  return out;
+}
+
 std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                                 const std::function<bool(const std::string&)>& keep, int ep,
                                                 int ep_rank) {

@@ -44,6 +44,9 @@ void reuse_terms(const CaseSpec&, const Dims& d, Terms& t) {
 void zero1_require(const CaseSpec& c) {
   const int stage = c.features.zero_stage;
   PB_REQUIRE(stage >= 1 && stage <= 3, "invalid case: unknown zero_stage ", stage, " (1, 2, 3)");
+  PB_REQUIRE(c.features.bucket_size >= 0, "invalid case: bucket_size ", c.features.bucket_size, " (elements, >= 0)");
+  PB_REQUIRE(c.features.bucket_size == 0 || stage == 1, "invalid case: bucket_size with zero_stage ", stage,
+             " (stages 2 and 3 shard every parameter on its own)");
   if (stage >= 2) {
     PB_REQUIRE(!split_backward(c), "invalid case: zero_stage ", stage, " with a split-backward schedule (", c.schedule,
                ") is not available in this build yet");
