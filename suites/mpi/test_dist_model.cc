@@ -457,6 +457,11 @@ TEST(DistModel, ImpossibleLayoutsAreRejectedWithOneLine) {
   auto cp_sp = make_case("cp_sp", gqa, 1, 2, true, 2, 12);  // S/cp = 6 rows, not divisible by tp 4
   cp_sp.layout.cp = 2, cp_sp.layout.tp = 4;
   expect_error(cp_sp, "needs seq_length / cp = 6 divisible by tp");
+  auto buckets = make_case("zero2_buckets", gqa, 2, 1, false);
+  buckets.features = {"distributed_optimizer"}, buckets.zero_stage = 2, buckets.bucket_size = 100;
+  expect_error(buckets, "bucket_size with zero_stage 2 (stages 2 and 3 shard every parameter on its own)");
+  buckets.zero_stage = 1, buckets.bucket_size = -5;
+  expect_error(buckets, "bucket_size -5 (elements, >= 0)");
   auto reuse = make_case("reuse_fp32", gqa, 1, 1, false);
   reuse.features = {"reuse_fp32_param"};
   expect_error(reuse, "reuse_fp32_param needs dtype bf16");

@@ -124,6 +124,9 @@ static std::vector<Case> cases_for(int world) {
   auto reuse = [](Case& c) { c.dtype = "bf16", c.features = {"reuse_fp32_param"}; };  // experts in the master too
   add_variants(all, {"bf16_ep2_e4k2_alltoall"}, "reuse_", reuse);
   add_variants(all, {"pp2_ep2"}, "reuse_bf16_", reuse);
+  // ZeRO-Offload: the experts' state on the host with the rest (one buffer, no sharding).
+  add_variants(all, {"ep2_e4k2_alltoall", "bf16_ep2_e4k2_allgather"}, "offload_",
+               [](Case& c) { c.features.push_back("offload_optimizer"); });
   return cases_of_world(all, world);
 }
 
