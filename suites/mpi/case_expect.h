@@ -14,9 +14,43 @@
 
 #include "harness/case.h"
 #include "harness/runner.h"
+#include "reference/common/error.h"
+#include "reference/io/checkpoint.h"
 #include "optimized/core/allocator.h"
 
 namespace pb::test {
+
+// A small training case: model m over dp x tp (tp > 1 with SP), micro-batches of 2 x 8
+// tokens, mb of them per step, 2 steps at lr 3e-3, with the given features.
+inline harness::Case small_case(const std::string& name, const ref::ModelConfig& m, std::vector<std::string> features,
+                                int dp = 1, int tp = 1, int64_t mb = 2) {
+  harness::Case c;
+  c.name = name;
+  c.model = m;
+  c.model_json = io::hf_config_json(m);
+  c.layout.dp = dp;
+  c.layout.tp = tp;
+  c.features = std::move(features);
+  if (tp > 1) c.features.push_back("sp");
+  c.train.micro_batch_size = 2;
+  c.train.seq_length = 8;
+  c.train.num_micro_batches = mb;
+  c.train.steps = 2;
+  c.train.lr = 3e-3;
+  return c;
+}
+
+// The case is refused with one line that contains needle.
+inline void expect_invalid(const harness::Case& c, const std::string& needle) {
+  try {
+    harness::validate_case(c, c.layout.world());
+    ADD_FAILURE() << c.name << " accepted";
+  } catch (const pb::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
 
 // Adds a copy of each named case, renamed prefix + name and changed by edit.
 inline void add_variants(std::vector<harness::Case>& all, const std::vector<std::string>& names,

@@ -26,20 +26,7 @@ using harness::Case;
 
 static Case make_case(const std::string& name, ref::ModelConfig m, const std::vector<std::string>& features,
                       int dp = 1, int tp = 1, int64_t mb = 2) {
-  Case c;
-  c.name = name;
-  c.model = m;
-  c.model_json = io::hf_config_json(m);
-  c.layout.dp = dp;
-  c.layout.tp = tp;
-  c.features = features;
-  if (tp > 1) c.features.push_back("sp");
-  c.train.micro_batch_size = 2;
-  c.train.seq_length = 8;
-  c.train.num_micro_batches = mb;
-  c.train.steps = 2;
-  c.train.lr = 3e-3;
-  return c;
+  return small_case(name, m, features, dp, tp, mb);
 }
 
 static ref::ModelConfig dense(int64_t L) { return ref::ModelConfig::dense(16, 4, 2, 24, 32, L); }
@@ -180,34 +167,24 @@ TEST(Recompute, ACheckpointedBlockRunsItsForwardExactlyTwice) {
 }
 
 TEST(Recompute, BadInputIsOneLine) {
-  auto expect_error = [&](const Case& c, const std::string& needle) {
-    try {
-      harness::validate_case(c, c.layout.world());
-      ADD_FAILURE() << c.name << " accepted";
-    } catch (const pb::Error& e) {
-      const std::string msg = e.what();
-      EXPECT_NE(msg.find(needle), std::string::npos) << msg;
-      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    }
-  };
   Case c = make_case("too_many", dense(4), kFull);
   c.layout.pp = 2, c.schedule = "1f1b";
   c.recompute_method = "block", c.recompute_num_layers = 3;
-  expect_error(c, "recompute_num_layers 3 is more than the 2 layers a pipeline stage holds");
+  expect_invalid(c, "recompute_num_layers 3 is more than the 2 layers a pipeline stage holds");
   c.recompute_method = "uniform";
-  expect_error(c, "recompute_num_layers 3 is more than the 2 layers a pipeline stage holds");
+  expect_invalid(c, "recompute_num_layers 3 is more than the 2 layers a pipeline stage holds");
   Case odd = make_case("uniform_odd", dense(3), kFull);
   odd.recompute_num_layers = 2;
-  expect_error(odd, "recompute_method uniform needs recompute_num_layers 2 to divide the 3 layers");
+  expect_invalid(odd, "recompute_method uniform needs recompute_num_layers 2 to divide the 3 layers");
   odd.recompute_method = "random";
-  expect_error(odd, "unknown recompute_method 'random' (uniform, block)");
+  expect_invalid(odd, "unknown recompute_method 'random' (uniform, block)");
   odd.recompute_method = "block", odd.recompute_num_layers = 0;
-  expect_error(odd, "recompute_num_layers 0 (at least 1)");
+  expect_invalid(odd, "recompute_num_layers 0 (at least 1)");
   Case both = make_case("both", dense(2), {"recompute_full", "recompute_selective"});
-  expect_error(both, "recompute_full and recompute_selective together");
+  expect_invalid(both, "recompute_full and recompute_selective together");
   Case zb = make_case("zb", dense(4), kSelective, 1, 1, 4);
   zb.layout.pp = 2, zb.schedule = "zb-h1";
-  expect_error(zb, "recompute_selective with a split-backward schedule (zb-h1) is not available in this build yet");
+  expect_invalid(zb, "recompute_selective with a split-backward schedule (zb-h1) is not available in this build yet");
 }
 
 }  // namespace pb::test

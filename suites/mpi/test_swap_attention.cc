@@ -25,20 +25,7 @@ namespace pb::test {
 using harness::Case;
 
 static Case make_case(const std::string& name, ref::ModelConfig m, int dp = 1, int tp = 1, int64_t mb = 2) {
-  Case c;
-  c.name = name;
-  c.model = m;
-  c.model_json = io::hf_config_json(m);
-  c.layout.dp = dp;
-  c.layout.tp = tp;
-  c.features = {"swap_attention"};
-  if (tp > 1) c.features.push_back("sp");
-  c.train.micro_batch_size = 2;
-  c.train.seq_length = 8;
-  c.train.num_micro_batches = mb;
-  c.train.steps = 2;
-  c.train.lr = 3e-3;
-  return c;
+  return small_case(name, m, {"swap_attention"}, dp, tp, mb);
 }
 
 static ref::ModelConfig dense(int64_t L) { return ref::ModelConfig::dense(16, 4, 2, 24, 32, L); }
@@ -141,25 +128,15 @@ TEST(SwapAttention, NothingIsLeftInThePoolAfterAStep) {
 }
 
 TEST(SwapAttention, BadInputIsOneLine) {
-  auto expect_error = [&](const Case& c, const std::string& needle) {
-    try {
-      harness::validate_case(c, c.layout.world());
-      ADD_FAILURE() << c.name << " accepted";
-    } catch (const pb::Error& e) {
-      const std::string msg = e.what();
-      EXPECT_NE(msg.find(needle), std::string::npos) << msg;
-      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    }
-  };
   Case none = make_case("no_layers", dense(2));
   none.model.num_hidden_layers = 0;
-  expect_error(none, "num_hidden_layers must be positive, got 0");  // the config refuses it first
+  expect_invalid(none, "num_hidden_layers must be positive, got 0");  // the config refuses it first
   Case rc = make_case("with_recompute", dense(2));
   rc.features.push_back("recompute_selective");
-  expect_error(rc, "swap_attention with recompute is not available in this build yet");
+  expect_invalid(rc, "swap_attention with recompute is not available in this build yet");
   Case zb = make_case("zb", dense(4), 1, 1, 4);
   zb.layout.pp = 2, zb.schedule = "zb-h1";
-  expect_error(zb, "swap_attention with a split-backward schedule (zb-h1) is not available in this build yet");
+  expect_invalid(zb, "swap_attention with a split-backward schedule (zb-h1) is not available in this build yet");
 }
 
 }  // namespace pb::test
