@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <cstring>
 #include <functional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -108,6 +109,23 @@ inline void expect_bitwise_equal(const harness::CaseOutcome& a, const harness::C
   ASSERT_EQ(a.params.size(), b.params.size());
   for (size_t i = 0; i < a.params.size(); ++i)
     EXPECT_EQ(std::memcmp(a.params[i].data(), b.params[i].data(), a.params[i].size() * sizeof(float)), 0) << i;
+}
+
+// A memory technique's case and `plain`, the same training without it, run on comm's
+// ranks: bitwise equal, and on rank 0 the case passes with exact communication and every
+// memory category exact. Returns (case, plain).
+inline std::pair<harness::CaseOutcome, harness::CaseOutcome> run_beside_plain(const harness::Case& c,
+                                                                              const harness::Case& plain, int rank) {
+  harness::validate_case(c, c.layout.world());
+  auto o = harness::run_case(c, MPI_COMM_WORLD, {});
+  auto p = harness::run_case(plain, MPI_COMM_WORLD, {});
+  expect_bitwise_equal(o, p, rank == 0);
+  if (rank == 0) {
+    expect_pass(o.result);
+    expect_exact_comm(o.result);
+    expect_exact_memory(o.result, c);
+  }
+  return {std::move(o), std::move(p)};
 }
 
 // Every rank's measured peak of a category lower in a than in b, by exactly the predicted
