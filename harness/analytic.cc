@@ -68,8 +68,9 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
       mc, int(d.t), 0, [&](const std::string& n) { return stage_holds(pl, pp_rank, d.L, n); }, int(d.ep), 0);
   if (d.zero_stage == 1 && shards > 1) {  // ZeRO-1's buckets
     d.shard = d.padded = 0;
-    for (const auto& b : DistParams::make_buckets(params, c.typed_features().bucket_size, int(shards))) {
-      d.zero_buckets.push_back(b.padded);
+    const int eshards = int(d.t * d.d * d.c / d.ep);
+    for (const auto& b : DistParams::layout_buckets(params, c.typed_features().bucket_size, int(shards), 0, eshards, 0)) {
+      (b.expert ? d.zero_expert_buckets : d.zero_buckets).push_back(b.padded);
       d.shard += b.q, d.padded += b.padded;
     }
   }
@@ -418,6 +419,7 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   // ZeRO-2's reduce-scatter output of one parameter's slice (fp32) after a block's backward.
   int64_t bucket_q = 0;  // ZeRO-1: the largest bucket's slice
   for (const int64_t b : d.zero_buckets) bucket_q = std::max(bucket_q, b / (d.d * d.c));
+  for (const int64_t b : d.zero_expert_buckets) bucket_q = std::max(bucket_q, b / (d.t * d.d * d.c / d.ep));
   const int64_t zero_cb = d.zero_stage >= 2 ? (d.zero_stage == 3 ? std::max(Dims::fp, d.e) : Dims::fp) * d.zero_slice_max
                                              : Dims::fp * bucket_q;
   pr.memory[MemCategory::CommBuffers] = std::max(peaks.comm_buffers, d.zero && d.d * d.c > 1 ? zero_cb : 0);

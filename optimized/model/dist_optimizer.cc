@@ -99,22 +99,42 @@ double DistOptimizer::step_sharded() {
   Communicator& g = grad_group();
   const auto& buckets = P.buckets();
   const auto slices = P.slices();
+  // The experts' buckets over expert_dp (every TP rank and DP x CP / EP): summed there,
+  // averaged over DP x CP like the dense gradients (ep_grads.h).
+  auto group_of = [&](const DistParams::Bucket& bk) -> Communicator& { return bk.expert ? grid_.expert_dp() : g; };
+  const float replicas = float(grid_.layout().dp * grid_.layout().cp);
   for (size_t k = 0; k < buckets.size(); ++k) {
     const auto& bk = buckets[k];
     const auto& sl = slices[k];
     Tensor mean = Tensor::empty({bk.q}, MemCategory::CommBuffers, DType::F32);  // (q)
-    g.reduce_scatter(mean, P.grad_buffer().view(bk.start, {bk.padded}));
-    ops::scale_(mean, 1.0f / float(g.size()));
+    group_of(bk).reduce_scatter(mean, P.grad_buffer().view(bk.start, {bk.padded}));
+    ops::scale_(mean, 1.0f / (bk.expert ? replicas : float(g.size())));
     Tensor mine = P.grad_buffer().view(sl.lo, {sl.len});
     ops::copy(mine, mean);
     if (P.offloaded()) to_host(mean, sl.at);
   }
   // The norm over the slices (the replicated tensors only on TP rank 0), summed over the
   // slices of DP x CP and the model-parallel group.
+  // The experts' squares over their slices, summed over expert_dp and EP (each expert once),
+  // added on TP rank 0.
   const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
-  double sq_here = 0;
-  for (const auto& sl : slices) sq_here += sum_squares(std::min(std::max(sl.lo, skip), sl.lo + sl.len), sl.lo + sl.len, false);
-  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
+  double sq_here = 0, sq_experts = 0;
+  bool moe = false;
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    const auto& sl = slices[k];
+    if (buckets[k].expert) {
+      moe = true;
+      sq_experts += sum_squares(sl.lo, sl.lo + sl.len, true);
+    } else {
+      sq_here += sum_squares(std::min(std::max(sl.lo, skip), sl.lo + sl.len), sl.lo + sl.len, false);
+    }
+  }
+  double sq = g.all_reduce_scalar(sq_here);
+  if (moe) {
+    const double e = grid_.ep().all_reduce_scalar(grid_.expert_dp().all_reduce_scalar(sq_experts));
+    if (grid_.tp_rank() == 0) sq += e;
+  }
+  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
   const ops::AdamHyper h = hyper(norm);
   for (const auto& sl : slices) adamw(sl.lo, sl.lo + sl.len, sl.lo - sl.at, h);
   for (size_t k = 0; k < buckets.size(); ++k) {
@@ -135,7 +155,7 @@ double DistOptimizer::step_sharded() {
       ops::cast(updated, P.master_of(sl));
     }
     Tensor whole = P.weight_buffer().view(bk.start, {bk.padded});
-    g.all_gather(whole, updated);
+    group_of(bk).all_gather(whole, updated);
   }
   return norm;
 }
@@ -201,6 +221,7 @@ void offload_terms(const Dims& d, Terms& t) {
   // Per bucket of the distributed optimizer (its slice), or the whole buffer at once.
   std::vector<int64_t> parts;
   for (const int64_t b : d.zero_buckets) parts.push_back(b / (d.d * d.c));
+  for (const int64_t b : d.zero_expert_buckets) parts.push_back(b / (d.t * d.d * d.c / d.ep));
   if (parts.empty()) parts.push_back(range);
   for (const int64_t q : parts) {
     if (d.e != Dims::fp) t.host_step = std::max(t.host_step, d.e * q);  // the cast weights, in the step

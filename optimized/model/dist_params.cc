@@ -18,7 +18,7 @@ namespace pb {
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
                        bool reuse_fp32_param, int shards, int shard_rank, bool offload, int zero_stage,
-                       int64_t bucket_size)
+                       int64_t bucket_size, int expert_shards, int expert_shard_rank)
     : reuse_(reuse_fp32_param && dtype == DType::BF16),
       offload_(offload),
       per_param_(zero_stage >= 2 && shards > 1),
@@ -57,7 +57,8 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   const bool zero = shards_ > 1;
   // ZeRO-1's buckets (one without the distributed optimizer or without bucket_size): each
   // padded to a multiple of the shards; this rank owns one slice of each (param_layout.cc).
-  buckets_ = make_buckets(params_, zero ? bucket_size : 0, shards_);
+  buckets_ = layout_buckets(params_, zero ? bucket_size : 0, shards_, shard_rank_, zero ? expert_shards : 1,
+                            zero ? expert_shard_rank : 0);
   total = 0;
   for (const auto& bk : buckets_) total += bk.padded;
   shard_ = 0;
@@ -150,7 +151,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
 
 std::vector<DistParams::Slice> DistParams::slices() const {
   std::vector<Slice> out;
-  for (const auto& bk : buckets_) out.push_back({bk.start + shard_rank_ * bk.q, bk.q, bk.at});
+  for (const auto& bk : buckets_) out.push_back({bk.start + bk.rank * bk.q, bk.q, bk.at});
   return out;
 }
 
@@ -315,22 +316,23 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   std::vector<float> out, whole;
   if (holds && per_param_) {
     whole = gather_slices(get(name), part, grid);
-  } else if (holds && shards_ > 1) {  // the distributed optimizer: the whole buffer from the DP x CP slices
-    std::vector<float> own(static_cast<size_t>(shard_));
+  } else if (holds && shards_ > 1) {  // the distributed optimizer: p's bucket from its slices
+    const ShardedParam& p = get(name);
+    const Bucket* bk = nullptr;
+    for (const auto& b : buckets_)
+      if (p.offset >= b.start && p.offset < b.start + b.padded) bk = &b;
+    PB_REQUIRE(bk, "no bucket holds ", name);
+    const Slice sl{bk->start + bk->rank * bk->q, bk->q, bk->at};
+    std::vector<float> own(static_cast<size_t>(bk->q));
     if (part == ParamPart::Grad) {
-      for (const Slice& sl : slices())
-        copy_bytes(own.data() + sl.at, Device::CPU, grads_.view(sl.lo, {sl.len}).raw(), grads_.device(),
-                   size_t(sl.len) * 4);
+      copy_bytes(own.data(), Device::CPU, grads_.view(sl.lo, {sl.len}).raw(), grads_.device(), own.size() * 4);
     } else {
-      own = master_shard_values();
+      const std::vector<float> all_mine = master_shard_values();
+      std::copy_n(all_mine.begin() + sl.at, sl.len, own.begin());
     }
-    std::vector<float> all(static_cast<size_t>(shard_ * shards_));
-    MPI_CHECK(MPI_Allgather(own.data(), int(shard_), MPI_FLOAT, all.data(), int(shard_), MPI_FLOAT,
-                            grid.raw_dp_cp()));
-    whole.assign(static_cast<size_t>(grads_.numel()), 0.0f);  // back in buffer order, bucket by bucket
-    for (const auto& bk : buckets_)
-      for (int r = 0; r < shards_; ++r)
-        std::copy_n(all.begin() + r * shard_ + bk.at, bk.q, whole.begin() + bk.start + r * bk.q);
+    whole.assign(static_cast<size_t>(grads_.numel()), 0.0f);  // the bucket back in its place of the buffer
+    MPI_CHECK(MPI_Allgather(own.data(), int(bk->q), MPI_FLOAT, whole.data() + bk->start, int(bk->q), MPI_FLOAT,
+                            bk->expert ? grid.raw_expert_dp() : grid.raw_dp_cp()));
   }
   if (reader) {  // the TP shards of the reader to TP rank 0
     const ShardedParam& p = get(name);

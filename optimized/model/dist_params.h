@@ -79,7 +79,7 @@ class DistParams {
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
              const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0,
              bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0, bool offload = false,
-             int zero_stage = 1, int64_t bucket_size = 0);
+             int zero_stage = 1, int64_t bucket_size = 0, int expert_shards = 1, int expert_shard_rank = 0);
   // The distributed optimizer (ZeRO-1, Megatron): the buffers in buckets (param_layout.cc:
   // consecutive parameters of bucket_size elements or more, one bucket by default), each
   // padded to a multiple of the shards (DP x CP); this rank owns slice shard_rank of each
@@ -89,6 +89,8 @@ class DistParams {
     size_t first = 0, last = 0;        // its parameters [first, last) in buffer order
     int64_t start = 0, padded = 0;     // its place in the buffers
     int64_t q = 0, at = 0;             // one slice (padded / shards) and this rank's in the shard buffers
+    int shards = 1, rank = 0;          // over DP x CP, or for the experts over expert_dp
+    bool expert = false;
   };
   struct Slice {
     int64_t lo = 0, len = 0, at = 0;   // buffer elements [lo, lo + len) at [at, at + len) of the shard buffers
@@ -99,6 +101,11 @@ class DistParams {
   static std::vector<ShardedParam> enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                              const std::function<bool(const std::string&)>& keep, int ep, int ep_rank);
   static std::vector<Bucket> make_buckets(const std::vector<ShardedParam>& params, int64_t bucket_size, int shards);
+  // The buffers' buckets: the dense parameters' over (shards, rank), then the experts' (the
+  // last block) in one bucket over (expert_shards, expert_rank): Megatron's separate
+  // distributed optimizer of the expert-data-parallel group.
+  static std::vector<Bucket> layout_buckets(const std::vector<ShardedParam>& params, int64_t bucket_size, int shards,
+                                            int rank, int expert_shards, int expert_rank);
   int shards() const { return shards_; }
   int64_t shard_size() const { return shard_; }
   const std::vector<Bucket>& buckets() const { return buckets_; }

@@ -62,6 +62,25 @@ std::vector<DistParams::Bucket> DistParams::make_buckets(const std::vector<Shard
   return out;
 }
 
+std::vector<DistParams::Bucket> DistParams::layout_buckets(const std::vector<ShardedParam>& params,
+                                                          int64_t bucket_size, int shards, int rank, int expert_shards,
+                                                          int expert_rank) {
+  const auto first_expert = std::find_if(params.begin(), params.end(), [](const auto& p) { return p.is_expert; });
+  const std::vector<ShardedParam> dense(params.begin(), first_expert), experts(first_expert, params.end());
+  std::vector<Bucket> out = make_buckets(dense, bucket_size, shards);
+  for (auto& b : out) b.shards = shards, b.rank = rank;
+  if (experts.empty()) return out;
+  const Bucket& last = out.back();
+  const int64_t start = last.start + last.padded, at = last.at + last.q;
+  for (Bucket b : make_buckets(experts, 0, expert_shards)) {
+    b.first += dense.size(), b.last += dense.size();
+    b.start += start, b.at += at;
+    b.shards = expert_shards, b.rank = expert_rank, b.expert = true;
+    out.push_back(b);
+  }
+  return out;
+}
+
 std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                                 const std::function<bool(const std::string&)>& keep, int ep,
                                                 int ep_rank) {

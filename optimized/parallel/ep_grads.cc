@@ -12,7 +12,16 @@ void expert_grads_reduce(Tensor& grads, Communicator& expert_dp, int replicas) {
 
 void ep_grad_terms(const Dims& d, Terms& t) {
   if (d.params_expert == 0) return;
-  t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_expert, d.t * d.d * d.c / d.ep);
+  const int64_t edp = d.t * d.d * d.c / d.ep;
+  if (d.zero) {  // the distributed optimizer: the experts' bucket reduce-scattered and gathered over expert_dp
+    for (const int64_t b : d.zero_expert_buckets) {
+      t.call("expert_dp", CommOp::ReduceScatter, Phase::Optimizer, d.steps, Dims::fp * b, edp);
+      t.call("expert_dp", CommOp::AllGather, Phase::Optimizer, d.steps, d.e * b, edp);
+    }
+    t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, edp);  // the slices' squares
+  } else {
+    t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_expert, edp);
+  }
   t.call("ep", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.ep);
 }
 

@@ -20,7 +20,9 @@ namespace pb {
 void expert_grads_reduce(Tensor& grads, Communicator& expert_dp, int replicas);
 
 // Over a step, in the optimizer phase: the expert block's all-reduce over expert_dp (fp32,
-// d.params_expert elements) and the experts' squared-norm all-reduce over ep (one double).
+// d.params_expert elements), or under the distributed optimizer its bucket's reduce-scatter
+// and all-gather there and its slices' squares (one double); the experts' squared-norm
+// all-reduce over ep (one double).
 void ep_grad_terms(const Dims& d, Terms& t);
 
 }  // namespace pb

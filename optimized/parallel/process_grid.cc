@@ -65,6 +65,7 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
   ep_ = split("ep", tp_r_ + l.tp * (pp_r_ + l.pp * (dpcp_r / l.ep)), dpcp_r % l.ep);
   // Experts are not TP-sharded (expert TP = 1): their gradients are reduced over TP too.
   edp_ = split("expert_dp", pp_r_ + l.pp * (dpcp_r % l.ep), tp_r_ + l.tp * (dpcp_r / l.ep));
+  MPI_CHECK(MPI_Comm_split(comm, pp_r_ + l.pp * (dpcp_r % l.ep), tp_r_ + l.tp * (dpcp_r / l.ep), &raw_expert_dp_));
   tp_cp_ = split("tp_cp", rank_of(l, {0, 0, me.dp, me.pp}), tp_r_ + l.tp * cp_r_);
   mp_ = split("mp", rank_of(l, {0, me.cp, me.dp, 0}), tp_r_ + l.tp * pp_r_);
   if (u > 1 && u < l.cp && l.cp % u == 0) {  // hybrid CP
@@ -78,6 +79,7 @@ ProcessGrid::~ProcessGrid() {
   MPI_Finalized(&fin);
   if (!fin && raw_tp_ != MPI_COMM_NULL) MPI_Comm_free(&raw_tp_);
   if (!fin && raw_dp_cp_ != MPI_COMM_NULL) MPI_Comm_free(&raw_dp_cp_);
+  if (!fin && raw_expert_dp_ != MPI_COMM_NULL) MPI_Comm_free(&raw_expert_dp_);
 }
 
 std::string ProcessGrid::describe() const {

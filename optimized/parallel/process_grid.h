@@ -63,12 +63,13 @@ class ProcessGrid {
   // Raw MPI communicators, for harness bookkeeping that must stay out of the accounting.
   MPI_Comm raw_tp() const { return raw_tp_; }
   MPI_Comm raw_dp_cp() const { return raw_dp_cp_; }  // the distributed optimizer's shards
+  MPI_Comm raw_expert_dp() const { return raw_expert_dp_; }  // its shards of the experts
 
  private:
   Layout layout_;
   int rank_ = 0, tp_r_ = 0, cp_r_ = 0, dp_r_ = 0, pp_r_ = 0;
   std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, tp_cp_, mp_, cpu_, cpr_;
-  MPI_Comm raw_tp_ = MPI_COMM_NULL, raw_dp_cp_ = MPI_COMM_NULL;
+  MPI_Comm raw_tp_ = MPI_COMM_NULL, raw_dp_cp_ = MPI_COMM_NULL, raw_expert_dp_ = MPI_COMM_NULL;
 };
 
 }  // namespace pb

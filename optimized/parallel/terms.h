@@ -39,6 +39,7 @@ struct Dims {
   bool zero = false;                                // the distributed optimizer (ZeRO-1)
   int64_t zero_stage = 0;                           // its stage: 1, or 2 (per-parameter shards, gradients too)
   std::vector<int64_t> zero_buckets;                // ZeRO-1: each bucket padded to a multiple of d*c
+  std::vector<int64_t> zero_expert_buckets;         //   and the experts', of t*d*c/ep (expert_dp)
   struct ZeroParam {
     int64_t padded = 0;       // ZeRO-2/3: a parameter padded to a multiple of d*c
     bool embedding = false;   // the embedding table (its backward needs no weights)
