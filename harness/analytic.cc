@@ -64,8 +64,12 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   const int64_t shards = d.zero ? d.d * d.c : 1;
   d.shard = (d.params_local + shards - 1) / shards;
   d.padded = d.shard * shards;
-  const auto params = DistParams::enumerate(
-      mc, int(d.t), 0, [&](const std::string& n) { return stage_holds(pl, pp_rank, d.L, n); }, int(d.ep), 0);
+  const auto params = shards > 1 ? DistParams::enumerate(mc, int(d.t), 0,
+                                                         [&](const std::string& n) {
+                                                           return stage_holds(pl, pp_rank, d.L, n);
+                                                         },
+                                                         int(d.ep), 0)
+                                  : std::vector<ShardedParam>{};
   if (d.zero_stage == 1 && shards > 1) {  // ZeRO-1's buckets
     d.shard = d.padded = 0;
     const int eshards = int(d.t * d.d * d.c / d.ep);

@@ -16,6 +16,13 @@
  *   mp squared-norm all-reduce              model/dist_optimizer.h optimizer_terms
  *   saved activations per layer             model/attention_block.h, attention_core.h,
  *                                            mlp_block.h, mlp.h; the head: end_blocks.h
+ *   ZeRO-1/2/3 shards, buckets, gathers     parallel/dp_grad_sync.h dp_terms (sizes from
+ *                                            model/dist_params.h enumerate, layout_buckets),
+ *                                            parallel/ep_grads.h (the experts' bucket)
+ *   offload (host state, host link)         model/dist_optimizer.h offload_terms
+ *   reuse-fp32-param, recompute, swap       train/memory_techniques.cc (the recomputed
+ *                                            forward's communication again, the host link);
+ *                                            their activation walks here (chunk_bytes)
  *   workspace per block                     the same block headers (*_workspace)
  * The registry (optimized/train/registry.h) says which terms a case has.
  *

@@ -9,7 +9,18 @@
  *      over the model-parallel group: every element of the global model counted once.
  *   4. AdamW with the clip coefficient min(1, clip / (norm + 1e-6)) (reference/model/adamw.h),
  *      in two launches over the contiguous buffers (norm weights without decay, matrices).
- * All calls are accounted in the optimizer phase.
+ * All calls are accounted in the optimizer phase. The memory techniques change where the
+ * state lives and how the gradients arrive (Rajbhandari et al., arXiv 1910.02054):
+ *   ZeRO-1 (step_sharded)      per bucket reduce-scatter over DP x CP (the experts' bucket
+ *                              over expert_dp), AdamW on the rank's slices, per bucket
+ *                              all-gather of the new weights
+ *   ZeRO-2/3 (step_per_param)  the gradients already reduce-scattered per parameter into
+ *                              the rank's slices (zero_grads.h); AdamW per slice; ZeRO-2
+ *                              all-gathers each parameter, ZeRO-3 keeps the slices
+ *                              (zero_params.h gathers where they are used)
+ *   offload                    the reduced gradients to the host, AdamW there, the new
+ *                              weights back (ZeRO-Offload, arXiv 2101.06840)
+ *   reuse-fp32-param           the master rebuilt from (bf16, residual) halves
  */
 #pragma once
 

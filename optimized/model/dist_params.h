@@ -179,13 +179,12 @@ class DistParams {
   std::vector<ShardedParam> params_;
   Tensor weights_, master_, grads_, m_, v_, residual_, host_grads_, grad_acc_;
   std::vector<Bucket> buckets_;
-  bool offload_ = false, per_param_ = false, params_sharded_ = false;
+  bool reuse_ = false, offload_ = false, per_param_ = false, params_sharded_ = false;
   int64_t norm_slices_ = 0;
   // zero_shards.cc: the per-parameter layout, its initial values, its gather.
   void build_per_param(const std::vector<float>& host, DType dtype);
   std::vector<float> gather_slices(const ShardedParam& p, ParamPart part, ProcessGrid& grid);
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
-  bool reuse_ = false;
   int shards_ = 1, shard_rank_ = 0;
   int64_t shard_ = 0;
   const ShardedParam& first_expert(int64_t layer, const char* proj, int64_t* n) const;

@@ -84,19 +84,18 @@ std::vector<DistParams::Bucket> DistParams::layout_buckets(const std::vector<Sha
 std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                                 const std::function<bool(const std::string&)>& keep, int ep,
                                                 int ep_rank) {
-  // The global shapes and names come from the reference's own parameter list.
-  const auto shapes = ref::zero_params<float>(mc);
+  // The names and shapes of the reference's own parameter list (nothing allocated).
   const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
   std::vector<ShardedParam> norms, routers, sharded;
   std::vector<std::pair<ExpertKey, ShardedParam>> experts;
-  ref::for_each_param(shapes, [&](const std::string& name, const ref::Mat<float>& m, bool is_vector) {
+  ref::for_each_param_shape(mc, [&](const std::string& name, int64_t rows, int64_t cols, bool is_vector) {
     if (keep && !keep(name)) return;
     const ExpertKey ek = expert_key(name);
     if (ek.layer >= 0 && (ek.expert < e0 || ek.expert >= e0 + El)) return;  // another EP rank's
     ShardedParam p;
     p.name = name;
-    p.global_rows = m.rows();
-    p.global_cols = m.cols();
+    p.global_rows = rows;
+    p.global_cols = cols;
     p.is_norm = is_vector;
     p.is_expert = ek.layer >= 0;
     const bool router = name.ends_with("block_sparse_moe.gate.weight");
@@ -110,12 +109,12 @@ std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int 
     const bool by_cols = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
     p.dim = is_vector ? ShardDim::None : by_cols ? ShardDim::Cols : ShardDim::Rows;
     if (p.dim == ShardDim::Rows) {
-      PB_REQUIRE(m.rows() % tp == 0, "tp ", tp, " does not divide the rows of ", name);
-      p.row0 = m.rows() / tp * tp_rank;
+      PB_REQUIRE(rows % tp == 0, "tp ", tp, " does not divide the rows of ", name);
+      p.row0 = rows / tp * tp_rank;
     }
     if (p.dim == ShardDim::Cols) {
-      PB_REQUIRE(m.cols() % tp == 0, "tp ", tp, " does not divide the columns of ", name);
-      p.col0 = m.cols() / tp * tp_rank;
+      PB_REQUIRE(cols % tp == 0, "tp ", tp, " does not divide the columns of ", name);
+      p.col0 = cols / tp * tp_rank;
     }
     (is_vector ? norms : sharded).push_back(std::move(p));
   });

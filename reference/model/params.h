@@ -78,6 +78,39 @@ void for_each_param(P& p, F&& f) {
   f(std::string("lm_head.weight"), p.lm_head, false);
 }
 
+// Calls f(name, rows, cols, is_vector) for every parameter of config c in for_each_param's
+// order, without allocating any (sizing a model larger than memory: shards, analytic terms).
+template <class F>
+void for_each_param_shape(const ModelConfig& c, F&& f) {
+  const Index H = c.hidden_size, A = c.num_attention_heads, G = c.num_key_value_heads, D = c.head_dim();
+  const Index F_ = c.intermediate_size, V = c.vocab_size, E = c.num_local_experts, Fe = c.expert_ffn();
+  f(std::string("model.embed_tokens.weight"), V, H, false);
+  for (Index l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    f(pre + "input_layernorm.weight", Index(1), H, true);
+    f(pre + "self_attn.q_proj.weight", A * D, H, false);
+    f(pre + "self_attn.k_proj.weight", G * D, H, false);
+    f(pre + "self_attn.v_proj.weight", G * D, H, false);
+    f(pre + "self_attn.o_proj.weight", H, A * D, false);
+    f(pre + "post_attention_layernorm.weight", Index(1), H, true);
+    if (!c.is_moe_layer(l)) {
+      f(pre + "mlp.gate_proj.weight", F_, H, false);
+      f(pre + "mlp.up_proj.weight", F_, H, false);
+      f(pre + "mlp.down_proj.weight", H, F_, false);
+    } else {
+      f(pre + "block_sparse_moe.gate.weight", E, H, false);
+      for (Index e = 0; e < E; ++e) {
+        const std::string ex = pre + "block_sparse_moe.experts." + std::to_string(e) + ".";
+        f(ex + "w1.weight", Fe, H, false);
+        f(ex + "w2.weight", H, Fe, false);
+        f(ex + "w3.weight", Fe, H, false);
+      }
+    }
+  }
+  f(std::string("model.norm.weight"), Index(1), H, true);
+  f(std::string("lm_head.weight"), V, H, false);
+}
+
 // Parameters of the configured shapes, all zero (also the shape of gradients and Adam state).
 template <class T>
 ModelParams<T> zero_params(const ModelConfig& c) {

@@ -144,7 +144,7 @@ static std::vector<Case> cases_for(int world) {
   pp2("pp2_dp2_zero1_reuse", 2, {"distributed_optimizer", "reuse_fp32_param"}, 1, "bf16");
   // ZeRO-Offload: the optimizer state and step on the host, whole or the range of ZeRO-1.
   add_variants(all, {"single_gqa", "dp2", "tp2_sp", "bf16_single_gqa", "zero1_dp2", "bf16_zero1_dp2_tp2_sp", "bf16_dp2_tp2_sp",
-                     "buckets_zero1_dp2", "bf16_buckets_zero1_dp2_tp2_sp"},
+                     "buckets_zero1_dp2", "bf16_buckets_zero1_dp2_tp2_sp", "cp2", "zero1_cp2_dp2"},
                "offload_", [](Case& c) { c.features.push_back("offload_optimizer"); });
   return cases_of_world(all, world);
 }

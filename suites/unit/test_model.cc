@@ -2,6 +2,7 @@
  * with one dense and one MoE layer; gradient accumulation; AdamW against its formula;
  * training on a fixed batch lowers the loss; determinism; counter-based init and data
  * generate any slice alone; parameter count against the analytic formula. */
+#include <tuple>
 #include <cstring>
 
 #include "reference/model/flops.h"
@@ -175,3 +176,20 @@ TEST(Flops, ParameterCountMatchesFormula) {
 }
 
 }  // namespace pb::test
+
+// The shape-only walk (what DistParams and the analytic model size shards from, without
+// allocating) lists the same names, shapes and kinds in the same order as the parameters.
+TEST(Params, ShapeWalkEqualsTheParameterList) {
+  namespace ref = pb::ref;
+  const auto dense = ref::ModelConfig::dense(24, 6, 2, 22, 26, 3);
+  auto moe = ref::ModelConfig::dense(16, 4, 2, 24, 32, 3);
+  moe.num_local_experts = 4, moe.num_experts_per_tok = 2, moe.moe_intermediate_size = 12, moe.moe_layers = {0, 2};
+  for (const ref::ModelConfig& cfg : std::vector<ref::ModelConfig>{dense, moe}) {
+    std::vector<std::tuple<std::string, int64_t, int64_t, bool>> a, b;
+    const auto p = ref::zero_params<float>(cfg);
+    ref::for_each_param(p, [&](const std::string& n, const ref::Mat<float>& m, bool v) { a.emplace_back(n, m.rows(), m.cols(), v); });
+    ref::for_each_param_shape(cfg, [&](const std::string& n, int64_t r, int64_t c, bool v) { b.emplace_back(n, r, c, v); });
+    EXPECT_EQ(a, b);
+    EXPECT_GT(a.size(), 20u);
+  }
+}
