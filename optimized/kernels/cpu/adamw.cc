@@ -1,5 +1,10 @@
 /* CPU AdamW over one tensor (formula in reference/model/adamw.h): decoupled weight decay,
  * bias-corrected moments, the clip coefficient applied to the gradient on the fly. */
+// Exact square roots in Eigen's packets too (its fast-math float sqrt is an approximation
+// that the scalar elements peeled off before an aligned packet do not use): the step's
+// result then does not depend on where a buffer starts (a sharded or offloaded master is
+// stepped bitwise as the plain one). Before any Eigen include.
+#define EIGEN_FAST_MATH 0
 #include <cstring>
 #include <vector>
 
