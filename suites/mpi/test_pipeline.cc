@@ -15,6 +15,7 @@
 
 #include "harness/analytic.h"
 #include "harness/runner.h"
+#include "case_expect.h"
 #include "mpi_test_util.h"
 #include "optimized/train/pp_schedule.h"
 #include "reference/common/error.h"
@@ -26,21 +27,11 @@ using harness::Case;
 
 static Case pp_case(const std::string& name, int64_t L, int pp, int vpp, const std::string& kind, int64_t m,
                     int tp = 1, int dp = 1, bool sp = false) {
-  Case c;
-  c.name = name;
-  c.model = ref::ModelConfig::dense(32, 8, 4, 48, 64, L);
-  c.model_json = io::hf_config_json(c.model);
+  Case c = small_case(name, ref::ModelConfig::dense(32, 8, 4, 48, 64, L), {}, dp, tp, m);
+  if (!sp) c.features.clear();  // tp without SP too
   c.layout.pp = pp;
   c.layout.vpp = vpp;
-  c.layout.tp = tp;
-  c.layout.dp = dp;
-  if (sp) c.features = {"sp"};
   c.schedule = kind;
-  c.train.micro_batch_size = 2;
-  c.train.seq_length = 8;
-  c.train.num_micro_batches = m;
-  c.train.steps = 2;
-  c.train.lr = 3e-3;
   return c;
 }
 
