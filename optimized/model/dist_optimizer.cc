@@ -85,7 +85,12 @@ double DistOptimizer::step() {
   if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}), 0);
   P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
   adamw(0, P.weight_buffer().numel(), 0, hyper(norm));
-  P.master_to_weights();
+  if (P.offloaded()) {
+    Tensor w = P.weight_buffer().view(0, {P.master_buffer().numel()});
+    from_host(w, P.master_buffer());
+  } else {
+    P.master_to_weights();
+  }
   return norm;
 }
 
@@ -142,13 +147,7 @@ double DistOptimizer::step_sharded() {
     const auto& sl = slices[k];
     Tensor updated = Tensor::empty({bk.q}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (q)
     if (P.offloaded()) {  // the new weights from the host (cast there)
-      Tensor out = P.master_of(sl);
-      if (updated.dtype() != DType::F32) {
-        out = Tensor::empty({bk.q}, MemCategory::Host, updated.dtype(), Device::CPU);
-        ops::cast(out, P.master_of(sl));
-      }
-      ops::transfer(updated, out);
-      CommLedger::get().record("host", CommOp::ToDevice, 2, int64_t(out.bytes()));
+      from_host(updated, P.master_of(sl));
     } else if (P.residual_buffer().defined() || updated.dtype() == DType::F32) {  // the slice is already the new weights
       ops::copy(updated, P.weight_buffer().view(sl.lo, {sl.len}));
     } else {
@@ -201,11 +200,44 @@ double DistOptimizer::step_per_param() {
   return norm;
 }
 
-// ZeRO-Offload: the reduced fp32 gradients of the step to the host copy (from element at).
+// ZeRO-Offload's copies run on a side stream, ordered by events: after the work that wrote
+// their source, and waited on before their destination is used (on the host by the step,
+// on the device by the current stream) and before a host staging buffer is freed.
+Stream& DistOptimizer::copy_stream() {
+  if (!side_.defined()) side_ = Stream::create(model_.params().weight_buffer().device());
+  return side_;
+}
+
+// The reduced fp32 gradients of the step to the host copy (from element at).
 void DistOptimizer::to_host(const Tensor& grads, int64_t at) {
   Tensor h = model_.params().host_grads().view(at, {grads.numel()});
-  ops::transfer(h, grads);
+  const Device dev = grads.device();
+  Event ready(dev), done(dev);
+  ready.record();
+  copy_stream().wait(ready);
+  ops::transfer(h, grads, copy_stream());
+  grads.record_stream(copy_stream());
+  done.record(copy_stream());
+  done.synchronize();  // the host step reads them next
   CommLedger::get().record("host", CommOp::ToHost, 2, int64_t(h.bytes()));
+}
+
+// The new weights of a master (host, fp32) into dst on the device, cast on the host first
+// (bf16: a staging buffer of the host category while the copy runs).
+void DistOptimizer::from_host(Tensor& dst, const Tensor& master) {
+  Tensor out = master;
+  if (dst.dtype() != DType::F32) {
+    out = Tensor::empty({master.numel()}, MemCategory::Host, dst.dtype(), Device::CPU);
+    ops::cast(out, master);
+  }
+  const Device dev = dst.device();
+  Event done(dev);
+  ops::transfer(dst, out, copy_stream());
+  dst.record_stream(copy_stream());
+  done.record(copy_stream());
+  current_stream(dev).wait(done);  // the device uses dst after the copy
+  done.synchronize();              // and the staging buffer may go
+  CommLedger::get().record("host", CommOp::ToDevice, 2, int64_t(out.bytes()));
 }
 
 double DistOptimizer::average_loss(double local_mean) {

@@ -44,7 +44,9 @@ class DistOptimizer {
   double step_sharded();    // the distributed optimizer (ZeRO-1)
   double step_per_param();  // ZeRO-2: the gradients already reduced into the rank's slices
   ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step)
-  void to_host(const Tensor& grads, int64_t at);  // ZeRO-Offload: reduced gradients to the host copy
+  void to_host(const Tensor& grads, int64_t at);        // ZeRO-Offload: reduced gradients to the host copy
+  void from_host(Tensor& dst, const Tensor& master);    //   and the new weights back
+  Stream& copy_stream();                                //   their side stream
   // The squares of the (expert or other) gradients in [from, to) of the buffer.
   double sum_squares(int64_t from, int64_t to, bool experts);
   // Clipping by the global norm and AdamW on elements [lo, hi) of the buffers; the master
@@ -56,6 +58,7 @@ class DistOptimizer {
   ProcessGrid& grid_;
   ref::TrainConfig tc_;
   int64_t t_ = 0;
+  Stream side_;  // offload's copies (created on first use)
 };
 
 // The optimizer's own terms: the squared-norm all-reduce over the model-parallel group

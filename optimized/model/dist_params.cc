@@ -183,17 +183,7 @@ std::vector<float> DistParams::master_shard_values() const {
 
 void DistParams::master_to_weights() {
   if (residual_.defined()) return;  // the sharded reuse step updates the halves in place
-  if (offload_) {  // the host's new weights to the device (cast on the host)
-    Tensor out = master_;
-    if (weights_.dtype() != DType::F32) {
-      out = Tensor::empty({master_.numel()}, MemCategory::Host, weights_.dtype(), Device::CPU);
-      ops::cast(out, master_);
-    }
-    Tensor w = weights_.view(0, {master_.numel()});
-    ops::transfer(w, out);
-    CommLedger::get().record("host", CommOp::ToDevice, 2, int64_t(out.bytes()));
-    return;
-  }
+  PB_REQUIRE(!offload_, "master_to_weights: offloaded weights come back through the optimizer's transfers");
   if (reuse_)
     ops::fp32_to_bf16_residual(master_);
   else if (weights_.dtype() != DType::F32)
