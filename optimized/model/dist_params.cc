@@ -15,6 +15,15 @@
 
 namespace pb {
 
+// Element (i, j) of p's shard: the counter-based init of its global index (rows x cols into out).
+static void init_shard(const ShardedParam& p, uint64_t seed, const ref::ModelConfig& mc, float* out) {
+  for (int64_t i = 0; i < p.rows; ++i)
+    for (int64_t j = 0; j < p.cols; ++j) {
+      const uint64_t global = uint64_t((p.row0 + i) * p.global_cols + (p.col0 + j));
+      out[i * p.cols + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
+    }
+}
+
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
                        bool reuse_fp32_param, int shards, int shard_rank, bool offload, int zero_stage,
@@ -32,7 +41,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   size_t n_dense = params_.size();
   for (const auto& p : params_) {
     if (p.is_norm) norm_numel_ += p.global_cols;
-    if (p.is_norm || p.name.ends_with("block_sparse_moe.gate.weight")) replicated_numel_ += p.global_rows * p.global_cols;
+    if (p.replicated) replicated_numel_ += p.global_rows * p.global_cols;
     if (p.is_expert) n_dense = std::min(n_dense, size_t(&p - params_.data()));
   }
   const bool has_experts = n_dense < params_.size();
@@ -43,13 +52,12 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     total += s[0] * s[1];
   }
   if (per_param_) {  // ZeRO-2/3: the initial values, then the per-parameter layout (zero_shards.cc)
-    std::vector<float> host;
-    for (const auto& p : params_)
-      for (int64_t i = 0; i < p.rows; ++i)
-        for (int64_t j = 0; j < p.cols; ++j) {
-          const uint64_t global = uint64_t((p.row0 + i) * p.global_cols + (p.col0 + j));
-          host.push_back(float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range)));
-        }
+    std::vector<float> host(static_cast<size_t>(total));
+    int64_t at = 0;
+    for (const auto& p : params_) {
+      init_shard(p, seed, mc, host.data() + at);
+      at += p.rows * p.cols;
+    }
     build_per_param(host, dtype);
     expert_offset_ = weights_.numel();
     return;
@@ -103,13 +111,8 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
         p.m = m_.view(off, s);
         p.v = v_.view(off, s);
       }
-      float* w = host.data() + off;
+      init_shard(p, seed, mc, host.data() + off);
       off += s[0] * s[1];
-      for (int64_t i = 0; i < s[0]; ++i)
-        for (int64_t j = 0; j < s[1]; ++j) {
-          const uint64_t global = uint64_t((p.row0 + i) * p.global_cols + (p.col0 + j));
-          w[i * s[1] + j] = float(ref::init_value(seed, p.name, global, p.is_norm, mc.initializer_range));
-        }
     }
   }
   if (!has_experts) expert_offset_ = total;

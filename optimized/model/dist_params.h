@@ -61,6 +61,7 @@ struct ShardedParam {
   int64_t row0 = 0, col0 = 0;   // this shard's offset in the global tensor
   bool is_norm = false;         // 1-D in files, replicated, not weight-decayed
   bool is_expert = false;       // an MoE expert's weight (held by one EP rank, not TP-sharded)
+  bool replicated = false;      // the same on every TP rank: the norm weights and the MoE routers
   int64_t rows = 0, cols = 0;   // this rank's shard (local shape)
   int64_t offset = 0;           // its first element in the buffers
   // ZeRO-2/3 (per-parameter shards, zero_shards.cc): the parameter padded to a multiple of

@@ -39,16 +39,13 @@ bool stage_holds(const pp::Placement& pl, int r, int64_t L, const std::string& n
 
 std::vector<DistParams::Bucket> DistParams::make_buckets(const std::vector<ShardedParam>& params, int64_t bucket_size,
                                                         int shards) {
-  auto replicated = [](const ShardedParam& p) {
-    return p.is_norm || p.name.ends_with("block_sparse_moe.gate.weight");
-  };
   std::vector<Bucket> out;
   Bucket b;
   int64_t numel = 0, start = 0, at = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     numel += params[i].rows * params[i].cols;
     const bool end = i + 1 == params.size();
-    if (!end && (bucket_size <= 0 || numel < bucket_size || replicated(params[i + 1]))) continue;
+    if (!end && (bucket_size <= 0 || numel < bucket_size || params[i + 1].replicated)) continue;
     b.last = i + 1;
     b.q = (numel + shards - 1) / shards;
     b.padded = b.q * shards;
@@ -99,6 +96,7 @@ std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int 
     p.is_norm = is_vector;
     p.is_expert = ek.layer >= 0;
     const bool router = name.ends_with("block_sparse_moe.gate.weight");
+    p.replicated = is_vector || router;
     if (p.is_expert || router) {  // replicated over TP (expert TP = 1)
       if (router)
         routers.push_back(std::move(p));
