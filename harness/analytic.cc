@@ -11,6 +11,7 @@
 #include "optimized/model/end_blocks.h"
 #include "optimized/model/mlp_block.h"
 #include "optimized/model/mlp_moe.h"
+#include "optimized/model/recompute.h"
 #include "optimized/parallel/ep_allgather.h"
 #include "optimized/parallel/ep_alltoall.h"
 #include "optimized/model/strategies.h"
@@ -83,25 +84,52 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
     d.shard = d.padded = 0;
     for (const auto& p : params) {
       const int64_t q = (p.rows * p.cols + shards - 1) / shards;
-      d.zero_params.push_back({q * shards, p.name == "model.embed_tokens.weight"});
-      d.shard += q, d.padded += q * shards, d.zero_slice_max = std::max(d.zero_slice_max, q);
       const auto& n = p.name;
+      const bool layer = n.starts_with("model.layers.");
+      d.zero_params.push_back({q * shards, n == "model.embed_tokens.weight", layer ? std::stoll(n.substr(13)) : -1});
+      d.shard += q, d.padded += q * shards, d.zero_slice_max = std::max(d.zero_slice_max, q);
       const bool attn = n.find("input_layernorm") != std::string::npos || n.find("self_attn") != std::string::npos;
-      const std::string block = !n.starts_with("model.layers.") ? (n == "model.embed_tokens.weight" ? "emb" : "head")
-                                : n.substr(0, n.find('.', 13)) + (attn ? ".attn" : ".mlp");
+      const std::string block = !layer ? (n == "model.embed_tokens.weight" ? "emb" : "head")
+                                       : n.substr(0, n.find('.', 13)) + (attn ? ".attn" : ".mlp");
       d.zero_block_grads = std::max(d.zero_block_grads, blocks[block] += q * shards);
     }
-    // ZeRO-3: a block's weights whole while it runs, and the next block's prefetched.
+    // ZeRO-3: a block's weights whole while it runs, and those of the next use prefetched
+    // (block_chain.h). The uses: forward in block order; backward from the head, each
+    // checkpointed group's blocks forward again (the recompute) and then backward, the
+    // embedding's backward using none.
+    const Features& f = c.typed_features();
     for (int ch = 0; ch < pl.v; ++ch) {
       const int s = pl.stage(pp_rank, ch);
-      std::vector<std::string> order;
-      if (s == 0) order.push_back("emb");
       const auto [l0, l1] = pl.layers(d.L, s);
-      for (int64_t l = l0; l < l1; ++l)
-        for (const char* part : {".attn", ".mlp"}) order.push_back("model.layers." + std::to_string(l) + part);
-      if (s == pl.stages() - 1) order.push_back("head");
-      for (size_t i = 0; i < order.size(); ++i)
-        d.zero_gathered = std::max(d.zero_gathered, blocks[order[i]] + (i + 1 < order.size() ? blocks[order[i + 1]] : 0));
+      const auto groups = f.recompute_full ? recompute_groups(f.recompute_method, f.recompute_num_layers, l0, l1)
+                                           : std::vector<std::pair<int64_t, int64_t>>{};
+      std::vector<std::vector<std::string>> chain;  // the chunk's blocks: one part, or a group's parts
+      if (s == 0) chain.push_back({"emb"});
+      for (int64_t l = l0; l < l1;) {
+        const auto g = std::find_if(groups.begin(), groups.end(), [l](const auto& r) { return r.first == l; });
+        const int64_t end = g == groups.end() ? l + 1 : g->second;
+        std::vector<std::string> parts;
+        for (; l < end; ++l)
+          for (const char* part : {".attn", ".mlp"}) parts.push_back("model.layers." + std::to_string(l) + part);
+        if (g != groups.end())
+          chain.push_back(parts);
+        else
+          for (auto& p : parts) chain.push_back({p});
+      }
+      if (s == pl.stages() - 1) chain.push_back({"head"});
+      std::vector<std::string> fwd, bwd;
+      for (const auto& b : chain) fwd.insert(fwd.end(), b.begin(), b.end());
+      for (size_t i = chain.size(); i-- > 0;) {
+        const auto& b = chain[i];
+        if (b.size() > 1) bwd.insert(bwd.end(), b.begin(), b.end());  // the recompute
+        if (b.front() != "emb") bwd.insert(bwd.end(), b.rbegin(), b.rend());
+      }
+      for (const auto* uses : {&fwd, &bwd})
+        for (size_t i = 0; i < uses->size(); ++i) {
+          const std::string& a = (*uses)[i];
+          const bool next = i + 1 < uses->size() && (*uses)[i + 1] != a;
+          d.zero_gathered = std::max(d.zero_gathered, blocks[a] + (next ? blocks[(*uses)[i + 1]] : 0));
+        }
     }
   }
   return d;

@@ -62,6 +62,8 @@ struct BlockCtx {
                                       // loss, times grad_scale
   bool recompute = false;             // a checkpointed forward run again inside backward (recompute.h):
                                       // nothing is logged (MoE routing) or added (losses) twice
+  std::vector<ShardedParam*> then{};  // a composite block's: the weights acquired right after it
+                                      // (block_chain.h), to be prefetched before its last block
 };
 
 class Block {
@@ -85,7 +87,10 @@ class Block {
   // The parameters whose gradients this block's backward writes (ZeRO-2/3 bind and reduce
   // them around it).
   virtual std::vector<ShardedParam*> params() const = 0;
-  // The weights its forward (or backward) acquires from the parameter provider.
+  // A block that runs blocks of its own through the chain (block_chain.h: a checkpointed
+  // group) prefetches what follows it and binds its blocks' gradients itself.
+  virtual bool composite() const { return false; }
+  // The weights its forward (or backward) acquires first from the parameter provider.
   virtual std::vector<ShardedParam*> weights_used(bool backward) const {
     (void)backward;
     return params();

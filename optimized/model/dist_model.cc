@@ -51,6 +51,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
       block_grads_(cfg.strategies.block_grads(params_, grid, *tp_)),
       provider_(cfg.strategies.params(params_, grid)),
+      chain_(std::make_unique<BlockChain>(*provider_, *block_grads_)),
       policy_(cfg.strategies.activations()),
       pos_(token_positions(cfg, grid)) {  // uploaded here, once
   const auto& mc = cfg_.model;  // the blocks keep references: the model's own copy
@@ -75,7 +76,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
         layers.push_back(std::make_unique<MlpBlock>(*env_, l, cfg.strategies.mlp(*env_, l)));
       }
       if (g != groups.end())
-        blocks.push_back(std::make_unique<CheckpointedBlocks>(std::move(layers)));
+        blocks.push_back(std::make_unique<CheckpointedBlocks>(std::move(layers), *chain_));
       else
         for (auto& b : layers) blocks.push_back(std::move(b));
     }
@@ -95,12 +96,7 @@ Tensor DistModel::forward_chunk(int c, int mb, const ref::Batch& batch, const Te
   PB_REQUIRE(!st, "pipeline: micro-batch ", mb, " is already in flight in chunk ", c);
   st = std::make_unique<InFlight>();
   BlockCtx ctx{mb, &batch, grad_scale};
-  Tensor x = x_in;
-  const auto& blocks = chunks_[size_t(c)];
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (i + 1 < blocks.size()) provider_->prefetch(blocks[i + 1]->weights_used(false));
-    x = blocks[i]->run(ctx, x);
-  }
+  const Tensor x = chain_->forward(chunks_[size_t(c)], ctx, x_in, {});
   if (last_stage(c)) *loss = ctx.loss;
   aux_ += ctx.aux;
   return x;
@@ -112,15 +108,7 @@ Tensor DistModel::backward_chunk(int c, int mb, const Tensor& dy, bool split_w) 
   PB_REQUIRE(it != inflight_.end(), "pipeline: backward of micro-batch ", mb, " in chunk ", c, " before its forward");
   tp_->defer_to(split_w ? &it->second->wgrads : nullptr);
   BlockCtx ctx{mb};
-  Tensor d = dy;
-  const auto& blocks = chunks_[size_t(c)];
-  for (size_t i = blocks.size(); i-- > 0;) {
-    if (i > 0) provider_->prefetch(blocks[i - 1]->weights_used(true));
-    const auto params = blocks[i]->params();
-    block_grads_->before(params);
-    d = blocks[i]->backward(ctx, d);
-    block_grads_->after(params);
-  }
+  const Tensor d = chain_->backward(chunks_[size_t(c)], ctx, dy, {});
   tp_->defer_to(nullptr);
   if (!split_w) inflight_.erase(it);
   return d;

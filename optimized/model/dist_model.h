@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "optimized/model/block.h"
+#include "optimized/model/block_chain.h"
 #include "optimized/model/dist_params.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/pp_placement.h"
@@ -101,6 +102,7 @@ class DistModel {
   std::unique_ptr<TpLinear> tp_;
   std::unique_ptr<BlockGrads> block_grads_;
   std::unique_ptr<ParamProvider> provider_;
+  std::unique_ptr<BlockChain> chain_;  // how a chunk's blocks run (prefetches, gradient hooks)
   std::unique_ptr<ActivationPolicy> policy_;
   IndexTensor pos_;  // (N) RoPE positions, on the model's device once
   std::unique_ptr<BlockEnv> env_;

@@ -23,7 +23,8 @@ std::vector<std::pair<int64_t, int64_t>> recompute_groups(const std::string& met
   return g;
 }
 
-CheckpointedBlocks::CheckpointedBlocks(std::vector<std::unique_ptr<Block>> blocks) : blocks_(std::move(blocks)) {
+CheckpointedBlocks::CheckpointedBlocks(std::vector<std::unique_ptr<Block>> blocks, BlockChain& chain)
+    : blocks_(std::move(blocks)), chain_(chain) {
   PB_REQUIRE(!blocks_.empty(), "recompute: an empty checkpointed group");
 }
 
@@ -32,25 +33,22 @@ CheckpointedBlocks::~CheckpointedBlocks() = default;
 Tensor CheckpointedBlocks::forward(BlockCtx& ctx, const Tensor& x) {
   Kept& k = kept_.start(ctx.mb);
   k.x = x, k.batch = ctx.batch, k.grad_scale = ctx.grad_scale;
-  Tensor y = x;
-  for (auto& b : blocks_) y = b->run(ctx, y);
+  const Tensor y = chain_.forward(blocks_, ctx, x, ctx.then);
   for (auto& b : blocks_) b->drop(ctx.mb);  // only x stays
   return y;
 }
 
 Tensor CheckpointedBlocks::backward(BlockCtx& ctx, const Tensor& dout) {
-  Tensor d;
+  const std::vector<ShardedParam*> then = ctx.then;
   {
     Kept& k = kept_.of(ctx.mb);
     BlockCtx again{ctx.mb, k.batch, k.grad_scale};
     again.recompute = true;
-    Tensor y = k.x;
-    for (auto& b : blocks_) y = b->run(again, y);  // the output is not needed: freed here
+    // The output is not needed: freed here. After the last block its own backward comes.
+    chain_.forward(blocks_, again, k.x, blocks_.back()->weights_used(true));
   }
   kept_.end(ctx.mb);  // x lives on in the first block's saved state until its backward
-  d = dout;
-  for (size_t i = blocks_.size(); i-- > 0;) d = blocks_[i]->backward(ctx, d);
-  return d;
+  return chain_.backward(blocks_, ctx, dout, then);
 }
 
 std::vector<ShardedParam*> CheckpointedBlocks::params() const {

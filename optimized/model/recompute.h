@@ -29,6 +29,7 @@
 
 #include "optimized/model/attention_core.h"
 #include "optimized/model/block.h"
+#include "optimized/model/block_chain.h"
 
 namespace pb {
 
@@ -37,15 +38,20 @@ namespace pb {
 std::vector<std::pair<int64_t, int64_t>> recompute_groups(const std::string& method, int64_t n, int64_t l0,
                                                           int64_t l1);
 
-// The blocks of one checkpointed group, run as one block.
+// The blocks of one checkpointed group, run as one block: through the model's chain (its
+// prefetches and gradient hooks per block of the group, in the forward, the recompute and
+// the backward).
 class CheckpointedBlocks final : public Block {
  public:
-  explicit CheckpointedBlocks(std::vector<std::unique_ptr<Block>> blocks);
+  CheckpointedBlocks(std::vector<std::unique_ptr<Block>> blocks, BlockChain& chain);
   ~CheckpointedBlocks() override;
   Tensor forward(BlockCtx& ctx, const Tensor& x) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dout) override;
   void drop(int mb) override;
   std::vector<ShardedParam*> params() const override;
+  bool composite() const override { return true; }
+  // Forward and backward (the recompute) both begin with the first block's forward.
+  std::vector<ShardedParam*> weights_used(bool) const override { return blocks_.front()->weights_used(false); }
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }
 
  private:
@@ -55,6 +61,7 @@ class CheckpointedBlocks final : public Block {
     float grad_scale = 1;
   };
   std::vector<std::unique_ptr<Block>> blocks_;
+  BlockChain& chain_;
   PerMicroBatch<Kept> kept_{"checkpointed layers"};
 };
 

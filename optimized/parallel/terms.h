@@ -43,12 +43,13 @@ struct Dims {
   struct ZeroParam {
     int64_t padded = 0;       // ZeRO-2/3: a parameter padded to a multiple of d*c
     bool embedding = false;   // the embedding table (its backward needs no weights)
+    int64_t layer = -1;       // its decoder layer (-1: the embedding or the head)
   };
   std::vector<ZeroParam> zero_params;               // ZeRO-2/3: this rank's parameters
   int64_t zero_block_grads = 0;                     // the largest block's padded parameters
   int64_t zero_slice_max = 0;                       //   and the largest slice
   int64_t zero_gathered = 0;                        // ZeRO-3: the most padded weights whole at once
-                                                    //   (two consecutive blocks of a chunk)
+                                                    //   (two consecutive weight uses of a chunk)
   int64_t padded = 0, shard = 0;                    // its buffer (params_local padded to a multiple of
                                                     // d*c) and this rank's range of it
   const std::vector<RoutingRecord>* routing = nullptr;  // this rank's routing of the run (MoE)

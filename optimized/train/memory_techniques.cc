@@ -50,9 +50,8 @@ void zero1_require(const CaseSpec& c) {
   if (stage >= 2) {
     PB_REQUIRE(!split_backward(c), "invalid case: zero_stage ", stage, " with a split-backward schedule (", c.schedule,
                ") is not available in this build yet");
-    PB_REQUIRE(!c.features.recompute_full && !c.features.offload_optimizer && !c.features.reuse_fp32_param,
-               "invalid case: zero_stage ", stage,
-               " with recompute_full, offload_optimizer or reuse_fp32_param is not available in this build yet");
+    PB_REQUIRE(!c.features.offload_optimizer && !c.features.reuse_fp32_param, "invalid case: zero_stage ", stage,
+               " with offload_optimizer or reuse_fp32_param is not available in this build yet");
   }
   PB_REQUIRE(c.model.num_local_experts == 0 || stage == 1, "invalid case: zero_stage ", stage,
              " with MoE experts is not available in this build yet");
@@ -131,6 +130,7 @@ void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   r.Lmoe = std::count_if(again.begin(), again.end(), [&](int64_t l) { return d.E > 0 && c.model.is_moe_layer(l); });
   r.emb = r.head = 0;
   r.p = 1;
+  std::erase_if(r.zero_params, [&](const Dims::ZeroParam& z) { return !again.count(z.layer); });  // ZeRO-3's gathers
   std::vector<RoutingRecord> routed;
   if (d.routing)
     for (const auto& rec : *d.routing)

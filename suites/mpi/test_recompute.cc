@@ -83,7 +83,25 @@ static std::vector<Case> cases_for(int world) {
     c.layout.ep = 2;
     all.push_back(c);
   }
-  add_bf16_copies(all, {"full_uniform1", "selective", "full_dp2_tp2_sp", "cp2_ring_recompute_full"});
+  // ZeRO-2 and 3: the gradients bound and the weights gathered per block of a group, in the
+  // recompute as well (block_chain.h).
+  auto zero = [&](const std::string& name, int stage, ref::ModelConfig m, std::vector<std::string> f, int dp, int tp,
+                  const std::string& method, int n, int pp = 1) {
+    f.push_back("distributed_optimizer");
+    Case c = make_case(name, m, f, dp, tp, pp > 1 ? 4 : 2);
+    c.zero_stage = stage, c.recompute_method = method, c.recompute_num_layers = n;
+    if (pp > 1) c.layout.pp = pp, c.schedule = "1f1b";
+    all.push_back(c);
+  };
+  zero("zero2_full_dp2", 2, dense(2), kFull, 2, 1, "uniform", 1);
+  zero("zero3_full_dp2", 3, dense(2), kFull, 2, 1, "uniform", 1);
+  zero("zero3_full_dp2_tp2_sp", 3, dense(2), kFull, 2, 2, "uniform", 1);
+  zero("zero3_full_uniform2_dp4", 3, dense(4), kFull, 4, 1, "uniform", 2);
+  zero("zero3_full_block1_of3_dp2", 3, dense(3), kFull, 2, 1, "block", 1);
+  zero("zero3_selective_dp2", 3, dense(2), kSelective, 2, 1, "uniform", 1);
+  zero("zero2_full_pp2_dp2", 2, dense(4), kFull, 2, 1, "uniform", 2, 2);
+  zero("zero3_full_pp2_dp2", 3, dense(4), kFull, 2, 1, "block", 1, 2);
+  add_bf16_copies(all, {"full_uniform1", "selective", "full_dp2_tp2_sp", "cp2_ring_recompute_full", "zero3_full_dp2_tp2_sp"});
   return cases_of_world(all, world);
 }
 
@@ -101,7 +119,7 @@ TEST(Recompute, EqualsTheReferenceAndTheRunWithoutItBitwiseWithExactCommAndMemor
     if (world_rank() != 0) continue;
     const auto& r = o.result;
     // The recomputed forward's communication: more backward bytes than without, where the
-    // recomputed layers communicate (TP, CP, EP).
+    // recomputed layers communicate (TP, CP, EP, ZeRO-3's weight gathers).
     auto backward_bytes = [](const nlohmann::json& res) {
       int64_t b = 0;
       for (const auto& row : res["comm"])
@@ -109,7 +127,8 @@ TEST(Recompute, EqualsTheReferenceAndTheRunWithoutItBitwiseWithExactCommAndMemor
       return b;
     };
     const bool full = c.typed_features().recompute_full;  // selective: the core's own (CP) only
-    const bool communicates = c.layout.cp > 1 || (full && (c.layout.tp > 1 || c.layout.ep > 1));
+    const bool zero3 = c.typed_features().distributed_optimizer && c.zero_stage == 3 && c.layout.dp > 1;  // its gathers
+    const bool communicates = c.layout.cp > 1 || (full && (c.layout.tp > 1 || c.layout.ep > 1 || zero3));
     if (communicates) EXPECT_GT(backward_bytes(r), backward_bytes(plain.result));
     else EXPECT_EQ(backward_bytes(r), backward_bytes(plain.result));
     // Every rank's activation peak lower than without, by the predicted difference.
