@@ -172,28 +172,49 @@ double DistOptimizer::step_per_param() {
   const double sq_here = n > skip ? ops::sum_squares_segments(acc.view(skip, {n - skip}), {n - skip}) : 0.0;
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
   ops::AdamHyper h = hyper(norm);
+  if (P.offloaded()) to_host(acc, 0);  // the step on the host
   for (auto& p : P.all()) {
     h.weight_decay = p.is_norm ? 0.0f : float(tc_.weight_decay);
     const int64_t q = p.slice_len;
-    Tensor w = P.master_slice(p), gr = acc.view(p.slice, {q});
+    Tensor gr = P.offloaded() ? P.host_grads().view(p.slice, {q}) : acc.view(p.slice, {q});
     Tensor m = P.adam_m_buffer().view(p.slice, {q}), v = P.adam_v_buffer().view(p.slice, {q});
+    if (P.residual_buffer().defined()) {  // reuse-fp32-param: the slice's weights and residual halves
+      Tensor hi = P.weight_slice(p), lo = P.residual_buffer().view(p.slice, {q});
+      ops::adamw_reuse(hi, lo, gr, m, v, h);
+      continue;
+    }
+    Tensor w = P.master_slice(p);
     ops::adamw(w, gr, m, v, h);
   }
+  const bool reuse = P.residual_buffer().defined();
+  const DType dt = P.weight_buffer().dtype();
   if (P.params_sharded()) {  // ZeRO-3: the weights are the slices; the provider gathers them when used
-    if (P.weight_buffer().dtype() != DType::F32)
+    if (P.offloaded())
+      from_host(P.weight_buffer(), P.master_buffer());
+    else if (dt != DType::F32 && !reuse)
       for (auto& p : P.all()) {
         Tensor w = P.weight_slice(p);
         ops::cast(w, P.master_slice(p));
       }
     return norm;
   }
+  Tensor back;  // offload: the new weights of all the slices from the host, (sum q)
+  if (P.offloaded()) {
+    back = Tensor::empty({P.shard_size()}, MemCategory::CommBuffers, dt);
+    from_host(back, P.master_buffer());
+  }
   for (auto& p : P.all()) {
-    Tensor updated = Tensor::empty({p.slice_len}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (q)
-    const Tensor master = P.master_slice(p);
-    if (updated.dtype() == DType::F32)
-      ops::copy(updated, master);
-    else
-      ops::cast(updated, master);
+    Tensor updated;  // (q) in the model dtype
+    if (back.defined()) {
+      updated = back.view(p.slice, {p.slice_len});
+    } else {
+      updated = Tensor::empty({p.slice_len}, MemCategory::CommBuffers, dt);
+      const Tensor master = reuse ? P.weight_slice(p) : P.master_slice(p);
+      if (master.dtype() == dt)
+        ops::copy(updated, master);
+      else
+        ops::cast(updated, master);
+    }
     Tensor whole = P.weight_buffer().view(p.offset, {p.padded});
     g.all_gather(whole, updated);
   }

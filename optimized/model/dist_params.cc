@@ -34,9 +34,8 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
       params_sharded_(zero_stage >= 3 && shards > 1),
       shards_(shards),
       shard_rank_(shard_rank) {
-  PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param is not available in this build yet");
-  PB_REQUIRE(!(per_param_ && (offload || reuse_)), "ZeRO-2/3 with offload or reuse_fp32_param is not available in this "
-                                                   "build yet");
+  PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param: the master is in host memory, no device bytes "
+                                   "to share with the weights");
   params_ = enumerate(mc, tp, tp_rank, keep, ep, ep_rank);
   size_t n_dense = params_.size();
   for (const auto& p : params_) {
@@ -172,14 +171,20 @@ std::vector<float> DistParams::master_shard_values() const {
       copy_bytes(o, Device::CPU, m.raw(), m.device(), size_t(sl.len) * 4);
       continue;
     }
-    std::vector<uint16_t> hi(static_cast<size_t>(sl.len)), lo(static_cast<size_t>(sl.len));
-    const Tensor w = weights_.view(sl.lo, {sl.len}), r = residual_.view(sl.at, {sl.len});
-    copy_bytes(hi.data(), Device::CPU, w.raw(), w.device(), hi.size() * 2);
-    copy_bytes(lo.data(), Device::CPU, r.raw(), r.device(), lo.size() * 2);
-    for (size_t i = 0; i < hi.size(); ++i) {
-      const uint32_t bits = ((uint32_t(hi[i]) << 16) | uint32_t(lo[i])) - 0x8000u;
-      std::memcpy(&o[i], &bits, 4);
-    }
+    const std::vector<float> v = join_halves(weights_.view(sl.lo, {sl.len}), residual_.view(sl.at, {sl.len}));
+    std::copy(v.begin(), v.end(), o);
+  }
+  return out;
+}
+
+std::vector<float> DistParams::join_halves(const Tensor& hi, const Tensor& lo) {
+  std::vector<uint16_t> h(static_cast<size_t>(hi.numel())), l(h.size());
+  copy_bytes(h.data(), Device::CPU, hi.raw(), hi.device(), h.size() * 2);
+  copy_bytes(l.data(), Device::CPU, lo.raw(), lo.device(), l.size() * 2);
+  std::vector<float> out(h.size());
+  for (size_t i = 0; i < h.size(); ++i) {
+    const uint32_t bits = ((uint32_t(h[i]) << 16) | uint32_t(l[i])) - 0x8000u;
+    std::memcpy(&out[i], &bits, 4);
   }
   return out;
 }
@@ -204,17 +209,9 @@ std::vector<float> DistParams::master_values(const ShardedParam& p) const {
     copy_bytes(out.data(), Device::CPU, p.master.raw(), p.master.device(), size_t(n) * 4);
     return out;
   }
-  // Between steps the master holds [residuals | bf16]: bits = ((bf16 << 16) | residual) - 0x8000.
-  std::vector<uint16_t> res(static_cast<size_t>(n)), hi(static_cast<size_t>(n));
-  const Tensor r = master_.reinterpret(DType::BF16, 2 * p.offset, {n});
-  const Tensor h = master_.reinterpret(DType::BF16, 2 * (total + p.offset), {n});
-  copy_bytes(res.data(), Device::CPU, r.raw(), r.device(), size_t(n) * 2);
-  copy_bytes(hi.data(), Device::CPU, h.raw(), h.device(), size_t(n) * 2);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t bits = ((uint32_t(hi[size_t(i)]) << 16) | uint32_t(res[size_t(i)])) - 0x8000u;
-    std::memcpy(&out[size_t(i)], &bits, 4);
-  }
-  return out;
+  // Between steps the master holds [residuals | bf16].
+  return join_halves(master_.reinterpret(DType::BF16, 2 * (total + p.offset), {n}),
+                     master_.reinterpret(DType::BF16, 2 * p.offset, {n}));
 }
 
 bool DistParams::has(const std::string& name) const {

@@ -185,6 +185,8 @@ class DistParams {
   // zero_shards.cc: the per-parameter layout, its initial values, its gather.
   void build_per_param(const std::vector<float>& host, DType dtype);
   std::vector<float> gather_slices(const ShardedParam& p, ParamPart part, ProcessGrid& grid);
+  // Reuse-fp32-param: the fp32 values of (n) bf16 high halves and (n) low halves.
+  static std::vector<float> join_halves(const Tensor& hi, const Tensor& lo);
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
   int shards_ = 1, shard_rank_ = 0;
   int64_t shard_ = 0;

@@ -29,11 +29,24 @@ void DistParams::build_per_param(const std::vector<float>& host, DType dtype) {
   shard_ = slice;
   weights_ = Tensor::zeros({params_sharded_ ? shard_ : off}, MemCategory::Params, dtype);
   grad_acc_ = Tensor::zeros({shard_}, MemCategory::Grads, DType::F32);
-  if (dtype != DType::F32) master_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
-  m_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
-  v_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
-  // The weights (whole, or this rank's slices; bf16 rounded on the host) and this rank's
-  // slices of the master.
+  // The optimizer's fp32 state of the slices: on the device, or offloaded to the host.
+  auto state = [&] {
+    return offload_ ? Tensor::zeros({shard_}, MemCategory::Host, DType::F32, Device::CPU)
+                    : Tensor::zeros({shard_}, MemCategory::Optimizer, DType::F32);
+  };
+  if (offload_) {  // master, m, v and the reduced gradients' copy on the host
+    master_ = state();
+    host_grads_ = state();
+  } else if (reuse_) {  // the slices' master: their bf16 weights and a buffer of low halves
+    residual_ = Tensor::zeros({shard_}, MemCategory::Optimizer, DType::BF16);
+  } else if (dtype != DType::F32) {
+    master_ = state();
+  }
+  m_ = state();
+  v_ = state();
+  // The weights (whole, or this rank's slices; bf16 rounded on the host, with
+  // reuse-fp32-param the high half of u = bits + 0x8000 and its low half the residual) and
+  // this rank's slices of the master.
   std::vector<float> w(static_cast<size_t>(off), 0.0f), mine(static_cast<size_t>(shard_), 0.0f);
   size_t at = 0;
   for (auto& p : params_) {
@@ -47,13 +60,23 @@ void DistParams::build_per_param(const std::vector<float>& host, DType dtype) {
     if (!params_sharded_) p.w = weights_.view(p.offset, {p.rows, p.cols});
   }
   if (params_sharded_) w = mine;
+  auto bits = [](float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u + 0x8000u;
+  };
   if (dtype == DType::F32) {
     copy_bytes(weights_.raw(), weights_.device(), w.data(), Device::CPU, w.size() * 4);
   } else {
     std::vector<uint16_t> b(w.size());
-    for (size_t i = 0; i < w.size(); ++i) b[i] = float_to_bf16(w[i]);
+    for (size_t i = 0; i < w.size(); ++i) b[i] = reuse_ ? uint16_t(bits(w[i]) >> 16) : float_to_bf16(w[i]);
     copy_bytes(weights_.raw(), weights_.device(), b.data(), Device::CPU, b.size() * 2);
-    copy_bytes(master_.raw(), master_.device(), mine.data(), Device::CPU, mine.size() * 4);
+  }
+  if (master_.defined()) copy_bytes(master_.raw(), master_.device(), mine.data(), Device::CPU, mine.size() * 4);
+  if (residual_.defined()) {
+    std::vector<uint16_t> r(mine.size());
+    for (size_t i = 0; i < r.size(); ++i) r[i] = uint16_t(bits(mine[i]) & 0xffffu);
+    copy_bytes(residual_.raw(), residual_.device(), r.data(), Device::CPU, r.size() * 2);
   }
 }
 
@@ -63,6 +86,7 @@ Tensor DistParams::weight_slice(const ShardedParam& p) {
 }
 
 Tensor DistParams::master_slice(const ShardedParam& p) {
+  PB_REQUIRE(!residual_.defined(), "reuse_fp32_param: ", p.name, "'s master is its weights and residual halves");
   if (master_.defined()) return master_.view(p.slice, {p.slice_len});
   return weight_slice(p);  // fp32: the weights themselves
 }
@@ -71,8 +95,12 @@ Tensor DistParams::master_slice(const ShardedParam& p) {
 std::vector<float> DistParams::gather_slices(const ShardedParam& p, ParamPart part, ProcessGrid& grid) {
   const int64_t q = p.slice_len;
   std::vector<float> own(static_cast<size_t>(q)), whole(static_cast<size_t>(q * shards_));
-  const Tensor src = part == ParamPart::Grad ? grad_acc_.view(p.slice, {q}) : master_slice(p);
-  copy_bytes(own.data(), Device::CPU, src.raw(), src.device(), own.size() * 4);
+  if (part == ParamPart::Master && residual_.defined()) {
+    own = join_halves(weight_slice(p), residual_.view(p.slice, {q}));
+  } else {
+    const Tensor src = part == ParamPart::Grad ? grad_acc_.view(p.slice, {q}) : master_slice(p);
+    copy_bytes(own.data(), Device::CPU, src.raw(), src.device(), own.size() * 4);
+  }
   MPI_CHECK(MPI_Allgather(own.data(), int(q), MPI_FLOAT, whole.data(), int(q), MPI_FLOAT, grid.raw_dp_cp()));
   whole.resize(static_cast<size_t>(p.rows * p.cols));
   return whole;
