@@ -82,16 +82,22 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   if (d.zero_stage >= 2 && shards > 1) {  // every parameter padded and sliced on its own
     std::map<std::string, int64_t> blocks;  // the padded parameters of each block
     d.shard = d.padded = 0;
-    for (const auto& p : params) {
-      const int64_t q = (p.rows * p.cols + shards - 1) / shards;
+    std::vector<ShardedParam> units;  // the dense parameters, then the expert groups (over expert_dp)
+    for (const auto& p : params)
+      if (!p.is_expert) units.push_back(p);
+    for (auto& g : DistParams::expert_groups(params)) units.push_back(g);
+    const int64_t eshards = d.t * d.d * d.c / d.ep;
+    for (const auto& p : units) {
+      const int64_t sh = p.is_expert ? eshards : shards, q = (p.rows * p.cols + sh - 1) / sh;
       const auto& n = p.name;
       const bool layer = n.starts_with("model.layers.");
-      d.zero_params.push_back({q * shards, n == "model.embed_tokens.weight", layer ? std::stoll(n.substr(13)) : -1});
-      d.shard += q, d.padded += q * shards, d.zero_slice_max = std::max(d.zero_slice_max, q);
+      d.zero_params.push_back(
+          {q * sh, n == "model.embed_tokens.weight", layer ? std::stoll(n.substr(13)) : -1, p.is_expert});
+      d.shard += q, d.padded += q * sh, d.zero_slice_max = std::max(d.zero_slice_max, q);
       const bool attn = n.find("input_layernorm") != std::string::npos || n.find("self_attn") != std::string::npos;
       const std::string block = !layer ? (n == "model.embed_tokens.weight" ? "emb" : "head")
                                        : n.substr(0, n.find('.', 13)) + (attn ? ".attn" : ".mlp");
-      d.zero_block_grads = std::max(d.zero_block_grads, blocks[block] += q * shards);
+      d.zero_block_grads = std::max(d.zero_block_grads, blocks[block] += q * sh);
     }
     // ZeRO-3: a block's weights whole while it runs, and those of the next use prefetched
     // (block_chain.h). The uses: forward in block order; backward from the head, each

@@ -160,20 +160,30 @@ double DistOptimizer::step_sharded() {
 }
 
 // ZeRO-2 (zero_grads.h): the gradients were reduce-scattered into the accumulator during
-// the backward; average them, the norm over the rank's slices (the norm weights' only on TP
-// rank 0) summed over DP x CP and the model-parallel group, AdamW on each parameter's slice,
-// and each parameter's all-gather of its new weights.
+// the backward; average them (the experts' summed over expert_dp, averaged over DP x CP
+// as well), the norm over the rank's slices (the replicated ones only on TP rank 0) summed
+// over DP x CP and the model-parallel group (the experts' over expert_dp and EP, added on
+// TP rank 0), AdamW on each unit's slice, and each unit's all-gather of its new weights.
 double DistOptimizer::step_per_param() {
   DistParams& P = model_.params();
   Communicator& g = grad_group();
   Tensor& acc = P.grad_accumulator();
   ops::scale_(acc, 1.0f / float(g.size()));
-  const int64_t n = acc.numel(), skip = grid_.tp_rank() == 0 ? 0 : P.norm_slices();
-  const double sq_here = n > skip ? ops::sum_squares_segments(acc.view(skip, {n - skip}), {n - skip}) : 0.0;
-  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(g.all_reduce_scalar(sq_here)));
+  const int64_t n = acc.numel(), x0 = P.expert_slices(), skip = grid_.tp_rank() == 0 ? 0 : P.replicated_slices();
+  auto squares = [&](int64_t from, int64_t to) {
+    return to > from ? ops::sum_squares_segments(acc.view(from, {to - from}), {to - from}) : 0.0;
+  };
+  double sq = g.all_reduce_scalar(squares(skip, x0));
+  if (x0 < n) {
+    const double e = grid_.ep().all_reduce_scalar(grid_.expert_dp().all_reduce_scalar(squares(x0, n)));
+    if (grid_.tp_rank() == 0) sq += e;
+  }
+  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
   ops::AdamHyper h = hyper(norm);
   if (P.offloaded()) to_host(acc, 0);  // the step on the host
-  for (auto& p : P.all()) {
+  const auto units = P.zero_units();
+  for (ShardedParam* u : units) {
+    const ShardedParam& p = *u;
     h.weight_decay = p.is_norm ? 0.0f : float(tc_.weight_decay);
     const int64_t q = p.slice_len;
     Tensor gr = P.offloaded() ? P.host_grads().view(p.slice, {q}) : acc.view(p.slice, {q});
@@ -192,9 +202,9 @@ double DistOptimizer::step_per_param() {
     if (P.offloaded())
       from_host(P.weight_buffer(), P.master_buffer());
     else if (dt != DType::F32 && !reuse)
-      for (auto& p : P.all()) {
-        Tensor w = P.weight_slice(p);
-        ops::cast(w, P.master_slice(p));
+      for (ShardedParam* u : units) {
+        Tensor w = P.weight_slice(*u);
+        ops::cast(w, P.master_slice(*u));
       }
     return norm;
   }
@@ -203,7 +213,8 @@ double DistOptimizer::step_per_param() {
     back = Tensor::empty({P.shard_size()}, MemCategory::CommBuffers, dt);
     from_host(back, P.master_buffer());
   }
-  for (auto& p : P.all()) {
+  for (ShardedParam* u : units) {
+    const ShardedParam& p = *u;
     Tensor updated;  // (q) in the model dtype
     if (back.defined()) {
       updated = back.view(p.slice, {p.slice_len});
@@ -216,7 +227,7 @@ double DistOptimizer::step_per_param() {
         ops::cast(updated, master);
     }
     Tensor whole = P.weight_buffer().view(p.offset, {p.padded});
-    g.all_gather(whole, updated);
+    (p.is_expert ? grid_.expert_dp() : g).all_gather(whole, updated);
   }
   return norm;
 }

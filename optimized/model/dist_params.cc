@@ -33,7 +33,9 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
       per_param_(zero_stage >= 2 && shards > 1),
       params_sharded_(zero_stage >= 3 && shards > 1),
       shards_(shards),
-      shard_rank_(shard_rank) {
+      shard_rank_(shard_rank),
+      expert_shards_(expert_shards),
+      expert_rank_(expert_shard_rank) {
   PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param: the master is in host memory, no device bytes "
                                    "to share with the weights");
   params_ = enumerate(mc, tp, tp_rank, keep, ep, ep_rank);
@@ -115,6 +117,8 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     }
   }
   if (!has_experts) expert_offset_ = total;
+  groups_ = expert_groups(params_);  // views of their experts' consecutive elements
+  for (auto& g : groups_) g.w = weights_.view(g.offset, {g.rows, g.cols}), g.g = grads_.view(g.offset, {g.rows, g.cols});
   if (!zero && !offload_) {
     copy_bytes(master_.raw(), master_.device(), host.data(), Device::CPU, master_.bytes());
     master_to_weights();
@@ -228,30 +232,17 @@ ShardedParam& DistParams::get(const std::string& name) {
 
 Tensor DistParams::replicated_grads() { return grads_.view(0, {replicated_numel_}); }
 
-const ShardedParam& DistParams::first_expert(int64_t layer, const char* proj, int64_t* n) const {
-  const std::string pre = "model.layers." + std::to_string(layer) + ".block_sparse_moe.experts.";
-  const std::string suf = std::string(".") + proj + ".weight";
-  const ShardedParam* first = nullptr;
-  *n = 0;
-  for (const auto& p : params_)
-    if (p.is_expert && p.name.starts_with(pre) && p.name.ends_with(suf)) {
-      if (!first) first = &p;
-      ++*n;
-    }
-  PB_REQUIRE(first, "no experts of layer ", layer, " (", proj, ") on this rank");
-  return *first;
+ShardedParam& DistParams::expert_group(int64_t layer, const char* proj) {
+  const std::string name = "model.layers." + std::to_string(layer) + ".block_sparse_moe.local_experts." + proj;
+  for (auto& g : groups_)
+    if (g.name == name) return g;
+  throw Error("no experts of layer " + std::to_string(layer) + " (" + proj + ") on this rank");
 }
 
-Tensor DistParams::expert_weights(int64_t layer, const char* proj) {
-  int64_t n = 0;
-  const ShardedParam& p = first_expert(layer, proj, &n);
-  return weights_.view(p.offset, {n, p.global_rows, p.global_cols});  // (E/EP, out, in)
-}
-
-Tensor DistParams::expert_weight_grads(int64_t layer, const char* proj) {
-  int64_t n = 0;
-  const ShardedParam& p = first_expert(layer, proj, &n);
-  return grads_.view(p.offset, {n, p.global_rows, p.global_cols});
+ShardedParam& DistParams::group_of(const ShardedParam& expert) {
+  const ExpertKey k = expert_key(expert.name);
+  static const char* const kProj[] = {"w1", "w3", "w2"};
+  return expert_group(k.layer, kProj[k.proj]);
 }
 
 void DistParams::zero_grads() { ops::zero(per_param_ ? grad_acc_ : grads_); }
@@ -305,7 +296,15 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
   PB_REQUIRE(owner >= 0, "no rank holds parameter ", name);
   std::vector<float> out, whole;
   if (holds && per_param_) {
-    whole = gather_slices(get(name), part, grid);
+    const ShardedParam& p = get(name);
+    if (p.is_expert) {  // its group's slices, then its part of the group
+      const ShardedParam& g = group_of(p);
+      const std::vector<float> all = gather_slices(g, part, grid);
+      const int64_t n = p.rows * p.cols, at = p.offset - g.offset;
+      whole.assign(all.begin() + at, all.begin() + at + n);
+    } else {
+      whole = gather_slices(p, part, grid);
+    }
   } else if (holds && shards_ > 1) {  // the distributed optimizer: p's bucket from its slices
     const ShardedParam& p = get(name);
     const Bucket* bk = nullptr;

@@ -101,6 +101,11 @@ class DistParams {
   // This rank's parameters in buffer order, shapes only (param_layout.cc).
   static std::vector<ShardedParam> enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                              const std::function<bool(const std::string&)>& keep, int ep, int ep_rank);
+  // The local experts of each (layer, projection), in buffer order: one (E/EP * out, in)
+  // parameter each ("model.layers.{l}.block_sparse_moe.local_experts.{w1|w3|w2}",
+  // global_rows x global_cols = out x in of one expert), at its first expert's offset. The
+  // MoE MLP acquires and writes them as one (grouped GEMMs); ZeRO-2/3 shard them as one.
+  static std::vector<ShardedParam> expert_groups(const std::vector<ShardedParam>& params);
   static std::vector<Bucket> make_buckets(const std::vector<ShardedParam>& params, int64_t bucket_size, int shards);
   // The buffers' buckets: the dense parameters' over (shards, rank), then the experts' (the
   // last block) in one bucket over (expert_shards, expert_rank): Megatron's separate
@@ -128,7 +133,15 @@ class DistParams {
   // backward writes it (model/zero_grads.h binds it and reduce-scatters it into the slice).
   bool per_param_shards() const { return per_param_; }
   Tensor& grad_accumulator() { return grad_acc_; }
-  int64_t norm_slices() const { return norm_slices_; }  // the norm weights' slices: the first of the shard
+  // The units ZeRO-2/3 shard: every parameter but the experts, and each expert group
+  // (their slices follow the dense ones'). Under ZeRO-2/3 an expert's own p.w views its
+  // group's whole weights (ZeRO-2) or nothing (ZeRO-3), its p.g nothing.
+  std::vector<ShardedParam*> zero_units();
+  int64_t replicated_slices() const { return replicated_slices_; }  // the norm weights' and routers': first
+  int64_t expert_slices() const { return expert_slices_; }  // where the expert groups' slices begin
+  // The shards and this rank's index for a unit: DP x CP, or expert_dp for the experts.
+  int shards_of(const ShardedParam& p) const { return p.is_expert ? expert_shards_ : shards_; }
+  int rank_of(const ShardedParam& p) const { return p.is_expert ? expert_rank_ : shard_rank_; }
   // This rank's slice of p's fp32 master (bf16: the master buffer; fp32: the weights).
   Tensor master_slice(const ShardedParam& p);
   // ZeRO-3 (zero_stage 3): the weights are the rank's slices too ((sum q) elements, in
@@ -160,10 +173,11 @@ class DistParams {
   // The experts' block at the end of the buffers: [expert_offset(), numel).
   int64_t expert_offset() const { return expert_offset_; }
   Tensor expert_grads() { return grads_.view(expert_offset_, {grads_.numel() - expert_offset_}); }
-  // One projection ("w1", "w3" or "w2") of the local experts of layer l: the weights
-  // (E/EP, out, in) in the model dtype and their fp32 gradients.
-  Tensor expert_weights(int64_t layer, const char* proj);
-  Tensor expert_weight_grads(int64_t layer, const char* proj);
+  // One projection ("w1", "w3" or "w2") of the local experts of layer l (expert_groups):
+  // w and g are (E/EP * out, in) views of their weights and fp32 gradients where those are
+  // whole (ZeRO-2/3: bound while used, model/zero_grads.h and model/zero_params.h).
+  ShardedParam& expert_group(int64_t layer, const char* proj);
+  ShardedParam& group_of(const ShardedParam& expert);  // the group an expert's weight is in
   void zero_grads();
 
   // The global tensor of one parameter (its fp32 gradient or master weights), reassembled
@@ -181,16 +195,16 @@ class DistParams {
   Tensor weights_, master_, grads_, m_, v_, residual_, host_grads_, grad_acc_;
   std::vector<Bucket> buckets_;
   bool reuse_ = false, offload_ = false, per_param_ = false, params_sharded_ = false;
-  int64_t norm_slices_ = 0;
+  int64_t replicated_slices_ = 0, expert_slices_ = 0;
+  std::vector<ShardedParam> groups_;  // expert_groups(params_), with storage
   // zero_shards.cc: the per-parameter layout, its initial values, its gather.
   void build_per_param(const std::vector<float>& host, DType dtype);
   std::vector<float> gather_slices(const ShardedParam& p, ParamPart part, ProcessGrid& grid);
   // Reuse-fp32-param: the fp32 values of (n) bf16 high halves and (n) low halves.
   static std::vector<float> join_halves(const Tensor& hi, const Tensor& lo);
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
-  int shards_ = 1, shard_rank_ = 0;
+  int shards_ = 1, shard_rank_ = 0, expert_shards_ = 1, expert_rank_ = 0;
   int64_t shard_ = 0;
-  const ShardedParam& first_expert(int64_t layer, const char* proj, int64_t* n) const;
 };
 
 }  // namespace pb

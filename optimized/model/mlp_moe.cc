@@ -20,6 +20,11 @@ struct MoeSaved final : Mlp::Saved {
   std::vector<Tensor*> tensors() override { return {&m, &probs, &w, &x, &p, &g, &u, &s, &o}; }
 };
 
+// A group's (E/EP * out, in) tensor as the grouped GEMMs' (E/EP, out, in).
+Tensor grouped(const Tensor& t, const ShardedParam& g) {
+  return t.view(0, {g.rows / g.global_rows, g.global_rows, g.global_cols});
+}
+
 // t in fp32: itself, or a Workspace copy.
 Tensor as_f32(const Tensor& t) {
   if (t.dtype() == DType::F32) return t;
@@ -34,6 +39,9 @@ MoeMlp::MoeMlp(const BlockEnv& env, int64_t layer, std::unique_ptr<TokenDispatch
     : env_(env),
       layer_(layer),
       router_(&env.params.get("model.layers." + std::to_string(layer) + ".block_sparse_moe.gate.weight")),
+      w1_(&env.params.expert_group(layer, "w1")),
+      w3_(&env.params.expert_group(layer, "w3")),
+      w2_(&env.params.expert_group(layer, "w2")),
       dispatcher_(std::move(dispatcher)) {}
 
 std::unique_ptr<Mlp::Saved> MoeMlp::forward(Tensor& f, const Tensor& m, BlockCtx& ctx) {
@@ -80,8 +88,8 @@ std::unique_ptr<Mlp::Saved> MoeMlp::forward(Tensor& f, const Tensor& m, BlockCtx
   }
   s->route = dispatcher_->dispatch(s->x, s->p, s->sizes, m, s->w, plan, rec);
   const int64_t R = s->x.rows(), Fe = mc.expert_ffn();
-  const Tensor W1 = e.params.expert_weights(layer_, "w1"), W3 = e.params.expert_weights(layer_, "w3"),
-               W2 = e.params.expert_weights(layer_, "w2");
+  Weights X(e.provider, {w1_, w3_, w2_});
+  const Tensor W1 = grouped(X[0], *w1_), W3 = grouped(X[1], *w3_), W2 = grouped(X[2], *w2_);
   s->g = e.act(R, Fe);
   s->u = e.act(R, Fe);
   ops::grouped_linear_forward(s->g, s->x, W1, s->sizes);
@@ -120,10 +128,7 @@ void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
   auto& s = static_cast<MoeSaved&>(saved);
   const int64_t T = s.m.rows(), H = e.H, E = mc.num_local_experts, K = mc.num_experts_per_tok;
   const int64_t R = s.x.rows(), Fe = mc.expert_ffn();
-  const Tensor W1 = e.params.expert_weights(layer_, "w1"), W3 = e.params.expert_weights(layer_, "w3"),
-               W2 = e.params.expert_weights(layer_, "w2");
-  Tensor G1 = e.params.expert_weight_grads(layer_, "w1"), G3 = e.params.expert_weight_grads(layer_, "w3"),
-         G2 = e.params.expert_weight_grads(layer_, "w2");
+  Tensor G1 = grouped(w1_->g, *w1_), G3 = grouped(w3_->g, *w3_), G2 = grouped(w2_->g, *w2_);
   Tensor dx = e.work(R, H);
   Tensor dp = Tensor::empty({R, 1}, MemCategory::Workspace, DType::F32);
   {
@@ -132,6 +137,8 @@ void MoeMlp::backward(Tensor& dm, const Tensor& df, Saved& saved) {
     ops::row_dot(dp, dy, s.o);   // d p = dy . o
     ops::scale_rows(dy, dy, s.p);  // d o = p dy
     Tensor dg = e.work(R, Fe), du = e.work(R, Fe);
+    Weights X(e.provider, {w1_, w3_, w2_});
+    const Tensor W1 = grouped(X[0], *w1_), W3 = grouped(X[1], *w3_), W2 = grouped(X[2], *w2_);
     {
       Tensor ds = e.work(R, Fe);
       ops::grouped_linear_backward_input(ds, dy, W2, s.sizes);

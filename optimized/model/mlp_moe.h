@@ -58,13 +58,14 @@ class MoeMlp final : public Mlp {
   MoeMlp(const BlockEnv& env, int64_t layer, std::unique_ptr<TokenDispatcher> dispatcher);
   std::unique_ptr<Saved> forward(Tensor& f, const Tensor& m, BlockCtx& ctx) override;
   void backward(Tensor& dm, const Tensor& df, Saved& s) override;
-  // The router (the experts' gradients are one block of the buffer: ep_grads.h).
-  std::vector<ShardedParam*> params() const override { return {router_}; }
+  // The router and the local experts' three groups (DistParams::expert_groups).
+  std::vector<ShardedParam*> params() const override { return {router_, w1_, w3_, w2_}; }
 
  private:
   const BlockEnv& env_;
   int64_t layer_;
   ShardedParam* router_;
+  ShardedParam *w1_, *w3_, *w2_;  // (E/EP * F_e, H), (E/EP * F_e, H), (E/EP * H, F_e)
   std::unique_ptr<TokenDispatcher> dispatcher_;
 };
 

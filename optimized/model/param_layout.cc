@@ -126,7 +126,30 @@ std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int 
     p.cols = p.dim == ShardDim::Cols ? p.global_cols / tp : p.global_cols;
   }
   return out;
+}
 
+std::vector<ShardedParam> DistParams::expert_groups(const std::vector<ShardedParam>& params) {
+  static const char* const kProj[] = {"w1", "w3", "w2"};
+  std::vector<ShardedParam> out;
+  ExpertKey prev;
+  for (const auto& p : params) {
+    if (!p.is_expert) continue;
+    const ExpertKey k = expert_key(p.name);
+    if (out.empty() || k.layer != prev.layer || k.proj != prev.proj) {
+      ShardedParam g;  // (0, in) so far: the members' rows are added below
+      g.name = "model.layers." + std::to_string(k.layer) + ".block_sparse_moe.local_experts." + kProj[k.proj];
+      g.is_expert = true;
+      g.global_rows = p.global_rows, g.global_cols = p.global_cols;
+      g.cols = p.cols;
+      g.offset = p.offset;
+      out.push_back(g);
+    }
+    PB_REQUIRE(p.cols == out.back().cols && p.rows == out.back().global_rows, "experts of ", out.back().name,
+               " differ in shape");
+    out.back().rows += p.rows;
+    prev = k;
+  }
+  return out;
 }
 
 }  // namespace pb

@@ -19,12 +19,12 @@ void ShardedGrads::before(const std::vector<ShardedParam*>& params) {
 void ShardedGrads::after(const std::vector<ShardedParam*>&) {
   Tensor& acc = params_.grad_accumulator();
   for (auto& [p, g] : whole_) {
-    if (p->is_norm && tp_partial_) {  // SP: each TP rank saw N/TP rows of the norm's input
+    if (p->replicated && tp_partial_) {  // SP: each TP rank saw N/TP rows of the norm's (router's) input
       Tensor whole = g.view(0, {p->rows * p->cols});
       tp_.all_reduce(whole);
     }
     Tensor part = Tensor::empty({p->slice_len}, MemCategory::CommBuffers, DType::F32);  // (q)
-    shards_.reduce_scatter(part, g);
+    (p->is_expert ? expert_shards_ : shards_).reduce_scatter(part, g);
     Tensor mine = acc.view(p->slice, {p->slice_len});
     ops::add_(mine, part);
     p->g = Tensor();

@@ -6,10 +6,11 @@
  *   ShardedGrads  ZeRO-2 (Rajbhandari et al., arXiv 1910.02054; DeepSpeed's stage 2):
  *                 before: each parameter's whole fp32 gradient (n' = q d elements, zeroed,
  *                 MemCategory::Grads) is allocated and bound to p.g;
- *                 after: under SP a replicated (norm) gradient is first summed over TP;
- *                 each gradient is reduce-scattered over DP x CP (its q-element slice of
- *                 the sum, a CommBuffers transient) and added into the rank's fp32
- *                 accumulator; the whole gradient is freed.
+ *                 after: under SP a replicated (norm, router) gradient is first summed
+ *                 over TP; each gradient is reduce-scattered over DP x CP (an expert
+ *                 group's over expert_dp; its q-element slice of the sum, a CommBuffers
+ *                 transient) and added into the rank's fp32 accumulator; the whole
+ *                 gradient is freed.
  * Per micro-batch, so the gradients of one block at a time are whole: the grads peak is
  * 4 (sum q + the largest block's sum n') bytes instead of 4 sum n. The cost: every
  * micro-batch reduce-scatters (DeepSpeed's stage 2 as well), m times ZeRO-1's
@@ -42,16 +43,17 @@ class WholeGrads final : public BlockGrads {
 
 class ShardedGrads final : public BlockGrads {
  public:
-  // shards: the DP x CP group; tp: its replicated gradients summed first where the TP
-  // strategy leaves them partial (SP).
-  ShardedGrads(DistParams& params, Communicator& shards, Communicator& tp, bool tp_partial)
-      : params_(params), shards_(shards), tp_(tp), tp_partial_(tp_partial) {}
+  // shards: the DP x CP group (experts: expert_dp); tp: its replicated gradients summed
+  // first where the TP strategy leaves them partial (SP).
+  ShardedGrads(DistParams& params, Communicator& shards, Communicator& expert_shards, Communicator& tp, bool tp_partial)
+      : params_(params), shards_(shards), expert_shards_(expert_shards), tp_(tp), tp_partial_(tp_partial) {}
   void before(const std::vector<ShardedParam*>& params) override;
   void after(const std::vector<ShardedParam*>& params) override;
 
  private:
   DistParams& params_;
   Communicator& shards_;
+  Communicator& expert_shards_;
   Communicator& tp_;
   bool tp_partial_;
   std::vector<std::pair<ShardedParam*, Tensor>> whole_;  // the bound gradients (n')

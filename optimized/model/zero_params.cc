@@ -14,10 +14,11 @@ void GatheredParams::start(ShardedParam& p, bool async) {
   Held& h = held_[&p];
   h.whole = Tensor::empty({p.padded}, MemCategory::Params, params_.weight_buffer().dtype());  // (n')
   const Tensor mine = params_.weight_slice(p);
+  Communicator& over = p.is_expert ? expert_shards_ : shards_;
   if (async)
-    h.pending = shards_.iall_gather(h.whole, mine);
+    h.pending = over.iall_gather(h.whole, mine);
   else
-    shards_.all_gather(h.whole, mine);
+    over.all_gather(h.whole, mine);
 }
 
 void GatheredParams::prefetch(const std::vector<ShardedParam*>& ps) {

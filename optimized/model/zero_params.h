@@ -2,7 +2,7 @@
  * blocks"; Rajbhandari et al., arXiv 1910.02054, stage 3): each rank stores only its slices
  * of the weights (DistParams::params_sharded); a block's weights are all-gathered over
  * DP x CP when it acquires them, in its forward and again in its backward, and freed when
- * it releases them. While a block runs, the next block's weights are being gathered
+ * it releases them (an expert group over expert_dp). While a block runs, the next block's weights are being gathered
  * (prefetch: non-blocking all-gathers started before the block runs, waited on at acquire).
  *
  *   acquire(p)   the prefetched gather, waited on, or a gather now: p.w = the whole (TP
@@ -24,7 +24,9 @@ namespace pb {
 
 class GatheredParams final : public ParamProvider {
  public:
-  GatheredParams(DistParams& params, Communicator& shards) : params_(params), shards_(shards) {}
+  // shards: DP x CP; expert_shards: expert_dp (the expert groups').
+  GatheredParams(DistParams& params, Communicator& shards, Communicator& expert_shards)
+      : params_(params), shards_(shards), expert_shards_(expert_shards) {}
   ~GatheredParams() override;
   const Tensor& acquire(ShardedParam& p) override;
   void release(ShardedParam& p) override;
@@ -39,6 +41,7 @@ class GatheredParams final : public ParamProvider {
   void start(ShardedParam& p, bool async);
   DistParams& params_;
   Communicator& shards_;
+  Communicator& expert_shards_;
   std::map<ShardedParam*, Held> held_;
 };
 

@@ -11,18 +11,21 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
   ops::scale_(grads, 1.0f / float(dp.size()));
 }
 
+void zero_unit_terms(const Dims& d, const Dims::ZeroParam& p, const char* group, int64_t size, Terms& t) {
+  t.call(group, CommOp::ReduceScatter, Phase::Backward, d.mb, Dims::fp * p.padded, size);
+  if (d.zero_stage == 3) {  // gathered where used, forward and backward (the embedding: forward)
+    t.call(group, CommOp::AllGather, Phase::Forward, d.mb, d.e * p.padded, size);
+    t.call(group, CommOp::AllGather, Phase::Backward, p.embedding ? 0 : d.mb, d.e * p.padded, size);
+  } else {
+    t.call(group, CommOp::AllGather, Phase::Optimizer, d.steps, d.e * p.padded, size);
+  }
+}
+
 void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_cp")
   const char* group = d.c > 1 ? "dp_cp" : "dp";
   if (!d.zero_params.empty()) {  // ZeRO-2/3: each parameter every micro-batch; all-gathered each step
-    for (const auto& p : d.zero_params) {  // (ZeRO-3: gathered where used, forward and backward)
-      t.call(group, CommOp::ReduceScatter, Phase::Backward, d.mb, Dims::fp * p.padded, d.d * d.c);
-      if (d.zero_stage == 3) {
-        t.call(group, CommOp::AllGather, Phase::Forward, d.mb, d.e * p.padded, d.d * d.c);
-        t.call(group, CommOp::AllGather, Phase::Backward, p.embedding ? 0 : d.mb, d.e * p.padded, d.d * d.c);
-      } else {
-        t.call(group, CommOp::AllGather, Phase::Optimizer, d.steps, d.e * p.padded, d.d * d.c);
-      }
-    }
+    for (const auto& p : d.zero_params)  // (the experts over expert_dp: ep_grads.cc)
+      if (!p.expert) zero_unit_terms(d, p, group, d.d * d.c, t);
     t.call(group, CommOp::AllReduce, Phase::Optimizer, 2 * d.steps, 8, d.d * d.c);  // norm and loss
     return;
   }

@@ -16,5 +16,9 @@ void dp_all_reduce_mean(Tensor& grads, Communicator& dp);
 // With the distributed optimizer (d.zero): a reduce-scatter of the padded fp32 buffer and an
 // all-gather of the weights (e bytes each), and two doubles (its range's squared norm, the loss).
 void dp_terms(const Dims& d, Terms& t);
+// ZeRO-2/3, one unit (a parameter, or a layer's local experts of one projection) sharded
+// over `group` of `size` ranks: its gradient reduce-scattered every micro-batch, its
+// weights all-gathered at the step (ZeRO-2) or where used, forward and backward (ZeRO-3).
+void zero_unit_terms(const Dims& d, const Dims::ZeroParam& p, const char* group, int64_t size, Terms& t);
 
 }  // namespace pb

@@ -19,9 +19,10 @@ void sp_terms(const Dims& d, Terms& t) {
   t.call("tp", CommOp::ReduceScatter, Phase::Backward, d.mb * (blocks + d.head), NH, d.t);
   t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * (2 * blocks + d.head + d.emb), NH, d.t);
   // The replicated gradients: norm weights, and the MoE routers (E, H); under ZeRO-2 each
-  // norm weight's every micro-batch, before its reduce-scatter.
+  // norm weight's and router's every micro-batch, before its reduce-scatter.
   if (!d.zero_params.empty()) {
     t.call("tp", CommOp::AllReduce, Phase::Backward, d.mb * (2 * d.Lr + d.head), Dims::fp * d.H, d.t);
+    t.call("tp", CommOp::AllReduce, Phase::Backward, d.mb * d.Lmoe, Dims::fp * d.E * d.H, d.t);  // the routers
     return;
   }
   t.call("tp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * ((2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * d.H),

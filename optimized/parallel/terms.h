@@ -41,9 +41,11 @@ struct Dims {
   std::vector<int64_t> zero_buckets;                // ZeRO-1: each bucket padded to a multiple of d*c
   std::vector<int64_t> zero_expert_buckets;         //   and the experts', of t*d*c/ep (expert_dp)
   struct ZeroParam {
-    int64_t padded = 0;       // ZeRO-2/3: a parameter padded to a multiple of d*c
+    int64_t padded = 0;       // ZeRO-2/3: a parameter padded to a multiple of d*c (a unit)
     bool embedding = false;   // the embedding table (its backward needs no weights)
     int64_t layer = -1;       // its decoder layer (-1: the embedding or the head)
+    bool expert = false;      // a layer's local experts of one projection: padded to a
+                              // multiple of expert_dp (t*d*c/ep), over which they go
   };
   std::vector<ZeroParam> zero_params;               // ZeRO-2/3: this rank's parameters
   int64_t zero_block_grads = 0;                     // the largest block's padded parameters

@@ -51,8 +51,6 @@ void zero1_require(const CaseSpec& c) {
     PB_REQUIRE(!split_backward(c), "invalid case: zero_stage ", stage, " with a split-backward schedule (", c.schedule,
                ") is not available in this build yet");
   }
-  PB_REQUIRE(c.model.num_local_experts == 0 || stage == 1, "invalid case: zero_stage ", stage,
-             " with MoE experts is not available in this build yet");
 }
 
 void zero_install(const CaseSpec& c, Strategies& s) {
@@ -60,12 +58,12 @@ void zero_install(const CaseSpec& c, Strategies& s) {
   s.block_grads = [](DistParams& params, ProcessGrid& grid, TpLinear& tp) -> std::unique_ptr<BlockGrads> {
     if (!params.per_param_shards()) return std::make_unique<WholeGrads>();  // dp x cp = 1: nothing to shard
     Communicator& shards = grid.layout().cp > 1 ? grid.dp_cp() : grid.dp();
-    return std::make_unique<ShardedGrads>(params, shards, grid.tp(), tp.replicated_grads_partial());
+    return std::make_unique<ShardedGrads>(params, shards, grid.expert_dp(), grid.tp(), tp.replicated_grads_partial());
   };
   if (c.features.zero_stage < 3) return;
   s.params = [](DistParams& params, ProcessGrid& grid) -> std::unique_ptr<ParamProvider> {
     if (!params.params_sharded()) return std::make_unique<ResidentParams>();
-    return std::make_unique<GatheredParams>(params, grid.layout().cp > 1 ? grid.dp_cp() : grid.dp());
+    return std::make_unique<GatheredParams>(params, grid.layout().cp > 1 ? grid.dp_cp() : grid.dp(), grid.expert_dp());
   };
 }
 
