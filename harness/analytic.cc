@@ -184,8 +184,13 @@ using Groups = std::vector<std::pair<int64_t, int64_t>>;
 // The activations of one micro-batch in a chunk with checkpointed groups: after F (A_c),
 // the transient above it during F and the one above B's starting level during B.
 void recompute_activations(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, const Groups& groups,
-                           bool last, ChunkBytes& c) {
+                           bool last, bool split, ChunkBytes& c) {
   const int64_t xb = d.e * d.Ns * d.H, Lc = int64_t(mlp.size());
+  // Under a split backward what each block's queued weight gradients keep of its state
+  // (recomputed or not) until W (chunk_bytes' act_kept, block by block).
+  const int64_t NH = d.e * d.N * d.H, shared = d.Ns == d.N ? NH : 0;
+  const int64_t attn_kept = split ? d.e * d.N * d.a * d.D + shared : 0, head_kept = split && last ? shared : 0;
+  auto mlp_kept = [&](int64_t l) { return split ? mlp[size_t(l)].act_kept : 0; };
   const int64_t attn = attention_block_saved_bytes(d) + st.attention_core_saved(d), head = last ? head_saved_bytes(d) : 0;
   auto layer = [&](int64_t l) { return attn + mlp_block_saved_bytes(d) + mlp[size_t(l)].saved; };
   std::vector<int64_t> group_end(size_t(Lc), -1);  // at a group's first layer: its end
@@ -207,21 +212,22 @@ void recompute_activations(const Dims& d, const Strategies& st, const std::vecto
   c.act_forward = std::max<int64_t>(0, peak - after);
   // Backward, from the head down: a group recomputes its state on top of what is left; a
   // recomputing core allocates its saved state again once its layer's MLP block is freed.
-  int64_t rel = -head, peak_b = 0;
+  // A split backward leaves each block's kept state behind (a group's: of its recompute).
+  int64_t rel = -head + head_kept, peak_b = 0;
   for (int64_t l = Lc; l-- > 0;) {
     int64_t g0 = -1;
     for (const auto& [a, b] : groups)
       if (l >= a && l < b) g0 = a;
     if (g0 < 0) {
-      rel -= layer(l) - attn;
+      rel -= layer(l) - attn - mlp_kept(l);
       peak_b = std::max(peak_b, rel + st.attention_core_recomputed(d));
-      rel -= attn;
+      rel -= attn - attn_kept;
       continue;
     }
-    int64_t all = 0;
-    for (int64_t k = g0; k <= l; ++k) all += layer(k);
+    int64_t all = 0, kept = 0;
+    for (int64_t k = g0; k <= l; ++k) all += layer(k), kept += attn_kept + mlp_kept(k);
     peak_b = std::max(peak_b, rel + all);
-    rel -= xb;
+    rel += kept - xb;
     l = g0;
   }
   c.act_backward = peak_b;
@@ -262,7 +268,7 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
   if (st.swap_attention)
     swap_activations(d, st, mlp, first, last, c);
   else
-    recompute_activations(d, st, mlp, groups, last, c);
+    recompute_activations(d, st, mlp, groups, last, split, c);
   c.act_kept = Lc * (d.e * d.N * d.a * d.D + (shared_inputs ? NH : 0)) + (last && shared_inputs ? NH : 0);
   for (const MlpCost& m : mlp) c.act_kept += m.act_kept;
   const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d));
@@ -291,9 +297,13 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
   };
   // The group's incoming gradient stays with its caller until the whole group returns:
   // held through every block of the group after the first (a received one is the walk's).
+  // (Under a split backward a group's first block, a dense MLP with shared inputs, keeps
+  // that gradient for W: then it is counted with what is kept.)
   auto held = [&](int64_t l, bool first_block) {
     for (const auto& [g0, g1] : groups)
-      if (l >= g0 && l < g1 && !(first_block && l == g1 - 1) && (last || g1 < Lc)) return xb;
+      if (l >= g0 && l < g1 && !(first_block && l == g1 - 1) && (last || g1 < Lc) &&
+          !(split && shared_inputs && mlp[size_t(g1 - 1)].tp))
+        return xb;
     return int64_t(0);
   };
   for (int64_t l = Lc; l-- > 0;) {

@@ -85,8 +85,6 @@ void forward_again(const Terms& once, Terms& t) {
 
 
 void recompute_common(const CaseSpec& c, const char* name) {
-  PB_REQUIRE(!split_backward(c), "invalid case: ", name, " with a split-backward schedule (", c.schedule,
-             ") is not available in this build yet");
   PB_REQUIRE(!(c.features.recompute_full && c.features.recompute_selective),
              "invalid case: recompute_full and recompute_selective together (one recompute granularity)");
 }
@@ -114,7 +112,7 @@ void recompute_full_install(const CaseSpec& c, Strategies& s) {
 void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   // The recomputed layers of this pipeline rank: their forward's communication again.
   pp::Placement pl;
-  pl.p = c.layout.pp, pl.v = c.layout.vpp;
+  pl.p = c.layout.pp, pl.v = c.layout.vpp, pl.vshape = c.layout.pp > 1 && pp::vshape_kind(c.schedule);
   std::set<int64_t> again;
   for (int ch = 0; ch < pl.v; ++ch) {
     const auto [l0, l1] = pl.layers(d.L, pl.stage(d.pp_rank, ch));
@@ -168,8 +166,6 @@ void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t) {
 void swap_attention_require(const CaseSpec& c) {
   // (A model without attention layers is refused by its config: num_hidden_layers > 0, and
   // every pipeline stage holds L / (pp vpp) >= 1 layers.)
-  PB_REQUIRE(!split_backward(c), "invalid case: swap_attention with a split-backward schedule (", c.schedule,
-             ") is not available in this build yet");
   PB_REQUIRE(!c.features.recompute_full && !c.features.recompute_selective,
              "invalid case: swap_attention with recompute is not available in this build yet");
 }
