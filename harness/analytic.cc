@@ -236,28 +236,61 @@ void recompute_activations(const Dims& d, const Strategies& st, const std::vecto
 // Swap attention: every layer's attention state leaves the device when the layer's forward
 // ends and comes back when the layer's backward begins. During F a layer's attention and
 // MLP state and its output are on the device together, and a received input stays until F
-// returns; during B a layer's attention state is back while its MLP state still is.
-void swap_activations(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, bool first, bool last,
-                      ChunkBytes& c) {
+// returns; during B a layer's attention state is back while its MLP state still is (and,
+// with selective recompute, the core's state recomputed once the MLP's is freed). With full
+// recompute the checkpointed groups' layers (method block: the first of the chunk) are not
+// swapped: they keep their input as in recompute_activations. Under a split backward each
+// block leaves what W keeps behind.
+void swap_activations(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, const Groups& groups,
+                      bool first, bool last, bool split, ChunkBytes& c) {
   const int64_t xb = d.e * d.Ns * d.H, Lc = int64_t(mlp.size());
   const int64_t attn = attention_block_saved_bytes(d) + st.attention_core_saved(d), head = last ? head_saved_bytes(d) : 0;
-  const int64_t received = first ? 0 : xb;  // the input a pipeline stage received
+  const int64_t NH = d.e * d.N * d.H, shared = d.Ns == d.N ? NH : 0;
+  const int64_t attn_kept = split ? d.e * d.N * d.a * d.D + shared : 0, head_kept = split && last ? shared : 0;
+  auto mlp_kept = [&](int64_t l) { return split ? mlp[size_t(l)].act_kept : 0; };
   auto mlp_of = [&](int64_t l) { return mlp_block_saved_bytes(d) + mlp[size_t(l)].saved; };
-  int64_t level = 0, peak = 0;
-  for (int64_t l = 0; l < Lc; ++l) {
+  auto group_of = [&](int64_t l) {  // the checkpointed group holding layer l, or (-1, -1)
+    for (const auto& g : groups)
+      if (l >= g.first && l < g.second) return g;
+    return std::pair<int64_t, int64_t>{-1, -1};
+  };
+  // A received input is kept by the first layer (a group's input) unless that layer is swapped.
+  const int64_t received = first || (Lc > 0 && group_of(0).first == 0) ? 0 : xb;
+  int64_t level = 0, peak = 0, swapped = 0;
+  for (int64_t l = 0; l < Lc;) {
+    const auto [g0, g1] = group_of(l);
+    if (g0 >= 0) {
+      int64_t all = 0;
+      for (; l < g1; ++l) all += attn + mlp_of(l);
+      peak = std::max(peak, level + all + xb);
+      level += xb;
+      continue;
+    }
     peak = std::max(peak, level + attn + mlp_of(l) + xb + (l > 0 ? received : 0));
     level += mlp_of(l);
+    ++swapped, ++l;
   }
   c.act = level + head;
   const int64_t after = c.act + (last ? 0 : xb);
   c.act_forward = std::max<int64_t>(0, std::max(peak, after + received) - after);
-  int64_t rel = -head, peak_b = 0;
+  int64_t rel = -head + head_kept, peak_b = 0;
   for (int64_t l = Lc; l-- > 0;) {
+    const auto [g0, g1] = group_of(l);
+    if (g0 >= 0) {
+      int64_t all = 0, kept = 0;
+      for (int64_t k = g0; k <= l; ++k) all += attn + mlp_of(k), kept += attn_kept + mlp_kept(k);
+      peak_b = std::max(peak_b, rel + all);
+      rel += kept - xb;
+      l = g0;
+      continue;
+    }
     peak_b = std::max(peak_b, rel + attn);
-    rel -= mlp_of(l);
+    rel -= mlp_of(l) - mlp_kept(l);
+    peak_b = std::max(peak_b, rel + attn + st.attention_core_recomputed(d));
+    rel += attn_kept;
   }
   c.act_backward = peak_b;
-  c.host = Lc * attn;
+  c.host = swapped * attn;
 }
 
 ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, const Groups& groups,
@@ -266,7 +299,7 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
   const bool shared_inputs = d.Ns == d.N;
   ChunkBytes c;
   if (st.swap_attention)
-    swap_activations(d, st, mlp, first, last, c);
+    swap_activations(d, st, mlp, groups, first, last, split, c);
   else
     recompute_activations(d, st, mlp, groups, last, split, c);
   c.act_kept = Lc * (d.e * d.N * d.a * d.D + (shared_inputs ? NH : 0)) + (last && shared_inputs ? NH : 0);

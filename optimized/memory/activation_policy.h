@@ -24,6 +24,8 @@ class SavedState {
   virtual std::vector<Tensor*> tensors() = 0;  // the tensors kept for backward (views included)
   int64_t layer = -1;  // the decoder layer of an attention or MLP block
   int mb = 0;          // the micro-batch
+  bool checkpointed = false;  // in a checkpointed group (model/recompute.h): dropped after the
+                              // forward, its forward run again in backward
 };
 
 class ActivationPolicy {

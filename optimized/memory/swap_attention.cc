@@ -32,6 +32,7 @@ int64_t SwapAttention::host_bytes() const {
 }
 
 void SwapAttention::after_forward(SavedState& s) {
+  if (s.checkpointed) return;  // dropped and recomputed instead (model/recompute.h)
   const std::string block = s.block();
   if (block == "attention") {
     auto [it, fresh] = swaps_.try_emplace({s.layer, s.mb});
@@ -68,6 +69,7 @@ void SwapAttention::after_forward(SavedState& s) {
 }
 
 void SwapAttention::before_backward(SavedState& s) {
+  if (s.checkpointed) return;
   const std::string block = s.block();
   if (block == "mlp") {  // the layer's backward begins: prefetch its attention state
     Swap& sw = of(s, "the MLP backward");

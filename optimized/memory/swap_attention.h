@@ -12,7 +12,8 @@
  *   attention backward       wait for the prefetch; the host copies are released
  *   begins
  * Bitwise equal to keeping the tensors: the bytes come back unchanged. Tensors that share
- * storage (the core's q, k, v, o are the block's) move once. On the CPU backend the side
+ * storage (the core's q, k, v, o are the block's) move once. A layer in a checkpointed
+ * group (full recompute, model/recompute.h) is not swapped: it keeps only its input. On the CPU backend the side
  * stream is a worker thread and "host" a category of the one allocator, so the saving is
  * measured as on CUDA (there the host buffers are pinned: asynchronous copies).
  *

@@ -37,7 +37,7 @@ AttentionBlock::~AttentionBlock() = default;
 Tensor AttentionBlock::forward(BlockCtx& ctx, const Tensor& x) {
   const auto& e = env_;
   Saved* S = &saved_.start(ctx.mb);
-  S->layer = layer_, S->mb = ctx.mb;
+  S->layer = layer_, S->mb = ctx.mb, S->checkpointed = ctx.checkpointed;
   Weights W(e.provider, {in_norm_, wq_, wk_, wv_, wo_});
   S->x = x;
   S->a = e.act(e.Ns, e.H);

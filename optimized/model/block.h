@@ -62,6 +62,7 @@ struct BlockCtx {
                                       // loss, times grad_scale
   bool recompute = false;             // a checkpointed forward run again inside backward (recompute.h):
                                       // nothing is logged (MoE routing) or added (losses) twice
+  bool checkpointed = false;          // a block inside a checkpointed group (its state is dropped)
   std::vector<ShardedParam*> then{};  // a composite block's: the weights acquired right after it
                                       // (block_chain.h), to be prefetched before its last block
 };

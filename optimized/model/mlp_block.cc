@@ -29,7 +29,7 @@ MlpBlock::~MlpBlock() = default;
 Tensor MlpBlock::forward(BlockCtx& ctx, const Tensor& h) {
   const auto& e = env_;
   Saved* S = &saved_.start(ctx.mb);
-  S->layer = layer_, S->mb = ctx.mb;
+  S->layer = layer_, S->mb = ctx.mb, S->checkpointed = ctx.checkpointed;
   Weights W(e.provider, {post_norm_});
   S->h = h;
   S->m = e.act(e.Ns, e.H);

@@ -33,7 +33,9 @@ CheckpointedBlocks::~CheckpointedBlocks() = default;
 Tensor CheckpointedBlocks::forward(BlockCtx& ctx, const Tensor& x) {
   Kept& k = kept_.start(ctx.mb);
   k.x = x, k.batch = ctx.batch, k.grad_scale = ctx.grad_scale;
+  ctx.checkpointed = true;
   const Tensor y = chain_.forward(blocks_, ctx, x, ctx.then);
+  ctx.checkpointed = false;
   for (auto& b : blocks_) b->drop(ctx.mb);  // only x stays
   return y;
 }
@@ -43,12 +45,15 @@ Tensor CheckpointedBlocks::backward(BlockCtx& ctx, const Tensor& dout) {
   {
     Kept& k = kept_.of(ctx.mb);
     BlockCtx again{ctx.mb, k.batch, k.grad_scale};
-    again.recompute = true;
+    again.recompute = again.checkpointed = true;
     // The output is not needed: freed here. After the last block its own backward comes.
     chain_.forward(blocks_, again, k.x, blocks_.back()->weights_used(true));
   }
   kept_.end(ctx.mb);  // x lives on in the first block's saved state until its backward
-  return chain_.backward(blocks_, ctx, dout, then);
+  ctx.checkpointed = true;
+  const Tensor d = chain_.backward(blocks_, ctx, dout, then);
+  ctx.checkpointed = false;
+  return d;
 }
 
 std::vector<ShardedParam*> CheckpointedBlocks::params() const {

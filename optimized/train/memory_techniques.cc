@@ -109,16 +109,23 @@ void recompute_full_install(const CaseSpec& c, Strategies& s) {
   s.recompute_groups = [m, n](int64_t l0, int64_t l1) { return recompute_groups(m, n, l0, l1); };
 }
 
-void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t) {
-  // The recomputed layers of this pipeline rank: their forward's communication again.
+// The layers pipeline rank d.pp_rank checkpoints (in any of its chunks).
+static std::set<int64_t> recomputed_layers(const CaseSpec& c, const Dims& d) {
+  std::set<int64_t> again;
+  if (!c.features.recompute_full) return again;
   pp::Placement pl;
   pl.p = c.layout.pp, pl.v = c.layout.vpp, pl.vshape = c.layout.pp > 1 && pp::vshape_kind(c.schedule);
-  std::set<int64_t> again;
   for (int ch = 0; ch < pl.v; ++ch) {
     const auto [l0, l1] = pl.layers(d.L, pl.stage(d.pp_rank, ch));
     for (const auto& [g0, g1] : recompute_groups(c.features.recompute_method, c.features.recompute_num_layers, l0, l1))
       for (int64_t l = g0; l < g1; ++l) again.insert(l);
   }
+  return again;
+}
+
+void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  // The recomputed layers of this pipeline rank: their forward's communication again.
+  const std::set<int64_t> again = recomputed_layers(c, d);
   Dims r = d;  // those layers alone: no embedding, head or pipeline transfers
   r.Lr = int64_t(again.size());
   r.Lmoe = std::count_if(again.begin(), again.end(), [&](int64_t l) { return d.E > 0 && c.model.is_moe_layer(l); });
@@ -132,6 +139,7 @@ void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   r.routing = &routed;
   Features f = c.features;
   f.recompute_full = false;
+  f.swap_attention = false;  // a checkpointed layer is not swapped
   const CaseSpec without{c.model, c.train, c.layout, f, c.schedule};
   forward_again(technique_terms(without, r), t);
 }
@@ -166,14 +174,21 @@ void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t) {
 void swap_attention_require(const CaseSpec& c) {
   // (A model without attention layers is refused by its config: num_hidden_layers > 0, and
   // every pipeline stage holds L / (pp vpp) >= 1 layers.)
-  PB_REQUIRE(!c.features.recompute_full && !c.features.recompute_selective,
-             "invalid case: swap_attention with recompute is not available in this build yet");
+  // With full recompute the layers outside the checkpointed groups are swapped (recompute
+  // method block, fewer layers than a stage holds): a checkpointed layer keeps only its input.
+  const int64_t per = c.model.num_hidden_layers / (int64_t(c.layout.pp) * c.layout.vpp);
+  PB_REQUIRE(!c.features.recompute_full ||
+                 (c.features.recompute_method == "block" && c.features.recompute_num_layers < per),
+             "invalid case: swap_attention with recompute_full checkpoints every layer (", c.features.recompute_method,
+             ", recompute_num_layers ", c.features.recompute_num_layers,
+             "): nothing is left to swap (recompute_method block with fewer layers than a stage's ", per, ")");
 }
 
 void swap_attention_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   const int64_t attn = attention_block_saved_bytes(d) + strategies_for(c).attention_core_saved(d);
-  t.call("host", CommOp::ToHost, Phase::Forward, d.mb * d.Lr, attn, 2);
-  t.call("host", CommOp::ToDevice, Phase::Backward, d.mb * d.Lr, attn, 2);
+  const int64_t swapped = d.Lr - int64_t(recomputed_layers(c, d).size());
+  t.call("host", CommOp::ToHost, Phase::Forward, d.mb * swapped, attn, 2);
+  t.call("host", CommOp::ToDevice, Phase::Backward, d.mb * swapped, attn, 2);
 }
 
 void swap_attention_install(const CaseSpec&, Strategies& s) {

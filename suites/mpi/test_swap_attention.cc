@@ -66,6 +66,14 @@ static std::vector<Case> cases_for(int world) {
     all.push_back(c);
   }
   add_bf16_copies(all, {"single", "dp2_tp2_sp", "cp2_ring", "pp2_zb-h1_l2"});
+  // With recompute: selective (the core keeps nothing, the block's state is swapped), and
+  // full with method block (the first layer of a stage checkpointed, the others swapped).
+  add_variants(all, {"single", "tp2_sp", "pp2_1f1b", "pp2_zb-h1_l2", "cp2_ring", "bf16_single"}, "selective_",
+               [](Case& c) { c.features.push_back("recompute_selective"); });
+  add_variants(all, {"single_l3", "tp2_sp", "pp2_1f1b", "pp2_zb-h1_tp2_sp"}, "full_block1_", [](Case& c) {
+    c.features.push_back("recompute_full");
+    c.recompute_method = "block", c.recompute_num_layers = 1;
+  });
   return cases_of_world(all, world);
 }
 
@@ -93,8 +101,10 @@ TEST(SwapAttention, EqualsTheReferenceAndTheRunWithoutItBitwiseWithExactMemory) 
       if (row["group"] == "host") {
         ++host_rows;
         EXPECT_EQ(row["op"], row["phase"] == "forward" ? "to_host" : "to_device") << row.dump();
-        EXPECT_EQ(row["calls"].get<int64_t>(),
-                  c.train.steps * c.train.num_micro_batches * c.model.num_hidden_layers / c.layout.pp)
+        // every layer of the rank but the checkpointed ones (block: the first of each chunk)
+        const int64_t checkpointed = c.typed_features().recompute_full ? c.recompute_num_layers * c.layout.vpp : 0;
+        EXPECT_EQ(row["calls"].get<int64_t>(), c.train.steps * c.train.num_micro_batches *
+                                                   (c.model.num_hidden_layers / c.layout.pp - checkpointed))
             << row.dump();
       }
     EXPECT_EQ(host_rows, 2);
@@ -137,8 +147,11 @@ TEST(SwapAttention, BadInputIsOneLine) {
   none.model.num_hidden_layers = 0;
   expect_invalid(none, "num_hidden_layers must be positive, got 0");  // the config refuses it first
   Case rc = make_case("with_recompute", dense(2));
-  rc.features.push_back("recompute_selective");
-  expect_invalid(rc, "swap_attention with recompute is not available in this build yet");
+  rc.features.push_back("recompute_full");
+  expect_invalid(rc, "swap_attention with recompute_full checkpoints every layer (uniform, recompute_num_layers 1): "
+                     "nothing is left to swap (recompute_method block with fewer layers than a stage's 2)");
+  rc.recompute_method = "block", rc.recompute_num_layers = 2;
+  expect_invalid(rc, "nothing is left to swap");
 }
 
 }  // namespace pb::test
