@@ -424,7 +424,12 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
     }
     Groups groups;
     for (const auto& [g0, g1] : st.recompute_groups(l0, l1)) groups.emplace_back(g0 - l0, g1 - l0);
-    return chunk_bytes(d, st, mlp, groups, s == 0, !sched || s == sched->stages() - 1, sched && sched->split_backward);
+    const bool last = !sched || s == sched->stages() - 1, split = sched && sched->split_backward;
+    ChunkBytes cb = chunk_bytes(d, st, mlp, groups, s == 0, last, split);
+    if (split)  // ZeRO-2/3: the chunk's whole gradients from its B to its W
+      for (const auto& z : d.zero_params)
+        if (z.layer >= 0 ? z.layer >= l0 && z.layer < l1 : z.embedding ? s == 0 : last) cb.grads_kept += Dims::fp * z.padded;
+    return cb;
   };
   const int64_t xb = d.e * d.Ns * d.H;
   if (d.Lmoe == 0) {  // every micro-batch alike
@@ -438,6 +443,7 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
     peak.workspace = std::max(peak.workspace, p.workspace);
     peak.comm_buffers = std::max(peak.comm_buffers, p.comm_buffers);
     peak.host = std::max(peak.host, p.host);
+    peak.grads = std::max(peak.grads, p.grads);
   };
   for (int64_t step = 0; step < d.steps; ++step) {
     std::map<std::pair<int, int>, ChunkBytes> C;
@@ -496,6 +502,8 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   // Host memory: what stays there (offloaded state) and, on top, the swap pool's peak or
   // the step's staging (never at once: the pool is empty when the step runs).
   pr.memory[MemCategory::Host] = terms.memory[MemCategory::Host] + std::max(peaks.host, terms.host_step);
+  // ZeRO-2/3 under a split backward: the slices' accumulator and the whole gradients pending W.
+  if (peaks.grads > 0) pr.memory[MemCategory::Grads] = Dims::fp * d.shard + peaks.grads;
   // The distributed optimizer's reduce-scatter output (fp32, its range), after the backward.
   // ZeRO-2's reduce-scatter output of one parameter's slice (fp32) after a block's backward.
   int64_t bucket_q = 0;  // ZeRO-1: the largest bucket's slice

@@ -107,9 +107,11 @@ Tensor DistModel::backward_chunk(int c, int mb, const Tensor& dy, bool split_w) 
   const auto it = inflight_.find({c, mb});
   PB_REQUIRE(it != inflight_.end(), "pipeline: backward of micro-batch ", mb, " in chunk ", c, " before its forward");
   tp_->defer_to(split_w ? &it->second->wgrads : nullptr);
+  block_grads_->defer_to(split_w ? &it->second->grads : nullptr);
   BlockCtx ctx{mb};
   const Tensor d = chain_->backward(chunks_[size_t(c)], ctx, dy, {});
   tp_->defer_to(nullptr);
+  block_grads_->defer_to(nullptr);
   if (!split_w) inflight_.erase(it);
   return d;
 }
@@ -119,6 +121,7 @@ void DistModel::weight_grad_chunk(int c, int mb) {
   const auto it = inflight_.find({c, mb});
   PB_REQUIRE(it != inflight_.end(), "pipeline: W of micro-batch ", mb, " in chunk ", c, " without its B");
   run_wgrads(it->second->wgrads, *sink_);
+  block_grads_->reduce(it->second->grads);
   inflight_.erase(it);
 }
 

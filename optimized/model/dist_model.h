@@ -93,6 +93,7 @@ class DistModel {
  private:
   struct InFlight {
     WGradQueue wgrads;  // split backward: the weight gradients W computes
+    BlockGrads::Held grads;  // and the whole gradients they write (ZeRO-2/3), reduced after W
   };
   DistModelConfig cfg_;
   ProcessGrid& grid_;

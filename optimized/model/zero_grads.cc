@@ -17,19 +17,30 @@ void ShardedGrads::before(const std::vector<ShardedParam*>& params) {
 }
 
 void ShardedGrads::after(const std::vector<ShardedParam*>&) {
-  Tensor& acc = params_.grad_accumulator();
   for (auto& [p, g] : whole_) {
-    if (p->replicated && tp_partial_) {  // SP: each TP rank saw N/TP rows of the norm's (router's) input
-      Tensor whole = g.view(0, {p->rows * p->cols});
-      tp_.all_reduce(whole);
-    }
-    Tensor part = Tensor::empty({p->slice_len}, MemCategory::CommBuffers, DType::F32);  // (q)
-    (p->is_expert ? expert_shards_ : shards_).reduce_scatter(part, g);
-    Tensor mine = acc.view(p->slice, {p->slice_len});
-    ops::add_(mine, part);
-    p->g = Tensor();
+    p->g = Tensor();  // (the queued weight gradients of a split backward keep their own view)
+    if (held_)
+      held_->emplace_back(p, std::move(g));
+    else
+      reduce_one(*p, g);
   }
   whole_.clear();
+}
+
+void ShardedGrads::reduce(Held& held) {
+  for (auto& [p, g] : held) reduce_one(*p, g);
+  held.clear();
+}
+
+void ShardedGrads::reduce_one(ShardedParam& p, Tensor& g) {
+  if (p.replicated && tp_partial_) {  // SP: each TP rank saw N/TP rows of the norm's (router's) input
+    Tensor whole = g.view(0, {p.rows * p.cols});
+    tp_.all_reduce(whole);
+  }
+  Tensor part = Tensor::empty({p.slice_len}, MemCategory::CommBuffers, DType::F32);  // (q)
+  (p.is_expert ? expert_shards_ : shards_).reduce_scatter(part, g);
+  Tensor mine = params_.grad_accumulator().view(p.slice, {p.slice_len});
+  ops::add_(mine, part);
 }
 
 }  // namespace pb

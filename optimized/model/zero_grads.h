@@ -12,7 +12,9 @@
  *                 transient) and added into the rank's fp32 accumulator; the whole
  *                 gradient is freed.
  * Per micro-batch, so the gradients of one block at a time are whole: the grads peak is
- * 4 (sum q + the largest block's sum n') bytes instead of 4 sum n. The cost: every
+ * 4 (sum q + the largest block's sum n') bytes instead of 4 sum n. Under a split backward
+ * a chunk's whole gradients of one micro-batch stay from its B to its W (then reduced):
+ * the peak is the most of them pending at once (the schedule's walk, pp_terms.h). The cost: every
  * micro-batch reduce-scatters (DeepSpeed's stage 2 as well), m times ZeRO-1's
  * reduce-scatter bytes, against none of its gradient all-reduce at the step.
  */
@@ -30,9 +32,19 @@ class TpLinear;
 
 class BlockGrads {
  public:
+  // Whole gradients left bound by blocks whose weight gradients are still to come.
+  using Held = std::vector<std::pair<ShardedParam*, Tensor>>;
   virtual ~BlockGrads() = default;
   virtual void before(const std::vector<ShardedParam*>& params) = 0;
   virtual void after(const std::vector<ShardedParam*>& params) = 0;
+  // A split backward (zero bubble) computes the weight gradients in W, after the block's
+  // backward: meanwhile after() moves the block's whole gradients to *held (the queued
+  // weight gradients write into them), and reduce(held) reduces them once W has run.
+  void defer_to(Held* held) { held_ = held; }
+  virtual void reduce(Held& held) { held.clear(); }
+
+ protected:
+  Held* held_ = nullptr;
 };
 
 class WholeGrads final : public BlockGrads {
@@ -49,8 +61,10 @@ class ShardedGrads final : public BlockGrads {
       : params_(params), shards_(shards), expert_shards_(expert_shards), tp_(tp), tp_partial_(tp_partial) {}
   void before(const std::vector<ShardedParam*>& params) override;
   void after(const std::vector<ShardedParam*>& params) override;
+  void reduce(Held& held) override;
 
  private:
+  void reduce_one(ShardedParam& p, Tensor& g);
   DistParams& params_;
   Communicator& shards_;
   Communicator& expert_shards_;

@@ -21,11 +21,6 @@
 
 namespace pb {
 
-namespace {
-bool split_backward(const CaseSpec& c) {
-  return c.layout.pp > 1 && pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)).split_backward;
-}
-}  // namespace
 
 // --- reuse_fp32_param: MindSpeed's reuse-fp32-param (the parameter storage) ---
 void reuse_require(const CaseSpec& c) {
@@ -47,10 +42,6 @@ void zero1_require(const CaseSpec& c) {
   PB_REQUIRE(c.features.bucket_size >= 0, "invalid case: bucket_size ", c.features.bucket_size, " (elements, >= 0)");
   PB_REQUIRE(c.features.bucket_size == 0 || stage == 1, "invalid case: bucket_size with zero_stage ", stage,
              " (stages 2 and 3 shard every parameter on its own)");
-  if (stage >= 2) {
-    PB_REQUIRE(!split_backward(c), "invalid case: zero_stage ", stage, " with a split-backward schedule (", c.schedule,
-               ") is not available in this build yet");
-  }
 }
 
 void zero_install(const CaseSpec& c, Strategies& s) {

@@ -27,7 +27,7 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
     return {c.act + std::max(c.act_forward, c.act_backward), std::max(c.ws_forward, c.ws_backward),
             std::max(c.cb_forward, c.cb_backward), c.host};
   }
-  int64_t act = 0, ws = 0, cb = 0, host = 0;
+  int64_t act = 0, ws = 0, cb = 0, host = 0, grads = 0;
   MemoryPeaks peak;
   auto at_least = [](int64_t& p, int64_t v) { p = std::max(p, v); };
   std::set<std::pair<int, int>> received;
@@ -63,8 +63,11 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
         ws += s->split_backward ? c.ws_kept : 0;
         act -= s->split_backward ? c.act - c.act_kept : c.act;
         host -= c.host;
+        grads += c.grads_kept;
+        at_least(peak.grads, grads);
         break;
       case pp::Op::W:
+        grads -= c.grads_kept;
         act -= c.act_kept;
         cb -= c.cb_kept;
         ws -= c.ws_kept;

@@ -41,9 +41,11 @@ struct ChunkBytes {
   int64_t host = 0;  // moved to host memory by F, back by B (swap attention)
   int64_t ws_forward = 0, ws_backward = 0, ws_kept = 0;  // workspace transients of F and B; kept until W
   int64_t cb_forward = 0, cb_backward = 0, cb_kept = 0;  // comm-buffer transients; kept until W
+  int64_t grads_kept = 0;  // ZeRO-2/3 under a split backward: the chunk's whole gradients, B to W
 };
 struct MemoryPeaks {
   int64_t activations = 0, workspace = 0, comm_buffers = 0, host = 0;
+  int64_t grads = 0;  // the most whole gradients pending W at once (grads_kept)
 };
 // bytes(chunk, mb): what micro-batch mb costs in chunk c (the same for every micro-batch
 // of a dense model; an MoE layer's routed rows vary). Without a schedule: micro-batch 0.

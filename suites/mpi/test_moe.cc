@@ -144,6 +144,10 @@ static std::vector<Case> cases_for(int world) {
   add_variants(all, {"zero3_dp4_ep2", "zero2_tp2_sp_ep2", "pp2_ep2_zbh1", "pp2_ep2_zbv"}, "recompute_",
                [](Case& c) { c.features.push_back("recompute_full"); });
   add_variants(all, {"pp2_ep2_zbh1"}, "swap_", [](Case& c) { c.features.push_back("swap_attention"); });
+  add_variants(all, {"pp2_ep2_zbh1", "pp2_ep2_zbv"}, "zero3_", [](Case& c) {  // W before the reduce-scatter
+    c.features.push_back("distributed_optimizer");
+    c.zero_stage = 3;
+  });
   add_variants(all, {"zero2_dp4_ep2", "zero3_tp2_sp_ep2"}, "offload_", [](Case& c) { c.features.push_back("offload_optimizer"); });
   add_variants(all, {"zero3_bf16_ep2_e4k2_alltoall"}, "reuse_", [](Case& c) { c.features.push_back("reuse_fp32_param"); });
   // ZeRO-Offload: the experts' state on the host with the rest (one buffer, no sharding).
