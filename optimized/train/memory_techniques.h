@@ -1,7 +1,7 @@
 /* The registry entries of the memory techniques (registry.cc lists them): what each needs
  * of a case (one-line errors), the strategy it installs and its analytic terms.
  *   reuse_fp32_param       the parameter storage (model/dist_params.h)
- *   distributed_optimizer  ZeRO-1 (model/dist_optimizer.h, step_sharded)
+ *   distributed_optimizer  ZeRO-1/2/3 (model/dist_optimizer.h; zero_grads.h, zero_params.h)
  *   offload_optimizer      ZeRO-Offload (model/dist_params.h, dist_optimizer.h)
  *   recompute_full         checkpointed layer groups (model/recompute.h)
  *   recompute_selective    a recomputing attention core (model/recompute.h)
