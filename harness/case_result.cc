@@ -213,6 +213,7 @@ json case_result(const Case& c, Device dev, const CaseTables& t) {
   if (!t.pipeline.is_null()) result["pipeline"] = t.pipeline;
   if (!t.cp.is_null()) result["cp"] = t.cp;
   if (!t.moe.is_null()) result["moe"] = t.moe;
+  if (!t.overlap.is_null()) result["overlap"] = t.overlap;
   if (dev == Device::CUDA) {  // the caching allocator's view against the driver's (rank 0)
     const auto& da = TrackingAllocator::device();
     result["device_memory"] = {{"reserved_bytes", da.reserved()}, {"driver_used_bytes", da.driver_used_bytes()},

@@ -33,7 +33,14 @@ nlohmann::json throughput(const Case& c, const TrainRun& run, double peak_tflops
 struct CaseTables {
   nlohmann::json checks, throughput, memory, comm, pipeline, cp, moe;  // pipeline null without PP, cp without CP,
                                                                        // moe without experts
+  nlohmann::json overlap;
 };
+
+// Every rank of comm: on rank 0 the "overlap" object (overlap_result.cc): per rank the
+// communication time of the timed steps, the part the compute thread waited on and the
+// hidden fraction (core/timeline.h), their sums, and every rank's timeline of the last step
+// as a Chrome trace ("trace"); null elsewhere.
+nlohmann::json gather_overlap(const TrainRun& run, MPI_Comm comm);
 
 // Context parallelism: the kind, the split and every rank's attention work (query-key
 // pairs over the run, parallel/cp_ring.h), with its max/min (null on other ranks).

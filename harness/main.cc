@@ -74,6 +74,21 @@ class Watchdog {
 
 void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
+// A case's timeline trace goes next to the results (RESULTS.timelines/CASE.json, named in
+// the results as "trace_file", relative to the results' folder); without --out it is dropped.
+void move_trace(json& result, const std::string& out) {
+  if (!result.contains("overlap") || !result["overlap"].contains("trace")) return;
+  json trace = std::move(result["overlap"]["trace"]);
+  result["overlap"].erase("trace");
+  if (out.empty()) return;
+  const std::filesystem::path o(out);
+  const std::filesystem::path dir = o.parent_path() / (o.stem().string() + ".timelines");
+  std::filesystem::create_directories(dir);
+  const std::string file = result["name"].get<std::string>() + ".json";
+  write_file((dir / file).string(), trace.dump() + "\n");
+  result["overlap"]["trace_file"] = (std::filesystem::path(o.stem().string() + ".timelines") / file).string();
+}
+
 // Rank 0 checks that every output path can be written and locks the results file against
 // a second job, before the first case; the verdict goes to every rank, so the job ends
 // with one line and exit 2 on every rank.
@@ -248,6 +263,11 @@ int cmd_run(const RunArgs& a) {
       else
         std::fprintf(stderr, "%s  (%.2f ms/step)\n", status == "pass" ? "PASS" : "FAIL",
                      result["throughput"]["step_ms_median"].get<double>());
+      try {
+        move_trace(result, a.out);
+      } catch (const std::exception& e) {  // the results matter more than the trace
+        std::fprintf(stderr, "parabench: warning: timeline of %s not written: %s\n", c.name.c_str(), e.what());
+      }
       results["cases"].push_back(result);
       // Saved as each case ends ("complete": false until the last), so a job killed or
       // timed out later keeps the finished cases; a failed write ends the job (one line).

@@ -316,6 +316,19 @@ Table mixture_of_experts(const json& cases, Style s) {
   return t;
 }
 
+// Communication overlap (core/timeline.h): per case the ranks' communication time of the
+// timed steps, the part their compute threads waited on, and the hidden fraction.
+Table overlap(const json& cases, Style s) {
+  Table t{"Communication overlap", "lrrrl", {"case", "comm ms", "exposed ms", "hidden", "timeline"}};
+  for (const json& c : cases) {
+    const json& o = object(c, "overlap");
+    if (o.empty()) continue;
+    t.rows.push_back({text(c, "name"), opt("%.2f", number(o, "comm_ms"), s), opt("%.2f", number(o, "exposed_ms"), s),
+                      opt("%.3f", number(o, "hidden_fraction"), s), o.contains("trace_file") ? text(o, "trace_file") : none(s)});
+  }
+  return t;
+}
+
 std::vector<Table> build_tables(const json& results, Style s) {
   read_results(results, "results");  // compare's validation: what it refuses, report refuses
   const json& list = array(results, "cases");
@@ -326,6 +339,8 @@ std::vector<Table> build_tables(const json& results, Style s) {
   if (!cp.rows.empty()) tables.push_back(cp);
   Table moe = mixture_of_experts(list, s);
   if (!moe.rows.empty()) tables.push_back(moe);
+  Table ov = overlap(list, s);
+  if (!ov.rows.empty()) tables.push_back(ov);
   return tables;
 }
 

@@ -79,6 +79,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   t.pipeline = c.layout.pp > 1 ? gather_pipeline(c, run.train, comm) : json(nullptr);
   t.cp = c.layout.cp > 1 ? gather_cp(c, comm) : json(nullptr);
   t.moe = c.model.num_local_experts > 0 ? gather_moe(c, comm) : json(nullptr);
+  t.overlap = gather_overlap(run.train, comm);
   if (rank != 0) return out;
 
   t.checks = numeric_checks(c, run, refs);

@@ -19,6 +19,7 @@
 
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
+#include "optimized/core/timeline.h"
 #include "reference/common/error.h"
 #ifdef PB_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -153,6 +154,17 @@ struct OpState {
   bool done = false;
   std::exception_ptr error;
   Span span;
+  std::string what;  // "group op" where the timeline records (core/timeline.h)
+  bool recorded = false;
+
+  // The timeline's spans of a wait that began at t0 (ms): the caller blocked, and once the
+  // call itself from its start to its completion.
+  void record(double t0) {
+    if (what.empty()) return;
+    const double t1 = host_clock_ms();
+    Timeline::get().add(SpanKind::Wait, what + " wait", t0, t1);
+    if (!std::exchange(recorded, true)) Timeline::get().add(SpanKind::Async, what, span.start_ms, span.end_ms);
+  }
 
   void finish(std::exception_ptr e) {
     {
@@ -175,11 +187,15 @@ class AsyncRequest : public Request {
   explicit AsyncRequest(std::shared_ptr<OpState> s) : s_(std::move(s)) {}
   ~AsyncRequest() override {
     try {
-      s_->wait();
+      wait();
     } catch (...) {  // a destructor must not throw; the error was the caller's to wait for
     }
   }
-  void wait() override { s_->wait(); }
+  void wait() override {
+    const double t0 = host_clock_ms();
+    s_->wait();
+    s_->record(t0);
+  }
   Span span() const override {
     std::lock_guard<std::mutex> lock(s_->mu);
     return s_->span;
@@ -362,23 +378,30 @@ namespace {
 // Without a worker: the call starts here and completes in wait(), inside MPI_Wait.
 class InlineRequest : public Request {
  public:
-  InlineRequest(MPI_Request r, std::function<void()> finish) : req_(r), finish_(std::move(finish)) {}
+  InlineRequest(MPI_Request r, std::function<void()> finish, std::shared_ptr<OpState> state)
+      : req_(r), finish_(std::move(finish)), state_(std::move(state)) {}
   ~InlineRequest() override {
     if (req_ != MPI_REQUEST_NULL) MPI_Wait(&req_, MPI_STATUS_IGNORE);
   }
   void wait() override {
+    const double t0 = host_clock_ms();
     MPI_CHECK(MPI_Wait(&req_, MPI_STATUS_IGNORE));
     if (finish_) std::exchange(finish_, nullptr)();
+    state_->span.end_ms = host_clock_ms();  // it progressed inside MPI_Wait (or the caller's MPI calls)
+    state_->record(t0);
   }
+  Span span() const override { return state_->span; }
 
  private:
   MPI_Request req_;
   std::function<void()> finish_;
+  std::shared_ptr<OpState> state_;
 };
 
 }  // namespace
 
-RequestPtr MpiCommunicator::post(AsyncOp op, const std::vector<const Tensor*>& buffers) {
+RequestPtr MpiCommunicator::post(AsyncOp op, const std::vector<const Tensor*>& buffers, const char* what) {
+  if (Timeline::get().on()) op.state->what = name_ + " " + what;
   bool on_gpu = false;
   for (const Tensor* t : buffers) on_gpu = on_gpu || t->device() == Device::CUDA;
   const Device dev = on_gpu ? Device::CUDA : Device::CPU;
@@ -389,7 +412,8 @@ RequestPtr MpiCommunicator::post(AsyncOp op, const std::vector<const Tensor*>& b
 #endif
   if (!mpi_thread_multiple()) {
     op.ready.synchronize();
-    return std::make_unique<InlineRequest>(op.start(), op.finish);
+    op.state->span.start_ms = host_clock_ms();
+    return std::make_unique<InlineRequest>(op.start(), op.finish, op.state);
   }
   if (!worker_) worker_ = std::make_unique<Worker>();
   auto state = op.state;
@@ -401,6 +425,7 @@ RequestPtr MpiCommunicator::post(AsyncOp op, const std::vector<const Tensor*>& b
 
 void MpiCommunicator::all_reduce(Tensor& buf, ReduceOp op) {
   if (size_ == 1) return;
+  const TimedSpan timed(SpanKind::Blocking, "all_reduce", name_);
   drain();
   CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
   HostView b(buf);
@@ -413,6 +438,7 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
   PB_REQUIRE(out.numel() == in.numel() * size_, "all_gather: output ", out.shape_str(), " is not ", size_,
              " x input ", in.shape_str());
   if (size_ == 1) return copy(out, in);
+  const TimedSpan timed(SpanKind::Blocking, "all_gather", name_);
   drain();
   CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
   HostView i(in), o(out);
@@ -425,6 +451,7 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
   PB_REQUIRE(in.numel() == out.numel() * size_, "reduce_scatter: input ", in.shape_str(), " is not ", size_,
              " x output ", out.shape_str());
   if (size_ == 1) return copy(out, in);
+  const TimedSpan timed(SpanKind::Blocking, "reduce_scatter", name_);
   drain();
   CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
   HostView i(in), o(out);
@@ -437,6 +464,7 @@ void MpiCommunicator::all_to_all(Tensor& out, const Tensor& in) {
   PB_REQUIRE(in.numel() == out.numel() && in.numel() % size_ == 0, "all_to_all: input ", in.shape_str(),
              " and output ", out.shape_str(), " must match and divide by ", size_);
   if (size_ == 1) return copy(out, in);
+  const TimedSpan timed(SpanKind::Blocking, "all_to_all", name_);
   drain();
   CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
   const int n = count(in) / size_;
@@ -465,6 +493,7 @@ void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv
   PB_REQUIRE(s_off == in.numel() && r_off == out.numel(), "all_to_all_v: row counts (", s_off, " and ", r_off,
              " elements) do not cover input ", in.shape_str(), " and output ", out.shape_str());
   if (size_ == 1) return copy(out, in);
+  const TimedSpan timed(SpanKind::Blocking, "all_to_all_v", name_);
   drain();
   CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
   HostView i(in), o(out);
@@ -476,6 +505,7 @@ void MpiCommunicator::all_to_all_v(Tensor& out, const std::vector<int64_t>& recv
 
 void MpiCommunicator::broadcast(Tensor& buf, int root) {
   if (size_ == 1) return;
+  const TimedSpan timed(SpanKind::Blocking, "broadcast", name_);
   drain();
   CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));
   HostView b(buf);
@@ -485,6 +515,7 @@ void MpiCommunicator::broadcast(Tensor& buf, int root) {
 }
 
 void MpiCommunicator::send(const Tensor& buf, int peer, int tag) {
+  const TimedSpan timed(SpanKind::Blocking, "send", name_);
   drain();
   CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
   HostView b(buf);
@@ -493,6 +524,7 @@ void MpiCommunicator::send(const Tensor& buf, int peer, int tag) {
 }
 
 void MpiCommunicator::recv(Tensor& buf, int peer, int tag) {
+  const TimedSpan timed(SpanKind::Blocking, "recv", name_);
   drain();
   CommLedger::get().record(name_, CommOp::Recv, size_, int64_t(buf.bytes()));
   HostView b(buf);
@@ -518,7 +550,7 @@ RequestPtr MpiCommunicator::iall_reduce(Tensor& buf, ReduceOp op) {
     return r;
   };
   a.finish = [b] { b->copy_out(); };
-  return post(std::move(a), {&buf});
+  return post(std::move(a), {&buf}, "all_reduce");
 }
 
 RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
@@ -541,7 +573,7 @@ RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
     return r;
   };
   a.finish = [i, o] { o->copy_out(); };
-  return post(std::move(a), {&out, &in});
+  return post(std::move(a), {&out, &in}, "all_gather");
 }
 
 RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
@@ -565,7 +597,7 @@ RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
     return r;
   };
   a.finish = [i, o] { o->copy_out(); };
-  return post(std::move(a), {&out, &in});
+  return post(std::move(a), {&out, &in}, "reduce_scatter");
 }
 
 RequestPtr MpiCommunicator::isend(const Tensor& buf, int peer, int tag) {
@@ -582,7 +614,7 @@ RequestPtr MpiCommunicator::isend(const Tensor& buf, int peer, int tag) {
     return r;
   };
   a.finish = [b] {};
-  return post(std::move(a), {&buf});
+  return post(std::move(a), {&buf}, "send");
 }
 
 RequestPtr MpiCommunicator::irecv(Tensor& buf, int peer, int tag) {
@@ -598,13 +630,14 @@ RequestPtr MpiCommunicator::irecv(Tensor& buf, int peer, int tag) {
     return r;
   };
   a.finish = [b] { b->copy_out(); };
-  return post(std::move(a), {&buf});
+  return post(std::move(a), {&buf}, "recv");
 }
 
 // Posted together, waited together: paired exchanges cannot deadlock. A blocking call:
 // after the worker drained, every send and receive is started here and waited for here
 // (no thread hand-off on the pipeline's critical path).
 void MpiCommunicator::batch_p2p(const std::vector<P2POp>& ops) {
+  const TimedSpan timed(SpanKind::Blocking, "batch_p2p", name_);
   drain();
   std::vector<MPI_Request> reqs;
   std::vector<std::unique_ptr<HostView>> views;
@@ -628,12 +661,14 @@ void MpiCommunicator::batch_p2p(const std::vector<P2POp>& ops) {
 }
 
 void MpiCommunicator::barrier() {
+  const TimedSpan timed(SpanKind::Blocking, "barrier", name_);
   drain();
   MPI_CHECK(MPI_Barrier(comm_));
 }
 
 double MpiCommunicator::all_reduce_scalar(double v, ReduceOp op) {
   if (size_ == 1) return v;
+  const TimedSpan timed(SpanKind::Blocking, "all_reduce_scalar", name_);
   drain();
   CommLedger::get().record(name_, CommOp::AllReduce, size_, 8);
   double out = 0;

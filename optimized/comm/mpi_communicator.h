@@ -45,7 +45,7 @@ class MpiCommunicator : public Communicator {
   struct AsyncOp;
   class Worker;
   // Queues op on the worker (or, without MPI_THREAD_MULTIPLE, starts it here).
-  RequestPtr post(AsyncOp op, const std::vector<const Tensor*>& buffers);
+  RequestPtr post(AsyncOp op, const std::vector<const Tensor*>& buffers, const char* what);
   void drain();  // before a blocking call: every posted call has completed
 
   MPI_Comm comm_;

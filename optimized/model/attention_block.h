@@ -23,6 +23,7 @@ class AttentionBlock final : public Block {
   Tensor backward(BlockCtx& ctx, const Tensor& dh) override;
   void drop(int mb) override;
   std::vector<ShardedParam*> params() const override { return {in_norm_, wq_, wk_, wv_, wo_}; }
+  std::string label() const override { return "attention " + std::to_string(layer_); }
   AttentionCore& core() { return *core_; }
 
  private:

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "optimized/core/index_tensor.h"
@@ -88,6 +89,8 @@ class Block {
   // The parameters whose gradients this block's backward writes (ZeRO-2/3 bind and reduce
   // them around it).
   virtual std::vector<ShardedParam*> params() const = 0;
+  // Its name on the timeline ("attention 3", "mlp 3", "embedding", "head").
+  virtual std::string label() const = 0;
   // A block that runs blocks of its own through the chain (block_chain.h: a checkpointed
   // group) prefetches what follows it and binds its blocks' gradients itself.
   virtual bool composite() const { return false; }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "optimized/comm/ledger.h"
+#include "optimized/core/timeline.h"
 #include "optimized/model/attention_block.h"
 #include "optimized/model/end_blocks.h"
 #include "optimized/model/mlp_block.h"
@@ -120,7 +121,10 @@ void DistModel::weight_grad_chunk(int c, int mb) {
   PhaseScope phase(Phase::Backward);
   const auto it = inflight_.find({c, mb});
   PB_REQUIRE(it != inflight_.end(), "pipeline: W of micro-batch ", mb, " in chunk ", c, " without its B");
-  run_wgrads(it->second->wgrads, *sink_);
+  {
+    const TimedSpan span(SpanKind::Compute, "W", "chunk " + std::to_string(c));
+    run_wgrads(it->second->wgrads, *sink_);
+  }
   block_grads_->reduce(it->second->grads);
   inflight_.erase(it);
 }

@@ -21,6 +21,7 @@ class EmbeddingBlock final : public Block {
   Tensor forward(BlockCtx& ctx, const Tensor& unused) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dx) override;
   std::vector<ShardedParam*> params() const override { return {table_}; }
+  std::string label() const override { return "embedding"; }
   // Its backward scatters into the table's gradient without the table.
   std::vector<ShardedParam*> weights_used(bool backward) const override {
     return backward ? std::vector<ShardedParam*>{} : params();
@@ -39,6 +40,7 @@ class HeadBlock final : public Block {
   Tensor forward(BlockCtx& ctx, const Tensor& x) override;
   Tensor backward(BlockCtx& ctx, const Tensor& unused) override;
   std::vector<ShardedParam*> params() const override { return {norm_, head_}; }
+  std::string label() const override { return "head"; }
 
  private:
   struct Saved;

@@ -21,6 +21,7 @@ class MlpBlock final : public Block {
   Tensor backward(BlockCtx& ctx, const Tensor& dy) override;
   void drop(int mb) override;
   std::vector<ShardedParam*> params() const override;
+  std::string label() const override { return "mlp " + std::to_string(layer_); }
   Mlp& mlp() { return *mlp_; }
 
  private:

@@ -50,6 +50,7 @@ class CheckpointedBlocks final : public Block {
   void drop(int mb) override;
   std::vector<ShardedParam*> params() const override;
   bool composite() const override { return true; }
+  std::string label() const override { return "checkpointed " + blocks_.front()->label() + " .. " + blocks_.back()->label(); }
   // Forward and backward (the recompute) both begin with the first block's forward.
   std::vector<ShardedParam*> weights_used(bool) const override { return blocks_.front()->weights_used(false); }
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }

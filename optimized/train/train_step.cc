@@ -123,9 +123,15 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   TrainRun r;
   RoutingLog::get().clear();
   const bool aux_loss = c.model.num_local_experts > 0 && c.model.router_aux_loss_coef > 0;
+  struct TimelineOn {  // for this run only
+    TimelineOn() { Timeline::get().enable(true); }
+    ~TimelineOn() { Timeline::get().enable(false); }
+  } timeline_on;
   for (int64_t n = 0; n < c.train.steps; ++n) {
     MPI_CHECK(MPI_Barrier(comm));
     RoutingLog::get().set_step(n);
+    Timeline::get().take();  // (the set-up's and the last step's after-step reads)
+    const double t0_ms = host_clock_ms();
     const auto t0 = Clock::now();
     model.params().zero_grads();
     if (n == 0) first_step_hooks(c);
@@ -140,8 +146,18 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
       step_loss += grid.world().all_reduce_scalar(model.take_aux_loss()) / double(c.layout.dp);
     }
     r.losses.push_back(step_loss);
-    r.grad_norms.push_back(optim.step());
-    synchronize(c.device);  // the step's last kernels (the bf16 weight refresh) have run
+    {
+      const TimedSpan span(SpanKind::Compute, "optimizer step");
+      r.grad_norms.push_back(optim.step());
+      synchronize(c.device);  // the step's last kernels (the bf16 weight refresh) have run
+    }
+    std::vector<TimeSpan> spans = Timeline::get().take();
+    if (n > 0 || c.train.steps == 1) {  // the timed steps, as for the step times
+      const CommTime t = comm_time(spans);
+      r.comm.total_ms += t.total_ms, r.comm.exposed_ms += t.exposed_ms;
+    }
+    for (auto& sp : spans) sp.start_ms -= t0_ms, sp.end_ms -= t0_ms;
+    r.last_timeline = std::move(spans);
     r.step_ms.push_back(step_ms(t0, comm));
     if (after_step) after_step(n, model.params(), grid);
   }

@@ -7,7 +7,8 @@
  * all-reduced over pp from the last stage) or as m calls of forward_backward, each
  * gradient scaled by 1/m; the DP-averaged loss; the optimizer step (global gradient norm
  * before clipping); the device synchronized. The step time is the slowest rank's (MPI
- * max), from a barrier before the step to its last kernel.
+ * max), from a barrier before the step to its last kernel. Every rank records its timeline
+ * of compute and communication spans (core/timeline.h) for the hidden fraction.
  *
  * Knows nothing of the harness: a case arrives as a TrainStepConfig, and what the harness
  * reads of the model between steps (the step-1 gradients, the final parameters) it reads
@@ -24,6 +25,7 @@
 
 #include "optimized/core/device.h"
 #include "optimized/core/tensor.h"
+#include "optimized/core/timeline.h"
 #include "optimized/model/features.h"
 #include "optimized/parallel/layout.h"
 #include "optimized/train/pp_executor.h"
@@ -53,6 +55,8 @@ struct TrainRun {
   std::vector<double> step_ms;             // the slowest rank's time of each step
   PipelineStep last_pipeline_step;         // this rank's (PP only)
   double pp_busy_us = 0, pp_total_us = 0;  // summed over the timed steps (2..N, or 1 if N = 1)
+  CommTime comm;                           // this rank's communication, total and exposed, over them
+  std::vector<TimeSpan> last_timeline;     // this rank's spans of the last step, from its start (ms)
 };
 
 // Called on every rank after step `step` (0-based), once the optimizer has run: the

@@ -210,9 +210,12 @@ else bad "--md /dev/full: exit $rc"; cat "$work/err"; fi
 #    nothing or the last complete save (valid JSON), never a truncated file or a temporary.
 if mkdir -p "$work/tiny" && mount -t tmpfs -o size=12k tmpfs "$work/tiny" 2> /dev/null; then
   run 2 run --suite "$work/small.json" --out "$work/tiny/r.json"
-  left=$(ls -A "$work/tiny")
+  left=$(ls -A "$work/tiny" | grep -v '^r.timelines$' | tr '\n' ' ' | sed 's/ $//')
   valid=yes
-  [ -e "$work/tiny/r.json" ] && ! python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$work/tiny/r.json" && valid=no
+  # the results and the timelines written next to them (r.timelines/CASE.json): complete or absent
+  for f in "$work/tiny/r.json" "$work/tiny"/r.timelines/*; do
+    [ -e "$f" ] && ! python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$f" && valid=no
+  done
   umount "$work/tiny"
   if [ "$rc" -ne 0 ] && grep -q "No space left on device" "$work/err" && [ "$valid" = yes ] \
      && { [ -z "$left" ] || [ "$left" = r.json ]; }; then
