@@ -71,6 +71,15 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
                                                          },
                                                          int(d.ep), 0)
                                   : std::vector<ShardedParam>{};
+  d.overlap_grad_reduce = c.typed_features().overlap_grad_reduce;
+  if (!d.zero && (c.typed_features().bucket_size > 0 || d.overlap_grad_reduce))  // DP's buckets (dense ones)
+    for (const auto& b : DistParams::layout_buckets(DistParams::enumerate(mc, int(d.t), 0,
+                                                                          [&](const std::string& n) {
+                                                                            return stage_holds(pl, pp_rank, d.L, n);
+                                                                          },
+                                                                          int(d.ep), 0),
+                                                    c.typed_features().bucket_size, 1, 0, 1, 0))
+      if (!b.expert) d.dp_buckets.push_back(b.padded);
   if (d.zero_stage == 1 && shards > 1) {  // ZeRO-1's buckets
     d.shard = d.padded = 0;
     const int eshards = int(d.t * d.d * d.c / d.ep);

@@ -170,9 +170,8 @@ Suite parse_suite(const json& j, const std::string& origin) {
     if (cj.contains("recompute_method")) c.recompute_method = get<std::string>(cj, "recompute_method", where);
     if (cj.contains("recompute_num_layers")) c.recompute_num_layers = get<int>(cj, "recompute_num_layers", where);
     if (cj.contains("bucket_size")) {
-      c.bucket_size = get<int64_t>(cj, "bucket_size", where);
-      PB_REQUIRE(std::find(c.features.begin(), c.features.end(), "distributed_optimizer") != c.features.end(), where,
-                 ": bucket_size needs the feature distributed_optimizer");
+      c.bucket_size = get<int64_t>(cj, "bucket_size", where);  // DP's buckets (ZeRO-1 shards each)
+      PB_REQUIRE(c.bucket_size >= 0, where, ": bucket_size ", c.bucket_size, " (elements, >= 0)");
     }
     if (cj.contains("zero_stage")) {
       c.zero_stage = get<int>(cj, "zero_stage", where);

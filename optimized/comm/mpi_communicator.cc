@@ -155,6 +155,7 @@ struct OpState {
   std::exception_ptr error;
   Span span;
   std::string what;  // "group op" where the timeline records (core/timeline.h)
+  double posted_ms = 0;  // when the caller posted it: in flight from here on the timeline
   bool recorded = false;
 
   // The timeline's spans of a wait that began at t0 (ms): the caller blocked, and once the
@@ -163,7 +164,7 @@ struct OpState {
     if (what.empty()) return;
     const double t1 = host_clock_ms();
     Timeline::get().add(SpanKind::Wait, what + " wait", t0, t1);
-    if (!std::exchange(recorded, true)) Timeline::get().add(SpanKind::Async, what, span.start_ms, span.end_ms);
+    if (!std::exchange(recorded, true)) Timeline::get().add(SpanKind::Async, what, posted_ms, span.end_ms);
   }
 
   void finish(std::exception_ptr e) {
@@ -401,7 +402,7 @@ class InlineRequest : public Request {
 }  // namespace
 
 RequestPtr MpiCommunicator::post(AsyncOp op, const std::vector<const Tensor*>& buffers, const char* what) {
-  if (Timeline::get().on()) op.state->what = name_ + " " + what;
+  if (Timeline::get().on()) op.state->what = name_ + " " + what, op.state->posted_ms = host_clock_ms();
   bool on_gpu = false;
   for (const Tensor* t : buffers) on_gpu = on_gpu || t->device() == Device::CUDA;
   const Device dev = on_gpu ? Device::CUDA : Device::CPU;

@@ -6,8 +6,8 @@
  *             a blocking collective inside a block is inside its span)
  *   Blocking  a blocking communication call on the caller's thread (the wait for what the
  *             communicator had posted before included): communicating and blocked at once
- *   Async     a non-blocking call, from where it started to where it completed (MPI: on the
- *             communicator's worker thread)
+ *   Async     a non-blocking call in flight: from its post to its completion (MPI: completed
+ *             on the communicator's worker thread, which starts the calls in post order)
  *   Wait      the caller blocked in Request::wait()
  * Communication time C = |union of Blocking and Async spans|; exposed X = |C intersected
  * with the union of Blocking and Wait spans| (communication while the caller could not

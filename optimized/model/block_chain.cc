@@ -33,12 +33,12 @@ Tensor BlockChain::backward(const Blocks& blocks, BlockCtx& ctx, Tensor d, const
     }
     provider_.prefetch(next);
     const auto params = b.params();
-    grads_.before(params);
+    grads_.before(params, ctx.mb);
     {
       const TimedSpan span(SpanKind::Compute, "backward", b.label());
       d = b.backward(ctx, d);
     }
-    grads_.after(params);
+    grads_.after(params, ctx.mb);
   }
   return d;
 }

@@ -126,14 +126,18 @@ void DistModel::weight_grad_chunk(int c, int mb) {
     run_wgrads(it->second->wgrads, *sink_);
   }
   block_grads_->reduce(it->second->grads);
+  std::vector<ShardedParam*> params;  // the chunk's
+  for (const auto& b : chunks_[size_t(c)])
+    for (ShardedParam* p : b->params()) params.push_back(p);
+  block_grads_->weights_done(params, mb);
   inflight_.erase(it);
 }
 
-double DistModel::forward_backward(const ref::Batch& batch, float grad_scale) {
+double DistModel::forward_backward(const ref::Batch& batch, float grad_scale, int mb) {
   PB_REQUIRE(chunks() == 1 && last_stage(0) && first_stage(0), "forward_backward: a pipeline needs a schedule");
   double loss = 0;
-  forward_chunk(0, 0, batch, Tensor(), grad_scale, &loss);
-  backward_chunk(0, 0, Tensor(), false);
+  forward_chunk(0, mb, batch, Tensor(), grad_scale, &loss);
+  backward_chunk(0, mb, Tensor(), false);
   return loss;
 }
 

@@ -48,7 +48,7 @@ struct DistModelConfig {
   bool distributed_optimizer = false;  // ZeRO-1: master and Adam state sharded over DP x CP
   bool offload_optimizer = false;      // ZeRO-Offload: master, Adam state and the step in host memory
   int zero_stage = 1;                  // with distributed_optimizer: 1, 2 (gradients too) or 3 (weights too)
-  int64_t bucket_size = 0;             // ZeRO-1's buckets (elements; 0: one bucket)
+  int64_t bucket_size = 0;             // ZeRO-1's and DP's buckets (elements; 0: one bucket)
 };
 
 class DistModel {
@@ -58,7 +58,8 @@ class DistModel {
   // Forward and backward of one micro-batch (all N tokens and labels) through every chunk
   // of a model without PP; gradients of grad_scale * loss accumulate. Returns the
   // micro-batch's mean cross-entropy.
-  double forward_backward(const ref::Batch& batch, float grad_scale);
+  // mb: the micro-batch's index in the step (the gradient hooks see which one is last).
+  double forward_backward(const ref::Batch& batch, float grad_scale, int mb = 0);
 
   // The pipeline-stage API (any PP; the executor in optimized/train/pp_executor.h).
   int chunks() const { return int(chunks_.size()); }
@@ -85,6 +86,7 @@ class DistModel {
   TpLinear& tp_linear() { return *tp_; }
   ActivationPolicy& activation_policy() { return *policy_; }
   ParamProvider& param_provider() { return *provider_; }
+  BlockGrads& block_grads() { return *block_grads_; }
   const DistModelConfig& config() const { return cfg_; }
   // The blocks of chunk c in forward order (for tests and policies; a checkpointed group of
   // layers is one CheckpointedBlocks, model/recompute.h).

@@ -57,19 +57,31 @@ double DistOptimizer::step() {
   PhaseScope phase(Phase::Optimizer);
   DistParams& P = model_.params();
   if (P.per_param_shards()) return step_per_param();
-  if (model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
+  // overlap_grad_reduce (model/grad_overlap.h): the backward started the buckets' sums (and
+  // the replicated block's over TP); wait for them.
+  const bool summed = model_.block_grads().finish();
+  if (!summed && model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
     Tensor norms = P.replicated_grads();
     grid_.tp().all_reduce(norms);
   }
   if (P.shards() > 1) return step_sharded();
   const int64_t x0 = P.expert_offset(), total_g = P.grad_buffer().numel();
-  Tensor dense = P.grad_buffer().view(0, {x0});
-  dp_all_reduce_mean(dense, grad_group());  // over DP, or DP x CP
   const bool moe = x0 < total_g;
-  if (moe) {  // the experts: summed over the ranks holding them, averaged over DP x CP
-    Tensor experts = P.expert_grads();
-    expert_grads_reduce(experts, grid_.expert_dp(), grid_.layout().dp * grid_.layout().cp);
+  Tensor dense = P.grad_buffer().view(0, {x0});
+  Tensor experts = moe ? P.expert_grads() : Tensor();
+  const int replicas = grid_.layout().dp * grid_.layout().cp;
+  if (!summed && P.buckets().size() > 1 + (moe ? 1 : 0)) {  // bucket_size: bucket by bucket, as overlapped
+    for (const auto& b : P.buckets()) {
+      Tensor g = P.grad_buffer().view(b.start, {b.padded});
+      (b.expert ? grid_.expert_dp() : grad_group()).all_reduce(g);
+    }
+  } else if (!summed) {  // one all-reduce of the dense gradients (over DP, or DP x CP), one of the experts'
+    grad_group().all_reduce(dense);
+    if (moe) grid_.expert_dp().all_reduce(experts);
   }
+  // The mean over DP (x CP); the experts summed over the ranks holding them, averaged over DP x CP.
+  if (grad_group().size() > 1) ops::scale_(dense, 1.0f / float(grad_group().size()));
+  if (moe && replicas > 1) ops::scale_(experts, 1.0f / float(replicas));
   // The squared global norm in one op per block of the contiguous gradient buffer: its
   // segments are the gradients in P.all() order, without the replicated tensors (norm
   // weights and routers: the leading block) except on tp rank 0, so that they count once

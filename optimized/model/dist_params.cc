@@ -64,9 +64,10 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     return;
   }
   const bool zero = shards_ > 1;
-  // ZeRO-1's buckets (one without the distributed optimizer or without bucket_size): each
-  // padded to a multiple of the shards; this rank owns one slice of each (param_layout.cc).
-  buckets_ = layout_buckets(params_, zero ? bucket_size : 0, shards_, shard_rank_, zero ? expert_shards : 1,
+  // The buckets (bucket_size elements or more; one without it, and the experts' one):
+  // ZeRO-1's, each padded to a multiple of the shards, this rank owning one slice of each;
+  // without sharding DP's, reduced one by one (param_layout.cc, model/grad_overlap.h).
+  buckets_ = layout_buckets(params_, bucket_size, shards_, shard_rank_, zero ? expert_shards : 1,
                             zero ? expert_shard_rank : 0);
   total = 0;
   for (const auto& bk : buckets_) total += bk.padded;

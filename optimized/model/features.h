@@ -21,7 +21,9 @@ struct Features {
   bool reuse_fp32_param = false;
   bool distributed_optimizer = false;  // ZeRO-1 (Megatron): optimizer state sharded over DP x CP
   bool offload_optimizer = false;      // ZeRO-Offload: the optimizer state and step in host memory
-  int64_t bucket_size = 0;  // ZeRO-1 (case key "bucket_size"): elements per bucket, 0 = one bucket
+  int64_t bucket_size = 0;  // DP's gradient buckets (case key "bucket_size"): elements per bucket, 0 = one;
+                            // reduced one by one (ZeRO-1: each sharded)
+  bool overlap_grad_reduce = false;  // the buckets' reduction started in the backward (model/grad_overlap.h)
   int zero_stage = 1;  // with distributed_optimizer (case key "zero_stage"): 1 (state), 2 (and gradients), 3 (and weights)
   // Activation recompute (model/recompute.h): full (feature "recompute_full"; case keys
   // "recompute_method" uniform | block and "recompute_num_layers" N) or selective (feature

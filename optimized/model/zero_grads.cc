@@ -7,7 +7,7 @@
 
 namespace pb {
 
-void ShardedGrads::before(const std::vector<ShardedParam*>& params) {
+void ShardedGrads::before(const std::vector<ShardedParam*>& params, int) {
   PB_REQUIRE(whole_.empty(), "ZeRO-2: a block's backward began before the last one's gradients were reduced");
   for (ShardedParam* p : params) {
     Tensor g = Tensor::zeros({p->padded}, MemCategory::Grads, DType::F32);  // (n')
@@ -16,7 +16,7 @@ void ShardedGrads::before(const std::vector<ShardedParam*>& params) {
   }
 }
 
-void ShardedGrads::after(const std::vector<ShardedParam*>&) {
+void ShardedGrads::after(const std::vector<ShardedParam*>&, int) {
   for (auto& [p, g] : whole_) {
     p->g = Tensor();  // (the queued weight gradients of a split backward keep their own view)
     if (held_)

@@ -35,13 +35,20 @@ class BlockGrads {
   // Whole gradients left bound by blocks whose weight gradients are still to come.
   using Held = std::vector<std::pair<ShardedParam*, Tensor>>;
   virtual ~BlockGrads() = default;
-  virtual void before(const std::vector<ShardedParam*>& params) = 0;
-  virtual void after(const std::vector<ShardedParam*>& params) = 0;
+  // Around the backward of a block's micro-batch mb.
+  virtual void before(const std::vector<ShardedParam*>& params, int mb) = 0;
+  virtual void after(const std::vector<ShardedParam*>& params, int mb) = 0;
   // A split backward (zero bubble) computes the weight gradients in W, after the block's
   // backward: meanwhile after() moves the block's whole gradients to *held (the queued
   // weight gradients write into them), and reduce(held) reduces them once W has run.
   void defer_to(Held* held) { held_ = held; }
   virtual void reduce(Held& held) { held.clear(); }
+  // After a chunk's W of micro-batch mb (split backward): its parameters' gradients of mb
+  // are complete.
+  virtual void weights_done(const std::vector<ShardedParam*>&, int) {}
+  // Before the optimizer step: where the backward started the step's data-parallel
+  // reduction (model/grad_overlap.h), waits for all of it and returns true.
+  virtual bool finish() { return false; }
 
  protected:
   Held* held_ = nullptr;
@@ -49,8 +56,8 @@ class BlockGrads {
 
 class WholeGrads final : public BlockGrads {
  public:
-  void before(const std::vector<ShardedParam*>&) override {}
-  void after(const std::vector<ShardedParam*>&) override {}
+  void before(const std::vector<ShardedParam*>&, int) override {}
+  void after(const std::vector<ShardedParam*>&, int) override {}
 };
 
 class ShardedGrads final : public BlockGrads {
@@ -59,8 +66,8 @@ class ShardedGrads final : public BlockGrads {
   // first where the TP strategy leaves them partial (SP).
   ShardedGrads(DistParams& params, Communicator& shards, Communicator& expert_shards, Communicator& tp, bool tp_partial)
       : params_(params), shards_(shards), expert_shards_(expert_shards), tp_(tp), tp_partial_(tp_partial) {}
-  void before(const std::vector<ShardedParam*>& params) override;
-  void after(const std::vector<ShardedParam*>& params) override;
+  void before(const std::vector<ShardedParam*>& params, int mb) override;
+  void after(const std::vector<ShardedParam*>& params, int mb) override;
   void reduce(Held& held) override;
 
  private:

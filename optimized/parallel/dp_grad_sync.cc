@@ -1,15 +1,8 @@
 /* DP gradient all-reduce and averaging (see dp_grad_sync.h). */
 #include "optimized/parallel/dp_grad_sync.h"
 
-#include "optimized/kernels/ops.h"
 
 namespace pb {
-
-void dp_all_reduce_mean(Tensor& grads, Communicator& dp) {
-  if (dp.size() == 1) return;
-  dp.all_reduce(grads);
-  ops::scale_(grads, 1.0f / float(dp.size()));
-}
 
 void zero_unit_terms(const Dims& d, const Dims::ZeroParam& p, const char* group, int64_t size, Terms& t) {
   t.call(group, CommOp::ReduceScatter, Phase::Backward, d.mb, Dims::fp * p.padded, size);
@@ -37,7 +30,10 @@ void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_
     t.call(group, CommOp::AllReduce, Phase::Optimizer, 2 * d.steps, 8, d.d * d.c);  // norm and loss
     return;
   }
-  t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * (d.params_local - d.params_expert), d.d * d.c);
+  if (d.dp_buckets.empty())
+    t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * (d.params_local - d.params_expert), d.d * d.c);
+  for (const int64_t b : d.dp_buckets)  // bucket by bucket, at the step or in the backward
+    t.call(group, CommOp::AllReduce, d.grad_phase(), d.steps, Dims::fp * b, d.d * d.c);
   t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.d * d.c);
 }
 

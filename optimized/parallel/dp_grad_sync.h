@@ -9,7 +9,6 @@
 
 namespace pb {
 
-void dp_all_reduce_mean(Tensor& grads, Communicator& dp);
 
 // Over a step (DP > 1), in the optimizer phase: the gradient buffer's all-reduce, fp32
 // P_local elements besides the experts' (ep_grads.h), and the loss average's all-reduce of one double.

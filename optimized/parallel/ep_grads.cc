@@ -1,15 +1,9 @@
 /* Expert gradient reduction (see ep_grads.h). */
 #include "optimized/parallel/ep_grads.h"
 
-#include "optimized/kernels/ops.h"
 #include "optimized/parallel/dp_grad_sync.h"
 
 namespace pb {
-
-void expert_grads_reduce(Tensor& grads, Communicator& expert_dp, int replicas) {
-  expert_dp.all_reduce(grads);  // short-circuits on one rank
-  if (replicas > 1) ops::scale_(grads, 1.0f / float(replicas));
-}
 
 void ep_grad_terms(const Dims& d, Terms& t) {
   if (d.params_expert == 0) return;
@@ -25,7 +19,7 @@ void ep_grad_terms(const Dims& d, Terms& t) {
     }
     t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, edp);  // the slices' squares
   } else {
-    t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_expert, edp);
+    t.call("expert_dp", CommOp::AllReduce, d.grad_phase(), d.steps, Dims::fp * d.params_expert, edp);
   }
   t.call("ep", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.ep);
 }

@@ -7,7 +7,8 @@
  *   g_e = (1 / (DP * CP)) * sum over expert_dp (TP * DP * CP / EP ranks) of g_e,rank
  *
  * The global gradient norm counts each expert once: its squares are summed over the EP
- * group (each EP rank holds other experts) and added on TP rank 0 only (dist_optimizer.h).
+ * group (each EP rank holds other experts) and added on TP rank 0 only (dist_optimizer.h,
+ * which runs the reduction).
  */
 #pragma once
 
@@ -15,9 +16,6 @@
 #include "optimized/parallel/terms.h"
 
 namespace pb {
-
-// grads: the expert block of the gradient buffer; replicas = DP * CP.
-void expert_grads_reduce(Tensor& grads, Communicator& expert_dp, int replicas);
 
 // Over a step, in the optimizer phase: the expert block's all-reduce over expert_dp (fp32,
 // d.params_expert elements), or under the distributed optimizer its bucket's reduce-scatter

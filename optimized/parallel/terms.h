@@ -38,6 +38,8 @@ struct Dims {
   int64_t Lmoe = 0;                                 // MoE layers on this pipeline rank
   bool zero = false;                                // the distributed optimizer (ZeRO-1)
   int64_t zero_stage = 0;                           // its stage: 1, or 2 (per-parameter shards, gradients too)
+  std::vector<int64_t> dp_buckets;                  // DP with bucket_size or overlap_grad_reduce: the dense buckets
+  bool overlap_grad_reduce = false;                 //   reduced in the backward (else at the step)
   std::vector<int64_t> zero_buckets;                // ZeRO-1: each bucket padded to a multiple of d*c
   std::vector<int64_t> zero_expert_buckets;         //   and the experts', of t*d*c/ep (expert_dp)
   struct ZeroParam {
@@ -55,6 +57,9 @@ struct Dims {
   int64_t padded = 0, shard = 0;                    // its buffer (params_local padded to a multiple of
                                                     // d*c) and this rank's range of it
   const std::vector<RoutingRecord>* routing = nullptr;  // this rank's routing of the run (MoE)
+  // Where the step's data-parallel reduction runs (and, under SP, the replicated block's
+  // sum over TP before it): the backward with overlap_grad_reduce, else the step.
+  Phase grad_phase() const { return overlap_grad_reduce ? Phase::Backward : Phase::Optimizer; }
 };
 
 // Workspace (temporaries, MemCategory::Workspace) a block allocates beyond its input and

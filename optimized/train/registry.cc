@@ -16,6 +16,7 @@
 #include "optimized/parallel/sp_linear.h"
 #include "optimized/parallel/tp_vocab.h"
 #include "optimized/train/memory_techniques.h"
+#include "optimized/train/overlap_techniques.h"
 #include "optimized/train/pp_schedule.h"
 #include "optimized/train/pp_terms.h"
 #include "reference/common/error.h"
@@ -245,7 +246,12 @@ const std::vector<Technique>& techniques() {
        "MindSpeed reuse-fp32-param (bf16): the fp32 master holds the bf16 weights and 16-bit residuals, 16 bytes/param",
        true, true, [](const CaseSpec& c) { return c.features.reuse_fp32_param; },
        [](Features& f) { f.reuse_fp32_param = true; }, reuse_require, nullptr, reuse_terms},
-      feature("overlap_grad_reduce", "bucketed gradient reduction overlapped with backward"),
+      {"overlap_grad_reduce", K::Feature,
+       "gradient reduction overlapped with the backward (Megatron's overlap_grad_reduce): each bucket (case key "
+       "bucket_size) all-reduced on the communicator's thread as soon as its gradients are complete",
+       true, false, [](const CaseSpec& c) { return c.features.overlap_grad_reduce; },
+       [](Features& f) { f.overlap_grad_reduce = true; }, overlap_grad_reduce_require, overlap_grad_reduce_install,
+       nullptr},
       feature("overlap_param_gather", "parameter all-gather overlapped with forward"),
       feature("mc2", "matmul fused with all-gather / reduce-scatter"),
   };

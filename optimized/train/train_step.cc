@@ -71,7 +71,7 @@ double pipelined_micro_batches(const pp::Schedule& sched, DistModel& model, Proc
 // One step's m micro-batches without PP; returns this rank's mean loss.
 double plain_micro_batches(DistModel& model, int64_t m, const BatchOf& batch_of) {
   double loss = 0;
-  for (int64_t j = 0; j < m; ++j) loss += model.forward_backward(batch_of(j), 1.0f / float(m)) / double(m);
+  for (int64_t j = 0; j < m; ++j) loss += model.forward_backward(batch_of(j), 1.0f / float(m), int(j)) / double(m);
   return loss;
 }
 

@@ -2,14 +2,22 @@
  * rank's communication time, the part its compute thread waited on, the hidden fraction
  * and the ranks' timelines of the last step. A case with only blocking collectives hides
  * nothing; ZeRO-3's prefetched gathers run on the communicator's thread while blocks
- * compute (a structural check of the spans, not a speed threshold). */
+ * compute (a structural check of the spans, not a speed threshold).
+ *
+ * overlap_grad_reduce (optimized/model/grad_overlap.h): bitwise the training of the same
+ * buckets reduced at the step, with every case's communication and memory as predicted;
+ * one all-reduce per bucket per step, in the backward, every gradient element in exactly
+ * one of them; the bucket all-reduces run while blocks compute. */
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include "case_expect.h"
 #include "mpi_test_util.h"
 
+#include "harness/analytic.h"
 #include "harness/runner.h"
+#include "reference/io/checkpoint.h"
+#include "reference/model/flops.h"
 
 namespace pb::test {
 
@@ -69,6 +77,81 @@ TEST(Overlap, Zero3GathersRunWhileBlocksCompute) {
         for (const Ev& b : ev)
           if (b.cat == "compute" && a.start < b.end && b.start < a.end) ++overlapping;
     EXPECT_GT(overlapping, 0) << "rank " << r << ": no prefetched gather under a block's compute";
+  }
+}
+
+// The overlapped cases of this world size (dp x the rest = world): DP alone, with TP + SP,
+// CP, 1F1B and zero bubble, MoE, full recompute; buckets of 300 elements (a dozen or so).
+static std::vector<Case> overlap_cases(int world) {
+  const std::vector<std::string> ov = {"overlap_grad_reduce"};
+  auto moe = dense(2);
+  moe.num_local_experts = 4, moe.num_experts_per_tok = 2;
+  std::vector<Case> all = {small_case("dp2", dense(2), ov, 2), small_case("dp4", dense(2), ov, 4, 1, 1),
+                           small_case("dp2_tp2_sp", dense(2), ov, 2, 2)};
+  for (const char* s : {"1f1b", "zb-h1"}) {
+    Case c = small_case(std::string("pp2_dp2_") + s, dense(2), ov, 2, 1, 4);
+    c.layout.pp = 2, c.schedule = s;
+    all.push_back(c);
+  }
+  Case cp = small_case("cp2_dp2", dense(2), ov, 2);
+  cp.layout.cp = 2;
+  all.push_back(cp);
+  Case e = small_case("moe_dp4_ep2", moe, ov, 4, 1, 1);
+  e.layout.ep = 2, e.model_json = io::hf_config_json(moe);
+  all.push_back(e);
+  all.push_back(small_case("recompute_dp2", dense(2), {"overlap_grad_reduce", "recompute_full"}, 2));
+  for (auto& c : all) c.bucket_size = 300;
+  Case one = small_case("dp2_one_bucket", dense(2), ov, 2);  // bucket_size 0: the whole buffer
+  all.push_back(one);
+  return cases_of_world(all, world);
+}
+
+TEST(Overlap, GradReduceIsTheSameTrainingWithOneAllReducePerBucketInTheBackward) {
+  const auto cases = overlap_cases(world_size());
+  ASSERT_FALSE(cases.empty());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Case off = c;  // the same buckets, reduced at the step
+    std::erase(off.features, std::string("overlap_grad_reduce"));
+    const auto [o, plain] = run_beside_plain(c, off, world_rank());
+    if (world_rank() != 0) continue;
+    // The DP group's gradient all-reduces: all in the backward, their bytes 4 per gradient
+    // element of the dense parameters per step (each element in exactly one bucket).
+    const std::string group = c.layout.cp > 1 ? "dp_cp" : "dp";
+    int64_t calls = 0, bytes = 0, plain_calls = 0;
+    for (const auto& row : o.result["comm"])
+      if (row["group"] == group && row["op"] == "all_reduce" && row["bytes_per_call"] != 8) {
+        EXPECT_EQ(row["phase"], "backward") << row.dump();
+        calls += row["calls"].get<int64_t>(), bytes += row["bytes"].get<int64_t>();
+      }
+    for (const auto& row : plain.result["comm"])
+      if (row["group"] == group && row["op"] == "all_reduce" && row["bytes_per_call"] != 8) {
+        EXPECT_EQ(row["phase"], "optimizer") << row.dump();
+        plain_calls += row["calls"].get<int64_t>();
+      }
+    EXPECT_EQ(calls, plain_calls);  // one per bucket per step, with or without overlap
+    EXPECT_EQ(calls > c.train.steps, c.bucket_size > 0) << calls;
+    // Without PP and TP every rank holds all the dense parameters (the model's less its experts).
+    int64_t experts = 0;
+    for (int64_t l = 0; l < c.model.num_hidden_layers; ++l)
+      if (c.model.num_local_experts > 0 && c.model.is_moe_layer(l))
+        experts += c.model.num_local_experts * 3 * c.model.hidden_size * c.model.expert_ffn();
+    if (c.layout.pp == 1 && c.layout.tp == 1)
+      EXPECT_EQ(bytes, 4 * c.train.steps * (ref::analytic_param_count(c.model) - experts));
+    // The bucket all-reduces on the communicator's thread while blocks compute.
+    const auto& ov = o.result["overlap"];
+    int overlapping = 0;
+    for (int r = 0; r < c.layout.world(); ++r) {
+      const auto ev = events_of(ov, r);
+      for (const Ev& a : ev)
+        if (a.cat == "comm_async")
+          for (const Ev& b : ev)
+            if (b.cat == "compute" && a.start < b.end && b.start < a.end) ++overlapping;
+    }
+    // (Under zero bubble a chunk's gradients are complete at its last W, the rank's last
+    // compute: the buckets start together, with nothing left to hide them under.)
+    if (c.bucket_size > 0 && !c.schedule.starts_with("zb"))
+      EXPECT_GT(overlapping, 0) << "no bucket all-reduce under a block's compute";
   }
 }
 

@@ -1,0 +1,26 @@
+/* The communication-overlap techniques' registry entries (see overlap_techniques.h). */
+#include "optimized/train/overlap_techniques.h"
+
+#include "optimized/model/grad_overlap.h"
+#include "optimized/model/strategies.h"
+#include "optimized/parallel/process_grid.h"
+#include "optimized/parallel/tp_linear.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+void overlap_grad_reduce_require(const CaseSpec& c) {
+  PB_REQUIRE(!c.features.distributed_optimizer, "invalid case: overlap_grad_reduce with distributed_optimizer (its "
+                                                "reduce-scatters in the backward) is not available in this build yet");
+  PB_REQUIRE(c.features.bucket_size >= 0, "invalid case: bucket_size ", c.features.bucket_size, " (elements, >= 0)");
+}
+
+void overlap_grad_reduce_install(const CaseSpec& c, Strategies& s) {
+  const int64_t m = c.train.num_micro_batches;
+  s.block_grads = [m](DistParams& params, ProcessGrid& grid, TpLinear& tp) -> std::unique_ptr<BlockGrads> {
+    return std::make_unique<OverlappedGrads>(params, grid.layout().cp > 1 ? grid.dp_cp() : grid.dp(), grid.expert_dp(),
+                                             grid.tp(), tp.replicated_grads_partial(), m);
+  };
+}
+
+}  // namespace pb
