@@ -25,7 +25,9 @@
  * worker completed it (results staged back to the device); NCCL makes the current stream
  * wait on the call's done event, without blocking the host. A Request destroyed unwaited
  * waits. Blocking calls are post + wait, with the same results and accounting (MPI runs
- * them on the calling thread once the worker has drained what was posted before).
+ * them on the calling thread once the worker has drained what was posted before; the
+ * reducing ones through the same non-blocking MPI call, so the sums are bitwise those of
+ * the non-blocking variants).
  * Buffers must stay untouched until wait() returns. One communicator is driven by one
  * thread.
  */

@@ -431,7 +431,10 @@ void MpiCommunicator::all_reduce(Tensor& buf, ReduceOp op) {
   CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
   HostView b(buf);
   b.copy_in();
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, b.ptr(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_));
+  // The non-blocking call, waited for here: the same reduction order as iall_reduce's.
+  MPI_Request r;
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b.ptr(), count(buf), mpi_type(buf), mpi_op(buf, op), comm_, &r));
+  MPI_CHECK(MPI_Wait(&r, MPI_STATUS_IGNORE));
   b.copy_out();
 }
 
@@ -457,7 +460,12 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in) {
   CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
   HostView i(in), o(out);
   i.copy_in();
-  MPI_CHECK(MPI_Reduce_scatter_block(i.ptr(), o.ptr(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_));
+  // The non-blocking call, waited for here: the same reduction order as ireduce_scatter's
+  // (Open MPI's blocking and non-blocking reduce-scatter differ in the last bits at 4 ranks).
+  MPI_Request r;
+  MPI_CHECK(MPI_Ireduce_scatter_block(i.ptr(), o.ptr(), count(out), mpi_type(in), mpi_op(in, ReduceOp::Sum), comm_,
+                                      &r));
+  MPI_CHECK(MPI_Wait(&r, MPI_STATUS_IGNORE));
   o.copy_out();
 }
 

@@ -120,11 +120,17 @@ double DistOptimizer::step_sharded() {
   // averaged over DP x CP like the dense gradients (ep_grads.h).
   auto group_of = [&](const DistParams::Bucket& bk) -> Communicator& { return bk.expert ? grid_.expert_dp() : g; };
   const float replicas = float(grid_.layout().dp * grid_.layout().cp);
+  const Tensor reduced = model_.block_grads().reduced();  // overlap_grad_reduce: started in the backward
   for (size_t k = 0; k < buckets.size(); ++k) {
     const auto& bk = buckets[k];
     const auto& sl = slices[k];
-    Tensor mean = Tensor::empty({bk.q}, MemCategory::CommBuffers, DType::F32);  // (q)
-    group_of(bk).reduce_scatter(mean, P.grad_buffer().view(bk.start, {bk.padded}));
+    Tensor mean;  // (q) the bucket's reduce-scatter: this rank's slice of the sum
+    if (reduced.defined()) {
+      mean = reduced.view(bk.at, {bk.q});
+    } else {
+      mean = Tensor::empty({bk.q}, MemCategory::CommBuffers, DType::F32);
+      group_of(bk).reduce_scatter(mean, P.grad_buffer().view(bk.start, {bk.padded}));
+    }
     ops::scale_(mean, 1.0f / (bk.expert ? replicas : float(g.size())));
     Tensor mine = P.grad_buffer().view(sl.lo, {sl.len});
     ops::copy(mine, mean);
@@ -312,7 +318,9 @@ void optimizer_terms(const Dims& d, Terms& t) {
   // ZeRO-3: the slices, and the weights of two consecutive blocks whole at once.
   t.memory[MemCategory::Params] += d.e * (d.zero_stage == 3 && !d.zero_params.empty() ? d.shard + d.zero_gathered : P);
   // ZeRO-2: the accumulator of the rank's slices, and one block's whole gradients at a time.
+  // ZeRO-1 with overlap_grad_reduce: the buckets' reduce-scatter results too (the range).
   t.memory[MemCategory::Grads] += Dims::fp * (d.zero_params.empty() ? P : d.shard + d.zero_block_grads);
+  if (d.zero_stage == 1 && d.overlap_grad_reduce && d.d * d.c > 1) t.memory[MemCategory::Grads] += Dims::fp * d.shard;
   // (+ master) + m + v: whole, or this rank's range of them (ZeRO-1)
   t.memory[MemCategory::Optimizer] += (d.e == Dims::fp ? 2 : 3) * Dims::fp * (d.zero ? d.shard : d.params_local);
 }

@@ -8,7 +8,15 @@ namespace pb {
 OverlappedGrads::OverlappedGrads(DistParams& params, Communicator& dp, Communicator& expert_dp, Communicator& tp,
                                  bool tp_partial, int64_t m)
     : params_(params), dp_(dp), expert_dp_(expert_dp), tp_(tp), tp_partial_(tp_partial), m_(m),
-      filled_(params.buckets().size(), 0) {}
+      filled_(params.buckets().size(), 0) {
+  if (params.shards() > 1) reduced_ = Tensor::zeros({params.shard_size()}, MemCategory::Grads, DType::F32);
+  const auto& all = params.all();
+  for (const auto& b : params.buckets()) {  // its parameters' elements (the padding excluded)
+    int64_t n = 0;
+    for (size_t i = b.first; i < b.last; ++i) n += all[i].rows * all[i].cols;
+    elements_.push_back(n);
+  }
+}
 
 void OverlappedGrads::after(const std::vector<ShardedParam*>& params, int mb) {
   if (held_ || mb != m_ - 1) return;  // a split backward's gradients are complete after W
@@ -29,8 +37,9 @@ void OverlappedGrads::count(const ShardedParam& p) {
     const int64_t n = p.rows * p.cols;
     PB_REQUIRE(p.offset + n <= b.start + b.padded, "overlap_grad_reduce: ", p.name, " crosses a bucket boundary");
     filled_[k] += n;
-    PB_REQUIRE(filled_[k] <= b.padded, "overlap_grad_reduce: a gradient of bucket ", k, " counted twice (", p.name, ")");
-    if (filled_[k] == b.padded) start(k);
+    PB_REQUIRE(filled_[k] <= elements_[k], "overlap_grad_reduce: a gradient of bucket ", k, " counted twice (", p.name,
+               ")");
+    if (filled_[k] == elements_[k]) start(k);
     return;
   }
   throw Error("overlap_grad_reduce: " + p.name + " is in no bucket");
@@ -43,13 +52,19 @@ void OverlappedGrads::start(size_t k) {
     tp_.all_reduce(r);
   }
   Tensor g = params_.grad_buffer().view(b.start, {b.padded});
-  requests_.push_back((b.expert ? expert_dp_ : dp_).iall_reduce(g));
+  Communicator& over = b.expert ? expert_dp_ : dp_;
+  if (reduced_.defined()) {  // ZeRO-1: the rank's slice of the sum
+    Tensor mine = reduced_.view(b.at, {b.q});
+    requests_.push_back(over.ireduce_scatter(mine, g));
+  } else {
+    requests_.push_back(over.iall_reduce(g));
+  }
 }
 
 bool OverlappedGrads::finish() {
   for (size_t k = 0; k < filled_.size(); ++k)
-    PB_REQUIRE(filled_[k] == params_.buckets()[k].padded, "overlap_grad_reduce: bucket ", k, " has ", filled_[k],
-               " of its ", params_.buckets()[k].padded, " gradient elements at the step");
+    PB_REQUIRE(filled_[k] == elements_[k], "overlap_grad_reduce: bucket ", k, " has ", filled_[k], " of its ",
+               elements_[k], " gradient elements at the step");
   for (auto& r : requests_) r->wait();
   requests_.clear();
   std::fill(filled_.begin(), filled_.end(), 0);

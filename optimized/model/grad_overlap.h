@@ -8,7 +8,10 @@
  *   chunk's W of it: its parameters' elements count towards their buckets
  *   a bucket complete: under SP the replicated block (norm weights, routers: bucket 0)
  *   summed over TP first (blocking), then a non-blocking all-reduce of the bucket over DP x
- *   CP (the experts' over expert_dp) on the communicator's thread, while the backward goes on
+ *   CP (the experts' over expert_dp) on the communicator's thread, while the backward goes
+ *   on; with the distributed optimizer (ZeRO-1) a reduce-scatter of the padded bucket into
+ *   the rank's slice of reduced(), an fp32 buffer of the shard (MemCategory::Grads, 4 B per
+ *   element of the range: an in-place reduce-scatter, as NCCL allows, would need none)
  *   finish() (the optimizer step): every bucket started (each element counted exactly once),
  *   each request waited on in the order started
  * The same collectives on the same bytes as the step's bucket by bucket reduction without
@@ -34,6 +37,7 @@ class OverlappedGrads final : public BlockGrads {
   void after(const std::vector<ShardedParam*>& params, int mb) override;
   void weights_done(const std::vector<ShardedParam*>& params, int mb) override;
   bool finish() override;
+  Tensor reduced() override { return reduced_; }
   int64_t started() const { return int64_t(requests_.size()); }  // buckets in flight or done this step
 
  private:
@@ -43,8 +47,10 @@ class OverlappedGrads final : public BlockGrads {
   Communicator &dp_, &expert_dp_, &tp_;
   bool tp_partial_;
   int64_t m_;
-  std::vector<int64_t> filled_;  // per bucket: its elements complete this step
+  std::vector<int64_t> elements_;  // per bucket: its parameters' elements (without padding)
+  std::vector<int64_t> filled_;    // and those complete this step
   std::vector<RequestPtr> requests_;
+  Tensor reduced_;  // ZeRO-1: (shard) the buckets' reduced slices, at each bucket's `at`
 };
 
 }  // namespace pb

@@ -49,6 +49,9 @@ class BlockGrads {
   // Before the optimizer step: where the backward started the step's data-parallel
   // reduction (model/grad_overlap.h), waits for all of it and returns true.
   virtual bool finish() { return false; }
+  // Under the distributed optimizer (ZeRO-1): the reduce-scatters' results the backward
+  // started, (shard) fp32 at each bucket's slice position `at`; empty otherwise.
+  virtual Tensor reduced() { return Tensor(); }
 
  protected:
   Held* held_ = nullptr;

@@ -24,7 +24,7 @@ void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_
   }
   if (d.zero) {  // the distributed optimizer: per bucket reduce-scatter and all-gather; the squared norm
     for (const int64_t b : d.zero_buckets) {
-      t.call(group, CommOp::ReduceScatter, Phase::Optimizer, d.steps, Dims::fp * b, d.d * d.c);
+      t.call(group, CommOp::ReduceScatter, d.grad_phase(), d.steps, Dims::fp * b, d.d * d.c);
       t.call(group, CommOp::AllGather, Phase::Optimizer, d.steps, d.e * b, d.d * d.c);
     }
     t.call(group, CommOp::AllReduce, Phase::Optimizer, 2 * d.steps, 8, d.d * d.c);  // norm and loss

@@ -14,7 +14,7 @@ void ep_grad_terms(const Dims& d, Terms& t) {
     t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, edp);  // the slices' squares
   } else if (d.zero) {  // the distributed optimizer: the experts' bucket reduce-scattered and gathered over expert_dp
     for (const int64_t b : d.zero_expert_buckets) {
-      t.call("expert_dp", CommOp::ReduceScatter, Phase::Optimizer, d.steps, Dims::fp * b, edp);
+      t.call("expert_dp", CommOp::ReduceScatter, d.grad_phase(), d.steps, Dims::fp * b, edp);
       t.call("expert_dp", CommOp::AllGather, Phase::Optimizer, d.steps, d.e * b, edp);
     }
     t.call("expert_dp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, edp);  // the slices' squares
