@@ -518,10 +518,10 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   int64_t bucket_q = 0;  // ZeRO-1: the largest bucket's slice
   for (const int64_t b : d.zero_buckets) bucket_q = std::max(bucket_q, b / (d.d * d.c));
   for (const int64_t b : d.zero_expert_buckets) bucket_q = std::max(bucket_q, b / (d.t * d.d * d.c / d.ep));
-  // (ZeRO-1 with overlap_grad_reduce: the reduce-scatters' results are a Grads buffer of the
-  // range; the step's transient is the bucket's gathered weights, e q.)
+  // (ZeRO-1 gathers each bucket in place; with overlap_grad_reduce the reduce-scatters'
+  // results are a Grads buffer of the range: no transient.)
   int64_t zero_cb = d.zero_stage >= 2 ? (d.zero_stage == 3 ? std::max(Dims::fp, d.e) : Dims::fp) * d.zero_slice_max
-                    : d.overlap_grad_reduce ? d.e * bucket_q
+                    : d.overlap_grad_reduce ? 0
                                             : Dims::fp * bucket_q;
   // ZeRO-2 offloaded: the new weights of all the slices from the host, before their gathers.
   if (d.zero_stage == 2 && c.typed_features().offload_optimizer) zero_cb = std::max(zero_cb, d.e * d.shard);

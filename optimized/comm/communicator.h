@@ -4,6 +4,8 @@
  * Conventions (for a group of n ranks, this rank r):
  *   all_reduce(buf)              buf = sum (or max) over ranks, in place
  *   all_gather(out, in)          out (n*rows(in), ...) = [in_0; in_1; ...; in_{n-1}]
+ *   all_gather_in_place(buf)     buf (n*q) = [b_0; ...; b_{n-1}] where rank r's part b_r was
+ *                                already in its place (elements [r q, (r+1) q) of buf)
  *   reduce_scatter(out, in)      out = row block r of sum over ranks of in (n*rows(out), ...)
  *   all_to_all(out, in)          row block j of in goes to rank j, arriving as block r
  *   all_to_all_v(out, recv_rows, in, send_rows)   the same with per-rank row counts
@@ -94,6 +96,8 @@ class Communicator {
   virtual void recv(Tensor& buf, int peer, int tag = 0) = 0;
   virtual RequestPtr iall_reduce(Tensor& buf, ReduceOp op = ReduceOp::Sum) = 0;
   virtual RequestPtr iall_gather(Tensor& out, const Tensor& in) = 0;
+  virtual RequestPtr iall_gather_in_place(Tensor& buf) = 0;
+  void all_gather_in_place(Tensor& buf) { iall_gather_in_place(buf)->wait(); }
   virtual RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) = 0;
   virtual RequestPtr isend(const Tensor& buf, int peer, int tag = 0) = 0;
   virtual RequestPtr irecv(Tensor& buf, int peer, int tag = 0) = 0;

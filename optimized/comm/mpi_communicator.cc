@@ -585,6 +585,25 @@ RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
   return post(std::move(a), {&out, &in}, "all_gather");
 }
 
+RequestPtr MpiCommunicator::iall_gather_in_place(Tensor& buf) {
+  PB_REQUIRE(buf.numel() % size_ == 0, "iall_gather_in_place: ", buf.shape_str(), " does not divide by ", size_);
+  if (size_ == 1) return std::make_unique<DoneRequest>();
+  CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(buf.bytes()));
+  auto b = std::make_shared<HostView>(buf);
+  const int n = count(buf) / size_;
+  const MPI_Datatype type = mpi_type(buf);
+  const MPI_Comm comm = comm_;
+  AsyncOp a;
+  a.start = [=] {
+    b->copy_in();
+    MPI_Request r;
+    MPI_CHECK(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b->ptr(), n, type, comm, &r));
+    return r;
+  };
+  a.finish = [b] { b->copy_out(); };
+  return post(std::move(a), {&buf}, "all_gather");
+}
+
 RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
   PB_REQUIRE(in.numel() == out.numel() * size_, "ireduce_scatter: input ", in.shape_str(), " is not ", size_,
              " x output ", out.shape_str());

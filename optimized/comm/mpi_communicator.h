@@ -34,6 +34,7 @@ class MpiCommunicator : public Communicator {
   void recv(Tensor& buf, int peer, int tag) override;
   RequestPtr iall_reduce(Tensor& buf, ReduceOp op) override;
   RequestPtr iall_gather(Tensor& out, const Tensor& in) override;
+  RequestPtr iall_gather_in_place(Tensor& buf) override;
   RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) override;
   RequestPtr isend(const Tensor& buf, int peer, int tag) override;
   RequestPtr irecv(Tensor& buf, int peer, int tag) override;

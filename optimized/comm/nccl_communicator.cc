@@ -130,6 +130,18 @@ class NcclCommunicator : public Communicator {
     return leave({&in, &out});
   }
 
+  RequestPtr iall_gather_in_place(Tensor& buf) override {
+    PB_REQUIRE(buf.numel() % size_ == 0, "all_gather_in_place: ", buf.shape_str(), " does not divide by ", size_);
+    require_device(buf, "all_gather_in_place");
+    if (size_ > 1) CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(buf.bytes()));
+    const int64_t q = buf.numel() / size_;
+    enter();
+    // NCCL's in-place all-gather: the send buffer is this rank's part of the receive buffer.
+    const void* mine = static_cast<const char*>(buf.raw()) + q * rank_ * int64_t(dtype_bytes(buf.dtype()));
+    NCCL_CHECK(comm_, ncclAllGather(mine, buf.raw(), size_t(q), nccl_type(buf), comm_, cs()));
+    return leave({&buf});
+  }
+
   RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) override {
     PB_REQUIRE(in.numel() == out.numel() * size_, "reduce_scatter: input ", in.shape_str(), " is not ", size_,
                " x output ", out.shape_str());

@@ -160,19 +160,19 @@ double DistOptimizer::step_sharded() {
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
   const ops::AdamHyper h = hyper(norm);
   for (const auto& sl : slices) adamw(sl.lo, sl.lo + sl.len, sl.lo - sl.at, h);
+  // Each bucket's new weights into this rank's slice of it, then the bucket gathered in
+  // place; with overlap_param_gather the gathers are left to run and the parameter
+  // provider waits for a bucket where a block first uses it (model/param_gather_overlap.h).
   for (size_t k = 0; k < buckets.size(); ++k) {
     const auto& bk = buckets[k];
     const auto& sl = slices[k];
-    Tensor updated = Tensor::empty({bk.q}, MemCategory::CommBuffers, P.weight_buffer().dtype());  // (q)
-    if (P.offloaded()) {  // the new weights from the host (cast there)
-      from_host(updated, P.master_of(sl));
-    } else if (P.residual_buffer().defined() || updated.dtype() == DType::F32) {  // the slice is already the new weights
-      ops::copy(updated, P.weight_buffer().view(sl.lo, {sl.len}));
-    } else {
-      ops::cast(updated, P.master_of(sl));
-    }
+    Tensor mine = P.weight_buffer().view(sl.lo, {sl.len});  // (q)
+    if (P.offloaded())  // the new weights from the host (cast there)
+      from_host(mine, P.master_of(sl));
+    else if (!P.residual_buffer().defined() && mine.dtype() != DType::F32)  // else the slice is the new weights
+      ops::cast(mine, P.master_of(sl));
     Tensor whole = P.weight_buffer().view(bk.start, {bk.padded});
-    group_of(bk).all_gather(whole, updated);
+    model_.param_provider().gathering(k, group_of(bk).iall_gather_in_place(whole));
   }
   return norm;
 }

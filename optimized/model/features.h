@@ -24,6 +24,7 @@ struct Features {
   int64_t bucket_size = 0;  // DP's gradient buckets (case key "bucket_size"): elements per bucket, 0 = one;
                             // reduced one by one (ZeRO-1: each sharded)
   bool overlap_grad_reduce = false;  // the buckets' reduction started in the backward (model/grad_overlap.h)
+  bool overlap_param_gather = false;  // ZeRO-1's gathers waited for in the next forward (param_gather_overlap.h)
   int zero_stage = 1;  // with distributed_optimizer (case key "zero_stage"): 1 (state), 2 (and gradients), 3 (and weights)
   // Activation recompute (model/recompute.h): full (feature "recompute_full"; case keys
   // "recompute_method" uniform | block and "recompute_num_layers" N) or selective (feature

@@ -11,6 +11,7 @@
 
 #include <vector>
 
+#include "optimized/comm/communicator.h"
 #include "optimized/model/dist_params.h"
 
 namespace pb {
@@ -22,6 +23,13 @@ class ParamProvider {
   virtual void release(ShardedParam& p) = 0;
   // The weights the next block will acquire: a provider that fetches them may start now.
   virtual void prefetch(const std::vector<ShardedParam*>&) {}
+  // The distributed optimizer's all-gather of bucket k of the weights, posted at the step: a
+  // provider that overlaps it with the next forward keeps it (param_gather_overlap.h);
+  // otherwise it completes here.
+  virtual void gathering(size_t bucket, RequestPtr r) {
+    (void)bucket;
+    r->wait();
+  }
 };
 
 class ResidentParams final : public ParamProvider {

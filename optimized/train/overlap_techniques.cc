@@ -2,6 +2,7 @@
 #include "optimized/train/overlap_techniques.h"
 
 #include "optimized/model/grad_overlap.h"
+#include "optimized/model/param_gather_overlap.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/parallel/tp_linear.h"
@@ -21,6 +22,18 @@ void overlap_grad_reduce_install(const CaseSpec& c, Strategies& s) {
   s.block_grads = [m](DistParams& params, ProcessGrid& grid, TpLinear& tp) -> std::unique_ptr<BlockGrads> {
     return std::make_unique<OverlappedGrads>(params, grid.layout().cp > 1 ? grid.dp_cp() : grid.dp(), grid.expert_dp(),
                                              grid.tp(), tp.replicated_grads_partial(), m);
+  };
+}
+
+void overlap_param_gather_require(const CaseSpec& c) {
+  PB_REQUIRE(c.features.distributed_optimizer && c.features.zero_stage == 1,
+             "invalid case: overlap_param_gather needs the distributed optimizer with zero_stage 1 (its all-gathers "
+             "of the updated weights are what it overlaps)");
+}
+
+void overlap_param_gather_install(const CaseSpec&, Strategies& s) {
+  s.params = [](DistParams& params, ProcessGrid&) -> std::unique_ptr<ParamProvider> {
+    return std::make_unique<OverlappedGather>(params);
   };
 }
 

@@ -2,6 +2,8 @@
  * what each needs of a case (one-line errors), the strategy it installs; their analytic
  * terms are the overlapped collectives' own, moved to the phase they run in (Dims).
  *   overlap_grad_reduce   the buckets' all-reduces started in the backward (model/grad_overlap.h)
+ *   overlap_param_gather  the buckets' all-gathers waited for in the next forward
+ *                         (model/param_gather_overlap.h)
  */
 #pragma once
 
@@ -11,5 +13,7 @@ namespace pb {
 
 void overlap_grad_reduce_require(const CaseSpec& c);
 void overlap_grad_reduce_install(const CaseSpec& c, Strategies& s);
+void overlap_param_gather_require(const CaseSpec& c);
+void overlap_param_gather_install(const CaseSpec& c, Strategies& s);
 
 }  // namespace pb

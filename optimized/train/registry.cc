@@ -252,7 +252,12 @@ const std::vector<Technique>& techniques() {
        true, false, [](const CaseSpec& c) { return c.features.overlap_grad_reduce; },
        [](Features& f) { f.overlap_grad_reduce = true; }, overlap_grad_reduce_require, overlap_grad_reduce_install,
        nullptr},
-      feature("overlap_param_gather", "parameter all-gather overlapped with forward"),
+      {"overlap_param_gather", K::Feature,
+       "parameter all-gather overlapped with the next forward (Megatron's overlap_param_gather, with "
+       "distributed_optimizer): each bucket's gather of the updated weights waited for where a block first uses it",
+       true, false, [](const CaseSpec& c) { return c.features.overlap_param_gather; },
+       [](Features& f) { f.overlap_param_gather = true; }, overlap_param_gather_require, overlap_param_gather_install,
+       nullptr},
       feature("mc2", "matmul fused with all-gather / reduce-scatter"),
   };
   return all;

@@ -7,7 +7,11 @@
  * overlap_grad_reduce (optimized/model/grad_overlap.h): bitwise the training of the same
  * buckets reduced at the step, with every case's communication and memory as predicted;
  * one all-reduce (ZeRO-1: reduce-scatter) per bucket per step, in the backward, every
- * gradient element in exactly one of them; the bucket collectives run while blocks compute. */
+ * gradient element in exactly one of them; the bucket collectives run while blocks compute.
+ *
+ * overlap_param_gather (optimized/model/param_gather_overlap.h): bitwise the training that
+ * gathers at the step, one all-gather per bucket per step; after a step every bucket is in
+ * flight, after the next forward none is. */
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -16,6 +20,11 @@
 
 #include "harness/analytic.h"
 #include "harness/runner.h"
+#include "optimized/model/dist_model.h"
+#include "optimized/model/dist_optimizer.h"
+#include "optimized/model/param_gather_overlap.h"
+#include "optimized/parallel/process_grid.h"
+#include "optimized/train/registry.h"
 #include "reference/io/checkpoint.h"
 #include "reference/model/flops.h"
 
@@ -171,6 +180,72 @@ TEST(Overlap, GradReduceIsTheSameTrainingWithOneAllReducePerBucketInTheBackward)
     // compute: the buckets start together, with nothing left to hide them under.)
     if (c.bucket_size > 0 && !c.schedule.starts_with("zb"))
       EXPECT_GT(overlapping, 0) << "no bucket all-reduce under a block's compute";
+  }
+}
+
+static std::vector<Case> param_gather_cases(int world) {
+  const std::vector<std::string> f = {"overlap_param_gather", "distributed_optimizer"};
+  auto moe = dense(2);
+  moe.num_local_experts = 4, moe.num_experts_per_tok = 2;
+  std::vector<Case> all = {small_case("dp2", dense(2), f, 2), small_case("dp4", dense(2), f, 4, 1, 1),
+                           small_case("dp2_tp2_sp", dense(2), f, 2, 2)};
+  Case pp = small_case("pp2_dp2", dense(2), f, 2, 1, 4);
+  pp.layout.pp = 2, pp.schedule = "1f1b";
+  all.push_back(pp);
+  Case e = small_case("moe_dp4_ep2", moe, f, 4, 1, 1);
+  e.layout.ep = 2, e.model_json = io::hf_config_json(moe);
+  all.push_back(e);
+  Case both = small_case("with_grad_reduce_dp4", dense(2), f, 4, 1, 1);
+  both.features.push_back("overlap_grad_reduce");
+  all.push_back(both);
+  Case bf = small_case("bf16_dp2", dense(2), f, 2);
+  bf.dtype = "bf16";
+  all.push_back(bf);
+  for (auto& c : all) c.bucket_size = 300;
+  return cases_of_world(all, world);
+}
+
+TEST(Overlap, ParamGatherIsTheSameTrainingWithOneAllGatherPerBucket) {
+  const auto cases = param_gather_cases(world_size());
+  ASSERT_FALSE(cases.empty());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Case off = c;
+    std::erase(off.features, std::string("overlap_param_gather"));
+    const auto [o, plain] = run_beside_plain(c, off, world_rank());
+    if (world_rank() != 0) continue;
+    // The weights' all-gathers: posted at the step either way, one per bucket (the same rows).
+    auto gathers = [](const nlohmann::json& r) {
+      nlohmann::json rows = nlohmann::json::array();
+      for (const auto& row : r["comm"])
+        if (row["op"] == "all_gather" && row["phase"] == "optimizer") rows.push_back(row);
+      return rows;
+    };
+    EXPECT_EQ(gathers(o.result), gathers(plain.result));
+    EXPECT_FALSE(gathers(o.result).empty());
+  }
+}
+
+TEST(Overlap, ParamGatherBucketsAreInFlightUntilTheNextForwardUsesThem) {
+  if (world_size() != 2) GTEST_SKIP() << "two DP ranks";
+  Case c = small_case("dp2", dense(2), {"overlap_param_gather", "distributed_optimizer"}, 2);
+  c.bucket_size = 300;
+  const Features f = c.typed_features();
+  ProcessGrid grid(MPI_COMM_WORLD, c.layout);
+  DistModelConfig mc{c.model, 2, 8, strategies_for({c.model, c.train, c.layout, f, c.schedule}), 9};
+  mc.distributed_optimizer = true, mc.bucket_size = 300;
+  DistModel m(mc, grid);
+  auto* gather = dynamic_cast<OverlappedGather*>(&m.param_provider());
+  ASSERT_NE(gather, nullptr);
+  const int64_t buckets = int64_t(m.params().buckets().size());
+  ASSERT_GT(buckets, 2);
+  DistOptimizer opt(m, grid, c.train);
+  for (int step = 0; step < 3; ++step) {
+    m.params().zero_grads();
+    m.forward_backward(ref::make_batch(9, 2 * grid.dp_rank() + step, 2, 8, 32), 1.0f);
+    EXPECT_EQ(gather->in_flight(), 0) << "step " << step;  // every weight was acquired, so waited for
+    opt.step();
+    EXPECT_EQ(gather->in_flight(), buckets) << "step " << step;
   }
 }
 
