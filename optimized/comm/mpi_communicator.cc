@@ -161,10 +161,9 @@ struct OpState {
   // The timeline's spans of a wait that began at t0 (ms): the caller blocked, and once the
   // call itself from its start to its completion.
   void record(double t0) {
-    if (what.empty()) return;
-    const double t1 = host_clock_ms();
-    Timeline::get().add(SpanKind::Wait, what + " wait", t0, t1);
-    if (!std::exchange(recorded, true)) Timeline::get().add(SpanKind::Async, what, posted_ms, span.end_ms);
+    if (what.empty() || std::exchange(recorded, true)) return;  // (a wait again, or the destructor's)
+    Timeline::get().add(SpanKind::Wait, what + " wait", t0, host_clock_ms());
+    Timeline::get().add(SpanKind::Async, what, posted_ms, span.end_ms);
   }
 
   void finish(std::exception_ptr e) {
