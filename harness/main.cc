@@ -466,7 +466,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   analyze->add_option("--zero-stage", aa.zero_stage, "distributed_optimizer: 1 (optimizer state) | 2 (and gradients) | 3 (and weights)")
       ->capture_default_str();
-  analyze->add_option("--bucket-size", aa.bucket_size, "distributed_optimizer stage 1: elements per bucket (0: one)")
+  analyze->add_option("--bucket-size", aa.bucket_size,
+                      "DP gradient buckets (ZeRO-1 shards each): elements per bucket (0: one)")
       ->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;
