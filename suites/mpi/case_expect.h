@@ -18,6 +18,8 @@
 #include "reference/common/error.h"
 #include "reference/io/checkpoint.h"
 #include "optimized/core/allocator.h"
+#include "optimized/model/dist_model.h"
+#include "optimized/train/registry.h"
 
 namespace pb::test {
 
@@ -39,6 +41,14 @@ inline harness::Case small_case(const std::string& name, const ref::ModelConfig&
   c.train.steps = 2;
   c.train.lr = 3e-3;
   return c;
+}
+
+// A model of the case's techniques (B = 2, S = 8), for tests that drive DistModel directly.
+inline DistModelConfig model_config(const harness::Case& c, uint64_t seed) {
+  const Features f = c.typed_features();
+  DistModelConfig mc{c.model, 2, 8, strategies_for({c.model, c.train, c.layout, f, c.schedule}), seed};
+  mc.distributed_optimizer = f.distributed_optimizer, mc.zero_stage = f.zero_stage, mc.bucket_size = f.bucket_size;
+  return mc;
 }
 
 // The case is refused with one line that contains needle.

@@ -397,11 +397,8 @@ TEST(DistModel, Zero3KeepsNoWholeWeightBetweenSteps) {
   if (world_size() != 2) GTEST_SKIP() << "two DP ranks";
   Case c = make_case("zero3", model(32, 8, 4, 48, 64, 2), 2, 1, false);
   c.features = {"distributed_optimizer"}, c.zero_stage = 3;
-  const Features f = c.typed_features();
   ProcessGrid grid(MPI_COMM_WORLD, c.layout);
-  DistModelConfig mc{c.model, 2, 8, strategies_for({c.model, c.train, c.layout, f, c.schedule}), 9};
-  mc.distributed_optimizer = true, mc.zero_stage = 3;
-  DistModel m(mc, grid);
+  DistModel m(model_config(c, 9), grid);
   auto* gathered = dynamic_cast<GatheredParams*>(&m.param_provider());
   ASSERT_NE(gathered, nullptr);
   ASSERT_TRUE(m.params().params_sharded());

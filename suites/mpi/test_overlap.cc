@@ -230,11 +230,8 @@ TEST(Overlap, ParamGatherBucketsAreInFlightUntilTheNextForwardUsesThem) {
   if (world_size() != 2) GTEST_SKIP() << "two DP ranks";
   Case c = small_case("dp2", dense(2), {"overlap_param_gather", "distributed_optimizer"}, 2);
   c.bucket_size = 300;
-  const Features f = c.typed_features();
   ProcessGrid grid(MPI_COMM_WORLD, c.layout);
-  DistModelConfig mc{c.model, 2, 8, strategies_for({c.model, c.train, c.layout, f, c.schedule}), 9};
-  mc.distributed_optimizer = true, mc.bucket_size = 300;
-  DistModel m(mc, grid);
+  DistModel m(model_config(c, 9), grid);
   auto* gather = dynamic_cast<OverlappedGather*>(&m.param_provider());
   ASSERT_NE(gather, nullptr);
   const int64_t buckets = int64_t(m.params().buckets().size());
