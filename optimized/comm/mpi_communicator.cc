@@ -542,6 +542,19 @@ void MpiCommunicator::recv(Tensor& buf, int peer, int tag) {
 
 // ---- non-blocking calls: accounted here, run by the worker ----
 
+namespace {
+// A non-blocking call's start: its input staged in (a device buffer to the host), then the
+// MPI call that fills the request.
+std::function<MPI_Request()> staged(std::shared_ptr<HostView> in, std::function<void(MPI_Request*)> call) {
+  return [in = std::move(in), call = std::move(call)] {
+    if (in) in->copy_in();
+    MPI_Request r;
+    call(&r);
+    return r;
+  };
+}
+}  // namespace
+
 RequestPtr MpiCommunicator::iall_reduce(Tensor& buf, ReduceOp op) {
   if (size_ == 1) return std::make_unique<DoneRequest>();
   CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
@@ -551,12 +564,9 @@ RequestPtr MpiCommunicator::iall_reduce(Tensor& buf, ReduceOp op) {
   const MPI_Op mop = mpi_op(buf, op);
   const MPI_Comm comm = comm_;
   AsyncOp a;
-  a.start = [=] {
-    b->copy_in();
-    MPI_Request r;
-    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b->ptr(), n, type, mop, comm, &r));
-    return r;
-  };
+  a.start = staged(b, [=](MPI_Request* r) {
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b->ptr(), n, type, mop, comm, r));
+  });
   a.finish = [b] { b->copy_out(); };
   return post(std::move(a), {&buf}, "all_reduce");
 }
@@ -574,12 +584,9 @@ RequestPtr MpiCommunicator::iall_gather(Tensor& out, const Tensor& in) {
   const MPI_Datatype ti = mpi_type(in), to = mpi_type(out);
   const MPI_Comm comm = comm_;
   AsyncOp a;
-  a.start = [=] {
-    i->copy_in();
-    MPI_Request r;
-    MPI_CHECK(MPI_Iallgather(i->ptr(), n, ti, o->ptr(), n, to, comm, &r));
-    return r;
-  };
+  a.start = staged(i, [=](MPI_Request* r) {
+    MPI_CHECK(MPI_Iallgather(i->ptr(), n, ti, o->ptr(), n, to, comm, r));
+  });
   a.finish = [i, o] { o->copy_out(); };
   return post(std::move(a), {&out, &in}, "all_gather");
 }
@@ -593,12 +600,9 @@ RequestPtr MpiCommunicator::iall_gather_in_place(Tensor& buf) {
   const MPI_Datatype type = mpi_type(buf);
   const MPI_Comm comm = comm_;
   AsyncOp a;
-  a.start = [=] {
-    b->copy_in();
-    MPI_Request r;
-    MPI_CHECK(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b->ptr(), n, type, comm, &r));
-    return r;
-  };
+  a.start = staged(b, [=](MPI_Request* r) {
+    MPI_CHECK(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b->ptr(), n, type, comm, r));
+  });
   a.finish = [b] { b->copy_out(); };
   return post(std::move(a), {&buf}, "all_gather");
 }
@@ -617,12 +621,9 @@ RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
   const MPI_Op mop = mpi_op(in, ReduceOp::Sum);
   const MPI_Comm comm = comm_;
   AsyncOp a;
-  a.start = [=] {
-    i->copy_in();
-    MPI_Request r;
-    MPI_CHECK(MPI_Ireduce_scatter_block(i->ptr(), o->ptr(), n, type, mop, comm, &r));
-    return r;
-  };
+  a.start = staged(i, [=](MPI_Request* r) {
+    MPI_CHECK(MPI_Ireduce_scatter_block(i->ptr(), o->ptr(), n, type, mop, comm, r));
+  });
   a.finish = [i, o] { o->copy_out(); };
   return post(std::move(a), {&out, &in}, "reduce_scatter");
 }
@@ -634,12 +635,9 @@ RequestPtr MpiCommunicator::isend(const Tensor& buf, int peer, int tag) {
   const MPI_Datatype type = mpi_type(buf);
   const MPI_Comm comm = comm_;
   AsyncOp a;
-  a.start = [=] {
-    b->copy_in();
-    MPI_Request r;
-    MPI_CHECK(MPI_Isend(b->ptr(), n, type, peer, tag, comm, &r));
-    return r;
-  };
+  a.start = staged(b, [=](MPI_Request* r) {
+    MPI_CHECK(MPI_Isend(b->ptr(), n, type, peer, tag, comm, r));
+  });
   a.finish = [b] {};
   return post(std::move(a), {&buf}, "send");
 }
@@ -651,11 +649,9 @@ RequestPtr MpiCommunicator::irecv(Tensor& buf, int peer, int tag) {
   const MPI_Datatype type = mpi_type(buf);
   const MPI_Comm comm = comm_;
   AsyncOp a;
-  a.start = [=] {
-    MPI_Request r;
-    MPI_CHECK(MPI_Irecv(b->ptr(), n, type, peer, tag, comm, &r));
-    return r;
-  };
+  a.start = staged(nullptr, [=](MPI_Request* r) {
+    MPI_CHECK(MPI_Irecv(b->ptr(), n, type, peer, tag, comm, r));
+  });
   a.finish = [b] { b->copy_out(); };
   return post(std::move(a), {&buf}, "recv");
 }
