@@ -57,6 +57,27 @@ sizes = sorted(row["bytes_per_call"] for row in dp["comm"] if (row["group"], row
 assert len(sizes) == 2 and sizes[0] == 8 and sizes[1] > 8, sizes
 PY
 grep -q "^## Communication" "$work/out" && grep -q "^## Memory" "$work/r.md" && ok "markdown tables" || bad "markdown tables"
+# The overlap of every case: per rank the communication time, the exposed part and the
+# hidden fraction, and the ranks' timeline of the last step as a Chrome trace next to the
+# results (r.timelines/CASE.json), named in the results.
+python3 - "$work/r.json" <<'PY' && ok "overlap and timelines next to the results" || bad "overlap / timelines"
+import json, os, sys
+path = sys.argv[1]
+r = json.load(open(path))
+for c in r["cases"]:
+    o = c["overlap"]
+    assert len(o["ranks"]) == (2 if c["name"] != "one" else 1), c["name"]
+    assert 0 <= o["hidden_fraction"] <= 1 and o["exposed_ms"] <= o["comm_ms"] + 1e-9, o
+    if c["name"] != "one":
+        assert o["comm_ms"] > 0 and o["hidden_fraction"] == 0, (c["name"], o)  # blocking collectives only
+    assert "trace" not in o and o["trace_file"] == "r.timelines/" + c["name"] + ".json", o
+    t = json.load(open(os.path.join(os.path.dirname(path), o["trace_file"])))
+    ev = t["traceEvents"]
+    assert ev and all(e["ph"] == "X" and e["dur"] >= 0 for e in ev)
+    assert {e["pid"] for e in ev} == set(range(len(o["ranks"])))
+    assert any(e["cat"] == "compute" and e["name"].endswith(" forward") for e in ev)  # "attention 0 forward"
+PY
+grep -q "^## Communication overlap" "$work/r.md" && ok "overlap table" || bad "overlap table"
 
 # 2. compare: identical passes; injected regressions fail.
 "$pb" compare "$work/r.json" "$work/r.json" > /dev/null && ok "compare identical" || bad "compare identical"
