@@ -65,20 +65,16 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   const int64_t shards = d.zero ? d.d * d.c : 1;
   d.shard = (d.params_local + shards - 1) / shards;
   d.padded = d.shard * shards;
-  const auto params = shards > 1 ? DistParams::enumerate(mc, int(d.t), 0,
-                                                         [&](const std::string& n) {
-                                                           return stage_holds(pl, pp_rank, d.L, n);
-                                                         },
-                                                         int(d.ep), 0)
-                                  : std::vector<ShardedParam>{};
   d.overlap_grad_reduce = c.typed_features().overlap_grad_reduce;
-  if (!d.zero && (c.typed_features().bucket_size > 0 || d.overlap_grad_reduce))  // DP's buckets (dense ones)
-    for (const auto& b : DistParams::layout_buckets(DistParams::enumerate(mc, int(d.t), 0,
-                                                                          [&](const std::string& n) {
-                                                                            return stage_holds(pl, pp_rank, d.L, n);
-                                                                          },
-                                                                          int(d.ep), 0),
-                                                    c.typed_features().bucket_size, 1, 0, 1, 0))
+  const bool dp_buckets = !d.zero && (c.typed_features().bucket_size > 0 || d.overlap_grad_reduce);
+  const auto params = shards > 1 || dp_buckets ? DistParams::enumerate(mc, int(d.t), 0,
+                                                                       [&](const std::string& n) {
+                                                                         return stage_holds(pl, pp_rank, d.L, n);
+                                                                       },
+                                                                       int(d.ep), 0)
+                                               : std::vector<ShardedParam>{};
+  if (dp_buckets)  // DP's buckets (the dense ones)
+    for (const auto& b : DistParams::layout_buckets(params, c.typed_features().bucket_size, 1, 0, 1, 0))
       if (!b.expert) d.dp_buckets.push_back(b.padded);
   if (d.zero_stage == 1 && shards > 1) {  // ZeRO-1's buckets
     d.shard = d.padded = 0;
@@ -190,16 +186,34 @@ struct MlpCost {
 // Full recompute's checkpointed groups are the chunk's layers [first, last) (0-based).
 using Groups = std::vector<std::pair<int64_t, int64_t>>;
 
+// What a split backward's queued weight gradients keep of each block's saved state until
+// W: an attention block's o input (and with shared inputs its q/k/v input), an MLP's
+// (MlpCost::act_kept), the head's input with shared inputs.
+struct KeptUntilW {
+  int64_t attn = 0, head = 0;
+  const std::vector<MlpCost>& mlp;
+  int64_t mlp_block(int64_t l) const { return mlp[size_t(l)].act_kept; }
+  int64_t chunk() const {  // all of a chunk's
+    int64_t n = int64_t(mlp.size()) * attn + head;
+    for (const MlpCost& m : mlp) n += m.act_kept;
+    return n;
+  }
+};
+KeptUntilW kept_until_w(const Dims& d, const std::vector<MlpCost>& mlp, bool last) {
+  const int64_t shared = d.Ns == d.N ? d.e * d.N * d.H : 0;
+  return {d.e * d.N * d.a * d.D + shared, last ? shared : 0, mlp};
+}
+
 // The activations of one micro-batch in a chunk with checkpointed groups: after F (A_c),
 // the transient above it during F and the one above B's starting level during B.
 void recompute_activations(const Dims& d, const Strategies& st, const std::vector<MlpCost>& mlp, const Groups& groups,
                            bool last, bool split, ChunkBytes& c) {
   const int64_t xb = d.e * d.Ns * d.H, Lc = int64_t(mlp.size());
   // Under a split backward what each block's queued weight gradients keep of its state
-  // (recomputed or not) until W (chunk_bytes' act_kept, block by block).
-  const int64_t NH = d.e * d.N * d.H, shared = d.Ns == d.N ? NH : 0;
-  const int64_t attn_kept = split ? d.e * d.N * d.a * d.D + shared : 0, head_kept = split && last ? shared : 0;
-  auto mlp_kept = [&](int64_t l) { return split ? mlp[size_t(l)].act_kept : 0; };
+  // (recomputed or not) until W.
+  const KeptUntilW kept_w = kept_until_w(d, mlp, last);
+  const int64_t attn_kept = split ? kept_w.attn : 0, head_kept = split ? kept_w.head : 0;
+  auto mlp_kept = [&](int64_t l) { return split ? kept_w.mlp_block(l) : 0; };
   const int64_t attn = attention_block_saved_bytes(d) + st.attention_core_saved(d), head = last ? head_saved_bytes(d) : 0;
   auto layer = [&](int64_t l) { return attn + mlp_block_saved_bytes(d) + mlp[size_t(l)].saved; };
   std::vector<int64_t> group_end(size_t(Lc), -1);  // at a group's first layer: its end
@@ -254,9 +268,9 @@ void swap_activations(const Dims& d, const Strategies& st, const std::vector<Mlp
                       bool first, bool last, bool split, ChunkBytes& c) {
   const int64_t xb = d.e * d.Ns * d.H, Lc = int64_t(mlp.size());
   const int64_t attn = attention_block_saved_bytes(d) + st.attention_core_saved(d), head = last ? head_saved_bytes(d) : 0;
-  const int64_t NH = d.e * d.N * d.H, shared = d.Ns == d.N ? NH : 0;
-  const int64_t attn_kept = split ? d.e * d.N * d.a * d.D + shared : 0, head_kept = split && last ? shared : 0;
-  auto mlp_kept = [&](int64_t l) { return split ? mlp[size_t(l)].act_kept : 0; };
+  const KeptUntilW kept_w = kept_until_w(d, mlp, last);
+  const int64_t attn_kept = split ? kept_w.attn : 0, head_kept = split ? kept_w.head : 0;
+  auto mlp_kept = [&](int64_t l) { return split ? kept_w.mlp_block(l) : 0; };
   auto mlp_of = [&](int64_t l) { return mlp_block_saved_bytes(d) + mlp[size_t(l)].saved; };
   auto group_of = [&](int64_t l) {  // the checkpointed group holding layer l, or (-1, -1)
     for (const auto& g : groups)
@@ -311,8 +325,7 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
     swap_activations(d, st, mlp, groups, first, last, split, c);
   else
     recompute_activations(d, st, mlp, groups, last, split, c);
-  c.act_kept = Lc * (d.e * d.N * d.a * d.D + (shared_inputs ? NH : 0)) + (last && shared_inputs ? NH : 0);
-  for (const MlpCost& m : mlp) c.act_kept += m.act_kept;
+  c.act_kept = kept_until_w(d, mlp, last).chunk();
   const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d));
   const BlockWorkspace em = embedding_workspace(d), hd = head_workspace(d);
   c.ws_forward = std::max({first ? em.forward : 0, at.forward, last ? hd.forward : 0});

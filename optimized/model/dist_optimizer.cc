@@ -70,15 +70,11 @@ double DistOptimizer::step() {
   Tensor dense = P.grad_buffer().view(0, {x0});
   Tensor experts = moe ? P.expert_grads() : Tensor();
   const int replicas = grid_.layout().dp * grid_.layout().cp;
-  if (!summed && P.buckets().size() > 1 + (moe ? 1 : 0)) {  // bucket_size: bucket by bucket, as overlapped
-    for (const auto& b : P.buckets()) {
+  if (!summed)  // bucket by bucket (one dense bucket without bucket_size), as overlap_grad_reduce does
+    for (const auto& b : P.buckets()) {  // over DP (x CP); the experts' over expert_dp
       Tensor g = P.grad_buffer().view(b.start, {b.padded});
       (b.expert ? grid_.expert_dp() : grad_group()).all_reduce(g);
     }
-  } else if (!summed) {  // one all-reduce of the dense gradients (over DP, or DP x CP), one of the experts'
-    grad_group().all_reduce(dense);
-    if (moe) grid_.expert_dp().all_reduce(experts);
-  }
   // The mean over DP (x CP); the experts summed over the ranks holding them, averaged over DP x CP.
   if (grad_group().size() > 1) ops::scale_(dense, 1.0f / float(grad_group().size()));
   if (moe && replicas > 1) ops::scale_(experts, 1.0f / float(replicas));

@@ -156,6 +156,12 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
   }
 }
 
+size_t DistParams::bucket_of(const ShardedParam& p) const {
+  for (size_t k = 0; k < buckets_.size(); ++k)
+    if (p.offset >= buckets_[k].start && p.offset < buckets_[k].start + buckets_[k].padded) return k;
+  throw Error("no bucket holds " + p.name);
+}
+
 std::vector<DistParams::Slice> DistParams::slices() const {
   std::vector<Slice> out;
   for (const auto& bk : buckets_) out.push_back({bk.start + bk.rank * bk.q, bk.q, bk.at});
@@ -307,11 +313,7 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
       whole = gather_slices(p, part, grid);
     }
   } else if (holds && shards_ > 1) {  // the distributed optimizer: p's bucket from its slices
-    const ShardedParam& p = get(name);
-    const Bucket* bk = nullptr;
-    for (const auto& b : buckets_)
-      if (p.offset >= b.start && p.offset < b.start + b.padded) bk = &b;
-    PB_REQUIRE(bk, "no bucket holds ", name);
+    const Bucket* bk = &buckets_[bucket_of(get(name))];
     const Slice sl{bk->start + bk->rank * bk->q, bk->q, bk->at};
     std::vector<float> own(static_cast<size_t>(bk->q));
     if (part == ParamPart::Grad) {

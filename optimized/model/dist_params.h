@@ -116,6 +116,7 @@ class DistParams {
   int64_t shard_size() const { return shard_; }
   const std::vector<Bucket>& buckets() const { return buckets_; }
   std::vector<Slice> slices() const;  // this rank's, one per bucket
+  size_t bucket_of(const ShardedParam& p) const;  // the bucket holding p (an expert group too); throws if none
   Tensor master_of(const Slice& s);   // the fp32 master of a slice
   bool reuses_fp32_param() const { return reuse_; }
   // Reuse-fp32-param with the distributed optimizer: the range's fp32 master is its bf16

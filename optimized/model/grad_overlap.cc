@@ -30,19 +30,14 @@ void OverlappedGrads::weights_done(const std::vector<ShardedParam*>& params, int
 
 // p's elements (an expert group's: all its experts') in the bucket holding them.
 void OverlappedGrads::count(const ShardedParam& p) {
-  const auto& buckets = params_.buckets();
-  for (size_t k = 0; k < buckets.size(); ++k) {
-    const auto& b = buckets[k];
-    if (p.offset < b.start || p.offset >= b.start + b.padded) continue;
-    const int64_t n = p.rows * p.cols;
-    PB_REQUIRE(p.offset + n <= b.start + b.padded, "overlap_grad_reduce: ", p.name, " crosses a bucket boundary");
-    filled_[k] += n;
-    PB_REQUIRE(filled_[k] <= elements_[k], "overlap_grad_reduce: a gradient of bucket ", k, " counted twice (", p.name,
-               ")");
-    if (filled_[k] == elements_[k]) start(k);
-    return;
-  }
-  throw Error("overlap_grad_reduce: " + p.name + " is in no bucket");
+  const size_t k = params_.bucket_of(p);
+  const auto& b = params_.buckets()[k];
+  const int64_t n = p.rows * p.cols;
+  PB_REQUIRE(p.offset + n <= b.start + b.padded, "overlap_grad_reduce: ", p.name, " crosses a bucket boundary");
+  filled_[k] += n;
+  PB_REQUIRE(filled_[k] <= elements_[k], "overlap_grad_reduce: a gradient of bucket ", k, " counted twice (", p.name,
+             ")");
+  if (filled_[k] == elements_[k]) start(k);
 }
 
 void OverlappedGrads::start(size_t k) {

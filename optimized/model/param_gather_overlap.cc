@@ -12,17 +12,11 @@ void OverlappedGather::gathering(size_t bucket, RequestPtr r) {
 }
 
 const Tensor& OverlappedGather::acquire(ShardedParam& p) {
-  const auto& buckets = params_.buckets();
-  for (size_t k = 0; k < buckets.size(); ++k)
-    if (p.offset >= buckets[k].start && p.offset < buckets[k].start + buckets[k].padded) {
-      if (pending_[k]) {
-        pending_[k]->wait();
-        pending_[k].reset();
-      }
-      PB_REQUIRE(!pending_[k], "overlap_param_gather: ", p.name, " read while its bucket is in flight");
-      return p.w;
-    }
-  throw Error("overlap_param_gather: " + p.name + " is in no bucket");
+  if (RequestPtr& r = pending_[params_.bucket_of(p)]) {  // its bucket's gather, complete before p is read
+    r->wait();
+    r.reset();
+  }
+  return p.w;
 }
 
 int64_t OverlappedGather::in_flight() const {

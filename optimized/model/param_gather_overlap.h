@@ -4,8 +4,8 @@
  * weights (DistOptimizer::step_sharded) and returns; the provider keeps the requests, and a
  * block's acquire of a weight waits for the bucket holding it first (the communicator's
  * thread runs the gathers in bucket order meanwhile), so the forward starts while later
- * buckets are still in flight. Weights are never read from a bucket still in flight: every
- * acquire checks it. Bitwise the same weights as gathering them at the step (an all-gather
+ * buckets are still in flight; no weight is handed out before its bucket's gather
+ * completed. Bitwise the same weights as gathering them at the step (an all-gather
  * copies), the same bytes, one all-gather per bucket per step.
  */
 #pragma once

@@ -28,16 +28,11 @@ void DistParams::build_per_param(const std::vector<float>& host, DType dtype) {
   std::vector<std::pair<ShardedParam*, int64_t>> units;
   {
     int64_t at = 0;
-    size_t next_group = 0;
-    std::string group;  // the current group's name
     for (auto& p : params_) {
-      if (!p.is_expert) {
+      if (!p.is_expert)
         units.emplace_back(&p, at);
-      } else if (ShardedParam& g = group_of(p); g.name != group) {
-        PB_REQUIRE(&g == &groups_[next_group++], "ZeRO: expert groups out of order at ", p.name);
-        group = g.name;
+      else if (ShardedParam& g = group_of(p); units.empty() || units.back().first != &g)  // its first expert
         units.emplace_back(&g, at);
-      }
       at += p.rows * p.cols;
     }
   }

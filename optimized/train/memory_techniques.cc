@@ -74,15 +74,14 @@ void forward_again(const Terms& once, Terms& t) {
     if (c.phase == Phase::Forward) t.comm.push_back({c.group, c.op, Phase::Backward, c.calls, c.bytes_per_call, c.group_size});
 }
 
-
-void recompute_common(const CaseSpec& c, const char* name) {
+void one_granularity(const CaseSpec& c) {
   PB_REQUIRE(!(c.features.recompute_full && c.features.recompute_selective),
              "invalid case: recompute_full and recompute_selective together (one recompute granularity)");
 }
 }  // namespace
 
 void recompute_full_require(const CaseSpec& c) {
-  recompute_common(c, "recompute_full");
+  one_granularity(c);
   const std::string& m = c.features.recompute_method;
   const int64_t n = c.features.recompute_num_layers;
   PB_REQUIRE(m == "uniform" || m == "block", "invalid case: unknown recompute_method '", m, "' (uniform, block)");
@@ -135,7 +134,7 @@ void recompute_full_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   forward_again(technique_terms(without, r), t);
 }
 
-void recompute_selective_require(const CaseSpec& c) { recompute_common(c, "recompute_selective"); }
+void recompute_selective_require(const CaseSpec& c) { one_granularity(c); }
 
 void recompute_selective_install(const CaseSpec&, Strategies& s) {
   auto inner = s.attention_core;

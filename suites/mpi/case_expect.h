@@ -51,6 +51,12 @@ inline DistModelConfig model_config(const harness::Case& c, uint64_t seed) {
   return mc;
 }
 
+// The same case without one of its features.
+inline harness::Case without_feature(harness::Case c, const std::string& feature) {
+  std::erase(c.features, feature);
+  return c;
+}
+
 // The case is refused with one line that contains needle.
 inline void expect_invalid(const harness::Case& c, const std::string& needle) {
   try {

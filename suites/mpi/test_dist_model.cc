@@ -166,8 +166,7 @@ TEST(DistModel, OffloadIsTheSameTrainingWithTheStateOnTheHost) {
     if (!c.name.starts_with("offload_")) continue;
     SCOPED_TRACE(c.name);
     ++ran;
-    Case plain = c;
-    std::erase(plain.features, std::string("offload_optimizer"));
+    const Case plain = without_feature(c, "offload_optimizer");
     const auto a = harness::run_case(c, MPI_COMM_WORLD, {}), b = harness::run_case(plain, MPI_COMM_WORLD, {});
     expect_bitwise_equal(a, b, world_rank() == 0);
     if (world_rank() != 0) continue;
@@ -291,8 +290,7 @@ TEST(DistModel, EveryCaseEqualsTheReferenceWithExactCommAndMemory) {
         if (row["category"] == "grads") EXPECT_LT(row["measured_bytes"].get<int64_t>(), 4 * p.params_local) << row.dump();
     }
     if (c.typed_features().reuse_fp32_param && zero) {
-      Case plain = c;
-      std::erase(plain.features, std::string("reuse_fp32_param"));
+      const Case plain = without_feature(c, "reuse_fp32_param");
       const auto with = harness::predict(c), without = harness::predict(plain);
       // Without it 12 bytes per element of the range (master, m, v): 2 of them saved.
       const int64_t opt = without.memory.at(MemCategory::Optimizer);

@@ -133,9 +133,8 @@ TEST(Overlap, GradReduceIsTheSameTrainingWithOneAllReducePerBucketInTheBackward)
   ASSERT_FALSE(cases.empty());
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
-    Case off = c;  // the same buckets, reduced at the step
-    std::erase(off.features, std::string("overlap_grad_reduce"));
-    const auto [o, plain] = run_beside_plain(c, off, world_rank());
+    // The same buckets, reduced at the step.
+    const auto [o, plain] = run_beside_plain(c, without_feature(c, "overlap_grad_reduce"), world_rank());
     if (world_rank() != 0) continue;
     // The DP group's gradient all-reduces: all in the backward, their bytes 4 per gradient
     // element of the dense parameters per step (each element in exactly one bucket).
@@ -210,9 +209,7 @@ TEST(Overlap, ParamGatherIsTheSameTrainingWithOneAllGatherPerBucket) {
   ASSERT_FALSE(cases.empty());
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
-    Case off = c;
-    std::erase(off.features, std::string("overlap_param_gather"));
-    const auto [o, plain] = run_beside_plain(c, off, world_rank());
+    const auto [o, plain] = run_beside_plain(c, without_feature(c, "overlap_param_gather"), world_rank());
     if (world_rank() != 0) continue;
     // The weights' all-gathers: posted at the step either way, one per bucket (the same rows).
     auto gathers = [](const nlohmann::json& r) {

@@ -82,9 +82,7 @@ TEST(SwapAttention, EqualsTheReferenceAndTheRunWithoutItBitwiseWithExactMemory) 
   ASSERT_FALSE(cases.empty());
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
-    Case plain_case = c;
-    std::erase(plain_case.features, std::string("swap_attention"));
-    const auto [o, plain] = run_beside_plain(c, plain_case, world_rank());
+    const auto [o, plain] = run_beside_plain(c, without_feature(c, "swap_attention"), world_rank());
     if (world_rank() != 0) continue;
     const auto& r = o.result;
     // No collective moves more; the host link carries each layer's attention state out in
