@@ -130,7 +130,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
-                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size"},
+                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size", "mc2_chunks"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -172,6 +172,11 @@ Suite parse_suite(const json& j, const std::string& origin) {
     if (cj.contains("bucket_size")) {
       c.bucket_size = get<int64_t>(cj, "bucket_size", where);  // DP's buckets (ZeRO-1 shards each)
       PB_REQUIRE(c.bucket_size >= 0, where, ": bucket_size ", c.bucket_size, " (elements, >= 0)");
+    }
+    if (cj.contains("mc2_chunks")) {
+      c.mc2_chunks = get<int>(cj, "mc2_chunks", where);
+      PB_REQUIRE(std::find(c.features.begin(), c.features.end(), "mc2") != c.features.end(), where,
+                 ": mc2_chunks needs the feature mc2");
     }
     if (cj.contains("zero_stage")) {
       c.zero_stage = get<int>(cj, "zero_stage", where);
@@ -223,6 +228,7 @@ Features Case::typed_features() const {
   f.recompute_num_layers = recompute_num_layers;
   f.zero_stage = zero_stage;
   f.bucket_size = bucket_size;
+  f.mc2_chunks = mc2_chunks;
   f.bf16 = dtype == "bf16";
   return f;
 }

@@ -41,6 +41,7 @@ struct Case {
   int recompute_num_layers = 1;              // recompute_full: N (layers per group, or first N)
   int zero_stage = 1;                        // distributed_optimizer: 1 | 2 | 3
   int64_t bucket_size = 0;                   // distributed_optimizer stage 1: elements per bucket (0: one)
+  int mc2_chunks = 2;                        // mc2: chunks each split linear runs in
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated; with

@@ -316,6 +316,7 @@ struct AnalyzeArgs {
   int recompute_num_layers = 1;
   int zero_stage = 1;
   int64_t bucket_size = 0;
+  int mc2_chunks = 2;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -388,7 +389,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.cp_kind = a.cp_kind, c.cp_balance = a.cp_balance, c.cp_ulysses = a.cp_ulysses;
   c.moe_dispatcher = a.moe_dispatcher;
   c.recompute_method = a.recompute_method, c.recompute_num_layers = a.recompute_num_layers;
-  c.zero_stage = a.zero_stage, c.bucket_size = a.bucket_size;
+  c.zero_stage = a.zero_stage, c.bucket_size = a.bucket_size, c.mc2_chunks = a.mc2_chunks;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -469,6 +470,7 @@ int main(int argc, char** argv) {
   analyze->add_option("--bucket-size", aa.bucket_size,
                       "DP gradient buckets (ZeRO-1 shards each): elements per bucket (0: one)")
       ->capture_default_str();
+  analyze->add_option("--mc2-chunks", aa.mc2_chunks, "mc2: chunks each split linear runs in")->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
   std::string report_in;
   bool report_csv = false;

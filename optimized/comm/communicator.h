@@ -6,6 +6,10 @@
  *   all_gather(out, in)          out (n*rows(in), ...) = [in_0; in_1; ...; in_{n-1}]
  *   all_gather_in_place(buf)     buf (n*q) = [b_0; ...; b_{n-1}] where rank r's part b_r was
  *                                already in its place (elements [r q, (r+1) q) of buf)
+ *   all_gather_at(out, in, row0) out (n*R, ...) seen as n row blocks of R rows: rank j's in
+ *                                (q rows) lands at rows [j R + row0, j R + row0 + q) (MC2's
+ *                                chunks, gathered into their places of the whole tensor);
+ *                                accounted as an all-gather of n*q rows
  *   reduce_scatter(out, in)      out = row block r of sum over ranks of in (n*rows(out), ...)
  *   all_to_all(out, in)          row block j of in goes to rank j, arriving as block r
  *   all_to_all_v(out, recv_rows, in, send_rows)   the same with per-rank row counts
@@ -98,6 +102,7 @@ class Communicator {
   virtual RequestPtr iall_gather(Tensor& out, const Tensor& in) = 0;
   virtual RequestPtr iall_gather_in_place(Tensor& buf) = 0;
   void all_gather_in_place(Tensor& buf) { iall_gather_in_place(buf)->wait(); }
+  virtual RequestPtr iall_gather_at(Tensor& out, const Tensor& in, int64_t row0) = 0;
   virtual RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) = 0;
   virtual RequestPtr isend(const Tensor& buf, int peer, int tag = 0) = 0;
   virtual RequestPtr irecv(Tensor& buf, int peer, int tag = 0) = 0;

@@ -607,6 +607,52 @@ RequestPtr MpiCommunicator::iall_gather_in_place(Tensor& buf) {
   return post(std::move(a), {&buf}, "all_gather");
 }
 
+// Host buffers: one MPI all-gather whose receive type is q rows resized to a stride of R
+// rows, so rank j's rows land at j R + row0 directly. Device buffers: gathered into one
+// staging block, each rank's rows then copied to their place.
+RequestPtr MpiCommunicator::iall_gather_at(Tensor& out, const Tensor& in, int64_t row0) {
+  const int64_t R = size_ ? out.rows() / size_ : 0, q = in.rows();
+  PB_REQUIRE(out.rows() == R * size_ && out.cols() == in.cols() && out.dtype() == in.dtype() && row0 >= 0 &&
+                 row0 + q <= R, "iall_gather_at: ", in.shape_str(), " at row ", row0, " of each of ", size_,
+             " row blocks of ", out.shape_str());
+  if (size_ == 1) {
+    Tensor place = out.slice_rows(row0, q);
+    copy(place, in);
+    return std::make_unique<DoneRequest>();
+  }
+  CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(in.bytes()) * size_);
+  auto i = std::make_shared<HostView>(in);
+  const int n = count(in);
+  const MPI_Datatype type = mpi_type(in);
+  const MPI_Comm comm = comm_;
+  const int64_t row_bytes = in.cols() * int64_t(dtype_bytes(in.dtype()));
+  AsyncOp a;
+  if (out.device() == Device::CPU) {
+    char* dst = static_cast<char*>(out.raw()) + row0 * row_bytes;
+    a.start = staged(i, [=](MPI_Request* r) {
+      MPI_Datatype rows = MPI_DATATYPE_NULL, strided = MPI_DATATYPE_NULL;
+      MPI_CHECK(MPI_Type_contiguous(n, type, &rows));
+      MPI_CHECK(MPI_Type_create_resized(rows, 0, MPI_Aint(R * row_bytes), &strided));
+      MPI_CHECK(MPI_Type_commit(&strided));
+      MPI_CHECK(MPI_Iallgather(i->ptr(), n, type, dst, 1, strided, comm, r));
+      MPI_CHECK(MPI_Type_free(&strided));  // pending calls keep what they use (MPI 4.0, 5.1.12)
+      MPI_CHECK(MPI_Type_free(&rows));
+    });
+    a.finish = [i, out] {};
+  } else {
+    const size_t block = size_t(q * row_bytes);
+    auto stage = std::shared_ptr<void>(StagingPool::get().acquire(block * size_t(size_)),
+                                       [bytes = block * size_t(size_)](void* p) { StagingPool::get().release(p, bytes); });
+    a.start = staged(i, [=](MPI_Request* r) { MPI_CHECK(MPI_Iallgather(i->ptr(), n, type, stage.get(), n, type, comm, r)); });
+    a.finish = [i, out, stage, block, R, row0, row_bytes, ranks = size_] {
+      for (int j = 0; j < ranks; ++j)
+        copy_bytes(static_cast<char*>(const_cast<void*>(out.raw())) + (j * R + row0) * row_bytes, out.device(),
+                   static_cast<char*>(stage.get()) + size_t(j) * block, Device::CPU, block);
+    };
+  }
+  return post(std::move(a), {&out, &in}, "all_gather");
+}
+
 RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
   PB_REQUIRE(in.numel() == out.numel() * size_, "ireduce_scatter: input ", in.shape_str(), " is not ", size_,
              " x output ", out.shape_str());

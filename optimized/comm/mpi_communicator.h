@@ -35,6 +35,7 @@ class MpiCommunicator : public Communicator {
   RequestPtr iall_reduce(Tensor& buf, ReduceOp op) override;
   RequestPtr iall_gather(Tensor& out, const Tensor& in) override;
   RequestPtr iall_gather_in_place(Tensor& buf) override;
+  RequestPtr iall_gather_at(Tensor& out, const Tensor& in, int64_t row0) override;
   RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) override;
   RequestPtr isend(const Tensor& buf, int peer, int tag) override;
   RequestPtr irecv(Tensor& buf, int peer, int tag) override;

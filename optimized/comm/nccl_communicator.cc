@@ -142,6 +142,29 @@ class NcclCommunicator : public Communicator {
     return leave({&buf});
   }
 
+  // One group of sends and receives: rank j's rows straight to their place (j R + row0).
+  RequestPtr iall_gather_at(Tensor& out, const Tensor& in, int64_t row0) override {
+    const int64_t R = out.rows() / size_, q = in.rows();
+    PB_REQUIRE(out.rows() == R * size_ && out.cols() == in.cols() && out.dtype() == in.dtype() && row0 >= 0 &&
+                   row0 + q <= R, "all_gather_at: ", in.shape_str(), " at row ", row0, " of each of ", size_,
+               " row blocks of ", out.shape_str());
+    require_device(in, "all_gather_at");
+    require_device(out, "all_gather_at");
+    if (size_ > 1) CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(in.bytes()) * size_);
+    const int64_t row_bytes = in.cols() * int64_t(dtype_bytes(in.dtype()));
+    auto place = [&](int j) { return static_cast<char*>(out.raw()) + (j * R + row0) * row_bytes; };
+    enter();
+    CUDA_CHECK(cudaMemcpyAsync(place(rank_), in.raw(), in.bytes(), cudaMemcpyDeviceToDevice, cs()));
+    NCCL_CHECK(comm_, ncclGroupStart());
+    for (int j = 0; j < size_; ++j) {
+      if (j == rank_) continue;
+      NCCL_CHECK(comm_, ncclSend(in.raw(), size_t(in.numel()), nccl_type(in), j, comm_, cs()));
+      NCCL_CHECK(comm_, ncclRecv(place(j), size_t(in.numel()), nccl_type(in), j, comm_, cs()));
+    }
+    NCCL_CHECK(comm_, ncclGroupEnd());
+    return leave({&in, &out});
+  }
+
   RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) override {
     PB_REQUIRE(in.numel() == out.numel() * size_, "reduce_scatter: input ", in.shape_str(), " is not ", size_,
                " x output ", out.shape_str());

@@ -25,6 +25,10 @@ struct Features {
                             // reduced one by one (ZeRO-1: each sharded)
   bool overlap_grad_reduce = false;  // the buckets' reduction started in the backward (model/grad_overlap.h)
   bool overlap_param_gather = false;  // ZeRO-1's gathers waited for in the next forward (param_gather_overlap.h)
+  // MC2 (feature "mc2", needs sp; case key "mc2_chunks"): the SP linears with their
+  // collectives split into chunks under the matrix products (parallel/mc2_linear.h).
+  bool mc2 = false;
+  int mc2_chunks = 2;
   int zero_stage = 1;  // with distributed_optimizer (case key "zero_stage"): 1 (state), 2 (and gradients), 3 (and weights)
   // Activation recompute (model/recompute.h): full (feature "recompute_full"; case keys
   // "recompute_method" uniform | block and "recompute_num_layers" N) or selective (feature

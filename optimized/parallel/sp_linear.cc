@@ -11,13 +11,15 @@ Tensor TpSequenceParallel::gather(const Tensor& shard) {
 
 void TpSequenceParallel::reduce(Tensor& out, Tensor& partial) { tp_.reduce_scatter(out, partial); }
 
-void sp_terms(const Dims& d, Terms& t) {
-  const int64_t NH = d.e * d.N * d.H;
+void sp_terms(const Dims& d, Terms& t, int64_t chunks) {
+  const int64_t NH = d.e * d.N * d.H, k = chunks;
   const int64_t blocks = 2 * d.Lr - d.Lmoe;  // TP-linear blocks: attention, and the dense MLPs
-  t.call("tp", CommOp::ReduceScatter, Phase::Forward, d.mb * (d.emb + blocks), NH, d.t);
-  t.call("tp", CommOp::AllGather, Phase::Forward, d.mb * (blocks + d.head), NH, d.t);
+  t.call("tp", CommOp::ReduceScatter, Phase::Forward, d.mb * d.emb, NH, d.t);  // the embedding
+  t.call("tp", CommOp::ReduceScatter, Phase::Forward, d.mb * blocks * k, NH / k, d.t);
+  t.call("tp", CommOp::AllGather, Phase::Forward, d.mb * (blocks + d.head) * k, NH / k, d.t);
   t.call("tp", CommOp::ReduceScatter, Phase::Backward, d.mb * (blocks + d.head), NH, d.t);
-  t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * (2 * blocks + d.head + d.emb), NH, d.t);
+  t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * (blocks + d.head + d.emb), NH, d.t);  // column re-gathers
+  t.call("tp", CommOp::AllGather, Phase::Backward, d.mb * blocks * k, NH / k, d.t);  // row linears
   // The replicated gradients: norm weights, and the MoE routers (E, H); under ZeRO-2 each
   // norm weight's and router's every micro-batch, before its reduce-scatter.
   if (!d.zero_params.empty()) {

@@ -12,7 +12,7 @@
 
 namespace pb {
 
-class TpSequenceParallel final : public TpLinear {
+class TpSequenceParallel : public TpLinear {
  public:
   using TpLinear::TpLinear;
   int64_t outer_rows(int64_t N) const override { return N / tp_.size(); }
@@ -29,6 +29,9 @@ class TpSequenceParallel final : public TpLinear {
 //   optimizer all_reduce of the norm-weight and router gradients, fp32 (2 Lr + head) H
 //            + Lmoe E H, once a step
 // with b = 2 Lr - Lmoe blocks of TP linears (an MoE layer's MLP has none: expert TP = 1).
-void sp_terms(const Dims& d, Terms& t);
+// With chunks > 1 (MC2, mc2_linear.h) the calls of the linears that MC2 splits -- forward
+// column all-gathers and row reduce-scatters, backward row all-gathers -- are chunks times
+// as many, each 1/chunks of the bytes.
+void sp_terms(const Dims& d, Terms& t, int64_t chunks = 1);
 
 }  // namespace pb

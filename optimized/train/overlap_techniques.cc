@@ -4,6 +4,7 @@
 #include "optimized/model/grad_overlap.h"
 #include "optimized/model/param_gather_overlap.h"
 #include "optimized/model/strategies.h"
+#include "optimized/parallel/mc2_linear.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/parallel/tp_linear.h"
 #include "reference/common/error.h"
@@ -35,6 +36,22 @@ void overlap_param_gather_install(const CaseSpec&, Strategies& s) {
   s.params = [](DistParams& params, ProcessGrid&) -> std::unique_ptr<ParamProvider> {
     return std::make_unique<OverlappedGather>(params);
   };
+}
+
+void mc2_require(const CaseSpec& c) {
+  const int64_t k = c.features.mc2_chunks, t = c.layout.tp;
+  PB_REQUIRE(c.features.sp && t > 1, "invalid case: mc2 fuses the sequence-parallel linears' collectives: it needs "
+             "tp > 1 and the feature sp");
+  PB_REQUIRE(k >= 1, "invalid case: mc2_chunks ", k, " (>= 1)");
+  const int64_t rows = c.train.micro_batch_size * (c.train.seq_length / c.layout.cp) / t;  // a rank's SP shard
+  PB_REQUIRE(rows % k == 0, "invalid case: mc2_chunks ", k, " does not divide the ", rows,
+             " rows of a sequence-parallel shard (micro_batch_size x seq_length / (cp x tp))");
+}
+
+void mc2_install(const CaseSpec& c, Strategies& s) {
+  const int64_t k = c.features.mc2_chunks;
+  s.tp_linear = [k](Communicator& tp, GradSink& sink) { return std::make_unique<TpMc2>(tp, sink, k); };
+  s.tp_linear_terms = [k](const Dims& d, Terms& t) { mc2_terms(d, t, k); };
 }
 
 }  // namespace pb

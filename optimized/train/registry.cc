@@ -52,7 +52,7 @@ void sp_require(const CaseSpec& c) {
 }
 void sp_install(const CaseSpec&, Strategies& s) {
   s.tp_linear = [](Communicator& tp, GradSink& sink) { return std::make_unique<TpSequenceParallel>(tp, sink); };
-  s.tp_linear_terms = sp_terms;
+  s.tp_linear_terms = [](const Dims& d, Terms& t) { sp_terms(d, t); };
   s.tp_outer_rows = [](int64_t N, int64_t t) { return N / t; };
 }
 
@@ -178,11 +178,7 @@ void ep_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   }
 }
 
-bool never(const CaseSpec&) { return false; }  // a known technique this build does not run
 
-Technique feature(const char* name, const char* summary) {
-  return {name, K::Feature, summary, false, true, never, nullptr, nullptr, nullptr, nullptr};
-}
 Technique schedule(const char* name, const char* summary) {
   return {name, K::Schedule, summary, true, false, nullptr, nullptr, nullptr, nullptr, nullptr};
 }
@@ -258,7 +254,12 @@ const std::vector<Technique>& techniques() {
        true, false, [](const CaseSpec& c) { return c.features.overlap_param_gather; },
        [](Features& f) { f.overlap_param_gather = true; }, overlap_param_gather_require, overlap_param_gather_install,
        nullptr},
-      feature("mc2", "matmul fused with all-gather / reduce-scatter"),
+      {"mc2", K::Feature,
+       "MC2 (with sp): the column linear as all-gather(X) W and the row linear as reduce-scatter(X W), in chunks "
+       "(case key mc2_chunks) whose communication runs under the next chunk's product; the column backward's "
+       "re-gather and reduce-scatter under its input and weight gradients; same bytes as SP",
+       true, false, [](const CaseSpec& c) { return c.features.mc2; }, [](Features& f) { f.mc2 = true; }, mc2_require,
+       mc2_install, nullptr},
   };
   return all;
 }

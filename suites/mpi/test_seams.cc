@@ -10,6 +10,7 @@
 #include <map>
 
 #include "optimized/model/dist_model.h"
+#include "optimized/parallel/mc2_linear.h"
 #include "optimized/parallel/sp_linear.h"
 #include "optimized/train/registry.h"
 #include "reference/common/error.h"
@@ -227,7 +228,12 @@ TEST(Seams, RegistryInstallsSequenceParallel) {
   EXPECT_NE(dynamic_cast<TpAllReduce*>(plain.tp_linear(grid.tp(), sink).get()), nullptr);
   EXPECT_THROW(parse_features({"tp"}), Error);       // a degree, not a feature
   EXPECT_THROW(parse_features({"nonsense"}), Error);
-  EXPECT_THROW(parse_features({"mc2"}), Error);      // known, not in this build
+  // MC2 replaces SP's linears (installed after SP's entry), with its chunks.
+  Features mf = parse_features({"sp", "mc2"});
+  mf.mc2_chunks = 4;
+  const auto mc2 = strategies_for({kModel, tc, l, mf, sched}).tp_linear(grid.tp(), sink);
+  ASSERT_NE(dynamic_cast<TpMc2*>(mc2.get()), nullptr);
+  EXPECT_EQ(dynamic_cast<TpMc2*>(mc2.get())->chunks(), 4);
 }
 
 }  // namespace pb::test
