@@ -254,6 +254,30 @@ void recompute_activations(const Dims& d, const Strategies& st, const std::vecto
     l = g0;
   }
   c.act_backward = peak_b;
+  // Recompute in advance: every group's state recomputed at once (R, in forward order): each
+  // adds its layers' state less its input (kept already), with its output at its peak, freed
+  // after; then a backward that frees each group's state without recomputing.
+  int64_t ahead_rel = -head + head_kept, ahead_peak = 0;
+  for (const auto& [g0, g1] : groups) {
+    int64_t all = 0;
+    for (int64_t k = g0; k < g1; ++k) all += layer(k);
+    c.ahead_act_peak = c.ahead_act + all;  // the last group's is the highest
+    c.ahead_act += all - xb;
+  }
+  for (int64_t l = Lc; l-- > 0;) {
+    int64_t g0 = -1;
+    for (const auto& [a, b] : groups)
+      if (l >= a && l < b) g0 = a;
+    if (g0 < 0) {
+      ahead_rel -= layer(l) - attn - mlp_kept(l);
+      ahead_peak = std::max(ahead_peak, ahead_rel + st.attention_core_recomputed(d));
+      ahead_rel -= attn - attn_kept;
+      continue;
+    }
+    for (int64_t k = g0; k <= l; ++k) ahead_rel -= layer(k) - attn_kept - mlp_kept(k);
+    l = g0;
+  }
+  c.ahead_act_backward = ahead_peak;
 }
 
 // Swap attention: every layer's attention state leaves the device when the layer's forward
@@ -361,17 +385,23 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
         return xb;
     return int64_t(0);
   };
+  std::vector<int64_t> again_at;  // per step: a checkpointed group's forward again there (its transients)
   for (int64_t l = Lc; l-- > 0;) {
     const MlpCost& m = mlp[size_t(l)];
     const int64_t again = group_forward(l, [&](int64_t k) { return std::max(at.forward, mlp[size_t(k)].ws.forward); });
-    steps.push_back({std::max(m.ws.backward, again) + held(l, true), m.ws_kept, true, m.tp});
+    c.ahead_ws = std::max(c.ahead_ws, again);  // recompute in advance: R's
+    steps.push_back({m.ws.backward + held(l, true), m.ws_kept, true, m.tp});
+    again_at.push_back(again + held(l, true));
     steps.push_back({at.backward + held(l, false), d.e * d.N * (d.a + 2 * d.g) * d.D, true, true});
+    again_at.push_back(0);
   }
-  if (first) steps.push_back({0, 0, false, false});
+  if (first) steps.push_back({0, 0, false, false}), again_at.push_back(0);
+  if (last) again_at.insert(again_at.begin(), 0);
   int64_t kept = 0;  // by the blocks so far, besides the received gradient (the walk holds that one)
   for (size_t i = 0; i < steps.size(); ++i) {
     const int64_t in = i > 0 ? xb : 0;
-    c.ws_backward = std::max(c.ws_backward, kept + steps[i].own + in);
+    c.ws_backward = std::max(c.ws_backward, kept + std::max(steps[i].own, again_at[i]) + in);
+    c.ahead_ws_backward = std::max(c.ahead_ws_backward, kept + steps[i].own + in);
     if (split && steps[i].linear) kept += steps[i].kept + (shared_inputs && steps[i].keeps_in ? in : 0);
   }
   // The received gradient too, where the chunk's last block keeps it.
@@ -394,12 +424,15 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
     c.cb_backward = std::max(c.cb_backward, before + m.cb.backward);
     kept_copies += 2 + (m.tp ? 2 : 0);
   }
-  // A checkpointed group's forward again: its gathered copies, dispatcher and core buffers.
+  // A checkpointed group's forward again: its gathered copies, dispatcher and core buffers
+  // (in advance: R's, while the backward has none of them).
   const BlockWorkspace core_cb = st.attention_core_comm_buffers(d);
+  c.ahead_cb_backward = c.cb_backward;
   for (int64_t l = 0; l < Lc; ++l)
-    c.cb_backward = std::max(c.cb_backward, group_forward(l, [&](int64_t k) {
+    c.ahead_cb = std::max(c.ahead_cb, group_forward(l, [&](int64_t k) {
       return std::max({shared_inputs ? 0 : NH, mlp[size_t(k)].cb.forward, core_cb.forward});
     }));
+  c.cb_backward = std::max(c.cb_backward, c.ahead_cb);
   // The attention core's buffers (ring attention's K, V in flight), while no gathered copy
   // of its layer is (with a split backward, the copies kept by the layers after it and by
   // its own o projection are: at the first layer's core, all but its q/k/v input's).
@@ -408,6 +441,7 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
     c.cb_forward = std::max(c.cb_forward, core.forward);
     const int64_t kept_before_core = split && !shared_inputs ? c.cb_kept - NH : 0;
     c.cb_backward = std::max(c.cb_backward, kept_before_core + core.backward);
+    c.ahead_cb_backward = std::max(c.ahead_cb_backward, kept_before_core + core.backward);
   }
   return c;
 }
@@ -506,7 +540,9 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   const Strategies st = strategies_for(spec);
   const bool piped = c.layout.pp > 1;
   const pp::Schedule sched =
-      piped ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)) : pp::Schedule{};
+      piped ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
+                               c.typed_features().recompute_in_advance)
+            : pp::Schedule{};
   Dims d = make_dims(c, st, piped ? &sched : nullptr, pp_rank);
   const std::vector<RoutingRecord> uniform = d.Lmoe > 0 && !routing ? uniform_routing(c, d, piped ? &sched : nullptr) : std::vector<RoutingRecord>{};
   d.routing = routing ? routing : &uniform;

@@ -80,7 +80,8 @@ Timelines gather_timelines(const TrainRun& run, MPI_Comm comm) {
 }
 
 json pipeline_json(const Case& c, const Timelines& t) {
-  const pp::Schedule sched = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
+  const pp::Schedule sched = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
+                                               c.typed_features().recompute_in_advance);
   const pp::SimResult sim = pp::simulate(sched, pp::default_costs(sched));
   std::vector<std::vector<pp::TraceEvent>> lines;
   json stages = json::array();

@@ -16,7 +16,8 @@
  *   broadcast(buf, root), send/recv(buf, peer)
  *   batch_p2p(ops)               posts every send and receive of the batch together and
  *                                waits for all of them (Megatron's batch_isend_irecv;
- *                                NCCL: one group), so paired exchanges cannot deadlock
+ *                                NCCL: one group), so paired exchanges cannot deadlock;
+ *                                ibatch_p2p posts the same and returns one Request for all
  * Non-blocking variants return a Request to wait on. Every call is accounted in the
  * CommLedger under the group's name and the current phase, on the calling thread when it
  * is posted; a group of size 1 short-circuits (copies where needed) and records nothing.
@@ -66,6 +67,18 @@ class Request {
 };
 using RequestPtr = std::unique_ptr<Request>;
 
+// Several requests waited as one, in order.
+class Requests final : public Request {
+ public:
+  explicit Requests(std::vector<RequestPtr> all) : all_(std::move(all)) {}
+  void wait() override {
+    for (auto& r : all_) r->wait();
+  }
+
+ private:
+  std::vector<RequestPtr> all_;
+};
+
 // One point-to-point transfer of a batch; accounted under its own phase (pipeline
 // activations in the forward, gradients in the backward).
 struct P2POp {
@@ -107,6 +120,7 @@ class Communicator {
   virtual RequestPtr isend(const Tensor& buf, int peer, int tag = 0) = 0;
   virtual RequestPtr irecv(Tensor& buf, int peer, int tag = 0) = 0;
   virtual void batch_p2p(const std::vector<P2POp>& ops) = 0;
+  virtual RequestPtr ibatch_p2p(const std::vector<P2POp>& ops) = 0;
   virtual void barrier() = 0;
   // All-reduce of one double (losses, norms), accounted as 8 bytes.
   virtual double all_reduce_scalar(double v, ReduceOp op = ReduceOp::Sum) = 0;

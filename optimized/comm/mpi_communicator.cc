@@ -729,6 +729,17 @@ void MpiCommunicator::batch_p2p(const std::vector<P2POp>& ops) {
     if (!ops[i].send) views[i]->copy_out();
 }
 
+// Each transfer posted on the worker in order (it progresses them together): the same
+// pairing as batch_p2p, with the caller free until it waits.
+RequestPtr MpiCommunicator::ibatch_p2p(const std::vector<P2POp>& ops) {
+  std::vector<RequestPtr> all;
+  for (const auto& op : ops) {
+    PhaseScope phase(op.phase);
+    all.push_back(op.send ? isend(*op.buf, op.peer, op.tag) : irecv(*op.buf, op.peer, op.tag));
+  }
+  return std::make_unique<Requests>(std::move(all));
+}
+
 void MpiCommunicator::barrier() {
   const TimedSpan timed(SpanKind::Blocking, "barrier", name_);
   drain();

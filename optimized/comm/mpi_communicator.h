@@ -40,6 +40,7 @@ class MpiCommunicator : public Communicator {
   RequestPtr isend(const Tensor& buf, int peer, int tag) override;
   RequestPtr irecv(Tensor& buf, int peer, int tag) override;
   void batch_p2p(const std::vector<P2POp>& ops) override;
+  RequestPtr ibatch_p2p(const std::vector<P2POp>& ops) override;
   void barrier() override;
   double all_reduce_scalar(double v, ReduceOp op) override;
 

@@ -190,7 +190,8 @@ class NcclCommunicator : public Communicator {
   // One NCCL group: the sends and receives progress together. NCCL matches them by peer
   // and order, not by tag, so they are posted in (peer, tag) order: both sides of a pair
   // then agree wherever their sequences of tags agree (pp::check_channel_order).
-  void batch_p2p(const std::vector<P2POp>& in) override {
+  void batch_p2p(const std::vector<P2POp>& in) override { ibatch_p2p(in)->wait(); }
+  RequestPtr ibatch_p2p(const std::vector<P2POp>& in) override {
     std::vector<P2POp> ops = in;
     std::stable_sort(ops.begin(), ops.end(),
                      [](const P2POp& a, const P2POp& b) { return std::pair(a.peer, a.tag) < std::pair(b.peer, b.tag); });
@@ -206,7 +207,7 @@ class NcclCommunicator : public Communicator {
       bufs.push_back(op.buf);
     }
     NCCL_CHECK(comm_, ncclGroupEnd());
-    leave(bufs)->wait();
+    return leave(bufs);
   }
 
   // Every rank's queued work (this rank's current and communication streams) has been

@@ -133,6 +133,13 @@ void DistModel::weight_grad_chunk(int c, int mb) {
   inflight_.erase(it);
 }
 
+void DistModel::recompute_chunk(int c, int mb) {
+  PhaseScope phase(Phase::Backward);
+  PB_REQUIRE(inflight_.count({c, mb}), "pipeline: recompute of micro-batch ", mb, " in chunk ", c, " before its forward");
+  for (const auto& b : chunks_[size_t(c)])
+    if (auto* g = dynamic_cast<CheckpointedBlocks*>(b.get())) g->recompute(mb);
+}
+
 double DistModel::forward_backward(const ref::Batch& batch, float grad_scale, int mb) {
   PB_REQUIRE(chunks() == 1 && last_stage(0) && first_stage(0), "forward_backward: a pipeline needs a schedule");
   double loss = 0;

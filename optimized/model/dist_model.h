@@ -75,6 +75,10 @@ class DistModel {
   // gradients are queued for weight_grad_chunk (zero bubble's B / W split).
   Tensor backward_chunk(int c, int mb, const Tensor& dy, bool split_w);
   void weight_grad_chunk(int c, int mb);
+  // Recompute in advance: the checkpointed groups of chunk c run their forward again for
+  // micro-batch mb now (in forward order, the backward phase's communication), so that its
+  // backward_chunk starts from their recomputed state.
+  void recompute_chunk(int c, int mb);
   Tensor boundary_activation() const;  // an empty (N_s, H) input buffer (Activations)
   Tensor boundary_gradient() const;    // an empty (N_s, H) gradient buffer (Workspace)
 

@@ -37,6 +37,10 @@ struct Features {
   std::string recompute_method = "uniform";
   int recompute_num_layers = 1;
   bool recompute_selective = false;
+  // MindSpeed's recompute in advance (feature "recompute_in_advance", with recompute_full
+  // and the interleaved schedule): a chunk's recompute runs while its output gradient is
+  // received (pp_schedule.h: add_recompute_ahead).
+  bool recompute_in_advance = false;
   bool swap_attention = false;  // MindSpeed's swap attention (memory/swap_attention.h)
 };
 

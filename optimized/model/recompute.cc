@@ -40,15 +40,24 @@ Tensor CheckpointedBlocks::forward(BlockCtx& ctx, const Tensor& x) {
   return y;
 }
 
+// The forward again from the kept input; its output is not needed (freed here).
+void CheckpointedBlocks::run_again(int mb, const std::vector<ShardedParam*>& then) {
+  Kept& k = kept_.of(mb);
+  BlockCtx again{mb, k.batch, k.grad_scale};
+  again.recompute = again.checkpointed = true;
+  chain_.forward(blocks_, again, k.x, then);
+}
+
+void CheckpointedBlocks::recompute(int mb) {
+  PB_REQUIRE(!kept_.of(mb).recomputed, "recompute: micro-batch ", mb, " of ", label(), " recomputed twice");
+  run_again(mb, {});  // what comes next is not known here: nothing prefetched
+  kept_.of(mb).recomputed = true;
+}
+
 Tensor CheckpointedBlocks::backward(BlockCtx& ctx, const Tensor& dout) {
   const std::vector<ShardedParam*> then = ctx.then;
-  {
-    Kept& k = kept_.of(ctx.mb);
-    BlockCtx again{ctx.mb, k.batch, k.grad_scale};
-    again.recompute = again.checkpointed = true;
-    // The output is not needed: freed here. After the last block its own backward comes.
-    chain_.forward(blocks_, again, k.x, blocks_.back()->weights_used(true));
-  }
+  // After the last block its own backward comes: its weights are prefetched.
+  if (!kept_.of(ctx.mb).recomputed) run_again(ctx.mb, blocks_.back()->weights_used(true));
   kept_.end(ctx.mb);  // x lives on in the first block's saved state until its backward
   ctx.checkpointed = true;
   const Tensor d = chain_.backward(blocks_, ctx, dout, then);

@@ -47,6 +47,8 @@ class CheckpointedBlocks final : public Block {
   ~CheckpointedBlocks() override;
   Tensor forward(BlockCtx& ctx, const Tensor& x) override;
   Tensor backward(BlockCtx& ctx, const Tensor& dout) override;
+  // Recompute in advance: the forward again now; the backward then does not run it.
+  void recompute(int mb);
   void drop(int mb) override;
   std::vector<ShardedParam*> params() const override;
   bool composite() const override { return true; }
@@ -60,7 +62,9 @@ class CheckpointedBlocks final : public Block {
     Tensor x;    // (N_s, H)
     const ref::Batch* batch = nullptr;
     float grad_scale = 1;
+    bool recomputed = false;  // in advance
   };
+  void run_again(int mb, const std::vector<ShardedParam*>& then);
   std::vector<std::unique_ptr<Block>> blocks_;
   BlockChain& chain_;
   PerMicroBatch<Kept> kept_{"checkpointed layers"};

@@ -38,6 +38,19 @@ void overlap_param_gather_install(const CaseSpec&, Strategies& s) {
   };
 }
 
+void recompute_in_advance_require(const CaseSpec& c) {
+  const Features& f = c.features;
+  PB_REQUIRE(f.recompute_full, "invalid case: recompute_in_advance moves full recompute's forward again: it needs "
+             "the feature recompute_full");
+  PB_REQUIRE(c.layout.pp > 1 && c.schedule == "interleaved", "invalid case: recompute_in_advance runs in the "
+             "interleaved pipeline schedule's waits for gradients (pp > 1, vpp > 1, schedule interleaved)");
+  PB_REQUIRE(!f.recompute_selective && !f.swap_attention, "invalid case: recompute_in_advance with ",
+             f.recompute_selective ? "recompute_selective" : "swap_attention",
+             " is not available (neither is it in MindSpeed)");
+  PB_REQUIRE(!(f.distributed_optimizer && f.zero_stage == 3), "invalid case: recompute_in_advance with zero_stage 3 "
+             "is not available in this build yet (the recompute's weight gathers ahead of the backward's)");
+}
+
 void mc2_require(const CaseSpec& c) {
   const int64_t k = c.features.mc2_chunks, t = c.layout.tp;
   PB_REQUIRE(c.features.sp && t > 1, "invalid case: mc2 fuses the sequence-parallel linears' collectives: it needs "

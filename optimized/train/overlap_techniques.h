@@ -4,6 +4,9 @@
  *   overlap_grad_reduce   the buckets' all-reduces started in the backward (model/grad_overlap.h)
  *   overlap_param_gather  the buckets' all-gathers waited for in the next forward
  *                         (model/param_gather_overlap.h)
+ *   recompute_in_advance  the interleaved schedule's R actions (train/pp_schedule.h): a
+ *                         chunk's recompute while its output gradient is received; no terms
+ *                         of its own (the recompute's communication is full recompute's)
  *   mc2                   the SP linears' collectives in chunks under the matrix products
  *                         (parallel/mc2_linear.h); terms: SP's, the split calls by chunks
  */
@@ -17,6 +20,7 @@ void overlap_grad_reduce_require(const CaseSpec& c);
 void overlap_grad_reduce_install(const CaseSpec& c, Strategies& s);
 void overlap_param_gather_require(const CaseSpec& c);
 void overlap_param_gather_install(const CaseSpec& c, Strategies& s);
+void recompute_in_advance_require(const CaseSpec& c);
 void mc2_require(const CaseSpec& c);
 void mc2_install(const CaseSpec& c, Strategies& s);
 

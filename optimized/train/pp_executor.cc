@@ -44,31 +44,34 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
   std::vector<std::pair<DeviceMark, DeviceMark>> marks;
   std::vector<pp::Action> timed;
   const auto& acts = s.ranks[size_t(grid.pp_rank())];
-  for (size_t i = 0; i < acts.size();) {
-    const pp::Action a = acts[i];
+  auto compute = [&](const pp::Action& a) {
     const Key key{a.mb, a.chunk};
-    if (pp::is_compute(a.op)) {
-      marks.emplace_back(DeviceMark(dev), DeviceMark(dev));
-      marks.back().first.record();
-      const int st = s.stage(grid.pp_rank(), a.chunk);
-      if (a.op == pp::Op::F) {
-        if (st > 0 && s.local_boundary(st - 1)) take(y_out, {a.mb, s.chunk_of(st - 1)}, x_in[key]);  // ZB-V's turn
-        double loss = 0;
-        Tensor y = model.forward_chunk(a.chunk, a.mb, batch_of(a.mb), x_in[key], scale, &loss);
-        x_in.erase(key);
-        if (model.last_stage(a.chunk)) out.loss += loss * scale;
-        else y_out[key] = y;
-      } else if (a.op == pp::Op::B) {
-        if (st < S - 1 && s.local_boundary(st)) take(dx_out, {a.mb, s.chunk_of(st + 1)}, dy_in[key]);
-        Tensor dx = model.backward_chunk(a.chunk, a.mb, dy_in[key], s.split_backward);
-        dy_in.erase(key);
-        if (!model.first_stage(a.chunk)) dx_out[key] = dx;
-      } else {
-        model.weight_grad_chunk(a.chunk, a.mb);
-      }
-      marks.back().second.record();
-      timed.push_back(a);
-      ++i;
+    marks.emplace_back(DeviceMark(dev), DeviceMark(dev));
+    marks.back().first.record();
+    const int st = s.stage(grid.pp_rank(), a.chunk);
+    if (a.op == pp::Op::F) {
+      if (st > 0 && s.local_boundary(st - 1)) take(y_out, {a.mb, s.chunk_of(st - 1)}, x_in[key]);  // ZB-V's turn
+      double loss = 0;
+      Tensor y = model.forward_chunk(a.chunk, a.mb, batch_of(a.mb), x_in[key], scale, &loss);
+      x_in.erase(key);
+      if (model.last_stage(a.chunk)) out.loss += loss * scale;
+      else y_out[key] = y;
+    } else if (a.op == pp::Op::B) {
+      if (st < S - 1 && s.local_boundary(st)) take(dx_out, {a.mb, s.chunk_of(st + 1)}, dy_in[key]);
+      Tensor dx = model.backward_chunk(a.chunk, a.mb, dy_in[key], s.split_backward);
+      dy_in.erase(key);
+      if (!model.first_stage(a.chunk)) dx_out[key] = dx;
+    } else if (a.op == pp::Op::R) {
+      model.recompute_chunk(a.chunk, a.mb);
+    } else {
+      model.weight_grad_chunk(a.chunk, a.mb);
+    }
+    marks.back().second.record();
+    timed.push_back(a);
+  };
+  for (size_t i = 0; i < acts.size();) {
+    if (pp::is_compute(acts[i].op)) {
+      compute(acts[i++]);
       continue;
     }
     // A batch: every communication action up to the next compute action.
@@ -101,7 +104,13 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
           break;
       }
     }
-    grid.pp().batch_p2p(ops);
+    if (i < acts.size() && acts[i].op == pp::Op::R) {  // recompute in advance: while the batch is in flight
+      const RequestPtr batch = grid.pp().ibatch_p2p(ops);
+      for (; i < acts.size() && acts[i].op == pp::Op::R; ++i) compute(acts[i]);
+      batch->wait();
+    } else {
+      grid.pp().batch_p2p(ops);
+    }
     for (const Key& k : sent_y) y_out.erase(k);  // sent: the buffers are free
     for (const Key& k : sent_dx) dx_out.erase(k);
   }

@@ -4,6 +4,8 @@
  *   F (mb, c)  model.forward_chunk   (input: the batch on stage 0, else the received x)
  *   B (mb, c)  model.backward_chunk  (input: the loss on the last stage, else the received
  *              dy); with a split backward only the input gradient, W computes the rest
+ *   R (mb, c)  model.recompute_chunk (recompute in advance): runs after the batch before it
+ *              was posted and before it is waited for
  *   Send/Recv  consecutive communication actions are one batch_p2p over the pp group
  *              (posted together, all waited), each tensor (N_s, H) = [B, S/CP, H] / TP
  *              under SP: activations in the forward phase, gradients in the backward

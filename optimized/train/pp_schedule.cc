@@ -44,6 +44,7 @@ const char* op_name(Op op) {
     case Op::RecvF: return "RecvF";
     case Op::SendB: return "SendB";
     case Op::RecvB: return "RecvB";
+    case Op::R: return "R";
   }
   return "?";
 }
@@ -529,7 +530,29 @@ std::string known_kinds() {
 
 }  // namespace
 
-Schedule make_schedule(const std::string& kind, int p, int v, int m) {
+void add_recompute_ahead(Schedule& s) {
+  PB_REQUIRE(s.kind == "interleaved", "recompute in advance needs the interleaved schedule, not ", s.kind);
+  PB_REQUIRE(!s.recompute_ahead, "recompute in advance: the schedule has its R actions already");
+  for (auto& acts : s.ranks) {
+    std::vector<Action> out;
+    for (size_t i = 0; i < acts.size(); ++i) {
+      out.push_back(acts[i]);
+      const bool batch_end = !is_compute(acts[i].op) && (i + 1 == acts.size() || is_compute(acts[i + 1].op));
+      if (!batch_end) continue;
+      for (size_t j = i + 1; j-- > 0 && !is_compute(acts[j].op);)
+        if (acts[j].op == Op::RecvB) out.push_back({Op::R, acts[j].mb, acts[j].chunk});
+    }
+    acts = std::move(out);
+  }
+  s.recompute_ahead = true;
+}
+
+Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead) {
+  if (recompute_ahead) {
+    Schedule s = make_schedule(kind, p, v, m);
+    add_recompute_ahead(s);
+    return s;
+  }
   const auto& kinds = schedule_kinds();
   PB_REQUIRE(std::find(kinds.begin(), kinds.end(), kind) != kinds.end(), "unknown pipeline schedule '", kind,
              "' (known: ", known_kinds(), ")");
@@ -558,7 +581,7 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m) {
 }
 
 Costs default_costs(const Schedule& s) {
-  return s.split_backward ? Costs{1, 1, 1} : Costs{1, 2, 0};
+  return s.split_backward ? Costs{1, 1, 1, 1} : Costs{1, 2, 0, 1};
 }
 
 Bubble analytic_bubble(const Schedule& s, const Costs& c) {

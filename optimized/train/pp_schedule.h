@@ -58,10 +58,11 @@
 
 namespace pb::pp {
 
-enum class Op { F, B, W, SendF, RecvF, SendB, RecvB };
-constexpr int kNumOps = 7;
-const char* op_name(Op op);  // "F", "B", "W", "SendF", ...
-inline bool is_compute(Op op) { return op == Op::F || op == Op::B || op == Op::W; }
+// R: the recompute of a checkpointed chunk's forward, ahead of its B (recompute in advance).
+enum class Op { F, B, W, SendF, RecvF, SendB, RecvB, R };
+constexpr int kNumOps = 8;
+const char* op_name(Op op);  // "F", "B", "W", "SendF", ..., "R"
+inline bool is_compute(Op op) { return op == Op::F || op == Op::B || op == Op::W || op == Op::R; }
 
 struct Action {
   Op op;
@@ -74,6 +75,7 @@ struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_pla
   std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-v
   int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
+  bool recompute_ahead = false;             // R actions: recompute in advance (add_recompute_ahead)
   std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
 };
 
@@ -86,14 +88,25 @@ const std::vector<std::string>& schedule_kinds();  // {"gpipe", "1f1b", "interle
 // p, v, m < 1, v > 1 for a kind without chunks, v < 2, m < p or m % p for interleaved,
 // v != 2 for zb-v, p*v*m above 10^6) throws pb::Error with one line. zb-v takes any
 // m >= 1 (m < p only idles more).
-Schedule make_schedule(const std::string& kind, int p, int v, int m);
+// recompute_ahead: with R actions (add_recompute_ahead; interleaved only).
+Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead = false);
+
+// Recompute in advance (MindSpeed's ripipe, --recompute-in-advance): in the interleaved
+// schedule the recompute of a checkpointed chunk runs right after the batch that posts the
+// receive of its output gradient, before the batch is waited for -- in the time the rank
+// would wait for that gradient -- and its B then starts from the recomputed state. Every B
+// with a RecvB gets its R (the model's last stage, which receives none, recomputes in its B
+// as before, as MindSpeed does). The executor posts such a batch without waiting, runs the
+// R, then waits; simulate() times the R between the batch's sends and its receives.
+void add_recompute_ahead(Schedule& s);
 
 // Unit costs of the compute actions (integers, so simulated times are exact). With a
 // split backward B is the input gradient and W the weight gradient; otherwise W is unused.
 struct Costs {
   int64_t F = 1, B = 2, W = 0;
+  int64_t R = 1;  // a recompute ahead of its B (recompute_ahead): the forward again
 };
-Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1
+Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1; R = F
 
 // The analytic bubble of a schedule kind at the given costs: the fraction num/den of the
 // total that every rank idles, its formula and its source.

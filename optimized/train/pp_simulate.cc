@@ -61,6 +61,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
   PB_REQUIRE(p >= 1 && v >= 1 && m >= 1, "schedule ", s.kind, ": p, v, m must be >= 1, got ", p, ", ", v, ", ", m);
   PB_REQUIRE(int(s.ranks.size()) == p, "schedule ", s.kind, ": ", s.ranks.size(), " rank lists for p = ", p);
   PB_REQUIRE(!s.vshape || v == 2, "schedule ", s.kind, ": a V places exactly 2 chunks per rank, got v = ", v);
+  PB_REQUIRE(!s.recompute_ahead || c.R >= 1, "schedule costs must be positive integers: R=", c.R);
   PB_REQUIRE(c.F >= 1 && c.B >= 1 && (!s.split_backward || c.W >= 1),
              "schedule costs must be positive integers: F=", c.F, " B=", c.B, s.split_backward ? " W=" : "",
              s.split_backward ? std::to_string(c.W) : "");
@@ -124,6 +125,11 @@ SimResult simulate(const Schedule& s, const Costs& c) {
         before(Op::RecvB, Op::B);
         before(Op::B, Op::SendB);
         before(Op::B, Op::W);
+        if (pos(Op::R) >= 0) {  // a recompute ahead: after its F, before its B
+          PB_REQUIRE(s.recompute_ahead, "rank ", r, ": ", describe(s, {Op::R, mb, ch}), " in a schedule without recompute ahead");
+          before(Op::F, Op::R);
+          before(Op::R, Op::B);
+        }
       }
     }
   // The turn of a V: stage st+1 takes stage st's output on the same rank without a message,
@@ -157,6 +163,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
   std::vector<size_t> next(size_t(p), 0);
   std::vector<int64_t> clock(size_t(p), 0);
   std::vector<int> in_flight(size_t(p), 0), pending_w(size_t(p), 0);
+  std::vector<size_t> ahead_done(size_t(p), 0);  // R actions after a batch run so far (the index after them)
   for (;;) {
     bool progress = false, done = true;
     for (int r = 0; r < p; ++r) {
@@ -165,7 +172,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
       while (next[R] < acts.size()) {
         const Action& a = acts[next[R]];
         if (is_compute(a.op)) {
-          const int64_t cost = a.op == Op::F ? c.F : a.op == Op::B ? c.B : c.W;
+          const int64_t cost = a.op == Op::F ? c.F : a.op == Op::B ? c.B : a.op == Op::R ? c.R : c.W;
           res.timeline[R].push_back({a, clock[R], clock[R] + cost});
           clock[R] += cost;
           res.busy[R] += cost;
@@ -195,9 +202,19 @@ SimResult simulate(const Schedule& s, const Costs& c) {
             else ready = std::max(ready, t);
           }
         }
+        // The recomputes right after the batch run while it is in flight (once each).
+        size_t after = end;
+        for (; after < acts.size() && acts[after].op == Op::R; ++after)
+          if (ahead_done[R] <= after) {
+            res.timeline[R].push_back({acts[after], clock[R], clock[R] + c.R});
+            clock[R] += c.R;
+            res.busy[R] += c.R;
+            ahead_done[R] = after + 1;
+            progress = true;
+          }
         if (!complete) break;
-        clock[R] = ready;
-        next[R] = end;
+        clock[R] = std::max(clock[R], ready);
+        next[R] = after;
         progress = true;
       }
       done = done && next[R] == acts.size();

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <set>
+#include <utility>
 
 namespace pb {
 
@@ -30,11 +31,12 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
   int64_t act = 0, ws = 0, cb = 0, host = 0, grads = 0;
   MemoryPeaks peak;
   auto at_least = [](int64_t& p, int64_t v) { p = std::max(p, v); };
-  std::set<std::pair<int, int>> received;
+  std::set<std::pair<int, int>> received, ahead;
+  int64_t sent_act = 0, sent_ws = 0;  // a batch's sent tensors, freed once it is waited for
   const auto& acts = s->ranks[size_t(r)];
   for (size_t i = 0; i < acts.size(); ++i) {
     const pp::Action a = acts[i];
-    const ChunkBytes c = pp::is_compute(a.op) ? bytes(a.chunk, a.mb) : ChunkBytes{};
+    ChunkBytes c = pp::is_compute(a.op) ? bytes(a.chunk, a.mb) : ChunkBytes{};
     const int st = s->stage(r, a.chunk);
     const bool first = st == 0, last = st == s->stages() - 1;
     switch (a.op) {
@@ -54,7 +56,19 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
       case pp::Op::RecvB:
         ws += xb;
         break;
+      case pp::Op::R:
+        at_least(peak.workspace, ws + c.ahead_ws);
+        at_least(peak.comm_buffers, cb + c.ahead_cb);
+        at_least(peak.activations, act + c.ahead_act_peak);
+        act += c.ahead_act;
+        ahead.insert({a.mb, a.chunk});
+        break;
       case pp::Op::B:
+        if (ahead.erase({a.mb, a.chunk})) {  // recomputed in advance
+          c.ws_backward = c.ahead_ws_backward, c.cb_backward = c.ahead_cb_backward;
+          c.act_backward = c.ahead_act_backward;
+          act -= c.ahead_act;
+        }
         at_least(peak.workspace, ws + c.ws_backward);
         at_least(peak.comm_buffers, cb + c.cb_backward);
         at_least(peak.activations, act + c.act_backward);
@@ -76,13 +90,17 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
         break;
     }
     at_least(peak.activations, act);
-    // The end of a communication batch: sent tensors are freed.
+    // The end of a communication batch: sent tensors are freed (after the R that follows).
     const bool batch_end = !pp::is_compute(a.op) && (i + 1 == acts.size() || pp::is_compute(acts[i + 1].op));
     if (batch_end) {
       for (size_t j = i + 1; j-- > 0 && !pp::is_compute(acts[j].op);) {
-        if (acts[j].op == pp::Op::SendF) act -= xb;  // the output, kept until its batch completes
-        if (acts[j].op == pp::Op::SendB) ws -= xb;
+        if (acts[j].op == pp::Op::SendF) sent_act += xb;  // the output, kept until its batch completes
+        if (acts[j].op == pp::Op::SendB) sent_ws += xb;
       }
+    }
+    if ((batch_end || a.op == pp::Op::R) && (i + 1 == acts.size() || acts[i + 1].op != pp::Op::R)) {
+      act -= std::exchange(sent_act, 0);
+      ws -= std::exchange(sent_ws, 0);
     }
   }
   return peak;

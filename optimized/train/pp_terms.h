@@ -18,6 +18,9 @@
  *     queued weight gradients keep their output gradients until W.
  *   comm buffers (gathered copies): a transient peak during F and B; a split backward's
  *     queued weight gradients keep their gathered inputs until W.
+ *   R (recompute in advance) raises the micro-batch's activations by its recomputed state,
+ *     which its B frees with the rest; the batch before an R frees its sent tensors only
+ *     after the R (it is waited for then).
  * Without a pipeline one micro-batch runs at a time: the peaks are A_0 and the transients.
  */
 #pragma once
@@ -42,6 +45,12 @@ struct ChunkBytes {
   int64_t ws_forward = 0, ws_backward = 0, ws_kept = 0;  // workspace transients of F and B; kept until W
   int64_t cb_forward = 0, cb_backward = 0, cb_kept = 0;  // comm-buffer transients; kept until W
   int64_t grads_kept = 0;  // ZeRO-2/3 under a split backward: the chunk's whole gradients, B to W
+  // Recompute in advance (an R before the B): R adds the checkpointed groups' recomputed
+  // state (ahead_act; its peak above the level before R ahead_act_peak) with the forward's
+  // transients (ahead_ws, ahead_cb); such a B starts from that state and has no recompute
+  // transients of its own (ahead_act_backward, ahead_ws_backward, ahead_cb_backward).
+  int64_t ahead_act = 0, ahead_act_peak = 0, ahead_ws = 0, ahead_cb = 0;
+  int64_t ahead_act_backward = 0, ahead_ws_backward = 0, ahead_cb_backward = 0;
 };
 struct MemoryPeaks {
   int64_t activations = 0, workspace = 0, comm_buffers = 0, host = 0;

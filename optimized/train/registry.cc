@@ -59,13 +59,16 @@ void sp_install(const CaseSpec&, Strategies& s) {
 // --- pp: pipeline parallelism (layout degree) and its schedules ---
 void pp_require(const CaseSpec& c) {
   try {
-    pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
+    pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
+                      c.features.recompute_in_advance && c.schedule == "interleaved");
   } catch (const Error& e) {
     throw Error(std::string("schedule: ") + e.what());
   }
 }
 void pp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
-  pp_terms(pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches)), d, t);
+  pp_terms(pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
+                             c.features.recompute_in_advance && c.schedule == "interleaved"),
+           d, t);
 }
 
 void dp_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { dp_terms(d, t); }
@@ -254,6 +257,12 @@ const std::vector<Technique>& techniques() {
        true, false, [](const CaseSpec& c) { return c.features.overlap_param_gather; },
        [](Features& f) { f.overlap_param_gather = true; }, overlap_param_gather_require, overlap_param_gather_install,
        nullptr},
+      {"recompute_in_advance", K::Feature,
+       "recompute in advance (MindSpeed ripipe, with recompute_full and the interleaved schedule): a chunk's "
+       "recompute runs after posting the receive of its output gradient, before waiting for it; the model's last "
+       "stage recomputes in its backward",
+       true, false, [](const CaseSpec& c) { return c.features.recompute_in_advance; },
+       [](Features& f) { f.recompute_in_advance = true; }, recompute_in_advance_require, nullptr, nullptr},
       {"mc2", K::Feature,
        "MC2 (with sp): the column linear as all-gather(X) W and the row linear as reduce-scatter(X W), in chunks "
        "(case key mc2_chunks) whose communication runs under the next chunk's product; the column backward's "

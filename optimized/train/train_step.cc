@@ -99,7 +99,9 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   DeviceScope on(c.device);  // every tensor the model allocates lives on c.device
   const bool pipelined = c.layout.pp > 1;
   const int64_t m = c.train.num_micro_batches;
-  const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m)) : pp::Schedule{};
+  const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m),
+                                                                   c.features.recompute_in_advance)
+                                           : pp::Schedule{};
   ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined), c.features.cp_ulysses);
   const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,

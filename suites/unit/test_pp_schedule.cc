@@ -43,6 +43,7 @@ std::string error_of(Fn f) {
 void expect_counts(const Schedule& s) {
   for (int r = 0; r < s.p; ++r) {
     std::map<std::tuple<int, int, int>, int> n;  // (op, mb, chunk)
+    size_t ahead = 0;
     for (const Action& a : s.ranks[size_t(r)])
       if (is_compute(a.op)) ++n[{int(a.op), a.mb, a.chunk}];
     for (int c = 0; c < s.v; ++c)
@@ -50,10 +51,14 @@ void expect_counts(const Schedule& s) {
         EXPECT_EQ((n[{int(Op::F), mb, c}]), 1) << s.kind << " rank " << r << " mb " << mb << " chunk " << c;
         EXPECT_EQ((n[{int(Op::B), mb, c}]), 1) << s.kind << " rank " << r << " mb " << mb << " chunk " << c;
         EXPECT_EQ((n[{int(Op::W), mb, c}]), s.split_backward ? 1 : 0) << s.kind << " rank " << r;
+        // Recompute in advance: one R for every B that receives its gradient.
+        const bool receives = s.stage(r, c) < s.stages() - 1;
+        EXPECT_EQ((n[{int(Op::R), mb, c}]), s.recompute_ahead && receives ? 1 : 0) << s.kind << " rank " << r;
+        ahead += s.recompute_ahead && receives;
       }
     size_t compute = 0;
     for (const auto& [k, count] : n) compute += size_t(count);
-    EXPECT_EQ(compute, size_t(s.m) * size_t(s.v) * (s.split_backward ? 3 : 2));
+    EXPECT_EQ(compute, size_t(s.m) * size_t(s.v) * (s.split_backward ? 3 : 2) + ahead);
   }
 }
 
@@ -64,7 +69,10 @@ void expect_timeline_consistent(const Schedule& s, const Costs& c, const SimResu
     int64_t t = 0, busy = 0;
     for (const auto& ta : r.timeline[size_t(k)]) {
       EXPECT_GE(ta.start, t) << "overlap on rank " << k;
-      EXPECT_EQ(ta.end - ta.start, ta.action.op == Op::F ? c.F : ta.action.op == Op::B ? c.B : c.W);
+      EXPECT_EQ(ta.end - ta.start, ta.action.op == Op::F   ? c.F
+                                   : ta.action.op == Op::B ? c.B
+                                   : ta.action.op == Op::R ? c.R
+                                                           : c.W);
       t = ta.end;
       busy += ta.end - ta.start;
       at[{int(ta.action.op), ta.action.mb, s.stage(k, ta.action.chunk)}] = ta;
@@ -86,6 +94,10 @@ void expect_timeline_consistent(const Schedule& s, const Costs& c, const SimResu
       EXPECT_GE(b.start, f.end);
       if (s.split_backward) {
         EXPECT_GE((at.at({int(Op::W), mb, st}).start), b.end);
+      }
+      if (const auto r = at.find({int(Op::R), mb, st}); r != at.end()) {
+        EXPECT_GE(r->second.start, f.end);
+        EXPECT_GE(b.start, r->second.end);
       }
     }
 }
@@ -144,6 +156,46 @@ TEST(PpSchedule, InterleavedBubbleIsPMinus1OverVMPlusPMinus1) {
                 << "p=" << p << " v=" << v << " m=" << m << " rank " << k;
           }
         }
+}
+
+// Recompute in advance (MindSpeed's ripipe): every B that receives its output gradient has
+// its R right after the batch that posts that receive (the model's last stage none); the
+// schedule passes every check; with the recompute moved out of B (B + R = the plain B with
+// its recompute) the makespan is at most the plain schedule's, and shorter wherever R runs
+// in time the rank would have waited.
+TEST(PpSchedule, RecomputeInAdvanceRunsEachRecomputeRightAfterItsGradientsReceiveIsPosted) {
+  int shorter = 0;
+  for (int v : {2, 3})
+    for (int p = 2; p <= 6; ++p)
+      for (int m = p; m <= 3 * p; m += p) {
+        const Schedule plain = make_schedule("interleaved", p, v, m);
+        const Schedule s = make_schedule("interleaved", p, v, m, true);
+        EXPECT_TRUE(s.recompute_ahead);
+        const SimResult r = check(s, {1, 2, 0, 1});
+        for (int k = 0; k < p; ++k) {
+          const auto& acts = s.ranks[size_t(k)];
+          std::vector<Action> without;
+          for (size_t i = 0; i < acts.size(); ++i) {
+            if (acts[i].op != Op::R) {
+              without.push_back(acts[i]);
+              continue;
+            }
+            // Right after a batch holding the receive of its gradient.
+            ASSERT_GT(i, 0u);
+            bool found = false;
+            for (size_t j = i; j-- > 0 && (!is_compute(acts[j].op) || acts[j].op == Op::R);)
+              found = found || (acts[j].op == Op::RecvB && acts[j].mb == acts[i].mb && acts[j].chunk == acts[i].chunk);
+            EXPECT_TRUE(found) << "p=" << p << " v=" << v << " m=" << m << " rank " << k << " action " << i;
+          }
+          EXPECT_EQ(without, plain.ranks[size_t(k)]);  // otherwise the plain schedule's order
+        }
+        const SimResult base = simulate(plain, {1, 3, 0});  // the recompute inside B
+        EXPECT_LE(r.total, base.total) << "p=" << p << " v=" << v << " m=" << m;
+        shorter += r.total < base.total;
+      }
+  EXPECT_GT(shorter, 0);
+  EXPECT_NE(error_of([] { make_schedule("1f1b", 2, 1, 4, true); }).find("needs the interleaved schedule"),
+            std::string::npos);
 }
 
 // The most micro-batches of rank r between their F and their W.
