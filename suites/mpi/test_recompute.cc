@@ -3,9 +3,17 @@
  * again in the backward phase) and every memory category of every rank equal the
  * prediction; the run is bitwise identical to the same case without recompute, its
  * activation peak lower by exactly the predicted amount; a checkpointed block runs its
- * forward exactly twice per micro-batch; bad input is one line. */
+ * forward exactly twice per micro-batch; bad input is one line.
+ *
+ * Recompute in advance (the interleaved schedule's R actions, pp_schedule.h): bitwise the
+ * same training as recomputing in B, with its communication and every memory category of
+ * every rank as predicted (the recomputed state held from R to B); a checkpointed block has
+ * run its forward once after F, twice after R and still twice after B; the R actions run
+ * while the batch before them is in flight (their spans between its post and its wait). */
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <tuple>
 #include <mpi.h>
 
@@ -18,6 +26,7 @@
 #include "optimized/model/dist_model.h"
 #include "optimized/model/recompute.h"
 #include "optimized/parallel/process_grid.h"
+#include "optimized/train/pp_schedule.h"
 #include "optimized/train/registry.h"
 #include "reference/common/error.h"
 #include "reference/io/checkpoint.h"
@@ -208,6 +217,156 @@ TEST(Recompute, BadInputIsOneLine) {
   expect_invalid(odd, "recompute_num_layers 0 (at least 1)");
   Case both = make_case("both", dense(2), {"recompute_full", "recompute_selective"});
   expect_invalid(both, "recompute_full and recompute_selective together");
+}
+
+// Recompute in advance over pp2 x vpp2 (one layer a stage, block 1: each chunk's layer
+// checkpointed), 4 and 8 micro-batches, uniform over two layers a stage, with TP2 + SP,
+// DP2 and ZeRO-1/2, the gradient buckets overlapped, CP2, MoE with EP2, pp4 (bf16: below,
+// on the model; a 4-layer model's bf16 one-rank baseline is itself above the reference cap).
+static std::vector<Case> ahead_cases(int world) {
+  const std::vector<std::string> f = {"recompute_full", "recompute_in_advance"};
+  std::vector<Case> all;
+  auto add = [&](const std::string& name, ref::ModelConfig m, std::vector<std::string> more, int dp, int tp,
+                 int64_t mb, const std::string& method, int n, int pp = 2) {
+    for (const auto& x : f) more.push_back(x);
+    Case c = make_case(name, m, more, dp, tp, mb);
+    c.layout.pp = pp, c.layout.vpp = 2, c.schedule = "interleaved";
+    c.recompute_method = method, c.recompute_num_layers = n;
+    all.push_back(c);
+  };
+  add("pp2_vpp2_block1", dense(4), {}, 1, 1, 4, "block", 1);
+  add("pp2_vpp2_block1_m8", dense(4), {}, 1, 1, 8, "block", 1);
+  add("pp2_vpp2_uniform2", dense(8), {}, 1, 1, 4, "uniform", 2);
+  add("pp2_vpp2_block1_of2", dense(8), {}, 1, 1, 4, "block", 1);
+  add("pp2_vpp2_tp2_sp", dense(4), {}, 1, 2, 4, "uniform", 1);
+  add("pp2_vpp2_dp2_zero1", dense(4), {"distributed_optimizer"}, 2, 1, 4, "block", 1);
+  add("pp2_vpp2_dp2_overlap", dense(4), {"overlap_grad_reduce"}, 2, 1, 4, "block", 1);
+  add("pp2_vpp2_moe_dp2_ep2", moe(4), {}, 2, 1, 4, "uniform", 1);
+  add("pp4_vpp2", dense(8), {}, 1, 1, 4, "block", 1, 4);
+  Case z2 = all[5];
+  z2.name = "pp2_vpp2_dp2_zero2", z2.zero_stage = 2;
+  all.push_back(z2);
+  Case cp = all[0];
+  cp.name = "pp2_vpp2_cp2", cp.layout.cp = 2;
+  all.push_back(cp);
+  for (auto& c : all)
+    if (c.name.find("moe") != std::string::npos) c.layout.ep = 2;
+  return cases_of_world(all, world);
+}
+
+TEST(RecomputeInAdvance, IsTheSameTrainingWithItsCommunicationAndMemory) {
+  const auto cases = ahead_cases(world_size());
+  if (world_size() == 1) GTEST_SKIP() << "a pipeline";
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const auto [o, plain] = run_beside_plain(c, without_feature(c, "recompute_in_advance"), world_rank());
+    if (world_rank() != 0) continue;
+    // The same collectives, calls and bytes (the recompute's own, in the backward phase).
+    auto rows = [](const nlohmann::json& res) {
+      std::vector<std::tuple<std::string, std::string, std::string, int64_t, int64_t>> v;
+      for (const auto& row : res["comm"])
+        v.emplace_back(row["group"], row["op"], row["phase"], row["calls"], row["bytes"]);
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    EXPECT_EQ(rows(o.result), rows(plain.result));
+    // The measured pipeline timeline (the last step) has every R of the schedule.
+    const pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches), true);
+    std::vector<int> measured(size_t(c.layout.pp), 0);
+    for (const auto& e : o.result["pipeline"]["trace"]["traceEvents"])
+      if (e.value("cat", "") == "R") ++measured.at(e["tid"].get<size_t>());
+    // On every rank a recompute ran between the post of a pipeline receive and the wait for
+    // it (the first wait after that post): a structural property of the recorded spans.
+    for (int r = 0; r < c.layout.world(); ++r) {
+      std::vector<double> posts, waits;
+      std::vector<std::pair<double, double>> again;
+      for (const auto& e : o.result["overlap"]["trace"]["traceEvents"]) {
+        if (e["pid"] != r) continue;
+        const std::string name = e["name"];
+        const double t0 = e["ts"], t1 = t0 + e["dur"].get<double>();
+        if (e["cat"] == "comm_async" && name == "pp recv") posts.push_back(t0);
+        if (e["cat"] == "wait" && name == "pp recv wait") waits.push_back(t0);
+        if (e["cat"] == "compute" && name.ends_with("forward again")) again.emplace_back(t0, t1);
+      }
+      std::sort(waits.begin(), waits.end());
+      int between = 0;
+      for (const double p : posts) {
+        const auto w = std::lower_bound(waits.begin(), waits.end(), p);
+        if (w == waits.end()) continue;
+        for (const auto& [a0, a1] : again) between += p <= a0 && a1 <= *w;
+      }
+      EXPECT_GT(between, 0) << "rank " << r;
+    }
+    for (int r = 0; r < c.layout.pp; ++r) {
+      int predicted = 0;
+      for (const auto& a : s.ranks[size_t(r)]) predicted += a.op == pp::Op::R;
+      EXPECT_GT(predicted, 0);
+      EXPECT_EQ(measured[size_t(r)], predicted) << "stage " << r;
+    }
+  }
+}
+
+// Forward counts of a checkpointed block: 1 after F, 2 after the recompute ahead, 2 after
+// B; the gradients bitwise those of recomputing in B (fp32 and bf16).
+TEST(RecomputeInAdvance, ForwardCountIsOneThenTwoAfterTheRecomputeAndStillTwoAfterBackward) {
+  if (world_size() != 1) GTEST_SKIP() << "one rank";
+  for (DType dt : {DType::F32, DType::BF16}) {
+  SCOPED_TRACE(dt == DType::F32 ? "fp32" : "bf16");
+  Case c = make_case("count", dense(2), kFull);
+  const CaseSpec spec{c.model, c.train, c.layout, c.typed_features(), c.schedule};
+  ProcessGrid grid(MPI_COMM_WORLD, c.layout);
+  DistModelConfig mc{c.model, 2, 8, strategies_for(spec), 5};
+  mc.dtype = dt;
+  DistModel ahead(mc, grid), plain(mc, grid);
+  const ref::Batch batch = ref::make_batch(5, 0, 2, 8, 32);
+  auto inner = [](DistModel& m) {
+    std::vector<const Block*> v;
+    for (const auto& b : m.blocks(0))
+      if (auto* g = dynamic_cast<CheckpointedBlocks*>(b.get()))
+        for (const auto& x : g->blocks()) v.push_back(x.get());
+    return v;
+  };
+  ASSERT_EQ(inner(ahead).size(), 4u);  // two layers of two blocks
+  double loss = 0;
+  ahead.forward_chunk(0, 0, batch, Tensor(), 1.0f, &loss);
+  for (const Block* b : inner(ahead)) EXPECT_EQ(b->forwards(), 1);
+  ahead.recompute_chunk(0, 0);
+  for (const Block* b : inner(ahead)) EXPECT_EQ(b->forwards(), 2);
+  ahead.backward_chunk(0, 0, Tensor(), false);
+  for (const Block* b : inner(ahead)) EXPECT_EQ(b->forwards(), 2);
+  EXPECT_THROW(ahead.recompute_chunk(0, 0), Error);  // its backward is done
+  plain.forward_backward(batch, 1.0f);
+  for (const Block* b : inner(plain)) EXPECT_EQ(b->forwards(), 2);
+  const Tensor& g1 = ahead.params().grad_buffer();
+  const Tensor& g2 = plain.params().grad_buffer();
+  ASSERT_EQ(g1.bytes(), g2.bytes());
+  EXPECT_EQ(std::memcmp(g1.raw(), g2.raw(), g1.bytes()), 0);
+  }
+}
+
+TEST(RecomputeInAdvance, BadInputIsOneLine) {
+  Case c = make_case("ahead", dense(4), {"recompute_full", "recompute_in_advance"}, 1, 1, 4);
+  c.layout.pp = 2, c.layout.vpp = 2, c.schedule = "interleaved";
+  Case no_full = c;
+  std::erase(no_full.features, "recompute_full");
+  expect_invalid(no_full, "recompute_in_advance moves full recompute's forward again: it needs the feature recompute_full");
+  Case one_f = c;
+  one_f.layout.vpp = 1, one_f.schedule = "1f1b";
+  expect_invalid(one_f, "runs in the interleaved pipeline schedule's waits for gradients");
+  Case sel = c;
+  sel.features.push_back("recompute_selective");
+  expect_invalid(sel, "recompute_full and recompute_selective together");
+  Case swap = c;  // two layers a stage: one checkpointed, one to swap
+  swap.model = dense(8), swap.model_json = io::hf_config_json(swap.model);
+  swap.recompute_method = "block";
+  swap.features.push_back("swap_attention");
+  expect_invalid(swap, "recompute_in_advance with swap_attention is not available");
+  Case z3 = c;
+  z3.features.push_back("distributed_optimizer");
+  z3.zero_stage = 3;
+  z3.layout.dp = 2;
+  expect_invalid(z3, "recompute_in_advance with zero_stage 3 is not available");
 }
 
 }  // namespace pb::test
