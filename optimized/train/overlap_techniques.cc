@@ -42,8 +42,6 @@ void recompute_in_advance_require(const CaseSpec& c) {
   const Features& f = c.features;
   PB_REQUIRE(f.recompute_full, "invalid case: recompute_in_advance moves full recompute's forward again: it needs "
              "the feature recompute_full");
-  PB_REQUIRE(c.layout.pp > 1 && c.schedule == "interleaved", "invalid case: recompute_in_advance runs in the "
-             "interleaved pipeline schedule's waits for gradients (pp > 1, vpp > 1, schedule interleaved)");
   PB_REQUIRE(!f.recompute_selective && !f.swap_attention, "invalid case: recompute_in_advance with ",
              f.recompute_selective ? "recompute_selective" : "swap_attention",
              " is not available (neither is it in MindSpeed)");

@@ -20,7 +20,7 @@ void overlap_grad_reduce_require(const CaseSpec& c);
 void overlap_grad_reduce_install(const CaseSpec& c, Strategies& s);
 void overlap_param_gather_require(const CaseSpec& c);
 void overlap_param_gather_install(const CaseSpec& c, Strategies& s);
-void recompute_in_advance_require(const CaseSpec& c);
+void recompute_in_advance_require(const CaseSpec& c);  // (the registry checks the schedule)
 void mc2_require(const CaseSpec& c);
 void mc2_install(const CaseSpec& c, Strategies& s);
 

@@ -140,6 +140,13 @@ void cp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
 
 // --- ep: MoE and expert parallelism (a model with experts; layout ep; case key
 //     moe_dispatcher) ---
+// --- recompute_in_advance: its schedule here (names are compared in the registry) ---
+void recompute_ahead_require(const CaseSpec& c) {
+  PB_REQUIRE(c.layout.pp > 1 && c.schedule == "interleaved", "invalid case: recompute_in_advance runs in the "
+             "interleaved pipeline schedule's waits for gradients (pp > 1, vpp > 1, schedule interleaved)");
+  recompute_in_advance_require(c);
+}
+
 bool moe_model(const CaseSpec& c) { return c.model.num_local_experts > 0; }
 void ep_require(const CaseSpec& c) {
   const auto& l = c.layout;
@@ -262,7 +269,7 @@ const std::vector<Technique>& techniques() {
        "recompute runs after posting the receive of its output gradient, before waiting for it; the model's last "
        "stage recomputes in its backward",
        true, false, [](const CaseSpec& c) { return c.features.recompute_in_advance; },
-       [](Features& f) { f.recompute_in_advance = true; }, recompute_in_advance_require, nullptr, nullptr},
+       [](Features& f) { f.recompute_in_advance = true; }, recompute_ahead_require, nullptr, nullptr},
       {"mc2", K::Feature,
        "MC2 (with sp): the column linear as all-gather(X) W and the row linear as reduce-scatter(X W), in chunks "
        "(case key mc2_chunks) whose communication runs under the next chunk's product; the column backward's "
