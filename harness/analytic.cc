@@ -36,6 +36,7 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   d.Ns = st.tp_outer_rows(d.N, d.t);
   d.m = c.train.num_micro_batches, d.steps = c.train.steps, d.mb = d.m * d.steps;
   d.e = c.dtype == "bf16" ? 2 : 4;
+  d.wgrad_products = c.typed_features().no_gradient_accumulation_fusion;
   d.pp_rank = pp_rank;
   d.Lr = 0;  // the layers of this rank's chunks (pp_placement.h)
   const pp::Placement one;
@@ -470,18 +471,23 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
   if (d.routing)
     for (const auto& r : *d.routing) rec[{r.step, r.mb, r.layer}] = &r;
   const int chunks = sched ? sched->v : 1;
+  // A split backward computes the weight gradients (and the separate add's products) in W.
+  Dims db = d;
+  db.wgrad_products = d.wgrad_products && !(sched && sched->split_backward);
   auto chunk_of = [&](int64_t step, int ch, int mb) {
     const int s = sched ? sched->stage(d.pp_rank, ch) : 0;
     const auto [l0, l1] = sched ? sched->layers(d.L, s) : std::pair<int64_t, int64_t>{0, d.L};
     std::vector<MlpCost> mlp;
     for (int64_t l = l0; l < l1; ++l) {
       const auto it = rec.find({step, mb, l});
-      mlp.push_back(mlp_cost(c, d, st, l, it == rec.end() ? nullptr : it->second, sched && sched->split_backward));
+      mlp.push_back(mlp_cost(c, db, st, l, it == rec.end() ? nullptr : it->second, sched && sched->split_backward));
     }
     Groups groups;
     for (const auto& [g0, g1] : st.recompute_groups(l0, l1)) groups.emplace_back(g0 - l0, g1 - l0);
     const bool last = !sched || s == sched->stages() - 1, split = sched && sched->split_backward;
-    ChunkBytes cb = chunk_bytes(d, st, mlp, groups, s == 0, last, split);
+    ChunkBytes cb = chunk_bytes(db, st, mlp, groups, s == 0, last, split);
+    if (split && d.wgrad_products)  // W: one product at a time, the largest of the chunk's
+      cb.ws_w = d.e * d.H * std::max({l1 > l0 ? d.a * d.D : 0, l1 > l0 ? d.f : 0, last ? d.V / d.t : 0});
     if (split)  // ZeRO-2/3: the chunk's whole gradients from its B to its W
       for (const auto& z : d.zero_params)
         if (z.layer >= 0 ? z.layer >= l0 && z.layer < l1 : z.embedding ? s == 0 : last) cb.grads_kept += Dims::fp * z.padded;

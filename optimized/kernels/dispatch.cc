@@ -46,6 +46,14 @@ void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const
   const OnStream on(stream, dy.device());
   PB_DISPATCH(dy.device(), linear_backward_weight, dw, dy, x);
 }
+void linear_weight_product(Tensor& p, const Tensor& dy, const Tensor& x, const Stream& stream) {
+  const OnStream on(stream, dy.device());
+  if (emulate_bf16(dy.device(), {&p, &dy, &x})) {
+    Out o(p);
+    return linear_weight_product(o.f(), up(dy), up(x));
+  }
+  PB_DISPATCH(dy.device(), linear_weight_product, p, dy, x);
+}
 void copy(Tensor& dst, const Tensor& src, const Stream& stream) {
   const OnStream on(stream, src.device());
   if (dst.dtype() != src.dtype()) return cast(dst, src);

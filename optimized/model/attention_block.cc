@@ -85,9 +85,12 @@ int64_t attention_block_saved_bytes(const Dims& d) {
   return d.e * (2 * d.Ns * d.H + d.N * (d.a + 2 * d.g) * d.D) + Dims::fp * d.Ns;
 }
 
+// Backward: the q/k/v weight gradients' point (with the separate add's largest product,
+// q's (a D, H)), or the core's backward.
 BlockWorkspace attention_block_workspace(const Dims& d, const BlockWorkspace& core) {
+  const int64_t product = d.wgrad_products ? d.e * d.a * d.D * d.H : 0;
   return {std::max(d.e * (d.N * (d.a + d.g) * d.D + d.Ns * d.H + d.N * d.H), d.e * d.N * (d.a + d.g) * d.D + core.forward),
-          std::max(d.e * (3 * d.N * (d.a + d.g) * d.D + d.Ns * d.H + 2 * d.N * d.H),
+          std::max(d.e * (3 * d.N * (d.a + d.g) * d.D + d.Ns * d.H + 2 * d.N * d.H) + product,
                    d.e * 2 * d.N * (d.a + d.g) * d.D + core.backward)};
 }
 

@@ -78,7 +78,8 @@ int64_t head_saved_bytes(const Dims& d) {
 BlockWorkspace embedding_workspace(const Dims& d) { return {d.e * d.N * d.H, 0}; }
 
 BlockWorkspace head_workspace(const Dims& d) {
-  return {Dims::fp * d.N, d.e * (d.N * d.V / d.t + 2 * d.Ns * d.H + 2 * d.N * d.H)};
+  const int64_t product = d.wgrad_products ? d.e * d.V / d.t * d.H : 0;  // the separate add's (V/t, H)
+  return {Dims::fp * d.N, d.e * (d.N * d.V / d.t + 2 * d.Ns * d.H + 2 * d.N * d.H) + product};
 }
 
 }  // namespace pb

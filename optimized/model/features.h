@@ -42,6 +42,10 @@ struct Features {
   // received (pp_schedule.h: add_recompute_ahead).
   bool recompute_in_advance = false;
   bool swap_attention = false;  // MindSpeed's swap attention (memory/swap_attention.h)
+  // Megatron's --no-gradient-accumulation-fusion (feature "no_gradient_accumulation_fusion"):
+  // the weight gradients' products added by a separate kernel (parallel/grad_separate_add.h)
+  // instead of the default matmul-add.
+  bool no_gradient_accumulation_fusion = false;
 };
 
 }  // namespace pb

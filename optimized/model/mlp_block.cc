@@ -67,8 +67,11 @@ std::vector<ShardedParam*> MlpBlock::params() const {
 
 int64_t mlp_block_saved_bytes(const Dims& d) { return 2 * d.e * d.Ns * d.H + Dims::fp * d.Ns; }
 
+// Backward peak: at the gate/up weight gradients (dm, ds dg du, the column linear's dx_full
+// and its partial), with the separate add's product (f, H) there.
 BlockWorkspace mlp_block_workspace(const Dims& d) {
-  return {d.e * (d.Ns * d.H + d.N * d.H), d.e * (d.Ns * d.H + 3 * d.N * d.f + 2 * d.N * d.H)};
+  const int64_t product = d.wgrad_products ? d.e * d.f * d.H : 0;
+  return {d.e * (d.Ns * d.H + d.N * d.H), d.e * (d.Ns * d.H + 3 * d.N * d.f + 2 * d.N * d.H) + product};
 }
 
 }  // namespace pb

@@ -29,6 +29,9 @@ struct Dims {
   int64_t t = 1, d = 1, p = 1, v = 1, c = 1;        // TP, DP, PP, VPP, CP degrees
   int64_t m = 1, steps = 1, mb = 1;                 // micro-batches per DP rank, steps, m * steps
   int64_t e = 4;                                    // bytes per weight / activation element
+  bool wgrad_products = false;                      // no matmul-add: each weight gradient's product is a
+                                                    // workspace of e bytes per element in the backward
+                                                    // (parallel/grad_separate_add.h)
   static constexpr int64_t fp = 4;                  // fp32 bytes
   int pp_rank = 0;
   int64_t Lr = 1, emb = 1, head = 1;                // layers here; embedding / head here (0 or 1)

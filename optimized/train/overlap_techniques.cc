@@ -4,6 +4,7 @@
 #include "optimized/model/grad_overlap.h"
 #include "optimized/model/param_gather_overlap.h"
 #include "optimized/model/strategies.h"
+#include "optimized/parallel/grad_separate_add.h"
 #include "optimized/parallel/mc2_linear.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/parallel/tp_linear.h"
@@ -47,6 +48,15 @@ void recompute_in_advance_require(const CaseSpec& c) {
              " is not available (neither is it in MindSpeed)");
   PB_REQUIRE(!(f.distributed_optimizer && f.zero_stage == 3), "invalid case: recompute_in_advance with zero_stage 3 "
              "is not available in this build yet (the recompute's weight gathers ahead of the backward's)");
+}
+
+void separate_add_require(const CaseSpec& c) {
+  PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: no_gradient_accumulation_fusion with an MoE model is not "
+             "available in this build yet (the experts' grouped weight gradients accumulate in their own kernel)");
+}
+
+void separate_add_install(const CaseSpec&, Strategies& s) {
+  s.grad_sink = [](DistParams&) -> std::unique_ptr<GradSink> { return std::make_unique<SeparateAddGrads>(); };
 }
 
 void mc2_require(const CaseSpec& c) {

@@ -1,4 +1,5 @@
-/* The registry entries of the communication-overlap techniques (registry.cc lists them):
+/* The registry entries of the communication-overlap techniques and of the matmul-add's
+ * baseline (registry.cc lists them):
  * what each needs of a case (one-line errors), the strategy it installs; their analytic
  * terms are the overlapped collectives' own, moved to the phase they run in (Dims).
  *   overlap_grad_reduce   the buckets' all-reduces started in the backward (model/grad_overlap.h)
@@ -7,6 +8,10 @@
  *   recompute_in_advance  the interleaved schedule's R actions (train/pp_schedule.h): a
  *                         chunk's recompute while its output gradient is received; no terms
  *                         of its own (the recompute's communication is full recompute's)
+ *   no_gradient_accumulation_fusion  the weight gradients' products added by a separate
+ *                         kernel (parallel/grad_separate_add.h), the default sink being the
+ *                         matmul-add; no communication of its own, its product a workspace
+ *                         (Dims::wgrad_products)
  *   mc2                   the SP linears' collectives in chunks under the matrix products
  *                         (parallel/mc2_linear.h); terms: SP's, the split calls by chunks
  */
@@ -21,6 +26,8 @@ void overlap_grad_reduce_install(const CaseSpec& c, Strategies& s);
 void overlap_param_gather_require(const CaseSpec& c);
 void overlap_param_gather_install(const CaseSpec& c, Strategies& s);
 void recompute_in_advance_require(const CaseSpec& c);  // (the registry checks the schedule)
+void separate_add_require(const CaseSpec& c);
+void separate_add_install(const CaseSpec& c, Strategies& s);
 void mc2_require(const CaseSpec& c);
 void mc2_install(const CaseSpec& c, Strategies& s);
 

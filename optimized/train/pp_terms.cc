@@ -81,6 +81,7 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
         at_least(peak.grads, grads);
         break;
       case pp::Op::W:
+        at_least(peak.workspace, ws + c.ws_w);
         grads -= c.grads_kept;
         act -= c.act_kept;
         cb -= c.cb_kept;

@@ -45,6 +45,7 @@ struct ChunkBytes {
   int64_t ws_forward = 0, ws_backward = 0, ws_kept = 0;  // workspace transients of F and B; kept until W
   int64_t cb_forward = 0, cb_backward = 0, cb_kept = 0;  // comm-buffer transients; kept until W
   int64_t grads_kept = 0;  // ZeRO-2/3 under a split backward: the chunk's whole gradients, B to W
+  int64_t ws_w = 0;        // W's transient (the separate add's largest product)
   // Recompute in advance (an R before the B): R adds the checkpointed groups' recomputed
   // state (ahead_act; its peak above the level before R ahead_act_peak) with the forward's
   // transients (ahead_ws, ahead_cb); such a B starts from that state and has no recompute

@@ -270,6 +270,13 @@ const std::vector<Technique>& techniques() {
        "stage recomputes in its backward",
        true, false, [](const CaseSpec& c) { return c.features.recompute_in_advance; },
        [](Features& f) { f.recompute_in_advance = true; }, recompute_ahead_require, nullptr, nullptr},
+      {"no_gradient_accumulation_fusion", K::Feature,
+       "Megatron's --no-gradient-accumulation-fusion: each weight gradient's product computed in the activations' "
+       "dtype (bf16: rounded) and added into the fp32 main grad by a separate kernel, instead of the default "
+       "matmul-add (the product accumulated into main_grad in fp32 in one kernel)",
+       true, true, [](const CaseSpec& c) { return c.features.no_gradient_accumulation_fusion; },
+       [](Features& f) { f.no_gradient_accumulation_fusion = true; }, separate_add_require, separate_add_install,
+       nullptr},
       {"mc2", K::Feature,
        "MC2 (with sp): the column linear as all-gather(X) W and the row linear as reduce-scatter(X W), in chunks "
        "(case key mc2_chunks) whose communication runs under the next chunk's product; the column backward's "

@@ -32,4 +32,12 @@ void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const
   as_mat(dw).noalias() += as_mat(dy).transpose() * as_mat(x);  // (out, in)
 }
 
+void linear_weight_product(Tensor& p, const Tensor& dy, const Tensor& x, const Stream&) {
+  PB_REQUIRE(p.rows() == dy.cols() && p.cols() == x.cols() && dy.rows() == x.rows(), "linear_weight_product: P ",
+             p.shape_str(), " = dy^T ", dy.shape_str(), " x ", x.shape_str());
+  PB_REQUIRE(p.dtype() == DType::F32 && dy.dtype() == DType::F32 && x.dtype() == DType::F32,
+             "linear_weight_product: fp32 operands (ops.h promotes bf16)");
+  as_mat(p).noalias() = as_mat(dy).transpose() * as_mat(x);  // (out, in)
+}
+
 }  // namespace pb::cpu

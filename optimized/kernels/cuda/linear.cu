@@ -97,4 +97,16 @@ void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const
                            dw.f32(), in));
 }
 
+void linear_weight_product(Tensor& p, const Tensor& dy, const Tensor& x, const Stream& stream) {
+  PB_REQUIRE(p.rows() == dy.cols() && p.cols() == x.cols() && dy.rows() == x.rows(), "linear_weight_product: P ",
+             p.shape_str(), " = dy^T ", dy.shape_str(), " x ", x.shape_str());
+  const int N = int(x.rows()), in = int(x.cols()), out = int(dy.cols());
+  const float one = 1.0f, zero = 0.0f;
+  const bool bf = all_bf16(p, dy, x, "linear_weight_product");
+  if (in == 0 || out == 0) return;
+  if (bf) return gemm_bf16(cu(stream), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, x.raw(), in, dy.raw(), out, 0.0f, p.raw(), CUDA_R_16BF, in);
+  CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, &one, x.f32(), in, dy.f32(), out, &zero,
+                           p.f32(), in));
+}
+
 }  // namespace pb::cuda
