@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "optimized/core/cuda_check.h"
+#include "optimized/core/device.h"
 #include "optimized/core/stream.h"
+#include "optimized/core/timeline.h"
 
 #define NCCL_CHECK(comm, call)                                                                                  \
   do {                                                                                                          \
@@ -40,14 +42,24 @@ class DoneRequest : public Request {
 };
 
 // The call's completion on the communication stream: wait() makes the caller's current
-// stream wait for it on the device (the host goes on).
+// stream wait for it on the device (the host goes on). With the timeline on, the wait is
+// a device-timed Wait span: marks on the waiting stream before and after its wait.
 class StreamRequest : public Request {
  public:
-  explicit StreamRequest(Event done) : done_(std::move(done)) {}
-  void wait() override { current_stream(Device::CUDA).wait(done_); }
+  StreamRequest(Event done, std::string what) : done_(std::move(done)), what_(std::move(what)) {}
+  void wait() override {
+    const Stream s = current_stream(Device::CUDA);
+    if (!Timeline::get().device_timed()) return s.wait(done_);
+    auto before = std::make_shared<DeviceMark>(Device::CUDA), after = std::make_shared<DeviceMark>(Device::CUDA);
+    before->record();
+    s.wait(done_);
+    after->record();
+    Timeline::get().add_marks(SpanKind::Wait, what_ + " wait", std::move(before), std::move(after));
+  }
 
  private:
   Event done_;
+  std::string what_;
 };
 
 class NcclCommunicator : public Communicator {
@@ -87,7 +99,7 @@ class NcclCommunicator : public Communicator {
     if (size_ > 1) CommLedger::get().record(name_, CommOp::AllToAll, size_, int64_t(in.bytes()));
     const int64_t cols = row_width(in, out), es = int64_t(dtype_bytes(in.dtype()));
     int64_t so = 0, ro = 0;
-    enter();
+    enter("all_to_all");
     NCCL_CHECK(comm_, ncclGroupStart());
     for (int q = 0; q < size_; ++q) {
       const int64_t sn = send_rows[size_t(q)] * cols, rn = recv_rows[size_t(q)] * cols;
@@ -105,7 +117,7 @@ class NcclCommunicator : public Communicator {
     if (size_ == 1) return;
     require_device(buf, "broadcast");
     CommLedger::get().record(name_, CommOp::Broadcast, size_, int64_t(buf.bytes()));
-    enter();
+    enter("broadcast");
     NCCL_CHECK(comm_, ncclBroadcast(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf), root, comm_, cs()));
     leave({&buf})->wait();
   }
@@ -114,7 +126,7 @@ class NcclCommunicator : public Communicator {
     if (size_ == 1) return std::make_unique<DoneRequest>();
     require_device(buf, "all_reduce");
     CommLedger::get().record(name_, CommOp::AllReduce, size_, int64_t(buf.bytes()));
-    enter();
+    enter("all_reduce");
     NCCL_CHECK(comm_, ncclAllReduce(buf.raw(), buf.raw(), size_t(buf.numel()), nccl_type(buf),
                                     op == ReduceOp::Sum ? ncclSum : ncclMax, comm_, cs()));
     return leave({&buf});
@@ -125,7 +137,7 @@ class NcclCommunicator : public Communicator {
                " x input ", in.shape_str());
     require_device(in, "all_gather");
     if (size_ > 1) CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(out.bytes()));
-    enter();
+    enter("all_gather");
     NCCL_CHECK(comm_, ncclAllGather(in.raw(), out.raw(), size_t(in.numel()), nccl_type(in), comm_, cs()));
     return leave({&in, &out});
   }
@@ -135,7 +147,7 @@ class NcclCommunicator : public Communicator {
     require_device(buf, "all_gather_in_place");
     if (size_ > 1) CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(buf.bytes()));
     const int64_t q = buf.numel() / size_;
-    enter();
+    enter("all_gather");
     // NCCL's in-place all-gather: the send buffer is this rank's part of the receive buffer.
     const void* mine = static_cast<const char*>(buf.raw()) + q * rank_ * int64_t(dtype_bytes(buf.dtype()));
     NCCL_CHECK(comm_, ncclAllGather(mine, buf.raw(), size_t(q), nccl_type(buf), comm_, cs()));
@@ -153,7 +165,7 @@ class NcclCommunicator : public Communicator {
     if (size_ > 1) CommLedger::get().record(name_, CommOp::AllGather, size_, int64_t(in.bytes()) * size_);
     const int64_t row_bytes = in.cols() * int64_t(dtype_bytes(in.dtype()));
     auto place = [&](int j) { return static_cast<char*>(out.raw()) + (j * R + row0) * row_bytes; };
-    enter();
+    enter("all_gather");
     CUDA_CHECK(cudaMemcpyAsync(place(rank_), in.raw(), in.bytes(), cudaMemcpyDeviceToDevice, cs()));
     NCCL_CHECK(comm_, ncclGroupStart());
     for (int j = 0; j < size_; ++j) {
@@ -170,19 +182,19 @@ class NcclCommunicator : public Communicator {
                " x output ", out.shape_str());
     require_device(in, "reduce_scatter");
     if (size_ > 1) CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(in.bytes()));
-    enter();
+    enter("reduce_scatter");
     NCCL_CHECK(comm_, ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in), ncclSum, comm_, cs()));
     return leave({&in, &out});
   }
 
   RequestPtr isend(const Tensor& buf, int peer, int) override {
-    enter();
+    enter("send");
     post_send(buf, peer);
     return leave({&buf});
   }
 
   RequestPtr irecv(Tensor& buf, int peer, int) override {
-    enter();
+    enter("recv");
     post_recv(buf, peer);
     return leave({&buf});
   }
@@ -196,7 +208,7 @@ class NcclCommunicator : public Communicator {
     std::stable_sort(ops.begin(), ops.end(),
                      [](const P2POp& a, const P2POp& b) { return std::pair(a.peer, a.tag) < std::pair(b.peer, b.tag); });
     std::vector<const Tensor*> bufs;
-    enter();
+    enter("batch_p2p");
     NCCL_CHECK(comm_, ncclGroupStart());
     for (const auto& op : ops) {
       PhaseScope phase(op.phase);
@@ -232,11 +244,18 @@ class NcclCommunicator : public Communicator {
   cudaStream_t cs() const { return static_cast<cudaStream_t>(stream_.cuda_stream()); }
 
   // The communication stream starts after the work queued so far on the caller's stream
-  // (which wrote the inputs).
-  void enter() {
+  // (which wrote the inputs). With the timeline on, the call is a device-timed Async span:
+  // marks on the communication stream before and after it.
+  void enter(const char* what) {
     Event ready(Device::CUDA);
     ready.record(current_stream(Device::CUDA));
     stream_.wait(ready);
+    what_ = name_ + " " + what;
+    if (Timeline::get().device_timed()) {
+      start_ = std::make_shared<DeviceMark>(Device::CUDA);
+      const StreamScope on(stream_, Device::CUDA);
+      start_->record();
+    }
   }
   // The buffers are in use on the communication stream until the call's done event: the
   // allocator keeps them from other streams until then (Tensor::record_stream).
@@ -244,7 +263,13 @@ class NcclCommunicator : public Communicator {
     for (const Tensor* t : bufs) t->record_stream(stream_);
     Event done(Device::CUDA);
     done.record(stream_);
-    return std::make_unique<StreamRequest>(std::move(done));
+    if (start_) {
+      auto end = std::make_shared<DeviceMark>(Device::CUDA);
+      const StreamScope on(stream_, Device::CUDA);
+      end->record();
+      Timeline::get().add_marks(SpanKind::Async, what_, std::move(start_), std::move(end));
+    }
+    return std::make_unique<StreamRequest>(std::move(done), what_);
   }
 
   void post_send(const Tensor& buf, int peer) {
@@ -259,6 +284,8 @@ class NcclCommunicator : public Communicator {
   }
 
   Stream stream_;  // the communication stream
+  std::string what_;                    // the call between enter() and leave(): "group op"
+  std::shared_ptr<DeviceMark> start_;  // its start mark (device-timed timeline)
   ncclComm_t comm_ = nullptr;
   MPI_Comm mpi_ = MPI_COMM_NULL;
 };

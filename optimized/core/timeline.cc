@@ -69,7 +69,19 @@ Timeline& Timeline::get() {
 void Timeline::enable(bool on) {
   std::lock_guard<std::mutex> lock(mu_);
   on_ = on;
-  if (!on) spans_.clear();
+  spans_.clear(), marked_.clear(), base_.reset();
+  if (on && current_device() == Device::CUDA) {  // the device clock's origin on the host clock
+    base_ = std::make_shared<DeviceMark>(Device::CUDA);
+    base_->record();
+    base_->ms_since(*base_);  // waits for it
+    base_ms_ = host_clock_ms();
+  }
+}
+
+void Timeline::add_marks(SpanKind kind, std::string name, std::shared_ptr<DeviceMark> start,
+                         std::shared_ptr<DeviceMark> end) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (on_ && base_) marked_.push_back({kind, std::move(name), std::move(start), std::move(end)});
 }
 
 void Timeline::add(SpanKind kind, std::string name, double start_ms, double end_ms) {
@@ -79,16 +91,31 @@ void Timeline::add(SpanKind kind, std::string name, double start_ms, double end_
 
 std::vector<TimeSpan> Timeline::take() {
   std::lock_guard<std::mutex> lock(mu_);
+  for (const Marked& m : marked_)
+    spans_.push_back({m.kind, m.name, base_ms_ + m.start->ms_since(*base_), base_ms_ + m.end->ms_since(*base_)});
+  marked_.clear();
   return std::exchange(spans_, {});
 }
 
 TimedSpan::TimedSpan(SpanKind kind, const char* what, const std::string& who) : kind_(kind) {
-  if (!Timeline::get().on()) return;
+  Timeline& t = Timeline::get();
+  if (!t.on()) return;
   name_ = who.empty() ? std::string(what) : who + " " + what;
+  if (t.device_timed() && kind == SpanKind::Compute) {  // (a blocking call is the host's: MPI's)
+    mark_ = std::make_shared<DeviceMark>(Device::CUDA);
+    mark_->record();  // on the current stream
+    return;
+  }
   start_ = host_clock_ms();
 }
 
 TimedSpan::~TimedSpan() {
+  if (mark_) {
+    auto end = std::make_shared<DeviceMark>(Device::CUDA);
+    end->record();
+    Timeline::get().add_marks(kind_, std::move(name_), std::move(mark_), std::move(end));
+    return;
+  }
   if (start_ >= 0) Timeline::get().add(kind_, std::move(name_), start_, host_clock_ms());
 }
 

@@ -12,17 +12,24 @@
  * Communication time C = |union of Blocking and Async spans|; exposed X = |C intersected
  * with the union of Blocking and Wait spans| (communication while the caller could not
  * compute); hidden fraction = 1 - X / C (0 when there is no communication). On the CPU
- * backend the spans are host-clock times; on CUDA they are the host's view of the
- * launches and waits, not device times (NCCL calls run on streams: not recorded yet).
+ * backend the spans are host-clock times. On CUDA they are device times: a compute span is
+ * two marks (CUDA events) on the current stream, an NCCL call's Async span two marks on the
+ * communication stream around the call, its Wait span two marks on the waiting stream
+ * around the stream's wait for it (how long that stream stalled); all are placed on the
+ * host clock when taken, through a base mark recorded when the timeline was enabled; a
+ * blocking call (MPI's, staged through the host) stays host-timed (unverified on a GPU).
  */
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 namespace pb {
+
+class DeviceMark;  // core/device.h
 
 enum class SpanKind { Compute, Blocking, Async, Wait };
 const char* span_kind_name(SpanKind k);
@@ -47,16 +54,28 @@ class Timeline {
   void enable(bool on);
   bool on() const { return on_; }
   void add(SpanKind kind, std::string name, double start_ms, double end_ms);
-  std::vector<TimeSpan> take();  // the spans so far, emptied
+  // A device-timed span (CUDA): two recorded marks, placed on the host clock by take().
+  void add_marks(SpanKind kind, std::string name, std::shared_ptr<DeviceMark> start, std::shared_ptr<DeviceMark> end);
+  // Whether spans are device-timed: on, with the CUDA device current when it was enabled.
+  bool device_timed() const { return on_ && base_ != nullptr; }
+  std::vector<TimeSpan> take();  // the spans so far, emptied (device-timed ones: synchronizes)
 
  private:
+  struct Marked {
+    SpanKind kind;
+    std::string name;
+    std::shared_ptr<DeviceMark> start, end;
+  };
   std::mutex mu_;
   std::atomic<bool> on_ = false;
   std::vector<TimeSpan> spans_;
+  std::vector<Marked> marked_;
+  std::shared_ptr<DeviceMark> base_;  // CUDA: recorded at enable(true), completed at base_ms_
+  double base_ms_ = 0;
 };
 
 // Records a span of the given kind from construction to destruction (when the timeline is
-// on), named "who what" (the name is only composed then).
+// on), named "who what" (the name is only composed then); device-timed on CUDA.
 class TimedSpan {
  public:
   TimedSpan(SpanKind kind, const char* what, const std::string& who = {});
@@ -68,6 +87,7 @@ class TimedSpan {
   SpanKind kind_;
   std::string name_;
   double start_ = -1;
+  std::shared_ptr<DeviceMark> mark_;  // device-timed: the start mark
 };
 
 }  // namespace pb
