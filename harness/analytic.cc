@@ -129,8 +129,12 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
           for (auto& p : parts) chain.push_back({p});
       }
       if (s == pl.stages() - 1) chain.push_back({"head"});
-      std::vector<std::string> fwd, bwd;
+      std::vector<std::string> fwd, bwd, grads;  // grads: the blocks' backward order (their gradients)
       for (const auto& b : chain) fwd.insert(fwd.end(), b.begin(), b.end());
+      for (size_t i = chain.size(); i-- > 0;) grads.insert(grads.end(), chain[i].rbegin(), chain[i].rend());
+      for (size_t i = 0; i + 1 < grads.size(); ++i)
+        d.zero_pair_grads = std::max(d.zero_pair_grads, blocks[grads[i]] + blocks[grads[i + 1]]);
+      if (grads.size() == 1) d.zero_pair_grads = std::max(d.zero_pair_grads, blocks[grads[0]]);
       for (size_t i = chain.size(); i-- > 0;) {
         const auto& b = chain[i];
         if (b.size() > 1) bwd.insert(bwd.end(), b.begin(), b.end());  // the recompute
@@ -575,7 +579,10 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   for (const int64_t b : d.zero_expert_buckets) bucket_q = std::max(bucket_q, b / (d.t * d.d * d.c / d.ep));
   // (ZeRO-1 gathers each bucket in place; with overlap_grad_reduce the reduce-scatters'
   // results are a Grads buffer of the range: no transient.)
-  int64_t zero_cb = d.zero_stage >= 2 ? (d.zero_stage == 3 ? std::max(Dims::fp, d.e) : Dims::fp) * d.zero_slice_max
+  // ZeRO-2/3 with overlap_grad_reduce reduce-scatters in place (none), unless a split
+  // backward reduces at W; ZeRO-2's step gathers each parameter from a staged slice (e q).
+  const bool parts = !d.overlap_grad_reduce || (piped && sched.split_backward);
+  int64_t zero_cb = d.zero_stage >= 2 ? std::max(parts ? Dims::fp : 0, d.zero_stage == 2 ? d.e : 0) * d.zero_slice_max
                     : d.overlap_grad_reduce ? 0
                                             : Dims::fp * bucket_q;
   // ZeRO-2 offloaded: the new weights of all the slices from the host, before their gathers.

@@ -11,6 +11,8 @@
  *                                chunks, gathered into their places of the whole tensor);
  *                                accounted as an all-gather of n*q rows
  *   reduce_scatter(out, in)      out = row block r of sum over ranks of in (n*rows(out), ...)
+ *   reduce_scatter_in_place(buf) buf (n*q): its block r [r q, (r+1) q) becomes block r of the
+ *                                sum over ranks; the other blocks are left undefined
  *   all_to_all(out, in)          row block j of in goes to rank j, arriving as block r
  *   all_to_all_v(out, recv_rows, in, send_rows)   the same with per-rank row counts
  *   broadcast(buf, root), send/recv(buf, peer)
@@ -117,6 +119,7 @@ class Communicator {
   void all_gather_in_place(Tensor& buf) { iall_gather_in_place(buf)->wait(); }
   virtual RequestPtr iall_gather_at(Tensor& out, const Tensor& in, int64_t row0) = 0;
   virtual RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) = 0;
+  virtual RequestPtr ireduce_scatter_in_place(Tensor& buf) = 0;
   virtual RequestPtr isend(const Tensor& buf, int peer, int tag = 0) = 0;
   virtual RequestPtr irecv(Tensor& buf, int peer, int tag = 0) = 0;
   virtual void batch_p2p(const std::vector<P2POp>& ops) = 0;

@@ -674,6 +674,30 @@ RequestPtr MpiCommunicator::ireduce_scatter(Tensor& out, const Tensor& in) {
   return post(std::move(a), {&out, &in}, "reduce_scatter");
 }
 
+// MPI's in-place reduce-scatter leaves the rank's block at the front of the buffer: moved
+// to its place (block r) once it completed, before the staged copy back.
+RequestPtr MpiCommunicator::ireduce_scatter_in_place(Tensor& buf) {
+  PB_REQUIRE(buf.numel() % size_ == 0, "ireduce_scatter_in_place: ", buf.shape_str(), " does not divide by ", size_);
+  if (size_ == 1) return std::make_unique<DoneRequest>();
+  CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(buf.bytes()));
+  auto b = std::make_shared<HostView>(buf);
+  const int n = count(buf) / size_;
+  const MPI_Datatype type = mpi_type(buf);
+  const MPI_Op mop = mpi_op(buf, ReduceOp::Sum);
+  const MPI_Comm comm = comm_;
+  const size_t block = buf.bytes() / size_t(size_), at = block * size_t(rank_);
+  AsyncOp a;
+  a.start = staged(b, [=](MPI_Request* r) {
+    MPI_CHECK(MPI_Ireduce_scatter_block(MPI_IN_PLACE, b->ptr(), n, type, mop, comm, r));
+  });
+  a.finish = [b, block, at] {
+    char* p = static_cast<char*>(b->ptr());
+    if (at) std::memcpy(p + at, p, block);
+    b->copy_out();
+  };
+  return post(std::move(a), {&buf}, "reduce_scatter");
+}
+
 RequestPtr MpiCommunicator::isend(const Tensor& buf, int peer, int tag) {
   CommLedger::get().record(name_, CommOp::Send, size_, int64_t(buf.bytes()));
   auto b = std::make_shared<HostView>(buf);

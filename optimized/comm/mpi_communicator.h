@@ -37,6 +37,7 @@ class MpiCommunicator : public Communicator {
   RequestPtr iall_gather_in_place(Tensor& buf) override;
   RequestPtr iall_gather_at(Tensor& out, const Tensor& in, int64_t row0) override;
   RequestPtr ireduce_scatter(Tensor& out, const Tensor& in) override;
+  RequestPtr ireduce_scatter_in_place(Tensor& buf) override;
   RequestPtr isend(const Tensor& buf, int peer, int tag) override;
   RequestPtr irecv(Tensor& buf, int peer, int tag) override;
   void batch_p2p(const std::vector<P2POp>& ops) override;

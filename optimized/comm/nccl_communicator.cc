@@ -187,6 +187,19 @@ class NcclCommunicator : public Communicator {
     return leave({&in, &out});
   }
 
+  // NCCL's in-place reduce-scatter: the receive buffer is this rank's block of the send buffer.
+  RequestPtr ireduce_scatter_in_place(Tensor& buf) override {
+    PB_REQUIRE(buf.numel() % size_ == 0, "reduce_scatter_in_place: ", buf.shape_str(), " does not divide by ", size_);
+    require_device(buf, "reduce_scatter_in_place");
+    if (size_ == 1) return std::make_unique<DoneRequest>();
+    CommLedger::get().record(name_, CommOp::ReduceScatter, size_, int64_t(buf.bytes()));
+    const int64_t q = buf.numel() / size_;
+    enter("reduce_scatter");
+    void* mine = static_cast<char*>(buf.raw()) + q * rank_ * int64_t(dtype_bytes(buf.dtype()));
+    NCCL_CHECK(comm_, ncclReduceScatter(buf.raw(), mine, size_t(q), nccl_type(buf), ncclSum, comm_, cs()));
+    return leave({&buf});
+  }
+
   RequestPtr isend(const Tensor& buf, int peer, int) override {
     enter("send");
     post_send(buf, peer);

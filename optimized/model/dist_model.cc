@@ -113,6 +113,7 @@ Tensor DistModel::backward_chunk(int c, int mb, const Tensor& dy, bool split_w) 
   const Tensor d = chain_->backward(chunks_[size_t(c)], ctx, dy, {});
   tp_->defer_to(nullptr);
   block_grads_->defer_to(nullptr);
+  block_grads_->chunk_done();
   if (!split_w) inflight_.erase(it);
   return d;
 }

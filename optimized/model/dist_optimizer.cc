@@ -315,7 +315,9 @@ void optimizer_terms(const Dims& d, Terms& t) {
   t.memory[MemCategory::Params] += d.e * (d.zero_stage == 3 && !d.zero_params.empty() ? d.shard + d.zero_gathered : P);
   // ZeRO-2: the accumulator of the rank's slices, and one block's whole gradients at a time.
   // ZeRO-1 with overlap_grad_reduce: the buckets' reduce-scatter results too (the range).
-  t.memory[MemCategory::Grads] += Dims::fp * (d.zero_params.empty() ? P : d.shard + d.zero_block_grads);
+  // ZeRO-2/3 with overlap_grad_reduce: two consecutive blocks' whole gradients.
+  const int64_t whole = d.overlap_grad_reduce ? d.zero_pair_grads : d.zero_block_grads;
+  t.memory[MemCategory::Grads] += Dims::fp * (d.zero_params.empty() ? P : d.shard + whole);
   if (d.zero_stage == 1 && d.overlap_grad_reduce && d.d * d.c > 1) t.memory[MemCategory::Grads] += Dims::fp * d.shard;
   // (+ master) + m + v: whole, or this rank's range of them (ZeRO-1)
   t.memory[MemCategory::Optimizer] += (d.e == Dims::fp ? 2 : 3) * Dims::fp * (d.zero ? d.shard : d.params_local);

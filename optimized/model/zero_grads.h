@@ -17,12 +17,19 @@
  * the peak is the most of them pending at once (the schedule's walk, pp_terms.h). The cost: every
  * micro-batch reduce-scatters (DeepSpeed's stage 2 as well), m times ZeRO-1's
  * reduce-scatter bytes, against none of its gradient all-reduce at the step.
+ * With overlap_grad_reduce (DeepSpeed's overlap_comm) each whole gradient is reduce-
+ * scattered in place, on the communicator's thread, while the next block's backward runs:
+ * it is waited for (its slice added, the whole freed) at that block's after(), at the end
+ * of the chunk's backward and before the step. Two consecutive blocks' whole gradients are
+ * then alive at once (the grads peak: 4 (sum q + the most of two consecutive blocks' n'))
+ * and no reduce-scatter output transient exists. A split backward reduces at W, as above.
  */
 #pragma once
 
 #include <memory>
 #include <vector>
 
+#include "optimized/comm/communicator.h"
 #include "optimized/model/dist_params.h"
 
 namespace pb {
@@ -49,6 +56,8 @@ class BlockGrads {
   // Before the optimizer step: where the backward started the step's data-parallel
   // reduction (model/grad_overlap.h), waits for all of it and returns true.
   virtual bool finish() { return false; }
+  // The end of a chunk's backward of one micro-batch: what it started is waited for.
+  virtual void chunk_done() {}
   // Under the distributed optimizer (ZeRO-1): the reduce-scatters' results the backward
   // started, (shard) fp32 at each bucket's slice position `at`; empty otherwise.
   virtual Tensor reduced() { return Tensor(); }
@@ -67,14 +76,34 @@ class ShardedGrads final : public BlockGrads {
  public:
   // shards: the DP x CP group (experts: expert_dp); tp: its replicated gradients summed
   // first where the TP strategy leaves them partial (SP).
-  ShardedGrads(DistParams& params, Communicator& shards, Communicator& expert_shards, Communicator& tp, bool tp_partial)
-      : params_(params), shards_(shards), expert_shards_(expert_shards), tp_(tp), tp_partial_(tp_partial) {}
+  // overlap: the reduce-scatters in flight under the next block's backward (above).
+  ShardedGrads(DistParams& params, Communicator& shards, Communicator& expert_shards, Communicator& tp, bool tp_partial,
+               bool overlap = false)
+      : params_(params), shards_(shards), expert_shards_(expert_shards), tp_(tp), tp_partial_(tp_partial),
+        overlap_(overlap) {}
+  ~ShardedGrads() override;
   void before(const std::vector<ShardedParam*>& params, int mb) override;
   void after(const std::vector<ShardedParam*>& params, int mb) override;
   void reduce(Held& held) override;
+  void chunk_done() override { drain(); }
+  bool finish() override {
+    drain();
+    return false;
+  }
+  int64_t in_flight() const { return int64_t(in_flight_.size()); }
 
  private:
+  struct InFlight {
+    ShardedParam* p;
+    Tensor g;  // (n'): the rank's slice of the sum at its block once done
+    RequestPtr done;
+  };
   void reduce_one(ShardedParam& p, Tensor& g);
+  void sum_replicated(ShardedParam& p, Tensor& g);  // SP: a replicated gradient over TP first
+  Communicator& group_of(const ShardedParam& p) { return p.is_expert ? expert_shards_ : shards_; }
+  void drain();  // waits for every reduce-scatter in flight and adds its slice
+  bool overlap_;
+  std::vector<InFlight> in_flight_;  // the previous block's
   DistParams& params_;
   Communicator& shards_;
   Communicator& expert_shards_;

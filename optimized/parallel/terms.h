@@ -54,6 +54,8 @@ struct Dims {
   };
   std::vector<ZeroParam> zero_params;               // ZeRO-2/3: this rank's parameters
   int64_t zero_block_grads = 0;                     // the largest block's padded parameters
+  int64_t zero_pair_grads = 0;                      //   and of two consecutive blocks' in a chunk's
+                                                    //   backward (overlap_grad_reduce)
   int64_t zero_slice_max = 0;                       //   and the largest slice
   int64_t zero_gathered = 0;                        // ZeRO-3: the most padded weights whole at once
                                                     //   (two consecutive weight uses of a chunk)

@@ -3,6 +3,7 @@
 
 #include "optimized/model/grad_overlap.h"
 #include "optimized/model/param_gather_overlap.h"
+#include "optimized/model/zero_grads.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/grad_separate_add.h"
 #include "optimized/parallel/mc2_linear.h"
@@ -13,13 +14,19 @@
 namespace pb {
 
 void overlap_grad_reduce_require(const CaseSpec& c) {
-  PB_REQUIRE(!c.features.distributed_optimizer || c.features.zero_stage == 1, "invalid case: overlap_grad_reduce "
-             "with zero_stage ", c.features.zero_stage, " (each block's reduce-scatters in the backward) is not available "
-             "in this build yet");
   PB_REQUIRE(c.features.bucket_size >= 0, "invalid case: bucket_size ", c.features.bucket_size, " (elements, >= 0)");
 }
 
 void overlap_grad_reduce_install(const CaseSpec& c, Strategies& s) {
+  if (c.features.distributed_optimizer && c.features.zero_stage >= 2) {  // each block's reduce-scatters in flight
+    s.block_grads = [](DistParams& params, ProcessGrid& grid, TpLinear& tp) -> std::unique_ptr<BlockGrads> {
+      if (!params.per_param_shards()) return std::make_unique<WholeGrads>();  // dp x cp = 1: nothing to shard
+      Communicator& shards = grid.layout().cp > 1 ? grid.dp_cp() : grid.dp();
+      return std::make_unique<ShardedGrads>(params, shards, grid.expert_dp(), grid.tp(), tp.replicated_grads_partial(),
+                                            true);
+    };
+    return;
+  }
   const int64_t m = c.train.num_micro_batches;
   s.block_grads = [m](DistParams& params, ProcessGrid& grid, TpLinear& tp) -> std::unique_ptr<BlockGrads> {
     return std::make_unique<OverlappedGrads>(params, grid.layout().cp > 1 ? grid.dp_cp() : grid.dp(), grid.expert_dp(),

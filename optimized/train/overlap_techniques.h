@@ -2,7 +2,9 @@
  * baseline (registry.cc lists them):
  * what each needs of a case (one-line errors), the strategy it installs; their analytic
  * terms are the overlapped collectives' own, moved to the phase they run in (Dims).
- *   overlap_grad_reduce   the buckets' all-reduces started in the backward (model/grad_overlap.h)
+ *   overlap_grad_reduce   the buckets' all-reduces started in the backward (model/grad_overlap.h);
+ *                         with zero_stage 2/3 each block's reduce-scatters in flight under the
+ *                         next block's backward (model/zero_grads.h)
  *   overlap_param_gather  the buckets' all-gathers waited for in the next forward
  *                         (model/param_gather_overlap.h)
  *   recompute_in_advance  the interleaved schedule's R actions (train/pp_schedule.h): a
