@@ -241,48 +241,42 @@ void recompute_activations(const Dims& d, const Strategies& st, const std::vecto
   // Backward, from the head down: a group recomputes its state on top of what is left; a
   // recomputing core allocates its saved state again once its layer's MLP block is freed.
   // A split backward leaves each block's kept state behind (a group's: of its recompute).
-  int64_t rel = -head + head_kept, peak_b = 0;
-  for (int64_t l = Lc; l-- > 0;) {
-    int64_t g0 = -1;
-    for (const auto& [a, b] : groups)
-      if (l >= a && l < b) g0 = a;
-    if (g0 < 0) {
-      rel -= layer(l) - attn - mlp_kept(l);
-      peak_b = std::max(peak_b, rel + st.attention_core_recomputed(d));
-      rel -= attn - attn_kept;
-      continue;
+  // Recomputed ahead (R), a group's state is there already and is freed, input included.
+  auto backward_peak = [&](bool ahead) {
+    int64_t rel = -head + head_kept, peak_b = 0;
+    for (int64_t l = Lc; l-- > 0;) {
+      int64_t g0 = -1;
+      for (const auto& [a, b] : groups)
+        if (l >= a && l < b) g0 = a;
+      if (g0 < 0) {
+        rel -= layer(l) - attn - mlp_kept(l);
+        peak_b = std::max(peak_b, rel + st.attention_core_recomputed(d));
+        rel -= attn - attn_kept;
+        continue;
+      }
+      int64_t all = 0, kept = 0;
+      for (int64_t k = g0; k <= l; ++k) all += layer(k), kept += attn_kept + mlp_kept(k);
+      if (ahead) {
+        rel -= all - kept;
+      } else {
+        peak_b = std::max(peak_b, rel + all);
+        rel += kept - xb;
+      }
+      l = g0;
     }
-    int64_t all = 0, kept = 0;
-    for (int64_t k = g0; k <= l; ++k) all += layer(k), kept += attn_kept + mlp_kept(k);
-    peak_b = std::max(peak_b, rel + all);
-    rel += kept - xb;
-    l = g0;
-  }
-  c.act_backward = peak_b;
+    return peak_b;
+  };
+  c.act_backward = backward_peak(false);
   // Recompute in advance: every group's state recomputed at once (R, in forward order): each
   // adds its layers' state less its input (kept already), with its output at its peak, freed
-  // after; then a backward that frees each group's state without recomputing.
-  int64_t ahead_rel = -head + head_kept, ahead_peak = 0;
+  // after.
   for (const auto& [g0, g1] : groups) {
     int64_t all = 0;
     for (int64_t k = g0; k < g1; ++k) all += layer(k);
     c.ahead_act_peak = c.ahead_act + all;  // the last group's is the highest
     c.ahead_act += all - xb;
   }
-  for (int64_t l = Lc; l-- > 0;) {
-    int64_t g0 = -1;
-    for (const auto& [a, b] : groups)
-      if (l >= a && l < b) g0 = a;
-    if (g0 < 0) {
-      ahead_rel -= layer(l) - attn - mlp_kept(l);
-      ahead_peak = std::max(ahead_peak, ahead_rel + st.attention_core_recomputed(d));
-      ahead_rel -= attn - attn_kept;
-      continue;
-    }
-    for (int64_t k = g0; k <= l; ++k) ahead_rel -= layer(k) - attn_kept - mlp_kept(k);
-    l = g0;
-  }
-  c.ahead_act_backward = ahead_peak;
+  c.ahead_act_backward = backward_peak(true);
 }
 
 // Swap attention: every layer's attention state leaves the device when the layer's forward

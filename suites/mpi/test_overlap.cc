@@ -50,6 +50,23 @@ static std::vector<Ev> events_of(const nlohmann::json& overlap, int r) {
   return out;
 }
 
+// How many (in-flight call, compute span) pairs of rank r's trace overlap in time (r < 0:
+// of every rank of the world).
+static int async_under_compute(const nlohmann::json& overlap, int r, int world = 0) {
+  if (r < 0) {
+    int n = 0;
+    for (int k = 0; k < world; ++k) n += async_under_compute(overlap, k);
+    return n;
+  }
+  int n = 0;
+  const auto ev = events_of(overlap, r);
+  for (const Ev& a : ev)
+    if (a.cat == "comm_async")
+      for (const Ev& b : ev)
+        if (b.cat == "compute" && a.start < b.end && b.start < a.end) ++n;
+  return n;
+}
+
 TEST(Overlap, BlockingCollectivesHideNothing) {
   const int n = world_size();
   Case c = small_case("dp_tp", dense(2), {}, n / 2, 2);  // TP + SP and DP: blocking collectives only
@@ -82,15 +99,8 @@ TEST(Overlap, Zero3GathersRunWhileBlocksCompute) {
   const auto& ov = o.result["overlap"];
   EXPECT_GT(ov["comm_ms"].get<double>(), 0);
   EXPECT_LE(ov["exposed_ms"].get<double>(), ov["comm_ms"].get<double>());
-  for (int r = 0; r < n; ++r) {
-    const auto ev = events_of(ov, r);
-    int overlapping = 0;
-    for (const Ev& a : ev)
-      if (a.cat == "comm_async")
-        for (const Ev& b : ev)
-          if (b.cat == "compute" && a.start < b.end && b.start < a.end) ++overlapping;
-    EXPECT_GT(overlapping, 0) << "rank " << r << ": no prefetched gather under a block's compute";
-  }
+  for (int r = 0; r < n; ++r)
+    EXPECT_GT(async_under_compute(ov, r), 0) << "rank " << r << ": no prefetched gather under a block's compute";
 }
 
 // The overlapped cases of this world size (dp x the rest = world): DP alone, with TP + SP,
@@ -170,15 +180,7 @@ TEST(Overlap, GradReduceIsTheSameTrainingWithOneAllReducePerBucketInTheBackward)
       EXPECT_LT(bytes, exact + 4 * c.train.steps * calls / c.train.steps * c.layout.dp * c.layout.cp);
     }
     // The bucket all-reduces on the communicator's thread while blocks compute.
-    const auto& ov = o.result["overlap"];
-    int overlapping = 0;
-    for (int r = 0; r < c.layout.world(); ++r) {
-      const auto ev = events_of(ov, r);
-      for (const Ev& a : ev)
-        if (a.cat == "comm_async")
-          for (const Ev& b : ev)
-            if (b.cat == "compute" && a.start < b.end && b.start < a.end) ++overlapping;
-    }
+    const int overlapping = async_under_compute(o.result["overlap"], -1, c.layout.world());
     // (Under zero bubble a chunk's gradients are complete at its last W, the rank's last
     // compute: the buckets start together, with nothing left to hide them under.)
     if (c.bucket_size > 0 && !c.schedule.starts_with("zb"))
@@ -237,15 +239,7 @@ TEST(Overlap, ZeroStage2And3ReduceScattersRunUnderTheNextBlocksBackward) {
     if (c.schedule == "zb-h1") continue;  // (reduced at W, as without)
     // Two consecutive blocks' whole gradients at once: more than one block's, as predicted.
     expect_saving_as_predicted(plain.result, o.result, "grads");
-    int overlapping = 0;  // a reduce-scatter in flight under a block's backward
-    for (int r = 0; r < c.layout.world(); ++r) {
-      const auto ev = events_of(o.result["overlap"], r);
-      for (const Ev& a : ev)
-        if (a.cat == "comm_async")
-          for (const Ev& b : ev)
-            if (b.cat == "compute" && a.start < b.end && b.start < a.end) ++overlapping;
-    }
-    EXPECT_GT(overlapping, 0);
+    EXPECT_GT(async_under_compute(o.result["overlap"], -1, c.layout.world()), 0);  // a reduce-scatter under a backward
   }
 }
 
