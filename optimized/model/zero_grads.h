@@ -102,14 +102,14 @@ class ShardedGrads final : public BlockGrads {
   void sum_replicated(ShardedParam& p, Tensor& g);  // SP: a replicated gradient over TP first
   Communicator& group_of(const ShardedParam& p) { return p.is_expert ? expert_shards_ : shards_; }
   void drain();  // waits for every reduce-scatter in flight and adds its slice
-  bool overlap_;
-  std::vector<InFlight> in_flight_;  // the previous block's
   DistParams& params_;
   Communicator& shards_;
   Communicator& expert_shards_;
   Communicator& tp_;
   bool tp_partial_;
+  bool overlap_;
   std::vector<std::pair<ShardedParam*, Tensor>> whole_;  // the bound gradients (n')
+  std::vector<InFlight> in_flight_;                       // the previous block's
 };
 
 }  // namespace pb
