@@ -32,6 +32,7 @@
 #include "harness/interrupt.h"
 #include "harness/report.h"
 #include "harness/runner.h"
+#include "harness/collectives_cmd.h"
 #include "harness/schedule_cmd.h"
 #include "harness/size_check.h"
 #include "reference/model/sizes.h"
@@ -487,11 +488,14 @@ int main(int argc, char** argv) {
   compare->add_flag("--no-timing", no_timing, "ignore step times (noisy machines, CI)");
   ScheduleArgs sa;
   auto* schedule = add_schedule_command(app, sa);
+  CollectivesArgs ca;
+  auto* collectives = add_collectives_command(app, ca);
 
   try {
     app.parse(argc, argv);
     PB_REQUIRE(!run->parsed() || (std::isfinite(ra.timeout) && ra.timeout > 0),
                "--timeout must be a positive number of seconds, got ", ra.timeout);
+    if (collectives->parsed()) check_collectives_args(ca);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const std::exception& e) {  // before MPI_Init: the launcher's rank 0 says it, once
@@ -519,12 +523,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "parabench: error: %s\n", e.what());
     return 2;
   }
-  // run: under MPI; any exception on a rank aborts the job with its message.
+  // run and collectives: under MPI; any exception on a rank aborts the job with its message.
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int code = 0;
   try {
-    code = cmd_run(ra);
+    code = collectives->parsed() ? cmd_collectives(ca) : cmd_run(ra);
   } catch (const std::exception& e) {
     abort_job(std::string("parabench: error: ") + e.what());
   }
