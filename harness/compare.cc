@@ -94,7 +94,7 @@ bool check_comm(const Case& base, const Case& cur, std::vector<std::string>& pro
 
 // Returns the "baseline → current (×ratio)" cell.
 std::string check_timing(const Case& base, const Case& cur, const CompareOptions& opt,
-                         std::vector<std::string>& problems) {
+                         std::vector<std::string>& problems, std::vector<std::string>& warnings) {
   std::string cell = median_text(&base) + " → " + median_text(&cur);
   if (!base.median || !cur.median || *base.median <= 0) {
     if (opt.timing && base.median && !cur.median && cur.status == "pass")
@@ -106,7 +106,44 @@ std::string check_timing(const Case& base, const Case& cur, const CompareOptions
     problems.push_back(cur.name + ": step_ms_median " + fmt("%.2f", *cur.median) + " ms vs baseline " +
                        fmt("%.2f", *base.median) + " ms, ratio " + fmt("%.2f", ratio) + " > " +
                        fmt("%.2f", 1.0 + opt.time_tol));
+  if (opt.timing && *cur.median < *base.median * (1.0 - opt.refresh_tol))
+    warnings.push_back(cur.name + ": step_ms_median " + fmt("%.2f", *cur.median) + " ms vs baseline " +
+                       fmt("%.2f", *base.median) + " ms, ratio " + fmt("%.2f", ratio) + " < " +
+                       fmt("%.2f", 1.0 - opt.refresh_tol) + ": faster, refresh the baseline");
   return cell + " (×" + fmt("%.2f", ratio) + ")";
+}
+
+// Returns "same", "within" (every category within mem_tol) or "differs".
+std::string check_memory(const Case& base, const Case& cur, const CompareOptions& opt,
+                         std::vector<std::string>& problems, std::vector<std::string>& warnings) {
+  bool same = true, within = true;
+  auto where = [&](const std::pair<int64_t, std::string>& k) {
+    return cur.name + ": memory rank " + std::to_string(k.first) + " " + k.second;
+  };
+  for (const auto& [k, b] : base.memory) {
+    auto it = cur.memory.find(k);
+    if (it == cur.memory.end()) {
+      problems.push_back(where(k) + " missing in current");
+      within = same = false;
+      continue;
+    }
+    const int64_t c = it->second;
+    same = same && c == b;
+    if (double(c) > double(b) * (1.0 + opt.mem_tol)) {
+      problems.push_back(where(k) + " " + std::to_string(b) + " -> " + std::to_string(c) + " B, above " +
+                         fmt("%.2f", 1.0 + opt.mem_tol) + " x the baseline");
+      within = false;
+    } else if (double(c) < double(b) * (1.0 - opt.mem_tol)) {
+      warnings.push_back(where(k) + " " + std::to_string(b) + " -> " + std::to_string(c) +
+                         " B: smaller, refresh the baseline");
+    }
+  }
+  for (const auto& [k, c] : cur.memory)  // (a category the baseline predates)
+    if (!base.memory.count(k)) {
+      warnings.push_back(where(k) + " not in baseline: refresh the baseline");
+      same = false;
+    }
+  return same ? "same" : within ? "within" : "differs";
 }
 
 std::string md_cell(const std::string& v) {
@@ -126,36 +163,40 @@ std::string row(const std::vector<std::string>& cells) {
 CompareResult compare_results(const nlohmann::json& baseline, const nlohmann::json& current,
                               const CompareOptions& opt) {
   if (!(opt.time_tol >= 0)) throw pb::Error("compare: time_tol must be >= 0, got " + fmt("%g", opt.time_tol));
+  if (!(opt.refresh_tol >= 0 && opt.refresh_tol < 1))
+    throw pb::Error("compare: refresh_tol must be in [0, 1), got " + fmt("%g", opt.refresh_tol));
+  if (!(opt.mem_tol >= 0 && opt.mem_tol < 1)) throw pb::Error("compare: mem_tol must be in [0, 1), got " + fmt("%g", opt.mem_tol));
   const std::vector<Case> base = read_results(baseline, "baseline").cases;
   const std::vector<Case> cur = read_results(current, "current").cases;
   std::map<std::string, const Case*> by_name;
   for (const Case& c : cur) by_name[c.name] = &c;
 
   CompareResult r;
-  r.table = row({"case", "status", "worst rel_err (baseline → current)", "comm",
+  r.table = row({"case", "status", "worst rel_err (baseline → current)", "comm", "memory",
                  "step ms median (baseline → current)", "verdict"});
-  r.table += "|---|---|---:|---|---:|---|\n";
+  r.table += "|---|---|---:|---|---|---:|---|\n";
   for (const Case& b : base) {
     auto it = by_name.find(b.name);
     if (it == by_name.end()) {
       r.problems.push_back(b.name + ": in baseline, missing in current");
-      r.table += row({b.name, "missing", worst_rel_err(&b) + " → —", "—", median_text(&b) + " → —", "FAIL"});
+      r.table += row({b.name, "missing", worst_rel_err(&b) + " → —", "—", "—", median_text(&b) + " → —", "FAIL"});
       continue;
     }
     const Case& c = *it->second;
     size_t before = r.problems.size();
     check_numerics(c, r.problems);
     bool comm_same = check_comm(b, c, r.problems);
-    std::string timing = check_timing(b, c, opt, r.problems);
+    const std::string memory = check_memory(b, c, opt, r.problems, r.warnings);
+    std::string timing = check_timing(b, c, opt, r.problems, r.warnings);
     std::string status = b.status == c.status ? c.status : b.status + " → " + c.status;
     r.table += row({c.name, status, worst_rel_err(&b) + " → " + worst_rel_err(&c), comm_same ? "same" : "differs",
-                    timing, r.problems.size() == before ? "ok" : "FAIL"});
+                    memory, timing, r.problems.size() == before ? "ok" : "FAIL"});
   }
   std::set<std::string> in_base;
   for (const Case& b : base) in_base.insert(b.name);
   for (const Case& c : cur)
     if (!in_base.count(c.name))
-      r.table += row({c.name, c.status, "— → " + worst_rel_err(&c), "—", "— → " + median_text(&c),
+      r.table += row({c.name, c.status, "— → " + worst_rel_err(&c), "—", "—", "— → " + median_text(&c),
                       "note: new, not in baseline"});
   r.ok = r.problems.empty();
   return r;

@@ -484,7 +484,12 @@ int main(int argc, char** argv) {
   auto* compare = app.add_subcommand("compare", "regression gate: exit 1 on a numerics, comm or time regression");
   compare->add_option("baseline", base, "baseline results JSON")->required();
   compare->add_option("current", cur, "current results JSON")->required();
+  compare->footer("Exit codes: 0 no regression (warnings allowed), 1 a regression, 2 an input error.");
   compare->add_option("--time-tol", co.time_tol, "allowed relative step-time increase")->capture_default_str();
+  compare->add_option("--refresh-tol", co.refresh_tol, "a step faster by more than this warns: refresh the baseline")
+      ->capture_default_str();
+  compare->add_option("--mem-tol", co.mem_tol, "allowed relative growth of a measured memory peak")
+      ->capture_default_str();
   compare->add_flag("--no-timing", no_timing, "ignore step times (noisy machines, CI)");
   ScheduleArgs sa;
   auto* schedule = add_schedule_command(app, sa);
@@ -516,6 +521,7 @@ int main(int argc, char** argv) {
       const CompareResult r = compare_results(read_json(base), read_json(cur), co);
       std::printf("%s\n", r.table.c_str());
       for (const auto& p : r.problems) std::fprintf(stderr, "regression: %s\n", p.c_str());
+      for (const auto& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
       std::printf("%s\n", r.ok ? "compare: OK" : "compare: REGRESSION");
       return r.ok ? 0 : 1;
     }

@@ -106,14 +106,16 @@ void read_checks(const json& c, const std::string& where, ResultCase& out) {
   }
 }
 
-void read_memory(const json& c, const std::string& where) {
+void read_memory(const json& c, const std::string& where, ResultCase& out) {
   const json& memory = objects(c, "memory", where);
   for (size_t i = 0; i < memory.size(); ++i) {
     const std::string w = where + ": memory[" + std::to_string(i) + "]";
-    need_count(memory[i], "rank", w);
-    need_string(memory[i], "category", w);
+    const int64_t rank = need_count(memory[i], "rank", w);
+    const std::string category = need_string(memory[i], "category", w);
     integer_or_null(memory[i], "measured_bytes", w);
     integer_or_null(memory[i], "predicted_bytes", w);
+    const json& m = memory[i]["measured_bytes"];
+    if (m.is_number()) out.memory[{rank, category}] = m.get<int64_t>();
   }
 }
 
@@ -143,7 +145,7 @@ ResultCase read_case(const json& c, const std::string& at) {
     out.error = it->get<std::string>();
   }
   read_checks(c, where, out);
-  read_memory(c, where);
+  read_memory(c, where, out);
   const json& comm = objects(c, "comm", where);
   for (size_t i = 0; i < comm.size(); ++i) read_comm_row(comm[i], where + ": comm[" + std::to_string(i) + "]", out);
   if (const json* t = object(c, "throughput", where)) {

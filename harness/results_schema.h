@@ -50,6 +50,7 @@ struct ResultCase {
   std::map<CommKey, CommRow> comm;
   bool comm_sized = true;        // every comm row has "bytes_per_call" (false: an older document)
   std::optional<double> median;  // throughput.step_ms_median
+  std::map<std::pair<int64_t, std::string>, int64_t> memory;  // (rank, category) -> measured bytes
 };
 
 struct ResultsDocument {

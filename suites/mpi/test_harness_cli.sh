@@ -91,6 +91,11 @@ num["cases"][1]["status"] = "fail"
 json.dump(num, open(w + "/numerics.json", "w"))
 comm = copy.deepcopy(r); comm["cases"][1]["comm"][0]["bytes"] += 4
 json.dump(comm, open(w + "/comm.json", "w"))
+fast = copy.deepcopy(r)
+for c in fast["cases"]: c["throughput"]["step_ms_median"] /= 2
+json.dump(fast, open(w + "/fast.json", "w"))
+mem = copy.deepcopy(r); mem["cases"][1]["memory"][0]["measured_bytes"] *= 2
+json.dump(mem, open(w + "/mem.json", "w"))
 # the row layout before rows were one call size: one row per (group, op, phase), no per-call fields
 old = copy.deepcopy(r)
 for c in old["cases"]:
@@ -105,6 +110,13 @@ PY
 "$pb" compare --no-timing "$work/r.json" "$work/slow.json" > /dev/null 2>&1 && ok "--no-timing ignores it" || bad "--no-timing"
 "$pb" compare --no-timing "$work/r.json" "$work/numerics.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects a numerics failure" || bad "numerics failure missed"
 "$pb" compare --no-timing "$work/r.json" "$work/comm.json" > /dev/null 2>&1; [ $? -eq 1 ] && ok "compare detects 4 more comm bytes" || bad "comm change missed"
+"$pb" compare "$work/r.json" "$work/fast.json" > /dev/null 2> "$work/err"; rc=$?
+[ "$rc" -eq 0 ] && grep -q "^warning: .*faster, refresh the baseline" "$work/err" \
+  && ok "compare: a step twice as fast warns (refresh the baseline) and exits 0" || bad "faster step: exit $rc"
+"$pb" compare --no-timing "$work/r.json" "$work/mem.json" > /dev/null 2>&1; [ $? -eq 1 ] \
+  && ok "compare: a memory peak doubled exits 1" || bad "memory growth missed"
+"$pb" compare "$work/r.json" "$work/nothing.json" > /dev/null 2>&1; [ $? -eq 2 ] \
+  && ok "compare: a missing file exits 2" || bad "compare input error exit code"
 "$pb" report "$work/r.json" | grep -q "^## Equivalence" && ok "report" || bad "report"
 "$pb" compare --no-timing "$work/old.json" "$work/r.json" > /dev/null 2>&1 && ok "compare reads a baseline of the old row layout" \
   || bad "old row layout"

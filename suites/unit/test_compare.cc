@@ -1,6 +1,8 @@
 /* The regression gate: identical results pass; a slower median, a check over its tolerance,
- * a non-pass status, any comm row change and a missing case fail; a new case is a note;
- * a wrong schema or a malformed document throws one line. */
+ * a non-pass status, any comm row change, a memory peak above its tolerance or gone and a
+ * missing case fail; a step faster beyond 20%, a smaller memory peak and a category the
+ * baseline lacks warn (a baseline refresh) and pass; a new case is a note; a wrong schema
+ * or a malformed document throws one line. */
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -245,6 +247,57 @@ TEST(Compare, MalformedDocumentsThrowOneLine) {
   bad = make_results();
   bad["cases"].push_back(bad["cases"][0]);
   expect_throws_one_line(make_results(), bad, "duplicate case name 'dp2_tp2'");
+}
+
+static bool warns(const harness::CompareResult& r, const std::string& needle) {
+  for (const auto& w : r.warnings)
+    if (w.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+TEST(Compare, MemoryAboveItsToleranceFailsWithinPassesBelowWarns) {
+  json cur = make_results();
+  cur["cases"][0]["memory"][0]["measured_bytes"] = 1048576 + 1048576 / 10;  // +10% > 5%
+  auto r = compare_results(make_results(), cur, {});
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(mentions(r, "dp2_tp2: memory rank 0 params 1048576 -> 1153433 B"));
+  EXPECT_NE(r.table.find("differs"), std::string::npos);
+  cur["cases"][0]["memory"][0]["measured_bytes"] = 1048576 + 1048576 / 50;  // +2%
+  r = compare_results(make_results(), cur, {});
+  EXPECT_TRUE(r.ok);
+  EXPECT_NE(r.table.find("within"), std::string::npos) << r.table;
+  CompareOptions tight;
+  tight.mem_tol = 0.01;
+  EXPECT_FALSE(compare_results(make_results(), cur, tight).ok);
+  cur["cases"][0]["memory"][0]["measured_bytes"] = 1048576 / 2;  // halved: a refresh is due
+  r = compare_results(make_results(), cur, {});
+  EXPECT_TRUE(r.ok);
+  EXPECT_TRUE(warns(r, "smaller, refresh the baseline"));
+}
+
+TEST(Compare, MemoryCategoryGoneFailsNewOneWarns) {
+  json cur = make_results();
+  cur["cases"][1]["memory"] = json::array();
+  EXPECT_TRUE(mentions(compare_results(make_results(), cur, {}), "pp2: memory rank 0 params missing in current"));
+  cur = make_results();
+  cur["cases"][1]["memory"].push_back({{"rank", 0}, {"category", "host"}, {"measured_bytes", 0}, {"predicted_bytes", 0}});
+  auto r = compare_results(make_results(), cur, {});
+  EXPECT_TRUE(r.ok);
+  EXPECT_TRUE(warns(r, "pp2: memory rank 0 host not in baseline"));
+}
+
+TEST(Compare, FasterStepBeyondTheRefreshToleranceWarnsAndPasses) {
+  json cur = make_results();
+  cur["cases"][0]["throughput"]["step_ms_median"] = 12.5 * 0.7;  // 30% faster
+  auto r = compare_results(make_results(), cur, {});
+  EXPECT_TRUE(r.ok);
+  EXPECT_TRUE(warns(r, "dp2_tp2: step_ms_median 8.75 ms vs baseline 12.50 ms, ratio 0.70 < 0.80: faster, refresh the baseline"));
+  cur["cases"][0]["throughput"]["step_ms_median"] = 12.5 * 0.9;  // 10%: nothing
+  EXPECT_TRUE(compare_results(make_results(), cur, {}).warnings.empty());
+  CompareOptions no_timing;
+  no_timing.timing = false;
+  cur["cases"][0]["throughput"]["step_ms_median"] = 1.0;
+  EXPECT_TRUE(compare_results(make_results(), cur, no_timing).warnings.empty());
 }
 
 }  // namespace pb::test
