@@ -33,6 +33,7 @@
 #include "harness/report.h"
 #include "harness/runner.h"
 #include "harness/collectives_cmd.h"
+#include "harness/report_page.h"
 #include "harness/schedule_cmd.h"
 #include "harness/size_check.h"
 #include "reference/model/sizes.h"
@@ -473,11 +474,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   analyze->add_option("--mc2-chunks", aa.mc2_chunks, "mc2: chunks each split linear runs in")->capture_default_str();
   analyze->add_option("--schedule", aa.schedule, "pipeline schedule with pp > 1 (default 1f1b): " + technique_names(TechniqueKind::Schedule));
-  std::string report_in;
+  std::vector<std::string> report_in;
+  std::string report_html, report_md;
   bool report_csv = false;
-  auto* report = app.add_subcommand("report", "Markdown tables of a results file");
-  report->add_option("results", report_in, "results JSON")->required();
+  auto* report = app.add_subcommand("report", "Markdown tables of a results file; with --html, a page for several side by side");
+  report->add_option("results", report_in, "results JSON (several, and collectives JSON, with --html / --md)")->required();
   report->add_flag("--csv", report_csv, "CSV instead of Markdown");
+  report->add_option("--html", report_html, "write one self-contained page (tables and plots) here");
+  report->add_option("--md", report_md, "write the page's tables as Markdown here");
   std::string base, cur;
   CompareOptions co;
   bool no_timing = false;
@@ -512,7 +516,13 @@ int main(int argc, char** argv) {
     if (schedule->parsed()) return cmd_schedule(sa);
     if (analyze->parsed()) return cmd_analyze(aa);
     if (report->parsed()) {
-      const json r = read_json(report_in);
+      if (!report_html.empty() || !report_md.empty()) {
+        PB_REQUIRE(!report_csv, "report: --csv goes with one file, not with --html / --md");
+        write_report_page(report_in, report_html.empty() ? report_md + ".html" : report_html, report_md);
+        return 0;
+      }
+      PB_REQUIRE(report_in.size() == 1, "report: ", report_in.size(), " files: several need --html or --md");
+      const json r = read_json(report_in[0]);
       std::printf("%s\n", (report_csv ? csv_tables(r) : markdown_report(r)).c_str());
       return 0;
     }

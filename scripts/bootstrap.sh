@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 build_dir=${PB_BUILD_DIR:-build}
 jobs=${PB_JOBS:-$(nproc)}
 packages=(g++ cmake ninja-build pkg-config libeigen3-dev libopenmpi-dev openmpi-bin libgtest-dev libgmock-dev
-          libbenchmark-dev nlohmann-json3-dev libcli11-dev)
+          libbenchmark-dev nlohmann-json3-dev libcli11-dev python3-matplotlib chromium)
 
 missing=()
 for p in "${packages[@]}"; do
