@@ -225,8 +225,11 @@ int cmd_run(const RunArgs& a) {
                           std::to_string(suite.cases.size()) + "); " + saved(i));
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     if (rank == 0) {
-      std::fprintf(stderr, "[%zu/%zu %6.1fs] %-24s %-12s ... ", i + 1, suite.cases.size(), elapsed, c.name.c_str(),
-                   c.layout.str().c_str());
+      // The estimated time remaining: the mean time of the cases so far, times the rest.
+      const std::string eta = i == 0 ? std::string("") : " eta " + std::to_string(int(std::lround(
+                                                            elapsed / double(i) * double(suite.cases.size() - i)))) + "s";
+      std::fprintf(stderr, "[%zu/%zu %6.1fs%s] %-24s %-12s ... ", i + 1, suite.cases.size(), elapsed, eta.c_str(),
+                   c.name.c_str(), c.layout.str().c_str());
       std::fflush(stderr);
     }
     json result;
