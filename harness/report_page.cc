@@ -35,6 +35,8 @@ void check_input(const std::string& path) {
 }  // namespace
 
 void write_report_page(const std::vector<std::string>& files, const std::string& html, const std::string& md) {
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();  // for the schedule diagrams
   PB_REQUIRE(!files.empty(), "report: no results file");
   for (const auto& f : files) check_input(f);
   const std::string script = PB_SOURCE_DIR "/scripts/report_page.py";
@@ -42,6 +44,7 @@ void write_report_page(const std::vector<std::string>& files, const std::string&
   const std::string python = std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   std::vector<std::string> args = {python, script, "--html", html};
   if (!md.empty()) args.insert(args.end(), {"--md", md});
+  if (!self.empty()) args.insert(args.end(), {"--parabench", self});
   args.insert(args.end(), files.begin(), files.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());

@@ -5,10 +5,12 @@ against GPU): `parabench report RESULTS... --html OUT.html [--md OUT.md]` runs t
 
 Every table puts the files in columns (file 1, file 2, ...) with the ratio to file 1 where a
 number compares. Sections: environment; equivalence (worst rel_err against its tolerance);
-throughput (step time median and min-max, tokens/s, TFLOP/s, MFU); memory (the highest rank
-of each category, measured against predicted, and a stacked plot by category); communication
+throughput (step time median and min-max, tokens/s, TFLOP/s, MFU); memory (every rank and
+category, measured against predicted, and a stacked plot of the highest rank by category); communication
 (payload and bus bytes per group, op and phase, measured against predicted); pipelines
-(measured against simulated idle per stage); overlap (communication, exposed, hidden
+(measured against simulated idle per stage, the measured timeline of the last step, the
+schedule simulated at unit costs as `parabench schedule` draws it); balance (context
+parallelism's attention pairs per rank, MoE's tokens per rank); overlap (communication, exposed, hidden
 fraction); and, from `parabench collectives` files, bus bandwidth against message size.
 The plots come from matplotlib (Debian's python3-matplotlib). The Markdown carries the same
 tables with the same numbers.
@@ -188,21 +190,23 @@ def peaks(c):
 
 
 def memory(docs, names):
-    head = ["case", "category"]
+    head = ["case", "rank", "category"]
     for d in docs:
         head += ["%s measured (B)" % d["_label"], "%s predicted (B)" % d["_label"]]
     head += ["%s / file 1" % d["_label"] for d in docs[1:]]
-    t = Table("Memory (the highest rank of each category)", head)
+    t = Table("Memory per rank and category, measured and predicted", head)
     for n in names:
-        ps = [peaks(case_of(d, n)) for d in docs]
-        for k in CATEGORIES:
-            if not any(k in p for p in ps):
-                continue
-            row = [n, k]
-            for p in ps:
+        per = []  # per file: (rank, category) -> (measured, predicted)
+        for d in docs:
+            per.append({(m["rank"], m["category"]): (m.get("measured_bytes"), m.get("predicted_bytes"))
+                        for m in (case_of(d, n) or {}).get("memory", [])})
+        keys = sorted({k for p in per for k in p}, key=lambda k: (k[0], CATEGORIES.index(k[1]) if k[1] in CATEGORIES else 99))
+        for k in keys:
+            row = [n, str(k[0]), k[1]]
+            for p in per:
                 meas, pred = p.get(k, (None, None))
                 row += [fmt(meas, "d"), fmt(pred, "d")]
-            row += [ratio(ps[0].get(k, (None,))[0], p.get(k, (None,))[0]) for p in ps[1:]]
+            row += [ratio(per[0].get(k, (None,))[0], p.get(k, (None,))[0]) for p in per[1:]]
             t.add(row)
     return t
 
@@ -262,6 +266,64 @@ def pipeline(docs, names):
                 st = p[s] if s < len(p) else {}
                 row += [fmt(st.get("measured_idle_fraction"), ".3f"), fmt(st.get("simulated_idle_fraction"), ".3f")]
             t.add(row)
+    return t
+
+
+def pipeline_plot(d, n):
+    """The measured timeline of the last step (one row per stage) of one file's case."""
+    c = case_of(d, n) or {}
+    ev = [e for e in (((c.get("pipeline") or {}).get("trace") or {}).get("traceEvents") or []) if e.get("ph") == "X"]
+    if not ev:
+        return ""
+    stages = sorted({e["tid"] for e in ev})
+    t0 = min(e["ts"] for e in ev)
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(stages)))
+    colors = {"F": "#4c72b0", "B": "#dd8452", "W": "#55a868", "R": "#c44e52"}
+    for e in ev:
+        op = e["name"][0]
+        ax.broken_barh([((e["ts"] - t0) / 1e3, e["dur"] / 1e3)], (e["tid"] - 0.4, 0.8), facecolors=colors.get(op, "#888"),
+                       edgecolor="white", linewidth=0.3)
+    ax.set_yticks(stages)
+    ax.set_yticklabels(["stage %d" % s for s in stages], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms (measured, the last step)")
+    ax.set_title("%s, %s: %s" % (n, d["_label"], c["pipeline"].get("schedule")), fontsize=9)
+    return svg(fig)
+
+
+def schedule_diagram(parabench, c):
+    """The schedule simulated at unit costs, drawn by `parabench schedule --svg`."""
+    pl = (c or {}).get("pipeline") or {}
+    if not parabench or not pl.get("schedule"):
+        return ""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.svg")
+        cmd = [parabench, "schedule", "--kind", pl["schedule"], "--pp", str(pl["pp"]), "--vpp", str(pl.get("vpp", 1)),
+               "--microbatches", str(pl["micro_batches"]), "--svg", path, "--trace", os.path.join(tmp, "t.json")]
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            return ""
+        text = open(path).read()
+        return text[text.index("<svg"):]
+
+
+def balance(docs, names):
+    """CP: attention pairs per rank; MoE: tokens per rank and the worst step's max/mean."""
+    t = Table("Balance (context parallelism: attention pairs per rank; MoE: tokens received per rank)",
+              ["case", "file", "kind", "per rank", "max / min or max / mean"])
+    for n in names:
+        for d in docs:
+            c = case_of(d, n) or {}
+            if c.get("cp"):
+                cp = c["cp"]
+                t.add([n, d["_label"], "CP %s (%s)" % (cp.get("kind"), cp.get("balance")),
+                       " ".join(str(x) for x in cp.get("attention_pairs", [])), fmt(cp.get("attention_pairs_max_over_min"), ".3f")])
+            if c.get("moe"):
+                moe = c["moe"]
+                worst = max((s.get("max_over_mean") or 0 for s in moe.get("steps", [])), default=None)
+                t.add([n, d["_label"], "MoE %s, EP %s, dropped %s" % (moe.get("dispatcher"), moe.get("ep"), moe.get("dropped")),
+                       " ".join(str(r.get("received")) for r in moe.get("ranks", [])), fmt(worst, ".3f")])
     return t
 
 
@@ -334,6 +396,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--html", required=True)
     ap.add_argument("--md")
+    ap.add_argument("--parabench", help="the parabench binary, for the schedule diagrams")
     ap.add_argument("results", nargs="+")
     a = ap.parse_args()
     docs = load(a.results)
@@ -347,8 +410,15 @@ def main():
         sections.append(("Throughput", [tt], [step_plot(runs, names, medians)]))
         sections.append(("Memory", [memory(runs, names)], [memory_plot(runs, names)]))
         sections.append(("Communication", [comm(runs, names)], []))
-        if any((case_of(d, n) or {}).get("pipeline") for d in runs for n in names):
-            sections.append(("Pipelines", [pipeline(runs, names)], []))
+        piped = [n for n in names if any((case_of(d, n) or {}).get("pipeline") for d in runs)]
+        if piped:
+            plots = []
+            for n in piped:
+                plots.append(schedule_diagram(a.parabench, next(case_of(d, n) for d in runs if case_of(d, n))))
+                plots += [pipeline_plot(d, n) for d in runs]
+            sections.append(("Pipelines", [pipeline(runs, names)], plots))
+        if any((case_of(d, n) or {}).get(k) for d in runs for n in names for k in ("cp", "moe")):
+            sections.append(("Balance", [balance(runs, names)], []))
         if any((case_of(d, n) or {}).get("overlap") for d in runs for n in names):
             ot, hidden = overlap(runs, names)
             sections.append(("Overlap", [ot], [overlap_plot(runs, names, hidden)]))

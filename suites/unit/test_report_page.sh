@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `parabench report A B --html --md`: the page for two results files renders in headless
 # Chromium (the screenshot is not blank), its text holds every case of both files and
-# every section and table heading, both files' columns are there; the Markdown's throughput
-# and memory numbers equal the JSON's. Skips (exit 77) where Chromium or matplotlib is not
+# every section and table heading (the pipelines' measured timelines and schedule diagrams
+# included), both files' columns are there; the Markdown's throughput medians and every
+# rank's measured and predicted memory equal the JSON's. Skips (exit 77) where Chromium or matplotlib is not
 # installed (scripts/bootstrap.sh installs both).
 #   test_report_page.sh PARABENCH SOURCE_DIR
 set -u
@@ -50,8 +51,8 @@ text = html.unescape(re.sub(r"<[^>]+>", " ", open(sys.argv[1]).read()))
 names = {c["name"] for f in sys.argv[2:] for c in json.load(open(f))["cases"]}
 missing = [n for n in names if not re.search(r"(^|\s)" + re.escape(n) + r"(\s|$)", text)]
 assert not missing, missing
-for h in ["Environment", "Equivalence", "Throughput", "Memory", "Communication", "Pipelines", "Overlap",
-          "Step time per case", "Memory by category"]:
+for h in ["Environment", "Equivalence", "Throughput", "Memory", "Communication", "Pipelines", "Balance", "Overlap",
+          "Step time per case", "Memory by category", "measured, the last step"]:
     assert h in text, h
 for col in ["file 1 ms/step", "file 2 ms/step", "file 2 / file 1", "other-machine"]:
     assert col in text, col
@@ -75,12 +76,13 @@ for r in rows:
         cell = r[head.index("file %d ms/step median (min–max)" % (k + 1))]
         assert cell.startswith("%.2f (" % c["throughput"]["step_ms_median"]), (r[0], cell)
         n += 1
-head, rows = table("Memory (the highest rank of each category)")
+head, rows = table("Memory per rank and category, measured and predicted")
 for r in rows:
     for k, d in enumerate(docs):
         c = next(c for c in d["cases"] if c["name"] == r[0])
-        want = max(m["measured_bytes"] for m in c["memory"] if m["category"] == r[1])
-        assert r[head.index("file %d measured (B)" % (k + 1))] == str(want), (r, want)
+        m = next(m for m in c["memory"] if m["rank"] == int(r[1]) and m["category"] == r[2])
+        assert r[head.index("file %d measured (B)" % (k + 1))] == str(m["measured_bytes"]), (r, m)
+        assert r[head.index("file %d predicted (B)" % (k + 1))] == str(m["predicted_bytes"]), (r, m)
         n += 1
 assert n > 50, n
 PY
