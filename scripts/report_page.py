@@ -327,6 +327,32 @@ def balance(docs, names):
     return t
 
 
+def balance_plot(docs, names):
+    """Each rank's load over the mean (CP: attention pairs; MoE: tokens received), per case and file."""
+    rows = []
+    for n in names:
+        for d in docs:
+            c = case_of(d, n) or {}
+            if c.get("cp"):
+                rows.append(("%s %s" % (n, d["_label"]), c["cp"].get("attention_pairs", [])))
+            if c.get("moe"):
+                rows.append(("%s %s" % (n, d["_label"]), [r.get("received", 0) for r in c["moe"].get("ranks", [])]))
+    rows = [(k, v) for k, v in rows if v and sum(v) > 0]
+    if not rows:
+        return ""
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows) + 2), 3.2))
+    width = 0.8 / max(len(v) for _, v in rows)
+    for i, (_, v) in enumerate(rows):
+        mean = sum(v) / len(v)
+        ax.bar([i + r * width for r in range(len(v))], [x / mean for x in v], width, color="#4c72b0")
+    ax.axhline(1.0, color="black", linewidth=0.6)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
+    ax.set_xticklabels([k for k, _ in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("rank's load / mean")
+    ax.set_title("Balance per rank (CP attention pairs, MoE tokens received)")
+    return svg(fig)
+
+
 def overlap(docs, names):
     head = ["case"] + sum([["%s comm ms" % d["_label"], "%s exposed ms" % d["_label"], "%s hidden" % d["_label"]]
                            for d in docs], [])
@@ -418,7 +444,7 @@ def main():
                 plots += [pipeline_plot(d, n) for d in runs]
             sections.append(("Pipelines", [pipeline(runs, names)], plots))
         if any((case_of(d, n) or {}).get(k) for d in runs for n in names for k in ("cp", "moe")):
-            sections.append(("Balance", [balance(runs, names)], []))
+            sections.append(("Balance", [balance(runs, names)], [balance_plot(runs, names)]))
         if any((case_of(d, n) or {}).get("overlap") for d in runs for n in names):
             ot, hidden = overlap(runs, names)
             sections.append(("Overlap", [ot], [overlap_plot(runs, names, hidden)]))

@@ -52,7 +52,7 @@ names = {c["name"] for f in sys.argv[2:] for c in json.load(open(f))["cases"]}
 missing = [n for n in names if not re.search(r"(^|\s)" + re.escape(n) + r"(\s|$)", text)]
 assert not missing, missing
 for h in ["Environment", "Equivalence", "Throughput", "Memory", "Communication", "Pipelines", "Balance", "Overlap",
-          "Step time per case", "Memory by category", "measured, the last step"]:
+          "Step time per case", "Memory by category", "measured, the last step", "Balance per rank"]:
     assert h in text, h
 for col in ["file 1 ms/step", "file 2 ms/step", "file 2 / file 1", "other-machine"]:
     assert col in text, col
