@@ -511,7 +511,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const std::exception& e) {  // before MPI_Init: the launcher's rank 0 says it, once
-    if (launcher_rank() == 0) std::fprintf(stderr, "parabench: error: %s\n", e.what());
+    if (launcher_rank() == 0) {
+      std::fprintf(stderr, "parabench: error: %s\n", e.what());
+      std::fflush(stderr);
+    } else {  // the others leave after it: mpiexec ends the job at the first non-zero exit
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
     return 2;
   }
   try {
