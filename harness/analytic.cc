@@ -543,10 +543,7 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   const CaseSpec spec{c.model, c.train, c.layout, f, c.schedule};
   const Strategies st = strategies_for(spec);
   const bool piped = c.layout.pp > 1;
-  const pp::Schedule sched =
-      piped ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
-                               c.typed_features().recompute_in_advance)
-            : pp::Schedule{};
+  const pp::Schedule sched = piped ? schedule_for(spec) : pp::Schedule{};
   Dims d = make_dims(c, st, piped ? &sched : nullptr, pp_rank);
   const std::vector<RoutingRecord> uniform = d.Lmoe > 0 && !routing ? uniform_routing(c, d, piped ? &sched : nullptr) : std::vector<RoutingRecord>{};
   d.routing = routing ? routing : &uniform;

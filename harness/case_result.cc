@@ -11,6 +11,7 @@
 #include "optimized/parallel/cp_ring.h"
 #include "optimized/parallel/process_grid.h"
 #include "optimized/train/pp_schedule.h"
+#include "optimized/train/registry.h"
 
 namespace pb::harness {
 
@@ -80,8 +81,8 @@ Timelines gather_timelines(const TrainRun& run, MPI_Comm comm) {
 }
 
 json pipeline_json(const Case& c, const Timelines& t) {
-  const pp::Schedule sched = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
-                                               c.typed_features().recompute_in_advance);
+  const Features f = c.typed_features();
+  const pp::Schedule sched = schedule_for({c.model, c.train, c.layout, f, c.schedule});
   const pp::SimResult sim = pp::simulate(sched, pp::default_costs(sched));
   std::vector<std::vector<pp::TraceEvent>> lines;
   json stages = json::array();

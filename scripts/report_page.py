@@ -161,18 +161,37 @@ def throughput(docs, names):
     return t, medians
 
 
-def step_plot(docs, names, medians):
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) * len(docs) + 2), 3.6))
-    w = 0.8 / len(docs)
-    for i, d in enumerate(docs):
-        ax.bar([k + i * w for k in range(len(names))], [medians[n][i] or 0 for n in names], w, label=d["_label"])
-    ax.set_xticks([k + 0.4 - w / 2 for k in range(len(names))])
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("step time, median (ms)")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("Step time per case")
+def grouped_axes(groups, per_group, height):
+    """A figure for `groups` groups of `per_group` bars each: (fig, ax, bar width)."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * groups * per_group + 2), height))
+    return fig, ax, 0.8 / per_group
+
+
+def finish_axes(fig, ax, labels, w, ylabel, title, **legend):
+    """Group labels under the bars, the axis label and title; the figure as SVG."""
+    ax.set_xticks([k + 0.4 - w / 2 for k in range(len(labels))])
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**legend)
     return svg(fig)
+
+
+def file_bars(docs, names, values, ylabel, title, height=3.6, log=False, ylim=None):
+    """One bar per file for each case: values[name][file index]."""
+    fig, ax, w = grouped_axes(len(names), len(docs), height)
+    for i, d in enumerate(docs):
+        ax.bar([k + i * w for k in range(len(names))], [values[n][i] or 0 for n in names], w, label=d["_label"])
+    if log:
+        ax.set_yscale("log")
+    if ylim:
+        ax.set_ylim(*ylim)
+    return finish_axes(fig, ax, names, w, ylabel, title)
+
+
+def step_plot(docs, names, medians):
+    return file_bars(docs, names, medians, "step time, median (ms)", "Step time per case", log=True)
 
 
 CATEGORIES = ["params", "grads", "optimizer", "activations", "comm_buffers", "workspace", "host"]
@@ -212,8 +231,7 @@ def memory(docs, names):
 
 
 def memory_plot(docs, names):
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) * len(docs) + 2), 3.8))
-    w = 0.8 / len(docs)
+    fig, ax, w = grouped_axes(len(names), len(docs), 3.8)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(docs):
         bottom = [0.0] * len(names)
@@ -225,12 +243,8 @@ def memory_plot(docs, names):
         pred = [sum((peaks(case_of(d, n)).get(k, (0, 0))[1] or 0) for k in CATEGORIES) / 2**20 for n in names]
         ax.scatter([x + i * w for x in range(len(names))], pred, marker="_", color="black", s=80,
                    label="predicted total" if i == 0 else None, zorder=3)
-    ax.set_xticks([k + 0.4 - w / 2 for k in range(len(names))])
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("MiB (highest rank per category)")
-    ax.set_title("Memory by category, measured (bars, one per file) and predicted (ticks)")
-    ax.legend(fontsize=7, ncol=4)
-    return svg(fig)
+    return finish_axes(fig, ax, names, w, "MiB (highest rank per category)",
+                       "Memory by category, measured (bars, one per file) and predicted (ticks)", fontsize=7, ncol=4)
 
 
 def comm(docs, names):
@@ -340,17 +354,13 @@ def balance_plot(docs, names):
     rows = [(k, v) for k, v in rows if v and sum(v) > 0]
     if not rows:
         return ""
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows) + 2), 3.2))
-    width = 0.8 / max(len(v) for _, v in rows)
+    fig, ax, w = grouped_axes(len(rows), max(len(v) for _, v in rows), 3.2)
     for i, (_, v) in enumerate(rows):
         mean = sum(v) / len(v)
-        ax.bar([i + r * width for r in range(len(v))], [x / mean for x in v], width, color="#4c72b0")
+        ax.bar([i + r * w for r in range(len(v))], [x / mean for x in v], w, color="#4c72b0")
     ax.axhline(1.0, color="black", linewidth=0.6)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
-    ax.set_xticklabels([k for k, _ in rows], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("rank's load / mean")
-    ax.set_title("Balance per rank (CP attention pairs, MoE tokens received)")
-    return svg(fig)
+    return finish_axes(fig, ax, [k for k, _ in rows], w, "rank's load / mean",
+                       "Balance per rank (CP attention pairs, MoE tokens received)")
 
 
 def overlap(docs, names):
@@ -373,17 +383,8 @@ def overlap_plot(docs, names, hidden):
     shown = [n for n in names if any(h for h in hidden[n] if h)]
     if not shown:
         return ""
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(shown) * len(docs) + 2), 3.2))
-    w = 0.8 / len(docs)
-    for i, d in enumerate(docs):
-        ax.bar([k + i * w for k in range(len(shown))], [hidden[n][i] or 0 for n in shown], w, label=d["_label"])
-    ax.set_xticks([k + 0.4 - w / 2 for k in range(len(shown))])
-    ax.set_xticklabels(shown, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("hidden fraction")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("Hidden fraction of the communication time")
-    return svg(fig)
+    return file_bars(docs, shown, hidden, "hidden fraction", "Hidden fraction of the communication time", height=3.2,
+                     ylim=(0, 1))
 
 
 def collectives(docs):

@@ -59,17 +59,12 @@ void sp_install(const CaseSpec&, Strategies& s) {
 // --- pp: pipeline parallelism (layout degree) and its schedules ---
 void pp_require(const CaseSpec& c) {
   try {
-    pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
-                      c.features.recompute_in_advance && c.schedule == "interleaved");
+    schedule_for(c);
   } catch (const Error& e) {
     throw Error(std::string("schedule: ") + e.what());
   }
 }
-void pp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
-  pp_terms(pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
-                             c.features.recompute_in_advance && c.schedule == "interleaved"),
-           d, t);
-}
+void pp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) { pp_terms(schedule_for(c), d, t); }
 
 void dp_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { dp_terms(d, t); }
 
@@ -285,6 +280,12 @@ const std::vector<Technique>& techniques() {
        mc2_install, nullptr},
   };
   return all;
+}
+
+// (Recompute in advance outside the interleaved schedule is refused by its own entry.)
+pp::Schedule schedule_for(const CaseSpec& c) {
+  return pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
+                           c.features.recompute_in_advance && c.schedule == "interleaved");
 }
 
 bool is_active(const Technique& t, const CaseSpec& c) {

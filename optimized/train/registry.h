@@ -19,6 +19,7 @@
 #include "optimized/model/features.h"
 #include "optimized/parallel/layout.h"
 #include "optimized/parallel/terms.h"
+#include "optimized/train/pp_schedule.h"
 #include "reference/model/config.h"
 
 namespace pb {
@@ -63,6 +64,9 @@ Features parse_features(const std::vector<std::string>& names, bool only_known =
 void validate_case_spec(const CaseSpec& c);
 // The strategies of a case's model: the defaults, then what each active technique installs.
 Strategies strategies_for(const CaseSpec& c);
+// The case's pipeline schedule (pp > 1): its kind over pp x vpp and its micro-batches, with
+// recompute in advance's R actions where that feature is on (the interleaved kind).
+pp::Schedule schedule_for(const CaseSpec& c);
 // Every active technique's analytic terms for the ranks of one pipeline rank (d.pp_rank).
 Terms technique_terms(const CaseSpec& c, const Dims& d);
 

@@ -99,11 +99,10 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   DeviceScope on(c.device);  // every tensor the model allocates lives on c.device
   const bool pipelined = c.layout.pp > 1;
   const int64_t m = c.train.num_micro_batches;
-  const pp::Schedule sched = pipelined ? pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(m),
-                                                                   c.features.recompute_in_advance)
-                                           : pp::Schedule{};
+  const CaseSpec spec{c.model, c.train, c.layout, c.features, c.schedule};
+  const pp::Schedule sched = pipelined ? schedule_for(spec) : pp::Schedule{};
   ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined), c.features.cp_ulysses);
-  const Strategies strategies = strategies_for({c.model, c.train, c.layout, c.features, c.schedule});
+  const Strategies strategies = strategies_for(spec);
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
                    pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses,
                    c.features.reuse_fp32_param, c.features.distributed_optimizer, c.features.offload_optimizer,
