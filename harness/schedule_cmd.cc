@@ -16,7 +16,7 @@ namespace pb::harness {
 
 namespace {
 
-// "--costs F,B[,W]": positive integers; W only for a split backward (zb-h1, zb-v), where
+// "--costs F,B[,W]": positive integers; W only for a split backward (zb-h1, zb-h2, zb-v), where
 // it defaults to B.
 pp::Costs parse_costs(const std::string& text, const pp::Schedule& s) {
   pp::Costs c = pp::default_costs(s);
@@ -36,7 +36,7 @@ pp::Costs parse_costs(const std::string& text, const pp::Schedule& s) {
     v.push_back(x);
   }
   PB_REQUIRE(v.size() == 2 || v.size() == 3, "--costs: expected F,B or F,B,W, got '", text, "'");
-  PB_REQUIRE(v.size() == 2 || s.split_backward, "--costs: W applies only to a split backward (zb-h1, zb-v), got '", text,
+  PB_REQUIRE(v.size() == 2 || s.split_backward, "--costs: W applies only to a split backward (zb-h1, zb-h2, zb-v), got '", text,
              "' for ", s.kind);
   c.F = v[0];
   c.B = v[1];
@@ -62,7 +62,7 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   sub->add_option("--vpp", a.vpp, "model chunks per rank v (interleaved: >= 2; zb-v: 2)")->capture_default_str();
   sub->add_option("--microbatches,-m", a.microbatches, "micro-batches m (interleaved: a multiple of p)")->required();
   sub->add_option("--costs", a.costs,
-                  "integer costs per chunk F,B[,W], 1..1000 (default 1,2; zb-h1, zb-v: 1,1,1, W = B when omitted)");
+                  "integer costs per chunk F,B[,W], 1..1000 (default 1,2; zb-h1, zb-h2, zb-v: 1,1,1, W = B when omitted)");
   sub->add_option("--svg", a.svg, "the SVG timeline's file (default schedule-<kind>-p<P>-v<V>-m<M>.svg)");
   sub->add_option("--trace", a.trace, "the Chrome trace's file (default schedule-<kind>-p<P>-v<V>-m<M>.trace.json)");
   sub->add_flag("--no-files", a.no_files, "print only: write neither the SVG nor the trace");
@@ -87,12 +87,13 @@ int cmd_schedule(const ScheduleArgs& a) {
   // The peaks count micro-batch chunks: between F and B (in flight), B and W (pending W),
   // and F and W (held: what the activation memory follows; with an unsplit backward F-B).
   const char* unit = s.v > 1 ? "chunks" : "micro-batches";
-  std::printf("rank   busy   idle  idle/total            peak F-B%s   (%s)\n",
+  // gap: the idle between a rank's first and last action (the rest is its start-up and tail).
+  std::printf("rank   busy   idle  idle/total               gap  peak F-B%s   (%s)\n",
               s.split_backward ? "  peak B-W  peak F-W" : "", unit);
   for (int k = 0; k < s.p; ++k) {
     const size_t K = size_t(k);
-    std::printf("%4d %6lld %6lld  %-22s %8d", k, (long long)r.busy[K], (long long)r.idle[K],
-                fraction(r.idle[K], r.total).c_str(), r.peak_in_flight[K]);
+    std::printf("%4d %6lld %6lld  %-22s %6lld %8d", k, (long long)r.busy[K], (long long)r.idle[K],
+                fraction(r.idle[K], r.total).c_str(), (long long)r.gaps[K], r.peak_in_flight[K]);
     if (s.split_backward) std::printf("  %8d  %8d", r.peak_pending_w[K], r.peak_held[K]);
     std::printf("\n");
   }

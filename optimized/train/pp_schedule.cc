@@ -50,7 +50,7 @@ const char* op_name(Op op) {
 }
 
 const std::vector<std::string>& schedule_kinds() {
-  static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"};
+  static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v"};
   return kinds;
 }
 
@@ -132,6 +132,54 @@ Order zb_h1_order(int p, int m) {
       if (k + warm < m) acts.push_back({Op::F, k + warm, 0});
     }
     for (; w < m; ++w) acts.push_back({Op::W, w, 0});
+  }
+  return o;
+}
+
+// zb-h2 (Qi et al. 2023, Sec. 2.2): more warm-up forwards than zb-h1, so that no
+// rank idles between its first and its last action. List scheduling at unit costs F = B =
+// W = 1: every time step each free rank runs its next B if its gradient is there, else its
+// next F if its input is there and fewer than 2p-1 micro-batches lie between F and W on the
+// rank, else its oldest pending W. Rank r then runs 2(p-r)-1 warm-up forwards (when m
+// allows), the first B arrives just as they end, and the W deferred by the limit fill the
+// cool-down, where the last gradients climb the pipeline: at m >= 2p-1 every rank works
+// without a gap from its start at r to its end at r + 3m (checked for p <= 16, m <= 6p+3;
+// the unit tests assert it for p <= 10), at most 2p-1 micro-batches between F and W (the
+// paper's "2x 1F1B's peak": 1F1B's rank 0 holds p). A limit of 2p-2 leaves rank 0 a gap.
+// The makespan 3m+p-1 equals zb-h1's; the gain is that the idle is all at the two ends, so
+// consecutive steps can overlap once no rank waits for a global optimizer sync between
+// them (post-validation of the optimizer step, optimized/model/post_validation.h).
+Order zb_h2_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
+  Order o(static_cast<size_t>(p));
+  start->assign(size_t(p), {});
+  constexpr int64_t kNever = INT64_MAX;
+  const size_t P = size_t(p), M = size_t(m);
+  std::vector<int64_t> endF(P * M, kNever), endB(P * M, kNever);
+  auto at = [&](int rank, int mb) { return size_t(rank) * M + size_t(mb); };
+  std::vector<int> nF(P, 0), nB(P, 0), nW(P, 0);
+  const int limit = 2 * p - 1;
+  int64_t left = 3 * int64_t(m) * p;
+  for (int64_t t = 0; left > 0; ++t) {
+    PB_REQUIRE(t <= 6 * int64_t(m) + 4 * int64_t(p) + 16, "zb-h2: list scheduling did not finish (internal error)");
+    for (int r = 0; r < p; ++r) {
+      const size_t R = size_t(r);
+      const int f = nF[R], b = nB[R];
+      Action a{};
+      if (b < f && endF[at(r, b)] <= t && (r == p - 1 || endB[at(r + 1, b)] <= t)) {
+        a = {Op::B, nB[R]++, 0};
+        endB[at(r, b)] = t + 1;
+      } else if (f < m && (r == 0 || endF[at(r - 1, f)] <= t) && f - nW[R] < limit) {
+        a = {Op::F, nF[R]++, 0};
+        endF[at(r, f)] = t + 1;
+      } else if (nW[R] < b) {
+        a = {Op::W, nW[R]++, 0};
+      } else {
+        continue;
+      }
+      o[R].push_back(a);
+      (*start)[R].push_back(t);
+      --left;
+    }
   }
   return o;
 }
@@ -333,7 +381,7 @@ Schedule interleaved_schedule(int p, int v, int m) {
   return s;
 }
 
-// zb-v with its communication. In a V every pair of neighbouring ranks exchanges
+// zb-v and zb-h2 with their communication. In a V every pair of neighbouring ranks exchanges
 // activations and gradients in both directions (chunk 0 down, chunk 1 up), so receives
 // posted just before their compute can deadlock where a send completes only once its
 // receive is posted: rank r sends F(k, chunk 0) down while rank r+1 sends F(j, chunk 1)
@@ -350,14 +398,15 @@ Schedule interleaved_schedule(int p, int v, int m) {
 // stopped at a strictly earlier planned time, which cannot go on forever. Each move posts
 // one more receive, so this ends; the final lists run through in that model (its runs are
 // confluent: posting never disables a batch), hence also in simulate().
-Schedule zb_v_schedule(int p, int m) {
-  std::vector<std::vector<int64_t>> start;  // of each compute in the unit-cost plan
-  const Order order = zb_v_order(p, m, &start);
+// The same placement serves zb-h2, whose deep warm-up has rank r send activations down
+// while rank r+1 sends gradients up in the same step.
+Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const Order& order,
+                           const std::vector<std::vector<int64_t>>& start) {
   Schedule s;
-  s.kind = "zb-v";
-  s.p = p, s.v = 2, s.m = m;
+  s.kind = kind;
+  s.p = p, s.v = v, s.m = m;
   s.split_backward = true;
-  s.vshape = true;
+  s.vshape = vshape_kind(kind);
   const int S = s.stages(), last = S - 1;
   const size_t P = size_t(p), M = size_t(m);
   auto key = [&](int st, int mb) { return size_t(st) * M + size_t(mb); };
@@ -487,7 +536,7 @@ Schedule zb_v_schedule(int p, int m) {
     }
     if (finished == p) break;
     for (;;) {
-      PB_REQUIRE(!heap.empty(), "zb-v: placing receives: deadlock without a receive to move (internal error)");
+      PB_REQUIRE(!heap.empty(), kind, ": placing receives: deadlock without a receive to move (internal error)");
       std::pop_heap(heap.begin(), heap.end(), later);
       const Candidate c = heap.back();
       heap.pop_back();
@@ -497,7 +546,7 @@ Schedule zb_v_schedule(int p, int m) {
         continue;  // stale
       const size_t Q = size_t(q);
       int& b = where[recv.op == Op::RecvF ? 0 : 1][key(st, recv.mb)];
-      PB_REQUIRE(b > int(at[Q]), "zb-v: placing receives: rank ", q, " is past the receive of stage ", st,
+      PB_REQUIRE(b > int(at[Q]), kind, ": placing receives: rank ", q, " is past the receive of stage ", st,
                  " (internal error)");
       auto& from = recv_at[Q][size_t(b)];
       from.erase(std::find(from.begin(), from.end(), recv));
@@ -568,15 +617,21 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recomp
                m, ", p = ", p);
     return interleaved_schedule(p, v, m);
   }
+  std::vector<std::vector<int64_t>> start;  // of each compute in the unit-cost plan
   if (kind == "zb-v") {
     PB_REQUIRE(v == 2, "pipeline schedule zb-v places exactly 2 chunks per rank in a V: v must be 2, got ", v,
                " (--vpp 2)");
-    return zb_v_schedule(p, m);
+    const Order order = zb_v_order(p, m, &start);
+    return with_planned_comm(kind, p, v, m, order, start);
   }
   PB_REQUIRE(v == 1, "pipeline schedule ", kind, " has one chunk per rank: v must be 1, got ", v,
              " (use interleaved for v > 1)");
   if (kind == "gpipe") return with_comm(kind, p, 1, m, false, gpipe_order(p, m));
   if (kind == "1f1b") return with_comm(kind, p, 1, m, false, one_f_one_b_order(p, m));
+  if (kind == "zb-h2") {
+    const Order order = zb_h2_order(p, m, &start);
+    return with_planned_comm(kind, p, 1, m, order, start);
+  }
   return with_comm(kind, p, 1, m, true, zb_h1_order(p, m));
 }
 
@@ -590,6 +645,12 @@ Bubble analytic_bubble(const Schedule& s, const Costs& c) {
     const int64_t num = (p - 1) * c.F;
     return {"(p-1)F/(2m(F+B+W)+(p-1)F)", "ZB-V, Qi et al. 2023; only rank p-1's start-up, at F = B = W and m >= p",
             num, 2 * m * (c.F + c.B + c.W) + num};
+  }
+  if (s.kind == "zb-h2") {  // no gap inside a rank's span; r before it, p-1-r after
+    const int64_t num = (p - 1) * c.F;
+    return {"(p-1)F/(m(F+B+W)+(p-1)F)",
+            "ZB-H2, Qi et al. 2023; only the start-up and the tail, at F = B = W and m >= 2p-1", num,
+            m * (c.F + c.B + c.W) + num};
   }
   if (s.split_backward) {  // Qi et al. 2023: (p-1)(F+B-W) idle per rank, of m(F+B+W) busy
     const int64_t bubble = std::max<int64_t>(0, (p - 1) * (c.F + c.B - c.W));

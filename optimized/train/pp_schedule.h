@@ -32,6 +32,11 @@
  *                W deferred by r micro-batches, F; at most p micro-batches between F and W
  *                on every rank (1F1B's peak), p-r between F and B; with F = B = W every
  *                rank idles exactly p-1 units when m >= p
+ *   zb-h2        ZB-H2 (same paper, Sec. 2.2): split backward, up to 2(p-r)-1 warm-up forwards on
+ *                rank r and at most 2p-1 micro-batches between F and W on every rank (twice
+ *                1F1B's peak of p, less one); with F = B = W no rank idles between its first
+ *                and its last action when m >= 2p-1 (the idle p-1 is rank r's r before and
+ *                p-1-r after: gone once the optimizer step is post-validated)
  *   zb-v         ZB-V (same paper): v = 2 chunks in a V, split backward; list scheduling
  *                at unit costs per chunk with at most 2p chunk-micro-batches between F and
  *                W on every rank (1F1B's activation memory: a chunk is half a rank's
@@ -41,7 +46,7 @@
  *                (per-stage costs 2, 2, 2), a sixth of 1f1b's 6(p-1)
  * gpipe, 1f1b and zb-h1 post each receive just before its compute, right after the
  * previous compute's sends (one batch: Megatron's send_forward_recv_backward pairing).
- * zb-v starts from that and posts a receive earlier only where check_rendezvous() would
+ * zb-v and zb-h2 start from that and post a receive earlier only where check_rendezvous() would
  * otherwise deadlock (neighbours exchange in both directions in a V), and only where the
  * rank idles anyway at unit costs. Every generated schedule is deadlock-free under both
  * models of a send: simulate() (a send never blocks) and check_rendezvous() (it completes
@@ -72,7 +77,7 @@ struct Action {
 };
 
 struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_placement.h
-  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-v
+  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v
   int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
   bool recompute_ahead = false;             // R actions: recompute in advance (add_recompute_ahead)
@@ -82,7 +87,7 @@ struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_pla
 // Whether a kind places its chunks in a V (zb-v), known before any schedule is made.
 bool vshape_kind(const std::string& kind);
 
-const std::vector<std::string>& schedule_kinds();  // {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"}
+const std::vector<std::string>& schedule_kinds();  // {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v"}
 
 // The schedule of a kind, with its communication actions. Bad input (unknown kind,
 // p, v, m < 1, v > 1 for a kind without chunks, v < 2, m < p or m % p for interleaved,
@@ -113,6 +118,7 @@ Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1; R = 
 //   gpipe, 1f1b   (p-1)/(m+p-1)                        Huang et al. 2019; Narayanan et al. 2021
 //   interleaved   (p-1)/(v m+p-1)                      Narayanan et al. 2021
 //   zb-h1         (p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W)) Qi et al. 2023
+//   zb-h2         (p-1)F/(m(F+B+W)+(p-1)F)             only the start-up and the tail (F = B = W, m >= 2p-1)
 //   zb-v          (p-1)F/(2m(F+B+W)+(p-1)F)            only rank p-1's start-up (F = B = W, m >= p)
 struct Bubble {
   std::string formula, source;
@@ -129,6 +135,9 @@ struct SimResult {
   int64_t total = 0;                       // makespan
   std::vector<int64_t> busy;               // per rank: sum of compute costs
   std::vector<int64_t> idle;               // per rank: total - busy
+  std::vector<int64_t> gaps;               // per rank: idle between its first and its last compute
+                                           // (the rest is the start-up and the tail: with the
+                                           // optimizer step post-validated, the next step's)
   std::vector<int> peak_in_flight;         // per rank: max micro-batch chunks between F and B
   std::vector<int> peak_pending_w;         // per rank: max chunks between B and W (split only)
   std::vector<int> peak_held;              // per rank: max chunks between F and W (split), F and B

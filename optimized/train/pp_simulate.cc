@@ -239,7 +239,13 @@ SimResult simulate(const Schedule& s, const Costs& c) {
     }
   }
   for (int r = 0; r < p; ++r) res.total = std::max(res.total, clock[size_t(r)]);
-  for (int r = 0; r < p; ++r) res.idle[size_t(r)] = res.total - res.busy[size_t(r)];
+  res.gaps.assign(size_t(p), 0);
+  for (int r = 0; r < p; ++r) {
+    const size_t R = size_t(r);
+    res.idle[R] = res.total - res.busy[R];
+    const auto& tl = res.timeline[R];
+    if (!tl.empty()) res.gaps[R] = tl.back().end - tl.front().start - res.busy[R];
+  }
   return res;
 }
 

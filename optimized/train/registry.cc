@@ -205,6 +205,8 @@ const std::vector<Technique>& techniques() {
       schedule("1f1b", "1F1B: warm-up forwards, one forward one backward, cool-down (arXiv 2104.04473)"),
       schedule("interleaved", "interleaved 1F1B over vpp chunks per rank (Megatron, arXiv 2104.04473)"),
       schedule("zb-h1", "zero bubble H1: backward split into B and W, W fills bubbles (arXiv 2401.10241)"),
+      schedule("zb-h2", "zero bubble H2: deeper warm-up (<= 2p-1 in flight), no gap inside a rank's span "
+                        "(arXiv 2401.10241); with post_validation"),
       schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
       {"cp", K::Degree,
        "context parallelism: layout cp; case key cp_kind: ring (load-balanced, arXiv 2310.01889; cp_balance zigzag | "

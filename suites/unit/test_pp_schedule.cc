@@ -241,6 +241,54 @@ TEST(PpSchedule, ZeroBubbleH1IdlesAThirdOf1F1B) {
     }
 }
 
+// ZB-H2 (Qi et al. 2023, Sec. 2.2): "near zero bubble" with up to twice 1F1B's activation
+// memory. At F = B = W, m >= 2p-1: no rank idles between its first and its last action (the
+// paper's zero: its p-1 idle units are rank r's r before its first F and p-1-r after its
+// last W, a parallelogram that consecutive steps fill once the optimizer step does not
+// synchronize the ranks; the paper's bubble (p-1)(T_F+T_B-2T_W) counts these gaps); rank r
+// runs 2(p-r)-1 warm-up forwards and holds as many between F and B (the paper's
+// (2p-2i+1) M_B of worker i = r+1); at most 2p-1 micro-batches
+// lie between F and W on every rank, exactly 2p-1 on rank 0 (1F1B's rank 0: p). The
+// makespan 3m+p-1 equals zb-h1's, whose ranks idle inside their span instead (rank 0: p-1).
+TEST(PpSchedule, ZeroBubbleH2HasNoGapInsideAnyRanksSpan) {
+  for (int p = 1; p <= 10; ++p)
+    for (int m = 1; m <= 6 * p + 3; ++m) {
+      const Schedule s = make_schedule("zb-h2", p, 1, m);
+      EXPECT_TRUE(s.split_backward);
+      EXPECT_FALSE(s.vshape);
+      const Costs unit = default_costs(s);
+      const SimResult r = check(s, unit);
+      const SimResult h1 = simulate(make_schedule("zb-h1", p, 1, m), unit);
+      for (int k = 0; k < p; ++k) {
+        const size_t K = size_t(k);
+        int warm = 0;  // forwards before the first B
+        for (const Action& a : s.ranks[K]) {
+          if (a.op == Op::B) break;
+          warm += a.op == Op::F;
+        }
+        EXPECT_EQ(warm, std::min(2 * (p - k) - 1, m)) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_LE(r.peak_held[K], 2 * p - 1) << "p=" << p << " m=" << m << " rank " << k;
+        // The paper's activation of worker i = k+1: (2p-2i+1) M_B in flight between F and B.
+        EXPECT_EQ(r.peak_in_flight[K], std::min(2 * (p - k) - 1, m)) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_EQ(r.peak_held[K], peak_f_to_w(s, k));
+        EXPECT_EQ(r.timeline[K].front().start, k);  // the start-up: r forwards upstream
+        if (m >= 2 * p - 1) {
+          EXPECT_EQ(r.gaps[K], 0) << "p=" << p << " m=" << m << " rank " << k;
+          EXPECT_EQ(r.idle[K], p - 1) << "p=" << p << " m=" << m << " rank " << k;
+          EXPECT_EQ(r.timeline[K].back().end, k + 3 * m);
+          EXPECT_EQ(h1.gaps[K], p - 1 - k) << "p=" << p << " m=" << m << " rank " << k;
+        }
+      }
+      if (m >= 2 * p - 1) {
+        EXPECT_EQ(r.total, 3 * m + p - 1);
+        EXPECT_EQ(r.total, h1.total);
+        EXPECT_EQ(r.peak_held[0], 2 * p - 1);
+        const Bubble b = analytic_bubble(s, unit);
+        for (int k = 0; k < p; ++k) EXPECT_EQ(r.idle[size_t(k)] * b.den, b.num * r.total);
+      }
+    }
+}
+
 TEST(PpSchedule, ZeroBubbleVIdlesPMinus1WithTwoPChunksInFlight) {
   for (int p = 1; p <= 8; ++p)
     for (int m = 1; m <= 4 * p + 3; ++m) {
@@ -376,7 +424,7 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
   }
   EXPECT_GT(paired, 0);
   EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
-  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"}));
+  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v"}));
   // Generation is deterministic; only zb-v places its chunks in a V.
   for (const std::string& kind : schedule_kinds()) {
     const int v = chunks(kind);
@@ -569,7 +617,8 @@ TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
 
 TEST(PpSchedule, BadInputIsOneLine) {
   const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
-      {"pipedream", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-v"},
+      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v"},
+      {"zb-h2", 4, 2, 8, "v must be 1"},
       {"1f1b", 0, 1, 8, "p (pipeline ranks) must be >= 1"},
       {"1f1b", 4, 0, 8, "v (chunks per rank) must be >= 1"},
       {"gpipe", 4, 1, 0, "m (micro-batches) must be >= 1"},
