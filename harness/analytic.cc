@@ -67,6 +67,7 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   d.shard = (d.params_local + shards - 1) / shards;
   d.padded = d.shard * shards;
   d.overlap_grad_reduce = c.typed_features().overlap_grad_reduce;
+  d.post_validation = c.typed_features().post_validation;
   const bool dp_buckets = !d.zero && (c.typed_features().bucket_size > 0 || d.overlap_grad_reduce);
   const auto params = shards > 1 || dp_buckets ? DistParams::enumerate(mc, int(d.t), 0,
                                                                        [&](const std::string& n) {

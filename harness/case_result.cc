@@ -112,6 +112,21 @@ json gather_pipeline(const Case& c, const TrainRun& run, MPI_Comm comm) {
   return comm_rank(comm) == 0 ? pipeline_json(c, t) : json(nullptr);
 }
 
+json gather_post_validation(const TrainRun& run, MPI_Comm comm) {
+  const PostValidationLog& l = run.post_validation;
+  const int64_t mine[6] = {l.steps, l.eager, l.kept, l.rolled_back, l.redone, l.skipped};
+  std::vector<int64_t> all(size_t(comm_size(comm)) * 6);
+  MPI_CHECK(MPI_Gather(mine, 6, MPI_INT64_T, all.data(), 6, MPI_INT64_T, 0, comm));
+  if (comm_rank(comm) != 0) return nullptr;
+  json ranks = json::array();
+  for (size_t r = 0; r * 6 < all.size(); ++r) {
+    const int64_t* x = &all[r * 6];
+    ranks.push_back({{"rank", r}, {"steps", x[0]}, {"eager", x[1]}, {"kept", x[2]}, {"rolled_back", x[3]},
+                     {"redone", x[4]}, {"skipped", x[5]}});
+  }
+  return {{"ranks", ranks}};
+}
+
 json gather_cp(const Case& c, MPI_Comm comm) {
   const int size = comm_size(comm);
   const int64_t mine = cp_attention_pairs();
@@ -216,6 +231,7 @@ json case_result(const Case& c, Device dev, const CaseTables& t) {
   if (!t.cp.is_null()) result["cp"] = t.cp;
   if (!t.moe.is_null()) result["moe"] = t.moe;
   if (!t.overlap.is_null()) result["overlap"] = t.overlap;
+  if (!t.post_validation.is_null()) result["post_validation"] = t.post_validation;
   if (dev == Device::CUDA) {  // the caching allocator's view against the driver's (rank 0)
     const auto& da = TrackingAllocator::device();
     result["device_memory"] = {{"reserved_bytes", da.reserved()}, {"driver_used_bytes", da.driver_used_bytes()},

@@ -34,7 +34,13 @@ struct CaseTables {
   nlohmann::json checks, throughput, memory, comm, pipeline, cp, moe;  // pipeline null without PP, cp without CP,
                                                                        // moe without experts
   nlohmann::json overlap;
+  nlohmann::json post_validation;  // null without the feature
 };
+
+// Post-validation of the optimizer step (model/post_validation.h): per rank over the run,
+// the steps taken on the partial state, kept, rolled back, redone clipped and skipped
+// (on rank 0; null elsewhere).
+nlohmann::json gather_post_validation(const TrainRun& run, MPI_Comm comm);
 
 // Every rank of comm: on rank 0 the "overlap" object (overlap_result.cc): per rank the
 // communication time of the timed steps, the part the compute thread waited on and the

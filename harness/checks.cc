@@ -88,8 +88,15 @@ Factors factors_for(const std::string& dtype) { return dtype == "bf16" ? Factors
 // Step-1 loss and grad norm: their own baseline (the table in fp32). Later steps are
 // functions of the updated parameters: the parameters' factor and noise scale.
 void step_checks(json& checks, const std::string& what, const std::vector<double>& out, const std::vector<double>& ref,
-                 const std::vector<double>& base, double table, double cap, Factors f, double noise) {
+                 const std::vector<double>& base, double table, double cap, Factors f, double noise,
+                 int64_t nan_step = -1) {
   for (size_t s = 0; s < ref.size(); ++s) {
+    if (int64_t(s) == nan_step) {  // the injected NaN (test hook): non-finite in both, the step skipped
+      checks.push_back({{"tensor", what + ".step" + std::to_string(s + 1)}, {"rel_err", 0.0}, {"max_abs", 0.0},
+                        {"tol", 0.0}, {"baseline_err", 0.0}, {"note", "injected NaN: non-finite, the step skipped"},
+                        {"pass", !std::isfinite(out[s]) && !std::isfinite(ref[s])}});
+      continue;
+    }
     const double own = rel_error({base[s]}, {ref[s]});
     checks.push_back(check(what + ".step" + std::to_string(s + 1), {out[s]}, {ref[s]},
                            s == 0 ? own : std::max(own, noise), table, s == 0 ? f.step1 : f.params, cap));
@@ -98,13 +105,14 @@ void step_checks(json& checks, const std::string& what, const std::vector<double
 
 }  // namespace
 
-int reference_diverged_at(const References& refs) {
+int reference_diverged_at(const References& refs, int64_t nan_step) {
   const RefRun &r = refs.ref32, &b = refs.base;
   auto apart = [](double x, double y) {  // non-finite, or the two references 100% apart
     return !std::isfinite(x) || !std::isfinite(y) || std::abs(x - y) > std::abs(y);
   };
   for (size_t s = 0; s < r.losses.size(); ++s)
-    if (apart(r.losses[s], b.losses[s]) || apart(r.grad_norms[s], b.grad_norms[s])) return int(s + 1);
+    if (apart(r.losses[s], b.losses[s]) || (int64_t(s) != nan_step && apart(r.grad_norms[s], b.grad_norms[s])))
+      return int(s + 1);
   for (const auto& name : r.names) {
     const double e = rel_error(b.final.at(name), r.final.at(name));
     if (!std::isfinite(e) || e > 1) return int(r.losses.size());
@@ -113,7 +121,7 @@ int reference_diverged_at(const References& refs) {
 }
 
 json numeric_checks(const Case& c, const DistRun& run, const References& refs) {
-  if (const int step = reference_diverged_at(refs))  // no tolerance can be derived from it
+  if (const int step = reference_diverged_at(refs, c.train.inject_nan_step))  // no tolerance can be derived from it
     return json::array({{{"tensor", "reference"}, {"rel_err", 1.0}, {"max_abs", 0.0}, {"tol", 0.0},
                          {"pass", false}, {"error", "reference diverged at step " + std::to_string(step)}}});
   const Tolerance tol = tolerance_for(c.dtype);
@@ -124,7 +132,7 @@ json numeric_checks(const Case& c, const DistRun& run, const References& refs) {
   step_checks(checks, "loss", run.train.losses, ref32.losses, base.losses, tol.loss, tol.cap_loss, f, noise);
   // the global norm over all shards, before clipping
   step_checks(checks, "gradnorm", run.train.grad_norms, ref32.grad_norms, base.grad_norms, tol.grad, tol.cap_grad, f,
-              noise);
+              noise, c.train.inject_nan_step);
   for (const auto& name : ref32.names)
     checks.push_back(check("grad." + name, run.grads1.at(name), ref32.grads1.at(name),
                            rel_error(base.grads1.at(name), ref32.grads1.at(name)), tol.grad, f.step1, tol.cap_grad));

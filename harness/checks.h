@@ -25,7 +25,7 @@ namespace pb::harness {
 // finite, or the two are more than 100% apart (then a tolerance derived from their
 // distance would pass anything: lr 1e30 made it 1.5e61); or the last step if a final
 // parameter is. 0 when they agree.
-int reference_diverged_at(const References& refs);
+int reference_diverged_at(const References& refs, int64_t nan_step = -1);  // (the injected NaN's step aside)
 
 // Rank 0: per-step loss and gradient norm, every step-1 gradient and every final
 // parameter of run against refs.ref32, in that order; a single failing "reference" check

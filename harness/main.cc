@@ -447,6 +447,9 @@ int main(int argc, char** argv) {
       ->group("");
   run->add_option("--inject-delay", ra.opt.inject_delay_s, "(test) every rank sleeps this long in its first step")
       ->group("");
+  run->add_option("--inject-nan", ra.opt.inject_nan_step,
+                  "(test) this step (0-based) gets a NaN gradient, in the reference and the distributed run")
+      ->group("");
   AnalyzeArgs aa;
   auto* analyze = app.add_subcommand("analyze", "analytic predictions only (no run)");
   analyze->add_option("--model", aa.model, "HF config.json, or a model name from a suite file")->required();
@@ -507,6 +510,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     PB_REQUIRE(!run->parsed() || (std::isfinite(ra.timeout) && ra.timeout > 0),
                "--timeout must be a positive number of seconds, got ", ra.timeout);
+    PB_REQUIRE(!run->parsed() || ra.opt.inject_nan_step == -1 || ra.opt.inject_nan_step >= 1,
+               "--inject-nan: a step >= 1 (step 0's gradients are checked against the reference), got ",
+               ra.opt.inject_nan_step);
     if (collectives->parsed()) check_collectives_args(ca);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);

@@ -57,7 +57,9 @@ json error_result(const Case& c, const std::string& status, const std::string& m
           {"comm", json::array()}};
 }
 
-CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
+CaseOutcome run_case(const Case& case_in, MPI_Comm comm, const RunOptions& opt) {
+  Case c = case_in;
+  if (opt.inject_nan_step >= 0) c.train.inject_nan_step = opt.inject_nan_step;
   int rank = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   const Device dev = case_device(c);
@@ -80,6 +82,7 @@ CaseOutcome run_case(const Case& c, MPI_Comm comm, const RunOptions& opt) {
   t.cp = c.layout.cp > 1 ? gather_cp(c, comm) : json(nullptr);
   t.moe = c.model.num_local_experts > 0 ? gather_moe(c, comm) : json(nullptr);
   t.overlap = gather_overlap(run.train, comm);
+  t.post_validation = c.typed_features().post_validation ? gather_post_validation(run.train, comm) : json(nullptr);
   if (rank != 0) return out;
 
   t.checks = numeric_checks(c, run, refs);

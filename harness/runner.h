@@ -29,6 +29,8 @@ struct RunOptions {
   double peak_tflops = 0;        // stated peak for MFU; 0: no MFU
   int inject_failure_rank = -1;  // test hook: this world rank throws during its first step
   double inject_delay_s = 0;     // test hook: every rank sleeps this long in its first step (a hang)
+  int64_t inject_nan_step = -1;  // test hook: a NaN gradient in this step, reference and distributed
+                                 // alike (ref::TrainConfig::inject_nan_step)
 };
 
 struct Tolerance {

@@ -127,6 +127,9 @@ class Communicator {
   virtual void barrier() = 0;
   // All-reduce of one double (losses, norms), accounted as 8 bytes.
   virtual double all_reduce_scalar(double v, ReduceOp op = ReduceOp::Sum) = 0;
+  // One double to / from a peer (the optimizer's post-validation chain), 8 bytes each way.
+  virtual void send_scalar(double v, int peer, int tag = 0) = 0;
+  virtual double recv_scalar(int peer, int tag = 0) = 0;
 
  protected:
   Communicator(std::string name, int rank, int size) : name_(std::move(name)), rank_(rank), size_(size) {}

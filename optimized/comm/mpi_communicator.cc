@@ -780,4 +780,20 @@ double MpiCommunicator::all_reduce_scalar(double v, ReduceOp op) {
   return out;
 }
 
+void MpiCommunicator::send_scalar(double v, int peer, int tag) {
+  const TimedSpan timed(SpanKind::Blocking, "send_scalar", name_);
+  drain();
+  CommLedger::get().record(name_, CommOp::Send, size_, 8);
+  MPI_CHECK(MPI_Send(&v, 1, MPI_DOUBLE, peer, tag, comm_));
+}
+
+double MpiCommunicator::recv_scalar(int peer, int tag) {
+  const TimedSpan timed(SpanKind::Blocking, "recv_scalar", name_);
+  drain();
+  CommLedger::get().record(name_, CommOp::Recv, size_, 8);
+  double v = 0;
+  MPI_CHECK(MPI_Recv(&v, 1, MPI_DOUBLE, peer, tag, comm_, MPI_STATUS_IGNORE));
+  return v;
+}
+
 }  // namespace pb

@@ -44,6 +44,8 @@ class MpiCommunicator : public Communicator {
   RequestPtr ibatch_p2p(const std::vector<P2POp>& ops) override;
   void barrier() override;
   double all_reduce_scalar(double v, ReduceOp op) override;
+  void send_scalar(double v, int peer, int tag) override;
+  double recv_scalar(int peer, int tag) override;
 
  private:
   struct AsyncOp;

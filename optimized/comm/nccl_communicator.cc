@@ -252,6 +252,16 @@ class NcclCommunicator : public Communicator {
     MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, mpi_));
     return out;
   }
+  void send_scalar(double v, int peer, int tag) override {
+    CommLedger::get().record(name_, CommOp::Send, size_, 8);
+    MPI_CHECK(MPI_Send(&v, 1, MPI_DOUBLE, peer, tag, mpi_));
+  }
+  double recv_scalar(int peer, int tag) override {
+    CommLedger::get().record(name_, CommOp::Recv, size_, 8);
+    double v = 0;
+    MPI_CHECK(MPI_Recv(&v, 1, MPI_DOUBLE, peer, tag, mpi_, MPI_STATUS_IGNORE));
+    return v;
+  }
 
  private:
   cudaStream_t cs() const { return static_cast<cudaStream_t>(stream_.cuda_stream()); }

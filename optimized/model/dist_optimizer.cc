@@ -26,13 +26,15 @@ double DistOptimizer::sum_squares(int64_t from, int64_t to, bool experts) {
 }
 
 ops::AdamHyper DistOptimizer::hyper(double norm) {
-  const float clip = float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
-  t_ += 1;
+  skip_ = !std::isfinite(norm);
+  const float clip = float(tc_.clip_grad > 0 && !skip_ ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
+  t_ += skip_ ? 0 : 1;
   return {float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
           1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};
 }
 
 void DistOptimizer::adamw(int64_t lo, int64_t hi, int64_t base, ops::AdamHyper h) {
+  if (skip_) return;
   DistParams& P = model_.params();
   // Two launches: the norm weights in the range (no weight decay), then its matrices
   // (element-wise, so identical to per-tensor steps).
@@ -89,6 +91,7 @@ double DistOptimizer::step() {
     const double sq_experts = grid_.ep().all_reduce_scalar(sum_squares(x0, total_g, true));
     if (grid_.tp_rank() == 0) sq += sq_experts;
   }
+  if (post_validation_) return step_post_validated(sq);
   const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
   if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}), 0);
   P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
@@ -197,6 +200,7 @@ double DistOptimizer::step_per_param() {
   if (P.offloaded()) to_host(acc, 0);  // the step on the host
   const auto units = P.zero_units();
   for (ShardedParam* u : units) {
+    if (skip_) break;
     const ShardedParam& p = *u;
     h.weight_decay = p.is_norm ? 0.0f : float(tc_.weight_decay);
     const int64_t q = p.slice_len;
@@ -309,7 +313,7 @@ void offload_terms(const Dims& d, Terms& t) {
 }
 
 void optimizer_terms(const Dims& d, Terms& t) {
-  t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
+  if (!d.post_validation) t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
   const int64_t P = d.zero ? d.padded : d.params_local;  // the distributed optimizer pads its buffers
   // ZeRO-3: the slices, and the weights of two consecutive blocks whole at once.
   t.memory[MemCategory::Params] += d.e * (d.zero_stage == 3 && !d.zero_params.empty() ? d.shard + d.zero_gathered : P);

@@ -25,6 +25,7 @@
 #pragma once
 
 #include "optimized/model/dist_model.h"
+#include "optimized/model/post_validation.h"
 #include "optimized/parallel/terms.h"
 #include "reference/model/config.h"
 
@@ -32,10 +33,13 @@ namespace pb {
 
 class DistOptimizer {
  public:
-  DistOptimizer(DistModel& model, ProcessGrid& grid, const ref::TrainConfig& tc)
-      : model_(model), grid_(grid), tc_(tc) {}
-  // Returns the global gradient norm before clipping.
+  DistOptimizer(DistModel& model, ProcessGrid& grid, const ref::TrainConfig& tc, bool post_validation = false)
+      : model_(model), grid_(grid), tc_(tc), post_validation_(post_validation) {}
+  // Returns the global gradient norm before clipping. A non-finite norm skips the step
+  // (nothing changes, the step count included), as the reference does.
   double step();
+  // Post-validation (model/post_validation.h): what this rank's steps did.
+  const PostValidationLog& post_validation_log() const { return log_; }
   // The DP-averaged loss of the step (the mean of the ranks' local means; under CP also
   // over the CP ranks, which hold equal shares of each sequence).
   double average_loss(double local_mean);
@@ -43,7 +47,13 @@ class DistOptimizer {
  private:
   double step_sharded();    // the distributed optimizer (ZeRO-1)
   double step_per_param();  // ZeRO-2: the gradients already reduced into the rank's slices
-  ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step)
+  ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step; a
+                                      // non-finite norm: skip_, not counted)
+  // Post-validation (post_validation.cc): the step on the partial state along the pipeline,
+  // validated by the full one; the copy of the state it may roll back to.
+  double step_post_validated(double sq_here);
+  void keep_state();
+  void restore_state();
   void to_host(const Tensor& grads, int64_t at);        // ZeRO-Offload: reduced gradients to the host copy
   void from_host(Tensor& dst, const Tensor& master);    //   and the new weights back
   Stream& copy_stream();                                //   their side stream
@@ -57,7 +67,11 @@ class DistOptimizer {
   DistModel& model_;
   ProcessGrid& grid_;
   ref::TrainConfig tc_;
+  bool post_validation_ = false;
   int64_t t_ = 0;
+  bool skip_ = false;  // this step's norm is not finite: AdamW leaves everything as it is
+  Tensor kept_[3];     // post-validation: master (weights), m, v before the eager step
+  PostValidationLog log_;
   Stream side_;  // offload's copies (created on first use)
 };
 

@@ -24,6 +24,7 @@ struct Features {
   int64_t bucket_size = 0;  // DP's gradient buckets (case key "bucket_size"): elements per bucket, 0 = one;
                             // reduced one by one (ZeRO-1: each sharded)
   bool overlap_grad_reduce = false;  // the buckets' reduction started in the backward (model/grad_overlap.h)
+  bool post_validation = false;  // the optimizer step post-validated along the pipeline (model/post_validation.h)
   bool overlap_param_gather = false;  // ZeRO-1's gathers waited for in the next forward (param_gather_overlap.h)
   // MC2 (feature "mc2", needs sp; case key "mc2_chunks"): the SP linears with their
   // collectives split into chunks under the matrix products (parallel/mc2_linear.h).

@@ -43,6 +43,7 @@ struct Dims {
   int64_t zero_stage = 0;                           // its stage: 1, or 2 (per-parameter shards, gradients too)
   std::vector<int64_t> dp_buckets;                  // DP with bucket_size or overlap_grad_reduce: the dense buckets
   bool overlap_grad_reduce = false;                 //   reduced in the backward (else at the step)
+  bool post_validation = false;                     // the norm along the pipeline, not one all-reduce
   std::vector<int64_t> zero_buckets;                // ZeRO-1: each bucket padded to a multiple of d*c
   std::vector<int64_t> zero_expert_buckets;         //   and the experts', of t*d*c/ep (expert_dp)
   struct ZeroParam {

@@ -1,6 +1,8 @@
 /* The technique registry (see registry.h): every entry, and the functions that read them. */
 #include "optimized/train/registry.h"
 
+#include "optimized/model/post_validation.h"
+
 #include "optimized/model/attention_hybrid.h"
 #include "optimized/model/attention_ring.h"
 #include "optimized/model/attention_ulysses.h"
@@ -65,6 +67,17 @@ void pp_require(const CaseSpec& c) {
   }
 }
 void pp_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) { pp_terms(schedule_for(c), d, t); }
+
+// --- post_validation: the optimizer step validated after it ran (model/post_validation.h) ---
+void post_validation_require(const CaseSpec& c) {
+  const Features& f = c.features;
+  PB_REQUIRE(c.layout.pp > 1, "invalid case: post_validation passes the optimizer's global state along the pipeline "
+             "(needs pp > 1)");
+  PB_REQUIRE(!f.distributed_optimizer && !f.offload_optimizer && !f.reuse_fp32_param,
+             "invalid case: post_validation keeps and restores the rank's whole optimizer state; not with "
+             "distributed_optimizer (any zero_stage), offload_optimizer or reuse_fp32_param");
+}
+void post_validation_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { post_validation_terms(d, t); }
 
 void dp_entry_terms(const CaseSpec&, const Dims& d, Terms& t) { dp_terms(d, t); }
 
@@ -208,6 +221,12 @@ const std::vector<Technique>& techniques() {
       schedule("zb-h2", "zero bubble H2: deeper warm-up (<= 2p-1 in flight), no gap inside a rank's span "
                         "(arXiv 2401.10241); with post_validation"),
       schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
+      {"post_validation", K::Feature,
+       "the optimizer step post-validated (zero bubble, arXiv 2401.10241 Sec. 4; for zb-h2): each stage steps on "
+       "the gradient norm summed along the pipeline so far, then rolls back (and redoes the step clipped) when the "
+       "full norm, sent back, needs clipping or is not finite",
+       true, false, [](const CaseSpec& c) { return c.features.post_validation; },
+       [](Features& f) { f.post_validation = true; }, post_validation_require, nullptr, post_validation_entry_terms},
       {"cp", K::Degree,
        "context parallelism: layout cp; case key cp_kind: ring (load-balanced, arXiv 2310.01889; cp_balance zigzag | "
        "contiguous), ulysses (all-to-all, arXiv 2309.14509) or hybrid (USP, arXiv 2405.07719; cp_ulysses u)",

@@ -4,12 +4,14 @@
 #include "optimized/train/registry.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 #include <thread>
 
 #include "optimized/comm/ledger.h"
 #include "optimized/core/fatal.h"
+#include "optimized/kernels/ops.h"
 #include "optimized/model/dist_model.h"
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/parallel/cp_ring.h"
@@ -54,6 +56,16 @@ void first_step_hooks(const TrainStepConfig& c) {
   if (c.inject_delay_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(c.inject_delay_s));
   const int w = world_rank();
   if (w == c.inject_failure_rank) throw std::runtime_error("injected failure (--inject-failure " + std::to_string(w) + ")");
+}
+
+// The test hook of a non-finite gradient (TrainConfig::inject_nan_step): a NaN in the first
+// gradient element of the last pipeline stage's first rank (TP, DP, CP rank 0); the DP sum
+// carries it to the stage's other replicas, the norm to every rank.
+void inject_nan(DistModel& model, ProcessGrid& grid) {
+  if (grid.pp_rank() != grid.layout().pp - 1 || grid.tp_rank() != 0 || grid.dp_rank() != 0 || grid.cp_rank() != 0)
+    return;
+  Tensor g = model.params().grad_buffer().view(0, {1});
+  ops::scale_(g, std::nanf(""));  // x * NaN = NaN, on any device
 }
 
 // One step's m micro-batches through the pipeline; returns the mean loss (every rank).
@@ -118,7 +130,7 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     for (const int64_t r : rows) out.tokens.push_back(b.tokens[size_t(r)]), out.labels.push_back(b.labels[size_t(r)]);
     return out;
   };
-  DistOptimizer optim(model, grid, c.train);
+  DistOptimizer optim(model, grid, c.train, c.features.post_validation);
   ref::TrainConfig global = c.train;  // the reference's view: all DP ranks' micro-batches
   global.num_micro_batches = m * c.layout.dp;
   TrainRun r;
@@ -141,6 +153,7 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     };
     const double loss = pipelined ? pipelined_micro_batches(sched, model, grid, batch_of, t0, n > 0 || c.train.steps == 1, r)
                                   : plain_micro_batches(model, m, batch_of);
+    if (n == c.train.inject_nan_step) inject_nan(model, grid);
     double step_loss = optim.average_loss(loss);
     if (aux_loss) {  // the load-balancing losses: every rank's share, the mean over DP
       PhaseScope phase(Phase::Optimizer);
@@ -162,6 +175,7 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     r.step_ms.push_back(step_ms(t0, comm));
     if (after_step) after_step(n, model.params(), grid);
   }
+  r.post_validation = optim.post_validation_log();
   return r;
 }
 

@@ -27,6 +27,7 @@
 #include "optimized/core/tensor.h"
 #include "optimized/core/timeline.h"
 #include "optimized/model/features.h"
+#include "optimized/model/post_validation.h"
 #include "optimized/parallel/layout.h"
 #include "optimized/train/pp_executor.h"
 #include "reference/model/config.h"
@@ -57,6 +58,7 @@ struct TrainRun {
   double pp_busy_us = 0, pp_total_us = 0;  // summed over the timed steps (2..N, or 1 if N = 1)
   CommTime comm;                           // this rank's communication, total and exposed, over them
   std::vector<TimeSpan> last_timeline;     // this rank's spans of the last step, from its start (ms)
+  PostValidationLog post_validation;       // this rank's (feature post_validation)
 };
 
 // Called on every rank after step `step` (0-based), once the optimizer has run: the

@@ -3,6 +3,8 @@
  * (Pascanu et al., arXiv 1211.5063), as torch.optim.AdamW and Megatron-LM apply them.
  *
  *   norm  = sqrt(sum over every parameter element of g^2)       each tensor counted once
+ *   (a non-finite norm skips the step: nothing changes, t included; Megatron skips an
+ *   iteration whose gradients hold a NaN or Inf the same way)
  *   g    *= min(1, clip / (norm + 1e-6))                          when clip > 0
  *   t    += 1
  *   w    -= lr * wd * w                                           matrices only, not norms
@@ -45,6 +47,7 @@ double global_grad_norm(const ModelParams<T>& g) {
 template <class T>
 double adamw_step(ModelParams<T>& params, const ModelParams<T>& grads, AdamState<T>& st, const TrainConfig& tc) {
   const double norm = global_grad_norm(grads);
+  if (!std::isfinite(norm)) return norm;  // a NaN or Inf gradient: the step is skipped (t too)
   const T clip = T(tc.clip_grad > 0 ? std::min(1.0, tc.clip_grad / (norm + 1e-6)) : 1.0);
   st.t += 1;
   const T lr = T(tc.lr), b1 = T(tc.beta1), b2 = T(tc.beta2), eps = T(tc.adam_eps), wd = T(tc.weight_decay);

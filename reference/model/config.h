@@ -76,6 +76,9 @@ struct TrainConfig {
   // distributed run is reproduced by giving each row the id of the rank that routes it.
   // Without a capacity factor the groups change nothing.
   std::vector<int64_t> moe_token_groups;
+  // Test hook: step n (0-based) gets a NaN in one gradient, so that its optimizer step is
+  // skipped (a non-finite global norm skips the step: adamw.h); -1: none.
+  int64_t inject_nan_step = -1;
 
   int64_t global_batch() const { return micro_batch_size * num_micro_batches; }
   void validate() const;

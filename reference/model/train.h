@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <limits>
 #include <utility>
 
 #include "reference/model/adamw.h"
@@ -39,7 +40,7 @@ class Trainer {
 
   StepRecord step() {
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t n = adam_.t, m = tc_.num_micro_batches;
+    const int64_t n = steps_++, m = tc_.num_micro_batches;
     grads_ = zero_params<T>(mc_);
     StepRecord rec;
     rec.step = n + 1;
@@ -50,6 +51,7 @@ class Trainer {
       rec.ce += double(l.ce) / double(m);
       rec.aux += double(l.aux) / double(m);
     }
+    if (n == tc_.inject_nan_step) grads_.embed(0, 0) = std::numeric_limits<T>::quiet_NaN();
     rec.grad_norm = adamw_step(params_, grads_, adam_, tc_);
     rec.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     return rec;
@@ -65,6 +67,7 @@ class Trainer {
   TrainConfig tc_;
   ModelParams<T> params_, grads_;
   AdamState<T> adam_;
+  int64_t steps_ = 0;  // steps run (a skipped step counts here, not in adam_.t)
 };
 
 }  // namespace pb::ref

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cmath>
 #include <map>
 
 #include "harness/analytic.h"
@@ -150,6 +151,78 @@ TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
   }
 }
 
+// Post-validation of the optimizer step (model/post_validation.h) under ZB-H2, 3 steps:
+//   plain        every stage steps eagerly and keeps it: the reference's training, exactly
+//                the predicted communication (the norm's chain along the pipeline instead
+//                of the all-reduce) and memory (the copy of the state) on every rank
+//   forced clip  clip_grad just below step 1's global norm: stage 0's partial norm is below
+//                it, so stage 0 steps, rolls back and redoes the step clipped; the last
+//                stage sees the full norm and steps clipped once; the result is the
+//                reference's clipped training
+//   forced NaN   a NaN gradient on the last stage in step 2: every other stage steps
+//                eagerly and rolls back, the last skips; the step is skipped everywhere, as
+//                in the reference
+static void expect_case_passes(const harness::CaseOutcome& o, const Case& c) {
+  const auto& r = o.result;
+  EXPECT_EQ(r["status"], "pass");
+  for (const auto& ch : r["checks"]) EXPECT_TRUE(ch["pass"].get<bool>()) << ch.dump();
+  for (const auto& row : r["comm"]) EXPECT_EQ(row["bytes"], row["predicted_bytes"]) << row.dump();
+  int rows = 0;
+  for (const auto& row : r["memory"]) {
+    EXPECT_EQ(row["measured_bytes"], row["predicted_bytes"]) << row.dump();
+    ++rows;
+  }
+  EXPECT_EQ(rows, kMemCategories * c.layout.world());
+}
+
+TEST(Pipeline, PostValidatedOptimizerStepRollsBackOnClipAndNaN) {
+  std::vector<Case> all = {pp_case("pp2_zbh2_pv", 2, 2, 1, "zb-h2", 4), pp_case("pp4_zbh2_pv", 4, 4, 1, "zb-h2", 8),
+                           pp_case("pp2_tp2_sp_zbh2_pv", 2, 2, 1, "zb-h2", 3, 2, 1, true),
+                           pp_case("pp2_dp2_1f1b_pv", 2, 2, 1, "1f1b", 3, 1, 2)};
+  const auto cases = cases_of_world(all, world_size());
+  if (cases.empty()) GTEST_SKIP() << "no post-validation case for " << world_size() << " rank(s)";
+  for (Case c : cases) {
+    SCOPED_TRACE(c.name);
+    c.features.push_back("post_validation");
+    c.train.steps = 3;
+    c.train.clip_grad = 100.0;  // no clipping
+    harness::validate_case(c, world_size());
+    const auto plain = harness::run_case(c, MPI_COMM_WORLD, {});
+    const int last = world_size() - 1;  // the last stage's rank (pp is the outermost degree)
+    if (world_rank() == 0) {
+      expect_case_passes(plain, c);
+      for (const auto& rk : plain.result["post_validation"]["ranks"]) {
+        EXPECT_EQ(rk["eager"], 3) << rk.dump();
+        EXPECT_EQ(rk["kept"], 3) << rk.dump();
+      }
+    }
+    Case clipped = c;
+    clipped.train.clip_grad = 0.999 * plain.grad_norms.at(0);  // every rank has the norms
+    const auto cl = harness::run_case(clipped, MPI_COMM_WORLD, {});
+    if (world_rank() == 0) {
+      expect_case_passes(cl, clipped);
+      const auto& ranks = cl.result["post_validation"]["ranks"];
+      EXPECT_GE(ranks[0]["rolled_back"].get<int>(), 1) << ranks.dump();  // stage 0: eager, then undone
+      EXPECT_GE(ranks[0]["redone"].get<int>(), 1) << ranks.dump();
+      EXPECT_EQ(ranks[size_t(last)]["rolled_back"], 0) << ranks.dump();  // the last stage knows the full norm
+      EXPECT_GE(ranks[size_t(last)]["redone"].get<int>(), 1) << ranks.dump();
+    }
+    harness::RunOptions nan;
+    nan.inject_nan_step = 1;
+    const auto nn = harness::run_case(c, MPI_COMM_WORLD, nan);
+    EXPECT_FALSE(std::isfinite(nn.grad_norms.at(1)));
+    if (world_rank() == 0) {
+      expect_case_passes(nn, c);
+      for (const auto& rk : nn.result["post_validation"]["ranks"]) {
+        const bool at_last = rk["rank"].get<int>() >= world_size() - world_size() / c.layout.pp;
+        EXPECT_EQ(rk["skipped"], 1) << rk.dump();
+        EXPECT_EQ(rk["rolled_back"], at_last ? 0 : 1) << rk.dump();
+        EXPECT_EQ(rk["eager"], at_last ? 2 : 3) << rk.dump();
+      }
+    }
+  }
+}
+
 TEST(Pipeline, BadPipelineLayoutsAreRejectedWithOneLine) {
   auto expect_error = [&](const Case& c, const std::string& needle) {
     try {
@@ -167,6 +240,12 @@ TEST(Pipeline, BadPipelineLayoutsAreRejectedWithOneLine) {
   expect_error(pp_case("warp", 2, 2, 1, "warp", 2), "unknown");
   expect_error(pp_case("interleaved_m_lt_p", 8, 4, 2, "interleaved", 2), "schedule");
   expect_error(pp_case("1f1b_vpp2", 4, 2, 2, "1f1b", 4), "schedule");
+  Case pv = pp_case("pv_no_pp", 4, 1, 1, "1f1b", 2);
+  pv.features = {"post_validation"};
+  expect_error(pv, "post_validation passes the optimizer's global state along the pipeline (needs pp > 1)");
+  pv = pp_case("pv_zero", 4, 2, 1, "zb-h2", 4, 1, 2);
+  pv.features = {"post_validation", "distributed_optimizer"};
+  expect_error(pv, "not with distributed_optimizer");
 }
 
 }  // namespace pb::test

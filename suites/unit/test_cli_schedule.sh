@@ -11,7 +11,7 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 
 for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2" \
-            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3"; do
+            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8"; do
   set -- $spec
   kind=$1 p=$2 v=$3 m=$4
   stem="schedule-$kind-p$p-v$v-m$m"
@@ -31,12 +31,22 @@ for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3
     python3 - "$work/out" "$p" "$v" "$m" <<'PY' && ok "$spec: peak F-W per rank, 1f1b's" || { bad "$spec: peak F-W"; cat "$work/out"; }
 import re, sys
 out, p, v, m = open(sys.argv[1]).read(), *map(int, sys.argv[2:])
-rows = re.findall(r"^ *(\d+) +\d+ +\d+ +\S+ = \S+ +(\d+) +(\d+) +(\d+)$", out, re.M)
+rows = re.findall(r"^ *(\d+) +\d+ +\d+ +\S+ = \S+ +\d+ +(\d+) +(\d+) +(\d+)$", out, re.M)
 assert [int(r[0]) for r in rows] == list(range(p)), rows
 held = max(int(r[3]) for r in rows)
 assert all(int(r[3]) >= int(r[1]) for r in rows)
 assert held == v * min(p, m), (held, v, p, m)
 assert f"peak F-W {held} " in out and f"holds {held}: equal" in out
+PY
+  fi
+  if [ "$kind" = zb-h2 ]; then  # no gap inside any rank's span; 2p-1 held on rank 0, more than 1f1b's p
+    python3 - "$work/out" "$p" <<'PY' && ok "$spec: no gaps, peak F-W 2p-1" || { bad "$spec: zb-h2 table"; cat "$work/out"; }
+import re, sys
+out, p = open(sys.argv[1]).read(), int(sys.argv[2])
+rows = re.findall(r"^ *(\d+) +\d+ +\d+ +\S+ = \S+ +(\d+) +(\d+) +(\d+) +(\d+)$", out, re.M)
+assert [int(r[0]) for r in rows] == list(range(p)), rows
+assert all(int(r[1]) == 0 for r in rows), rows
+assert int(rows[0][4]) == 2 * p - 1 and f"holds {p}: more" in out, rows
 PY
   fi
   if [ "$kind" = zb-v ]; then  # both chunks labelled; zb-h1 and 1f1b on the same ranks for comparison
