@@ -59,7 +59,7 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   auto* sub = app.add_subcommand("schedule", "simulate and draw a pipeline schedule (no MPI, no model)");
   sub->add_option("--kind", a.kind, technique_names(TechniqueKind::Schedule))->required();
   sub->add_option("--pp", a.pp, "pipeline ranks p")->required();
-  sub->add_option("--vpp", a.vpp, "model chunks per rank v (interleaved: >= 2; zb-v: 2)")->capture_default_str();
+  sub->add_option("--vpp", a.vpp, "model chunks per rank v (interleaved: >= 2; zb-v, dualpipev: 2)")->capture_default_str();
   sub->add_option("--microbatches,-m", a.microbatches, "micro-batches m (interleaved: a multiple of p)")->required();
   sub->add_option("--costs", a.costs,
                   "integer costs per chunk F,B[,W], 1..1000 (default 1,2; zb-h1, zb-h2, zb-v: 1,1,1, W = B when omitted)");
@@ -120,9 +120,9 @@ int cmd_schedule(const ScheduleArgs& a) {
     auto most = [](const std::vector<int64_t>& idle) { return *std::max_element(idle.begin(), idle.end()); };
     const int64_t vi = most(r.idle), hi = most(h.idle), oi = most(o.idle);
     std::printf("same ranks and layers as one stage per rank (F=%lld B=%lld W=%lld): zb-h1 total %lld, idle %lld; "
-                "1f1b (B+W) total %lld, idle %lld; zb-v idle %lld",
+                "1f1b (B+W) total %lld, idle %lld; %s idle %lld",
                 (long long)(2 * c.F), (long long)(2 * c.B), (long long)(2 * c.W), (long long)h.total, (long long)hi,
-                (long long)o.total, (long long)oi, (long long)vi);
+                (long long)o.total, (long long)oi, s.kind.c_str(), (long long)vi);
     if (hi > 0 && oi > 0)
       std::printf(" = %s of zb-h1's, %s of 1f1b's", fraction(vi, hi).c_str(), fraction(vi, oi).c_str());
     std::printf(" (most idle rank)\n");

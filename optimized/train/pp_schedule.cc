@@ -50,11 +50,12 @@ const char* op_name(Op op) {
 }
 
 const std::vector<std::string>& schedule_kinds() {
-  static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v"};
+  static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v",
+                                                 "dualpipev"};
   return kinds;
 }
 
-bool vshape_kind(const std::string& kind) { return kind == "zb-v"; }
+bool vshape_kind(const std::string& kind) { return kind == "zb-v" || kind == "dualpipev"; }
 
 namespace {
 
@@ -265,6 +266,58 @@ Order zb_v_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
     }
     for (const int q : next) marked[size_t(q)] = 0;
     awake.swap(next);
+  }
+  return o;
+}
+
+// dualpipev (DeepSeek's DualPipeV, the "cut-in-half" DualPipe of DeepSeek-V3, arXiv
+// 2412.19437; github.com/deepseek-ai/DualPipe, dualpipev.py): the V placement of zb-v
+// (chunk 0 of rank r is stage r, chunk 1 is stage 2p-1-r), all m micro-batches enter at
+// rank 0, m >= 2p. Rank r runs eight phases (F0/F1, B0/B1: forward and backward of chunk
+// 0/1, each over micro-batches 0..m-1 in order; "zb": the backward's W deferred to a FIFO
+// that W pops; otherwise the W follows its B at once, a full backward):
+//   1. 2(p-r-1) x F0                         5. (p-r-1) x [B1, F1 & B0]
+//   2. (r+1) x [F0, F1]                      6. (r+1) x [B1, B0], the later half zb
+//   3. (p-r-1) x [B1 zb, W, F1]              7. (p-r-1) x [W, B0 zb]
+//   4. (m-2p+r+1) x [F0 & B1, F1 & B0]       8. (r+1) x W
+// "X & Y" is DualPipe's overlapped pair (one chunk's forward under another's backward and
+// their communication); the executor runs the pair's F, B and W in turn, and so does the
+// simulator: at unit costs F & B = F + B + W. In phase 6, zb starts at iteration
+// k = (r+1)/2 (integer division): before its B1 for odd r, before its B0 for even r.
+Order dualpipe_v_order(int p, int m) {
+  Order o(static_cast<size_t>(p));
+  for (int r = 0; r < p; ++r) {
+    auto& acts = o[size_t(r)];
+    int nF[2] = {0, 0}, nB[2] = {0, 0};
+    std::deque<Action> w;  // the deferred W, oldest first
+    auto F = [&](int c) { acts.push_back({Op::F, nF[c]++, c}); };
+    auto B = [&](int c, bool zb) {
+      const Action b{Op::B, nB[c]++, c};
+      acts.push_back(b);
+      if (zb) w.push_back({Op::W, b.mb, c});
+      else acts.push_back({Op::W, b.mb, c});
+    };
+    auto W = [&] {
+      acts.push_back(w.front());
+      w.pop_front();
+    };
+    const int ahead = p - r - 1;
+    for (int i = 0; i < 2 * ahead; ++i) F(0);
+    for (int i = 0; i <= r; ++i) F(0), F(1);
+    for (int i = 0; i < ahead; ++i) B(1, true), W(), F(1);
+    for (int i = 0; i < m - 2 * p + r + 1; ++i) F(0), B(1, false), F(1), B(0, false);
+    for (int i = 0; i < ahead; ++i) B(1, false), F(1), B(0, false);
+    bool zb = false;
+    for (int i = 0; i <= r; ++i) {
+      if (i == (r + 1) / 2 && r % 2 == 1) zb = true;
+      B(1, zb);
+      if (i == (r + 1) / 2 && r % 2 == 0) zb = true;
+      B(0, zb);
+    }
+    for (int i = 0; i < ahead; ++i) W(), B(0, true);
+    for (int i = 0; i <= r; ++i) W();
+    PB_REQUIRE(w.empty() && nF[0] == m && nF[1] == m && nB[0] == m && nB[1] == m,
+               "dualpipev: rank ", r, " does not run every action once (internal error)");
   }
   return o;
 }
@@ -571,6 +624,16 @@ Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const O
   return s;
 }
 
+// The start of every compute action of a schedule simulated at unit costs (the plan
+// with_planned_comm places receives by).
+std::vector<std::vector<int64_t>> unit_plan(const Schedule& s) {
+  const SimResult r = simulate(s, default_costs(s));
+  std::vector<std::vector<int64_t>> start(size_t(s.p));
+  for (int k = 0; k < s.p; ++k)
+    for (const TimedAction& t : r.timeline[size_t(k)]) start[size_t(k)].push_back(t.start);
+  return start;
+}
+
 std::string known_kinds() {
   std::string k;
   for (const auto& n : schedule_kinds()) k += (k.empty() ? "" : ", ") + n;
@@ -618,6 +681,14 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recomp
     return interleaved_schedule(p, v, m);
   }
   std::vector<std::vector<int64_t>> start;  // of each compute in the unit-cost plan
+  if (kind == "dualpipev") {
+    PB_REQUIRE(v == 2, "pipeline schedule dualpipev places exactly 2 chunks per rank in a V: v must be 2, got ", v,
+               " (--vpp 2)");
+    PB_REQUIRE(m >= 2 * p, "pipeline schedule dualpipev needs m >= 2p micro-batches (DeepSeek's DualPipeV), got m = ",
+               m, " < 2p = ", 2 * p);
+    const Order order = dualpipe_v_order(p, m);
+    return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, true, order)));
+  }
   if (kind == "zb-v") {
     PB_REQUIRE(v == 2, "pipeline schedule zb-v places exactly 2 chunks per rank in a V: v must be 2, got ", v,
                " (--vpp 2)");
@@ -641,6 +712,12 @@ Costs default_costs(const Schedule& s) {
 
 Bubble analytic_bubble(const Schedule& s, const Costs& c) {
   const int64_t p = s.p, v = s.v, m = s.m;
+  if (s.kind == "dualpipev") {  // DeepSeek's (PP/2-1)(F&B+B-3W), PP = 2p stages, F&B = F+B+W run in turn
+    const int64_t num = std::max<int64_t>(0, (p - 1) * (c.F + 2 * c.B - 2 * c.W));
+    return {"(p-1)(F&B+B-3W)/(2m(F+B+W)+(p-1)(F&B+B-3W)), F&B = F+B+W",
+            "DualPipe README (deepseek-ai/DualPipe), PP = 2p stages; the pair's F and B in turn", num,
+            2 * m * (c.F + c.B + c.W) + num};
+  }
   if (s.vshape) {  // ZB-V: only the start-up of rank p-1, (p-1)F, of 2m(F+B+W) busy per rank
     const int64_t num = (p - 1) * c.F;
     return {"(p-1)F/(2m(F+B+W)+(p-1)F)", "ZB-V, Qi et al. 2023; only rank p-1's start-up, at F = B = W and m >= p",

@@ -44,9 +44,14 @@
  *                every rank idles exactly p-1 units when m >= p, the start-up of rank p-1
  *                and nothing else: half of zb-h1's 2(p-1) with the same layers per rank
  *                (per-stage costs 2, 2, 2), a sixth of 1f1b's 6(p-1)
+ *   dualpipev    DeepSeek's DualPipeV (DeepSeek-V3, arXiv 2412.19437; the DualPipe repository's
+ *                dualpipev.py): zb-v's V placement, m >= 2p, eight phases per rank with
+ *                overlapped F & B pairs (run here in turn); with F = B = W every rank idles
+ *                p-1 (the README's (PP/2-1)(F&B+B-3W), PP = 2p) and holds at most 2p+1
+ *                chunks between F and W (the README's PP+1 against 1F1B's PP)
  * gpipe, 1f1b and zb-h1 post each receive just before its compute, right after the
  * previous compute's sends (one batch: Megatron's send_forward_recv_backward pairing).
- * zb-v and zb-h2 start from that and post a receive earlier only where check_rendezvous() would
+ * zb-v, zb-h2 and dualpipev start from that and post a receive earlier only where check_rendezvous() would
  * otherwise deadlock (neighbours exchange in both directions in a V), and only where the
  * rank idles anyway at unit costs. Every generated schedule is deadlock-free under both
  * models of a send: simulate() (a send never blocks) and check_rendezvous() (it completes
@@ -77,17 +82,17 @@ struct Action {
 };
 
 struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_placement.h
-  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v
+  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v | dualpipev
   int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
   bool recompute_ahead = false;             // R actions: recompute in advance (add_recompute_ahead)
   std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
 };
 
-// Whether a kind places its chunks in a V (zb-v), known before any schedule is made.
+// Whether a kind places its chunks in a V (zb-v, dualpipev), known before any schedule is made.
 bool vshape_kind(const std::string& kind);
 
-const std::vector<std::string>& schedule_kinds();  // {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v"}
+const std::vector<std::string>& schedule_kinds();  // {"gpipe", ..., "zb-v", "dualpipev"}
 
 // The schedule of a kind, with its communication actions. Bad input (unknown kind,
 // p, v, m < 1, v > 1 for a kind without chunks, v < 2, m < p or m % p for interleaved,
@@ -120,6 +125,7 @@ Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1; R = 
 //   zb-h1         (p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W)) Qi et al. 2023
 //   zb-h2         (p-1)F/(m(F+B+W)+(p-1)F)             only the start-up and the tail (F = B = W, m >= 2p-1)
 //   zb-v          (p-1)F/(2m(F+B+W)+(p-1)F)            only rank p-1's start-up (F = B = W, m >= p)
+//   dualpipev     (p-1)(F&B+B-3W)/(2m(F+B+W)+...)      DeepSeek's DualPipe README, PP = 2p, F&B = F+B+W
 struct Bubble {
   std::string formula, source;
   int64_t num = 0, den = 1;

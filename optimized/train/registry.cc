@@ -221,6 +221,8 @@ const std::vector<Technique>& techniques() {
       schedule("zb-h2", "zero bubble H2: deeper warm-up (<= 2p-1 in flight), no gap inside a rank's span "
                         "(arXiv 2401.10241); with post_validation"),
       schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
+      schedule("dualpipev", "DeepSeek's DualPipeV: the V of zb-v, m >= 2p, forward-backward pairs, B/W split "
+                            "(DeepSeek-V3, arXiv 2412.19437)"),
       {"post_validation", K::Feature,
        "the optimizer step post-validated (zero bubble, arXiv 2401.10241 Sec. 4; for zb-h2): each stage steps on "
        "the gradient norm summed along the pipeline so far, then rolls back (and redoes the step clipped) when the "

@@ -1,5 +1,5 @@
 /* Pipeline parallelism against the reference (FEATURES.md, PP): for GPipe, 1F1B,
- * interleaved (v = 2), ZB-H1, ZB-H2 and ZB-V on pp 2 and 4, alone and with tp2 + sp or dp2, the loss,
+ * interleaved (v = 2), ZB-H1, ZB-H2, ZB-V and DualPipeV on pp 2 and 4, alone and with tp2 + sp or dp2, the loss,
  * every step-1 gradient and every final parameter equal the reference's gradient
  * accumulation over the same m micro-batches (fp32 tolerance); every rank's communication
  * (TP, DP and the pipeline's point-to-point bytes) equals the analytic model exactly;
@@ -57,6 +57,10 @@ static std::vector<Case> cases_for(int world) {
       pp_case("pp4_zbh2", 4, 4, 1, "zb-h2", 8),
       pp_case("pp2_dp2_zbh2", 2, 2, 1, "zb-h2", 3, 1, 2),
       pp_case("pp2_zbv", 4, 2, 2, "zb-v", 4),
+      pp_case("pp2_dualpipev", 4, 2, 2, "dualpipev", 4),
+      pp_case("pp4_dualpipev", 8, 4, 2, "dualpipev", 8),
+      pp_case("pp2_tp2_sp_dualpipev", 4, 2, 2, "dualpipev", 5, 2, 1, true),
+      pp_case("pp2_dp2_dualpipev", 4, 2, 2, "dualpipev", 4, 1, 2),
       pp_case("pp4_zbv", 8, 4, 2, "zb-v", 8),
       pp_case("pp2_tp2_sp_zbv", 4, 2, 2, "zb-v", 4, 2, 1, true),
       pp_case("pp2_dp2_zbv", 4, 2, 2, "zb-v", 4, 1, 2),

@@ -11,7 +11,7 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 
 for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2" \
-            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8"; do
+            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8" "dualpipev 4 2 8"; do
   set -- $spec
   kind=$1 p=$2 v=$3 m=$4
   stem="schedule-$kind-p$p-v$v-m$m"
@@ -47,6 +47,16 @@ rows = re.findall(r"^ *(\d+) +\d+ +\d+ +\S+ = \S+ +(\d+) +(\d+) +(\d+) +(\d+)$",
 assert [int(r[0]) for r in rows] == list(range(p)), rows
 assert all(int(r[1]) == 0 for r in rows), rows
 assert int(rows[0][4]) == 2 * p - 1 and f"holds {p}: more" in out, rows
+PY
+  fi
+  if [ "$kind" = dualpipev ]; then  # idle p-1 per rank; 2p+1 chunks held, one more than 1f1b's 2p
+    python3 - "$work/out" "$p" <<'PY' && ok "$spec: idle p-1, peak F-W 2p+1" || { bad "$spec: dualpipev table"; cat "$work/out"; }
+import re, sys
+out, p = open(sys.argv[1]).read(), int(sys.argv[2])
+rows = re.findall(r"^ *(\d+) +\d+ +(\d+) +\S+ = \S+ +(\d+) +(\d+) +(\d+) +(\d+)$", out, re.M)
+assert [int(r[0]) for r in rows] == list(range(p)), rows
+assert all(int(r[1]) == p - 1 and int(r[5]) == 2 * p + 1 for r in rows), rows
+assert f"holds {2 * p}: more" in out and "; dualpipev idle " in out, out
 PY
   fi
   if [ "$kind" = zb-v ]; then  # both chunks labelled; zb-h1 and 1f1b on the same ranks for comparison

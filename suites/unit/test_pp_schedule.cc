@@ -289,6 +289,45 @@ TEST(PpSchedule, ZeroBubbleH2HasNoGapInsideAnyRanksSpan) {
     }
 }
 
+// DualPipeV (DeepSeek's DualPipe repository, README table, PP = 2p stages on p ranks):
+// bubble (PP/2-1)(F&B+B-3W) = p-1 at F = B = W with the pair's F, B and W run in turn
+// (F&B = 3): every rank idles exactly p-1, p-1-r of it inside rank r's span; activation
+// "PP+1" against 1F1B's "PP": exactly 2p+1 chunks between F and W, one more than 1F1B's
+// p micro-batches of two chunks on the same ranks and layers, and zb-v's 2p.
+TEST(PpSchedule, DualPipeVIdlesPMinus1AndHoldsOneChunkMoreThan1F1B) {
+  for (int p = 1; p <= 8; ++p)
+    for (int m = 2 * p; m <= 4 * p + 3; ++m) {
+      const Schedule s = make_schedule("dualpipev", p, 2, m);
+      EXPECT_TRUE(s.vshape);
+      EXPECT_TRUE(s.split_backward);
+      const Costs unit = default_costs(s);
+      const SimResult r = check(s, unit);
+      const SimResult zbv = simulate(make_schedule("zb-v", p, 2, m), unit);
+      EXPECT_EQ(r.total, 6 * m + p - 1) << "p=" << p << " m=" << m;
+      EXPECT_EQ(r.total, zbv.total) << "p=" << p << " m=" << m;
+      const Bubble b = analytic_bubble(s, unit);
+      for (int k = 0; k < p; ++k) {
+        const size_t K = size_t(k);
+        EXPECT_EQ(r.idle[K], p - 1) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_EQ(r.gaps[K], p - 1 - k) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_EQ(r.idle[K] * b.den, b.num * r.total);
+        EXPECT_EQ(r.peak_held[K], peak_f_to_w(s, k));
+        EXPECT_EQ(r.peak_held[K], 2 * p + 1) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_LE(zbv.peak_held[K], 2 * p);
+      }
+      // The phases' first actions: rank r opens with 2(p-r-1) + 1 forwards of chunk 0.
+      for (int k = 0; k < p; ++k) {
+        int lead = 0;
+        for (const Action& a : s.ranks[size_t(k)]) {
+          if (!is_compute(a.op)) continue;
+          if (a.op != Op::F || a.chunk != 0) break;
+          ++lead;
+        }
+        EXPECT_EQ(lead, 2 * (p - k - 1) + 1) << "p=" << p << " m=" << m << " rank " << k;
+      }
+    }
+}
+
 TEST(PpSchedule, ZeroBubbleVIdlesPMinus1WithTwoPChunksInFlight) {
   for (int p = 1; p <= 8; ++p)
     for (int m = 1; m <= 4 * p + 3; ++m) {
@@ -424,13 +463,13 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
   }
   EXPECT_GT(paired, 0);
   EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
-  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v"}));
-  // Generation is deterministic; only zb-v places its chunks in a V.
+  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipev"}));
+  // Generation is deterministic; only zb-v and dualpipev place their chunks in a V.
   for (const std::string& kind : schedule_kinds()) {
     const int v = chunks(kind);
     EXPECT_EQ(make_schedule(kind, 3, v, 6).ranks, make_schedule(kind, 3, v, 6).ranks);
-    EXPECT_EQ(make_schedule(kind, 3, v, 6).vshape, kind == "zb-v") << kind;
-    EXPECT_EQ(vshape_kind(kind), kind == "zb-v") << kind;
+    EXPECT_EQ(make_schedule(kind, 3, v, 6).vshape, kind == "zb-v" || kind == "dualpipev") << kind;
+    EXPECT_EQ(vshape_kind(kind), kind == "zb-v" || kind == "dualpipev") << kind;
   }
 }
 
@@ -617,7 +656,9 @@ TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
 
 TEST(PpSchedule, BadInputIsOneLine) {
   const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
-      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v"},
+      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev"},
+      {"dualpipev", 4, 2, 7, "needs m >= 2p micro-batches (DeepSeek's DualPipeV), got m = 7 < 2p = 8"},
+      {"dualpipev", 4, 1, 8, "v must be 2, got 1 (--vpp 2)"},
       {"zb-h2", 4, 2, 8, "v must be 1"},
       {"1f1b", 0, 1, 8, "p (pipeline ranks) must be >= 1"},
       {"1f1b", 4, 0, 8, "v (chunks per rank) must be >= 1"},
