@@ -130,7 +130,8 @@ Suite parse_suite(const json& j, const std::string& origin) {
                ": every case needs a string 'name'");
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
-                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size", "mc2_chunks"},
+                   "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size", "mc2_chunks",
+                   "pp_layers", "pp_first_layers", "pp_last_layers"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -178,6 +179,19 @@ Suite parse_suite(const json& j, const std::string& origin) {
       PB_REQUIRE(std::find(c.features.begin(), c.features.end(), "mc2") != c.features.end(), where,
                  ": mc2_chunks needs the feature mc2");
     }
+    if (cj.contains("pp_layers")) {
+      if (cj["pp_layers"].is_string()) {
+        PB_REQUIRE(cj["pp_layers"] == "balanced", where, ": pp_layers is a list of layers per stage or \"balanced\", "
+                   "got \"", cj["pp_layers"].get<std::string>(), "\"");
+        c.pp_balanced = true;
+      } else {
+        c.pp_layers = get<std::vector<int64_t>>(cj, "pp_layers", where);
+      }
+    }
+    if (cj.contains("pp_first_layers")) c.pp_first_layers = get<int64_t>(cj, "pp_first_layers", where);
+    if (cj.contains("pp_last_layers")) c.pp_last_layers = get<int64_t>(cj, "pp_last_layers", where);
+    for (const char* k : {"pp_first_layers", "pp_last_layers"})
+      PB_REQUIRE(!cj.contains(k) || cj[k].get<int64_t>() >= 1, where, ": ", k, " must be >= 1");
     if (cj.contains("zero_stage")) {
       c.zero_stage = get<int>(cj, "zero_stage", where);
       PB_REQUIRE(std::find(c.features.begin(), c.features.end(), "distributed_optimizer") != c.features.end(), where,
@@ -229,6 +243,10 @@ Features Case::typed_features() const {
   f.zero_stage = zero_stage;
   f.bucket_size = bucket_size;
   f.mc2_chunks = mc2_chunks;
+  f.pp_layers = pp_layers;
+  f.pp_balanced = pp_balanced;
+  f.pp_first_layers = pp_first_layers;
+  f.pp_last_layers = pp_last_layers;
   f.bf16 = dtype == "bf16";
   return f;
 }
@@ -260,6 +278,7 @@ Case Case::one_rank() const {
   c.layout = Layout{};
   c.train.num_micro_batches = train.num_micro_batches * layout.dp;
   c.features.clear();
+  c.pp_layers.clear(), c.pp_balanced = false, c.pp_first_layers = c.pp_last_layers = 0;  // one stage
   for (const auto& f : features)
     if (find_technique(f)->single_rank) c.features.push_back(f);
   return c;

@@ -42,6 +42,9 @@ struct Case {
   int zero_stage = 1;                        // distributed_optimizer: 1 | 2 | 3
   int64_t bucket_size = 0;                   // distributed_optimizer stage 1: elements per bucket (0: one)
   int mc2_chunks = 2;                        // mc2: chunks each split linear runs in
+  std::vector<int64_t> pp_layers;            // PP: layers per stage (train/pp_partition.h); empty: even
+  bool pp_balanced = false;                  // PP: "pp_layers": "balanced", the partitioner's split
+  int64_t pp_first_layers = 0, pp_last_layers = 0;  // PP: Megatron's first / last rank's layers (0: unset)
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated; with

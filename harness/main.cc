@@ -322,6 +322,8 @@ struct AnalyzeArgs {
   int zero_stage = 1;
   int64_t bucket_size = 0;
   int mc2_chunks = 2;
+  std::string pp_layers;  // N,N,.. | balanced
+  int64_t pp_first_layers = 0, pp_last_layers = 0;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -395,6 +397,24 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.moe_dispatcher = a.moe_dispatcher;
   c.recompute_method = a.recompute_method, c.recompute_num_layers = a.recompute_num_layers;
   c.zero_stage = a.zero_stage, c.bucket_size = a.bucket_size, c.mc2_chunks = a.mc2_chunks;
+  if (a.pp_layers == "balanced") {
+    c.pp_balanced = true;
+  } else {
+    std::stringstream ls(a.pp_layers);
+    for (std::string n; std::getline(ls, n, ',');) {
+      size_t used = 0;
+      long long x = 0;
+      try {
+        x = std::stoll(n, &used);
+      } catch (...) {
+        used = 0;
+      }
+      PB_REQUIRE(used == n.size() && !n.empty(), "--pp-layers: layers per stage N,N,.. or balanced, got '",
+                 a.pp_layers, "'");
+      c.pp_layers.push_back(x);
+    }
+  }
+  c.pp_first_layers = a.pp_first_layers, c.pp_last_layers = a.pp_last_layers;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -413,6 +433,17 @@ int cmd_analyze(const AnalyzeArgs& a) {
                 (long long)c.model.expert_ffn(), c.moe_dispatcher.c_str());
   std::printf("parameters: %lld total, %lld per rank | model FLOPs per step: %.4g\n", (long long)p.params_total,
               (long long)p.params_local, p.flops_per_step);
+  if (c.layout.pp > 1) {  // the layers per stage, their costs and the bubble they give
+    const Features f = c.typed_features();
+    const pp::Schedule s = schedule_for({c.model, c.train, c.layout, f, c.schedule});
+    std::vector<int64_t> split;
+    for (int st = 0; st < s.stages(); ++st) {
+      const auto [l0, l1] = s.layers(c.model.num_hidden_layers, st);
+      split.push_back(l1 - l0);
+    }
+    std::printf("\npipeline stages (costs: training FLOPs per token, reference/model/flops.h)\n");
+    print_split(s, pp::default_costs(s), pp::analytic_layer_costs(c.model, c.train.seq_length), split);
+  }
   // One block per pipeline stage (the ranks of a stage hold and move the same amounts).
   for (int stage = 0; stage < c.layout.pp; ++stage) {
     const Prediction ps = stage == 0 ? p : predict(c, stage);
@@ -475,6 +506,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   analyze->add_option("--zero-stage", aa.zero_stage, "distributed_optimizer: 1 (optimizer state) | 2 (and gradients) | 3 (and weights)")
       ->capture_default_str();
+  analyze->add_option("--pp-layers", aa.pp_layers, "pp: layers per stage N,N,.. (stage order) or balanced");
+  analyze->add_option("--pp-first-layers", aa.pp_first_layers, "pp: pipeline rank 0's layers (Megatron)");
+  analyze->add_option("--pp-last-layers", aa.pp_last_layers, "pp: pipeline rank p-1's layers (Megatron)");
   analyze->add_option("--bucket-size", aa.bucket_size,
                       "DP gradient buckets (ZeRO-1 shards each): elements per bucket (0: one)")
       ->capture_default_str();

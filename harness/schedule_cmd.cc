@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -53,7 +54,80 @@ std::string fraction(int64_t num, int64_t den) {
 
 void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
+// A comma-separated list of numbers (what: the option, for its error line).
+std::vector<double> parse_numbers(const std::string& text, const char* what) {
+  std::vector<double> v;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    size_t used = 0;
+    double x = 0;
+    try {
+      x = std::stod(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    PB_REQUIRE(used == item.size() && !item.empty() && std::isfinite(x), what, ": expected comma-separated numbers, got '",
+               text, "'");
+    v.push_back(x);
+  }
+  return v;
+}
+
+// The split of --layers L over the schedule's stages, as the options say.
+std::vector<int64_t> split_of(const ScheduleArgs& a, const pp::Schedule& s, const pp::LayerCosts& costs) {
+  const int S = s.stages();
+  const int ways = int(!a.pp_layers.empty()) + int(a.first_layers > 0 || a.last_layers > 0);
+  PB_REQUIRE(ways <= 1, "give --pp-layers or --first-layers / --last-layers, not both");
+  if (a.pp_layers == "balanced") return pp::balanced_split(costs, S);
+  if (!a.pp_layers.empty()) {
+    std::vector<int64_t> n;
+    for (const double x : parse_numbers(a.pp_layers, "--pp-layers")) {
+      PB_REQUIRE(x == std::floor(x), "--pp-layers: layer counts are integers, got '", a.pp_layers, "'");
+      n.push_back(int64_t(x));
+    }
+    pp::check_split(n, a.layers, S);
+    return n;
+  }
+  if (a.first_layers > 0 || a.last_layers > 0) return pp::megatron_split(s, a.layers, a.first_layers, a.last_layers);
+  return pp::uniform_split(a.layers, S);
+}
+
+std::string joined(const std::vector<double>& v, const char* fmt) {
+  std::string out;
+  char buf[64];
+  for (const double x : v) std::snprintf(buf, sizeof(buf), fmt, x), out += (out.empty() ? "" : ", ") + std::string(buf);
+  return out;
+}
+
 }  // namespace
+
+pp::Costs print_split(const pp::Schedule& s, const pp::Costs& base, const pp::LayerCosts& costs,
+                      const std::vector<int64_t>& layers) {
+  const int S = s.stages();
+  const int64_t L = int64_t(costs.layer.size());
+  auto summary = [&](const std::vector<int64_t>& split, const char* label) {
+    pp::Costs c = base;
+    c.stage = pp::stage_weights(costs, split);
+    const pp::SimResult r = pp::simulate(s, c);
+    const std::vector<double> sc = pp::stage_costs(costs, split);
+    double mean = 0, most = 0;
+    for (const double x : sc) mean += x / double(S), most = std::max(most, x);
+    std::vector<double> w(c.stage.begin(), c.stage.end()), idle;
+    for (const int64_t x : r.idle) idle.push_back(double(x) / double(r.total));
+    std::printf("%s split, layers per stage: %s | stage costs %s | weights %s | largest stage / mean %.3f | "
+                "total %lld units, idle fraction per rank %s\n",
+                label, pp::split_str(split).c_str(), joined(sc, "%.4g").c_str(), joined(w, "%.0f").c_str(),
+                mean > 0 ? most / mean : 0.0, (long long)r.total, joined(idle, "%.3f").c_str());
+    return c;
+  };
+  std::printf("stage weights: each stage's cost in quarters of the mean layer's (%s per layer%s%s), times F, B, W\n",
+              costs.layer.empty() ? "-" : joined({costs.layer[0]}, "%.4g").c_str(),
+              costs.head > 0 ? ("; head " + joined({costs.head}, "%.4g")).c_str() : "",
+              costs.embed > 0 ? ("; embedding " + joined({costs.embed}, "%.4g")).c_str() : "");
+  const pp::Costs chosen = summary(layers, "chosen");
+  if (L % S == 0 && pp::uniform_split(L, S) != layers) summary(pp::uniform_split(L, S), "even");
+  return chosen;
+}
 
 CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   auto* sub = app.add_subcommand("schedule", "simulate and draw a pipeline schedule (no MPI, no model)");
@@ -66,13 +140,36 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   sub->add_option("--svg", a.svg, "the SVG timeline's file (default schedule-<kind>-p<P>-v<V>-m<M>.svg)");
   sub->add_option("--trace", a.trace, "the Chrome trace's file (default schedule-<kind>-p<P>-v<V>-m<M>.trace.json)");
   sub->add_flag("--no-files", a.no_files, "print only: write neither the SVG nor the trace");
+  sub->add_option("--layers", a.layers, "split L model layers over the stages; costs per stage follow the split");
+  sub->add_option("--pp-layers", a.pp_layers, "with --layers: layers per stage N,N,.. (stage order), or balanced");
+  sub->add_option("--first-layers", a.first_layers, "with --layers: pipeline rank 0's layers (Megatron)");
+  sub->add_option("--last-layers", a.last_layers, "with --layers: pipeline rank p-1's layers (Megatron)");
+  sub->add_option("--layer-costs", a.layer_costs, "with --layers: each layer's cost C,C,.. (default 1 each)");
+  sub->add_option("--head-cost", a.head_cost, "with --layers: the LM head's cost, on the last stage (default 0)");
+  sub->add_option("--embed-cost", a.embed_cost, "with --layers: the embedding's cost, on stage 0 (default 0)");
   sub->callback([&a] { a.write_svg = a.write_trace = !a.no_files; });
   return sub;
 }
 
 int cmd_schedule(const ScheduleArgs& a) {
-  const pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches);
-  const pp::Costs c = parse_costs(a.costs, s);
+  pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches);
+  pp::Costs c = parse_costs(a.costs, s);
+  PB_REQUIRE(a.layers > 0 || (a.pp_layers.empty() && a.layer_costs.empty() && a.first_layers == 0 &&
+                              a.last_layers == 0 && a.head_cost == 0 && a.embed_cost == 0),
+             "--pp-layers, --first-layers, --last-layers, --layer-costs, --head-cost and --embed-cost need --layers L");
+  if (a.layers > 0) {  // the split and its stage weights
+    pp::LayerCosts lc;
+    lc.layer = a.layer_costs.empty() ? std::vector<double>(size_t(a.layers), 1.0)
+                                     : parse_numbers(a.layer_costs, "--layer-costs");
+    PB_REQUIRE(int64_t(lc.layer.size()) == a.layers, "--layer-costs: ", lc.layer.size(), " costs for --layers ", a.layers);
+    for (const double x : lc.layer) PB_REQUIRE(x > 0, "--layer-costs: costs must be > 0, got '", a.layer_costs, "'");
+    PB_REQUIRE(a.head_cost >= 0 && a.embed_cost >= 0, "--head-cost / --embed-cost must be >= 0");
+    lc.head = a.head_cost, lc.embed = a.embed_cost;
+    const std::vector<int64_t> split = split_of(a, s, lc);
+    s.set_split(split);
+    c = print_split(s, c, lc, split);
+    std::printf("\n");
+  }
   const pp::SimResult r = pp::simulate(s, c);
   const int64_t p = s.p, v = s.v, m = s.m;
   std::printf("pipeline schedule %s: p=%lld ranks, v=%lld chunk(s) per rank, m=%lld micro-batches; costs per chunk "

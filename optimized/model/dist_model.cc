@@ -21,6 +21,7 @@ pp::Placement placement_of(const DistModelConfig& cfg, const ProcessGrid& grid) 
   p.p = grid.layout().pp;
   p.v = grid.layout().vpp;
   p.vshape = cfg.vshape;
+  p.bounds = cfg.stage_bounds;
   return p;
 }
 

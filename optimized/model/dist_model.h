@@ -49,6 +49,7 @@ struct DistModelConfig {
   bool offload_optimizer = false;      // ZeRO-Offload: master, Adam state and the step in host memory
   int zero_stage = 1;                  // with distributed_optimizer: 1, 2 (gradients too) or 3 (weights too)
   int64_t bucket_size = 0;             // ZeRO-1's and DP's buckets (elements; 0: one bucket)
+  std::vector<int64_t> stage_bounds = {};  // PP: an uneven split's layer boundaries (Placement::bounds); empty: even
 };
 
 class DistModel {

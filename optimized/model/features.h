@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace pb {
 
@@ -25,6 +26,13 @@ struct Features {
                             // reduced one by one (ZeRO-1: each sharded)
   bool overlap_grad_reduce = false;  // the buckets' reduction started in the backward (model/grad_overlap.h)
   bool post_validation = false;  // the optimizer step post-validated along the pipeline (model/post_validation.h)
+  // Stage partitioning (train/pp_partition.h; case keys pp_layers, pp_first_layers,
+  // pp_last_layers): layers per stage given, Megatron's first / last rank's layers (0:
+  // unset), or the partitioner's balanced split ("pp_layers": "balanced").
+  std::vector<int64_t> pp_layers;
+  int64_t pp_first_layers = 0, pp_last_layers = 0;
+  bool pp_balanced = false;
+  bool pp_split() const { return !pp_layers.empty() || pp_first_layers > 0 || pp_last_layers > 0 || pp_balanced; }
   bool overlap_param_gather = false;  // ZeRO-1's gathers waited for in the next forward (param_gather_overlap.h)
   // MC2 (feature "mc2", needs sp; case key "mc2_chunks"): the SP linears with their
   // collectives split into chunks under the matrix products (parallel/mc2_linear.h).

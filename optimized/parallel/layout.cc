@@ -31,12 +31,12 @@ std::string Layout::str() const {
   return s.empty() ? "1 rank" : s;
 }
 
-void validate_layout(const Layout& l, const ref::ModelConfig& mc) {
+void validate_layout(const Layout& l, const ref::ModelConfig& mc, bool split_given) {
   for (auto [name, v] : {std::pair{"dp", l.dp}, {"tp", l.tp}, {"pp", l.pp}, {"vpp", l.vpp}, {"cp", l.cp}, {"ep", l.ep}})
     PB_REQUIRE(v >= 1, "invalid layout: ", name, " must be >= 1, got ", v);
   PB_REQUIRE(l.vpp == 1 || l.pp > 1, "invalid layout: vpp ", l.vpp, " needs pp > 1");
-  PB_REQUIRE(mc.num_hidden_layers % (l.pp * l.vpp) == 0, "invalid layout: pp ", l.pp, " x vpp ", l.vpp,
-             " does not divide num_hidden_layers ", mc.num_hidden_layers);
+  PB_REQUIRE(split_given || mc.num_hidden_layers % (l.pp * l.vpp) == 0, "invalid layout: pp ", l.pp, " x vpp ", l.vpp,
+             " does not divide num_hidden_layers ", mc.num_hidden_layers, " (or give pp_layers)");
 }
 
 }  // namespace pb

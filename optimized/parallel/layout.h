@@ -24,6 +24,8 @@ struct Layout {
 
 // The checks every case needs (degrees >= 1, what PP must divide, what this build does not
 // run yet); each technique adds its own in its registry entry (TP's divisibility there).
-void validate_layout(const Layout& l, const ref::ModelConfig& mc);
+// split_given: the layers are split over the stages by the case (train/pp_partition.h), so
+// pp x vpp need not divide them.
+void validate_layout(const Layout& l, const ref::ModelConfig& mc, bool split_given = false);
 
 }  // namespace pb

@@ -7,13 +7,15 @@
  *   V (ZB-V, v = 2):       chunk 0 of rank r is stage r, chunk 1 is stage 2p-1-r, so rank 0
  *                          holds the first and the last stage and the turn at rank p-1
  *                          stays local (L=16, p=4: rank 0 holds layers 0-1 and 14-15)
- * Stage s holds layers [s*L/(p*v), (s+1)*L/(p*v)); stage 0 also embeds, the last stage
- * also runs the final norm, the LM head and the loss.
+ * Stage s holds layers [s*L/(p*v), (s+1)*L/(p*v)), or with a split (train/pp_partition.h)
+ * [bounds[s], bounds[s+1]); stage 0 also embeds, the last stage also runs the final norm,
+ * the LM head and the loss.
  */
 #pragma once
 
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 namespace pb::pp {
 
@@ -28,8 +30,16 @@ struct Placement {
   // of stage s is the input of stage s+1 (and the gradient back) on that rank.
   // Only the V placement hands over locally (interleaved with p = 1 sends to itself).
   bool local_boundary(int s) const { return vshape && s >= 0 && s + 1 < stages() && rank_of(s) == rank_of(s + 1); }
-  // The global layers [first, last) of stage s in a model of L layers (p*v divides L).
+  // Layer boundaries of an uneven split: stages()+1 prefix sums from 0 to L; empty: even.
+  std::vector<int64_t> bounds;
+  void set_split(const std::vector<int64_t>& layers_per_stage) {
+    bounds.assign(1, 0);
+    for (const int64_t n : layers_per_stage) bounds.push_back(bounds.back() + n);
+  }
+  // The global layers [first, last) of stage s in a model of L layers (without a split p*v
+  // divides L).
   std::pair<int64_t, int64_t> layers(int64_t L, int s) const {
+    if (!bounds.empty()) return {bounds[size_t(s)], bounds[size_t(s) + 1]};
     const int64_t per = L / stages();
     return {s * per, (s + 1) * per};
   }

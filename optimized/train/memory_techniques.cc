@@ -80,17 +80,29 @@ void one_granularity(const CaseSpec& c) {
 }
 }  // namespace
 
+// The layers of each pipeline stage (one stage without PP).
+static std::vector<int64_t> stage_layer_counts(const CaseSpec& c) {
+  const pp::Placement pl = placement_for(c);
+  std::vector<int64_t> n;
+  for (int s = 0; s < pl.stages(); ++s) {
+    const auto [l0, l1] = pl.layers(c.model.num_hidden_layers, s);
+    n.push_back(l1 - l0);
+  }
+  return n;
+}
+
 void recompute_full_require(const CaseSpec& c) {
   one_granularity(c);
   const std::string& m = c.features.recompute_method;
   const int64_t n = c.features.recompute_num_layers;
   PB_REQUIRE(m == "uniform" || m == "block", "invalid case: unknown recompute_method '", m, "' (uniform, block)");
-  const int64_t per = c.model.num_hidden_layers / (int64_t(c.layout.pp) * c.layout.vpp);  // a stage's layers
   PB_REQUIRE(n >= 1, "invalid case: recompute_num_layers ", n, " (at least 1)");
-  PB_REQUIRE(n <= per, "invalid case: recompute_num_layers ", n, " is more than the ", per,
-             " layers a pipeline stage holds");
-  PB_REQUIRE(m != "uniform" || per % n == 0, "invalid case: recompute_method uniform needs recompute_num_layers ", n,
-             " to divide the ", per, " layers of a pipeline stage");
+  for (const int64_t per : stage_layer_counts(c)) {  // each stage's layers
+    PB_REQUIRE(n <= per, "invalid case: recompute_num_layers ", n, " is more than the ", per,
+               " layers a pipeline stage holds");
+    PB_REQUIRE(m != "uniform" || per % n == 0, "invalid case: recompute_method uniform needs recompute_num_layers ", n,
+               " to divide the ", per, " layers of a pipeline stage");
+  }
 }
 
 void recompute_full_install(const CaseSpec& c, Strategies& s) {
@@ -103,8 +115,7 @@ void recompute_full_install(const CaseSpec& c, Strategies& s) {
 static std::set<int64_t> recomputed_layers(const CaseSpec& c, const Dims& d) {
   std::set<int64_t> again;
   if (!c.features.recompute_full) return again;
-  pp::Placement pl;
-  pl.p = c.layout.pp, pl.v = c.layout.vpp, pl.vshape = c.layout.pp > 1 && pp::vshape_kind(c.schedule);
+  const pp::Placement pl = placement_for(c);
   for (int ch = 0; ch < pl.v; ++ch) {
     const auto [l0, l1] = pl.layers(d.L, pl.stage(d.pp_rank, ch));
     for (const auto& [g0, g1] : recompute_groups(c.features.recompute_method, c.features.recompute_num_layers, l0, l1))
@@ -163,10 +174,11 @@ void recompute_selective_terms(const CaseSpec& c, const Dims& d, Terms& t) {
 // --- swap_attention: MindSpeed's swap attention (an activation policy) ---
 void swap_attention_require(const CaseSpec& c) {
   // (A model without attention layers is refused by its config: num_hidden_layers > 0, and
-  // every pipeline stage holds L / (pp vpp) >= 1 layers.)
+  // every pipeline stage holds >= 1 layer.)
   // With full recompute the layers outside the checkpointed groups are swapped (recompute
   // method block, fewer layers than a stage holds): a checkpointed layer keeps only its input.
-  const int64_t per = c.model.num_hidden_layers / (int64_t(c.layout.pp) * c.layout.vpp);
+  const auto counts = stage_layer_counts(c);
+  const int64_t per = *std::min_element(counts.begin(), counts.end());  // the smallest stage's layers
   PB_REQUIRE(!c.features.recompute_full ||
                  (c.features.recompute_method == "block" && c.features.recompute_num_layers < per),
              "invalid case: swap_attention with recompute_full checkpoints every layer (", c.features.recompute_method,

@@ -115,6 +115,13 @@ void add_recompute_ahead(Schedule& s);
 struct Costs {
   int64_t F = 1, B = 2, W = 0;
   int64_t R = 1;  // a recompute ahead of its B (recompute_ahead): the forward again
+  // Per stage (stage order) a multiplier of every cost, for uneven stages (pp_partition.h:
+  // a stage's layers, its head); empty: every stage 1.
+  std::vector<int64_t> stage = {};
+  int64_t of(Op op, int st) const {
+    const int64_t base = op == Op::F ? F : op == Op::B ? B : op == Op::R ? R : W;
+    return stage.empty() ? base : base * stage[size_t(st)];
+  }
 };
 Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1; R = F
 

@@ -62,6 +62,9 @@ SimResult simulate(const Schedule& s, const Costs& c) {
   PB_REQUIRE(int(s.ranks.size()) == p, "schedule ", s.kind, ": ", s.ranks.size(), " rank lists for p = ", p);
   PB_REQUIRE(!s.vshape || v == 2, "schedule ", s.kind, ": a V places exactly 2 chunks per rank, got v = ", v);
   PB_REQUIRE(!s.recompute_ahead || c.R >= 1, "schedule costs must be positive integers: R=", c.R);
+  PB_REQUIRE(c.stage.empty() || int(c.stage.size()) == s.stages(), "schedule costs: ", c.stage.size(),
+             " stage weights for ", s.stages(), " stages");
+  for (const int64_t w : c.stage) PB_REQUIRE(w >= 1, "schedule costs: a stage weight ", w, " (positive integers)");
   PB_REQUIRE(c.F >= 1 && c.B >= 1 && (!s.split_backward || c.W >= 1),
              "schedule costs must be positive integers: F=", c.F, " B=", c.B, s.split_backward ? " W=" : "",
              s.split_backward ? std::to_string(c.W) : "");
@@ -172,7 +175,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
       while (next[R] < acts.size()) {
         const Action& a = acts[next[R]];
         if (is_compute(a.op)) {
-          const int64_t cost = a.op == Op::F ? c.F : a.op == Op::B ? c.B : a.op == Op::R ? c.R : c.W;
+          const int64_t cost = c.of(a.op, s.stage(r, a.chunk));
           res.timeline[R].push_back({a, clock[R], clock[R] + cost});
           clock[R] += cost;
           res.busy[R] += cost;
@@ -206,9 +209,10 @@ SimResult simulate(const Schedule& s, const Costs& c) {
         size_t after = end;
         for (; after < acts.size() && acts[after].op == Op::R; ++after)
           if (ahead_done[R] <= after) {
-            res.timeline[R].push_back({acts[after], clock[R], clock[R] + c.R});
-            clock[R] += c.R;
-            res.busy[R] += c.R;
+            const int64_t cost = c.of(Op::R, s.stage(r, acts[after].chunk));
+            res.timeline[R].push_back({acts[after], clock[R], clock[R] + cost});
+            clock[R] += cost;
+            res.busy[R] += cost;
             ahead_done[R] = after + 1;
             progress = true;
           }

@@ -19,6 +19,7 @@
 #include "optimized/parallel/tp_vocab.h"
 #include "optimized/train/memory_techniques.h"
 #include "optimized/train/overlap_techniques.h"
+#include "optimized/train/pp_partition.h"
 #include "optimized/train/pp_schedule.h"
 #include "optimized/train/pp_terms.h"
 #include "reference/common/error.h"
@@ -306,9 +307,32 @@ const std::vector<Technique>& techniques() {
 }
 
 // (Recompute in advance outside the interleaved schedule is refused by its own entry.)
+pp::Placement placement_for(const CaseSpec& c) {
+  pp::Placement pl;
+  pl.p = c.layout.pp, pl.v = c.layout.vpp, pl.vshape = c.layout.pp > 1 && pp::vshape_kind(c.schedule);
+  const auto& f = c.features;
+  const int64_t L = c.model.num_hidden_layers;
+  if (!f.pp_split()) return pl;
+  PB_REQUIRE(c.layout.pp > 1, "pp_layers / pp_first_layers / pp_last_layers split the layers over pipeline stages "
+             "(need pp > 1)");
+  PB_REQUIRE(int(!f.pp_layers.empty()) + int(f.pp_first_layers > 0 || f.pp_last_layers > 0) + int(f.pp_balanced) == 1,
+             "give one of pp_layers [..], pp_layers \"balanced\" and pp_first_layers / pp_last_layers");
+  if (!f.pp_layers.empty()) {
+    pp::check_split(f.pp_layers, L, pl.stages());
+    pl.set_split(f.pp_layers);
+  } else if (f.pp_balanced) {
+    pl.set_split(pp::balanced_split(pp::analytic_layer_costs(c.model, c.train.seq_length), pl.stages()));
+  } else {
+    pl.set_split(pp::megatron_split(pl, L, f.pp_first_layers, f.pp_last_layers));
+  }
+  return pl;
+}
+
 pp::Schedule schedule_for(const CaseSpec& c) {
-  return pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
-                           c.features.recompute_in_advance && c.schedule == "interleaved");
+  pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
+                                     c.features.recompute_in_advance && c.schedule == "interleaved");
+  static_cast<pp::Placement&>(s) = placement_for(c);
+  return s;
 }
 
 bool is_active(const Technique& t, const CaseSpec& c) {
@@ -346,7 +370,8 @@ Features parse_features(const std::vector<std::string>& names, bool only_known) 
 }
 
 void validate_case_spec(const CaseSpec& c) {
-  validate_layout(c.layout, c.model);
+  validate_layout(c.layout, c.model, c.features.pp_split());
+  if (c.features.pp_split()) placement_for(c);  // the split's own errors, one line
   if (c.layout.pp > 1) {
     const Technique* s = nullptr;
     for (const auto& k : techniques())

@@ -67,6 +67,8 @@ Strategies strategies_for(const CaseSpec& c);
 // The case's pipeline schedule (pp > 1): its kind over pp x vpp and its micro-batches, with
 // recompute in advance's R actions where that feature is on (the interleaved kind).
 pp::Schedule schedule_for(const CaseSpec& c);
+// Where a case's stages live and which layers each holds (its split: train/pp_partition.h).
+pp::Placement placement_for(const CaseSpec& c);
 // Every active technique's analytic terms for the ranks of one pipeline rank (d.pp_rank).
 Terms technique_terms(const CaseSpec& c, const Dims& d);
 

@@ -34,15 +34,21 @@ inline int64_t analytic_param_count(const ModelConfig& c) {
   return n;
 }
 
-inline double forward_flops_per_token(const ModelConfig& c, int64_t S) {
+// Decoder layer l's forward FLOPs per token, and the LM head's.
+inline double layer_forward_flops_per_token(const ModelConfig& c, int64_t l, int64_t S) {
   const double H = double(c.hidden_size), G = double(c.num_key_value_heads), D = double(c.head_dim());
-  double f = 2.0 * double(c.vocab_size) * H;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    f += 2.0 * (2 * H * H + 2 * H * G * D) + 2.0 * H * double(S);
-    f += c.is_moe_layer(l) ? 2.0 * double(c.num_local_experts) * H +
-                                 double(c.num_experts_per_tok) * 6.0 * H * double(c.expert_ffn())
-                           : 6.0 * H * double(c.intermediate_size);
-  }
+  return 2.0 * (2 * H * H + 2 * H * G * D) + 2.0 * H * double(S) +
+         (c.is_moe_layer(l) ? 2.0 * double(c.num_local_experts) * H +
+                                  double(c.num_experts_per_tok) * 6.0 * H * double(c.expert_ffn())
+                            : 6.0 * H * double(c.intermediate_size));
+}
+inline double head_forward_flops_per_token(const ModelConfig& c) {
+  return 2.0 * double(c.vocab_size) * double(c.hidden_size);
+}
+
+inline double forward_flops_per_token(const ModelConfig& c, int64_t S) {
+  double f = head_forward_flops_per_token(c);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) f += layer_forward_flops_per_token(c, l, S);
   return f;
 }
 

@@ -80,6 +80,22 @@ static std::vector<Case> cases_for(int world) {
   hy.layout.cp = 4, hy.cp_kind = "hybrid", hy.cp_ulysses = 2;
   hy.train.seq_length = 16;
   all.push_back(hy);
+  // Uneven stages (train/pp_partition.h): given, Megatron's first / last, balanced.
+  auto split = [&](Case c, std::vector<int64_t> layers) {
+    c.pp_layers = std::move(layers);
+    return c;
+  };
+  all.push_back(split(pp_case("pp2_1f1b_split13", 4, 2, 1, "1f1b", 4), {1, 3}));
+  all.push_back(split(pp_case("pp2_vpp2_interleaved_split", 6, 2, 2, "interleaved", 4), {1, 2, 2, 1}));
+  all.push_back(split(pp_case("pp2_zbv_split", 5, 2, 2, "zb-v", 4), {2, 1, 1, 1}));
+  all.push_back(split(pp_case("pp2_tp2_sp_zbh1_split", 4, 2, 1, "zb-h1", 3, 2, 1, true), {3, 1}));
+  all.push_back(split(pp_case("pp2_dp2_1f1b_split", 3, 2, 1, "1f1b", 2, 1, 2), {2, 1}));
+  Case fl = pp_case("pp4_zbh2_first_last", 8, 4, 1, "zb-h2", 7);
+  fl.pp_first_layers = 1, fl.pp_last_layers = 1;  // 1, 3, 3, 1
+  all.push_back(fl);
+  Case bal = pp_case("pp2_1f1b_balanced", 5, 2, 1, "1f1b", 3);
+  bal.pp_balanced = true;
+  all.push_back(bal);
   Case u = pp_case("pp2_ulysses2_1f1b", 4, 2, 1, "1f1b", 3);  // Ulysses inside every stage
   u.layout.cp = 2;
   u.cp_kind = "ulysses";
@@ -119,7 +135,7 @@ TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
     // activations of a chunk (all of rank 0's chunks are alike) + the output being sent.
     const pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
     const pp::SimResult sim = pp::simulate(s, pp::default_costs(s));
-    if (!s.split_backward && c.layout.cp == 1) {
+    if (!s.split_backward && c.layout.cp == 1 && !c.typed_features().pp_split()) {
       const int64_t t = c.layout.tp, N = 2 * 8, Ns = c.features.empty() ? N : N / t, H = 32, D = 4;
       const int64_t a = 8 / t, g = 4 / t, f = 48 / t;
       const int64_t layer = 4 * (4 * Ns * H + N * (2 * a + 2 * g) * D + 3 * N * f) + 4 * (2 * Ns + 2 * a * 8);
@@ -244,6 +260,22 @@ TEST(Pipeline, BadPipelineLayoutsAreRejectedWithOneLine) {
   expect_error(pp_case("warp", 2, 2, 1, "warp", 2), "unknown");
   expect_error(pp_case("interleaved_m_lt_p", 8, 4, 2, "interleaved", 2), "schedule");
   expect_error(pp_case("1f1b_vpp2", 4, 2, 2, "1f1b", 4), "schedule");
+  Case sp = pp_case("split_short", 4, 2, 1, "1f1b", 2);
+  sp.pp_layers = {1, 2};
+  expect_error(sp, "pp_layers: the split 1, 2 covers 3 layers, the model has 4");
+  sp.pp_layers = {4, 0};
+  expect_error(sp, "pp_layers: stage 1 holds 0 layers");
+  sp.pp_layers = {1, 1, 2};
+  expect_error(sp, "pp_layers: 3 stage(s) given (1, 1, 2) for 2 pipeline stages (pp x vpp)");
+  sp.pp_layers = {2, 2};
+  sp.pp_first_layers = 2;
+  expect_error(sp, "give one of pp_layers");
+  sp = pp_case("split_no_pp", 4, 1, 1, "1f1b", 2);
+  sp.pp_layers = {4};
+  expect_error(sp, "need pp > 1");
+  sp = pp_case("first_uneven", 8, 4, 1, "1f1b", 4);
+  sp.pp_first_layers = 3;
+  expect_error(sp, "the 5 layers left after the first and last ranks' do not split evenly over the other 3 rank(s)");
   Case pv = pp_case("pv_no_pp", 4, 1, 1, "1f1b", 2);
   pv.features = {"post_validation"};
   expect_error(pv, "post_validation passes the optimizer's global state along the pipeline (needs pp > 1)");

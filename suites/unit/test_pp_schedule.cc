@@ -124,7 +124,7 @@ TEST(PpSchedule, GpipeAnd1F1BIdleIsPMinus1TimesFPlusBOnEveryRank) {
   for (const std::string kind : {"gpipe", "1f1b"})
     for (int p = 1; p <= 8; ++p)
       for (int m = 1; m <= 16; ++m)
-        for (const Costs c : {Costs{1, 2, 0}, Costs{1, 1, 0}, Costs{2, 3, 0}}) {
+        for (const Costs& c : {Costs{1, 2, 0}, Costs{1, 1, 0}, Costs{2, 3, 0}}) {
           const Schedule s = make_schedule(kind, p, 1, m);
           EXPECT_FALSE(s.split_backward);
           const SimResult r = check(s, c);
@@ -144,7 +144,7 @@ TEST(PpSchedule, InterleavedBubbleIsPMinus1OverVMPlusPMinus1) {
   for (int v : {2, 3, 4})
     for (int p = 1; p <= 6; ++p)
       for (int m = p; m <= 4 * p; m += p)
-        for (const Costs c : {Costs{1, 2, 0}, Costs{2, 3, 0}}) {
+        for (const Costs& c : {Costs{1, 2, 0}, Costs{2, 3, 0}}) {
           const Schedule s = make_schedule("interleaved", p, v, m);
           const SimResult r = check(s, c);
           EXPECT_EQ(r.total, (int64_t(v) * m + p - 1) * (c.F + c.B)) << "p=" << p << " v=" << v << " m=" << m;
@@ -412,7 +412,7 @@ TEST(PpSchedule, ZeroBubbleVAtOtherCostsStaysBelowZeroBubbleH1) {
   // 56 against 42): there the receives that check_rendezvous() needs posted early make
   // their batches wait (the compute order alone, receives just before their computes,
   // idles 44); see ZeroBubbleVAtBThreeTimesF.
-  for (const Costs c : {Costs{1, 2, 1}, Costs{2, 3, 2}, Costs{1, 1, 2}, Costs{2, 2, 1}, Costs{2, 1, 1}, Costs{3, 5, 2}})
+  for (const Costs& c : {Costs{1, 2, 1}, Costs{2, 3, 2}, Costs{1, 1, 2}, Costs{2, 2, 1}, Costs{2, 1, 1}, Costs{3, 5, 2}})
     for (int p = 2; p <= 6; ++p) {
       std::vector<int64_t> idle;
       for (int m : {p, 2 * p, 3 * p, 4 * p}) {
