@@ -205,6 +205,14 @@ PY
 "$pb" analyze --model "$work/m.json" --layout tp2 --dtype fp16 > "$work/out" 2> "$work/err"; rc=$?
 [ "$rc" -eq 2 ] && [ "$(wc -l < "$work/err")" -eq 1 ] && grep -q "unknown dtype 'fp16'" "$work/err" && ok "analyze rejects --dtype fp16: $(cat "$work/err")" \
   || { bad "analyze --dtype fp16: $rc"; cat "$work/err"; }
+# The split of the layers over pipeline stages: the partitioner's, next to the even one.
+"$pb" analyze --model fam8 --layout pp4 --schedule 1f1b --micro-batch 1 --seq 64 --micro-batches 8 \
+  --pp-layers balanced > "$work/out" 2> "$work/err" \
+  && grep -q '^chosen split, layers per stage: 3, 2, 2, 1 ' "$work/out" && grep -q '^even split, layers per stage: 2, 2, 2, 2 ' "$work/out" \
+  && ok "analyze --pp-layers balanced: 3, 2, 2, 1 against the even split" || { bad "analyze split"; cat "$work/out" "$work/err"; }
+"$pb" analyze --model fam8 --layout pp4 --pp-layers 2,2,2 > "$work/out" 2> "$work/err"; rc=$?
+[ "$rc" -eq 2 ] && [ "$(wc -l < "$work/err")" -eq 1 ] && grep -q "3 stage(s) given (2, 2, 2) for 4 pipeline stages" "$work/err" \
+  && ok "analyze rejects a split that does not cover the stages" || { bad "analyze bad split: $rc"; cat "$work/err"; }
 run 1 analyze --model "$work/m.json" --layout tp3
 [ "$rc" -eq 2 ] && grep -q "tp 3 does not divide" "$work/err" && ok "analyze rejects tp3" || bad "analyze tp3: $rc"
 run 1 analyze --model "$work/m.json" --layout xy2
