@@ -35,6 +35,7 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   d.a = d.A / d.t, d.g = d.G / d.t, d.f = d.F / d.t;
   d.Ns = st.tp_outer_rows(d.N, d.t);
   d.m = c.train.num_micro_batches, d.steps = c.train.steps, d.mb = d.m * d.steps;
+  if (sched && sched->bidir) d.mb /= 2;  // two pipelines: each of the rank's layers sees half the micro-batches
   d.e = c.dtype == "bf16" ? 2 : 4;
   d.wgrad_products = c.typed_features().no_gradient_accumulation_fusion;
   d.pp_rank = pp_rank;
@@ -117,7 +118,7 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
       const auto groups = f.recompute_full ? recompute_groups(f.recompute_method, f.recompute_num_layers, l0, l1)
                                            : std::vector<std::pair<int64_t, int64_t>>{};
       std::vector<std::vector<std::string>> chain;  // the chunk's blocks: one part, or a group's parts
-      if (s == 0) chain.push_back({"emb"});
+      if (pl.first_of(s)) chain.push_back({"emb"});
       for (int64_t l = l0; l < l1;) {
         const auto g = std::find_if(groups.begin(), groups.end(), [l](const auto& r) { return r.first == l; });
         const int64_t end = g == groups.end() ? l + 1 : g->second;
@@ -129,7 +130,7 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
         else
           for (auto& p : parts) chain.push_back({p});
       }
-      if (s == pl.stages() - 1) chain.push_back({"head"});
+      if (pl.last_of(s)) chain.push_back({"head"});
       std::vector<std::string> fwd, bwd, grads;  // grads: the blocks' backward order (their gradients)
       for (const auto& b : chain) fwd.insert(fwd.end(), b.begin(), b.end());
       for (size_t i = chain.size(); i-- > 0;) grads.insert(grads.end(), chain[i].rbegin(), chain[i].rend());
@@ -483,13 +484,14 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
     }
     Groups groups;
     for (const auto& [g0, g1] : st.recompute_groups(l0, l1)) groups.emplace_back(g0 - l0, g1 - l0);
-    const bool last = !sched || s == sched->stages() - 1, split = sched && sched->split_backward;
-    ChunkBytes cb = chunk_bytes(db, st, mlp, groups, s == 0, last, split);
+    const bool first = !sched || sched->first_of(s), last = !sched || sched->last_of(s);
+    const bool split = sched && sched->split_backward;
+    ChunkBytes cb = chunk_bytes(db, st, mlp, groups, first, last, split);
     if (split && d.wgrad_products)  // W: one product at a time, the largest of the chunk's
       cb.ws_w = d.e * d.H * std::max({l1 > l0 ? d.a * d.D : 0, l1 > l0 ? d.f : 0, last ? d.V / d.t : 0});
     if (split)  // ZeRO-2/3: the chunk's whole gradients from its B to its W
       for (const auto& z : d.zero_params)
-        if (z.layer >= 0 ? z.layer >= l0 && z.layer < l1 : z.embedding ? s == 0 : last) cb.grads_kept += Dims::fp * z.padded;
+        if (z.layer >= 0 ? z.layer >= l0 && z.layer < l1 : z.embedding ? first : last) cb.grads_kept += Dims::fp * z.padded;
     return cb;
   };
   const int64_t xb = d.e * d.Ns * d.H;

@@ -197,7 +197,7 @@ int cmd_schedule(const ScheduleArgs& a) {
   if (s.split_backward) {  // the memory next to 1F1B's on the same ranks and layers
     const pp::SimResult o = pp::simulate(pp::make_schedule("1f1b", s.p, 1, s.m), {1, 2, 0});
     const int held = *std::max_element(r.peak_held.begin(), r.peak_held.end());
-    const int base = s.v * o.peak_in_flight[0];
+    const int base = (s.bidir ? 1 : s.v) * o.peak_in_flight[0];  // (two pipelines: a chunk is a whole stage)
     std::printf("peak F-W %d %s (most held rank); 1f1b on the same ranks and layers holds %d: %s\n", held, unit, base,
                 held == base ? "equal" : held < base ? "less" : "more");
   }

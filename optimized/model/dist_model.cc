@@ -21,6 +21,7 @@ pp::Placement placement_of(const DistModelConfig& cfg, const ProcessGrid& grid) 
   p.p = grid.layout().pp;
   p.v = grid.layout().vpp;
   p.vshape = cfg.vshape;
+  p.bidir = cfg.bidir;
   p.bounds = cfg.stage_bounds;
   return p;
 }
@@ -66,7 +67,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
   for (int c = 0; c < placement_.v; ++c) {
     const int s = stage_of(c);
     auto& blocks = chunks_.emplace_back();
-    if (s == 0) blocks.push_back(std::make_unique<EmbeddingBlock>(*env_));
+    if (placement_.first_of(s)) blocks.push_back(std::make_unique<EmbeddingBlock>(*env_));
     const auto [l0, l1] = placement_.layers(mc.num_hidden_layers, s);
     const auto groups = cfg.strategies.recompute_groups(l0, l1);  // full recompute's checkpointed layers
     for (int64_t l = l0; l < l1;) {
@@ -82,7 +83,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
       else
         for (auto& b : layers) blocks.push_back(std::move(b));
     }
-    if (s == placement_.stages() - 1) blocks.push_back(std::make_unique<HeadBlock>(*env_));
+    if (placement_.last_of(s)) blocks.push_back(std::make_unique<HeadBlock>(*env_));
   }
 }
 

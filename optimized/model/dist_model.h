@@ -49,6 +49,7 @@ struct DistModelConfig {
   bool offload_optimizer = false;      // ZeRO-Offload: master, Adam state and the step in host memory
   int zero_stage = 1;                  // with distributed_optimizer: 1, 2 (gradients too) or 3 (weights too)
   int64_t bucket_size = 0;             // ZeRO-1's and DP's buckets (elements; 0: one bucket)
+  bool bidir = false;                  // PP: two pipelines in opposite directions (DualPipe, Chimera)
   std::vector<int64_t> stage_bounds = {};  // PP: an uneven split's layer boundaries (Placement::bounds); empty: even
 };
 
@@ -65,8 +66,9 @@ class DistModel {
   // The pipeline-stage API (any PP; the executor in optimized/train/pp_executor.h).
   int chunks() const { return int(chunks_.size()); }
   int stage_of(int chunk) const { return placement_.stage(grid_.pp_rank(), chunk); }
-  bool first_stage(int chunk) const { return stage_of(chunk) == 0; }
-  bool last_stage(int chunk) const { return stage_of(chunk) == placement_.stages() - 1; }
+  bool bidirectional() const { return placement_.bidir; }  // two copies of every stage (pp_mirror)
+  bool first_stage(int chunk) const { return placement_.first_of(stage_of(chunk)); }  // embeds
+  bool last_stage(int chunk) const { return placement_.last_of(stage_of(chunk)); }    // head and loss
   // Forward of micro-batch mb through chunk c. x_in: the received (N_s, H) input (unused on
   // the first stage). Returns the (N_s, H) output to send, or on the last stage an empty
   // tensor with *loss = the micro-batch's mean cross-entropy (its backward uses grad_scale).

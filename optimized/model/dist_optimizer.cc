@@ -62,6 +62,10 @@ double DistOptimizer::step() {
   // overlap_grad_reduce (model/grad_overlap.h): the backward started the buckets' sums (and
   // the replicated block's over TP); wait for them.
   const bool summed = model_.block_grads().finish();
+  if (model_.bidirectional()) {  // DualPipe, Chimera: the two copies of each stage sum their gradients
+    Tensor g = P.grad_buffer();
+    grid_.pp_mirror().all_reduce(g);
+  }
   if (!summed && model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
     Tensor norms = P.replicated_grads();
     grid_.tp().all_reduce(norms);
@@ -92,7 +96,8 @@ double DistOptimizer::step() {
     if (grid_.tp_rank() == 0) sq += sq_experts;
   }
   if (post_validation_) return step_post_validated(sq);
-  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq));
+  // Two pipelines: every parameter is on two pipeline ranks, with the same (summed) gradient.
+  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq) / (model_.bidirectional() ? 2.0 : 1.0));
   if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}), 0);
   P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
   adamw(0, P.weight_buffer().numel(), 0, hyper(norm));

@@ -7,9 +7,18 @@
  *   V (ZB-V, v = 2):       chunk 0 of rank r is stage r, chunk 1 is stage 2p-1-r, so rank 0
  *                          holds the first and the last stage and the turn at rank p-1
  *                          stays local (L=16, p=4: rank 0 holds layers 0-1 and 14-15)
- * Stage s holds layers [s*L/(p*v), (s+1)*L/(p*v)), or with a split (train/pp_partition.h)
- * [bounds[s], bounds[s+1]); stage 0 also embeds, the last stage also runs the final norm,
- * the LM head and the loss.
+ *   bidirectional (DualPipe, Chimera; v = 2): two pipelines over the same ranks, each a whole
+ *                          copy of the model in p stages: "down" (chunk 0 of rank r is its
+ *                          stage r, fed at rank 0) and "up" (chunk 1 of rank r is its stage
+ *                          p-1-r, fed at rank p-1). Virtual stages are numbered as in the V
+ *                          (chunk 1 of rank r is 2p-1-r), so virtual stage p+t is the up
+ *                          pipeline's stage t; stages p-1 and p do not meet: each micro-batch
+ *                          runs through one pipeline (Schedule::runs), and the two copies of
+ *                          a model stage (rank r chunk 0, rank p-1-r chunk 1) sum their
+ *                          gradients before the step.
+ * Model stage s holds layers [s*L/S, (s+1)*L/S) of the S = p*v model stages (p when
+ * bidirectional), or with a split (train/pp_partition.h) [bounds[s], bounds[s+1]); the
+ * first model stage also embeds, the last also runs the final norm, the LM head and the loss.
  */
 #pragma once
 
@@ -22,10 +31,21 @@ namespace pb::pp {
 struct Placement {
   int p = 1, v = 1;
   bool vshape = false;
-  int stages() const { return p * v; }
-  int stage(int rank, int chunk) const { return vshape && chunk == 1 ? 2 * p - 1 - rank : chunk * p + rank; }
-  int rank_of(int stage) const { return vshape && stage >= p ? 2 * p - 1 - stage : stage % p; }
-  int chunk_of(int stage) const { return vshape ? (stage >= p ? 1 : 0) : stage / p; }
+  bool bidir = false;  // two pipelines in opposite directions (v = 2), numbered as the V
+  int stages() const { return p * v; }  // virtual stages (2p when bidirectional: both pipelines')
+  bool v_numbered() const { return vshape || bidir; }
+  int stage(int rank, int chunk) const { return v_numbered() && chunk == 1 ? 2 * p - 1 - rank : chunk * p + rank; }
+  int rank_of(int stage) const { return v_numbered() && stage >= p ? 2 * p - 1 - stage : stage % p; }
+  int chunk_of(int stage) const { return v_numbered() ? (stage >= p ? 1 : 0) : stage / p; }
+  // The model's stages (layers split over them) and the one a virtual stage runs.
+  int model_stages() const { return bidir ? p : stages(); }
+  int model_stage(int s) const { return bidir && s >= p ? s - p : s; }
+  bool first_of(int s) const { return model_stage(s) == 0; }                   // embeds
+  bool last_of(int s) const { return model_stage(s) == model_stages() - 1; }   // head and loss
+  // Whether stage s gets its input from a message (not the first of its pipeline, not across
+  // a local boundary), and whether it sends its output on.
+  bool from_prev(int s) const { return !first_of(s) && !local_boundary(s - 1); }
+  bool to_next(int s) const { return !last_of(s) && !local_boundary(s); }
   // Stages s and s+1 on one rank (ZB-V's turn): no Send/Recv between them; the output
   // of stage s is the input of stage s+1 (and the gradient back) on that rank.
   // Only the V placement hands over locally (interleaved with p = 1 sends to itself).
@@ -39,12 +59,21 @@ struct Placement {
   // The global layers [first, last) of stage s in a model of L layers (without a split p*v
   // divides L).
   std::pair<int64_t, int64_t> layers(int64_t L, int s) const {
-    if (!bounds.empty()) return {bounds[size_t(s)], bounds[size_t(s) + 1]};
-    const int64_t per = L / stages();
-    return {s * per, (s + 1) * per};
+    const int64_t t = model_stage(s);
+    if (!bounds.empty()) return {bounds[size_t(t)], bounds[size_t(t) + 1]};
+    const int64_t per = L / model_stages();
+    return {t * per, (t + 1) * per};
   }
-  bool holds_first(int rank) const { return rank_of(0) == rank; }
-  bool holds_last(int rank) const { return rank_of(stages() - 1) == rank; }
+  bool holds_first(int rank) const {
+    for (int c = 0; c < v; ++c)
+      if (first_of(stage(rank, c))) return true;
+    return false;
+  }
+  bool holds_last(int rank) const {
+    for (int c = 0; c < v; ++c)
+      if (last_of(stage(rank, c))) return true;
+    return false;
+  }
 };
 
 }  // namespace pb::pp

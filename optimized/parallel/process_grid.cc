@@ -1,6 +1,8 @@
 /* Process grid construction with MPI_Comm_split. */
 #include "optimized/parallel/process_grid.h"
 
+#include <algorithm>
+
 #include "optimized/comm/nccl_communicator.h"
 #include "optimized/core/fatal.h"
 #include "reference/common/error.h"
@@ -68,6 +70,7 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
   MPI_CHECK(MPI_Comm_split(comm, pp_r_ + l.pp * (dpcp_r % l.ep), tp_r_ + l.tp * (dpcp_r / l.ep), &raw_expert_dp_));
   tp_cp_ = split("tp_cp", rank_of(l, {0, 0, me.dp, me.pp}), tp_r_ + l.tp * cp_r_);
   mp_ = split("mp", rank_of(l, {0, me.cp, me.dp, 0}), tp_r_ + l.tp * pp_r_);
+  mirror_ = split("pp_mirror", rank_of(l, {me.tp, me.cp, me.dp, std::min(pp_r_, l.pp - 1 - pp_r_)}), pp_r_);
   if (u > 1 && u < l.cp && l.cp % u == 0) {  // hybrid CP
     cpu_ = split("cp_ulysses", rank_of(l, {me.tp, me.cp / u * u, me.dp, me.pp}), me.cp % u);
     cpr_ = split("cp_ring", rank_of(l, {me.tp, me.cp % u, me.dp, me.pp}), me.cp / u);

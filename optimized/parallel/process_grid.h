@@ -57,6 +57,9 @@ class ProcessGrid {
   Communicator& expert_dp() { return *edp_; }
   Communicator& tp_cp() { return *tp_cp_; }
   Communicator& mp() { return *mp_; }
+  // Pipeline ranks r and p-1-r (same TP, CP, DP place): the two copies of a model stage in
+  // a bidirectional placement (train/pp_placement.h), whose gradients are summed.
+  Communicator& pp_mirror() { return *mirror_; }
   Communicator* cp_ulysses() { return cpu_.get(); }  // null without hybrid CP
   Communicator* cp_ring() { return cpr_.get(); }
   std::string describe() const;
@@ -68,7 +71,7 @@ class ProcessGrid {
  private:
   Layout layout_;
   int rank_ = 0, tp_r_ = 0, cp_r_ = 0, dp_r_ = 0, pp_r_ = 0;
-  std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, tp_cp_, mp_, cpu_, cpr_;
+  std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, tp_cp_, mp_, cpu_, cpr_, mirror_;
   MPI_Comm raw_tp_ = MPI_COMM_NULL, raw_dp_cp_ = MPI_COMM_NULL, raw_expert_dp_ = MPI_COMM_NULL;
 };
 

@@ -27,7 +27,8 @@ struct Dims {
   int64_t H = 1, A = 1, G = 1, D = 1, F = 1, V = 1, L = 1;
   int64_t a = 1, g = 1, f = 1;                      // this rank's heads, kv heads, ffn columns
   int64_t t = 1, d = 1, p = 1, v = 1, c = 1;        // TP, DP, PP, VPP, CP degrees
-  int64_t m = 1, steps = 1, mb = 1;                 // micro-batches per DP rank, steps, m * steps
+  int64_t m = 1, steps = 1, mb = 1;                 // micro-batches per DP rank, steps, m * steps (through
+                                                    // each of the rank's layers: half with two pipelines)
   int64_t e = 4;                                    // bytes per weight / activation element
   bool wgrad_products = false;                      // no matmul-add: each weight gradient's product is a
                                                     // workspace of e bytes per element in the backward

@@ -51,11 +51,12 @@ const char* op_name(Op op) {
 
 const std::vector<std::string>& schedule_kinds() {
   static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v",
-                                                 "dualpipev"};
+                                                 "dualpipev", "dualpipe"};
   return kinds;
 }
 
 bool vshape_kind(const std::string& kind) { return kind == "zb-v" || kind == "dualpipev"; }
+bool bidir_kind(const std::string& kind) { return kind == "dualpipe"; }
 
 namespace {
 
@@ -270,29 +271,42 @@ Order zb_v_order(int p, int m, std::vector<std::vector<int64_t>>* start) {
   return o;
 }
 
-// dualpipev (DeepSeek's DualPipeV, the "cut-in-half" DualPipe of DeepSeek-V3, arXiv
-// 2412.19437; github.com/deepseek-ai/DualPipe, dualpipev.py): the V placement of zb-v
-// (chunk 0 of rank r is stage r, chunk 1 is stage 2p-1-r), all m micro-batches enter at
-// rank 0, m >= 2p. Rank r runs eight phases (F0/F1, B0/B1: forward and backward of chunk
-// 0/1, each over micro-batches 0..m-1 in order; "zb": the backward's W deferred to a FIFO
-// that W pops; otherwise the W follows its B at once, a full backward):
-//   1. 2(p-r-1) x F0                         5. (p-r-1) x [B1, F1 & B0]
-//   2. (r+1) x [F0, F1]                      6. (r+1) x [B1, B0], the later half zb
-//   3. (p-r-1) x [B1 zb, W, F1]              7. (p-r-1) x [W, B0 zb]
-//   4. (m-2p+r+1) x [F0 & B1, F1 & B0]       8. (r+1) x W
+// dualpipe and dualpipev (DeepSeek-V3, arXiv 2412.19437; github.com/deepseek-ai/DualPipe,
+// dualpipe.py and dualpipev.py). DualPipe: two pipelines over the ranks (the bidirectional
+// placement: chunk 0 of rank r is stage r of the down pipeline, chunk 1 stage p-1-r of the up
+// one, each a whole copy of the model), micro-batches 0..m/2-1 fed down from rank 0 and the
+// rest up from rank p-1; p and m even, m >= 2p. DualPipeV ("cut in half"): zb-v's V
+// placement, all m micro-batches fed at rank 0, m >= 2p. With H = p/2, h = min(r, p-1-r),
+// M = m/2 (DualPipe) or H = p, h = r, M = m (DualPipeV), rank r runs eight phases over
+// "phase 0" (the pipeline in which the rank sits h stages from its input: down on ranks
+// r < p/2, up on the others; in the V chunk 0) and "phase 1" (the other), each phase's
+// forwards and backwards over its M micro-batches in order ("zb": the backward's W deferred
+// to a FIFO that W pops; otherwise the W follows its B at once, a full backward):
+//   1. 2(H-h-1) x F0                          5. (H-h-1) x [B1, F1 & B0]
+//   2. (h+1) x [F0, F1]                       6. (h+1) x [B1, B0], the later half zb
+//   3. (H-h-1) x [B1 zb, W, F1]               7. (H-h-1) x [W, B0 zb]
+//   4. (M-2H+h+1) x [F0 & B1, F1 & B0]        8. (h+1) x W
 // "X & Y" is DualPipe's overlapped pair (one chunk's forward under another's backward and
 // their communication); the executor runs the pair's F, B and W in turn, and so does the
 // simulator: at unit costs F & B = F + B + W. In phase 6, zb starts at iteration
-// k = (r+1)/2 (integer division): before its B1 for odd r, before its B0 for even r.
-Order dualpipe_v_order(int p, int m) {
+// k = (h+1)/2 (integer division): before its B1 for odd h, before its B0 for even h.
+Order dualpipe_order(int p, int m, bool bidir) {
   Order o(static_cast<size_t>(p));
+  const int H = bidir ? p / 2 : p, M = bidir ? m / 2 : m;
   for (int r = 0; r < p; ++r) {
     auto& acts = o[size_t(r)];
-    int nF[2] = {0, 0}, nB[2] = {0, 0};
+    const int h = bidir ? std::min(r, p - 1 - r) : r;
+    const int flip = bidir && r >= p / 2 ? 1 : 0;  // phase -> chunk
+    int nF[2] = {0, 0}, nB[2] = {0, 0};             // per phase
     std::deque<Action> w;  // the deferred W, oldest first
-    auto F = [&](int c) { acts.push_back({Op::F, nF[c]++, c}); };
-    auto B = [&](int c, bool zb) {
-      const Action b{Op::B, nB[c]++, c};
+    auto mb = [&](int chunk, int k) { return bidir && chunk == 1 ? M + k : k; };
+    auto F = [&](int ph) {
+      const int c = ph ^ flip;
+      acts.push_back({Op::F, mb(c, nF[ph]++), c});
+    };
+    auto B = [&](int ph, bool zb) {
+      const int c = ph ^ flip;
+      const Action b{Op::B, mb(c, nB[ph]++), c};
       acts.push_back(b);
       if (zb) w.push_back({Op::W, b.mb, c});
       else acts.push_back({Op::W, b.mb, c});
@@ -301,23 +315,23 @@ Order dualpipe_v_order(int p, int m) {
       acts.push_back(w.front());
       w.pop_front();
     };
-    const int ahead = p - r - 1;
+    const int ahead = H - h - 1;
     for (int i = 0; i < 2 * ahead; ++i) F(0);
-    for (int i = 0; i <= r; ++i) F(0), F(1);
+    for (int i = 0; i <= h; ++i) F(0), F(1);
     for (int i = 0; i < ahead; ++i) B(1, true), W(), F(1);
-    for (int i = 0; i < m - 2 * p + r + 1; ++i) F(0), B(1, false), F(1), B(0, false);
+    for (int i = 0; i < M - 2 * H + h + 1; ++i) F(0), B(1, false), F(1), B(0, false);
     for (int i = 0; i < ahead; ++i) B(1, false), F(1), B(0, false);
     bool zb = false;
-    for (int i = 0; i <= r; ++i) {
-      if (i == (r + 1) / 2 && r % 2 == 1) zb = true;
+    for (int i = 0; i <= h; ++i) {
+      if (i == (h + 1) / 2 && h % 2 == 1) zb = true;
       B(1, zb);
-      if (i == (r + 1) / 2 && r % 2 == 0) zb = true;
+      if (i == (h + 1) / 2 && h % 2 == 0) zb = true;
       B(0, zb);
     }
     for (int i = 0; i < ahead; ++i) W(), B(0, true);
-    for (int i = 0; i <= r; ++i) W();
-    PB_REQUIRE(w.empty() && nF[0] == m && nF[1] == m && nB[0] == m && nB[1] == m,
-               "dualpipev: rank ", r, " does not run every action once (internal error)");
+    for (int i = 0; i <= h; ++i) W();
+    PB_REQUIRE(w.empty() && nF[0] == M && nF[1] == M && nB[0] == M && nB[1] == M, bidir ? "dualpipe" : "dualpipev",
+               ": rank ", r, " does not run every action once (internal error)");
   }
   return o;
 }
@@ -338,13 +352,13 @@ Schedule with_comm(const std::string& kind, int p, int v, int m, bool split, con
   s.p = p, s.v = v, s.m = m;
   s.split_backward = split;
   s.vshape = vshape_kind(kind);
+  s.bidir = bidir_kind(kind);
   s.ranks.resize(size_t(p));
-  const int last = s.stages() - 1;
   for (int r = 0; r < p; ++r) {
     auto& out = s.ranks[size_t(r)];
     for (const Action& a : order[size_t(r)]) {
       const int st = s.stage(r, a.chunk);
-      const bool from_prev = st > 0 && !s.local_boundary(st - 1), to_next = st < last && !s.local_boundary(st);
+      const bool from_prev = s.from_prev(st), to_next = s.to_next(st);
       if (a.op == Op::F && from_prev) out.push_back({Op::RecvF, a.mb, a.chunk});
       if (a.op == Op::B && to_next) out.push_back({Op::RecvB, a.mb, a.chunk});
       out.push_back(a);
@@ -460,7 +474,8 @@ Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const O
   s.p = p, s.v = v, s.m = m;
   s.split_backward = true;
   s.vshape = vshape_kind(kind);
-  const int S = s.stages(), last = S - 1;
+  s.bidir = bidir_kind(kind);
+  const int S = s.stages();
   const size_t P = size_t(p), M = size_t(m);
   auto key = [&](int st, int mb) { return size_t(st) * M + size_t(mb); };
   // Batch b of a rank precedes its compute b: the sends of compute b-1, then the receives
@@ -474,11 +489,11 @@ Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const O
     for (size_t i = 0; i < comp.size(); ++i) {
       const Action& a = comp[i];
       const int st = s.stage(r, a.chunk);
-      if (a.op == Op::F && st > 0 && !s.local_boundary(st - 1)) {
+      if (a.op == Op::F && s.from_prev(st)) {
         recv_at[size_t(r)][i].push_back({Op::RecvF, a.mb, a.chunk});
         where[0][key(st, a.mb)] = int(i);
       }
-      if (a.op == Op::B && st < last && !s.local_boundary(st)) {
+      if (a.op == Op::B && s.to_next(st)) {
         recv_at[size_t(r)][i].push_back({Op::RecvB, a.mb, a.chunk});
         where[1][key(st, a.mb)] = int(i);
       }
@@ -488,8 +503,8 @@ Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const O
     if (b == 0) return false;
     const Action& a = order[size_t(r)][b - 1];
     const int st = s.stage(r, a.chunk);
-    if (a.op == Op::F && st < last && !s.local_boundary(st)) return *send = {Op::SendF, a.mb, a.chunk}, true;
-    if (a.op == Op::B && st > 0 && !s.local_boundary(st - 1)) return *send = {Op::SendB, a.mb, a.chunk}, true;
+    if (a.op == Op::F && s.to_next(st)) return *send = {Op::SendF, a.mb, a.chunk}, true;
+    if (a.op == Op::B && s.from_prev(st)) return *send = {Op::SendB, a.mb, a.chunk}, true;
     return false;
   };
   // posted[op - SendF][stage * M + mb], the stage being that of the posting rank.
@@ -681,12 +696,22 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recomp
     return interleaved_schedule(p, v, m);
   }
   std::vector<std::vector<int64_t>> start;  // of each compute in the unit-cost plan
+  if (kind == "dualpipe") {
+    PB_REQUIRE(v == 2, "pipeline schedule dualpipe runs two pipelines, one chunk of each per rank: v must be 2, got ", v,
+               " (--vpp 2)");
+    PB_REQUIRE(p % 2 == 0, "pipeline schedule dualpipe needs an even number of pipeline ranks (rank r and p-1-r hold "
+               "the two copies of a stage), got p = ", p);
+    PB_REQUIRE(m % 2 == 0 && m >= 2 * p, "pipeline schedule dualpipe needs an even m >= 2p micro-batches (half fed "
+               "from each end), got m = ", m, " with p = ", p);
+    const Order order = dualpipe_order(p, m, true);
+    return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, true, order)));
+  }
   if (kind == "dualpipev") {
     PB_REQUIRE(v == 2, "pipeline schedule dualpipev places exactly 2 chunks per rank in a V: v must be 2, got ", v,
                " (--vpp 2)");
     PB_REQUIRE(m >= 2 * p, "pipeline schedule dualpipev needs m >= 2p micro-batches (DeepSeek's DualPipeV), got m = ",
                m, " < 2p = ", 2 * p);
-    const Order order = dualpipe_v_order(p, m);
+    const Order order = dualpipe_order(p, m, false);
     return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, true, order)));
   }
   if (kind == "zb-v") {
@@ -712,6 +737,12 @@ Costs default_costs(const Schedule& s) {
 
 Bubble analytic_bubble(const Schedule& s, const Costs& c) {
   const int64_t p = s.p, v = s.v, m = s.m;
+  if (s.kind == "dualpipe") {  // DeepSeek's (PP/2-1)(F&B+B-3W), PP = p, F&B = F+B+W run in turn
+    const int64_t num = std::max<int64_t>(0, (p / 2 - 1) * (c.F + 2 * c.B - 2 * c.W));
+    return {"(p/2-1)(F&B+B-3W)/(m(F+B+W)+(p/2-1)(F&B+B-3W)), F&B = F+B+W",
+            "DualPipe README (deepseek-ai/DualPipe), PP = p; the pair's F and B in turn", num,
+            m * (c.F + c.B + c.W) + num};
+  }
   if (s.kind == "dualpipev") {  // DeepSeek's (PP/2-1)(F&B+B-3W), PP = 2p stages, F&B = F+B+W run in turn
     const int64_t num = std::max<int64_t>(0, (p - 1) * (c.F + 2 * c.B - 2 * c.W));
     return {"(p-1)(F&B+B-3W)/(2m(F+B+W)+(p-1)(F&B+B-3W)), F&B = F+B+W",

@@ -49,9 +49,16 @@
  *                overlapped F & B pairs (run here in turn); with F = B = W every rank idles
  *                p-1 (the README's (PP/2-1)(F&B+B-3W), PP = 2p) and holds at most 2p+1
  *                chunks between F and W (the README's PP+1 against 1F1B's PP)
+ *   dualpipe     DeepSeek's DualPipe (same sources, dualpipe.py): two pipelines in opposite
+ *                directions over the ranks (the bidirectional placement, pp_placement.h:
+ *                two copies of the model, chunk 0 of rank r down stage r, chunk 1 up stage
+ *                p-1-r), micro-batches 0..m/2-1 fed down and m/2..m-1 up, p and m even,
+ *                m >= 2p; the same eight phases with the pipelines as phases; with F = B = W
+ *                every rank idles p/2-1 (the README's (PP/2-1)(F&B+B-3W), PP = p) and holds
+ *                at most p+1 micro-batch chunks between F and W (the README's PP+1)
  * gpipe, 1f1b and zb-h1 post each receive just before its compute, right after the
  * previous compute's sends (one batch: Megatron's send_forward_recv_backward pairing).
- * zb-v, zb-h2 and dualpipev start from that and post a receive earlier only where check_rendezvous() would
+ * zb-v, zb-h2, dualpipev and dualpipe start from that and post a receive earlier only where check_rendezvous() would
  * otherwise deadlock (neighbours exchange in both directions in a V), and only where the
  * rank idles anyway at unit costs. Every generated schedule is deadlock-free under both
  * models of a send: simulate() (a send never blocks) and check_rendezvous() (it completes
@@ -82,15 +89,21 @@ struct Action {
 };
 
 struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_placement.h
-  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v | dualpipev
+  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v | dualpipev | dualpipe
   int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
   bool recompute_ahead = false;             // R actions: recompute in advance (add_recompute_ahead)
   std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
+  // Whether micro-batch mb runs through chunk c: always, except in the two pipelines of a
+  // bidirectional placement, where micro-batches 0 .. m/2-1 run down (chunk 0) and the rest up.
+  bool runs(int mb, int chunk) const { return !bidir || chunk == (mb < m / 2 ? 0 : 1); }
+  int micro_batches_of(int chunk) const { return !bidir ? m : chunk == 0 ? m / 2 : m - m / 2; }
 };
 
 // Whether a kind places its chunks in a V (zb-v, dualpipev), known before any schedule is made.
 bool vshape_kind(const std::string& kind);
+// Whether a kind runs two pipelines in opposite directions (dualpipe): the bidirectional placement.
+bool bidir_kind(const std::string& kind);
 
 const std::vector<std::string>& schedule_kinds();  // {"gpipe", ..., "zb-v", "dualpipev"}
 
@@ -133,6 +146,7 @@ Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1; R = 
 //   zb-h2         (p-1)F/(m(F+B+W)+(p-1)F)             only the start-up and the tail (F = B = W, m >= 2p-1)
 //   zb-v          (p-1)F/(2m(F+B+W)+(p-1)F)            only rank p-1's start-up (F = B = W, m >= p)
 //   dualpipev     (p-1)(F&B+B-3W)/(2m(F+B+W)+...)      DeepSeek's DualPipe README, PP = 2p, F&B = F+B+W
+//   dualpipe      (p/2-1)(F&B+B-3W)/(m(F+B+W)+...)     the same README, PP = p
 struct Bubble {
   std::string formula, source;
   int64_t num = 0, den = 1;

@@ -38,10 +38,9 @@ struct Index {
 // Which communication action a compute action of stage st needs (none at the ends, none
 // across a local boundary).
 bool needs(const Schedule& s, Op op, int st) {
-  const int last = s.stages() - 1;
   switch (op) {
-    case Op::RecvF: case Op::SendB: return st > 0 && !s.local_boundary(st - 1);
-    case Op::SendF: case Op::RecvB: return st < last && !s.local_boundary(st);
+    case Op::RecvF: case Op::SendB: return s.from_prev(st);
+    case Op::SendF: case Op::RecvB: return s.to_next(st);
     case Op::W: return s.split_backward;
     default: return true;
   }
@@ -78,13 +77,15 @@ SimResult simulate(const Schedule& s, const Costs& c) {
       PB_REQUIRE(a.mb >= 0 && a.mb < m && a.chunk >= 0 && a.chunk < v, "rank ", r, ", action ", i, ": ",
                  op_name(a.op), " of micro-batch ", a.mb, ", chunk ", a.chunk, " out of range (m = ", m, ", v = ", v, ")");
       const int st = s.stage(r, a.chunk);
+      PB_REQUIRE(s.runs(a.mb, a.chunk), "rank ", r, ", action ", i, ": ", describe(s, a), ": micro-batch ", a.mb,
+                 " runs in the other pipeline (chunk ", 1 - a.chunk, ")");
       PB_REQUIRE(a.op != Op::W || s.split_backward, "rank ", r, ", action ", i, ": ", describe(s, a),
                  " in a schedule without split backward");
       const bool backwards = a.op == Op::RecvF || a.op == Op::SendB;  // talks to stage st-1
       const int peer = backwards ? st - 1 : st + 1;
       PB_REQUIRE(needs(s, a.op, st), "rank ", r, ", action ", i, ": ", describe(s, a), " at stage ", st,
-                 peer < 0 ? ", which has no previous stage"
-                 : peer == s.stages() ? ", which is the last stage"
+                 backwards && s.first_of(st) ? ", which is the first of its pipeline"
+                 : !backwards && s.last_of(st) ? ", which is the last of its pipeline"
                                       : ", across the local boundary to stage " + std::to_string(peer) +
                                             " on the same rank");
       int& slot = idx.at(r, a.op, a.mb, a.chunk);
@@ -97,7 +98,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
     for (int ch = 0; ch < v; ++ch)
       for (int mb = 0; mb < m; ++mb)
         for (Op op : {Op::F, Op::B, Op::W})
-          PB_REQUIRE(!needs(s, op, 0) || idx.at(r, op, mb, ch) >= 0, "rank ", r, ": ",
+          PB_REQUIRE(!s.runs(mb, ch) || !needs(s, op, 0) || idx.at(r, op, mb, ch) >= 0, "rank ", r, ": ",
                      describe(s, {op, mb, ch}), " missing");
   // 3. Every receive has its send on the peer.
   for (int r = 0; r < p; ++r)
@@ -113,6 +114,7 @@ SimResult simulate(const Schedule& s, const Costs& c) {
     for (int ch = 0; ch < v; ++ch) {
       const int st = s.stage(r, ch);
       for (int mb = 0; mb < m; ++mb) {
+        if (!s.runs(mb, ch)) continue;
         auto pos = [&](Op op) { return idx.at(r, op, mb, ch); };
         auto before = [&](Op first, Op second) {
           if (!needs(s, first, st) || !needs(s, second, st)) return;

@@ -8,18 +8,23 @@
 namespace pb {
 
 void pp_terms(const pp::Schedule& s, const Dims& d, Terms& t) {
-  int64_t first = 0, rest = 0;  // chunks with a previous stage, and with a next one
-  for (int ch = 0; ch < s.v; ++ch) {  // boundaries that stay on this rank move nothing
+  // Per step: the micro-batches of chunks with a previous stage, and of those with a next one
+  // (boundaries that stay on this rank move nothing; in two pipelines a chunk runs its half).
+  int64_t first = 0, rest = 0;
+  for (int ch = 0; ch < s.v; ++ch) {
     const int st = s.stage(d.pp_rank, ch);
-    first += st > 0 && !s.local_boundary(st - 1) ? 1 : 0;
-    rest += st < s.stages() - 1 && !s.local_boundary(st) ? 1 : 0;
+    first += s.from_prev(st) ? s.micro_batches_of(ch) : 0;
+    rest += s.to_next(st) ? s.micro_batches_of(ch) : 0;
   }
   const int64_t xb = d.e * d.Ns * d.H;
-  t.call("pp", CommOp::Recv, Phase::Forward, d.mb * first, xb, d.p);
-  t.call("pp", CommOp::Send, Phase::Forward, d.mb * rest, xb, d.p);
-  t.call("pp", CommOp::Recv, Phase::Backward, d.mb * rest, xb, d.p);
-  t.call("pp", CommOp::Send, Phase::Backward, d.mb * first, xb, d.p);
+  t.call("pp", CommOp::Recv, Phase::Forward, d.steps * first, xb, d.p);
+  t.call("pp", CommOp::Send, Phase::Forward, d.steps * rest, xb, d.p);
+  t.call("pp", CommOp::Recv, Phase::Backward, d.steps * rest, xb, d.p);
+  t.call("pp", CommOp::Send, Phase::Backward, d.steps * first, xb, d.p);
   t.call("pp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.p);
+  // Two pipelines (DualPipe, Chimera): the two copies of each stage sum their gradients,
+  // the whole fp32 gradient buffer all-reduced between pipeline ranks r and p-1-r.
+  if (s.bidir) t.call("pp_mirror", CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * d.params_local, 2);
 }
 
 MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& bytes, int64_t xb) {
@@ -38,7 +43,7 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
     const pp::Action a = acts[i];
     ChunkBytes c = pp::is_compute(a.op) ? bytes(a.chunk, a.mb) : ChunkBytes{};
     const int st = s->stage(r, a.chunk);
-    const bool first = st == 0, last = st == s->stages() - 1;
+    const bool first = s->first_of(st), last = s->last_of(st);
     switch (a.op) {
       case pp::Op::RecvF:
         act += xb;

@@ -198,8 +198,20 @@ void ep_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
 }
 
 
-Technique schedule(const char* name, const char* summary) {
-  return {name, K::Schedule, summary, true, false, nullptr, nullptr, nullptr, nullptr, nullptr};
+Technique schedule(const char* name, const char* summary, void (*require)(const CaseSpec&) = nullptr) {
+  return {name, K::Schedule, summary, true, false, nullptr, nullptr, require, nullptr, nullptr};
+}
+
+// Two pipelines over the ranks (bidirectional placement): the copies' gradients are summed
+// over pp_mirror before the step and the norm counts each parameter once, in the optimizer's
+// whole-buffer path; the paths that reduce or shard the gradients elsewhere are refused.
+void bidir_require(const CaseSpec& c) {
+  const Features& f = c.features;
+  PB_REQUIRE(!f.distributed_optimizer && !f.overlap_grad_reduce && !f.post_validation,
+             "invalid case: schedule ", c.schedule, " sums its two model copies' gradients in the optimizer step; "
+             "not with distributed_optimizer, overlap_grad_reduce or post_validation");
+  PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: schedule ", c.schedule, " with an MoE model is not "
+             "available in this build (the routing model assumes every layer sees every micro-batch)");
 }
 
 }  // namespace
@@ -222,6 +234,9 @@ const std::vector<Technique>& techniques() {
       schedule("zb-h2", "zero bubble H2: deeper warm-up (<= 2p-1 in flight), no gap inside a rank's span "
                         "(arXiv 2401.10241); with post_validation"),
       schedule("zb-v", "zero bubble V: two chunks per rank in a V, split backward (arXiv 2401.10241)"),
+      schedule("dualpipe", "DeepSeek's DualPipe: two pipelines in opposite directions over the ranks (two copies of "
+                           "the model, gradients summed), p and m even, m >= 2p, forward-backward pairs, B/W split "
+                           "(DeepSeek-V3, arXiv 2412.19437)", bidir_require),
       schedule("dualpipev", "DeepSeek's DualPipeV: the V of zb-v, m >= 2p, forward-backward pairs, B/W split "
                             "(DeepSeek-V3, arXiv 2412.19437)"),
       {"post_validation", K::Feature,
@@ -310,20 +325,28 @@ const std::vector<Technique>& techniques() {
 pp::Placement placement_for(const CaseSpec& c) {
   pp::Placement pl;
   pl.p = c.layout.pp, pl.v = c.layout.vpp, pl.vshape = c.layout.pp > 1 && pp::vshape_kind(c.schedule);
+  pl.bidir = c.layout.pp > 1 && pp::bidir_kind(c.schedule);
   const auto& f = c.features;
   const int64_t L = c.model.num_hidden_layers;
-  if (!f.pp_split()) return pl;
+  if (!f.pp_split()) {
+    PB_REQUIRE(!pl.bidir || L % pl.p == 0, "invalid layout: pp ", pl.p, " does not divide num_hidden_layers ", L,
+               " (each of the two pipelines of ", c.schedule, " holds the whole model; or give pp_layers)");
+    return pl;
+  }
   PB_REQUIRE(c.layout.pp > 1, "pp_layers / pp_first_layers / pp_last_layers split the layers over pipeline stages "
              "(need pp > 1)");
   PB_REQUIRE(int(!f.pp_layers.empty()) + int(f.pp_first_layers > 0 || f.pp_last_layers > 0) + int(f.pp_balanced) == 1,
              "give one of pp_layers [..], pp_layers \"balanced\" and pp_first_layers / pp_last_layers");
+  // The split is over the model's stages: p*v, or p for two pipelines (each a whole copy).
   if (!f.pp_layers.empty()) {
-    pp::check_split(f.pp_layers, L, pl.stages());
+    pp::check_split(f.pp_layers, L, pl.model_stages());
     pl.set_split(f.pp_layers);
   } else if (f.pp_balanced) {
-    pl.set_split(pp::balanced_split(pp::analytic_layer_costs(c.model, c.train.seq_length), pl.stages()));
+    pl.set_split(pp::balanced_split(pp::analytic_layer_costs(c.model, c.train.seq_length), pl.model_stages()));
   } else {
-    pl.set_split(pp::megatron_split(pl, L, f.pp_first_layers, f.pp_last_layers));
+    pp::Placement one_way = pl;  // the down pipeline's ranks
+    if (pl.bidir) one_way.bidir = false, one_way.v = 1;
+    pl.set_split(pp::megatron_split(one_way, L, f.pp_first_layers, f.pp_last_layers));
   }
   return pl;
 }
@@ -370,7 +393,7 @@ Features parse_features(const std::vector<std::string>& names, bool only_known) 
 }
 
 void validate_case_spec(const CaseSpec& c) {
-  validate_layout(c.layout, c.model, c.features.pp_split());
+  validate_layout(c.layout, c.model, c.features.pp_split() || (c.layout.pp > 1 && pp::bidir_kind(c.schedule)));
   if (c.features.pp_split()) placement_for(c);  // the split's own errors, one line
   if (c.layout.pp > 1) {
     const Technique* s = nullptr;

@@ -118,7 +118,8 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
                    pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses,
                    c.features.reuse_fp32_param, c.features.distributed_optimizer, c.features.offload_optimizer,
-                   c.features.zero_stage, c.features.bucket_size, pipelined ? sched.bounds : std::vector<int64_t>{}},
+                   c.features.zero_stage, c.features.bucket_size, pipelined && sched.bidir,
+                   pipelined ? sched.bounds : std::vector<int64_t>{}},
                   grid);
   // Under CP each rank takes its chunks of every sequence: tokens and labels alike.
   const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,

@@ -1,5 +1,5 @@
 /* Pipeline parallelism against the reference (FEATURES.md, PP): for GPipe, 1F1B,
- * interleaved (v = 2), ZB-H1, ZB-H2, ZB-V and DualPipeV on pp 2 and 4, alone and with tp2 + sp or dp2, the loss,
+ * interleaved (v = 2), ZB-H1, ZB-H2, ZB-V, DualPipeV and DualPipe on pp 2 and 4, alone and with tp2 + sp or dp2, the loss,
  * every step-1 gradient and every final parameter equal the reference's gradient
  * accumulation over the same m micro-batches (fp32 tolerance); every rank's communication
  * (TP, DP and the pipeline's point-to-point bytes) equals the analytic model exactly;
@@ -61,6 +61,10 @@ static std::vector<Case> cases_for(int world) {
       pp_case("pp4_dualpipev", 8, 4, 2, "dualpipev", 8),
       pp_case("pp2_tp2_sp_dualpipev", 4, 2, 2, "dualpipev", 5, 2, 1, true),
       pp_case("pp2_dp2_dualpipev", 4, 2, 2, "dualpipev", 4, 1, 2),
+      pp_case("pp2_dualpipe", 2, 2, 2, "dualpipe", 4),
+      pp_case("pp4_dualpipe", 4, 4, 2, "dualpipe", 8),
+      pp_case("pp2_tp2_sp_dualpipe", 4, 2, 2, "dualpipe", 6, 2, 1, true),
+      pp_case("pp2_dp2_dualpipe", 2, 2, 2, "dualpipe", 4, 1, 2),
       pp_case("pp4_zbv", 8, 4, 2, "zb-v", 8),
       pp_case("pp2_tp2_sp_zbv", 4, 2, 2, "zb-v", 4, 2, 1, true),
       pp_case("pp2_dp2_zbv", 4, 2, 2, "zb-v", 4, 1, 2),
@@ -160,9 +164,10 @@ TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
     }
     for (int st = 0; st < c.layout.pp; ++st)
       for (int ch = 0; ch < c.layout.vpp; ++ch) {
-        EXPECT_EQ((count[{st, "F", ch}]), c.train.num_micro_batches) << st << " " << ch;
-        EXPECT_EQ((count[{st, "B", ch}]), c.train.num_micro_batches) << st << " " << ch;
-        EXPECT_EQ((count[{st, "W", ch}]), s.split_backward ? c.train.num_micro_batches : 0) << st << " " << ch;
+        const int64_t n = s.micro_batches_of(ch);  // (two pipelines: each chunk its half)
+        EXPECT_EQ((count[{st, "F", ch}]), n) << st << " " << ch;
+        EXPECT_EQ((count[{st, "B", ch}]), n) << st << " " << ch;
+        EXPECT_EQ((count[{st, "W", ch}]), s.split_backward ? n : 0) << st << " " << ch;
       }
     for (const auto& stg : pl["stages"]) {
       EXPECT_GE(stg["measured_idle_fraction"].get<double>(), 0.0);
@@ -276,6 +281,12 @@ TEST(Pipeline, BadPipelineLayoutsAreRejectedWithOneLine) {
   sp = pp_case("first_uneven", 8, 4, 1, "1f1b", 4);
   sp.pp_first_layers = 3;
   expect_error(sp, "the 5 layers left after the first and last ranks' do not split evenly over the other 3 rank(s)");
+  expect_error(pp_case("dualpipe_p3", 3, 3, 2, "dualpipe", 6), "needs an even number of pipeline ranks");
+  expect_error(pp_case("dualpipe_m5", 4, 2, 2, "dualpipe", 5), "needs an even m >= 2p micro-batches");
+  expect_error(pp_case("dualpipe_L3", 3, 2, 2, "dualpipe", 4), "pp 2 does not divide num_hidden_layers 3");
+  Case dz = pp_case("dualpipe_zero", 4, 2, 2, "dualpipe", 4, 1, 2);
+  dz.features = {"distributed_optimizer"};
+  expect_error(dz, "sums its two model copies' gradients in the optimizer step");
   Case pv = pp_case("pv_no_pp", 4, 1, 1, "1f1b", 2);
   pv.features = {"post_validation"};
   expect_error(pv, "post_validation passes the optimizer's global state along the pipeline (needs pp > 1)");

@@ -11,7 +11,7 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 
 for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2" \
-            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8" "dualpipev 4 2 8"; do
+            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8" "dualpipev 4 2 8" "dualpipe 4 2 8"; do
   set -- $spec
   kind=$1 p=$2 v=$3 m=$4
   stem="schedule-$kind-p$p-v$v-m$m"

@@ -48,6 +48,10 @@ void expect_counts(const Schedule& s) {
       if (is_compute(a.op)) ++n[{int(a.op), a.mb, a.chunk}];
     for (int c = 0; c < s.v; ++c)
       for (int mb = 0; mb < s.m; ++mb) {
+        if (!s.runs(mb, c)) {  // the other pipeline's micro-batch: nothing here
+          EXPECT_EQ((n[{int(Op::F), mb, c}]) + (n[{int(Op::B), mb, c}]) + (n[{int(Op::W), mb, c}]), 0);
+          continue;
+        }
         EXPECT_EQ((n[{int(Op::F), mb, c}]), 1) << s.kind << " rank " << r << " mb " << mb << " chunk " << c;
         EXPECT_EQ((n[{int(Op::B), mb, c}]), 1) << s.kind << " rank " << r << " mb " << mb << " chunk " << c;
         EXPECT_EQ((n[{int(Op::W), mb, c}]), s.split_backward ? 1 : 0) << s.kind << " rank " << r;
@@ -58,7 +62,7 @@ void expect_counts(const Schedule& s) {
       }
     size_t compute = 0;
     for (const auto& [k, count] : n) compute += size_t(count);
-    EXPECT_EQ(compute, size_t(s.m) * size_t(s.v) * (s.split_backward ? 3 : 2) + ahead);
+    EXPECT_EQ(compute, size_t(s.m) * size_t(s.bidir ? 1 : s.v) * (s.split_backward ? 3 : 2) + ahead);
   }
 }
 
@@ -84,11 +88,12 @@ void expect_timeline_consistent(const Schedule& s, const Costs& c, const SimResu
   const int S = s.stages();
   for (int st = 0; st < S; ++st)
     for (int mb = 0; mb < s.m; ++mb) {
+      if (!s.runs(mb, s.chunk_of(st))) continue;  // the other pipeline's micro-batch
       const auto f = at.at({int(Op::F), mb, st}), b = at.at({int(Op::B), mb, st});
-      if (st > 0) {
+      if (!s.first_of(st)) {
         EXPECT_GE(f.start, (at.at({int(Op::F), mb, st - 1}).end));
       }
-      if (st < S - 1) {
+      if (!s.last_of(st)) {
         EXPECT_GE(b.start, (at.at({int(Op::B), mb, st + 1}).end));
       }
       EXPECT_GE(b.start, f.end);
@@ -103,7 +108,7 @@ void expect_timeline_consistent(const Schedule& s, const Costs& c, const SimResu
 }
 
 // The chunks per rank a kind takes in these tests.
-int chunks(const std::string& kind) { return kind == "interleaved" || vshape_kind(kind) ? 2 : 1; }
+int chunks(const std::string& kind) { return kind == "interleaved" || vshape_kind(kind) || bidir_kind(kind) ? 2 : 1; }
 
 // Runs one generated schedule through every generic check; returns the simulation.
 SimResult check(const Schedule& s, const Costs& c) {
@@ -111,10 +116,10 @@ SimResult check(const Schedule& s, const Costs& c) {
   SimResult r = simulate(s, c);
   expect_timeline_consistent(s, c, r);
   EXPECT_NO_THROW(check_rendezvous(s)) << s.kind << " p=" << s.p << " v=" << s.v << " m=" << s.m;
-  // NCCL's order matching holds for every kind but zb-v, whose neighbours exchange
+  // NCCL's order matching holds for every kind but the V's and dualpipe's, whose neighbours exchange
   // activations of one chunk and gradients of the other over the same pair in orders that
   // differ: its pipeline transfers go through MPI, which matches by tag (the runner).
-  if (!vshape_kind(s.kind)) {
+  if (!vshape_kind(s.kind) && !bidir_kind(s.kind)) {
     EXPECT_NO_THROW(check_channel_order(s)) << s.kind << " p=" << s.p << " v=" << s.v << " m=" << s.m;
   }
   return r;
@@ -328,6 +333,40 @@ TEST(PpSchedule, DualPipeVIdlesPMinus1AndHoldsOneChunkMoreThan1F1B) {
     }
 }
 
+// DualPipe (the DualPipe README, PP = p ranks): bubble (PP/2-1)(F&B+B-3W) = p/2-1 at F = B = W
+// with the pair run in turn, half of DualPipeV's p-1 (which has half the layers per chunk);
+// activation "PP+1": at most p+1 stage-micro-batches between F and W on every rank, against
+// 1F1B's p on rank 0; parameters twice (two copies of the model: every stage on ranks r and
+// p-1-r). Every micro-batch runs in one pipeline: 0..m/2-1 down from rank 0, the rest up.
+TEST(PpSchedule, DualPipeIdlesHalfOfPAndHoldsPPlusOne) {
+  for (int p = 2; p <= 10; p += 2)
+    for (int m = 2 * p; m <= 4 * p + 4; m += 2) {
+      const Schedule s = make_schedule("dualpipe", p, 2, m);
+      EXPECT_TRUE(s.bidir);
+      EXPECT_FALSE(s.vshape);
+      EXPECT_TRUE(s.split_backward);
+      const Costs unit = default_costs(s);
+      const SimResult r = check(s, unit);
+      EXPECT_EQ(r.total, 3 * m + p / 2 - 1) << "p=" << p << " m=" << m;
+      const Bubble b = analytic_bubble(s, unit);
+      for (int k = 0; k < p; ++k) {
+        const size_t K = size_t(k);
+        EXPECT_EQ(r.idle[K], p / 2 - 1) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_EQ(r.idle[K] * b.den, b.num * r.total);
+        EXPECT_EQ(r.peak_held[K], p + 1) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_EQ(r.peak_held[K], peak_f_to_w(s, k));
+        // rank r computes the down pipeline's stage r and the up pipeline's stage p-1-r
+        for (const Action& a : s.ranks[K])
+          if (is_compute(a.op)) {
+            EXPECT_EQ(a.chunk, a.mb < m / 2 ? 0 : 1);
+          }
+      }
+      // The ends: rank 0 starts the down pipeline and ends the up one (its loss), rank p-1 the reverse.
+      EXPECT_TRUE(s.first_of(s.stage(0, 0)) && s.last_of(s.stage(0, 1)));
+      EXPECT_TRUE(s.first_of(s.stage(p - 1, 1)) && s.last_of(s.stage(p - 1, 0)));
+    }
+}
+
 TEST(PpSchedule, ZeroBubbleVIdlesPMinus1WithTwoPChunksInFlight) {
   for (int p = 1; p <= 8; ++p)
     for (int m = 1; m <= 4 * p + 3; ++m) {
@@ -463,12 +502,14 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
   }
   EXPECT_GT(paired, 0);
   EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
-  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipev"}));
+  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipev", "dualpipe"}));
   // Generation is deterministic; only zb-v and dualpipev place their chunks in a V.
   for (const std::string& kind : schedule_kinds()) {
     const int v = chunks(kind);
-    EXPECT_EQ(make_schedule(kind, 3, v, 6).ranks, make_schedule(kind, 3, v, 6).ranks);
-    EXPECT_EQ(make_schedule(kind, 3, v, 6).vshape, kind == "zb-v" || kind == "dualpipev") << kind;
+    EXPECT_EQ(make_schedule(kind, 4, v, 8).ranks, make_schedule(kind, 4, v, 8).ranks);
+    EXPECT_EQ(make_schedule(kind, 4, v, 8).vshape, kind == "zb-v" || kind == "dualpipev") << kind;
+    EXPECT_EQ(make_schedule(kind, 4, v, 8).bidir, kind == "dualpipe") << kind;
+    EXPECT_EQ(bidir_kind(kind), kind == "dualpipe") << kind;
     EXPECT_EQ(vshape_kind(kind), kind == "zb-v" || kind == "dualpipev") << kind;
   }
 }
@@ -524,7 +565,7 @@ TEST(PpScheduleValidator, CatchesOrderDuplicatesAndRange) {
   {  // a receive that has no send: stage 0 receives no activation
     Schedule s = good;
     s.ranks[0].insert(s.ranks[0].begin(), {Op::RecvF, 0, 0});
-    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }).find("no previous stage"), std::string::npos);
+    EXPECT_NE(error_of([&] { simulate(s, default_costs(s)); }).find("which is the first of its pipeline"), std::string::npos);
   }
   {  // out of range, W without split backward, wrong rank count, bad costs
     Schedule s = good;
@@ -656,9 +697,13 @@ TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
 
 TEST(PpSchedule, BadInputIsOneLine) {
   const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
-      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev"},
+      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev, dualpipe"},
       {"dualpipev", 4, 2, 7, "needs m >= 2p micro-batches (DeepSeek's DualPipeV), got m = 7 < 2p = 8"},
       {"dualpipev", 4, 1, 8, "v must be 2, got 1 (--vpp 2)"},
+      {"dualpipe", 3, 2, 8, "needs an even number of pipeline ranks"},
+      {"dualpipe", 4, 2, 9, "needs an even m >= 2p micro-batches"},
+      {"dualpipe", 4, 2, 6, "got m = 6 with p = 4"},
+      {"dualpipe", 4, 1, 8, "v must be 2, got 1 (--vpp 2)"},
       {"zb-h2", 4, 2, 8, "v must be 1"},
       {"1f1b", 0, 1, 8, "p (pipeline ranks) must be >= 1"},
       {"1f1b", 4, 0, 8, "v (chunks per rank) must be >= 1"},
