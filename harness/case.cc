@@ -131,7 +131,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
                    "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size", "mc2_chunks",
-                   "pp_layers", "pp_first_layers", "pp_last_layers"},
+                   "pp_layers", "pp_first_layers", "pp_last_layers", "chimera_pipelines"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -188,6 +188,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
         c.pp_layers = get<std::vector<int64_t>>(cj, "pp_layers", where);
       }
     }
+    if (cj.contains("chimera_pipelines")) c.chimera_pipelines = get<int>(cj, "chimera_pipelines", where);
     if (cj.contains("pp_first_layers")) c.pp_first_layers = get<int64_t>(cj, "pp_first_layers", where);
     if (cj.contains("pp_last_layers")) c.pp_last_layers = get<int64_t>(cj, "pp_last_layers", where);
     for (const char* k : {"pp_first_layers", "pp_last_layers"})
@@ -247,6 +248,7 @@ Features Case::typed_features() const {
   f.pp_balanced = pp_balanced;
   f.pp_first_layers = pp_first_layers;
   f.pp_last_layers = pp_last_layers;
+  f.chimera_pipelines = chimera_pipelines;
   f.bf16 = dtype == "bf16";
   return f;
 }

@@ -45,6 +45,7 @@ struct Case {
   std::vector<int64_t> pp_layers;            // PP: layers per stage (train/pp_partition.h); empty: even
   bool pp_balanced = false;                  // PP: "pp_layers": "balanced", the partitioner's split
   int64_t pp_first_layers = 0, pp_last_layers = 0;  // PP: Megatron's first / last rank's layers (0: unset)
+  int chimera_pipelines = 2;                 // schedule chimera: pipelines (model replicas), an even count
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated; with

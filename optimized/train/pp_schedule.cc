@@ -27,6 +27,8 @@
 #include <algorithm>
 #include <array>
 #include <deque>
+#include <map>
+#include <tuple>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
@@ -51,12 +53,12 @@ const char* op_name(Op op) {
 
 const std::vector<std::string>& schedule_kinds() {
   static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v",
-                                                 "dualpipev", "dualpipe"};
+                                                 "dualpipev", "dualpipe", "chimera"};
   return kinds;
 }
 
 bool vshape_kind(const std::string& kind) { return kind == "zb-v" || kind == "dualpipev"; }
-bool bidir_kind(const std::string& kind) { return kind == "dualpipe"; }
+bool bidir_kind(const std::string& kind) { return kind == "dualpipe" || kind == "chimera"; }
 
 namespace {
 
@@ -336,6 +338,50 @@ Order dualpipe_order(int p, int m, bool bidir) {
   return o;
 }
 
+// chimera (Li & Hoefler, "Chimera: Efficiently Training Large-Scale Neural Networks with
+// Bidirectional Pipelines", SC'21, arXiv 2107.06925; the authors' chimera_pipeline_rank.py):
+// the bidirectional placement of dualpipe (two model copies, micro-batches 0..m/2-1 down from
+// rank 0, the rest up from rank p-1), p even, m a multiple of p. A basic unit holds p/2
+// micro-batches of each pipeline; in it, at unit slots with F = B = 1, the i-th micro-batch of
+// a pipeline runs F at its stage t in slot 2i + t and B in slot 2i + 2p-1-t (a micro-batch
+// enters every other slot, turns at the last stage and comes back), so the two pipelines
+// fill alternate slots of every rank and never meet: rank r idles p-2 of the unit's 3p-2
+// slots. Further units ("direct concatenation", the repository's new pipeline per unit) start
+// at the first offset where none of their slots is taken, which is 2p after the previous
+// (the unit's busy slots per rank): m/p units take 2m+p-2 slots, the paper's bubble
+// (p-2)/(2N+p-2) with N = m. Each rank's order is its slots' order, frozen; unsplit backward.
+Order chimera_order(int p, int m) {
+  const int half = p / 2, units = m / p;
+  std::map<std::pair<int, int64_t>, Action> slot;  // (rank, slot) -> action
+  std::vector<std::tuple<int, int64_t, Action>> unit;
+  int64_t offset = 0;
+  for (int u = 0; u < units; ++u) {
+    for (;; ++offset) {
+      unit.clear();
+      for (int d = 0; d < 2; ++d)
+        for (int i = 0; i < half; ++i) {
+          const int mb = d * (m / 2) + u * half + i;
+          for (int t = 0; t < p; ++t) {
+            const int rank = d == 0 ? t : p - 1 - t;
+            unit.emplace_back(rank, offset + 2 * i + t, Action{Op::F, mb, d});
+            unit.emplace_back(rank, offset + 2 * i + 2 * p - 1 - t, Action{Op::B, mb, d});
+          }
+        }
+      bool free = true;
+      for (const auto& [rank, t, a] : unit) free = free && !slot.count({rank, t});
+      if (free) break;
+    }
+    for (const auto& [rank, t, a] : unit) {
+      const bool fresh = slot.emplace(std::pair{rank, t}, a).second;
+      PB_REQUIRE(fresh, "chimera: two actions in one slot of rank ", rank, " (internal error)");
+    }
+    offset += 1;
+  }
+  Order o(static_cast<size_t>(p));
+  for (const auto& [key, a] : slot) o[size_t(key.first)].push_back(a);  // map order: by rank, then slot
+  return o;
+}
+
 // Stages st and st+1 on one rank in a V-shaped schedule: no communication between them.
 // (Only V shapes: interleaved with p = 1 keeps its messages from rank 0 to itself.)
 
@@ -468,11 +514,11 @@ Schedule interleaved_schedule(int p, int v, int m) {
 // The same placement serves zb-h2, whose deep warm-up has rank r send activations down
 // while rank r+1 sends gradients up in the same step.
 Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const Order& order,
-                           const std::vector<std::vector<int64_t>>& start) {
+                           const std::vector<std::vector<int64_t>>& start, bool split = true) {
   Schedule s;
   s.kind = kind;
   s.p = p, s.v = v, s.m = m;
-  s.split_backward = true;
+  s.split_backward = split;
   s.vshape = vshape_kind(kind);
   s.bidir = bidir_kind(kind);
   const int S = s.stages();
@@ -706,6 +752,16 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recomp
     const Order order = dualpipe_order(p, m, true);
     return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, true, order)));
   }
+  if (kind == "chimera") {
+    PB_REQUIRE(v == 2, "pipeline schedule chimera runs two pipelines, one chunk of each per rank: v must be 2, got ", v,
+               " (--vpp 2)");
+    PB_REQUIRE(p % 2 == 0, "pipeline schedule chimera needs an even number of pipeline ranks (rank r and p-1-r hold "
+               "the two copies of a stage), got p = ", p);
+    PB_REQUIRE(m % p == 0, "pipeline schedule chimera needs m a multiple of p (units of p/2 micro-batches per "
+               "pipeline), got m = ", m, " with p = ", p);
+    const Order order = chimera_order(p, m);
+    return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, false, order)), false);
+  }
   if (kind == "dualpipev") {
     PB_REQUIRE(v == 2, "pipeline schedule dualpipev places exactly 2 chunks per rank in a V: v must be 2, got ", v,
                " (--vpp 2)");
@@ -737,6 +793,12 @@ Costs default_costs(const Schedule& s) {
 
 Bubble analytic_bubble(const Schedule& s, const Costs& c) {
   const int64_t p = s.p, v = s.v, m = s.m;
+  if (s.kind == "chimera") {  // Li & Hoefler: (D-2)/(2N+D-2) at F = B; each rank idles (p-2)(F+B)/2
+    const int64_t num = (p - 2) * (c.F + c.B);
+    return {"(p-2)/(2m+p-2): (p-2)(F+B)/2 idle per rank of m(F+B) busy",
+            "Chimera, Li & Hoefler SC'21 (D = p stages, N = m micro-batches), at F = B", num,
+            2 * m * (c.F + c.B) + num};
+  }
   if (s.kind == "dualpipe") {  // DeepSeek's (PP/2-1)(F&B+B-3W), PP = p, F&B = F+B+W run in turn
     const int64_t num = std::max<int64_t>(0, (p / 2 - 1) * (c.F + 2 * c.B - 2 * c.W));
     return {"(p/2-1)(F&B+B-3W)/(m(F+B+W)+(p/2-1)(F&B+B-3W)), F&B = F+B+W",

@@ -56,9 +56,13 @@
  *                m >= 2p; the same eight phases with the pipelines as phases; with F = B = W
  *                every rank idles p/2-1 (the README's (PP/2-1)(F&B+B-3W), PP = p) and holds
  *                at most p+1 micro-batch chunks between F and W (the README's PP+1)
+ *   chimera      Chimera (Li & Hoefler, SC'21): dualpipe's two pipelines and copies, unsplit
+ *                backward, p even, m a multiple of p; units of p/2 micro-batches per pipeline
+ *                in waves (F every other slot, B back), the two pipelines in alternate slots;
+ *                with F = B every rank idles p-2 of 2m+p-2 (the paper's (D-2)/(2N+D-2))
  * gpipe, 1f1b and zb-h1 post each receive just before its compute, right after the
  * previous compute's sends (one batch: Megatron's send_forward_recv_backward pairing).
- * zb-v, zb-h2, dualpipev and dualpipe start from that and post a receive earlier only where check_rendezvous() would
+ * zb-v, zb-h2, dualpipev, dualpipe and chimera start from that and post a receive earlier only where check_rendezvous() would
  * otherwise deadlock (neighbours exchange in both directions in a V), and only where the
  * rank idles anyway at unit costs. Every generated schedule is deadlock-free under both
  * models of a send: simulate() (a send never blocks) and check_rendezvous() (it completes
@@ -89,7 +93,7 @@ struct Action {
 };
 
 struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_placement.h
-  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v | dualpipev | dualpipe
+  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v | dualpipev | dualpipe | chimera
   int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
   bool recompute_ahead = false;             // R actions: recompute in advance (add_recompute_ahead)
@@ -102,7 +106,7 @@ struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_pla
 
 // Whether a kind places its chunks in a V (zb-v, dualpipev), known before any schedule is made.
 bool vshape_kind(const std::string& kind);
-// Whether a kind runs two pipelines in opposite directions (dualpipe): the bidirectional placement.
+// Whether a kind runs two pipelines in opposite directions (dualpipe, chimera): the bidirectional placement.
 bool bidir_kind(const std::string& kind);
 
 const std::vector<std::string>& schedule_kinds();  // {"gpipe", ..., "zb-v", "dualpipev"}
@@ -147,6 +151,7 @@ Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1; R = 
 //   zb-v          (p-1)F/(2m(F+B+W)+(p-1)F)            only rank p-1's start-up (F = B = W, m >= p)
 //   dualpipev     (p-1)(F&B+B-3W)/(2m(F+B+W)+...)      DeepSeek's DualPipe README, PP = 2p, F&B = F+B+W
 //   dualpipe      (p/2-1)(F&B+B-3W)/(m(F+B+W)+...)     the same README, PP = p
+//   chimera       (p-2)/(2m+p-2)                       Li & Hoefler SC'21, at F = B
 struct Bubble {
   std::string formula, source;
   int64_t num = 0, den = 1;

@@ -205,6 +205,16 @@ Technique schedule(const char* name, const char* summary, void (*require)(const 
 // Two pipelines over the ranks (bidirectional placement): the copies' gradients are summed
 // over pp_mirror before the step and the norm counts each parameter once, in the optimizer's
 // whole-buffer path; the paths that reduce or shard the gradients elsewhere are refused.
+void bidir_require(const CaseSpec& c);
+// Chimera's pipelines (model replicas, case key chimera_pipelines): pairs of down and up.
+void chimera_require(const CaseSpec& c) {
+  const int n = c.features.chimera_pipelines;
+  PB_REQUIRE(n % 2 == 0 && n >= 2, "invalid case: chimera_pipelines ", n, ": Chimera pairs a down and an up "
+             "pipeline, so the count of pipelines (model replicas) must be even");
+  PB_REQUIRE(n == 2, "invalid case: chimera_pipelines ", n, ": more than one pair of pipelines (f > 1) is not "
+             "available in this build");
+  bidir_require(c);
+}
 void bidir_require(const CaseSpec& c) {
   const Features& f = c.features;
   PB_REQUIRE(!f.distributed_optimizer && !f.overlap_grad_reduce && !f.post_validation,
@@ -237,6 +247,9 @@ const std::vector<Technique>& techniques() {
       schedule("dualpipe", "DeepSeek's DualPipe: two pipelines in opposite directions over the ranks (two copies of "
                            "the model, gradients summed), p and m even, m >= 2p, forward-backward pairs, B/W split "
                            "(DeepSeek-V3, arXiv 2412.19437)", bidir_require),
+      schedule("chimera", "Chimera: two pipelines in opposite directions over the ranks (two model copies, "
+                          "gradients summed), p even, m a multiple of p, waves of p/2 micro-batches per pipeline "
+                          "(SC'21, arXiv 2107.06925)", chimera_require),
       schedule("dualpipev", "DeepSeek's DualPipeV: the V of zb-v, m >= 2p, forward-backward pairs, B/W split "
                             "(DeepSeek-V3, arXiv 2412.19437)"),
       {"post_validation", K::Feature,

@@ -1,5 +1,5 @@
 /* Pipeline parallelism against the reference (FEATURES.md, PP): for GPipe, 1F1B,
- * interleaved (v = 2), ZB-H1, ZB-H2, ZB-V, DualPipeV and DualPipe on pp 2 and 4, alone and with tp2 + sp or dp2, the loss,
+ * interleaved (v = 2), ZB-H1, ZB-H2, ZB-V, DualPipeV, DualPipe and Chimera on pp 2 and 4, alone and with tp2 + sp or dp2, the loss,
  * every step-1 gradient and every final parameter equal the reference's gradient
  * accumulation over the same m micro-batches (fp32 tolerance); every rank's communication
  * (TP, DP and the pipeline's point-to-point bytes) equals the analytic model exactly;
@@ -65,6 +65,10 @@ static std::vector<Case> cases_for(int world) {
       pp_case("pp4_dualpipe", 4, 4, 2, "dualpipe", 8),
       pp_case("pp2_tp2_sp_dualpipe", 4, 2, 2, "dualpipe", 6, 2, 1, true),
       pp_case("pp2_dp2_dualpipe", 2, 2, 2, "dualpipe", 4, 1, 2),
+      pp_case("pp2_chimera", 2, 2, 2, "chimera", 4),
+      pp_case("pp4_chimera", 4, 4, 2, "chimera", 8),
+      pp_case("pp2_tp2_sp_chimera", 4, 2, 2, "chimera", 4, 2, 1, true),
+      pp_case("pp2_dp2_chimera", 2, 2, 2, "chimera", 2, 1, 2),
       pp_case("pp4_zbv", 8, 4, 2, "zb-v", 8),
       pp_case("pp2_tp2_sp_zbv", 4, 2, 2, "zb-v", 4, 2, 1, true),
       pp_case("pp2_dp2_zbv", 4, 2, 2, "zb-v", 4, 1, 2),
@@ -139,7 +143,7 @@ TEST(Pipeline, EveryScheduleEqualsTheReferenceWithExactCommAndActivations) {
     // activations of a chunk (all of rank 0's chunks are alike) + the output being sent.
     const pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches));
     const pp::SimResult sim = pp::simulate(s, pp::default_costs(s));
-    if (!s.split_backward && c.layout.cp == 1 && !c.typed_features().pp_split()) {
+    if (!s.split_backward && c.layout.cp == 1 && !c.typed_features().pp_split() && !s.bidir) {
       const int64_t t = c.layout.tp, N = 2 * 8, Ns = c.features.empty() ? N : N / t, H = 32, D = 4;
       const int64_t a = 8 / t, g = 4 / t, f = 48 / t;
       const int64_t layer = 4 * (4 * Ns * H + N * (2 * a + 2 * g) * D + 3 * N * f) + 4 * (2 * Ns + 2 * a * 8);
@@ -284,6 +288,12 @@ TEST(Pipeline, BadPipelineLayoutsAreRejectedWithOneLine) {
   expect_error(pp_case("dualpipe_p3", 3, 3, 2, "dualpipe", 6), "needs an even number of pipeline ranks");
   expect_error(pp_case("dualpipe_m5", 4, 2, 2, "dualpipe", 5), "needs an even m >= 2p micro-batches");
   expect_error(pp_case("dualpipe_L3", 3, 2, 2, "dualpipe", 4), "pp 2 does not divide num_hidden_layers 3");
+  Case ch = pp_case("chimera_3", 4, 2, 2, "chimera", 4);
+  ch.chimera_pipelines = 3;
+  expect_error(ch, "chimera_pipelines 3: Chimera pairs a down and an up pipeline");
+  ch.chimera_pipelines = 4;
+  expect_error(ch, "not available in this build");
+  expect_error(pp_case("chimera_m3", 4, 2, 2, "chimera", 3), "needs m a multiple of p");
   Case dz = pp_case("dualpipe_zero", 4, 2, 2, "dualpipe", 4, 1, 2);
   dz.features = {"distributed_optimizer"};
   expect_error(dz, "sums its two model copies' gradients in the optimizer step");

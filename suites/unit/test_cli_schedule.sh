@@ -75,6 +75,10 @@ assert all(e["dur"] > 0 and e["name"][0] in "FBW" for e in ev)
 PY
 done
 
+# Chimera at equal costs (the paper's F = B): every rank idles p-2, the formula's fraction.
+"$bin" schedule --kind chimera --pp 4 --vpp 2 --microbatches 8 --costs 1,1 --no-files > "$work/out" 2> "$work/err" \
+  && grep -q "analytic bubble (p-2)/(2m+p-2).* = 4/36 = 0.111 .*every rank's idle fraction equals it" "$work/out" \
+  && ok "chimera at F = B: the paper's (p-2)/(2m+p-2)" || { bad "chimera bubble"; cat "$work/out" "$work/err"; }
 # Named output files and explicit costs.
 "$bin" schedule --kind zb-h1 --pp 3 --microbatches 5 --costs 2,3,1 --svg "$work/a.svg" --trace "$work/a.json" \
   > "$work/out" 2> "$work/err"

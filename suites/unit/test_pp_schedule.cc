@@ -367,6 +367,37 @@ TEST(PpSchedule, DualPipeIdlesHalfOfPAndHoldsPPlusOne) {
     }
 }
 
+// Chimera (Li & Hoefler SC'21, Table 2 and Sec. 3): bubble ratio (D-2)/(2N+D-2) with D = p
+// stages and N = m micro-batches, at F = B: every rank idles exactly p-2 of 2m+p-2 for every
+// m a multiple of p (units concatenated at an offset of 2p), against 1F1B's (p-1)/(m+p-1):
+// 2(p-1) of 2m+2(p-1) at the same costs, so p-2 is "up to 50 % fewer bubbles"; every micro-
+// batch runs in one pipeline, rank 0 hosts the down pipeline's first stage and the up one's
+// last. At the default costs (B = 2F) the frozen order still runs, idling more.
+TEST(PpSchedule, ChimeraIdlesPMinus2OfTwoMPlusPMinus2AtEqualCosts) {
+  for (int p = 2; p <= 10; p += 2)
+    for (int m = p; m <= 5 * p; m += p) {
+      const Schedule s = make_schedule("chimera", p, 2, m);
+      EXPECT_TRUE(s.bidir);
+      EXPECT_FALSE(s.split_backward);
+      const Costs equal{1, 1, 0};
+      const SimResult r = check(s, equal);
+      EXPECT_EQ(r.total, 2 * m + p - 2) << "p=" << p << " m=" << m;
+      const SimResult base = simulate(make_schedule("1f1b", p, 1, m), equal);
+      const Bubble b = analytic_bubble(s, equal);
+      for (int k = 0; k < p; ++k) {
+        const size_t K = size_t(k);
+        EXPECT_EQ(r.idle[K], p - 2) << "p=" << p << " m=" << m << " rank " << k;
+        EXPECT_EQ(r.idle[K] * b.den, b.num * r.total);
+        EXPECT_EQ(base.idle[K], 2 * (p - 1));
+        for (const Action& a : s.ranks[K])
+          if (is_compute(a.op)) {
+            EXPECT_EQ(a.chunk, a.mb < m / 2 ? 0 : 1);
+          }
+      }
+      check(s, default_costs(s));  // B = 2F: the same order, valid and deadlock-free
+    }
+}
+
 TEST(PpSchedule, ZeroBubbleVIdlesPMinus1WithTwoPChunksInFlight) {
   for (int p = 1; p <= 8; ++p)
     for (int m = 1; m <= 4 * p + 3; ++m) {
@@ -502,14 +533,15 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
   }
   EXPECT_GT(paired, 0);
   EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
-  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipev", "dualpipe"}));
+  EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipev", "dualpipe",
+                                                     "chimera"}));
   // Generation is deterministic; only zb-v and dualpipev place their chunks in a V.
   for (const std::string& kind : schedule_kinds()) {
     const int v = chunks(kind);
     EXPECT_EQ(make_schedule(kind, 4, v, 8).ranks, make_schedule(kind, 4, v, 8).ranks);
     EXPECT_EQ(make_schedule(kind, 4, v, 8).vshape, kind == "zb-v" || kind == "dualpipev") << kind;
-    EXPECT_EQ(make_schedule(kind, 4, v, 8).bidir, kind == "dualpipe") << kind;
-    EXPECT_EQ(bidir_kind(kind), kind == "dualpipe") << kind;
+    EXPECT_EQ(make_schedule(kind, 4, v, 8).bidir, kind == "dualpipe" || kind == "chimera") << kind;
+    EXPECT_EQ(bidir_kind(kind), kind == "dualpipe" || kind == "chimera") << kind;
     EXPECT_EQ(vshape_kind(kind), kind == "zb-v" || kind == "dualpipev") << kind;
   }
 }
@@ -697,7 +729,10 @@ TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
 
 TEST(PpSchedule, BadInputIsOneLine) {
   const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
-      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev, dualpipe"},
+      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev, dualpipe, chimera"},
+      {"chimera", 3, 2, 6, "needs an even number of pipeline ranks"},
+      {"chimera", 4, 2, 6, "needs m a multiple of p"},
+      {"chimera", 4, 1, 8, "v must be 2, got 1 (--vpp 2)"},
       {"dualpipev", 4, 2, 7, "needs m >= 2p micro-batches (DeepSeek's DualPipeV), got m = 7 < 2p = 8"},
       {"dualpipev", 4, 1, 8, "v must be 2, got 1 (--vpp 2)"},
       {"dualpipe", 3, 2, 8, "needs an even number of pipeline ranks"},
