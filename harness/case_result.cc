@@ -10,6 +10,7 @@
 #include "optimized/core/fatal.h"
 #include "optimized/parallel/cp_ring.h"
 #include "optimized/parallel/process_grid.h"
+#include "optimized/train/pp_partition.h"
 #include "optimized/train/pp_schedule.h"
 #include "optimized/train/registry.h"
 
@@ -83,7 +84,20 @@ Timelines gather_timelines(const TrainRun& run, MPI_Comm comm) {
 json pipeline_json(const Case& c, const Timelines& t) {
   const Features f = c.typed_features();
   const pp::Schedule sched = schedule_for({c.model, c.train, c.layout, f, c.schedule});
-  const pp::SimResult sim = pp::simulate(sched, pp::default_costs(sched));
+  // The layers of each model stage; with an uneven split the simulation weights each stage's
+  // actions by its training FLOPs (train/pp_partition.h), else unit costs.
+  std::vector<int64_t> layers;
+  for (int s = 0; s < sched.model_stages(); ++s) {
+    const auto [l0, l1] = sched.layers(c.model.num_hidden_layers, s);
+    layers.push_back(l1 - l0);
+  }
+  pp::Costs costs = pp::default_costs(sched);
+  if (f.pp_split()) {
+    const std::vector<int64_t> w =
+        pp::stage_weights(pp::analytic_layer_costs(c.model, c.train.seq_length), layers);
+    for (int s = 0; s < sched.stages(); ++s) costs.stage.push_back(w[size_t(sched.model_stage(s))]);
+  }
+  const pp::SimResult sim = pp::simulate(sched, costs);
   std::vector<std::vector<pp::TraceEvent>> lines;
   json stages = json::array();
   for (int s = 0; s < c.layout.pp; ++s) {  // the first rank of every stage (TP 0, CP 0, DP 0)
@@ -101,6 +115,7 @@ json pipeline_json(const Case& c, const Timelines& t) {
   }
   return {{"schedule", c.schedule}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
           {"micro_batches", c.train.num_micro_batches}, {"simulated_total_units", sim.total},
+          {"stage_layers", layers}, {"stage_weights", costs.stage.empty() ? json(nullptr) : json(costs.stage)},
           {"stages", stages},
           {"trace", json::parse(pp::chrome_trace(lines, c.name + " (measured, last step)"))}};
 }
