@@ -86,17 +86,10 @@ json pipeline_json(const Case& c, const Timelines& t) {
   const pp::Schedule sched = schedule_for({c.model, c.train, c.layout, f, c.schedule});
   // The layers of each model stage; with an uneven split the simulation weights each stage's
   // actions by its training FLOPs (train/pp_partition.h), else unit costs.
-  std::vector<int64_t> layers;
-  for (int s = 0; s < sched.model_stages(); ++s) {
-    const auto [l0, l1] = sched.layers(c.model.num_hidden_layers, s);
-    layers.push_back(l1 - l0);
-  }
+  const std::vector<int64_t> layers = sched.layer_counts(c.model.num_hidden_layers);
   pp::Costs costs = pp::default_costs(sched);
-  if (f.pp_split()) {
-    const std::vector<int64_t> w =
-        pp::stage_weights(pp::analytic_layer_costs(c.model, c.train.seq_length), layers);
-    for (int s = 0; s < sched.stages(); ++s) costs.stage.push_back(w[size_t(sched.model_stage(s))]);
-  }
+  if (f.pp_split())
+    costs.stage = sched.per_stage(pp::stage_weights(pp::analytic_layer_costs(c.model, c.train.seq_length), layers));
   const pp::SimResult sim = pp::simulate(sched, costs);
   std::vector<std::vector<pp::TraceEvent>> lines;
   json stages = json::array();

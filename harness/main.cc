@@ -397,23 +397,10 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.moe_dispatcher = a.moe_dispatcher;
   c.recompute_method = a.recompute_method, c.recompute_num_layers = a.recompute_num_layers;
   c.zero_stage = a.zero_stage, c.bucket_size = a.bucket_size, c.mc2_chunks = a.mc2_chunks;
-  if (a.pp_layers == "balanced") {
+  if (a.pp_layers == "balanced")
     c.pp_balanced = true;
-  } else {
-    std::stringstream ls(a.pp_layers);
-    for (std::string n; std::getline(ls, n, ',');) {
-      size_t used = 0;
-      long long x = 0;
-      try {
-        x = std::stoll(n, &used);
-      } catch (...) {
-        used = 0;
-      }
-      PB_REQUIRE(used == n.size() && !n.empty(), "--pp-layers: layers per stage N,N,.. or balanced, got '",
-                 a.pp_layers, "'");
-      c.pp_layers.push_back(x);
-    }
-  }
+  else if (!a.pp_layers.empty())
+    c.pp_layers = parse_counts(a.pp_layers, "--pp-layers");
   c.pp_first_layers = a.pp_first_layers, c.pp_last_layers = a.pp_last_layers;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
@@ -436,11 +423,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   if (c.layout.pp > 1) {  // the layers per stage, their costs and the bubble they give
     const Features f = c.typed_features();
     const pp::Schedule s = schedule_for({c.model, c.train, c.layout, f, c.schedule});
-    std::vector<int64_t> split;
-    for (int st = 0; st < s.stages(); ++st) {
-      const auto [l0, l1] = s.layers(c.model.num_hidden_layers, st);
-      split.push_back(l1 - l0);
-    }
+    const std::vector<int64_t> split = s.layer_counts(c.model.num_hidden_layers);
     std::printf("\npipeline stages (costs: training FLOPs per token, reference/model/flops.h)\n");
     print_split(s, pp::default_costs(s), pp::analytic_layer_costs(c.model, c.train.seq_length), split);
   }

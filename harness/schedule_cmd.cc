@@ -15,46 +15,6 @@
 
 namespace pb::harness {
 
-namespace {
-
-// "--costs F,B[,W]": positive integers; W only for a split backward (zb-h1, zb-h2, zb-v), where
-// it defaults to B.
-pp::Costs parse_costs(const std::string& text, const pp::Schedule& s) {
-  pp::Costs c = pp::default_costs(s);
-  if (text.empty()) return c;
-  std::vector<int64_t> v;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    size_t used = 0;
-    long long x = 0;
-    try {
-      x = std::stoll(item, &used);
-    } catch (...) {
-      used = 0;
-    }
-    PB_REQUIRE(used == item.size() && !item.empty() && x >= 1 && x <= 1000, "--costs: expected F,B or F,B,W with ",
-               "integers from 1 to 1000, got '", text, "'");
-    v.push_back(x);
-  }
-  PB_REQUIRE(v.size() == 2 || v.size() == 3, "--costs: expected F,B or F,B,W, got '", text, "'");
-  PB_REQUIRE(v.size() == 2 || s.split_backward, "--costs: W applies only to a split backward (zb-h1, zb-h2, zb-v), got '", text,
-             "' for ", s.kind);
-  c.F = v[0];
-  c.B = v[1];
-  if (s.split_backward) c.W = v.size() == 3 ? v[2] : v[1];
-  return c;
-}
-
-std::string fraction(int64_t num, int64_t den) {
-  char buf[96];
-  std::snprintf(buf, sizeof(buf), "%lld/%lld = %.3f", (long long)num, (long long)den,
-                den ? double(num) / double(den) : 0.0);
-  return buf;
-}
-
-void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
-
-// A comma-separated list of numbers (what: the option, for its error line).
 std::vector<double> parse_numbers(const std::string& text, const char* what) {
   std::vector<double> v;
   std::stringstream ss(text);
@@ -73,18 +33,56 @@ std::vector<double> parse_numbers(const std::string& text, const char* what) {
   return v;
 }
 
+std::vector<int64_t> parse_counts(const std::string& text, const char* what) {
+  std::vector<int64_t> n;
+  for (const double x : parse_numbers(text, what)) {
+    PB_REQUIRE(x == std::floor(x) && std::abs(x) < 1e15, what, ": expected comma-separated integers, got '", text, "'");
+    n.push_back(int64_t(x));
+  }
+  return n;
+}
+
+namespace {
+
+// "--costs F,B[,W]": positive integers; W only for a split backward (zb-h1, zb-h2, zb-v), where
+// it defaults to B.
+pp::Costs parse_costs(const std::string& text, const pp::Schedule& s) {
+  pp::Costs c = pp::default_costs(s);
+  if (text.empty()) return c;
+  std::vector<int64_t> v;
+  try {
+    v = parse_counts(text, "--costs");
+  } catch (const Error&) {
+    v.clear();
+  }
+  PB_REQUIRE(!v.empty() && std::all_of(v.begin(), v.end(), [](int64_t x) { return x >= 1 && x <= 1000; }),
+             "--costs: expected F,B or F,B,W with integers from 1 to 1000, got '", text, "'");
+  PB_REQUIRE(v.size() == 2 || v.size() == 3, "--costs: expected F,B or F,B,W, got '", text, "'");
+  PB_REQUIRE(v.size() == 2 || s.split_backward, "--costs: W applies only to a split backward (zb-h1, zb-h2, zb-v), got '", text,
+             "' for ", s.kind);
+  c.F = v[0];
+  c.B = v[1];
+  if (s.split_backward) c.W = v.size() == 3 ? v[2] : v[1];
+  return c;
+}
+
+std::string fraction(int64_t num, int64_t den) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%lld/%lld = %.3f", (long long)num, (long long)den,
+                den ? double(num) / double(den) : 0.0);
+  return buf;
+}
+
+void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
+
 // The split of --layers L over the schedule's stages, as the options say.
 std::vector<int64_t> split_of(const ScheduleArgs& a, const pp::Schedule& s, const pp::LayerCosts& costs) {
-  const int S = s.stages();
+  const int S = s.model_stages();
   const int ways = int(!a.pp_layers.empty()) + int(a.first_layers > 0 || a.last_layers > 0);
   PB_REQUIRE(ways <= 1, "give --pp-layers or --first-layers / --last-layers, not both");
   if (a.pp_layers == "balanced") return pp::balanced_split(costs, S);
   if (!a.pp_layers.empty()) {
-    std::vector<int64_t> n;
-    for (const double x : parse_numbers(a.pp_layers, "--pp-layers")) {
-      PB_REQUIRE(x == std::floor(x), "--pp-layers: layer counts are integers, got '", a.pp_layers, "'");
-      n.push_back(int64_t(x));
-    }
+    const std::vector<int64_t> n = parse_counts(a.pp_layers, "--pp-layers");
     pp::check_split(n, a.layers, S);
     return n;
   }
@@ -103,16 +101,17 @@ std::string joined(const std::vector<double>& v, const char* fmt) {
 
 pp::Costs print_split(const pp::Schedule& s, const pp::Costs& base, const pp::LayerCosts& costs,
                       const std::vector<int64_t>& layers) {
-  const int S = s.stages();
+  const int S = s.model_stages();
   const int64_t L = int64_t(costs.layer.size());
   auto summary = [&](const std::vector<int64_t>& split, const char* label) {
     pp::Costs c = base;
-    c.stage = pp::stage_weights(costs, split);
+    const std::vector<int64_t> weights = pp::stage_weights(costs, split);  // per model stage
+    c.stage = s.per_stage(weights);
     const pp::SimResult r = pp::simulate(s, c);
     const std::vector<double> sc = pp::stage_costs(costs, split);
     double mean = 0, most = 0;
-    for (const double x : sc) mean += x / double(S), most = std::max(most, x);
-    std::vector<double> w(c.stage.begin(), c.stage.end()), idle;
+    for (const double x : sc) mean += x / double(sc.size()), most = std::max(most, x);
+    std::vector<double> w(weights.begin(), weights.end()), idle;
     for (const int64_t x : r.idle) idle.push_back(double(x) / double(r.total));
     std::printf("%s split, layers per stage: %s | stage costs %s | weights %s | largest stage / mean %.3f | "
                 "total %lld units, idle fraction per rank %s\n",

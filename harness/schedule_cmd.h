@@ -54,6 +54,10 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& args);
 
 int cmd_schedule(const ScheduleArgs& args);
 
+// Comma-separated numbers / integers of an option (what names it in the one error line).
+std::vector<double> parse_numbers(const std::string& text, const char* what);
+std::vector<int64_t> parse_counts(const std::string& text, const char* what);
+
 // A split of the layers over a schedule's stages (`schedule --layers`, `analyze`): layers,
 // cost and weight per stage, and the schedule simulated at those weights (its total, every
 // rank's idle fraction and the largest stage over the mean) next to the even split's where

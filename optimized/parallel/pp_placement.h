@@ -64,6 +64,17 @@ struct Placement {
     const int64_t per = L / model_stages();
     return {t * per, (t + 1) * per};
   }
+  // The layers of each model stage, and a per-model-stage list spread over the virtual stages.
+  std::vector<int64_t> layer_counts(int64_t L) const {
+    std::vector<int64_t> n;
+    for (int s = 0; s < model_stages(); ++s) n.push_back(layers(L, s).second - layers(L, s).first);
+    return n;
+  }
+  std::vector<int64_t> per_stage(const std::vector<int64_t>& per_model_stage) const {
+    std::vector<int64_t> out;
+    for (int s = 0; s < stages(); ++s) out.push_back(per_model_stage[size_t(model_stage(s))]);
+    return out;
+  }
   bool holds_first(int rank) const {
     for (int c = 0; c < v; ++c)
       if (first_of(stage(rank, c))) return true;

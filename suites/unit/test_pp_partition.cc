@@ -12,20 +12,13 @@
 
 #include "optimized/train/pp_partition.h"
 #include "reference/common/error.h"
+#include "error_of.h"
 #include "reference/model/flops.h"
 
 namespace pb::pp {
 namespace {
 
-template <class Fn>
-std::string error_of(Fn f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 double largest(const LayerCosts& c, const std::vector<int64_t>& split) {
   const auto sc = stage_costs(c, split);

@@ -24,20 +24,12 @@
 
 #include "optimized/train/pp_schedule.h"
 #include "reference/common/error.h"
+#include "error_of.h"
 
 namespace pb::pp {
 namespace {
 
-// The message of the pb::Error that f throws ("" if none).
-template <class Fn>
-std::string error_of(Fn f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;  // suites/unit/error_of.h
 
 // Every (micro-batch, chunk) runs exactly one F and one B per rank, one W iff split.
 void expect_counts(const Schedule& s) {
