@@ -2,6 +2,7 @@
  * one cell per cost unit), a self-contained SVG, and Chrome traces (chrome://tracing,
  * Perfetto) of a simulated or a measured timeline. */
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -34,12 +35,23 @@ std::string xml_escape(const std::string& t) {
 int digits(int64_t x) { return int(std::to_string(x).size()); }
 
 // The cost of each compute op as simulated (first occurrence), for legends.
+// The durations of each compute op in the timeline: "F=1 B=2", or ranges ("F=4..12") where
+// stage weights (Costs::stage) make them differ.
 std::string costs_seen(const Schedule& s, const SimResult& r) {
-  int64_t cost[3] = {0, 0, 0};
+  int64_t lo[kNumOps], hi[kNumOps];
+  for (int k = 0; k < kNumOps; ++k) lo[k] = INT64_MAX, hi[k] = 0;
   for (const auto& line : r.timeline)
-    for (const auto& t : line) cost[int(t.action.op)] = t.end - t.start;
-  std::string o = "F=" + std::to_string(cost[0]) + " B=" + std::to_string(cost[1]);
-  if (s.split_backward) o += " W=" + std::to_string(cost[2]);
+    for (const auto& t : line) {
+      const int k = int(t.action.op);
+      lo[k] = std::min(lo[k], t.end - t.start), hi[k] = std::max(hi[k], t.end - t.start);
+    }
+  std::string o;
+  for (const Op op : {Op::F, Op::B, Op::W, Op::R}) {
+    const int k = int(op);
+    if (hi[k] == 0 || (op == Op::W && !s.split_backward)) continue;
+    o += (o.empty() ? "" : " ") + std::string(op_name(op)) + "=" + std::to_string(lo[k]) +
+         (lo[k] == hi[k] ? "" : ".." + std::to_string(hi[k]));
+  }
   return o;
 }
 
