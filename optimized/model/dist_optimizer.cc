@@ -25,9 +25,13 @@ double DistOptimizer::sum_squares(int64_t from, int64_t to, bool experts) {
   return ops::sum_squares_segments(P.grad_buffer().view(from, {to - from}), ends);
 }
 
+float DistOptimizer::clip_coefficient(double norm) const {
+  return float(tc_.clip_grad > 0 ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
+}
+
 ops::AdamHyper DistOptimizer::hyper(double norm) {
   skip_ = !std::isfinite(norm);
-  const float clip = float(tc_.clip_grad > 0 && !skip_ ? std::min(1.0, tc_.clip_grad / (norm + 1e-6)) : 1.0);
+  const float clip = skip_ ? 1.0f : clip_coefficient(norm);
   t_ += skip_ ? 0 : 1;
   return {float(tc_.lr), float(tc_.beta1), float(tc_.beta2), float(tc_.adam_eps), 0.0f,
           1.0f - float(std::pow(tc_.beta1, double(t_))), 1.0f - float(std::pow(tc_.beta2, double(t_))), clip};

@@ -47,6 +47,7 @@ class DistOptimizer {
  private:
   double step_sharded();    // the distributed optimizer (ZeRO-1)
   double step_per_param();  // ZeRO-2: the gradients already reduced into the rank's slices
+  float clip_coefficient(double norm) const;  // min(1, clip / (norm + 1e-6)); 1 without clipping
   ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step; a
                                       // non-finite norm: skip_, not counted)
   // Post-validation (post_validation.cc): the step on the partial state along the pipeline,

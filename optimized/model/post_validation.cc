@@ -12,11 +12,6 @@ namespace pb {
 
 namespace {
 constexpr int kTag = 32767;  // above every pipeline tag (pp_executor.cc)
-
-// The clip coefficient of a norm, as DistOptimizer::hyper computes it (1 without clipping).
-float clip_coefficient(double clip, double norm) {
-  return float(clip > 0 ? std::min(1.0, clip / (norm + 1e-6)) : 1.0);
-}
 }  // namespace
 
 void DistOptimizer::keep_state() {
@@ -44,7 +39,7 @@ double DistOptimizer::step_post_validated(double sq_here) {
   if (r + 1 < p) pp.send_scalar(partial, r + 1, kTag);
   // 2. The eager step: only where the partial state already allows it unclipped.
   const double partial_norm = std::sqrt(partial);
-  const bool eager = std::isfinite(partial_norm) && clip_coefficient(tc_.clip_grad, partial_norm) == 1.0f;
+  const bool eager = std::isfinite(partial_norm) && clip_coefficient(partial_norm) == 1.0f;
   const int64_t n = P.weight_buffer().numel();
   if (eager) {
     keep_state();
@@ -60,7 +55,7 @@ double DistOptimizer::step_post_validated(double sq_here) {
   if (!std::isfinite(norm)) {
     if (eager) restore_state(), log_.rolled_back += 1;
     log_.skipped += 1;
-  } else if (clip_coefficient(tc_.clip_grad, norm) < 1.0f) {
+  } else if (clip_coefficient(norm) < 1.0f) {
     if (eager) restore_state(), log_.rolled_back += 1;
     adamw(0, n, 0, hyper(norm));
     log_.redone += 1;

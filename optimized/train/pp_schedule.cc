@@ -385,6 +385,18 @@ Order chimera_order(int p, int m) {
 // Stages st and st+1 on one rank in a V-shaped schedule: no communication between them.
 // (Only V shapes: interleaved with p = 1 keeps its messages from rank 0 to itself.)
 
+// A schedule of a kind with its placement flags and p empty rank lists.
+Schedule empty_schedule(const std::string& kind, int p, int v, int m, bool split) {
+  Schedule s;
+  s.kind = kind;
+  s.p = p, s.v = v, s.m = m;
+  s.split_backward = split;
+  s.vshape = vshape_kind(kind);
+  s.bidir = bidir_kind(kind);
+  s.ranks.resize(size_t(p));
+  return s;
+}
+
 // The communication actions around the compute: RecvF before F of a stage > 0, SendF after
 // F of a stage < S-1, RecvB before B of a stage < S-1, SendB after B of a stage > 0, none
 // across a local boundary (the turn of a V: the neighbouring stage is on this rank). A send
@@ -393,13 +405,7 @@ Order chimera_order(int p, int m) {
 // posted just before the compute that needs them: a batch waits for its receives, so an
 // earlier receive could only delay the compute in between.
 Schedule with_comm(const std::string& kind, int p, int v, int m, bool split, const Order& order) {
-  Schedule s;
-  s.kind = kind;
-  s.p = p, s.v = v, s.m = m;
-  s.split_backward = split;
-  s.vshape = vshape_kind(kind);
-  s.bidir = bidir_kind(kind);
-  s.ranks.resize(size_t(p));
+  Schedule s = empty_schedule(kind, p, v, m, split);
   for (int r = 0; r < p; ++r) {
     auto& out = s.ranks[size_t(r)];
     for (const Action& a : order[size_t(r)]) {
@@ -428,10 +434,7 @@ Schedule with_comm(const std::string& kind, int p, int v, int m, bool split, con
 // rendezvous). The received (mb, chunk) follow each channel's order (tags = FIFO order).
 Schedule interleaved_schedule(int p, int v, int m) {
   Order order = interleaved_order(p, v, m);
-  Schedule s;
-  s.kind = "interleaved";
-  s.p = p, s.v = v, s.m = m;
-  s.ranks.resize(static_cast<size_t>(p));
+  Schedule s = empty_schedule("interleaved", p, v, m, false);
   const int T = m * v, group = p * v, last_stage = s.stages() - 1;
   auto chunk_f = [&](int k) { return (k % group + group) % group / p; };  // k may be negative
   auto chunk_b = [&](int k) { return v - 1 - chunk_f(k); };
@@ -515,12 +518,7 @@ Schedule interleaved_schedule(int p, int v, int m) {
 // while rank r+1 sends gradients up in the same step.
 Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const Order& order,
                            const std::vector<std::vector<int64_t>>& start, bool split = true) {
-  Schedule s;
-  s.kind = kind;
-  s.p = p, s.v = v, s.m = m;
-  s.split_backward = split;
-  s.vshape = vshape_kind(kind);
-  s.bidir = bidir_kind(kind);
+  Schedule s = empty_schedule(kind, p, v, m, split);
   const int S = s.stages();
   const size_t P = size_t(p), M = size_t(m);
   auto key = [&](int st, int mb) { return size_t(st) * M + size_t(mb); };
@@ -671,7 +669,6 @@ Schedule with_planned_comm(const std::string& kind, int p, int v, int m, const O
       break;
     }
   }
-  s.ranks.resize(P);
   for (int r = 0; r < p; ++r) {
     auto& out = s.ranks[size_t(r)];
     const auto& comp = order[size_t(r)];
@@ -693,6 +690,12 @@ std::vector<std::vector<int64_t>> unit_plan(const Schedule& s) {
   for (int k = 0; k < s.p; ++k)
     for (const TimedAction& t : r.timeline[size_t(k)]) start[size_t(k)].push_back(t.start);
   return start;
+}
+
+// Receives placed by with_planned_comm on the plan of the order simulated at unit costs
+// (receives just before their computes): the generators without a plan of their own.
+Schedule with_unit_plan_comm(const std::string& kind, int p, int v, int m, const Order& order, bool split) {
+  return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, split, order)), split);
 }
 
 std::string known_kinds() {
@@ -750,7 +753,7 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recomp
     PB_REQUIRE(m % 2 == 0 && m >= 2 * p, "pipeline schedule dualpipe needs an even m >= 2p micro-batches (half fed "
                "from each end), got m = ", m, " with p = ", p);
     const Order order = dualpipe_order(p, m, true);
-    return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, true, order)));
+    return with_unit_plan_comm(kind, p, v, m, order, true);
   }
   if (kind == "chimera") {
     PB_REQUIRE(v == 2, "pipeline schedule chimera runs two pipelines, one chunk of each per rank: v must be 2, got ", v,
@@ -760,7 +763,7 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recomp
     PB_REQUIRE(m % p == 0, "pipeline schedule chimera needs m a multiple of p (units of p/2 micro-batches per "
                "pipeline), got m = ", m, " with p = ", p);
     const Order order = chimera_order(p, m);
-    return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, false, order)), false);
+    return with_unit_plan_comm(kind, p, v, m, order, false);
   }
   if (kind == "dualpipev") {
     PB_REQUIRE(v == 2, "pipeline schedule dualpipev places exactly 2 chunks per rank in a V: v must be 2, got ", v,
@@ -768,7 +771,7 @@ Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recomp
     PB_REQUIRE(m >= 2 * p, "pipeline schedule dualpipev needs m >= 2p micro-batches (DeepSeek's DualPipeV), got m = ",
                m, " < 2p = ", 2 * p);
     const Order order = dualpipe_order(p, m, false);
-    return with_planned_comm(kind, p, v, m, order, unit_plan(with_comm(kind, p, v, m, true, order)));
+    return with_unit_plan_comm(kind, p, v, m, order, true);
   }
   if (kind == "zb-v") {
     PB_REQUIRE(v == 2, "pipeline schedule zb-v places exactly 2 chunks per rank in a V: v must be 2, got ", v,
