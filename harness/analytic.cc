@@ -36,6 +36,7 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   d.Ns = st.tp_outer_rows(d.N, d.t);
   d.m = c.train.num_micro_batches, d.steps = c.train.steps, d.mb = d.m * d.steps;
   if (sched && sched->bidir) d.mb /= 2;  // two pipelines: each of the rank's layers sees half the micro-batches
+  if (sched && sched->update_every > 0) d.updates = d.m / sched->update_every;  // each stage's own updates
   d.e = c.dtype == "bf16" ? 2 : 4;
   d.wgrad_products = c.typed_features().no_gradient_accumulation_fusion;
   d.pp_rank = pp_rank;

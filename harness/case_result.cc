@@ -59,7 +59,8 @@ json gather_memory(const Case& c, Device dev, MPI_Comm comm) {
 
 namespace {
 
-// Every rank's busy and total time of the timed steps, then (op, mb, chunk, start, dur)
+// Every rank's busy and total time of the timed steps and its most weight versions at once
+// (the last step's), then (op, mb, chunk, start, dur)
 // per action of the last step, to rank 0: all ranks' values, and where each rank's start.
 struct Timelines {
   std::vector<double> all;
@@ -68,7 +69,7 @@ struct Timelines {
 
 Timelines gather_timelines(const TrainRun& run, MPI_Comm comm) {
   const int size = comm_size(comm);
-  std::vector<double> mine = {run.pp_busy_us, run.pp_total_us};
+  std::vector<double> mine = {run.pp_busy_us, run.pp_total_us, double(run.last_pipeline_step.weight_versions)};
   for (const auto& e : run.last_pipeline_step.timeline)
     mine.insert(mine.end(), {double(int(e.action.op)), double(e.action.mb), double(e.action.chunk), e.start_us, e.dur_us});
   int n = int(mine.size());
@@ -97,17 +98,19 @@ json pipeline_json(const Case& c, const Timelines& t) {
     const int r = ProcessGrid::rank_of(c.layout, {0, 0, 0, s});
     const double* d = t.all.data() + t.displs[size_t(r)];
     std::vector<pp::TraceEvent> line;
-    for (int k = 2; k + 5 <= t.counts[size_t(r)]; k += 5)
+    for (int k = 3; k + 5 <= t.counts[size_t(r)]; k += 5)
       line.push_back({{pp::Op(int(d[k])), int(d[k + 1]), int(d[k + 2])}, d[k + 3], d[k + 4]});
     lines.push_back(line);
     stages.push_back({{"stage", s}, {"rank", r}, {"busy_us", d[0]}, {"total_us", d[1]},
                       {"measured_idle_fraction", d[1] > 0 ? 1.0 - d[0] / d[1] : 0.0},
                       {"simulated_idle_fraction", double(sim.idle[size_t(s)]) / double(sim.total)},
                       {"simulated_peak_in_flight", sim.peak_in_flight[size_t(s)]},
-                      {"simulated_peak_held", sim.peak_held[size_t(s)]}});
+                      {"simulated_peak_held", sim.peak_held[size_t(s)]},
+                      {"weight_versions", int(d[2])}, {"predicted_weight_versions", pp::weight_versions(sched, s)}});
   }
   return {{"schedule", c.schedule}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
           {"micro_batches", c.train.num_micro_batches}, {"simulated_total_units", sim.total},
+          {"update_every", sched.update_every},
           {"stage_layers", layers}, {"stage_weights", costs.stage.empty() ? json(nullptr) : json(costs.stage)},
           {"stages", stages},
           {"trace", json::parse(pp::chrome_trace(lines, c.name + " (measured, last step)"))}};

@@ -324,6 +324,7 @@ struct AnalyzeArgs {
   int mc2_chunks = 2;
   std::string pp_layers;  // N,N,.. | balanced
   int64_t pp_first_layers = 0, pp_last_layers = 0;
+  int pp_update_every = 0;  // pipedream-2bw
 };
 
 Layout parse_layout(const std::string& s) {
@@ -402,6 +403,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   else if (!a.pp_layers.empty())
     c.pp_layers = parse_counts(a.pp_layers, "--pp-layers");
   c.pp_first_layers = a.pp_first_layers, c.pp_last_layers = a.pp_last_layers;
+  c.pp_update_every = a.pp_update_every;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -426,6 +428,12 @@ int cmd_analyze(const AnalyzeArgs& a) {
     const std::vector<int64_t> split = s.layer_counts(c.model.num_hidden_layers);
     std::printf("\npipeline stages (costs: training FLOPs per token, reference/model/flops.h)\n");
     print_split(s, pp::default_costs(s), pp::analytic_layer_costs(c.model, c.train.seq_length), split);
+    if (s.update_every > 0) {  // the asynchronous kinds: the stashed versions are in each stage's Params
+      std::printf("weight versions held at most (current + stashed, an update every %d micro-batch(es)):",
+                  s.update_every);
+      for (int k = 0; k < s.p; ++k) std::printf(" %d", pp::weight_versions(s, k));
+      std::printf(" (stage 0..%d)\n", s.p - 1);
+    }
   }
   // One block per pipeline stage (the ranks of a stage hold and move the same amounts).
   for (int stage = 0; stage < c.layout.pp; ++stage) {
@@ -492,6 +500,8 @@ int main(int argc, char** argv) {
   analyze->add_option("--pp-layers", aa.pp_layers, "pp: layers per stage N,N,.. (stage order) or balanced");
   analyze->add_option("--pp-first-layers", aa.pp_first_layers, "pp: pipeline rank 0's layers (Megatron)");
   analyze->add_option("--pp-last-layers", aa.pp_last_layers, "pp: pipeline rank p-1's layers (Megatron)");
+  analyze->add_option("--pp-update-every", aa.pp_update_every,
+                      "pipedream-2bw: micro-batches per weight version (default p)");
   analyze->add_option("--bucket-size", aa.bucket_size,
                       "DP gradient buckets (ZeRO-1 shards each): elements per bucket (0: one)")
       ->capture_default_str();

@@ -260,9 +260,9 @@ Table communication(const json& cases, Style s) {
 // Pipeline cases: per stage, the measured bubble (idle fraction of the last step) next to
 // the simulated one at unit costs, and the activation peak next to the schedule walk.
 Table pipeline(const json& cases, Style s) {
-  Table t{"Pipeline", "lllrrrrrrrrr",
+  Table t{"Pipeline", "lllrrrrrrrrrr",
           {"case", "schedule", "layout", "m", "stage", "step ms median", "measured idle", "simulated idle",
-           "sim. peak in flight", "sim. peak F-W", "activations measured", "predicted"}};
+           "sim. peak in flight", "sim. peak F-W", "weight versions", "activations measured", "predicted"}};
   for (const json& c : cases) {
     const json& pl = object(c, "pipeline");
     for (const json& st : array(pl, "stages")) {
@@ -275,7 +275,8 @@ Table pipeline(const json& cases, Style s) {
                         opt("%.3f", number(st, "measured_idle_fraction"), s),
                         opt("%.3f", number(st, "simulated_idle_fraction"), s),
                         opt("%.0f", number(st, "simulated_peak_in_flight"), s),
-                        opt("%.0f", number(st, "simulated_peak_held"), s), bytes(meas, s), bytes(pred, s)});
+                        opt("%.0f", number(st, "simulated_peak_held"), s), opt("%.0f", number(st, "weight_versions"), s),
+                        bytes(meas, s), bytes(pred, s)});
     }
   }
   return t;

@@ -123,11 +123,12 @@ void read_pipeline(const json& c, const std::string& where) {
   const json* pl = object(c, "pipeline", where);
   if (!pl) return;
   const std::string w = where + ": pipeline";
-  for (const char* k : {"pp", "vpp", "micro_batches", "simulated_total_units"}) optional_number(*pl, k, w);
+  for (const char* k : {"pp", "vpp", "micro_batches", "simulated_total_units", "update_every"}) optional_number(*pl, k, w);
   const json& stages = objects(*pl, "stages", w);
   for (size_t i = 0; i < stages.size(); ++i)
     for (const char* k : {"stage", "rank", "busy_us", "total_us", "measured_idle_fraction", "simulated_idle_fraction",
-                          "simulated_peak_in_flight", "simulated_peak_held"})
+                          "simulated_peak_in_flight", "simulated_peak_held", "weight_versions",
+                          "predicted_weight_versions"})
       optional_number(stages[i], k, w + ": stages[" + std::to_string(i) + "]");
 }
 

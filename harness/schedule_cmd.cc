@@ -146,12 +146,14 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   sub->add_option("--layer-costs", a.layer_costs, "with --layers: each layer's cost C,C,.. (default 1 each)");
   sub->add_option("--head-cost", a.head_cost, "with --layers: the LM head's cost, on the last stage (default 0)");
   sub->add_option("--embed-cost", a.embed_cost, "with --layers: the embedding's cost, on stage 0 (default 0)");
+  sub->add_option("--update-every", a.update_every,
+                  "pipedream-2bw: micro-batches per weight version (default p, at least p-1)");
   sub->callback([&a] { a.write_svg = a.write_trace = !a.no_files; });
   return sub;
 }
 
 int cmd_schedule(const ScheduleArgs& a) {
-  pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches);
+  pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches, false, a.update_every);
   pp::Costs c = parse_costs(a.costs, s);
   PB_REQUIRE(a.layers > 0 || (a.pp_layers.empty() && a.layer_costs.empty() && a.first_layers == 0 &&
                               a.last_layers == 0 && a.head_cost == 0 && a.embed_cost == 0),
@@ -222,6 +224,12 @@ int cmd_schedule(const ScheduleArgs& a) {
     if (hi > 0 && oi > 0)
       std::printf(" = %s of zb-h1's, %s of 1f1b's", fraction(vi, hi).c_str(), fraction(vi, oi).c_str());
     std::printf(" (most idle rank)\n");
+  }
+  if (s.update_every > 0) {  // the asynchronous kinds: weight versions per rank (pp_async.h)
+    std::printf("weight update every %d micro-batch(es) on each stage; weight versions held at most (current + "
+                "stashed):", s.update_every);
+    for (int k = 0; k < s.p; ++k) std::printf(" %d", pp::weight_versions(s, k));
+    std::printf(" (rank 0..%d)\n", s.p - 1);
   }
   const std::string stem = "schedule-" + s.kind + "-p" + std::to_string(p) + "-v" + std::to_string(v) + "-m" +
                            std::to_string(m);

@@ -47,6 +47,7 @@ struct ScheduleArgs {
   std::string pp_layers, layer_costs;             // --pp-layers N,N,.. | balanced; --layer-costs C,C,..
   int64_t first_layers = 0, last_layers = 0;      // --first-layers / --last-layers (Megatron)
   double head_cost = 0, embed_cost = 0;
+  int update_every = 0;                           // --update-every (pipedream-2bw)
 };
 
 // Registers the `schedule` subcommand and its options on app; fills args when parsed.

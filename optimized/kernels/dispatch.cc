@@ -59,6 +59,12 @@ void copy(Tensor& dst, const Tensor& src, const Stream& stream) {
   if (dst.dtype() != src.dtype()) return cast(dst, src);
   PB_DISPATCH(src.device(), copy, dst, src);
 }
+void swap(Tensor& a, Tensor& b, const Stream& stream) {
+  PB_REQUIRE(a.dtype() == b.dtype() && a.numel() == b.numel() && a.device() == b.device(), "swap: ", a.shape_str(),
+             " and ", b.shape_str(), " (same dtype, size and device)");
+  const OnStream on(stream, a.device());
+  PB_DISPATCH(a.device(), swap, a, b);
+}
 void transfer(Tensor& dst, const Tensor& src, const Stream& stream) {
   PB_REQUIRE(dst.dtype() == src.dtype() && dst.numel() == src.numel(), "transfer: ", src.shape_str(), " into ",
              dst.shape_str(), " (same dtype and size)");

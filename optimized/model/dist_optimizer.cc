@@ -75,6 +75,39 @@ double DistOptimizer::step() {
     grid_.tp().all_reduce(norms);
   }
   if (P.shards() > 1) return step_sharded();
+  const double sq = reduced_squares(summed);
+  if (post_validation_) return step_post_validated(sq);
+  // Two pipelines: every parameter is on two pipeline ranks, with the same (summed) gradient.
+  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq) / (model_.bidirectional() ? 2.0 : 1.0));
+  if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}), 0);
+  P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
+  adamw(0, P.weight_buffer().numel(), 0, hyper(norm));
+  if (P.offloaded()) {
+    Tensor w = P.weight_buffer().view(0, {P.master_buffer().numel()});
+    from_host(w, P.master_buffer());
+  } else {
+    P.master_to_weights();
+  }
+  return norm;
+}
+
+double DistOptimizer::step_stage() {
+  PhaseScope phase(Phase::Optimizer);
+  DistParams& P = model_.params();
+  PB_REQUIRE(!P.per_param_shards() && P.shards() == 1 && !P.offloaded() && P.expert_offset() == P.grad_buffer().numel(),
+             "a stage's own update: not with ZeRO, offload or experts");
+  if (model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
+    Tensor norms = P.replicated_grads();
+    grid_.tp().all_reduce(norms);
+  }
+  const double sq = grid_.tp().all_reduce_scalar(reduced_squares(false));  // the stage's, each element once
+  adamw(0, P.weight_buffer().numel(), 0, hyper(std::sqrt(sq)));
+  P.master_to_weights();
+  return sq;
+}
+
+double DistOptimizer::reduced_squares(bool summed) {
+  DistParams& P = model_.params();
   const int64_t x0 = P.expert_offset(), total_g = P.grad_buffer().numel();
   const bool moe = x0 < total_g;
   Tensor dense = P.grad_buffer().view(0, {x0});
@@ -99,19 +132,7 @@ double DistOptimizer::step() {
     const double sq_experts = grid_.ep().all_reduce_scalar(sum_squares(x0, total_g, true));
     if (grid_.tp_rank() == 0) sq += sq_experts;
   }
-  if (post_validation_) return step_post_validated(sq);
-  // Two pipelines: every parameter is on two pipeline ranks, with the same (summed) gradient.
-  const double norm = std::sqrt(grid_.mp().all_reduce_scalar(sq) / (model_.bidirectional() ? 2.0 : 1.0));
-  if (P.offloaded()) to_host(P.grad_buffer().view(0, {P.host_grads().numel()}), 0);
-  P.master_to_fp32();  // reuse-fp32-param: the master's bytes back to fp32
-  adamw(0, P.weight_buffer().numel(), 0, hyper(norm));
-  if (P.offloaded()) {
-    Tensor w = P.weight_buffer().view(0, {P.master_buffer().numel()});
-    from_host(w, P.master_buffer());
-  } else {
-    P.master_to_weights();
-  }
-  return norm;
+  return sq;
 }
 
 // The distributed optimizer (ZeRO-1; Megatron's DistributedOptimizer, Rajbhandari et al.,
@@ -322,7 +343,8 @@ void offload_terms(const Dims& d, Terms& t) {
 }
 
 void optimizer_terms(const Dims& d, Terms& t) {
-  if (!d.post_validation) t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
+  // (post-validation and the asynchronous pipelines' stage updates count their own norms)
+  if (!d.post_validation && d.updates == 1) t.call("mp", CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.t * d.p);
   const int64_t P = d.zero ? d.padded : d.params_local;  // the distributed optimizer pads its buffers
   // ZeRO-3: the slices, and the weights of two consecutive blocks whole at once.
   t.memory[MemCategory::Params] += d.e * (d.zero_stage == 3 && !d.zero_params.empty() ? d.shard + d.zero_gathered : P);

@@ -38,6 +38,10 @@ class DistOptimizer {
   // Returns the global gradient norm before clipping. A non-finite norm skips the step
   // (nothing changes, the step count included), as the reference does.
   double step();
+  // The asynchronous pipelines' update of this rank's stage alone (train/pp_async.h): the
+  // gradients averaged over DP (x CP), AdamW clipped by the stage's own norm; returns the
+  // stage's squared norm (summed over TP). A non-finite norm skips it, as step() does.
+  double step_stage();
   // Post-validation (model/post_validation.h): what this rank's steps did.
   const PostValidationLog& post_validation_log() const { return log_; }
   // The DP-averaged loss of the step (the mean of the ranks' local means; under CP also
@@ -47,6 +51,9 @@ class DistOptimizer {
  private:
   double step_sharded();    // the distributed optimizer (ZeRO-1)
   double step_per_param();  // ZeRO-2: the gradients already reduced into the rank's slices
+  // The whole-buffer path's reduction (DP x CP mean, unless the backward summed them) and
+  // this rank's squares: every element once across TP, the experts once across EP.
+  double reduced_squares(bool summed);
   float clip_coefficient(double norm) const;  // min(1, clip / (norm + 1e-6)); 1 without clipping
   ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step; a
                                       // non-finite norm: skip_, not counted)

@@ -30,10 +30,11 @@ void dp_terms(const Dims& d, Terms& t) {  // under CP the group is DP x CP ("dp_
     t.call(group, CommOp::AllReduce, Phase::Optimizer, 2 * d.steps, 8, d.d * d.c);  // norm and loss
     return;
   }
+  const int64_t updates = d.steps * d.updates;  // the asynchronous pipelines: every update
   if (d.dp_buckets.empty())
-    t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, Dims::fp * (d.params_local - d.params_expert), d.d * d.c);
+    t.call(group, CommOp::AllReduce, Phase::Optimizer, updates, Dims::fp * (d.params_local - d.params_expert), d.d * d.c);
   for (const int64_t b : d.dp_buckets)  // bucket by bucket, at the step or in the backward
-    t.call(group, CommOp::AllReduce, d.grad_phase(), d.steps, Dims::fp * b, d.d * d.c);
+    t.call(group, CommOp::AllReduce, d.grad_phase(), updates, Dims::fp * b, d.d * d.c);
   t.call(group, CommOp::AllReduce, Phase::Optimizer, d.steps, 8, d.d * d.c);
 }
 

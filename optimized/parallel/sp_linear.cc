@@ -27,7 +27,7 @@ void sp_terms(const Dims& d, Terms& t, int64_t chunks) {
     t.call("tp", CommOp::AllReduce, Phase::Backward, d.mb * d.Lmoe, Dims::fp * d.E * d.H, d.t);  // the routers
     return;
   }
-  t.call("tp", CommOp::AllReduce, d.grad_phase(), d.steps, Dims::fp * ((2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * d.H),
+  t.call("tp", CommOp::AllReduce, d.grad_phase(), d.steps * d.updates, Dims::fp * ((2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * d.H),
          d.t);
 }
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "optimized/core/device.h"
+#include "optimized/train/pp_async.h"
 #include "reference/common/error.h"
 
 namespace pb {
@@ -27,12 +28,14 @@ double us_since(std::chrono::steady_clock::time_point t0) {
 
 PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& grid,
                           const std::function<ref::Batch(int mb)>& batch_of,
-                          std::chrono::steady_clock::time_point t0) {
+                          std::chrono::steady_clock::time_point t0, WeightVersions* versions) {
   PB_REQUIRE(s.p == grid.layout().pp && s.v == model.chunks(), "pipeline: a schedule for pp ", s.p, " vpp ", s.v,
              " on a pp ", grid.layout().pp, " x ", model.chunks(), "-chunk model");
   const int S = s.stages();
   PB_REQUIRE(int64_t(s.m) * S * 2 < 32767, "pipeline: ", s.m, " micro-batches x ", S, " stages exceed the MPI tags");
-  const float scale = 1.0f / float(s.m);
+  PB_REQUIRE((versions != nullptr) == (s.update_every > 0), "pipeline: ", s.kind,
+             versions ? " is synchronous: no weight versions" : " needs its weight versions");
+  const float scale = 1.0f / float(versions ? s.update_every : s.m);
   std::map<Key, Tensor> x_in, dy_in, y_out, dx_out;
   PipelineStep out;
   // The timeline from device marks around each compute action (CUDA events on the GPU, so
@@ -52,13 +55,16 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
     if (a.op == pp::Op::F) {
       if (st > 0 && s.local_boundary(st - 1)) take(y_out, {a.mb, s.chunk_of(st - 1)}, x_in[key]);  // ZB-V's turn
       double loss = 0;
+      if (versions) versions->forward(a.mb);
       Tensor y = model.forward_chunk(a.chunk, a.mb, batch_of(a.mb), x_in[key], scale, &loss);
       x_in.erase(key);
-      if (model.last_stage(a.chunk)) out.loss += loss * scale;
+      if (model.last_stage(a.chunk)) out.loss += loss / double(s.m);
       else y_out[key] = y;
     } else if (a.op == pp::Op::B) {
       if (st < S - 1 && s.local_boundary(st)) take(dx_out, {a.mb, s.chunk_of(st + 1)}, dy_in[key]);
+      if (versions) versions->backward_begin(a.mb);
       Tensor dx = model.backward_chunk(a.chunk, a.mb, dy_in[key], s.split_backward);
+      if (versions) versions->backward_end(a.mb);
       dy_in.erase(key);
       if (!model.first_stage(a.chunk)) dx_out[key] = dx;
     } else if (a.op == pp::Op::R) {
@@ -124,6 +130,7 @@ PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& 
   }
   synchronize(dev);
   out.total_us = us_since(t0);
+  if (versions) out.weight_versions = versions->most_versions();
   return out;
 }
 

@@ -10,7 +10,9 @@
  *              (posted together, all waited), each tensor (N_s, H) = [B, S/CP, H] / TP
  *              under SP: activations in the forward phase, gradients in the backward
  * Every micro-batch's loss is scaled by 1/m, so the accumulated gradients are those of
- * the mean loss over the m micro-batches, as the reference accumulates them. Tags tell
+ * the mean loss over the m micro-batches, as the reference accumulates them. The
+ * asynchronous kinds (versions: pp_async.h) scale by 1/update_every instead, run each B on
+ * its F's weight version and update the stage's weights after every update_every-th B. Tags tell
  * activations from gradients between the same pair of ranks (interleaving with p = 2).
  * Works on any device: the tensors are the model's, the transfers the Communicator's; the
  * per-action timeline comes from device marks (CUDA events on the GPU, core/device.h).
@@ -30,10 +32,13 @@ struct PipelineStep {
   double loss = 0;                       // mean loss over the m micro-batches (last stage; 0 elsewhere)
   std::vector<pp::TraceEvent> timeline;  // this rank's compute actions, from the step's start
   double busy_us = 0, total_us = 0;      // compute time and the rank's whole step
+  int weight_versions = 1;               // the most weight versions held at once (asynchronous kinds)
 };
+
+class WeightVersions;
 
 PipelineStep run_pipeline(const pp::Schedule& s, DistModel& model, ProcessGrid& grid,
                           const std::function<ref::Batch(int mb)>& batch_of,
-                          std::chrono::steady_clock::time_point t0);
+                          std::chrono::steady_clock::time_point t0, WeightVersions* versions = nullptr);
 
 }  // namespace pb

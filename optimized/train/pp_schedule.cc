@@ -53,12 +53,35 @@ const char* op_name(Op op) {
 
 const std::vector<std::string>& schedule_kinds() {
   static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v",
-                                                 "dualpipev", "dualpipe", "chimera"};
+                                                 "dualpipev", "dualpipe", "chimera", "pipedream",
+                                                 "pipedream-2bw"};
   return kinds;
 }
 
 bool vshape_kind(const std::string& kind) { return kind == "zb-v" || kind == "dualpipev"; }
 bool bidir_kind(const std::string& kind) { return kind == "dualpipe" || kind == "chimera"; }
+bool async_kind(const std::string& kind) { return kind == "pipedream" || kind == "pipedream-2bw"; }
+
+int weight_versions(const Schedule& s, int rank) {
+  if (s.update_every == 0) return 1;
+  std::map<int, int> in_flight;  // version -> micro-batches between F and B
+  int version = 0, backwards = 0, most = 1;
+  for (const Action& a : s.ranks[size_t(rank)]) {
+    if (a.op == Op::F) {
+      ++in_flight[version];
+    } else if (a.op == Op::B) {
+      ++backwards;
+      for (auto it = in_flight.begin(); it != in_flight.end(); ++it)
+        if (it->second > 0) {  // the oldest version in flight is this micro-batch's (1F1B: in order)
+          if (--it->second == 0) in_flight.erase(it);
+          break;
+        }
+      if (backwards % s.update_every == 0) ++version;  // the update after this B
+      most = std::max(most, int(in_flight.size()) + (in_flight.count(version) ? 0 : 1));
+    }
+  }
+  return most;
+}
 
 namespace {
 
@@ -723,7 +746,25 @@ void add_recompute_ahead(Schedule& s) {
   s.recompute_ahead = true;
 }
 
-Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead) {
+Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead, int update_every) {
+  PB_REQUIRE(update_every == 0 || async_kind(kind), "pipeline schedule ", kind, ": update_every (pp_update_every) is "
+             "for pipedream-2bw's weight versions, not for a synchronous schedule");
+  if (async_kind(kind)) {  // 1F1B's order, the weights updated on each stage after its B's
+    PB_REQUIRE(!recompute_ahead, "recompute in advance needs the interleaved schedule, not ", kind);
+    const int g = kind == "pipedream" ? 1 : update_every > 0 ? update_every : p;
+    PB_REQUIRE(kind == "pipedream-2bw" || update_every <= 1, "pipeline schedule pipedream updates after every "
+               "micro-batch (update_every 1), got update_every ", update_every, " (use pipedream-2bw)");
+    PB_REQUIRE(g >= 1 && m % g == 0, "pipeline schedule ", kind, " updates the weights every ", g, " micro-batches",
+               update_every > 0 ? "" : " (p, by default)", ", which must divide m = ", m,
+               " (set pp_update_every, --update-every)");
+    PB_REQUIRE(kind == "pipedream" || g >= p - 1, "pipeline schedule pipedream-2bw keeps two weight versions only "
+               "when a version lasts at least p-1 = ", p - 1, " micro-batches (the paper's m >= d), got update_every ", g);
+    PB_REQUIRE(v == 1, "pipeline schedule ", kind, " has one chunk per rank: v must be 1, got ", v);
+    Schedule s = make_schedule("1f1b", p, v, m);
+    s.kind = kind;
+    s.update_every = g;
+    return s;
+  }
   if (recompute_ahead) {
     Schedule s = make_schedule(kind, p, v, m);
     add_recompute_ahead(s);
@@ -830,6 +871,9 @@ Bubble analytic_bubble(const Schedule& s, const Costs& c) {
     return {"(p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W))", "Qi et al. 2023", bubble, m * (c.F + c.B + c.W) + bubble};
   }
   if (s.kind == "interleaved") return {"(p-1)/(v*m+p-1)", "Narayanan et al. 2021", p - 1, v * m + p - 1};
+  if (s.update_every > 0)  // without the drain each step ends with, only the first step's start-up
+    return {"(p-1)/(m+p-1)", "1F1B's, with the pipeline drained every m micro-batches (PipeDream, Narayanan et al. "
+            "2019: none in steady state)", p - 1, m + p - 1};
   return {"(p-1)/(m+p-1)", s.kind == "gpipe" ? "Huang et al. 2019" : "Narayanan et al. 2021", p - 1, m + p - 1};
 }
 

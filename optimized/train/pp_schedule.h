@@ -56,6 +56,10 @@
  *                m >= 2p; the same eight phases with the pipelines as phases; with F = B = W
  *                every rank idles p/2-1 (the README's (PP/2-1)(F&B+B-3W), PP = p) and holds
  *                at most p+1 micro-batch chunks between F and W (the README's PP+1)
+ *   pipedream    PipeDream (SOSP'19) and PipeDream-2BW (ICML'21), asynchronous (pp_async.h):
+ *   pipedream-2bw  1f1b's order, with each stage's weight update after every update_every-th B
+ *                (pipedream 1, 2bw default p, at least p-1: two versions; m a multiple of it);
+ *                a B runs on its F's stashed weight version
  *   chimera      Chimera (Li & Hoefler, SC'21): dualpipe's two pipelines and copies, unsplit
  *                backward, p even, m a multiple of p; units of p/2 micro-batches per pipeline
  *                in waves (F every other slot, B back), the two pipelines in alternate slots;
@@ -93,10 +97,12 @@ struct Action {
 };
 
 struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_placement.h
-  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | zb-h2 | zb-v | dualpipev | dualpipe | chimera
+  std::string kind;  // gpipe | 1f1b | interleaved | zb-h1 | ... | chimera | pipedream | pipedream-2bw
   int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
   bool recompute_ahead = false;             // R actions: recompute in advance (add_recompute_ahead)
+  int update_every = 0;                     // asynchronous kinds: each stage updates its weights after
+                                            // every update_every-th B (0: synchronous, one step at the end)
   std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
   // Whether micro-batch mb runs through chunk c: always, except in the two pipelines of a
   // bidirectional placement, where micro-batches 0 .. m/2-1 run down (chunk 0) and the rest up.
@@ -108,6 +114,17 @@ struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_pla
 bool vshape_kind(const std::string& kind);
 // Whether a kind runs two pipelines in opposite directions (dualpipe, chimera): the bidirectional placement.
 bool bidir_kind(const std::string& kind);
+// Whether a kind is asynchronous (pipedream, pipedream-2bw): each stage updates its own weights
+// during the schedule, every update_every micro-batches, and a micro-batch's backward uses the
+// weights its forward used (weight stashing).
+bool async_kind(const std::string& kind);
+// The most weight versions rank `rank` holds at once: its current weights and the stashed older
+// versions that micro-batches between their F and B still use (walked through the rank's order;
+// 1 for a synchronous schedule). With w = min(p-r-1, m-1) and g = update_every < m:
+// 1 + min(ceil(w/g), ceil((m-w)/g)); PipeDream (g = 1) 1 + min(w, m-w): the paper's "up to
+// p-r versions" on rank r once m >= 2(p-r-1) (the drain at the step's end caps it below);
+// 2BW with g >= p-1: 2 on every rank but the last (1).
+int weight_versions(const Schedule& s, int rank);
 
 const std::vector<std::string>& schedule_kinds();  // {"gpipe", ..., "zb-v", "dualpipev"}
 
@@ -116,7 +133,9 @@ const std::vector<std::string>& schedule_kinds();  // {"gpipe", ..., "zb-v", "du
 // v != 2 for zb-v, p*v*m above 10^6) throws pb::Error with one line. zb-v takes any
 // m >= 1 (m < p only idles more).
 // recompute_ahead: with R actions (add_recompute_ahead; interleaved only).
-Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead = false);
+// update_every: pipedream-2bw's micro-batches per weight version (0: p); pipedream: 1; 0 otherwise.
+Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead = false,
+                       int update_every = 0);
 
 // Recompute in advance (MindSpeed's ripipe, --recompute-in-advance): in the interleaved
 // schedule the recompute of a checkpointed chunk runs right after the batch that posts the

@@ -19,6 +19,7 @@
 #include "optimized/parallel/tp_vocab.h"
 #include "optimized/train/memory_techniques.h"
 #include "optimized/train/overlap_techniques.h"
+#include "optimized/train/pp_async.h"
 #include "optimized/train/pp_partition.h"
 #include "optimized/train/pp_schedule.h"
 #include "optimized/train/pp_terms.h"
@@ -215,6 +216,24 @@ void chimera_require(const CaseSpec& c) {
              "available in this build");
   bidir_require(c);
 }
+// The asynchronous kinds (train/pp_async.h): a stage updates its own fp32 weights in place
+// during the schedule, stashing older versions whole.
+void async_require(const CaseSpec& c) {
+  const Features& f = c.features;
+  PB_REQUIRE(!f.bf16, "invalid case: schedule ", c.schedule, " stashes fp32 weight versions; dtype bf16 is not "
+             "available with it in this build");
+  PB_REQUIRE(!f.distributed_optimizer && !f.offload_optimizer && !f.overlap_grad_reduce && !f.overlap_param_gather &&
+                 !f.post_validation,
+             "invalid case: schedule ", c.schedule, " updates each stage in the schedule with its whole weights and "
+             "gradients; not with distributed_optimizer, offload_optimizer, overlap_grad_reduce, overlap_param_gather "
+             "or post_validation");
+  PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: schedule ", c.schedule, " with an MoE model is not "
+             "available in this build");
+  PB_REQUIRE(c.train.inject_nan_step < 0, "invalid case: --inject-nan with schedule ", c.schedule, " (each stage "
+             "updates in the schedule; the hook acts at the step's end)");
+}
+void async_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) { async_terms(schedule_for(c), d, t); }
+
 void bidir_require(const CaseSpec& c) {
   const Features& f = c.features;
   PB_REQUIRE(!f.distributed_optimizer && !f.overlap_grad_reduce && !f.post_validation,
@@ -252,6 +271,12 @@ const std::vector<Technique>& techniques() {
                           "(SC'21, arXiv 2107.06925)", chimera_require),
       schedule("dualpipev", "DeepSeek's DualPipeV: the V of zb-v, m >= 2p, forward-backward pairs, B/W split "
                             "(DeepSeek-V3, arXiv 2412.19437)"),
+      {"pipedream", K::Schedule, "PipeDream: asynchronous 1F1B, each stage updates after every micro-batch, "
+       "weight stashing (a backward on its forward's version; up to p-r versions on rank r) (SOSP'19, arXiv "
+       "1806.03377)", true, false, nullptr, nullptr, async_require, nullptr, async_entry_terms},
+      {"pipedream-2bw", K::Schedule, "PipeDream-2BW: asynchronous 1F1B, a new weight version every "
+       "pp_update_every micro-batches (default p, >= p-1), two versions at most (ICML'21, arXiv 2006.09503)", true,
+       false, nullptr, nullptr, async_require, nullptr, async_entry_terms},
       {"post_validation", K::Feature,
        "the optimizer step post-validated (zero bubble, arXiv 2401.10241 Sec. 4; for zb-h2): each stage steps on "
        "the gradient norm summed along the pipeline so far, then rolls back (and redoes the step clipped) when the "
@@ -366,7 +391,8 @@ pp::Placement placement_for(const CaseSpec& c) {
 
 pp::Schedule schedule_for(const CaseSpec& c) {
   pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
-                                     c.features.recompute_in_advance && c.schedule == "interleaved");
+                                     c.features.recompute_in_advance && c.schedule == "interleaved",
+                                     c.features.pp_update_every);
   static_cast<pp::Placement&>(s) = placement_for(c);
   return s;
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -17,6 +18,7 @@
 #include "optimized/parallel/cp_ring.h"
 #include "optimized/parallel/moe_routing.h"
 #include "optimized/parallel/process_grid.h"
+#include "optimized/train/pp_async.h"
 #include "optimized/train/pp_schedule.h"
 #include "reference/common/error.h"
 #include "reference/model/train.h"
@@ -70,8 +72,8 @@ void inject_nan(DistModel& model, ProcessGrid& grid) {
 
 // One step's m micro-batches through the pipeline; returns the mean loss (every rank).
 double pipelined_micro_batches(const pp::Schedule& sched, DistModel& model, ProcessGrid& grid, const BatchOf& batch_of,
-                               Clock::time_point t0, bool timed, TrainRun& r) {
-  r.last_pipeline_step = run_pipeline(sched, model, grid, [&](int mb) { return batch_of(mb); }, t0);
+                               Clock::time_point t0, bool timed, TrainRun& r, WeightVersions* versions) {
+  r.last_pipeline_step = run_pipeline(sched, model, grid, [&](int mb) { return batch_of(mb); }, t0, versions);
   if (timed) {  // step 1 warms up, as for the step times
     r.pp_busy_us += r.last_pipeline_step.busy_us;
     r.pp_total_us += r.last_pipeline_step.total_us;
@@ -152,7 +154,15 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     const BatchOf batch_of = [&](int64_t j) {
       return local(ref::train_batch(c.model, global, n, grid.dp_rank() * m + j));
     };
-    const double loss = pipelined ? pipelined_micro_batches(sched, model, grid, batch_of, t0, n > 0 || c.train.steps == 1, r)
+    // The asynchronous kinds update each stage during the schedule (pp_async.h); their step's
+    // norm is the root of the squares of every stage's updates, summed over the pipeline.
+    double async_sq = 0;
+    std::optional<WeightVersions> versions;
+    if (pipelined && sched.update_every > 0)
+      versions.emplace(model.params().weight_buffer(), sched.update_every, [&] { async_sq += optim.step_stage(); },
+                       [&] { model.params().zero_grads(); });
+    const double loss = pipelined ? pipelined_micro_batches(sched, model, grid, batch_of, t0, n > 0 || c.train.steps == 1,
+                                                            r, versions ? &*versions : nullptr)
                                   : plain_micro_batches(model, m, batch_of);
     if (n == c.train.inject_nan_step) inject_nan(model, grid);
     double step_loss = optim.average_loss(loss);
@@ -161,7 +171,10 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
       step_loss += grid.world().all_reduce_scalar(model.take_aux_loss()) / double(c.layout.dp);
     }
     r.losses.push_back(step_loss);
-    {
+    if (versions) {
+      PhaseScope phase(Phase::Optimizer);
+      r.grad_norms.push_back(std::sqrt(grid.pp().all_reduce_scalar(async_sq)));
+    } else {
       const TimedSpan span(SpanKind::Compute, "optimizer step");
       r.grad_norms.push_back(optim.step());
       synchronize(c.device);  // the step's last kernels (the bf16 weight refresh) have run

@@ -11,7 +11,8 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
 
 for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2" \
-            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8" "dualpipev 4 2 8" "dualpipe 4 2 8"; do
+            "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8" "dualpipev 4 2 8" "dualpipe 4 2 8" \
+            "pipedream 4 1 8" "pipedream-2bw 4 1 8"; do
   set -- $spec
   kind=$1 p=$2 v=$3 m=$4
   stem="schedule-$kind-p$p-v$v-m$m"
@@ -100,7 +101,18 @@ check() {  # check "description" args...
     echo "ok: $what: $(cat "$work/err")"
   fi
 }
-check "unknown kind"                 --kind pipedream --pp 4 --microbatches 8
+# The asynchronous kinds print each rank's weight versions (PipeDream: p-r; 2BW: 2, the last rank 1).
+for spec in "pipedream:4 3 2 1" "pipedream-2bw:2 2 2 1"; do
+  kind=${spec%%:*} want=${spec#*:}
+  "$bin" schedule --kind "$kind" --pp 4 --microbatches 8 --no-files > "$work/out" 2>&1
+  grep -q "weight versions held at most (current + stashed): $want (rank 0..3)" "$work/out" \
+    && ok "$kind: weight versions $want" || { bad "$kind: weight versions"; cat "$work/out"; }
+done
+
+check "unknown kind"                 --kind pipedreamer --pp 4 --microbatches 8
+check "2bw version below p-1"        --kind pipedream-2bw --pp 4 --microbatches 8 --update-every 2
+check "2bw version not dividing m"   --kind pipedream-2bw --pp 4 --microbatches 8 --update-every 3
+check "update-every with 1f1b"       --kind 1f1b --pp 4 --microbatches 8 --update-every 4
 check "interleaved m < p"            --kind interleaved --pp 4 --vpp 2 --microbatches 2
 check "interleaved m not multiple"   --kind interleaved --pp 4 --vpp 2 --microbatches 6
 check "interleaved v = 1"            --kind interleaved --pp 4 --microbatches 8

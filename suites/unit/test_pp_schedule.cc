@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "optimized/train/pp_schedule.h"
+#include "reference/model/async_pipeline.h"
 #include "reference/common/error.h"
 #include "error_of.h"
 
@@ -526,7 +527,7 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
   EXPECT_GT(paired, 0);
   EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
   EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipev", "dualpipe",
-                                                     "chimera"}));
+                                                     "chimera", "pipedream", "pipedream-2bw"}));
   // Generation is deterministic; only zb-v and dualpipev place their chunks in a V.
   for (const std::string& kind : schedule_kinds()) {
     const int v = chunks(kind);
@@ -535,6 +536,7 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
     EXPECT_EQ(make_schedule(kind, 4, v, 8).bidir, kind == "dualpipe" || kind == "chimera") << kind;
     EXPECT_EQ(bidir_kind(kind), kind == "dualpipe" || kind == "chimera") << kind;
     EXPECT_EQ(vshape_kind(kind), kind == "zb-v" || kind == "dualpipev") << kind;
+    EXPECT_EQ(async_kind(kind), kind == "pipedream" || kind == "pipedream-2bw") << kind;
   }
 }
 
@@ -721,7 +723,9 @@ TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
 
 TEST(PpSchedule, BadInputIsOneLine) {
   const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
-      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev, dualpipe, chimera"},
+      {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev, dualpipe, chimera, pipedream, "
+                           "pipedream-2bw"},
+      {"pipedream", 4, 2, 8, "pipedream has one chunk per rank: v must be 1, got 2"},
       {"chimera", 3, 2, 6, "needs an even number of pipeline ranks"},
       {"chimera", 4, 2, 6, "needs m a multiple of p"},
       {"chimera", 4, 1, 8, "v must be 2, got 1 (--vpp 2)"},
@@ -757,6 +761,42 @@ TEST(PpSchedule, BadInputIsOneLine) {
   EXPECT_NO_THROW(make_schedule("interleaved", 1, 2, 1));
   EXPECT_NO_THROW(make_schedule("interleaved", 4, 2, 4));
   EXPECT_NO_THROW(make_schedule("zb-v", 4, 2, 1));  // any m >= 1; m < p only idles more
+}
+
+// ---- the asynchronous kinds (pp_async.h) ----
+
+// PipeDream and 2BW run 1F1B's order; the weight versions walked through it equal the
+// reference emulation's own walk (reference/model/async_pipeline.h) plus the current one,
+// and their closed forms: PipeDream 1 + min(w, m-w), w = min(p-r-1, m-1) (the paper's
+// "up to p-r versions" on stage r once m >= 2(p-r-1)); 2BW with g >= p-1 and m > g two on
+// every rank but the last.
+TEST(PpScheduleAsync, OneFOneBOrderAndWeightVersions) {
+  for (int p = 1; p <= 8; ++p)
+    for (int m = 1; m <= 24; ++m)
+      for (int g = 1; g <= m; ++g) {
+        if (m % g) continue;
+        const bool dream = g == 1;
+        if (!dream && g < p - 1) continue;
+        const Schedule s = make_schedule(dream ? "pipedream" : "pipedream-2bw", p, 1, m, false, g);
+        const Schedule f = make_schedule("1f1b", p, 1, m);
+        ASSERT_EQ(s.ranks, f.ranks) << p << " " << m;
+        EXPECT_EQ(s.update_every, g);
+        EXPECT_NO_THROW(simulate(s, default_costs(s)));
+        for (int r = 0; r < p; ++r) {
+          const int v = weight_versions(s, r);
+          EXPECT_EQ(v, 1 + ref::async_stashed_versions(p, r, m, g)) << p << " " << r << " " << m << " " << g;
+          const int w = std::min(p - r - 1, m - 1);
+          if (dream) EXPECT_EQ(v, m == 1 ? 1 : 1 + std::min(w, m - w)) << p << " " << r << " " << m;
+          if (dream && m >= 2 * (p - r - 1) && m > 1) EXPECT_EQ(v, p - r) << p << " " << r << " " << m;
+          if (!dream && m > g) EXPECT_EQ(v, r == p - 1 ? 1 : 2) << p << " " << r << " " << m << " " << g;
+        }
+      }
+  EXPECT_EQ(make_schedule("pipedream-2bw", 4, 1, 8).update_every, 4);  // p by default
+  EXPECT_EQ(weight_versions(make_schedule("1f1b", 4, 1, 8), 0), 1);
+  // Below p-1 micro-batches per version 2BW would need three: refused.
+  const std::string e = error_of([] { make_schedule("pipedream-2bw", 4, 1, 8, false, 2); });
+  EXPECT_NE(e.find("at least p-1 = 3 micro-batches"), std::string::npos) << e;
+  EXPECT_EQ(ref::async_stashed_versions(4, 0, 8, 2), 2);  // (the walk would hold 3)
 }
 
 // ---- renderings ----

@@ -317,7 +317,7 @@ TEST(Report, PipelineSectionPerStage) {
                    {"stages", nlohmann::json::array(
                                   {{{"stage", 0}, {"rank", 0}, {"measured_idle_fraction", 0.2},
                                     {"simulated_idle_fraction", 1.0 / 9}, {"simulated_peak_in_flight", 2},
-                                    {"simulated_peak_held", 2}},
+                                    {"simulated_peak_held", 2}, {"weight_versions", 1}},
                                    {{"stage", 1}, {"rank", 1}, {"measured_idle_fraction", 0.05},
                                     {"simulated_idle_fraction", 1.0 / 9}, {"simulated_peak_in_flight", 1}}})}};
   r["cases"].push_back(c);
@@ -329,10 +329,12 @@ TEST(Report, PipelineSectionPerStage) {
   EXPECT_EQ(rows[0][7], "0.111");
   EXPECT_EQ(rows[0][8], "2");
   EXPECT_EQ(rows[0][9], "2");
-  EXPECT_EQ(rows[0][10], "2.00 KiB");
+  EXPECT_EQ(rows[0][10], "1");
+  EXPECT_EQ(rows[0][11], "2.00 KiB");
   EXPECT_EQ(rows[1][4], "1");
-  EXPECT_EQ(rows[1][9], "—");  // an older result without the field
-  EXPECT_EQ(rows[1][11], "1.00 KiB");
+  EXPECT_EQ(rows[1][9], "—");  // an older result without the fields
+  EXPECT_EQ(rows[1][10], "—");
+  EXPECT_EQ(rows[1][12], "1.00 KiB");
 }
 
 // A CP case gets a Context parallelism section: per rank the attention work and max/min.

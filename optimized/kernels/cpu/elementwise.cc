@@ -1,5 +1,6 @@
 /* CPU element-wise ops: copy, zero, add, sum of squares (per tensor and over the segments
  * of one buffer); and the copies between tensors and reference matrices. */
+#include <algorithm>
 #include <cstring>
 
 #include "optimized/kernels/cpu/cpu_kernels.h"
@@ -15,6 +16,12 @@ void from_ref(Tensor& t, const ref::Mat<float>& m) {
 void copy(Tensor& dst, const Tensor& src, const Stream&) {
   PB_REQUIRE(dst.numel() == src.numel(), "copy: ", src.shape_str(), " into ", dst.shape_str());
   if (src.numel() && dst.raw() != src.raw()) std::memcpy(dst.raw(), src.raw(), src.bytes());
+}
+
+void swap(Tensor& a, Tensor& b, const Stream&) {
+  PB_REQUIRE(a.bytes() == b.bytes(), "swap: ", a.shape_str(), " and ", b.shape_str());
+  auto* x = static_cast<unsigned char*>(a.raw());
+  std::swap_ranges(x, x + a.bytes(), static_cast<unsigned char*>(b.raw()));
 }
 
 void zero(Tensor& t, const Stream&) {

@@ -18,6 +18,14 @@ __global__ void add_kernel(T* y, const T* a, const T* b, int64_t n) {
     y[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
+__global__ void swap_kernel(uint16_t* a, uint16_t* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint16_t t = a[i];
+    a[i] = b[i];
+    b[i] = t;
+  }
+}
+
 template <class T>
 __global__ void scale_kernel(T* y, float s, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
@@ -146,6 +154,15 @@ void copy(Tensor& dst, const Tensor& src, const Stream& stream) {
   PB_REQUIRE(dst.numel() == src.numel(), "copy: ", src.shape_str(), " into ", dst.shape_str());
   if (src.numel() && dst.raw() != src.raw())
     CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.bytes(), cudaMemcpyDefault, cu(stream)));
+}
+
+void swap(Tensor& a, Tensor& b, const Stream& stream) {
+  PB_REQUIRE(a.bytes() == b.bytes() && a.bytes() % 2 == 0, "swap: ", a.shape_str(), " and ", b.shape_str());
+  const int64_t n = int64_t(a.bytes() / 2);  // fp32 and bf16 alike, as 16-bit words
+  if (!n) return;
+  swap_kernel<<<blocks_for(n), kThreads, 0, cu(stream)>>>(static_cast<uint16_t*>(a.raw()),
+                                                            static_cast<uint16_t*>(b.raw()), n);
+  CUDA_CHECK_LAUNCH();
 }
 
 void zero(Tensor& t, const Stream& stream) {
