@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "optimized/model/attention_block.h"
+#include "optimized/model/attention_terapipe.h"
 #include "optimized/model/dist_optimizer.h"
 #include "optimized/model/dist_params.h"
 #include "optimized/model/end_blocks.h"
@@ -37,6 +38,11 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   d.m = c.train.num_micro_batches, d.steps = c.train.steps, d.mb = d.m * d.steps;
   if (sched && sched->bidir) d.mb /= 2;  // two pipelines: each of the rank's layers sees half the micro-batches
   if (sched && sched->update_every > 0) d.updates = d.m / sched->update_every;  // each stage's own updates
+  if (sched && sched->slices > 0) {  // TeraPipe: a unit is one slice of every sequence of a micro-batch
+    d.slices = sched->slices;
+    d.S /= d.slices, d.N /= d.slices, d.Ns = st.tp_outer_rows(d.N, d.t);
+    d.m *= d.slices, d.mb *= d.slices;
+  }
   d.e = c.dtype == "bf16" ? 2 : 4;
   d.wgrad_products = c.typed_features().no_gradient_accumulation_fusion;
   d.pp_rank = pp_rank;
@@ -496,6 +502,20 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
     return cb;
   };
   const int64_t xb = d.e * d.Ns * d.H;
+  if (sched && sched->slices > 0) {  // TeraPipe: the units of one micro-batch differ by their slice
+    // (model/attention_terapipe.h): slice 0's forward allocates every layer's K/V cache, slice
+    // K-1's backward the accumulated gradients, slice 0's backward frees both.
+    const int64_t K = sched->slices, state = d.Lr * terapipe_cache_bytes(d);
+    std::vector<ChunkBytes> C;
+    for (int64_t i = 0; i < K; ++i) {
+      db.slice = i;
+      ChunkBytes cb = chunk_of(0, 0, 0);
+      if (i == 0) cb.act += state, cb.act_b_free += K > 1 ? state : 0;
+      if (i == K - 1 && K > 1) cb.act_b_alloc = state;
+      C.push_back(cb);
+    }
+    return schedule_peaks(sched, d.pp_rank, [&](int, int mb) { return C[size_t(mb % K)]; }, xb);
+  }
   if (d.Lmoe == 0) {  // every micro-batch alike
     std::vector<ChunkBytes> C;
     for (int ch = 0; ch < chunks; ++ch) C.push_back(chunk_of(0, ch, 0));
@@ -557,7 +577,8 @@ Prediction predict(const Case& c, int pp_rank, const std::vector<RoutingRecord>*
   Prediction pr;
   pr.params_total = ref::analytic_param_count(c.model);
   pr.params_local = d.params_local;
-  pr.flops_per_step = ref::train_flops_per_token(c.model, d.S) * double(c.global_batch() * d.S);
+  const int64_t S = c.train.seq_length;  // (d.S: TeraPipe's slice)
+  pr.flops_per_step = ref::train_flops_per_token(c.model, S) * double(c.global_batch() * S);
   pr.memory = terms.memory;
   const MemoryPeaks peaks = memory_peaks(c, d, st, piped ? &sched : nullptr);
   pr.memory[MemCategory::Activations] = peaks.activations;

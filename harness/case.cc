@@ -131,7 +131,7 @@ Suite parse_suite(const json& j, const std::string& origin) {
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
                    "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size", "mc2_chunks",
-                   "pp_layers", "pp_first_layers", "pp_last_layers", "chimera_pipelines", "pp_update_every"},
+                   "pp_layers", "pp_first_layers", "pp_last_layers", "chimera_pipelines", "pp_update_every", "terapipe_slices"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -189,6 +189,10 @@ Suite parse_suite(const json& j, const std::string& origin) {
       }
     }
     if (cj.contains("chimera_pipelines")) c.chimera_pipelines = get<int>(cj, "chimera_pipelines", where);
+    if (cj.contains("terapipe_slices")) {
+      c.terapipe_slices = get<int>(cj, "terapipe_slices", where);
+      PB_REQUIRE(c.terapipe_slices >= 1, where, ": terapipe_slices must be >= 1, got ", c.terapipe_slices);
+    }
     if (cj.contains("pp_update_every")) {
       c.pp_update_every = get<int>(cj, "pp_update_every", where);
       PB_REQUIRE(c.pp_update_every >= 1, where, ": pp_update_every must be >= 1, got ", c.pp_update_every);
@@ -254,6 +258,7 @@ Features Case::typed_features() const {
   f.pp_last_layers = pp_last_layers;
   f.chimera_pipelines = chimera_pipelines;
   f.pp_update_every = pp_update_every;
+  f.terapipe_slices = terapipe_slices;
   f.bf16 = dtype == "bf16";
   return f;
 }

@@ -47,6 +47,7 @@ struct Case {
   int64_t pp_first_layers = 0, pp_last_layers = 0;  // PP: Megatron's first / last rank's layers (0: unset)
   int chimera_pipelines = 2;                 // schedule chimera: pipelines (model replicas), an even count
   int pp_update_every = 0;                   // schedule pipedream-2bw: micro-batches per weight version (0: p)
+  int terapipe_slices = 0;                   // schedule terapipe: token slices per sequence (0: 1)
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated; with

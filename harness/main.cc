@@ -325,6 +325,7 @@ struct AnalyzeArgs {
   std::string pp_layers;  // N,N,.. | balanced
   int64_t pp_first_layers = 0, pp_last_layers = 0;
   int pp_update_every = 0;  // pipedream-2bw
+  int terapipe_slices = 0;  // terapipe
 };
 
 Layout parse_layout(const std::string& s) {
@@ -404,6 +405,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
     c.pp_layers = parse_counts(a.pp_layers, "--pp-layers");
   c.pp_first_layers = a.pp_first_layers, c.pp_last_layers = a.pp_last_layers;
   c.pp_update_every = a.pp_update_every;
+  c.terapipe_slices = a.terapipe_slices;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -502,6 +504,7 @@ int main(int argc, char** argv) {
   analyze->add_option("--pp-last-layers", aa.pp_last_layers, "pp: pipeline rank p-1's layers (Megatron)");
   analyze->add_option("--pp-update-every", aa.pp_update_every,
                       "pipedream-2bw: micro-batches per weight version (default p)");
+  analyze->add_option("--terapipe-slices", aa.terapipe_slices, "terapipe: token slices per sequence (default 1)");
   analyze->add_option("--bucket-size", aa.bucket_size,
                       "DP gradient buckets (ZeRO-1 shards each): elements per bucket (0: one)")
       ->capture_default_str();

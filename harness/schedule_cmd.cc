@@ -148,12 +148,14 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   sub->add_option("--embed-cost", a.embed_cost, "with --layers: the embedding's cost, on stage 0 (default 0)");
   sub->add_option("--update-every", a.update_every,
                   "pipedream-2bw: micro-batches per weight version (default p, at least p-1)");
+  sub->add_option("--slices", a.slices, "terapipe: token slices per micro-batch (default 1; the timeline's units "
+                                        "are micro-batch x slice)");
   sub->callback([&a] { a.write_svg = a.write_trace = !a.no_files; });
   return sub;
 }
 
 int cmd_schedule(const ScheduleArgs& a) {
-  pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches, false, a.update_every);
+  pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches, false, a.update_every, a.slices);
   pp::Costs c = parse_costs(a.costs, s);
   PB_REQUIRE(a.layers > 0 || (a.pp_layers.empty() && a.layer_costs.empty() && a.first_layers == 0 &&
                               a.last_layers == 0 && a.head_cost == 0 && a.embed_cost == 0),
@@ -177,6 +179,9 @@ int cmd_schedule(const ScheduleArgs& a) {
               "F=%lld B=%lld%s\n\n",
               s.kind.c_str(), (long long)p, (long long)v, (long long)m, (long long)c.F, (long long)c.B,
               s.split_backward ? (" W=" + std::to_string(c.W) + " (B input gradient, W weight gradient)").c_str() : "");
+  if (s.slices > 0)  // TeraPipe: the timeline's "micro-batches" are the units
+    std::printf("terapipe: %d micro-batches x %d token slices = %lld units; unit u is slice u %% %d of micro-batch "
+                "u / %d\n\n", a.microbatches, s.slices, (long long)m, s.slices, s.slices);
   if (r.total <= 20000)
     std::printf("%s\n", pp::timeline_text(s, r).c_str());
   else

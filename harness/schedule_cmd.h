@@ -48,6 +48,7 @@ struct ScheduleArgs {
   int64_t first_layers = 0, last_layers = 0;      // --first-layers / --last-layers (Megatron)
   double head_cost = 0, embed_cost = 0;
   int update_every = 0;                           // --update-every (pipedream-2bw)
+  int slices = 0;                                 // --slices (terapipe)
 };
 
 // Registers the `schedule` subcommand and its options on app; fills args when parsed.

@@ -48,9 +48,9 @@ Tensor AttentionBlock::forward(BlockCtx& ctx, const Tensor& x) {
   e.tp.column_forward({&qp, &kp, &S->v}, S->a, {&W[1], &W[2], &W[3]});
   S->q = e.act(e.N, e.Aq * e.D);
   S->k = e.act(e.N, e.Gk * e.D);
-  ops::rope_forward(S->q, qp, e.pos, e.D, e.mc.rope_theta);
-  ops::rope_forward(S->k, kp, e.pos, e.D, e.mc.rope_theta);
-  S->core = core_->forward(S->o, S->q, S->k, S->v);
+  ops::rope_forward(S->q, qp, e.positions(ctx.mb), e.D, e.mc.rope_theta);
+  ops::rope_forward(S->k, kp, e.positions(ctx.mb), e.D, e.mc.rope_theta);
+  S->core = core_->forward(S->o, S->q, S->k, S->v, ctx.mb);
   Tensor attn = e.work(e.Ns, e.H);
   e.tp.row_forward(attn, S->o, W[4]);
   Tensor h = e.act(e.Ns, e.H);
@@ -69,8 +69,8 @@ Tensor AttentionBlock::backward(BlockCtx& ctx, const Tensor& dh) {
   e.tp.row_backward(dout, wo_->g, dh, S.o, W[4]);
   core_->backward(dq, dk, dv, dout, *S.core);
   Tensor dqp = e.work(e.N, e.Aq * e.D), dkp = e.work(e.N, e.Gk * e.D), da = e.work(e.Ns, e.H);
-  ops::rope_backward(dqp, dq, e.pos, e.D, e.mc.rope_theta);
-  ops::rope_backward(dkp, dk, e.pos, e.D, e.mc.rope_theta);
+  ops::rope_backward(dqp, dq, e.positions(ctx.mb), e.D, e.mc.rope_theta);
+  ops::rope_backward(dkp, dk, e.positions(ctx.mb), e.D, e.mc.rope_theta);
   e.tp.column_backward(da, {&wq_->g, &wk_->g, &wv_->g}, {&dqp, &dkp, &dv}, S.a, {&W[1], &W[2], &W[3]});
   Tensor dx = e.work(e.Ns, e.H);
   ops::rmsnorm_backward(dx, in_norm_->g, da, S.x, S.rstd, W[0]);

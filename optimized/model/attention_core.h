@@ -26,8 +26,9 @@ class AttentionCore {
     virtual std::vector<Tensor*> tensors() = 0;
   };
   virtual ~AttentionCore() = default;
-  // o (N, Aq*D), allocated as an activation, from q, k, v (already rotated).
-  virtual std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) = 0;
+  // o (N, Aq*D), allocated as an activation, from q, k, v (already rotated); mb: the
+  // micro-batch in flight (TeraPipe's: its slice).
+  virtual std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v, int mb) = 0;
   // dq (N, Aq*D), dk, dv (N, Gk*D) overwritten from dout (N, Aq*D).
   virtual void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) = 0;
 };
@@ -35,7 +36,7 @@ class AttentionCore {
 class LocalAttention final : public AttentionCore {
  public:
   explicit LocalAttention(const BlockEnv& env);
-  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) override;
+  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v, int mb) override;
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override;
 
  private:

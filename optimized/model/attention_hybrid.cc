@@ -26,13 +26,13 @@ HybridAttention::HybridAttention(const BlockEnv& env, Communicator& ulysses, Com
       A_(env.Aq), G_(env.Gk), rep_(ulysses_kv_heads(env.Gk, ulysses.size()) / env.Gk), dtype_(env.dtype) {}
 
 std::unique_ptr<AttentionCore::Saved> HybridAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
-                                                               const Tensor& v) {
+                                                               const Tensor& v, int mb) {
   auto s = std::make_unique<HybridSaved>();
   const Tensor qh = x_.to_heads(q, A_, 1, MemCategory::Activations);
   const Tensor kh = x_.to_heads(k, G_, rep_, MemCategory::Activations);
   const Tensor vh = x_.to_heads(v, G_, rep_, MemCategory::Activations);
   Tensor oh;
-  s->ring = ring_.forward(oh, qh, kh, vh);
+  s->ring = ring_.forward(oh, qh, kh, vh, mb);
   o = Tensor::empty({q.rows(), q.cols()}, MemCategory::Activations, dtype_);
   x_.to_sequence(o, oh, A_, 1);
   s->out = o;

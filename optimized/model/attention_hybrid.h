@@ -23,7 +23,7 @@ namespace pb {
 class HybridAttention final : public AttentionCore {
  public:
   HybridAttention(const BlockEnv& env, Communicator& ulysses, Communicator& ring);
-  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) override;
+  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v, int mb) override;
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override;
 
  private:

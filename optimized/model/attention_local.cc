@@ -16,7 +16,7 @@ LocalAttention::LocalAttention(const BlockEnv& env)
     : shape_{env.B, env.S, env.Aq, env.Gk, env.D}, dtype_(env.dtype) {}
 
 std::unique_ptr<AttentionCore::Saved> LocalAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
-                                                              const Tensor& v) {
+                                                              const Tensor& v, int) {
   auto s = std::make_unique<LocalSaved>();
   o = Tensor::empty({q.rows(), q.cols()}, MemCategory::Activations, dtype_);
   s->lse = Tensor::empty({shape_.B * shape_.A, shape_.S}, MemCategory::Activations, DType::F32);

@@ -77,7 +77,7 @@ std::vector<RingAttention::Call> RingAttention::calls(int owner) const {
 }
 
 std::unique_ptr<AttentionCore::Saved> RingAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
-                                                             const Tensor& v) {
+                                                             const Tensor& v, int) {
   auto s = std::make_unique<RingSaved>();
   const int c = cp_.size(), r = cp_.rank();
   o = Tensor::empty({q.rows(), q.cols()}, MemCategory::Activations, dtype_);

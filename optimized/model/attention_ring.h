@@ -33,7 +33,7 @@ class RingAttention final : public AttentionCore {
   // by this rank's place in `ring`), A query and G kv heads of dim D.
   RingAttention(Communicator& ring, int64_t B, int64_t m, int64_t A, int64_t G, int64_t D, DType dtype,
                 bool contiguous);
-  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) override;
+  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v, int mb) override;
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override;
 
   // One attention call of a step: query chunk h (rows h*m of each sequence) against key

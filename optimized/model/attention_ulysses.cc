@@ -69,7 +69,7 @@ void HeadExchange::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& do
 }
 
 std::unique_ptr<AttentionCore::Saved> UlyssesAttention::forward(Tensor& o, const Tensor& q, const Tensor& k,
-                                                                const Tensor& v) {
+                                                                const Tensor& v, int) {
   auto s = std::make_unique<UlyssesSaved>();
   const int64_t c = cp_.size(), a = A_ / c, g = G_ * rep_ / c;
   s->q = x_.to_heads(q, A_, 1, MemCategory::Activations);

@@ -49,7 +49,7 @@ class HeadExchange {
 class UlyssesAttention final : public AttentionCore {
  public:
   UlyssesAttention(const BlockEnv& env, Communicator& cp);
-  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) override;
+  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v, int mb) override;
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override;
 
  private:

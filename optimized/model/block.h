@@ -32,6 +32,8 @@
 
 namespace pb {
 
+class TeraPipeKV;
+
 struct BlockEnv {
   const ref::ModelConfig& mc;
   int64_t B, S, N, Ns, H, D, Aq, Gk, F;
@@ -47,6 +49,13 @@ struct BlockEnv {
   Communicator* cp_ring = nullptr;
   Communicator* ep = nullptr;         // expert parallelism: the ep group (size 1 without EP)
   Communicator* tp_cp = nullptr;      // the ranks sharing one sequence (the MoE load-balancing counts)
+  // TeraPipe (model/attention_terapipe.h): S is a slice's tokens; micro-batch unit mb is slice
+  // mb % K, whose rows have the positions slice_pos[mb % K]; the cross-slice K/V state.
+  const std::vector<IndexTensor>* slice_pos = nullptr;
+  TeraPipeKV* terapipe = nullptr;
+  const IndexTensor& positions(int mb) const {
+    return slice_pos ? (*slice_pos)[size_t(mb) % slice_pos->size()] : pos;
+  }
   int64_t vocab_start() const { return mc.vocab_size / tp.group().size() * tp.group().rank(); }
   Tensor act(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Activations, dtype); }
   Tensor work(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Workspace, dtype); }

@@ -28,7 +28,15 @@ pp::Placement placement_of(const DistModelConfig& cfg, const ProcessGrid& grid) 
 
 // The RoPE position of each of this rank's token rows: 0..S-1 per sequence, or under CP the
 // positions of the rank's two chunks (parallel/cp_ring.h).
-std::vector<int64_t> token_positions(const DistModelConfig& cfg, const ProcessGrid& grid) {
+// TeraPipe: slice `slice` of every sequence (K slices of S/K tokens).
+std::vector<int64_t> token_positions(const DistModelConfig& cfg, const ProcessGrid& grid, int64_t slice = 0) {
+  if (cfg.terapipe_slices > 0) {
+    const int64_t s = cfg.seq_length / cfg.terapipe_slices;
+    std::vector<int64_t> all;
+    for (int64_t b = 0; b < cfg.micro_batch_size; ++b)
+      for (int64_t t = 0; t < s; ++t) all.push_back(slice * s + t);
+    return all;
+  }
   const int c = grid.layout().cp;
   if (c == 1) return ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length);
   const std::vector<int64_t> one = cp_positions(cfg.seq_length, c, grid.cp_rank(), cfg.cp_contiguous, cfg.cp_ulysses);
@@ -60,10 +68,19 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
   const auto& mc = cfg_.model;  // the blocks keep references: the model's own copy
   const int t = grid.layout().tp;
   const int64_t N = pos_.size();
-  env_.reset(new BlockEnv{mc, cfg.micro_batch_size, cfg.seq_length, N, tp_->outer_rows(N), mc.hidden_size,
+  const int64_t K = cfg.terapipe_slices;
+  if (K > 0) {  // TeraPipe: a unit is one slice of every sequence
+    PB_REQUIRE(cfg.seq_length % K == 0, "terapipe: ", K, " slices do not divide the sequence of ", cfg.seq_length,
+               " tokens");
+    for (int64_t i = 0; i < K; ++i) slice_pos_.emplace_back(token_positions(cfg, grid, i));
+    terapipe_ = std::make_unique<TeraPipeKV>(cfg.micro_batch_size, cfg.seq_length, K,
+                                             mc.num_key_value_heads / grid.layout().tp * mc.head_dim(), cfg.dtype);
+  }
+  env_.reset(new BlockEnv{mc, cfg.micro_batch_size, K > 0 ? cfg.seq_length / K : cfg.seq_length, N, tp_->outer_rows(N), mc.hidden_size,
                           mc.head_dim(), mc.num_attention_heads / t, mc.num_key_value_heads / t,
                           mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_, &grid.cp(),
-                          cfg.cp_contiguous, grid.cp_ulysses(), grid.cp_ring(), &grid.ep(), &grid.tp_cp()});
+                          cfg.cp_contiguous, grid.cp_ulysses(), grid.cp_ring(), &grid.ep(), &grid.tp_cp(),
+                          K > 0 ? &slice_pos_ : nullptr, terapipe_.get()});
   for (int c = 0; c < placement_.v; ++c) {
     const int s = stage_of(c);
     auto& blocks = chunks_.emplace_back();
@@ -89,6 +106,13 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
 
 DistModel::~DistModel() = default;
 
+std::vector<int64_t> DistModel::chunk_layers(int c) const {
+  const auto [l0, l1] = placement_.layers(cfg_.model.num_hidden_layers, stage_of(c));
+  std::vector<int64_t> out;
+  for (int64_t l = l0; l < l1; ++l) out.push_back(l);
+  return out;
+}
+
 Tensor DistModel::boundary_activation() const { return env_->act(env_->Ns, env_->H); }
 Tensor DistModel::boundary_gradient() const { return env_->work(env_->Ns, env_->H); }
 
@@ -99,6 +123,7 @@ Tensor DistModel::forward_chunk(int c, int mb, const ref::Batch& batch, const Te
   PB_REQUIRE(!st, "pipeline: micro-batch ", mb, " is already in flight in chunk ", c);
   st = std::make_unique<InFlight>();
   BlockCtx ctx{mb, &batch, grad_scale};
+  if (terapipe_) terapipe_->begin_forward(mb, chunk_layers(c));
   const Tensor x = chain_->forward(chunks_[size_t(c)], ctx, x_in, {});
   if (last_stage(c)) *loss = ctx.loss;
   aux_ += ctx.aux;
@@ -112,7 +137,9 @@ Tensor DistModel::backward_chunk(int c, int mb, const Tensor& dy, bool split_w) 
   tp_->defer_to(split_w ? &it->second->wgrads : nullptr);
   block_grads_->defer_to(split_w ? &it->second->grads : nullptr);
   BlockCtx ctx{mb};
+  if (terapipe_) terapipe_->begin_backward(mb, chunk_layers(c));
   const Tensor d = chain_->backward(chunks_[size_t(c)], ctx, dy, {});
+  if (terapipe_) terapipe_->end_backward(mb);
   tp_->defer_to(nullptr);
   block_grads_->defer_to(nullptr);
   block_grads_->chunk_done();

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "optimized/model/attention_terapipe.h"
 #include "optimized/model/block.h"
 #include "optimized/model/block_chain.h"
 #include "optimized/model/dist_params.h"
@@ -51,6 +52,8 @@ struct DistModelConfig {
   int64_t bucket_size = 0;             // ZeRO-1's and DP's buckets (elements; 0: one bucket)
   bool bidir = false;                  // PP: two pipelines in opposite directions (DualPipe, Chimera)
   std::vector<int64_t> stage_bounds = {};  // PP: an uneven split's layer boundaries (Placement::bounds); empty: even
+  int64_t terapipe_slices = 0;         // TeraPipe: each sequence in K slices, one pipeline unit each
+                                       // (model/attention_terapipe.h); 0: whole sequences
 };
 
 class DistModel {
@@ -115,6 +118,9 @@ class DistModel {
   std::unique_ptr<BlockChain> chain_;  // how a chunk's blocks run (prefetches, gradient hooks)
   std::unique_ptr<ActivationPolicy> policy_;
   IndexTensor pos_;  // (N) RoPE positions, on the model's device once
+  std::vector<IndexTensor> slice_pos_;       // TeraPipe: each slice's
+  std::unique_ptr<TeraPipeKV> terapipe_;     //   and the cross-slice K/V state
+  std::vector<int64_t> chunk_layers(int c) const;
   std::unique_ptr<BlockEnv> env_;
   std::vector<std::vector<std::unique_ptr<Block>>> chunks_;
   std::map<std::pair<int, int>, std::unique_ptr<InFlight>> inflight_;  // (chunk, micro-batch)

@@ -35,6 +35,7 @@ struct Features {
   int chimera_pipelines = 2;  // schedule chimera (case key chimera_pipelines): model replicas, down and up
   int pp_update_every = 0;    // schedule pipedream-2bw (case key pp_update_every): micro-batches per weight
                               // version (0: p)
+  int terapipe_slices = 0;    // schedule terapipe (case key terapipe_slices): token slices per sequence (0: 1)
   bool pp_split() const { return !pp_layers.empty() || pp_first_layers > 0 || pp_last_layers > 0 || pp_balanced; }
   bool overlap_param_gather = false;  // ZeRO-1's gathers waited for in the next forward (param_gather_overlap.h)
   // MC2 (feature "mc2", needs sp; case key "mc2_chunks"): the SP linears with their

@@ -80,15 +80,16 @@ void CheckpointedBlocks::drop(int mb) {
 namespace {
 struct NothingKept final : AttentionCore::Saved {
   Tensor q, k, v;  // the attention block's own (its saved q, k, v): no bytes of the core's
+  int mb = 0;
   std::vector<Tensor*> tensors() override { return {&q, &k, &v}; }
 };
 }  // namespace
 
 std::unique_ptr<AttentionCore::Saved> RecomputedCore::forward(Tensor& o, const Tensor& q, const Tensor& k,
-                                                              const Tensor& v) {
-  inner_->forward(o, q, k, v);  // its saved statistics are freed here
+                                                              const Tensor& v, int mb) {
+  inner_->forward(o, q, k, v, mb);  // its saved statistics are freed here
   auto s = std::make_unique<NothingKept>();
-  s->q = q, s->k = k, s->v = v;
+  s->q = q, s->k = k, s->v = v, s->mb = mb;
   return s;
 }
 
@@ -96,7 +97,7 @@ void RecomputedCore::backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& 
   auto& s = static_cast<NothingKept&>(saved);
   ++recomputes_;
   Tensor o;
-  auto again = inner_->forward(o, s.q, s.k, s.v);
+  auto again = inner_->forward(o, s.q, s.k, s.v, s.mb);
   inner_->backward(dq, dk, dv, dout, *again);
   s = NothingKept{};
 }

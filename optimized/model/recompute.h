@@ -74,7 +74,7 @@ class CheckpointedBlocks final : public Block {
 class RecomputedCore final : public AttentionCore {
  public:
   explicit RecomputedCore(std::unique_ptr<AttentionCore> inner) : inner_(std::move(inner)) {}
-  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) override;
+  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v, int mb) override;
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override;
   AttentionCore& inner() { return *inner_; }
   int64_t recomputes() const { return recomputes_; }

@@ -29,6 +29,8 @@ struct Dims {
   int64_t t = 1, d = 1, p = 1, v = 1, c = 1;        // TP, DP, PP, VPP, CP degrees
   int64_t m = 1, steps = 1, mb = 1;                 // micro-batches per DP rank, steps, m * steps (through
                                                     // each of the rank's layers: half with two pipelines)
+  int64_t slices = 0, slice = 0;                    // TeraPipe: K token slices (S, N, m are a slice's and
+                                                    // the m*K units), and the slice whose costs are asked
   int64_t updates = 1;                              // optimizer updates per step: m / update_every for
                                                     // the asynchronous pipelines (train/pp_async.h)
   int64_t e = 4;                                    // bytes per weight / activation element

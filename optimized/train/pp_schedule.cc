@@ -54,7 +54,7 @@ const char* op_name(Op op) {
 const std::vector<std::string>& schedule_kinds() {
   static const std::vector<std::string> kinds = {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v",
                                                  "dualpipev", "dualpipe", "chimera", "pipedream",
-                                                 "pipedream-2bw"};
+                                                 "pipedream-2bw", "terapipe"};
   return kinds;
 }
 
@@ -746,7 +746,21 @@ void add_recompute_ahead(Schedule& s) {
   s.recompute_ahead = true;
 }
 
-Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead, int update_every) {
+Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead, int update_every,
+                       int slices) {
+  PB_REQUIRE(slices == 0 || kind == "terapipe", "pipeline schedule ", kind, ": slices (terapipe_slices) are for "
+             "terapipe's token slices");
+  if (kind == "terapipe") {  // GPipe's order over the units (micro-batch, slice): backward in reverse slice order
+    const int K = slices > 0 ? slices : 1;
+    PB_REQUIRE(v == 1, "pipeline schedule terapipe has one chunk per rank: v must be 1, got ", v);
+    PB_REQUIRE(!recompute_ahead, "recompute in advance needs the interleaved schedule, not terapipe");
+    PB_REQUIRE(K >= 1 && m >= 1 && int64_t(m) * K * p <= 1000000, "pipeline schedule terapipe: m = ", m, " x ", K,
+               " slices x p = ", p, " must be between 1 and 1000000 units");
+    Schedule s = make_schedule("gpipe", p, 1, m * K);
+    s.kind = kind;
+    s.slices = K;
+    return s;
+  }
   PB_REQUIRE(update_every == 0 || async_kind(kind), "pipeline schedule ", kind, ": update_every (pp_update_every) is "
              "for pipedream-2bw's weight versions, not for a synchronous schedule");
   if (async_kind(kind)) {  // 1F1B's order, the weights updated on each stage after its B's
@@ -871,6 +885,9 @@ Bubble analytic_bubble(const Schedule& s, const Costs& c) {
     return {"(p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W))", "Qi et al. 2023", bubble, m * (c.F + c.B + c.W) + bubble};
   }
   if (s.kind == "interleaved") return {"(p-1)/(v*m+p-1)", "Narayanan et al. 2021", p - 1, v * m + p - 1};
+  if (s.slices > 0)  // GPipe's over m K units of equal cost
+    return {"(p-1)/(m K+p-1), m K units", "TeraPipe, Li et al. ICML'21 (equal slices: the units' costs taken "
+            "alike; causal attention makes later slices dearer)", p - 1, m + p - 1};
   if (s.update_every > 0)  // without the drain each step ends with, only the first step's start-up
     return {"(p-1)/(m+p-1)", "1F1B's, with the pipeline drained every m micro-batches (PipeDream, Narayanan et al. "
             "2019: none in steady state)", p - 1, m + p - 1};

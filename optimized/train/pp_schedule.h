@@ -60,6 +60,9 @@
  *   pipedream-2bw  1f1b's order, with each stage's weight update after every update_every-th B
  *                (pipedream 1, 2bw default p, at least p-1: two versions; m a multiple of it);
  *                a B runs on its F's stashed weight version
+ *   terapipe     TeraPipe (Li et al., ICML'21; model/attention_terapipe.h): each micro-batch's sequences
+ *                in K token slices, gpipe's order over the m*K units (mb, slice) = unit mb*K + i:
+ *                the forwards in slice order, the backwards in reverse (slice K-1 first)
  *   chimera      Chimera (Li & Hoefler, SC'21): dualpipe's two pipelines and copies, unsplit
  *                backward, p even, m a multiple of p; units of p/2 micro-batches per pipeline
  *                in waves (F every other slot, B back), the two pipelines in alternate slots;
@@ -101,6 +104,8 @@ struct Schedule : Placement {  // p, v, the chunk placement (V for ZB-V): pp_pla
   int m = 1;
   bool split_backward = false;              // B is the input gradient only, W follows
   bool recompute_ahead = false;             // R actions: recompute in advance (add_recompute_ahead)
+  int slices = 0;                           // terapipe: K token slices per micro-batch; m counts the
+                                            // units (micro-batch mb's slice i is unit mb*K + i)
   int update_every = 0;                     // asynchronous kinds: each stage updates its weights after
                                             // every update_every-th B (0: synchronous, one step at the end)
   std::vector<std::vector<Action>> ranks;   // per pipeline rank, in execution order
@@ -134,8 +139,9 @@ const std::vector<std::string>& schedule_kinds();  // {"gpipe", ..., "zb-v", "du
 // m >= 1 (m < p only idles more).
 // recompute_ahead: with R actions (add_recompute_ahead; interleaved only).
 // update_every: pipedream-2bw's micro-batches per weight version (0: p); pipedream: 1; 0 otherwise.
+// slices: terapipe's K token slices per micro-batch (0: 1); its schedule has m*K units.
 Schedule make_schedule(const std::string& kind, int p, int v, int m, bool recompute_ahead = false,
-                       int update_every = 0);
+                       int update_every = 0, int slices = 0);
 
 // Recompute in advance (MindSpeed's ripipe, --recompute-in-advance): in the interleaved
 // schedule the recompute of a checkpointed chunk runs right after the batch that posts the
@@ -171,6 +177,7 @@ Costs default_costs(const Schedule& s);  // F=1, B=2; split: F=1, B=1, W=1; R = 
 //   dualpipev     (p-1)(F&B+B-3W)/(2m(F+B+W)+...)      DeepSeek's DualPipe README, PP = 2p, F&B = F+B+W
 //   dualpipe      (p/2-1)(F&B+B-3W)/(m(F+B+W)+...)     the same README, PP = p
 //   chimera       (p-2)/(2m+p-2)                       Li & Hoefler SC'21, at F = B
+//   terapipe      (p-1)/(mK+p-1)                       Li et al. ICML'21 (m here: the m*K units)
 struct Bubble {
   std::string formula, source;
   int64_t num = 0, den = 1;

@@ -74,9 +74,11 @@ MemoryPeaks schedule_peaks(const pp::Schedule* s, int r, const ChunkBytesOf& byt
           c.act_backward = c.ahead_act_backward;
           act -= c.ahead_act;
         }
+        act += c.act_b_alloc;
         at_least(peak.workspace, ws + c.ws_backward);
         at_least(peak.comm_buffers, cb + c.cb_backward);
         at_least(peak.activations, act + c.act_backward);
+        act -= c.act_b_free;
         ws += (last ? 0 : -xb) + (first ? 0 : xb);  // the gradient received (or handed over), the one to send
         cb += s->split_backward ? c.cb_kept : 0;
         ws += s->split_backward ? c.ws_kept : 0;

@@ -46,6 +46,9 @@ struct ChunkBytes {
   int64_t cb_forward = 0, cb_backward = 0, cb_kept = 0;  // comm-buffer transients; kept until W
   int64_t grads_kept = 0;  // ZeRO-2/3 under a split backward: the chunk's whole gradients, B to W
   int64_t ws_w = 0;        // W's transient (the separate add's largest product)
+  // Activations a B allocates before it runs and leaves behind (TeraPipe's accumulated K/V
+  // gradients, at slice K-1), and a B frees after it ran (slice 0: them, besides its A_c).
+  int64_t act_b_alloc = 0, act_b_free = 0;
   // Recompute in advance (an R before the B): R adds the checkpointed groups' recomputed
   // state (ahead_act; its peak above the level before R ahead_act_peak) with the forward's
   // transients (ahead_ws, ahead_cb); such a B starts from that state and has no recompute

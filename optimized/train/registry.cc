@@ -4,6 +4,7 @@
 #include "optimized/model/post_validation.h"
 
 #include "optimized/model/attention_hybrid.h"
+#include "optimized/model/attention_terapipe.h"
 #include "optimized/model/attention_ring.h"
 #include "optimized/model/attention_ulysses.h"
 #include "optimized/model/dist_optimizer.h"
@@ -232,6 +233,30 @@ void async_require(const CaseSpec& c) {
   PB_REQUIRE(c.train.inject_nan_step < 0, "invalid case: --inject-nan with schedule ", c.schedule, " (each stage "
              "updates in the schedule; the hook acts at the step's end)");
 }
+// TeraPipe (model/attention_terapipe.h): token slices through the pipeline, the cross-slice
+// K/V state in the attention core.
+void terapipe_require(const CaseSpec& c) {
+  const Features& f = c.features;
+  const int64_t K = std::max(1, f.terapipe_slices), S = c.train.seq_length;
+  PB_REQUIRE(S % K == 0, "invalid case: terapipe_slices ", K, " does not divide seq_length ", S,
+             " (every slice has S/K tokens)");
+  PB_REQUIRE(c.layout.cp == 1, "invalid case: schedule terapipe slices the sequence itself; not with cp > 1");
+  PB_REQUIRE(!f.sp || c.train.micro_batch_size * (S / K) % c.layout.tp == 0, "invalid case: terapipe's slices of ",
+             c.train.micro_batch_size * (S / K), " token rows do not split over tp ", c.layout.tp, " under sp");
+  PB_REQUIRE(!f.bf16, "invalid case: schedule terapipe accumulates the slices' key and value gradients in the model "
+             "dtype; dtype bf16 is not available with it in this build");
+  PB_REQUIRE(!f.recompute_full && !f.recompute_selective && !f.swap_attention && !f.overlap_grad_reduce &&
+                 !f.overlap_param_gather,
+             "invalid case: schedule terapipe keeps each layer's keys and values across the slices; not with "
+             "recompute_full, recompute_selective, swap_attention, overlap_grad_reduce or overlap_param_gather");
+  PB_REQUIRE(c.model.num_local_experts == 0, "invalid case: schedule terapipe with an MoE model is not available in "
+             "this build");
+}
+void terapipe_install(const CaseSpec&, Strategies& s) {
+  s.attention_core = [](const BlockEnv& env, int64_t l) { return std::make_unique<TeraPipeAttention>(env, l); };
+  s.attention_core_workspace = terapipe_workspace;  // (saved: o and the LSE, as the local core's)
+}
+
 void async_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) { async_terms(schedule_for(c), d, t); }
 
 void bidir_require(const CaseSpec& c) {
@@ -277,6 +302,10 @@ const std::vector<Technique>& techniques() {
       {"pipedream-2bw", K::Schedule, "PipeDream-2BW: asynchronous 1F1B, a new weight version every "
        "pp_update_every micro-batches (default p, >= p-1), two versions at most (ICML'21, arXiv 2006.09503)", true,
        false, nullptr, nullptr, async_require, nullptr, async_entry_terms},
+      {"terapipe", K::Schedule, "TeraPipe: each sequence in terapipe_slices token slices through the pipeline "
+       "(GPipe's order over the units, backward in reverse slice order), each layer's keys and values of the "
+       "earlier slices kept, their gradients accumulated (ICML'21, arXiv 2102.07988)", true, false, nullptr, nullptr,
+       terapipe_require, terapipe_install, nullptr},
       {"post_validation", K::Feature,
        "the optimizer step post-validated (zero bubble, arXiv 2401.10241 Sec. 4; for zb-h2): each stage steps on "
        "the gradient norm summed along the pipeline so far, then rolls back (and redoes the step clipped) when the "
@@ -392,7 +421,7 @@ pp::Placement placement_for(const CaseSpec& c) {
 pp::Schedule schedule_for(const CaseSpec& c) {
   pp::Schedule s = pp::make_schedule(c.schedule, c.layout.pp, c.layout.vpp, int(c.train.num_micro_batches),
                                      c.features.recompute_in_advance && c.schedule == "interleaved",
-                                     c.features.pp_update_every);
+                                     c.features.pp_update_every, c.features.terapipe_slices);
   static_cast<pp::Placement&>(s) = placement_for(c);
   return s;
 }

@@ -89,6 +89,16 @@ double plain_micro_batches(DistModel& model, int64_t m, const BatchOf& batch_of)
   return loss;
 }
 
+// Slice i of K of every sequence of b (S tokens each): TeraPipe's unit.
+ref::Batch token_slice(const ref::Batch& b, int64_t i, int64_t K, int64_t S) {
+  const int64_t s = S / K;
+  ref::Batch out;
+  for (size_t at = 0; at < b.tokens.size(); at += size_t(S))
+    for (int64_t t = i * s; t < (i + 1) * s; ++t)
+      out.tokens.push_back(b.tokens[at + size_t(t)]), out.labels.push_back(b.labels[at + size_t(t)]);
+  return out;
+}
+
 // The slowest rank's milliseconds since t0.
 double step_ms(Clock::time_point t0, MPI_Comm comm) {
   double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -117,11 +127,12 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   const pp::Schedule sched = pipelined ? schedule_for(spec) : pp::Schedule{};
   ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined), c.features.cp_ulysses);
   const Strategies strategies = strategies_for(spec);
+  const int64_t slices = pipelined ? sched.slices : 0;  // TeraPipe: the units are slices of sequences
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,
                    pipelined && sched.vshape, c.features.cp_contiguous, c.features.cp_ulysses,
                    c.features.reuse_fp32_param, c.features.distributed_optimizer, c.features.offload_optimizer,
                    c.features.zero_stage, c.features.bucket_size, pipelined && sched.bidir,
-                   pipelined ? sched.bounds : std::vector<int64_t>{}},
+                   pipelined ? sched.bounds : std::vector<int64_t>{}, slices},
                   grid);
   // Under CP each rank takes its chunks of every sequence: tokens and labels alike.
   const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,
@@ -152,6 +163,9 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     model.params().zero_grads();
     if (n == 0) first_step_hooks(c);
     const BatchOf batch_of = [&](int64_t j) {
+      if (slices > 0)  // TeraPipe's unit j: slice j % K of micro-batch j / K
+        return token_slice(ref::train_batch(c.model, global, n, grid.dp_rank() * m + j / slices), j % slices, slices,
+                           c.train.seq_length);
       return local(ref::train_batch(c.model, global, n, grid.dp_rank() * m + j));
     };
     // The asynchronous kinds update each stage during the schedule (pp_async.h); their step's

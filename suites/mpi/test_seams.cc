@@ -53,9 +53,9 @@ void expect_same_as_default(const Strategies& st) {
 class CountingCore final : public AttentionCore {
  public:
   CountingCore(const BlockEnv& env, Counts& c) : inner_(env), c_(c) {}
-  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v) override {
+  std::unique_ptr<Saved> forward(Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v, int mb) override {
     ++c_.n["core.forward"];
-    return inner_.forward(o, q, k, v);
+    return inner_.forward(o, q, k, v, mb);
   }
   void backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, Saved& s) override {
     ++c_.n["core.backward"];

@@ -12,7 +12,7 @@ bad() { echo "FAIL: $*"; fail=1; }
 
 for spec in "gpipe 4 1 8" "1f1b 4 1 8" "interleaved 4 2 8" "zb-h1 4 1 8" "1f1b 3 1 2" "interleaved 1 3 2" \
             "zb-v 4 2 8" "zb-v 3 2 2" "zb-v 1 2 3" "zb-h2 4 1 8" "dualpipev 4 2 8" "dualpipe 4 2 8" \
-            "pipedream 4 1 8" "pipedream-2bw 4 1 8"; do
+            "pipedream 4 1 8" "pipedream-2bw 4 1 8" "terapipe 4 1 8"; do
   set -- $spec
   kind=$1 p=$2 v=$3 m=$4
   stem="schedule-$kind-p$p-v$v-m$m"
@@ -112,6 +112,8 @@ done
 check "unknown kind"                 --kind pipedreamer --pp 4 --microbatches 8
 check "2bw version below p-1"        --kind pipedream-2bw --pp 4 --microbatches 8 --update-every 2
 check "2bw version not dividing m"   --kind pipedream-2bw --pp 4 --microbatches 8 --update-every 3
+check "slices with gpipe"            --kind gpipe --pp 4 --microbatches 8 --slices 2
+check "terapipe with v = 2"          --kind terapipe --pp 4 --vpp 2 --microbatches 8 --slices 2
 check "update-every with 1f1b"       --kind 1f1b --pp 4 --microbatches 8 --update-every 4
 check "interleaved m < p"            --kind interleaved --pp 4 --vpp 2 --microbatches 2
 check "interleaved m not multiple"   --kind interleaved --pp 4 --vpp 2 --microbatches 6

@@ -527,7 +527,7 @@ TEST(PpSchedule, CommunicationFollowsTheStages) {
   EXPECT_GT(paired, 0);
   EXPECT_EQ(op_name(Op::SendB), std::string("SendB"));
   EXPECT_EQ(schedule_kinds(), (std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipev", "dualpipe",
-                                                     "chimera", "pipedream", "pipedream-2bw"}));
+                                                     "chimera", "pipedream", "pipedream-2bw", "terapipe"}));
   // Generation is deterministic; only zb-v and dualpipev place their chunks in a V.
   for (const std::string& kind : schedule_kinds()) {
     const int v = chunks(kind);
@@ -724,7 +724,7 @@ TEST(PpScheduleValidator, RendezvousCatchesSendsThatWaitForLaterReceives) {
 TEST(PpSchedule, BadInputIsOneLine) {
   const std::vector<std::tuple<std::string, int, int, int, std::string>> bad = {
       {"warp", 4, 1, 8, "known: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipev, dualpipe, chimera, pipedream, "
-                           "pipedream-2bw"},
+                           "pipedream-2bw, terapipe"},
       {"pipedream", 4, 2, 8, "pipedream has one chunk per rank: v must be 1, got 2"},
       {"chimera", 3, 2, 6, "needs an even number of pipeline ranks"},
       {"chimera", 4, 2, 6, "needs m a multiple of p"},
@@ -797,6 +797,37 @@ TEST(PpScheduleAsync, OneFOneBOrderAndWeightVersions) {
   const std::string e = error_of([] { make_schedule("pipedream-2bw", 4, 1, 8, false, 2); });
   EXPECT_NE(e.find("at least p-1 = 3 micro-batches"), std::string::npos) << e;
   EXPECT_EQ(ref::async_stashed_versions(4, 0, 8, 2), 2);  // (the walk would hold 3)
+}
+
+// ---- TeraPipe (model/attention_terapipe.h) ----
+
+// GPipe's order over the m*K units (micro-batch mb, slice i) = mb*K + i: the forwards in
+// slice order, the backwards from the last unit down, so every micro-batch's slices in reverse;
+// the bubble (p-1)/(mK+p-1) (TeraPipe, Li et al. ICML'21, equal slices): K times finer units
+// than GPipe's.
+TEST(PpScheduleTeraPipe, GpipeOverSlicesWithTheFinerBubble) {
+  for (int p = 1; p <= 6; ++p)
+    for (int m = 1; m <= 4; ++m)
+      for (int K = 1; K <= 5; ++K) {
+        const Schedule s = make_schedule("terapipe", p, 1, m, false, 0, K);
+        EXPECT_EQ(s.slices, K);
+        EXPECT_EQ(s.m, m * K);
+        EXPECT_EQ(s.ranks, make_schedule("gpipe", p, 1, m * K).ranks);
+        const SimResult r = simulate(s, default_costs(s));
+        const Bubble b = analytic_bubble(s, default_costs(s));
+        EXPECT_EQ(b.num * (m * K + p - 1), b.den * (p - 1)) << b.formula;
+        for (int k = 0; k < p; ++k) EXPECT_EQ(r.idle[size_t(k)] * b.den, b.num * r.total) << p << " " << m << " " << K;
+        std::vector<int> last(size_t(m), K);  // each micro-batch's slices backward: K-1 down to 0
+        for (const Action& a : s.ranks[0])
+          if (a.op == Op::B) {
+            EXPECT_EQ(a.mb % K, last[size_t(a.mb / K)] - 1) << a.mb;
+            last[size_t(a.mb / K)] = a.mb % K;
+          }
+      }
+  const std::string e = error_of([] { make_schedule("terapipe", 4, 2, 4, false, 0, 2); });
+  EXPECT_NE(e.find("terapipe has one chunk per rank"), std::string::npos) << e;
+  const std::string f = error_of([] { make_schedule("gpipe", 4, 1, 4, false, 0, 2); });
+  EXPECT_NE(f.find("are for terapipe's token slices"), std::string::npos) << f;
 }
 
 // ---- renderings ----
