@@ -116,6 +116,22 @@ inline void expect_exact_memory(const nlohmann::json& r, const harness::Case& c)
   EXPECT_EQ(rows, kMemCategories * c.layout.world());
 }
 
+// Every case run on all of MPI_COMM_WORLD's ranks (each case's world): on rank 0 it passes
+// with exact communication and memory, then `more` checks its results entry.
+inline void run_exact(const std::vector<harness::Case>& cases, int rank,
+                      const std::function<void(const harness::Case&, const nlohmann::json&)>& more = {}) {
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    harness::validate_case(c, c.layout.world());
+    const auto o = harness::run_case(c, MPI_COMM_WORLD, {});
+    if (rank != 0) continue;
+    expect_pass(o.result);
+    expect_exact_comm(o.result);
+    expect_exact_memory(o.result, c);
+    if (more) more(c, o.result);
+  }
+}
+
 // Two runs of the same training (a memory technique and the case without it): the losses
 // of every rank and the final parameters (rank 0) bitwise equal.
 inline void expect_bitwise_equal(const harness::CaseOutcome& a, const harness::CaseOutcome& b, bool rank0) {

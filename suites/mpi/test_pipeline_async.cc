@@ -76,15 +76,8 @@ static int closed_form_versions(const Case& c, int r) {
 TEST(AsyncPipeline, EqualsTheEmulatingReferenceWithExactCommAndMemory) {
   const auto cases = cases_for(world_size());
   if (cases.empty()) GTEST_SKIP() << "no asynchronous pipeline case for " << world_size() << " rank(s)";
-  for (const auto& c : cases) {
-    SCOPED_TRACE(c.name);
-    harness::validate_case(c, world_size());
-    const auto o = harness::run_case(c, MPI_COMM_WORLD, {});
-    if (world_rank() != 0) continue;
-    expect_pass(o.result);
-    expect_exact_comm(o.result);
-    expect_exact_memory(o.result, c);
-    const auto& pl = o.result["pipeline"];
+  run_exact(cases, world_rank(), [](const Case& c, const nlohmann::json& r) {
+    const auto& pl = r["pipeline"];
     ASSERT_TRUE(pl.is_object());
     for (const auto& st : pl["stages"]) {
       const int s = st["stage"];
@@ -93,7 +86,7 @@ TEST(AsyncPipeline, EqualsTheEmulatingReferenceWithExactCommAndMemory) {
       if (c.schedule == "pipedream-2bw" && c.train.num_micro_batches > c.pp_update_every)
         EXPECT_EQ(st["weight_versions"].get<int>(), s == c.layout.pp - 1 ? 1 : 2) << st.dump();
     }
-  }
+  });
 }
 
 // The same training under synchronous 1F1B: every step's loss differs by far more than the

@@ -8,8 +8,7 @@
  *   - every rank's communication equals the analytic model exactly (K times the point-to-point
  *     messages, each 1/K of a micro-batch's);
  *   - every memory category of every rank exactly as predicted, the K/V cache and the
- *     accumulated gradients included; with K slices the activations a unit saves shrink, the
- *     cache does not: stage 0's activation peak is measured against its prediction for each K;
+ *     accumulated gradients included;
  *   - each stage runs m K forwards and backwards, the backwards of a micro-batch in reverse
  *     slice order;
  *   - bad input (slices not dividing S, CP, bf16, recompute) gives one line. */
@@ -55,20 +54,13 @@ static std::vector<Case> cases_for(int world) {
 TEST(TeraPipe, EqualsTheReferenceWithExactCommAndMemory) {
   const auto cases = cases_for(world_size());
   if (cases.empty()) GTEST_SKIP() << "no TeraPipe case for " << world_size() << " rank(s)";
-  for (const auto& c : cases) {
-    SCOPED_TRACE(c.name);
-    harness::validate_case(c, world_size());
-    const auto o = harness::run_case(c, MPI_COMM_WORLD, {});
-    if (world_rank() != 0) continue;
-    expect_pass(o.result);
-    expect_exact_comm(o.result);
-    expect_exact_memory(o.result, c);
+  run_exact(cases, world_rank(), [](const Case& c, const nlohmann::json& r) {
     // The measured timeline: m K forwards and backwards per stage; backwards of a micro-batch
     // from its last slice to its first.
     const int64_t K = c.terapipe_slices, m = c.train.num_micro_batches;
     std::map<int, std::vector<int>> backwards;  // stage -> units in the order their B ran
     std::map<std::pair<int, char>, int> count;
-    for (const auto& e : o.result["pipeline"]["trace"]["traceEvents"]) {
+    for (const auto& e : r["pipeline"]["trace"]["traceEvents"]) {
       if (e.value("ph", "") != "X") continue;
       const std::string name = e["name"];
       const int unit = std::stoi(name.substr(1, name.find('.') - 1));
@@ -86,7 +78,7 @@ TEST(TeraPipe, EqualsTheReferenceWithExactCommAndMemory) {
         last_slice[mb] = i;
       }
     }
-  }
+  });
 }
 
 TEST(TeraPipe, BadInputIsRejectedWithOneLine) {
