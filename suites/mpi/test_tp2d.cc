@@ -1,0 +1,147 @@
+/* Multi-dimensional tensor parallelism's building blocks (issue 17): the grids of the TP
+ * ranks (tp_grid.h) and SUMMA, 2D's linear (tp2d_summa.h).
+ *   - every grid: coordinates and ranks invert each other; each direction's group holds the
+ *     ranks that differ only in that coordinate, in its order; 2D and 3D number as
+ *     Colossal-AI's legacy parallel_2d / parallel_3d; bad rank counts give one line;
+ *   - SUMMA on 2 x 2 ranks: y, dx and dW equal the dense x W^T, dy W and dy^T x (fp32, to
+ *     1e-6 relative: the sums run in another order), and every rank's communication equals
+ *     summa_terms exactly. */
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+
+#include "mpi_test_util.h"
+#include "optimized/comm/ledger.h"
+#include "optimized/comm/mpi_communicator.h"
+#include "optimized/kernels/ops.h"
+#include "optimized/parallel/tp2d_summa.h"
+#include "optimized/parallel/tp_grid.h"
+#include "reference/common/error.h"
+
+namespace pb::test {
+
+TEST(TpGrid, CoordinatesAndGroups) {
+  for (const auto& [kind, tp, depth] : std::vector<std::tuple<std::string, int, int>>{
+           {"1d", 4, 1}, {"2d", 4, 1}, {"2d", 9, 1}, {"2.5d", 8, 2}, {"2.5d", 12, 3}, {"3d", 8, 1}, {"3d", 27, 1}}) {
+    const TpGrid g = TpGrid::of(kind, tp, depth);
+    ASSERT_EQ(g.size(), tp) << kind;
+    for (int r = 0; r < tp; ++r) {
+      const TpGrid::Coords c = g.coords(r);
+      EXPECT_EQ(g.rank(c), r) << kind << " " << r;
+      for (const auto dir : {TpGrid::Dir::I, TpGrid::Dir::J, TpGrid::Dir::K}) {
+        const std::vector<int> m = g.group(dir, r);
+        const int place = dir == TpGrid::Dir::I ? c.i : dir == TpGrid::Dir::J ? c.j : c.k;
+        ASSERT_LT(place, int(m.size())) << kind;
+        EXPECT_EQ(m[size_t(place)], r) << kind;
+        for (size_t x = 0; x < m.size(); ++x) {
+          TpGrid::Coords o = g.coords(m[x]), want = c;
+          (dir == TpGrid::Dir::I ? want.i : dir == TpGrid::Dir::J ? want.j : want.k) = int(x);
+          EXPECT_EQ(o, want) << kind << " " << r;
+        }
+      }
+    }
+  }
+  // 2D: the row of rank 5 on 3 x 3 is 3, 4, 5 (Colossal-AI: rank = i q + j); 3D's input
+  // group (vary j) of rank 1 on 2 x 2 x 2 is 1, 3 (rank = i + q j + q^2 k).
+  EXPECT_EQ(TpGrid::of("2d", 9).group(TpGrid::Dir::J, 5), (std::vector<int>{3, 4, 5}));
+  EXPECT_EQ(TpGrid::of("3d", 8).group(TpGrid::Dir::J, 1), (std::vector<int>{1, 3}));
+  EXPECT_EQ(TpGrid::of("2.5d", 8, 2).group(TpGrid::Dir::K, 1), (std::vector<int>{1, 5}));
+  for (const auto& [kind, tp, depth, what] : std::vector<std::tuple<std::string, int, int, std::string>>{
+           {"2d", 8, 1, "tp must be a square, got tp 8"},
+           {"2.5d", 8, 3, "tp_depth 3 must be >= 1 and divide tp 8"},
+           {"2.5d", 12, 2, "tp / d = 6 must be a square"},
+           {"3d", 9, 1, "tp must be a cube, got tp 9"},
+           {"2d", 4, 2, "tp_depth 2 is 2.5d's"},
+           {"4d", 4, 1, "unknown tp_kind '4d'"}}) {
+    try {
+      TpGrid::of(kind, tp, depth);
+      ADD_FAILURE() << kind << " " << tp << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+    }
+  }
+}
+
+// Element (r, c) of a global test matrix, the same on every rank.
+static float value(int64_t r, int64_t c, float salt) { return std::sin(0.37f * float(r) + 0.91f * float(c) + salt); }
+
+// Block (bi, bj) of a global (R, C) matrix in a q x q blocking.
+static Tensor block(int64_t R, int64_t C, int q, int bi, int bj, float salt) {
+  const int64_t r = R / q, c = C / q;
+  Tensor t = Tensor::empty({r, c}, MemCategory::Workspace);
+  for (int64_t a = 0; a < r; ++a)
+    for (int64_t b = 0; b < c; ++b) t.f32()[a * c + b] = value(bi * r + a, bj * c + b, salt);
+  return t;
+}
+
+static void expect_close(const Tensor& got, const std::vector<double>& want, const char* what) {
+  double diff = 0, norm = 0;
+  for (int64_t k = 0; k < got.numel(); ++k)
+    diff += std::pow(got.f32()[k] - want[size_t(k)], 2), norm += want[size_t(k)] * want[size_t(k)];
+  EXPECT_LT(std::sqrt(diff / norm), 1e-6) << what;
+}
+
+TEST(Summa, EqualsTheDenseProductWithExactCommunication) {
+  if (world_size() != 4) GTEST_SKIP() << "a 2 x 2 grid: 4 ranks";
+  const TpGrid g = TpGrid::of("2d", 4);
+  const int q = g.q, r = world_rank();
+  const TpGrid::Coords c = g.coords(r);
+  MPI_Comm rc, cc;
+  MPI_Comm_split(MPI_COMM_WORLD, c.i, c.j, &rc);  // the row: same i, place j
+  MPI_Comm_split(MPI_COMM_WORLD, c.j, c.i, &cc);  // the column: same j, place i
+  MpiCommunicator row("row", rc), col("col", cc);
+  const int64_t N = 6, in = 4, out = 8;
+  const Tensor x = block(N, in, q, c.i, c.j, 0.1f), w = block(out, in, q, c.j, c.i, 0.7f);
+  const Tensor dy = block(N, out, q, c.i, c.j, 1.3f);
+  CommLedger::get().clear();
+  Tensor y = Tensor::empty({N / q, out / q}, MemCategory::Workspace);
+  {
+    PhaseScope phase(Phase::Forward);
+    summa_forward(y, x, w, row, col);
+  }
+  Tensor dx = Tensor::empty({N / q, in / q}, MemCategory::Workspace);
+  Tensor dw = Tensor::zeros({out / q, in / q}, MemCategory::Workspace);
+  {
+    PhaseScope phase(Phase::Backward);
+    summa_backward(dx, dw, dy, x, w, row, col);
+  }
+  // The dense products, in double: y = x W^T, dx = dy W, dW = dy^T x, at this rank's blocks.
+  std::vector<double> wy, wdx, wdw;
+  for (int64_t a = 0; a < N / q; ++a)
+    for (int64_t b = 0; b < out / q; ++b) {
+      double s = 0;
+      for (int64_t k = 0; k < in; ++k) s += double(value(c.i * N / q + a, k, 0.1f)) * value(c.j * out / q + b, k, 0.7f);
+      wy.push_back(s);
+    }
+  for (int64_t a = 0; a < N / q; ++a)
+    for (int64_t b = 0; b < in / q; ++b) {
+      double s = 0;
+      for (int64_t k = 0; k < out; ++k) s += double(value(c.i * N / q + a, k, 1.3f)) * value(k, c.j * in / q + b, 0.7f);
+      wdx.push_back(s);
+    }
+  for (int64_t a = 0; a < out / q; ++a)  // W_ji: output rows block j, input columns block i
+    for (int64_t b = 0; b < in / q; ++b) {
+      double s = 0;
+      for (int64_t k = 0; k < N; ++k) s += double(value(k, c.j * out / q + a, 1.3f)) * value(k, c.i * in / q + b, 0.1f);
+      wdw.push_back(s);
+    }
+  expect_close(y, wy, "y");
+  expect_close(dx, wdx, "dx");
+  expect_close(dw, wdw, "dW");
+  // Communication: exactly summa_terms, row by row.
+  Terms t;
+  summa_terms("row", "col", q, 1, N, in, out, 4, t);
+  int64_t rows = 0;
+  for (const auto& term : t.comm) {
+    const auto& e = CommLedger::get().entries();
+    const auto it = e.find({term.group, term.op, term.phase, term.bytes_per_call});
+    ASSERT_NE(it, e.end()) << term.group << " " << comm_op_name(term.op) << " " << term.bytes_per_call;
+    EXPECT_EQ(it->second.calls, term.calls) << term.group << " " << comm_op_name(term.op);
+    ++rows;
+  }
+  EXPECT_EQ(size_t(rows), CommLedger::get().entries().size());
+}
+
+}  // namespace pb::test
