@@ -1,21 +1,25 @@
 /* Multi-dimensional tensor parallelism's building blocks (issue 17): the grids of the TP
- * ranks (tp_grid.h) and SUMMA, 2D's linear (tp2d_summa.h).
+ * ranks (tp_grid.h), SUMMA, 2D's linear (tp2d_summa.h), and 3D's linear (tp3d_linear.h).
  *   - every grid: coordinates and ranks invert each other; each direction's group holds the
  *     ranks that differ only in that coordinate, in its order; 2D and 3D number as
  *     Colossal-AI's legacy parallel_2d / parallel_3d; bad rank counts give one line;
  *   - SUMMA on 2 x 2 ranks: y, dx and dW equal the dense x W^T, dy W and dy^T x (fp32, to
  *     1e-6 relative: the sums run in another order), and every rank's communication equals
- *     summa_terms exactly. */
+ *     summa_terms exactly;
+ *   - the 3D linear on 2 x 2 x 2 ranks: y, dx and dW^T equal the dense products at each rank's
+ *     blocks, and every rank's communication equals linear3d_terms exactly. */
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cmath>
+#include <memory>
 
 #include "mpi_test_util.h"
 #include "optimized/comm/ledger.h"
 #include "optimized/comm/mpi_communicator.h"
 #include "optimized/kernels/ops.h"
 #include "optimized/parallel/tp2d_summa.h"
+#include "optimized/parallel/tp3d_linear.h"
 #include "optimized/parallel/tp_grid.h"
 #include "reference/common/error.h"
 
@@ -83,6 +87,17 @@ static void expect_close(const Tensor& got, const std::vector<double>& want, con
   EXPECT_LT(std::sqrt(diff / norm), 1e-6) << what;
 }
 
+// Every rank's ledger holds exactly the terms' rows: calls per (group, op, phase, call size).
+static void expect_ledger_is(const Terms& t) {
+  const auto& e = CommLedger::get().entries();
+  for (const auto& term : t.comm) {
+    const auto it = e.find({term.group, term.op, term.phase, term.bytes_per_call});
+    ASSERT_NE(it, e.end()) << term.group << " " << comm_op_name(term.op) << " " << term.bytes_per_call;
+    EXPECT_EQ(it->second.calls, term.calls) << term.group << " " << comm_op_name(term.op);
+  }
+  EXPECT_EQ(t.comm.size(), e.size());
+}
+
 TEST(Summa, EqualsTheDenseProductWithExactCommunication) {
   if (world_size() != 4) GTEST_SKIP() << "a 2 x 2 grid: 4 ranks";
   const TpGrid g = TpGrid::of("2d", 4);
@@ -130,18 +145,74 @@ TEST(Summa, EqualsTheDenseProductWithExactCommunication) {
   expect_close(y, wy, "y");
   expect_close(dx, wdx, "dx");
   expect_close(dw, wdw, "dW");
-  // Communication: exactly summa_terms, row by row.
   Terms t;
   summa_terms("row", "col", q, 1, N, in, out, 4, t);
-  int64_t rows = 0;
-  for (const auto& term : t.comm) {
-    const auto& e = CommLedger::get().entries();
-    const auto it = e.find({term.group, term.op, term.phase, term.bytes_per_call});
-    ASSERT_NE(it, e.end()) << term.group << " " << comm_op_name(term.op) << " " << term.bytes_per_call;
-    EXPECT_EQ(it->second.calls, term.calls) << term.group << " " << comm_op_name(term.op);
-    ++rows;
+  expect_ledger_is(t);
+}
+
+// 3D: rank (i, j, k) = i + 2j + 4k; x rows: batch block i, sub-block j; W^T rows: input block
+// k, sub-block i; y rows: batch block i, sub-block k (tp3d_linear.h).
+TEST(Linear3d, EqualsTheDenseProductWithExactCommunication) {
+  if (world_size() != 8) GTEST_SKIP() << "a 2 x 2 x 2 grid: 8 ranks";
+  const TpGrid g = TpGrid::of("3d", 8);
+  const int q = g.q;
+  const TpGrid::Coords c = g.coords(world_rank());
+  auto split = [&](const char* name, int color, int key) {
+    MPI_Comm m;
+    MPI_Comm_split(MPI_COMM_WORLD, color, key, &m);
+    return std::make_unique<MpiCommunicator>(name, m);
+  };
+  const auto input = split("input", c.i + 4 * c.k, c.j), weight = split("weight", c.j + 4 * c.k, c.i);
+  const auto output = split("output", c.i + 4 * c.j, c.k);
+  const int64_t B = 8, in = 4, out = 6, b = B / (q * q), ib = in / (q * q);
+  // Global X (B, in), W^T (in, out), dY (B, out); this rank's blocks.
+  auto rows_of = [](int64_t r0, int64_t nr, int64_t c0, int64_t nc, float salt) {
+    Tensor t = Tensor::empty({nr, nc}, MemCategory::Workspace);
+    for (int64_t a = 0; a < nr; ++a)
+      for (int64_t e = 0; e < nc; ++e) t.f32()[a * nc + e] = value(r0 + a, c0 + e, salt);
+    return t;
+  };
+  const int64_t xr = c.i * (B / q) + c.j * b, yr = c.i * (B / q) + c.k * b;
+  const Tensor x = rows_of(xr, b, c.k * (in / q), in / q, 0.2f);
+  const Tensor wt = rows_of(c.k * (in / q) + c.i * ib, ib, c.j * (out / q), out / q, 0.5f);
+  const Tensor dy = rows_of(yr, b, c.j * (out / q), out / q, 0.9f);
+  CommLedger::get().clear();
+  Tensor y = Tensor::empty({b, out / q}, MemCategory::Workspace);
+  {
+    PhaseScope phase(Phase::Forward);
+    linear3d_forward(y, x, wt, *input, *weight, *output);
   }
-  EXPECT_EQ(size_t(rows), CommLedger::get().entries().size());
+  Tensor dx = Tensor::empty({b, in / q}, MemCategory::Workspace), dwt = Tensor::zeros({ib, out / q}, MemCategory::Workspace);
+  {
+    PhaseScope phase(Phase::Backward);
+    linear3d_backward(dx, dwt, dy, x, wt, *input, *weight, *output);
+  }
+  std::vector<double> wy, wdx, wdw;
+  for (int64_t a = 0; a < b; ++a)  // y = X W (W^T given): rows yr.., output block j
+    for (int64_t e = 0; e < out / q; ++e) {
+      double s = 0;
+      for (int64_t k = 0; k < in; ++k) s += double(value(yr + a, k, 0.2f)) * value(k, c.j * (out / q) + e, 0.5f);
+      wy.push_back(s);
+    }
+  for (int64_t a = 0; a < b; ++a)  // dx = dY W^T^T: rows xr.., input block k
+    for (int64_t e = 0; e < in / q; ++e) {
+      double s = 0;
+      for (int64_t o = 0; o < out; ++o) s += double(value(xr + a, o, 0.9f)) * value(c.k * (in / q) + e, o, 0.5f);
+      wdx.push_back(s);
+    }
+  for (int64_t a = 0; a < ib; ++a)  // dW^T = X^T dY: input rows k, sub-block i; output block j
+    for (int64_t e = 0; e < out / q; ++e) {
+      double s = 0;
+      for (int64_t n = 0; n < B; ++n)
+        s += double(value(n, c.k * (in / q) + c.i * ib + a, 0.2f)) * value(n, c.j * (out / q) + e, 0.9f);
+      wdw.push_back(s);
+    }
+  expect_close(y, wy, "y");
+  expect_close(dx, wdx, "dx");
+  expect_close(dwt, wdw, "dW^T");
+  Terms t;
+  linear3d_terms("input", "weight", "output", q, 1, B, in, out, 4, t);
+  expect_ledger_is(t);
 }
 
 }  // namespace pb::test
