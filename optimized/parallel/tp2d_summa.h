@@ -11,6 +11,9 @@
  *             one reduce-scatter of [P_0; ..; P_{q-1}] along row i leaves dx_ij on (i, j)
  *             dW_jt = sum_i dy_ij^T x_it: for t < q: x_it along row i again, Q_t = dy_ij^T x_it;
  *             one reduce-scatter of [Q_0; ..; Q_{q-1}] down column j leaves dW_ji on (i, j)
+ * 2.5D (Tesseract, Wang et al., arXiv 2105.14500) is this within each of its d layers of q x q
+ * ranks, every layer on its share of the batch with the weights replicated over the layers; the
+ * weight gradients are summed over the depth group where gradients are reduced (as over DP).
  * Per call (e bytes per element; the weight gradient fp32): forward q broadcasts of e N in/q^2
  * along the row and q of e out in/q^2 down the column; backward the same again plus one
  * reduce-scatter of e N in/q along the row and one of 4 out in/q down the column.

@@ -6,6 +6,8 @@
  *   - SUMMA on 2 x 2 ranks: y, dx and dW equal the dense x W^T, dy W and dy^T x (fp32, to
  *     1e-6 relative: the sums run in another order), and every rank's communication equals
  *     summa_terms exactly;
+ *   - 2.5D on 2 layers of 2 x 2 (8 ranks): SUMMA per layer on its half of the batch, the
+ *     weight gradient summed over the depth group equal to the dense one of the whole batch;
  *   - the 3D linear on 2 x 2 x 2 ranks: y, dx and dW^T equal the dense products at each rank's
  *     blocks, and every rank's communication equals linear3d_terms exactly. */
 #include <gtest/gtest.h>
@@ -148,6 +150,55 @@ TEST(Summa, EqualsTheDenseProductWithExactCommunication) {
   Terms t;
   summa_terms("row", "col", q, 1, N, in, out, 4, t);
   expect_ledger_is(t);
+}
+
+// 2.5D (Tesseract): d = 2 layers of 2 x 2, rank k q^2 + i q + j; layer k trains on batch half
+// k with SUMMA (the weights replicated over the layers), and the weight gradient is the sum
+// over the depth group: equal to the dense dW over the whole batch.
+TEST(Summa, TesseractLayersSumToTheWholeBatch) {
+  if (world_size() != 8) GTEST_SKIP() << "2 layers of 2 x 2: 8 ranks";
+  const TpGrid g = TpGrid::of("2.5d", 8, 2);
+  const int q = g.q;
+  const TpGrid::Coords c = g.coords(world_rank());
+  auto split = [&](const char* name, int color, int key) {
+    MPI_Comm m;
+    MPI_Comm_split(MPI_COMM_WORLD, color, key, &m);
+    return std::make_unique<MpiCommunicator>(name, m);
+  };
+  const auto row = split("row", c.k * q + c.i, c.j), col = split("col", c.k * q + c.j, c.i);
+  const auto depth = split("depth", c.i * q + c.j, c.k);
+  const int64_t N = 8, in = 4, out = 6, half = N / g.d;  // layer k: rows k*half ..
+  auto blk = [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, float salt) {
+    Tensor t = Tensor::empty({nr, nc}, MemCategory::Workspace);
+    for (int64_t a = 0; a < nr; ++a)
+      for (int64_t e = 0; e < nc; ++e) t.f32()[a * nc + e] = value(r0 + a, c0 + e, salt);
+    return t;
+  };
+  const int64_t r0 = c.k * half + c.i * (half / q);
+  const Tensor x = blk(r0, half / q, c.j * (in / q), in / q, 0.3f);
+  const Tensor w = blk(c.j * (out / q), out / q, c.i * (in / q), in / q, 0.6f);
+  const Tensor dy = blk(r0, half / q, c.j * (out / q), out / q, 1.1f);
+  Tensor y = Tensor::empty({half / q, out / q}, MemCategory::Workspace);
+  summa_forward(y, x, w, *row, *col);
+  Tensor dx = Tensor::empty({half / q, in / q}, MemCategory::Workspace);
+  Tensor dw = Tensor::zeros({out / q, in / q}, MemCategory::Workspace);
+  summa_backward(dx, dw, dy, x, w, *row, *col);
+  static_cast<Communicator&>(*depth).all_reduce(dw);  // the replicas' sum (the gradient reduction's job in a model)
+  std::vector<double> wy, wdw;
+  for (int64_t a = 0; a < half / q; ++a)
+    for (int64_t e = 0; e < out / q; ++e) {
+      double s = 0;
+      for (int64_t k = 0; k < in; ++k) s += double(value(r0 + a, k, 0.3f)) * value(c.j * (out / q) + e, k, 0.6f);
+      wy.push_back(s);
+    }
+  for (int64_t a = 0; a < out / q; ++a)
+    for (int64_t e = 0; e < in / q; ++e) {
+      double s = 0;
+      for (int64_t n = 0; n < N; ++n) s += double(value(n, c.j * (out / q) + a, 1.1f)) * value(n, c.i * (in / q) + e, 0.3f);
+      wdw.push_back(s);
+    }
+  expect_close(y, wy, "y");
+  expect_close(dw, wdw, "dW over both layers");
 }
 
 // 3D: rank (i, j, k) = i + 2j + 4k; x rows: batch block i, sub-block j; W^T rows: input block
