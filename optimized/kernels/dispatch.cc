@@ -219,6 +219,30 @@ void rmsnorm_backward(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x,
   }
   PB_DISPATCH(x.device(), rmsnorm_backward, dx, dg, dy, x, rstd, g);
 }
+void row_dot(Tensor& out, const Tensor& a, const Tensor& b, const Tensor& g, const Stream& stream) {
+  const OnStream on(stream, a.device());
+  if (emulate_bf16(a.device(), {&a, &b}) || (g.defined() && emulate_bf16(a.device(), {&g})))
+    return row_dot(out, up(a), up(b), g.defined() ? up(g) : g);
+  PB_DISPATCH(a.device(), row_dot, out, a, b, g);
+}
+void rmsnorm_forward_stats(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& g, const Tensor& ss, int64_t H,
+                           float eps, const Stream& stream) {
+  const OnStream on(stream, x.device());
+  if (emulate_bf16(x.device(), {&y, &x, &g})) {
+    Out o(y);
+    return rmsnorm_forward_stats(o.f(), rstd, up(x), up(g), ss, H, eps);
+  }
+  PB_DISPATCH(x.device(), rmsnorm_forward_stats, y, rstd, x, g, ss, H, eps);
+}
+void rmsnorm_backward_stats(Tensor& dx, Tensor& dg, const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                            const Tensor& g, const Tensor& dot, int64_t H, const Stream& stream) {
+  const OnStream on(stream, x.device());
+  if (emulate_bf16(x.device(), {&dx, &dy, &x, &g})) {
+    Out o(dx);
+    return rmsnorm_backward_stats(o.f(), dg, up(dy), up(x), rstd, up(g), dot, H);
+  }
+  PB_DISPATCH(x.device(), rmsnorm_backward_stats, dx, dg, dy, x, rstd, g, dot, H);
+}
 void rope_forward(Tensor& y, const Tensor& x, const std::vector<int64_t>& pos, int64_t head_dim, double theta,
                   const Stream& stream) {
   rope_forward_t(y, x, pos, head_dim, theta, stream);
