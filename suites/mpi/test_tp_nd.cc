@@ -73,13 +73,24 @@ TEST(TpGrid, CoordinatesAndGroups) {
 // Element (r, c) of a global test matrix, the same on every rank.
 static float value(int64_t r, int64_t c, float salt) { return std::sin(0.37f * float(r) + 0.91f * float(c) + salt); }
 
+// Rows [r0, r0 + nr) and columns [c0, c0 + nc) of the global test matrix `salt`.
+static Tensor sub_matrix(int64_t r0, int64_t nr, int64_t c0, int64_t nc, float salt) {
+  Tensor t = Tensor::empty({nr, nc}, MemCategory::Workspace);
+  for (int64_t a = 0; a < nr; ++a)
+    for (int64_t e = 0; e < nc; ++e) t.f32()[a * nc + e] = value(r0 + a, c0 + e, salt);
+  return t;
+}
+
 // Block (bi, bj) of a global (R, C) matrix in a q x q blocking.
 static Tensor block(int64_t R, int64_t C, int q, int bi, int bj, float salt) {
-  const int64_t r = R / q, c = C / q;
-  Tensor t = Tensor::empty({r, c}, MemCategory::Workspace);
-  for (int64_t a = 0; a < r; ++a)
-    for (int64_t b = 0; b < c; ++b) t.f32()[a * c + b] = value(bi * r + a, bj * c + b, salt);
-  return t;
+  return sub_matrix(bi * (R / q), R / q, bj * (C / q), C / q, salt);
+}
+
+// A communicator of MPI_COMM_WORLD's ranks of one color, ordered by key.
+static std::unique_ptr<MpiCommunicator> split_world(const char* name, int color, int key) {
+  MPI_Comm m;
+  MPI_Comm_split(MPI_COMM_WORLD, color, key, &m);
+  return std::make_unique<MpiCommunicator>(name, m);
 }
 
 static void expect_close(const Tensor& got, const std::vector<double>& want, const char* what) {
@@ -103,12 +114,10 @@ static void expect_ledger_is(const Terms& t) {
 TEST(Summa, EqualsTheDenseProductWithExactCommunication) {
   if (world_size() != 4) GTEST_SKIP() << "a 2 x 2 grid: 4 ranks";
   const TpGrid g = TpGrid::of("2d", 4);
-  const int q = g.q, r = world_rank();
-  const TpGrid::Coords c = g.coords(r);
-  MPI_Comm rc, cc;
-  MPI_Comm_split(MPI_COMM_WORLD, c.i, c.j, &rc);  // the row: same i, place j
-  MPI_Comm_split(MPI_COMM_WORLD, c.j, c.i, &cc);  // the column: same j, place i
-  MpiCommunicator row("row", rc), col("col", cc);
+  const int q = g.q;
+  const TpGrid::Coords c = g.coords(world_rank());
+  const auto row_p = split_world("row", c.i, c.j), col_p = split_world("col", c.j, c.i);  // same i / same j
+  Communicator &row = *row_p, &col = *col_p;
   const int64_t N = 6, in = 4, out = 8;
   const Tensor x = block(N, in, q, c.i, c.j, 0.1f), w = block(out, in, q, c.j, c.i, 0.7f);
   const Tensor dy = block(N, out, q, c.i, c.j, 1.3f);
@@ -160,24 +169,13 @@ TEST(Summa, TesseractLayersSumToTheWholeBatch) {
   const TpGrid g = TpGrid::of("2.5d", 8, 2);
   const int q = g.q;
   const TpGrid::Coords c = g.coords(world_rank());
-  auto split = [&](const char* name, int color, int key) {
-    MPI_Comm m;
-    MPI_Comm_split(MPI_COMM_WORLD, color, key, &m);
-    return std::make_unique<MpiCommunicator>(name, m);
-  };
-  const auto row = split("row", c.k * q + c.i, c.j), col = split("col", c.k * q + c.j, c.i);
-  const auto depth = split("depth", c.i * q + c.j, c.k);
+  const auto row = split_world("row", c.k * q + c.i, c.j), col = split_world("col", c.k * q + c.j, c.i);
+  const auto depth = split_world("depth", c.i * q + c.j, c.k);
   const int64_t N = 8, in = 4, out = 6, half = N / g.d;  // layer k: rows k*half ..
-  auto blk = [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, float salt) {
-    Tensor t = Tensor::empty({nr, nc}, MemCategory::Workspace);
-    for (int64_t a = 0; a < nr; ++a)
-      for (int64_t e = 0; e < nc; ++e) t.f32()[a * nc + e] = value(r0 + a, c0 + e, salt);
-    return t;
-  };
   const int64_t r0 = c.k * half + c.i * (half / q);
-  const Tensor x = blk(r0, half / q, c.j * (in / q), in / q, 0.3f);
-  const Tensor w = blk(c.j * (out / q), out / q, c.i * (in / q), in / q, 0.6f);
-  const Tensor dy = blk(r0, half / q, c.j * (out / q), out / q, 1.1f);
+  const Tensor x = sub_matrix(r0, half / q, c.j * (in / q), in / q, 0.3f);
+  const Tensor w = sub_matrix(c.j * (out / q), out / q, c.i * (in / q), in / q, 0.6f);
+  const Tensor dy = sub_matrix(r0, half / q, c.j * (out / q), out / q, 1.1f);
   Tensor y = Tensor::empty({half / q, out / q}, MemCategory::Workspace);
   summa_forward(y, x, w, *row, *col);
   Tensor dx = Tensor::empty({half / q, in / q}, MemCategory::Workspace);
@@ -208,25 +206,14 @@ TEST(Linear3d, EqualsTheDenseProductWithExactCommunication) {
   const TpGrid g = TpGrid::of("3d", 8);
   const int q = g.q;
   const TpGrid::Coords c = g.coords(world_rank());
-  auto split = [&](const char* name, int color, int key) {
-    MPI_Comm m;
-    MPI_Comm_split(MPI_COMM_WORLD, color, key, &m);
-    return std::make_unique<MpiCommunicator>(name, m);
-  };
-  const auto input = split("input", c.i + 4 * c.k, c.j), weight = split("weight", c.j + 4 * c.k, c.i);
-  const auto output = split("output", c.i + 4 * c.j, c.k);
+  const auto input = split_world("input", c.i + 4 * c.k, c.j), weight = split_world("weight", c.j + 4 * c.k, c.i);
+  const auto output = split_world("output", c.i + 4 * c.j, c.k);
   const int64_t B = 8, in = 4, out = 6, b = B / (q * q), ib = in / (q * q);
   // Global X (B, in), W^T (in, out), dY (B, out); this rank's blocks.
-  auto rows_of = [](int64_t r0, int64_t nr, int64_t c0, int64_t nc, float salt) {
-    Tensor t = Tensor::empty({nr, nc}, MemCategory::Workspace);
-    for (int64_t a = 0; a < nr; ++a)
-      for (int64_t e = 0; e < nc; ++e) t.f32()[a * nc + e] = value(r0 + a, c0 + e, salt);
-    return t;
-  };
   const int64_t xr = c.i * (B / q) + c.j * b, yr = c.i * (B / q) + c.k * b;
-  const Tensor x = rows_of(xr, b, c.k * (in / q), in / q, 0.2f);
-  const Tensor wt = rows_of(c.k * (in / q) + c.i * ib, ib, c.j * (out / q), out / q, 0.5f);
-  const Tensor dy = rows_of(yr, b, c.j * (out / q), out / q, 0.9f);
+  const Tensor x = sub_matrix(xr, b, c.k * (in / q), in / q, 0.2f);
+  const Tensor wt = sub_matrix(c.k * (in / q) + c.i * ib, ib, c.j * (out / q), out / q, 0.5f);
+  const Tensor dy = sub_matrix(yr, b, c.j * (out / q), out / q, 0.9f);
   CommLedger::get().clear();
   Tensor y = Tensor::empty({b, out / q}, MemCategory::Workspace);
   {
