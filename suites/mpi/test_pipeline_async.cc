@@ -83,8 +83,9 @@ TEST(AsyncPipeline, EqualsTheEmulatingReferenceWithExactCommAndMemory) {
       const int s = st["stage"];
       EXPECT_EQ(st["weight_versions"], st["predicted_weight_versions"]) << st.dump();
       EXPECT_EQ(st["weight_versions"].get<int>(), closed_form_versions(c, s)) << st.dump();
-      if (c.schedule == "pipedream-2bw" && c.train.num_micro_batches > c.pp_update_every)
+      if (c.schedule == "pipedream-2bw" && c.train.num_micro_batches > c.pp_update_every) {
         EXPECT_EQ(st["weight_versions"].get<int>(), s == c.layout.pp - 1 ? 1 : 2) << st.dump();
+      }
     }
   });
 }

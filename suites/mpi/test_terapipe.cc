@@ -73,8 +73,8 @@ TEST(TeraPipe, EqualsTheReferenceWithExactCommAndMemory) {
       std::map<int, int> last_slice;  // micro-batch -> the slice of its previous backward
       for (const int u : backwards[st]) {
         const int mb = int(u / K), i = int(u % K);
-        if (last_slice.count(mb)) EXPECT_EQ(i, last_slice[mb] - 1) << "stage " << st << " unit " << u;
-        else EXPECT_EQ(i, K - 1) << "stage " << st << " unit " << u;
+        const int want = last_slice.count(mb) ? last_slice[mb] - 1 : int(K) - 1;  // K-1 first, then down
+        EXPECT_EQ(i, want) << "stage " << st << " unit " << u;
         last_slice[mb] = i;
       }
     }
