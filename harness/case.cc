@@ -189,18 +189,13 @@ Suite parse_suite(const json& j, const std::string& origin) {
       }
     }
     if (cj.contains("chimera_pipelines")) c.chimera_pipelines = get<int>(cj, "chimera_pipelines", where);
-    if (cj.contains("terapipe_slices")) {
-      c.terapipe_slices = get<int>(cj, "terapipe_slices", where);
-      PB_REQUIRE(c.terapipe_slices >= 1, where, ": terapipe_slices must be >= 1, got ", c.terapipe_slices);
-    }
-    if (cj.contains("pp_update_every")) {
-      c.pp_update_every = get<int>(cj, "pp_update_every", where);
-      PB_REQUIRE(c.pp_update_every >= 1, where, ": pp_update_every must be >= 1, got ", c.pp_update_every);
-    }
+    if (cj.contains("terapipe_slices")) c.terapipe_slices = get<int>(cj, "terapipe_slices", where);
+    if (cj.contains("pp_update_every")) c.pp_update_every = get<int>(cj, "pp_update_every", where);
     if (cj.contains("pp_first_layers")) c.pp_first_layers = get<int64_t>(cj, "pp_first_layers", where);
     if (cj.contains("pp_last_layers")) c.pp_last_layers = get<int64_t>(cj, "pp_last_layers", where);
-    for (const char* k : {"pp_first_layers", "pp_last_layers"})
-      PB_REQUIRE(!cj.contains(k) || cj[k].get<int64_t>() >= 1, where, ": ", k, " must be >= 1");
+    for (const char* k : {"terapipe_slices", "pp_update_every", "pp_first_layers", "pp_last_layers"})
+      PB_REQUIRE(!cj.contains(k) || cj[k].get<int64_t>() >= 1, where, ": ", k, " must be >= 1, got ",
+                 cj.contains(k) ? cj[k].get<int64_t>() : 0);
     if (cj.contains("zero_stage")) {
       c.zero_stage = get<int>(cj, "zero_stage", where);
       PB_REQUIRE(std::find(c.features.begin(), c.features.end(), "distributed_optimizer") != c.features.end(), where,

@@ -430,12 +430,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
     const std::vector<int64_t> split = s.layer_counts(c.model.num_hidden_layers);
     std::printf("\npipeline stages (costs: training FLOPs per token, reference/model/flops.h)\n");
     print_split(s, pp::default_costs(s), pp::analytic_layer_costs(c.model, c.train.seq_length), split);
-    if (s.update_every > 0) {  // the asynchronous kinds: the stashed versions are in each stage's Params
-      std::printf("weight versions held at most (current + stashed, an update every %d micro-batch(es)):",
-                  s.update_every);
-      for (int k = 0; k < s.p; ++k) std::printf(" %d", pp::weight_versions(s, k));
-      std::printf(" (stage 0..%d)\n", s.p - 1);
-    }
+    if (s.update_every > 0) std::printf("%s\n", weight_versions_line(s).c_str());  // (in each stage's Params)
   }
   // One block per pipeline stage (the ranks of a stage hold and move the same amounts).
   for (int stage = 0; stage < c.layout.pp; ++stage) {

@@ -154,6 +154,13 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& a) {
   return sub;
 }
 
+std::string weight_versions_line(const pp::Schedule& s) {
+  std::string line = "weight update every " + std::to_string(s.update_every) +
+                     " micro-batch(es) on each stage; weight versions held at most (current + stashed):";
+  for (int k = 0; k < s.p; ++k) line += " " + std::to_string(pp::weight_versions(s, k));
+  return line + " (rank 0.." + std::to_string(s.p - 1) + ")";
+}
+
 int cmd_schedule(const ScheduleArgs& a) {
   pp::Schedule s = pp::make_schedule(a.kind, a.pp, a.vpp, a.microbatches, false, a.update_every, a.slices);
   pp::Costs c = parse_costs(a.costs, s);
@@ -230,12 +237,7 @@ int cmd_schedule(const ScheduleArgs& a) {
       std::printf(" = %s of zb-h1's, %s of 1f1b's", fraction(vi, hi).c_str(), fraction(vi, oi).c_str());
     std::printf(" (most idle rank)\n");
   }
-  if (s.update_every > 0) {  // the asynchronous kinds: weight versions per rank (pp_async.h)
-    std::printf("weight update every %d micro-batch(es) on each stage; weight versions held at most (current + "
-                "stashed):", s.update_every);
-    for (int k = 0; k < s.p; ++k) std::printf(" %d", pp::weight_versions(s, k));
-    std::printf(" (rank 0..%d)\n", s.p - 1);
-  }
+  if (s.update_every > 0) std::printf("%s\n", weight_versions_line(s).c_str());
   const std::string stem = "schedule-" + s.kind + "-p" + std::to_string(p) + "-v" + std::to_string(v) + "-m" +
                            std::to_string(m);
   if (a.write_svg) {

@@ -56,6 +56,10 @@ CLI::App* add_schedule_command(CLI::App& app, ScheduleArgs& args);
 
 int cmd_schedule(const ScheduleArgs& args);
 
+// The asynchronous kinds' line (pp_async.h): the update interval and each rank's most weight
+// versions held at once ("... : 4 3 2 1 (rank 0..3)").
+std::string weight_versions_line(const pp::Schedule& s);
+
 // Comma-separated numbers / integers of an option (what names it in the one error line).
 std::vector<double> parse_numbers(const std::string& text, const char* what);
 std::vector<int64_t> parse_counts(const std::string& text, const char* what);

@@ -70,10 +70,7 @@ double DistOptimizer::step() {
     Tensor g = P.grad_buffer();
     grid_.pp_mirror().all_reduce(g);
   }
-  if (!summed && model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
-    Tensor norms = P.replicated_grads();
-    grid_.tp().all_reduce(norms);
-  }
+  if (!summed) sum_replicated_grads();
   if (P.shards() > 1) return step_sharded();
   const double sq = reduced_squares(summed);
   if (post_validation_) return step_post_validated(sq);
@@ -96,14 +93,17 @@ double DistOptimizer::step_stage() {
   DistParams& P = model_.params();
   PB_REQUIRE(!P.per_param_shards() && P.shards() == 1 && !P.offloaded() && P.expert_offset() == P.grad_buffer().numel(),
              "a stage's own update: not with ZeRO, offload or experts");
-  if (model_.tp_linear().replicated_grads_partial()) {  // SP: each rank saw N/TP rows
-    Tensor norms = P.replicated_grads();
-    grid_.tp().all_reduce(norms);
-  }
+  sum_replicated_grads();
   const double sq = grid_.tp().all_reduce_scalar(reduced_squares(false));  // the stage's, each element once
   adamw(0, P.weight_buffer().numel(), 0, hyper(std::sqrt(sq)));
   P.master_to_weights();
   return sq;
+}
+
+void DistOptimizer::sum_replicated_grads() {
+  if (!model_.tp_linear().replicated_grads_partial()) return;  // SP: each rank saw N/TP rows
+  Tensor norms = model_.params().replicated_grads();
+  grid_.tp().all_reduce(norms);
 }
 
 double DistOptimizer::reduced_squares(bool summed) {

@@ -54,6 +54,7 @@ class DistOptimizer {
   // The whole-buffer path's reduction (DP x CP mean, unless the backward summed them) and
   // this rank's squares: every element once across TP, the experts once across EP.
   double reduced_squares(bool summed);
+  void sum_replicated_grads();  // SP: the replicated block's gradients summed over TP
   float clip_coefficient(double norm) const;  // min(1, clip / (norm + 1e-6)); 1 without clipping
   ops::AdamHyper hyper(double norm);  // this step's AdamW constants (counts the step; a
                                       // non-finite norm: skip_, not counted)

@@ -15,6 +15,10 @@ WeightVersions::WeightVersions(Tensor weights, int every, std::function<void()> 
   PB_REQUIRE(every_ >= 1, "weight versions: an update every ", every_, " micro-batches");
 }
 
+bool WeightVersions::in_flight(int v) const {
+  return std::any_of(version_of_.begin(), version_of_.end(), [v](const auto& e) { return e.second == v; });
+}
+
 void WeightVersions::forward(int mb) {
   PB_REQUIRE(version_of_.emplace(mb, version_).second, "weight versions: micro-batch ", mb, " forward twice");
 }
@@ -32,14 +36,11 @@ void WeightVersions::backward_end(int mb) {
   version_of_.erase(it);
   if (v != version_) {
     ops::swap(w_, stash_.at(v));
-    const bool used = std::any_of(version_of_.begin(), version_of_.end(), [v](const auto& e) { return e.second == v; });
-    if (!used) stash_.erase(v);  // its last micro-batch is done
+    if (!in_flight(v)) stash_.erase(v);  // its last micro-batch is done
   }
   if (++backwards_ % every_ != 0) return;
   // The update: the current version is kept for the micro-batches in flight that use it.
-  const bool in_use =
-      std::any_of(version_of_.begin(), version_of_.end(), [this](const auto& e) { return e.second == version_; });
-  if (in_use) {
+  if (in_flight(version_)) {
     Tensor copy = Tensor::empty(w_.shape(), MemCategory::Params, w_.dtype());
     ops::copy(copy, w_);
     stash_.emplace(version_, std::move(copy));

@@ -47,6 +47,7 @@ class WeightVersions {
   int updates() const { return version_; }
 
  private:
+  bool in_flight(int v) const;  // a micro-batch between F and B uses version v
   Tensor w_;
   int every_ = 1, backwards_ = 0, version_ = 0, most_ = 1;
   std::function<void()> update_, zero_grads_;

@@ -89,14 +89,19 @@ double plain_micro_batches(DistModel& model, int64_t m, const BatchOf& batch_of)
   return loss;
 }
 
-// Slice i of K of every sequence of b (S tokens each): TeraPipe's unit.
-ref::Batch token_slice(const ref::Batch& b, int64_t i, int64_t K, int64_t S) {
-  const int64_t s = S / K;
+// The token rows `rows` of b (row t = sequence * S + position), tokens and labels alike.
+ref::Batch rows_of(const ref::Batch& b, const std::vector<int64_t>& rows) {
   ref::Batch out;
-  for (size_t at = 0; at < b.tokens.size(); at += size_t(S))
-    for (int64_t t = i * s; t < (i + 1) * s; ++t)
-      out.tokens.push_back(b.tokens[at + size_t(t)]), out.labels.push_back(b.labels[at + size_t(t)]);
+  for (const int64_t r : rows) out.tokens.push_back(b.tokens[size_t(r)]), out.labels.push_back(b.labels[size_t(r)]);
   return out;
+}
+
+// TeraPipe's unit: slice i of K of every one of B sequences of S tokens.
+std::vector<int64_t> slice_rows(int64_t B, int64_t S, int64_t i, int64_t K) {
+  std::vector<int64_t> rows;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = i * S / K; t < (i + 1) * S / K; ++t) rows.push_back(b * S + t);
+  return rows;
 }
 
 // The slowest rank's milliseconds since t0.
@@ -138,12 +143,7 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   const std::vector<int64_t> rows = c.layout.cp > 1 ? cp_rows(c.train.micro_batch_size, c.train.seq_length, c.layout.cp,
                                                               grid.cp_rank(), c.features.cp_contiguous, c.features.cp_ulysses)
                                                      : std::vector<int64_t>{};
-  auto local = [&rows](ref::Batch b) {
-    if (rows.empty()) return b;
-    ref::Batch out;
-    for (const int64_t r : rows) out.tokens.push_back(b.tokens[size_t(r)]), out.labels.push_back(b.labels[size_t(r)]);
-    return out;
-  };
+  auto local = [&rows](ref::Batch b) { return rows.empty() ? b : rows_of(b, rows); };
   DistOptimizer optim(model, grid, c.train, c.features.post_validation);
   ref::TrainConfig global = c.train;  // the reference's view: all DP ranks' micro-batches
   global.num_micro_batches = m * c.layout.dp;
@@ -164,8 +164,8 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
     if (n == 0) first_step_hooks(c);
     const BatchOf batch_of = [&](int64_t j) {
       if (slices > 0)  // TeraPipe's unit j: slice j % K of micro-batch j / K
-        return token_slice(ref::train_batch(c.model, global, n, grid.dp_rank() * m + j / slices), j % slices, slices,
-                           c.train.seq_length);
+        return rows_of(ref::train_batch(c.model, global, n, grid.dp_rank() * m + j / slices),
+                       slice_rows(c.train.micro_batch_size, c.train.seq_length, j % slices, slices));
       return local(ref::train_batch(c.model, global, n, grid.dp_rank() * m + j));
     };
     // The asynchronous kinds update each stage during the schedule (pp_async.h); their step's
