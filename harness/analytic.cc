@@ -17,6 +17,7 @@
 #include "optimized/parallel/ep_alltoall.h"
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/moe_routing.h"
+#include "optimized/parallel/tp_grid.h"
 #include "optimized/train/pp_terms.h"
 #include "optimized/train/registry.h"
 #include "reference/model/flops.h"
@@ -33,7 +34,11 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   d.H = mc.hidden_size, d.A = mc.num_attention_heads, d.G = mc.num_key_value_heads, d.D = mc.head_dim();
   d.F = mc.intermediate_size, d.V = mc.vocab_size, d.L = mc.num_hidden_layers;
   d.t = c.layout.tp, d.d = c.layout.dp, d.p = c.layout.pp, d.v = c.layout.vpp, d.c = c.layout.cp;
-  d.a = d.A / d.t, d.g = d.G / d.t, d.f = d.F / d.t;
+  const TpGrid tg = TpGrid::of(c.tp_kind, c.layout.tp, c.tp_depth);
+  d.tq = tg.q, d.td = tg.d;
+  const int64_t H = d.H;  // the whole width, for the parameters
+  d.B /= tg.row_blocks(), d.N /= tg.row_blocks(), d.H /= tg.hidden_blocks();  // a grid rank's blocks
+  d.a = d.A / d.tq, d.g = d.G / d.tq, d.f = d.F / d.tq;
   d.Ns = st.tp_outer_rows(d.N, d.t);
   d.m = c.train.num_micro_batches, d.steps = c.train.steps, d.mb = d.m * d.steps;
   if (sched && sched->bidir) d.mb /= 2;  // two pipelines: each of the rank's layers sees half the micro-batches
@@ -64,11 +69,14 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
     const auto [l0, l1] = pl.layers(d.L, pl.stage(pp_rank, ch));
     for (int64_t l = l0; l < l1; ++l) d.Lmoe += d.E > 0 && mc.is_moe_layer(l) ? 1 : 0;
   }
-  d.params_expert = d.Lmoe * d.El * 3 * d.H * d.Fe;
-  d.params_local = (2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * d.H + d.params_expert +
-                   ((d.emb + d.head) * d.V * d.H + d.Lr * (2 * d.H * d.H + 2 * d.H * d.G * d.D) +
-                    (d.Lr - d.Lmoe) * 3 * d.H * d.F) /
-                       d.t;
+  d.params_expert = d.Lmoe * d.El * 3 * H * d.Fe;
+  // The norms (H, or their column block H/q), the routers, the experts, and the matrices over
+  // TP: 1/t of each (1D), or a (1/q, 1/q) block (2D / 2.5D).
+  const int64_t matrix_split = tg.kind == TpKind::OneD ? d.t : d.tq * d.tq;
+  d.params_local = (2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * H + d.params_expert +
+                   ((d.emb + d.head) * d.V * H + d.Lr * (2 * H * H + 2 * H * d.G * d.D) +
+                    (d.Lr - d.Lmoe) * 3 * H * d.F) /
+                       matrix_split;
   d.zero = c.typed_features().distributed_optimizer;
   d.zero_stage = d.zero ? c.typed_features().zero_stage : 0;
   const int64_t shards = d.zero ? d.d * d.c : 1;
@@ -372,7 +380,7 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
     bool keeps_in;  // a row linear's dy is the block's incoming gradient (not an MoE MLP's)
   };
   std::vector<Step> steps;
-  if (last) steps.push_back({hd.backward, d.e * d.N * d.V / d.t, true, true});
+  if (last) steps.push_back({hd.backward, d.e * d.N * d.V / d.tq, true, true});
   // A checkpointed group's forward runs again when its backward begins (its last layer's
   // MLP block), while the group's incoming gradient is held.
   auto group_forward = [&](int64_t l, auto&& of) {
@@ -495,7 +503,7 @@ MemoryPeaks memory_peaks(const Case& c, const Dims& d, const Strategies& st, con
     const bool split = sched && sched->split_backward;
     ChunkBytes cb = chunk_bytes(db, st, mlp, groups, first, last, split);
     if (split && d.wgrad_products)  // W: one product at a time, the largest of the chunk's
-      cb.ws_w = d.e * d.H * std::max({l1 > l0 ? d.a * d.D : 0, l1 > l0 ? d.f : 0, last ? d.V / d.t : 0});
+      cb.ws_w = d.e * d.H * std::max({l1 > l0 ? d.a * d.D : 0, l1 > l0 ? d.f : 0, last ? d.V / d.tq : 0});
     if (split)  // ZeRO-2/3: the chunk's whole gradients from its B to its W
       for (const auto& z : d.zero_params)
         if (z.layer >= 0 ? z.layer >= l0 && z.layer < l1 : z.embedding ? first : last) cb.grads_kept += Dims::fp * z.padded;

@@ -131,7 +131,8 @@ Suite parse_suite(const json& j, const std::string& origin) {
     const std::string where = origin + ": case " + cj["name"].get<std::string>();
     only_keys(cj, {"name", "model", "layout", "features", "schedule", "backend", "dtype", "steps", "seed", "train",
                    "cp_kind", "cp_balance", "cp_ulysses", "moe_dispatcher", "recompute_method", "recompute_num_layers", "zero_stage", "bucket_size", "mc2_chunks",
-                   "pp_layers", "pp_first_layers", "pp_last_layers", "chimera_pipelines", "pp_update_every", "terapipe_slices"},
+                   "pp_layers", "pp_first_layers", "pp_last_layers", "chimera_pipelines", "pp_update_every", "terapipe_slices",
+                   "tp_kind", "tp_depth"},
               where);
     Case c = defaults;
     c.name = cj["name"].get<std::string>();
@@ -190,10 +191,12 @@ Suite parse_suite(const json& j, const std::string& origin) {
     }
     if (cj.contains("chimera_pipelines")) c.chimera_pipelines = get<int>(cj, "chimera_pipelines", where);
     if (cj.contains("terapipe_slices")) c.terapipe_slices = get<int>(cj, "terapipe_slices", where);
+    if (cj.contains("tp_kind")) c.tp_kind = get<std::string>(cj, "tp_kind", where);
+    if (cj.contains("tp_depth")) c.tp_depth = get<int>(cj, "tp_depth", where);
     if (cj.contains("pp_update_every")) c.pp_update_every = get<int>(cj, "pp_update_every", where);
     if (cj.contains("pp_first_layers")) c.pp_first_layers = get<int64_t>(cj, "pp_first_layers", where);
     if (cj.contains("pp_last_layers")) c.pp_last_layers = get<int64_t>(cj, "pp_last_layers", where);
-    for (const char* k : {"terapipe_slices", "pp_update_every", "pp_first_layers", "pp_last_layers"})
+    for (const char* k : {"terapipe_slices", "pp_update_every", "pp_first_layers", "pp_last_layers", "tp_depth"})
       PB_REQUIRE(!cj.contains(k) || cj[k].get<int64_t>() >= 1, where, ": ", k, " must be >= 1, got ",
                  cj.contains(k) ? cj[k].get<int64_t>() : 0);
     if (cj.contains("zero_stage")) {
@@ -254,6 +257,8 @@ Features Case::typed_features() const {
   f.chimera_pipelines = chimera_pipelines;
   f.pp_update_every = pp_update_every;
   f.terapipe_slices = terapipe_slices;
+  f.tp_kind = tp_kind;
+  f.tp_depth = tp_depth;
   f.bf16 = dtype == "bf16";
   return f;
 }

@@ -48,6 +48,8 @@ struct Case {
   int chimera_pipelines = 2;                 // schedule chimera: pipelines (model replicas), an even count
   int pp_update_every = 0;                   // schedule pipedream-2bw: micro-batches per weight version (0: p)
   int terapipe_slices = 0;                   // schedule terapipe: token slices per sequence (0: 1)
+  std::string tp_kind = "1d";                // tp's arrangement: 1d | 2d | 2.5d | 3d (parallel/tp_grid.h)
+  int tp_depth = 1;                          // tp_kind 2.5d: the depth d
   nlohmann::json model_json;    // the HF config of the model, for the results
 
   // The reference's view of the same step: all DP ranks' micro-batches accumulated; with

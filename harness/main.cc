@@ -326,6 +326,8 @@ struct AnalyzeArgs {
   int64_t pp_first_layers = 0, pp_last_layers = 0;
   int pp_update_every = 0;  // pipedream-2bw
   int terapipe_slices = 0;  // terapipe
+  std::string tp_kind = "1d";
+  int tp_depth = 1;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -406,6 +408,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.pp_first_layers = a.pp_first_layers, c.pp_last_layers = a.pp_last_layers;
   c.pp_update_every = a.pp_update_every;
   c.terapipe_slices = a.terapipe_slices;
+  c.tp_kind = a.tp_kind, c.tp_depth = a.tp_depth;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
   validate_case(c, c.layout.world());
@@ -500,6 +503,8 @@ int main(int argc, char** argv) {
   analyze->add_option("--pp-update-every", aa.pp_update_every,
                       "pipedream-2bw: micro-batches per weight version (default p)");
   analyze->add_option("--terapipe-slices", aa.terapipe_slices, "terapipe: token slices per sequence (default 1)");
+  analyze->add_option("--tp-kind", aa.tp_kind, "tp's arrangement: 1d | 2d | 2.5d | 3d")->capture_default_str();
+  analyze->add_option("--tp-depth", aa.tp_depth, "tp-kind 2.5d: the depth d (tp = q x q x d)")->capture_default_str();
   analyze->add_option("--bucket-size", aa.bucket_size,
                       "DP gradient buckets (ZeRO-1 shards each): elements per bucket (0: one)")
       ->capture_default_str();

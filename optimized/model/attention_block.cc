@@ -42,7 +42,7 @@ Tensor AttentionBlock::forward(BlockCtx& ctx, const Tensor& x) {
   S->x = x;
   S->a = e.act(e.Ns, e.H);
   S->rstd = BlockEnv::stat(e.Ns);
-  ops::rmsnorm_forward(S->a, S->rstd, x, W[0], float(e.mc.rms_norm_eps));
+  e.tp.norm_forward(S->a, S->rstd, x, W[0], float(e.mc.rms_norm_eps));
   Tensor qp = e.work(e.N, e.Aq * e.D), kp = e.work(e.N, e.Gk * e.D);
   S->v = e.act(e.N, e.Gk * e.D);
   e.tp.column_forward({&qp, &kp, &S->v}, S->a, {&W[1], &W[2], &W[3]});
@@ -73,7 +73,7 @@ Tensor AttentionBlock::backward(BlockCtx& ctx, const Tensor& dh) {
   ops::rope_backward(dkp, dk, e.positions(ctx.mb), e.D, e.mc.rope_theta);
   e.tp.column_backward(da, {&wq_->g, &wk_->g, &wv_->g}, {&dqp, &dkp, &dv}, S.a, {&W[1], &W[2], &W[3]});
   Tensor dx = e.work(e.Ns, e.H);
-  ops::rmsnorm_backward(dx, in_norm_->g, da, S.x, S.rstd, W[0]);
+  e.tp.norm_backward(dx, in_norm_->g, da, S.x, S.rstd, W[0]);
   ops::add_(dx, dh);
   saved_.end(ctx.mb);
   return dx;

@@ -8,7 +8,8 @@
  * activation policy; the attention core and the MLP are per block).
  * Sizes: N = B*S token rows of a micro-batch, N_s the rows outside TP regions (N, or N/TP
  * under SP), H hidden, D head dim, and this rank's heads Aq = A/TP, kv heads Gk = G/TP and
- * ffn columns F = F/TP. Saved activations are MemCategory::Activations, temporaries
+ * ffn columns F = F/TP. Under 2D / 2.5D TP (parallel/tp2d_linear.h) they are the rank's
+ * blocks: B = B/(q d) sequences, H = H/q, Aq = A/q, Gk = G/q, F = F/q. Saved activations are MemCategory::Activations, temporaries
  * Workspace (gathered copies are the TP strategy's CommBuffers), statistics (rstd, LSE) fp32.
  */
 #pragma once
@@ -56,7 +57,6 @@ struct BlockEnv {
   const IndexTensor& positions(int mb) const {
     return slice_pos ? (*slice_pos)[size_t(mb) % slice_pos->size()] : pos;
   }
-  int64_t vocab_start() const { return mc.vocab_size / tp.group().size() * tp.group().rank(); }
   Tensor act(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Activations, dtype); }
   Tensor work(int64_t r, int64_t c) const { return Tensor::empty({r, c}, MemCategory::Workspace, dtype); }
   static Tensor stat(int64_t n) { return Tensor::empty({n}, MemCategory::Activations, DType::F32); }

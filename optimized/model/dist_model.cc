@@ -38,7 +38,8 @@ std::vector<int64_t> token_positions(const DistModelConfig& cfg, const ProcessGr
     return all;
   }
   const int c = grid.layout().cp;
-  if (c == 1) return ref::sequence_positions(cfg.micro_batch_size, cfg.seq_length);
+  // (2D / 2.5D TP: the rank's block of the sequences, parallel/tp2d_linear.h)
+  if (c == 1) return ref::sequence_positions(cfg.micro_batch_size / grid.tp_grid().row_blocks(), cfg.seq_length);
   const std::vector<int64_t> one = cp_positions(cfg.seq_length, c, grid.cp_rank(), cfg.cp_contiguous, cfg.cp_ulysses);
   std::vector<int64_t> all;
   for (int64_t b = 0; b < cfg.micro_batch_size; ++b) all.insert(all.end(), one.begin(), one.end());
@@ -57,17 +58,21 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
               grid.layout().ep, grid.ep().rank(), cfg.reuse_fp32_param,
               cfg.distributed_optimizer ? grid.dp_cp().size() : 1, cfg.distributed_optimizer ? grid.dp_cp().rank() : 0,
               cfg.offload_optimizer, cfg.zero_stage, cfg.bucket_size,
-              cfg.distributed_optimizer ? grid.expert_dp().size() : 1, cfg.distributed_optimizer ? grid.expert_dp().rank() : 0),
+              cfg.distributed_optimizer ? grid.expert_dp().size() : 1, cfg.distributed_optimizer ? grid.expert_dp().rank() : 0,
+              grid.tp_grid()),
       sink_(cfg.strategies.grad_sink(params_)),
-      tp_(cfg.strategies.tp_linear(grid.tp(), *sink_)),
+      tp_(cfg.strategies.tp_linear(grid, *sink_)),
       block_grads_(cfg.strategies.block_grads(params_, grid, *tp_)),
       provider_(cfg.strategies.params(params_, grid)),
       chain_(std::make_unique<BlockChain>(*provider_, *block_grads_)),
       policy_(cfg.strategies.activations()),
       pos_(token_positions(cfg, grid)) {  // uploaded here, once
   const auto& mc = cfg_.model;  // the blocks keep references: the model's own copy
-  const int t = grid.layout().tp;
+  const TpGrid& tg = grid.tp_grid();
+  const int t = tg.q;  // the heads', ffn's and vocabulary's split (1d: tp)
   const int64_t N = pos_.size();
+  PB_REQUIRE(cfg.micro_batch_size % tg.row_blocks() == 0, "tp grid: micro_batch_size ", cfg.micro_batch_size,
+             " does not split in ", tg.row_blocks(), " blocks of sequences");
   const int64_t K = cfg.terapipe_slices;
   if (K > 0) {  // TeraPipe: a unit is one slice of every sequence
     PB_REQUIRE(cfg.seq_length % K == 0, "terapipe: ", K, " slices do not divide the sequence of ", cfg.seq_length,
@@ -76,7 +81,8 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
     terapipe_ = std::make_unique<TeraPipeKV>(cfg.micro_batch_size, cfg.seq_length, K,
                                              mc.num_key_value_heads / grid.layout().tp * mc.head_dim(), cfg.dtype);
   }
-  env_.reset(new BlockEnv{mc, cfg.micro_batch_size, K > 0 ? cfg.seq_length / K : cfg.seq_length, N, tp_->outer_rows(N), mc.hidden_size,
+  env_.reset(new BlockEnv{mc, cfg.micro_batch_size / tg.row_blocks(), K > 0 ? cfg.seq_length / K : cfg.seq_length, N,
+                          tp_->outer_rows(N), mc.hidden_size / tg.hidden_blocks(),
                           mc.head_dim(), mc.num_attention_heads / t, mc.num_key_value_heads / t,
                           mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_, &grid.cp(),
                           cfg.cp_contiguous, grid.cp_ulysses(), grid.cp_ring(), &grid.ep(), &grid.tp_cp(),

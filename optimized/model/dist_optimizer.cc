@@ -101,9 +101,9 @@ double DistOptimizer::step_stage() {
 }
 
 void DistOptimizer::sum_replicated_grads() {
-  if (!model_.tp_linear().replicated_grads_partial()) return;  // SP: each rank saw N/TP rows
+  if (!model_.tp_linear().replicated_grads_partial()) return;  // SP: each rank saw N/TP rows (2D: N/q)
   Tensor norms = model_.params().replicated_grads();
-  grid_.tp().all_reduce(norms);
+  model_.tp_linear().replicated_grads_group().all_reduce(norms);
 }
 
 double DistOptimizer::reduced_squares(bool summed) {
@@ -126,8 +126,10 @@ double DistOptimizer::reduced_squares(bool summed) {
   // weights and routers: the leading block) except on tp rank 0, so that they count once
   // across TP. On the CPU bitwise the per-tensor loop `sq += sum_squares(p.g)`. The experts
   // (the last block) count once across TP too, and once per EP rank: summed over EP.
-  const int64_t skip = grid_.tp_rank() == 0 ? 0 : P.replicated_numel();
-  double sq = sum_squares(skip, x0, false);
+  // (2D / 2.5D: the copies that count, dist_params.h; a 2.5D depth layer but the first
+  // counts none.)
+  const int64_t skip = P.counts_replicated() ? 0 : P.replicated_numel();
+  double sq = P.counts_sharded() ? sum_squares(skip, x0, false) : 0.0;
   if (moe) {
     const double sq_experts = grid_.ep().all_reduce_scalar(sum_squares(x0, total_g, true));
     if (grid_.tp_rank() == 0) sq += sq_experts;

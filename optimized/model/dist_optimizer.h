@@ -71,8 +71,9 @@ class DistOptimizer {
   // Clipping by the global norm and AdamW on elements [lo, hi) of the buffers; the master
   // and Adam state start at element base (0, or the range's start under ZeRO-1).
   void adamw(int64_t lo, int64_t hi, int64_t base, ops::AdamHyper h);
-  // Where gradients are averaged: DP, or DP x CP under context parallelism.
-  Communicator& grad_group() { return grid_.layout().cp > 1 ? grid_.dp_cp() : grid_.dp(); }
+  // Where gradients are averaged: DP, or DP x CP under context parallelism (2.5D TP: with
+  // its depth, process_grid.h).
+  Communicator& grad_group() { return grid_.layout().cp > 1 || grid_.tp_grid().d > 1 ? grid_.dp_cp() : grid_.dp(); }
   DistModel& model_;
   ProcessGrid& grid_;
   ref::TrainConfig tc_;

@@ -27,7 +27,7 @@ static void init_shard(const ShardedParam& p, uint64_t seed, const ref::ModelCon
 DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype,
                        const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
                        bool reuse_fp32_param, int shards, int shard_rank, bool offload, int zero_stage,
-                       int64_t bucket_size, int expert_shards, int expert_shard_rank)
+                       int64_t bucket_size, int expert_shards, int expert_shard_rank, const TpGrid& tp_grid)
     : reuse_(reuse_fp32_param && dtype == DType::BF16),
       offload_(offload),
       per_param_(zero_stage >= 2 && shards > 1),
@@ -35,14 +35,21 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
       shards_(shards),
       shard_rank_(shard_rank),
       expert_shards_(expert_shards),
-      expert_rank_(expert_shard_rank) {
+      expert_rank_(expert_shard_rank),
+      tpg_(tp_grid) {
   PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param: the master is in host memory, no device bytes "
                                    "to share with the weights");
-  params_ = enumerate(mc, tp, tp_rank, keep, ep, ep_rank);
+  params_ = enumerate(mc, tp, tp_rank, keep, ep, ep_rank, tp_grid);
+  if (tp_grid.kind == TpKind::OneD) {
+    counts_replicated_ = tp_rank == 0;
+  } else {
+    const TpGrid::Coords c = tp_grid.coords(tp_rank);
+    counts_replicated_ = c.i == 0 && c.k == 0, counts_sharded_ = c.k == 0;
+  }
   size_t n_dense = params_.size();
   for (const auto& p : params_) {
-    if (p.is_norm) norm_numel_ += p.global_cols;
-    if (p.replicated) replicated_numel_ += p.global_rows * p.global_cols;
+    if (p.is_norm) norm_numel_ += p.rows * p.cols;
+    if (p.replicated) replicated_numel_ += p.rows * p.cols;
     if (p.is_expert) n_dense = std::min(n_dense, size_t(&p - params_.data()));
   }
   const bool has_experts = n_dense < params_.size();
@@ -343,7 +350,21 @@ std::vector<float> DistParams::gather_global(const std::string& name, ParamPart 
     const int64_t n = int64_t(mine.size());
     std::vector<float> all(grid.tp_rank() == 0 ? size_t(n * t) : 0);
     MPI_CHECK(MPI_Gather(mine.data(), int(n), MPI_FLOAT, all.data(), int(n), MPI_FLOAT, 0, grid.raw_tp()));
-    if (grid.tp_rank() == 0) out = join_tp_shards(p, all, n, t);
+    if (p.dim == ShardDim::Block) {  // each block at its (row0, col0), from the copy that counts
+      const int64_t at[3] = {p.row0, p.col0, (p.replicated ? counts_replicated_ : counts_sharded_) ? 1 : 0};
+      std::vector<int64_t> where(grid.tp_rank() == 0 ? size_t(3 * t) : 0);
+      MPI_CHECK(MPI_Gather(at, 3, MPI_INT64_T, where.data(), 3, MPI_INT64_T, 0, grid.raw_tp()));
+      if (grid.tp_rank() == 0) {
+        out.assign(size_t(p.global_rows * p.global_cols), 0.0f);
+        for (int r = 0; r < t; ++r)
+          if (where[size_t(3 * r + 2)])
+            for (int64_t i = 0; i < p.rows; ++i)
+              std::copy_n(all.begin() + r * n + i * p.cols, p.cols,
+                          out.begin() + (where[size_t(3 * r)] + i) * p.global_cols + where[size_t(3 * r + 1)]);
+      }
+    } else if (grid.tp_rank() == 0) {
+      out = join_tp_shards(p, all, n, t);
+    }
   }
   owner_to_rank0(out, owner, rank, comm);
   return rank == 0 ? out : std::vector<float>();

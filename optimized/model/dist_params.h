@@ -34,11 +34,12 @@
 
 #include "optimized/core/tensor.h"
 #include "optimized/parallel/pp_placement.h"
+#include "optimized/parallel/tp_grid.h"
 #include "reference/model/config.h"
 
 namespace pb {
 
-enum class ShardDim { None, Rows, Cols };
+enum class ShardDim { None, Rows, Cols, Block };  // Block: 2D / 2.5D, (row0, col0) of a grid
 enum class ParamPart { Grad, Master };  // which tensor of a parameter gather_global reassembles
 
 class ProcessGrid;
@@ -80,7 +81,8 @@ class DistParams {
   DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t seed, DType dtype = DType::F32,
              const std::function<bool(const std::string&)>& keep = {}, int ep = 1, int ep_rank = 0,
              bool reuse_fp32_param = false, int shards = 1, int shard_rank = 0, bool offload = false,
-             int zero_stage = 1, int64_t bucket_size = 0, int expert_shards = 1, int expert_shard_rank = 0);
+             int zero_stage = 1, int64_t bucket_size = 0, int expert_shards = 1, int expert_shard_rank = 0,
+             const TpGrid& tp_grid = {});
   // The distributed optimizer (ZeRO-1, Megatron): the buffers in buckets (param_layout.cc:
   // consecutive parameters of bucket_size elements or more, one bucket by default), each
   // padded to a multiple of the shards (DP x CP); this rank owns slice shard_rank of each
@@ -100,7 +102,20 @@ class DistParams {
   // bucket), never inside the leading replicated block (norm weights and routers).
   // This rank's parameters in buffer order, shapes only (param_layout.cc).
   static std::vector<ShardedParam> enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
-                                             const std::function<bool(const std::string&)>& keep, int ep, int ep_rank);
+                                             const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
+                                             const TpGrid& tp_grid = {});
+  // Under 2D / 2.5D TP: the norm weights (their column block j, replicated over i and k),
+  // then every matrix as its (i, j) block (param_layout.cc).
+  static std::vector<ShardedParam> enumerate_blocks(const ref::ModelConfig& mc, const TpGrid& grid,
+                                                    const TpGrid::Coords& c,
+                                                    const std::function<bool(const std::string&)>& keep);
+  // Whether this rank's copy of the replicated tensors (norm weights, routers) and of the
+  // sharded ones counts in the gradient norm and is the one read back: TP rank 0's
+  // replicated ones and every sharded one under 1D; under 2D / 2.5D the replicated ones of
+  // (i, k) = (0, 0) and the sharded ones of depth 0.
+  bool counts_replicated() const { return counts_replicated_; }
+  bool counts_sharded() const { return counts_sharded_; }
+  const TpGrid& tp_grid() const { return tpg_; }
   // The local experts of each (layer, projection), in buffer order: one (E/EP * out, in)
   // parameter each ("model.layers.{l}.block_sparse_moe.local_experts.{w1|w3|w2}",
   // global_rows x global_cols = out x in of one expert), at its first expert's offset. The
@@ -206,6 +221,8 @@ class DistParams {
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
   int shards_ = 1, shard_rank_ = 0, expert_shards_ = 1, expert_rank_ = 0;
   int64_t shard_ = 0;
+  TpGrid tpg_;
+  bool counts_replicated_ = true, counts_sharded_ = true;
 };
 
 }  // namespace pb

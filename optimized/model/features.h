@@ -10,6 +10,10 @@ namespace pb {
 
 struct Features {
   bool sp = false;  // Megatron sequence parallelism (needs TP): activations outside TP regions are N/TP rows
+  // Multi-dimensional TP (case keys "tp_kind", "tp_depth"; parallel/tp_grid.h): the tp ranks
+  // as a line (1d, Megatron), a q x q grid (2d), d layers of it (2.5d, depth d) or a cube (3d).
+  std::string tp_kind = "1d";
+  int tp_depth = 1;
   // Context parallelism (layout cp > 1; case keys "cp_kind", "cp_balance"):
   std::string cp_kind = "ring";       // ring (load-balanced ring attention) | ulysses | hybrid
   bool cp_contiguous = false;         // cp_balance "contiguous": rank r keeps chunks 2r, 2r+1 (not r, 2c-1-r)

@@ -34,7 +34,7 @@ Tensor MlpBlock::forward(BlockCtx& ctx, const Tensor& h) {
   S->h = h;
   S->m = e.act(e.Ns, e.H);
   S->rstd = BlockEnv::stat(e.Ns);
-  ops::rmsnorm_forward(S->m, S->rstd, h, W[0], float(e.mc.rms_norm_eps));
+  e.tp.norm_forward(S->m, S->rstd, h, W[0], float(e.mc.rms_norm_eps));
   Tensor f;
   S->mlp = mlp_->forward(f, S->m, ctx);
   Tensor y = e.act(e.Ns, e.H);
@@ -51,7 +51,7 @@ Tensor MlpBlock::backward(BlockCtx& ctx, const Tensor& dy) {
   Tensor dm = e.work(e.Ns, e.H);
   mlp_->backward(dm, dy, *S.mlp);
   Tensor dh = e.work(e.Ns, e.H);
-  ops::rmsnorm_backward(dh, post_norm_->g, dm, S.h, S.rstd, W[0]);
+  e.tp.norm_backward(dh, post_norm_->g, dm, S.h, S.rstd, W[0]);
   ops::add_(dh, dy);
   saved_.end(ctx.mb);
   return dh;

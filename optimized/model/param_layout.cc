@@ -80,7 +80,8 @@ std::vector<DistParams::Bucket> DistParams::layout_buckets(const std::vector<Sha
 
 std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                                 const std::function<bool(const std::string&)>& keep, int ep,
-                                                int ep_rank) {
+                                                int ep_rank, const TpGrid& grid) {
+  if (grid.kind != TpKind::OneD) return enumerate_blocks(mc, grid, grid.coords(tp_rank), keep);
   // The names and shapes of the reference's own parameter list (nothing allocated).
   const int64_t El = mc.num_local_experts / ep, e0 = El * ep_rank;  // this rank's experts
   std::vector<ShardedParam> norms, routers, sharded;
@@ -126,6 +127,36 @@ std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int 
     p.cols = p.dim == ShardDim::Cols ? p.global_cols / tp : p.global_cols;
   }
   return out;
+}
+
+// 2D / 2.5D (parallel/tp2d_linear.h): every matrix a (rows / q, cols / q) block, the norms
+// (1, H / q) column blocks replicated over the column group (and the depth).
+std::vector<ShardedParam> DistParams::enumerate_blocks(const ref::ModelConfig& mc, const TpGrid& grid,
+                                                       const TpGrid::Coords& c,
+                                                       const std::function<bool(const std::string&)>& keep) {
+  PB_REQUIRE(mc.num_local_experts == 0, "tp_kind ", grid.kind == TpKind::TwoD ? "2d" : "2.5d",
+             ": an MoE model is not available with it in this build");
+  const int64_t q = grid.q;
+  std::vector<ShardedParam> norms, blocks;
+  ref::for_each_param_shape(mc, [&](const std::string& name, int64_t rows, int64_t cols, bool is_vector) {
+    if (keep && !keep(name)) return;
+    ShardedParam p;
+    p.name = name;
+    p.global_rows = rows, p.global_cols = cols;
+    p.is_norm = p.replicated = is_vector;
+    p.dim = ShardDim::Block;
+    PB_REQUIRE(cols % q == 0 && (is_vector || rows % q == 0), "tp grid side ", q, " does not divide the ", rows,
+               " x ", cols, " of ", name);
+    // The embedding's rows (vocabulary) over the column group, its hidden over the row; a
+    // SUMMA weight W (out, in): output block j, input block i (tp2d_summa.h).
+    const bool embedding = name == "model.embed_tokens.weight";
+    const int64_t rb = is_vector ? 0 : embedding ? c.i : c.j, cb = is_vector || embedding ? c.j : c.i;
+    p.rows = is_vector ? rows : rows / q, p.cols = cols / q;
+    p.row0 = rb * p.rows, p.col0 = cb * p.cols;
+    (is_vector ? norms : blocks).push_back(std::move(p));
+  });
+  for (auto& p : blocks) norms.push_back(std::move(p));
+  return norms;
 }
 
 std::vector<ShardedParam> DistParams::expert_groups(const std::vector<ShardedParam>& params) {

@@ -1,11 +1,13 @@
 /* The default strategy of every seam (see strategies.h). */
 #include "optimized/model/strategies.h"
 
+#include "optimized/parallel/process_grid.h"
+
 namespace pb {
 
 Strategies Strategies::defaults() {
   Strategies s;
-  s.tp_linear = [](Communicator& tp, GradSink& sink) { return std::make_unique<TpAllReduce>(tp, sink); };
+  s.tp_linear = [](ProcessGrid& grid, GradSink& sink) { return std::make_unique<TpAllReduce>(grid.tp(), sink); };
   s.attention_core = [](const BlockEnv& env, int64_t) { return std::make_unique<LocalAttention>(env); };
   s.mlp = [](const BlockEnv& env, int64_t layer) { return std::make_unique<DenseSwiGlu>(env, layer); };
   s.params = [](DistParams&, ProcessGrid&) { return std::make_unique<ResidentParams>(); };

@@ -32,7 +32,7 @@ struct BlockEnv;
 class ProcessGrid;
 
 struct Strategies {
-  std::function<std::unique_ptr<TpLinear>(Communicator& tp, GradSink& sink)> tp_linear;
+  std::function<std::unique_ptr<TpLinear>(ProcessGrid& grid, GradSink& sink)> tp_linear;
   std::function<std::unique_ptr<AttentionCore>(const BlockEnv& env, int64_t layer)> attention_core;
   std::function<std::unique_ptr<Mlp>(const BlockEnv& env, int64_t layer)> mlp;
   std::function<std::unique_ptr<ParamProvider>(DistParams& params, ProcessGrid& grid)> params;

@@ -30,7 +30,8 @@ ProcessGrid::Coords ProcessGrid::coords_of(const Layout& l, int rank) {
 
 int ProcessGrid::rank_of(const Layout& l, const Coords& c) { return c.tp + l.tp * (c.cp + l.cp * (c.dp + l.dp * c.pp)); }
 
-ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl, int u) : layout_(l) {
+ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl, int u, const TpGrid& tpg)
+    : layout_(l), tpg_(tpg.kind == TpKind::OneD ? TpGrid::of("1d", l.tp) : tpg) {
   int size = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank_));
   MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -71,6 +72,20 @@ ProcessGrid::ProcessGrid(MPI_Comm comm, const Layout& l, bool nccl, bool pp_nccl
   tp_cp_ = split("tp_cp", rank_of(l, {0, 0, me.dp, me.pp}), tp_r_ + l.tp * cp_r_);
   mp_ = split("mp", rank_of(l, {0, me.cp, me.dp, 0}), tp_r_ + l.tp * pp_r_);
   mirror_ = split("pp_mirror", rank_of(l, {me.tp, me.cp, me.dp, std::min(pp_r_, l.pp - 1 - pp_r_)}), pp_r_);
+  if (tpg.kind != TpKind::OneD) {  // a group's colour: the global rank of its first member
+    PB_REQUIRE(tpg.size() == l.tp, "tp grid of ", tpg.size(), " ranks for tp ", l.tp);
+    const TpGrid::Coords c = tpg.coords(tp_r_);
+    auto first = [&](TpGrid::Coords f) { return rank_of(l, {tpg.rank(f), me.cp, me.dp, me.pp}); };
+    row_ = split("tp_row", first({c.i, 0, c.k}), c.j);
+    col_ = split("tp_col", first({0, c.j, c.k}), c.i);
+    depth_ = split("tp_depth", first({c.i, c.j, 0}), c.k);
+    if (tpg.d > 1) {  // 2.5D: the depth layers share the batch, so gradients are averaged over them with DP x CP
+      const int color = rank_of(l, {tpg.rank({c.i, c.j, 0}), 0, 0, me.pp}), key = c.k + tpg.d * dpcp_r;
+      dp_cp_ = split("dp_cp", color, key);
+      MPI_CHECK(MPI_Comm_free(&raw_dp_cp_));
+      MPI_CHECK(MPI_Comm_split(comm, color, key, &raw_dp_cp_));
+    }
+  }
   if (u > 1 && u < l.cp && l.cp % u == 0) {  // hybrid CP
     cpu_ = split("cp_ulysses", rank_of(l, {me.tp, me.cp / u * u, me.dp, me.pp}), me.cp % u);
     cpr_ = split("cp_ring", rank_of(l, {me.tp, me.cp % u, me.dp, me.pp}), me.cp / u);

@@ -7,7 +7,8 @@
  * same experts: every TP rank, since experts are not TP-sharded, times the DP x CP / EP
  * positions of the same place in their EP group), tp_cp (the ranks sharing one sequence:
  * the MoE load-balancing counts), and mp (tp x pp: the model-parallel group of the
- * gradient norm). Prints itself as
+ * gradient norm). Under 2.5D TP dp_cp spans the depth too (the layers' gradients are
+ * averaged over it with DP, parallel/tp2d_linear.h). Prints itself as
  * TP(1/2)-CP(0/1)-DP(0/4)-PP(1/2).
  */
 #pragma once
@@ -19,6 +20,7 @@
 
 #include "optimized/comm/mpi_communicator.h"
 #include "optimized/parallel/layout.h"
+#include "optimized/parallel/tp_grid.h"
 
 namespace pb {
 
@@ -38,7 +40,10 @@ class ProcessGrid {
   // sends and receives NCCL could not match by order: pp::check_channel_order).
   // cp_ulysses: hybrid CP's Ulysses degree u (1 < u < cp): the groups cp_ulysses (u
   // consecutive CP ranks) and cp_ring (the CP ranks of one place in their Ulysses group).
-  ProcessGrid(MPI_Comm comm, const Layout& layout, bool nccl = false, bool pp_nccl = true, int cp_ulysses = 1);
+  // tp_grid: multi-dimensional TP (tp_grid.h) over the tp group's ranks: its row, column and
+  // depth groups (tp_row varies j, tp_col varies i, tp_depth varies k); 1d by default.
+  ProcessGrid(MPI_Comm comm, const Layout& layout, bool nccl = false, bool pp_nccl = true, int cp_ulysses = 1,
+              const TpGrid& tp_grid = {});
   ~ProcessGrid();
 
   const Layout& layout() const { return layout_; }
@@ -60,6 +65,10 @@ class ProcessGrid {
   // Pipeline ranks r and p-1-r (same TP, CP, DP place): the two copies of a model stage in
   // a bidirectional placement (train/pp_placement.h), whose gradients are summed.
   Communicator& pp_mirror() { return *mirror_; }
+  const TpGrid& tp_grid() const { return tpg_; }
+  Communicator* tp_row() { return row_.get(); }  // null under 1d TP
+  Communicator* tp_col() { return col_.get(); }
+  Communicator* tp_depth() { return depth_.get(); }
   Communicator* cp_ulysses() { return cpu_.get(); }  // null without hybrid CP
   Communicator* cp_ring() { return cpr_.get(); }
   std::string describe() const;
@@ -71,7 +80,9 @@ class ProcessGrid {
  private:
   Layout layout_;
   int rank_ = 0, tp_r_ = 0, cp_r_ = 0, dp_r_ = 0, pp_r_ = 0;
+  TpGrid tpg_;
   std::unique_ptr<Communicator> world_, tp_, cp_, dp_, pp_, dp_cp_, ep_, edp_, tp_cp_, mp_, cpu_, cpr_, mirror_;
+  std::unique_ptr<Communicator> row_, col_, depth_;
   MPI_Comm raw_tp_ = MPI_COMM_NULL, raw_dp_cp_ = MPI_COMM_NULL, raw_expert_dp_ = MPI_COMM_NULL;
 };
 

@@ -3,7 +3,8 @@
  *
  * Dims is the case seen from the ranks of one pipeline rank: N = B*S tokens per micro-batch,
  * N_s = N/TP rows outside TP regions under SP (else N), a = A/TP, g = G/TP, f = F/TP local
- * heads, kv heads and ffn columns; e bytes per weight / activation (4 fp32, 2 bf16), fp = 4
+ * heads, kv heads and ffn columns (2D / 2.5D TP, parallel/tp2d_linear.h: the rank's blocks,
+ * B = B/(q d) sequences, N = N_s their rows, H = H/q, a, g, f and the vocabulary over q); e bytes per weight / activation (4 fp32, 2 bf16), fp = 4
  * for fp32 grads, master, Adam state and statistics; Lr layers on this pipeline rank, emb
  * and head 1 where it holds the embedding / the final norm and LM head; mb = m * steps
  * micro-batches in the run.
@@ -27,6 +28,8 @@ struct Dims {
   int64_t H = 1, A = 1, G = 1, D = 1, F = 1, V = 1, L = 1;
   int64_t a = 1, g = 1, f = 1;                      // this rank's heads, kv heads, ffn columns
   int64_t t = 1, d = 1, p = 1, v = 1, c = 1;        // TP, DP, PP, VPP, CP degrees
+  int64_t tq = 1, td = 1;                           // TP's split of the heads, ffn and vocabulary (1D: t;
+                                                    // 2D / 2.5D: the grid side q) and 2.5D's depth
   int64_t m = 1, steps = 1, mb = 1;                 // micro-batches per DP rank, steps, m * steps (through
                                                     // each of the rank's layers: half with two pipelines)
   int64_t slices = 0, slice = 0;                    // TeraPipe: K token slices (S, N, m are a slice's and

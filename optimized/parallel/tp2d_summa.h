@@ -20,6 +20,8 @@
  */
 #pragma once
 
+#include <vector>
+
 #include "optimized/comm/communicator.h"
 #include "optimized/parallel/terms.h"
 
@@ -30,10 +32,22 @@ void summa_forward(Tensor& y, const Tensor& x, const Tensor& w, Communicator& ro
 // dx (N/q, in/q) = the (i, j) block of dy W; dw (out/q, in/q, fp32) += W's block's gradient.
 void summa_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, Communicator& row,
                     Communicator& col);
+// Several weights on one input (q, k, v; gate, up): x's blocks broadcast once per step for
+// all of them, each weight's own; the backward's dx sums every weight's P_t before the one
+// reduce-scatter, each weight's Q its own.
+//   transients: forward one broadcast x_it and one W_jt (CommBuffers) and one product
+//   (N/q, out/q) (Workspace) at a time; backward P (N, in/q) and every weight's Q
+//   (out, in/q, fp32) through the loop (with a second product (N/q, in/q) from the second
+//   weight on), then one weight's reduce-scatter result (out/q, in/q, fp32) at a time.
+void summa_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws,
+                   Communicator& row, Communicator& col);
+void summa_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
+                    const Tensor& x, const std::vector<const Tensor*>& ws, Communicator& row, Communicator& col);
 
-// calls linears (x (N, in) through W (out, in) on the grid) forward and backward on the groups
-// named row and col, each of q ranks; e bytes per activation and weight element.
-void summa_terms(const char* row, const char* col, int64_t q, int64_t calls, int64_t N, int64_t in, int64_t out,
-                 int64_t e, Terms& t);
+// calls fused linears (x (N, in) through the weights (out_w, in) on the grid), forward and
+// backward, on the groups named row and col, each of q ranks; e bytes per activation and
+// weight element.
+void summa_terms(const char* row, const char* col, int64_t q, int64_t calls, int64_t N, int64_t in,
+                 const std::vector<int64_t>& outs, int64_t e, Terms& t);
 
 }  // namespace pb

@@ -55,6 +55,16 @@ int TpGrid::size() const {
   return q;
 }
 
+int TpGrid::row_blocks() const {
+  switch (kind) {
+    case TpKind::OneD: return 1;
+    case TpKind::TwoD: return q;
+    case TpKind::TwoHalfD: return q * d;
+    case TpKind::ThreeD: return q * q;
+  }
+  return 1;
+}
+
 TpGrid::Coords TpGrid::coords(int r) const {
   PB_REQUIRE(r >= 0 && r < size(), "tp grid: rank ", r, " outside its ", size(), " ranks");
   switch (kind) {

@@ -33,6 +33,11 @@ struct TpGrid {
   // pb::Error with one line when tp is not a square (2d), q^2 d (2.5d) or a cube (3d).
   static TpGrid of(const std::string& kind, int tp, int depth = 1);
   int size() const;  // t
+  // How a rank's share of the model divides (1d: q = t): the micro-batch's sequences over
+  // row_blocks (1d 1, 2d q, 2.5d q d, 3d q^2), the hidden width outside the linears over
+  // hidden_blocks (1d 1, else q), the heads, kv heads, ffn and vocabulary over q.
+  int row_blocks() const;
+  int hidden_blocks() const { return kind == TpKind::OneD ? 1 : q; }
   Coords coords(int r) const;
   int rank(const Coords& c) const;
   // The TP ranks of r's group along dir, in order of that coordinate (r's place = its coordinate).

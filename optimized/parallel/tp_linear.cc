@@ -56,6 +56,15 @@ void TpLinear::row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tens
   weight_grad(dw, dy_full, x);
 }
 
+void TpLinear::norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
+  ops::rmsnorm_forward(y, rstd, x, w, eps);
+}
+
+void TpLinear::norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                             const Tensor& w) {
+  ops::rmsnorm_backward(dx, dw, dy, x, rstd, w);
+}
+
 void TpAllReduce::reduce(Tensor& out, Tensor& partial) {
   tp_.all_reduce(partial);
   ops::copy(out, partial);

@@ -19,7 +19,8 @@
  * Weight gradients go to the gradient sink (grad_sink.h), or, while a queue is set, are
  * queued for zero bubble's W pass (Qi et al., arXiv 2401.10241) with dy and the gathered x
  * kept alive; the communication is unchanged (SP's re-gather of x still happens in B).
- * MC2 (matmul fused with the collectives) will be a third strategy overriding the linears.
+ * MC2 (mc2_linear.h) overrides the linears; 2D / 2.5D (tp2d_linear.h) the linears, the norms
+ * and the model's two ends.
  */
 #pragma once
 
@@ -61,6 +62,28 @@ class TpLinear {
   // Whether replicated weights (the norms) saw only this rank's rows, so their gradients
   // must be all-reduced over TP before the step.
   virtual bool replicated_grads_partial() const = 0;
+  // The group those gradients are summed over (SP: TP; 2D: the column group).
+  virtual Communicator& replicated_grads_group() { return tp_; }
+
+  // The ends of the model and the norms, where a grid strategy (2D, tp2d_linear.h) differs
+  // from a line of ranks; the defaults are 1D's (all the micro-batch's rows everywhere):
+  // The token rows the embedding reads, and the label rows the head scores.
+  virtual std::vector<int64_t> embedding_rows(const std::vector<int64_t>& tokens) const { return tokens; }
+  virtual std::vector<int64_t> head_rows(const std::vector<int64_t>& labels) const { return labels; }
+  // The first vocabulary row of the rank's embedding table and LM head, and the group over
+  // which the head's cross-entropy is vocab-parallel.
+  virtual int64_t embedding_vocab_start(int64_t V) const { return V / tp_.size() * tp_.rank(); }
+  virtual int64_t head_vocab_start(int64_t V) const { return V / tp_.size() * tp_.rank(); }
+  virtual Communicator& vocab_group() { return tp_; }
+  // The micro-batch's mean loss from this rank's head rows' mean, and the weight of those
+  // rows in it (what the head's backward scales by).
+  virtual double loss_mean(double local) { return local; }
+  virtual float loss_share() const { return 1.0f; }
+  // RMSNorm of the activations outside TP regions (x (rows, H_s), w (H_s)): whole rows
+  // here; a grid's hidden blocks need the row statistics summed over the row group.
+  virtual void norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps);
+  virtual void norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                             const Tensor& w);
 
   virtual void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws);
   virtual void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,

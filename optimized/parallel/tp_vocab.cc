@@ -19,17 +19,17 @@ void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const IndexTenso
 }
 
 double vocab_ce_forward(CeState& st, const Tensor& logits, const IndexTensor& labels, int64_t vocab_start,
-                        TpLinear& tp) {
+                        Communicator& group) {
   const int64_t N = logits.rows();
   st.mx = Tensor::empty({N}, MemCategory::Activations, DType::F32);  // the softmax statistics stay fp32
   st.se = Tensor::empty({N}, MemCategory::Activations, DType::F32);
   Tensor tl = Tensor::empty({N}, MemCategory::Workspace, DType::F32);
   ops::ce_row_max(st.mx, logits);
-  tp.group().all_reduce(st.mx, ReduceOp::Max);
+  group.all_reduce(st.mx, ReduceOp::Max);
   ops::ce_target_logit(tl, logits, labels, vocab_start);
-  tp.group().all_reduce(tl);
+  group.all_reduce(tl);
   ops::ce_sum_exp(st.se, logits, st.mx);
-  tp.group().all_reduce(st.se);
+  group.all_reduce(st.se);
   return ops::ce_loss_sum(st.mx, st.se, tl) / double(N);
 }
 

@@ -29,9 +29,10 @@ void vocab_embedding_backward(Tensor& dtable, const Tensor& dx, const IndexTenso
 struct CeState {
   Tensor mx, se;  // (N) global row max and sum of exp, saved for backward
 };
-// Returns the mean cross-entropy over the N rows.
+// Returns the mean cross-entropy over the N rows; group: the ranks holding the vocabulary's
+// slices of these rows (TP; 2D: the row group).
 double vocab_ce_forward(CeState& st, const Tensor& logits, const IndexTensor& labels, int64_t vocab_start,
-                        TpLinear& tp);
+                        Communicator& group);
 void vocab_ce_backward(Tensor& dlogits, const CeState& st, const Tensor& logits, const IndexTensor& labels,
                        int64_t vocab_start, float dloss);
 

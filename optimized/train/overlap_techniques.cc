@@ -78,7 +78,7 @@ void mc2_require(const CaseSpec& c) {
 
 void mc2_install(const CaseSpec& c, Strategies& s) {
   const int64_t k = c.features.mc2_chunks;
-  s.tp_linear = [k](Communicator& tp, GradSink& sink) { return std::make_unique<TpMc2>(tp, sink, k); };
+  s.tp_linear = [k](ProcessGrid& grid, GradSink& sink) { return std::make_unique<TpMc2>(grid.tp(), sink, k); };
   s.tp_linear_terms = [k](const Dims& d, Terms& t) { mc2_terms(d, t, k); };
 }
 

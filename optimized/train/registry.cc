@@ -17,6 +17,8 @@
 #include "optimized/model/strategies.h"
 #include "optimized/parallel/dp_grad_sync.h"
 #include "optimized/parallel/sp_linear.h"
+#include "optimized/parallel/tp2d_linear.h"
+#include "optimized/parallel/tp_grid.h"
 #include "optimized/parallel/tp_vocab.h"
 #include "optimized/train/memory_techniques.h"
 #include "optimized/train/overlap_techniques.h"
@@ -49,6 +51,52 @@ void tp_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   tp_vocab_terms(d, t);
 }
 
+// --- tp2d: 2D / 2.5D tensor parallelism (case keys tp_kind, tp_depth; parallel/tp2d_linear.h) ---
+bool tp_line(const CaseSpec& c) { return c.features.tp_kind == "1d"; }
+TpGrid tp_grid_of(const CaseSpec& c) { return TpGrid::of(c.features.tp_kind, c.layout.tp, c.features.tp_depth); }
+void tp2d_require(const CaseSpec& c) {
+  const TpGrid g = tp_grid_of(c);  // a rank count that is not q^2 or q^2 d: one line
+  const auto& mc = c.model;
+  const std::string kind = "tp_kind " + c.features.tp_kind + " (q = " + std::to_string(g.q) + ")";
+  for (const auto& [what, n] : {std::pair<const char*, int64_t>{"hidden_size", mc.hidden_size},
+                                {"num_attention_heads", mc.num_attention_heads},
+                                {"num_key_value_heads", mc.num_key_value_heads},
+                                {"intermediate_size", mc.intermediate_size}, {"vocab_size", mc.vocab_size}})
+    PB_REQUIRE(n % g.q == 0, "invalid layout: ", kind, " does not divide ", what, " ", n);
+  PB_REQUIRE(c.train.micro_batch_size % g.row_blocks() == 0, "invalid layout: ", kind, " splits each micro-batch's ",
+             "sequences in ", g.row_blocks(), " blocks; micro_batch_size ", c.train.micro_batch_size,
+             " does not divide");
+  const Features& f = c.features;
+  PB_REQUIRE(!f.sp && !f.mc2 && c.layout.cp == 1 && c.model.num_local_experts == 0,
+             "invalid layout: ", kind, " is not available with sp, mc2, cp > 1 or an MoE model");
+  PB_REQUIRE(!f.distributed_optimizer && !f.offload_optimizer && !f.overlap_grad_reduce && !f.overlap_param_gather &&
+                 f.bucket_size == 0 && !f.post_validation && !f.reuse_fp32_param,
+             "invalid case: ", kind, " is not available with distributed_optimizer, offload_optimizer, "
+             "overlap_grad_reduce, overlap_param_gather, bucket_size, post_validation or reuse_fp32_param in this "
+             "build");
+  PB_REQUIRE(!f.recompute_full && !f.recompute_selective && !f.swap_attention && !f.no_gradient_accumulation_fusion,
+             "invalid case: ", kind, " is not available with recompute_full, recompute_selective, swap_attention or "
+             "no_gradient_accumulation_fusion in this build");
+  if (c.layout.pp > 1) {
+    const pp::Schedule s = schedule_for(c);
+    PB_REQUIRE(!s.split_backward && !s.bidir && s.update_every == 0 && s.slices == 0, "invalid case: ", kind,
+               " reduces the weight gradients inside SUMMA's backward: schedules gpipe, 1f1b and interleaved only, "
+               "not ", c.schedule);
+  }
+}
+void tp2d_install(const CaseSpec& c, Strategies& s) {
+  const int64_t q = tp_grid_of(c).q;
+  s.tp_linear = [](ProcessGrid& grid, GradSink& sink) {
+    return std::make_unique<TpSumma>(grid.tp(), sink, *grid.tp_row(), *grid.tp_col(), grid.tp_grid());
+  };
+  s.tp_linear_terms = [q](const Dims& d, Terms& t) { tp2d_terms(d, q, t); };
+  s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
+}
+void tp2d_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
+  tp2d_terms(d, tp_grid_of(c).q, t);
+  if (c.layout.dp == 1) dp_terms(d, t);  // 2.5D: the gradients are averaged over the depth (with dp > 1: dp's entry)
+}
+
 // --- sp: Megatron sequence parallelism (feature; a TP-linear strategy) ---
 void sp_require(const CaseSpec& c) {
   PB_REQUIRE(c.layout.tp > 1, "invalid layout: sequence parallelism needs tp > 1");
@@ -56,7 +104,9 @@ void sp_require(const CaseSpec& c) {
              c.train.seq_length, " (sequence parallelism)");
 }
 void sp_install(const CaseSpec&, Strategies& s) {
-  s.tp_linear = [](Communicator& tp, GradSink& sink) { return std::make_unique<TpSequenceParallel>(tp, sink); };
+  s.tp_linear = [](ProcessGrid& grid, GradSink& sink) {
+    return std::make_unique<TpSequenceParallel>(grid.tp(), sink);
+  };
   s.tp_linear_terms = [](const Dims& d, Terms& t) { sp_terms(d, t); };
   s.tp_outer_rows = [](int64_t N, int64_t t) { return N / t; };
 }
@@ -275,7 +325,16 @@ const std::vector<Technique>& techniques() {
       {"dp", K::Degree, "data parallelism: layout dp; gradient all-reduce and averaging", true, false,
        [](const CaseSpec& c) { return c.layout.dp > 1; }, nullptr, nullptr, nullptr, dp_entry_terms},
       {"tp", K::Degree, "Megatron tensor parallelism: layout tp; column/row linears, vocab-parallel (arXiv 1909.08053)",
-       true, false, [](const CaseSpec& c) { return c.layout.tp > 1; }, nullptr, tp_require, nullptr, tp_terms},
+       true, false, [](const CaseSpec& c) { return c.layout.tp > 1 && tp_line(c); }, nullptr, tp_require, nullptr,
+       tp_terms},
+      {"tp2d", K::Degree, "2D / 2.5D tensor parallelism: case key tp_kind 2d (q x q ranks, SUMMA linears; Optimus, "
+       "arXiv 2104.05343) or 2.5d (tp_depth d layers of q x q sharing the batch; Tesseract, arXiv 2105.14500)", true,
+       false, [](const CaseSpec& c) { return !tp_line(c) && c.features.tp_kind != "3d"; }, nullptr, tp2d_require,
+       tp2d_install, tp2d_entry_terms},
+      {"tp3d", K::Degree, "3D tensor parallelism: case key tp_kind 3d (q x q x q ranks; arXiv 2105.14450)", false,
+       false, [](const CaseSpec& c) { return c.features.tp_kind == "3d"; }, nullptr,
+       [](const CaseSpec&) { throw Error("invalid layout: tp_kind 3d is not available in this build yet"); }, nullptr,
+       nullptr},
       {"sp", K::Feature, "Megatron sequence parallelism: norms and residuals on S/TP shards (arXiv 2205.05198)", true,
        false, [](const CaseSpec& c) { return c.features.sp; }, [](Features& f) { f.sp = true; }, sp_require,
        sp_install, nullptr},

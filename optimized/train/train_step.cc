@@ -130,7 +130,8 @@ TrainRun train_distributed(const TrainStepConfig& c, MPI_Comm comm, const AfterS
   const int64_t m = c.train.num_micro_batches;
   const CaseSpec spec{c.model, c.train, c.layout, c.features, c.schedule};
   const pp::Schedule sched = pipelined ? schedule_for(spec) : pp::Schedule{};
-  ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined), c.features.cp_ulysses);
+  ProcessGrid grid(comm, c.layout, c.nccl, pp_on_nccl(sched, c.nccl && pipelined), c.features.cp_ulysses,
+                   TpGrid::of(c.features.tp_kind, c.layout.tp, c.features.tp_depth));
   const Strategies strategies = strategies_for(spec);
   const int64_t slices = pipelined ? sched.slices : 0;  // TeraPipe: the units are slices of sequences
   DistModel model({c.model, c.train.micro_batch_size, c.train.seq_length, strategies, c.train.seed, c.dtype,

@@ -202,7 +202,7 @@ TEST(Seams, GradientSink) {
 TEST(Seams, TpLinear) {
   Counts c;
   Strategies st = Strategies::defaults();
-  st.tp_linear = [&](Communicator& tp, GradSink& sink) { return std::make_unique<CountingTp>(tp, sink, c); };
+  st.tp_linear = [&](ProcessGrid& grid, GradSink& sink) { return std::make_unique<CountingTp>(grid.tp(), sink, c); };
   expect_same_as_default(st);
   // forward: gather per column linear (2 per layer + head), reduce per row linear (2 per
   // layer) and the embedding; backward: gather twice per column linear (the input
@@ -221,17 +221,17 @@ TEST(Seams, RegistryInstallsSequenceParallel) {
   const Strategies st = strategies_for({kModel, tc, l, f, sched});
   ProcessGrid grid(MPI_COMM_SELF, Layout{});
   AccumulateGrads sink;
-  const auto tp = st.tp_linear(grid.tp(), sink);
+  const auto tp = st.tp_linear(grid, sink);
   EXPECT_NE(dynamic_cast<TpSequenceParallel*>(tp.get()), nullptr);
   EXPECT_EQ(st.tp_outer_rows(16, 2), 8);
   const Strategies plain = strategies_for({kModel, tc, l, Features{}, sched});
-  EXPECT_NE(dynamic_cast<TpAllReduce*>(plain.tp_linear(grid.tp(), sink).get()), nullptr);
+  EXPECT_NE(dynamic_cast<TpAllReduce*>(plain.tp_linear(grid, sink).get()), nullptr);
   EXPECT_THROW(parse_features({"tp"}), Error);       // a degree, not a feature
   EXPECT_THROW(parse_features({"nonsense"}), Error);
   // MC2 replaces SP's linears (installed after SP's entry), with its chunks.
   Features mf = parse_features({"sp", "mc2"});
   mf.mc2_chunks = 4;
-  const auto mc2 = strategies_for({kModel, tc, l, mf, sched}).tp_linear(grid.tp(), sink);
+  const auto mc2 = strategies_for({kModel, tc, l, mf, sched}).tp_linear(grid, sink);
   ASSERT_NE(dynamic_cast<TpMc2*>(mc2.get()), nullptr);
   EXPECT_EQ(dynamic_cast<TpMc2*>(mc2.get())->chunks(), 4);
 }

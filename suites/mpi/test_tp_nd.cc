@@ -157,7 +157,7 @@ TEST(Summa, EqualsTheDenseProductWithExactCommunication) {
   expect_close(dx, wdx, "dx");
   expect_close(dw, wdw, "dW");
   Terms t;
-  summa_terms("row", "col", q, 1, N, in, out, 4, t);
+  summa_terms("row", "col", q, 1, N, in, {out}, 4, t);
   expect_ledger_is(t);
 }
 

@@ -1,0 +1,94 @@
+/* 2D / 2.5D tensor parallelism as a TP-linear strategy (see tp2d_linear.h). */
+#include "optimized/parallel/tp2d_linear.h"
+
+#include "optimized/kernels/ops.h"
+#include "optimized/parallel/tp2d_summa.h"
+#include "reference/common/error.h"
+
+namespace pb {
+
+TpSumma::TpSumma(Communicator& tp, GradSink& sink, Communicator& row, Communicator& col, const TpGrid& grid)
+    : TpLinear(tp, sink), row_(row), col_(col), grid_(grid), me_(grid.coords(tp.rank())) {
+  PB_REQUIRE(row.size() == grid.q && col.size() == grid.q && tp.size() == grid.size(), "tp 2d: row ", row.size(),
+             ", column ", col.size(), " and tp ", tp.size(), " do not make a ", grid.q, " x ", grid.q, " x ", grid.d,
+             " grid");
+}
+
+Tensor TpSumma::gather(const Tensor& x) {
+  Tensor full = Tensor::empty({x.rows() * grid_.q, x.cols()}, MemCategory::CommBuffers, x.dtype());
+  col_.all_gather(full, x);
+  return full;
+}
+
+void TpSumma::reduce(Tensor& out, Tensor& partial) { col_.reduce_scatter(out, partial); }
+
+namespace {
+// Block b of n equal blocks of v.
+std::vector<int64_t> block_of(const std::vector<int64_t>& v, int64_t n, int64_t b) {
+  PB_REQUIRE(int64_t(v.size()) % n == 0, "tp 2d: ", v.size(), " token rows do not split in ", n, " blocks");
+  const int64_t len = int64_t(v.size()) / n;
+  return {v.begin() + b * len, v.begin() + (b + 1) * len};
+}
+}  // namespace
+
+std::vector<int64_t> TpSumma::embedding_rows(const std::vector<int64_t>& tokens) const {
+  return block_of(tokens, grid_.d, me_.k);
+}
+
+std::vector<int64_t> TpSumma::head_rows(const std::vector<int64_t>& labels) const {
+  return block_of(labels, int64_t(grid_.d) * grid_.q, int64_t(me_.k) * grid_.q + me_.i);
+}
+
+double TpSumma::loss_mean(double local) { return col_.all_reduce_scalar(local) / grid_.q; }
+
+void TpSumma::norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
+  Tensor ss = Tensor::empty({x.rows()}, MemCategory::Workspace, DType::F32);  // (N) the row's sum of squares
+  ops::row_dot(ss, x, x, Tensor());
+  row_.all_reduce(ss);
+  ops::rmsnorm_forward_stats(y, rstd, x, w, ss, x.cols() * grid_.q, eps);
+}
+
+void TpSumma::norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                            const Tensor& w) {
+  Tensor dot = Tensor::empty({x.rows()}, MemCategory::Workspace, DType::F32);  // (N) sum_h dy x g
+  ops::row_dot(dot, dy, x, w);
+  row_.all_reduce(dot);
+  ops::rmsnorm_backward_stats(dx, dw, dy, x, rstd, w, dot, x.cols() * grid_.q);
+}
+
+void TpSumma::column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws) {
+  summa_forward(ys, x, ws, row_, col_);
+}
+
+void TpSumma::column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
+                              const Tensor& x, const std::vector<const Tensor*>& ws) {
+  PB_REQUIRE(!defer_, "tp 2d: the weight gradients are reduced inside SUMMA's backward; no split backward");
+  summa_backward(dx, dws, dys, x, ws, row_, col_);
+}
+
+void TpSumma::row_forward(Tensor& y, const Tensor& x, const Tensor& w) { summa_forward({&y}, x, {&w}, row_, col_); }
+
+void TpSumma::row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
+  PB_REQUIRE(!defer_, "tp 2d: the weight gradients are reduced inside SUMMA's backward; no split backward");
+  summa_backward(dx, {&dw}, {&dy}, x, {&w}, row_, col_);
+}
+
+void tp2d_terms(const Dims& d, int64_t q, Terms& t) {
+  const int64_t N = d.N * q, H = d.H * q;  // SUMMA's whole sizes (its blocks are the rank's)
+  const int64_t layers = d.mb * d.Lr, fp = Dims::fp;
+  summa_terms("tp_row", "tp_col", q, layers, N, H, {d.A * d.D, d.G * d.D, d.G * d.D}, d.e, t);  // q, k, v
+  summa_terms("tp_row", "tp_col", q, layers, N, d.A * d.D, {H}, d.e, t);                         // o
+  summa_terms("tp_row", "tp_col", q, layers, N, H, {d.F, d.F}, d.e, t);                          // gate, up
+  summa_terms("tp_row", "tp_col", q, layers, N, d.F, {H}, d.e, t);                               // down
+  summa_terms("tp_row", "tp_col", q, d.mb * d.head, N, H, {d.V}, d.e, t);                        // LM head
+  const int64_t norms = 2 * d.Lr + d.head;
+  t.call("tp_row", CommOp::AllReduce, Phase::Forward, d.mb * norms, fp * d.N, q);
+  t.call("tp_row", CommOp::AllReduce, Phase::Backward, d.mb * norms, fp * d.N, q);
+  t.call("tp_col", CommOp::ReduceScatter, Phase::Forward, d.mb * d.emb, d.e * q * d.N * d.H, q);
+  t.call("tp_col", CommOp::AllGather, Phase::Backward, d.mb * d.emb, d.e * q * d.N * d.H, q);
+  t.call("tp_row", CommOp::AllReduce, Phase::Forward, d.mb * 3 * d.head, fp * d.N, q);
+  t.call("tp_col", CommOp::AllReduce, Phase::Forward, d.mb * d.head, 8, q);
+  t.call("tp_col", CommOp::AllReduce, d.grad_phase(), d.steps * d.updates, fp * norms * d.H, q);
+}
+
+}  // namespace pb
