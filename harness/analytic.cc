@@ -366,8 +366,8 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
   else
     recompute_activations(d, st, mlp, groups, last, split, c);
   c.act_kept = kept_until_w(d, mlp, last).chunk();
-  const BlockWorkspace at = attention_block_workspace(d, st.attention_core_workspace(d));
-  const BlockWorkspace em = embedding_workspace(d), hd = head_workspace(d);
+  const BlockWorkspace at = st.attention_workspace(d, st.attention_core_workspace(d));
+  const BlockWorkspace em = st.embedding_workspace(d), hd = st.head_workspace(d);
   c.ws_forward = std::max({first ? em.forward : 0, at.forward, last ? hd.forward : 0});
   for (const MlpCost& m : mlp) c.ws_forward = std::max(c.ws_forward, m.ws.forward);
   // Backward, block by block: each holds its incoming gradient (the first one's is the
@@ -449,6 +449,9 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
       return std::max({shared_inputs ? 0 : NH, mlp[size_t(k)].cb.forward, core_cb.forward});
     }));
   c.cb_backward = std::max(c.cb_backward, c.ahead_cb);
+  const BlockWorkspace tp_cb = st.tp_comm_buffers(d, first, last, Lc > 0);  // a grid strategy's broadcasts
+  c.cb_forward = std::max(c.cb_forward, tp_cb.forward);
+  c.cb_backward = std::max(c.cb_backward, tp_cb.backward);
   // The attention core's buffers (ring attention's K, V in flight), while no gathered copy
   // of its layer is (with a split backward, the copies kept by the layers after it and by
   // its own o projection are: at the first layer's core, all but its q/k/v input's).
@@ -467,7 +470,7 @@ ChunkBytes chunk_bytes(const Dims& d, const Strategies& st, const std::vector<Ml
 MlpCost mlp_cost(const Case& c, const Dims& d, const Strategies& st, int64_t l, const RoutingRecord* r, bool split) {
   const int64_t NH = d.e * d.N * d.H;
   if (d.E == 0 || !c.model.is_moe_layer(l))  // dense: s (and m, used as it is) saved, dg and du kept
-    return {st.mlp_saved(d), mlp_block_workspace(d), {}, d.e * d.N * d.f + (d.Ns == d.N ? NH : 0), 2 * d.e * d.N * d.f,
+    return {st.mlp_saved(d), st.mlp_workspace(d), {}, d.e * d.N * d.f + (d.Ns == d.N ? NH : 0), 2 * d.e * d.N * d.f,
             true};
   const int64_t S = r ? r->sent_total() : 0, R = r ? r->recv_total() : 0;
   const MoeLayerBytes b = moe_layer_bytes(d, R, split);

@@ -291,6 +291,7 @@ Case Case::one_rank() const {
   c.train.num_micro_batches = train.num_micro_batches * layout.dp;
   c.features.clear();
   c.pp_layers.clear(), c.pp_balanced = false, c.pp_first_layers = c.pp_last_layers = 0;  // one stage
+  c.tp_kind = "1d", c.tp_depth = 1;  // no TP grid
   for (const auto& f : features)
     if (find_technique(f)->single_rank) c.features.push_back(f);
   return c;

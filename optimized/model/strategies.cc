@@ -1,6 +1,9 @@
 /* The default strategy of every seam (see strategies.h). */
 #include "optimized/model/strategies.h"
 
+#include "optimized/model/attention_block.h"
+#include "optimized/model/end_blocks.h"
+#include "optimized/model/mlp_block.h"
 #include "optimized/parallel/process_grid.h"
 
 namespace pb {
@@ -23,6 +26,11 @@ Strategies Strategies::defaults() {
   s.attention_core_workspace = [](const Dims&) { return BlockWorkspace{}; };  // the kernels' own (not tracked)
   s.attention_core_comm_buffers = [](const Dims&) { return BlockWorkspace{}; };
   s.attention_core_terms = [](const Dims&, Terms&) {};  // local: none
+  s.attention_workspace = attention_block_workspace;
+  s.mlp_workspace = mlp_block_workspace;
+  s.embedding_workspace = pb::embedding_workspace;
+  s.head_workspace = pb::head_workspace;
+  s.tp_comm_buffers = [](const Dims&, bool, bool, bool) { return BlockWorkspace{}; };  // the walk's own (SP's copies)
   return s;
 }
 

@@ -56,6 +56,13 @@ struct Strategies {
   // The attention core's own transients at its peak (forward, backward): workspace and
   // communication buffers (ring attention's K, V in flight).
   std::function<BlockWorkspace(const Dims&)> attention_core_workspace, attention_core_comm_buffers;
+  // The blocks' workspace with the TP strategy's transients in their linears and norms
+  // (1D's: attention_block.h, mlp_block.h, end_blocks.h; 2D's SUMMA: parallel/tp2d_linear.h),
+  // and the strategy's own communication buffers in a chunk of layers (with the embedding
+  // where first, the head where last) that the chunk walk does not know (2D's broadcasts).
+  std::function<BlockWorkspace(const Dims&, const BlockWorkspace& core)> attention_workspace;
+  std::function<BlockWorkspace(const Dims&)> mlp_workspace, embedding_workspace, head_workspace;
+  std::function<BlockWorkspace(const Dims&, bool first, bool last, bool layers)> tp_comm_buffers;
   // The attention core's own communication, forward and backward (context parallelism's).
   std::function<void(const Dims&, Terms&)> attention_core_terms;
   // all-reduce TP linears, local attention, dense MLP, resident weights, keep, accumulate

@@ -1,6 +1,8 @@
 /* 2D / 2.5D tensor parallelism as a TP-linear strategy (see tp2d_linear.h). */
 #include "optimized/parallel/tp2d_linear.h"
 
+#include <algorithm>
+
 #include "optimized/kernels/ops.h"
 #include "optimized/parallel/tp2d_summa.h"
 #include "reference/common/error.h"
@@ -89,6 +91,40 @@ void tp2d_terms(const Dims& d, int64_t q, Terms& t) {
   t.call("tp_row", CommOp::AllReduce, Phase::Forward, d.mb * 3 * d.head, fp * d.N, q);
   t.call("tp_col", CommOp::AllReduce, Phase::Forward, d.mb * d.head, 8, q);
   t.call("tp_col", CommOp::AllReduce, d.grad_phase(), d.steps * d.updates, fp * norms * d.H, q);
+}
+
+BlockWorkspace tp2d_attention_workspace(const Dims& d, const BlockWorkspace& core) {
+  const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, aD = d.a * d.D;
+  const int64_t qkv = e * n * (d.a + d.g) * d.D;
+  return {std::max({fp * n, qkv + e * n * aD, qkv + core.forward, qkv + 2 * e * n * h}),
+          std::max({2 * qkv + e * q * n * aD + fp * q * h * aD + fp * h * aD, 2 * qkv + core.backward,
+                    3 * qkv + e * n * h + e * q * n * h + fp * q * (d.a + 2 * d.g) * d.D * h +
+                        std::max(e * n * h, fp * aD * h),
+                    3 * qkv + 2 * e * n * h + fp * n})};
+}
+
+BlockWorkspace tp2d_mlp_workspace(const Dims& d) {
+  const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, f = d.f;
+  const int64_t base = e * n * h + 3 * e * n * f;
+  return {std::max({fp * n, e * n * f, 2 * e * n * h}),
+          std::max({base + e * q * n * f + fp * q * h * f + fp * h * f,
+                    base + e * q * n * h + 2 * fp * q * f * h + std::max(e * n * h, fp * f * h), 2 * e * n * h + fp * n})};
+}
+
+BlockWorkspace tp2d_head_workspace(const Dims& d) {
+  const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, v = d.V / q;
+  return {std::max(fp * n, e * n * v), e * n * v + 2 * e * n * h + std::max(e * q * n * h + fp * q * v * h + fp * v * h, fp * n)};
+}
+
+BlockWorkspace tp2d_embedding_workspace(const Dims& d) { return {d.e * d.tq * d.N * d.H, 0}; }
+
+BlockWorkspace tp2d_comm_buffers(const Dims& d, bool first, bool last, bool layers) {
+  const int64_t e = d.e, n = d.N, h = d.H, aD = d.a * d.D, f = d.f;
+  int64_t most = 0;
+  if (layers)  // x and q's weight (the largest of q, k, v), o's; gate's, down's
+    most = std::max({e * (n * h + aD * h), e * (n * aD + h * aD), e * (n * h + f * h), e * (n * f + h * f)});
+  if (last) most = std::max(most, e * (n * h + d.V / d.tq * h));
+  return {most, std::max(most, first ? e * d.tq * n * h : 0)};
 }
 
 }  // namespace pb

@@ -75,4 +75,27 @@ class TpSumma final : public TpLinear {
 //   step       all_reduce_col of the norm-weight gradients, fp32 (2 Lr + head) H
 void tp2d_terms(const Dims& d, int64_t q, Terms& t);
 
+// The blocks' workspace under 2D / 2.5D (each block's own tensors as attention_block.cc,
+// mlp_block.cc and end_blocks.cc allocate them, with SUMMA's transients, tp2d_summa.h, and
+// the norms' fp32 row statistics), forward and backward, q = d.tq:
+//   attention fwd  max(4N, qkv + e N a D (a product), qkv + core, qkv + 2 e N H)
+//                  with qkv = e N (a + g) D (q and k before RoPE)
+//             bwd  o:        2 qkv + e q N a D (P) + 4 q H a D (Q) + 4 H a D (its share)
+//                  core:     2 qkv + core
+//                  q, k, v:  3 qkv + e N H + e q N H + 4 q (a + 2 g) D H + max(e N H, 4 a D H)
+//                  norm:     3 qkv + 2 e N H + 4 N
+//   MLP       fwd  max(4N, e N f, 2 e N H)
+//             bwd  down:     e N H + 3 e N f + e q N f + 4 q H f + 4 H f
+//                  gate, up: e N H + 3 e N f + e q N H + 8 q f H + max(e N H, 4 f H);  norm: 2 e N H + 4 N
+//   head      fwd  max(4N, e N V/q)
+//             bwd  e N V/q + 2 e N H + max(e q N H + 4 V H + 4 V H/q, 4 N)
+//   embedding fwd  e q N H (the depth layer's partial rows)
+// and the communication buffers: one broadcast block of x and one of a weight at a time
+// (forward and backward), the embedding's gathered gradient e q N H in the backward.
+BlockWorkspace tp2d_attention_workspace(const Dims& d, const BlockWorkspace& core);
+BlockWorkspace tp2d_mlp_workspace(const Dims& d);
+BlockWorkspace tp2d_head_workspace(const Dims& d);
+BlockWorkspace tp2d_embedding_workspace(const Dims& d);
+BlockWorkspace tp2d_comm_buffers(const Dims& d, bool first, bool last, bool layers);
+
 }  // namespace pb

@@ -91,6 +91,11 @@ void tp2d_install(const CaseSpec& c, Strategies& s) {
   };
   s.tp_linear_terms = [q](const Dims& d, Terms& t) { tp2d_terms(d, q, t); };
   s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
+  s.attention_workspace = tp2d_attention_workspace;
+  s.mlp_workspace = tp2d_mlp_workspace;
+  s.embedding_workspace = tp2d_embedding_workspace;
+  s.head_workspace = tp2d_head_workspace;
+  s.tp_comm_buffers = tp2d_comm_buffers;
 }
 void tp2d_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   tp2d_terms(d, tp_grid_of(c).q, t);
@@ -329,7 +334,8 @@ const std::vector<Technique>& techniques() {
        tp_terms},
       {"tp2d", K::Degree, "2D / 2.5D tensor parallelism: case key tp_kind 2d (q x q ranks, SUMMA linears; Optimus, "
        "arXiv 2104.05343) or 2.5d (tp_depth d layers of q x q sharing the batch; Tesseract, arXiv 2105.14500)", true,
-       false, [](const CaseSpec& c) { return !tp_line(c) && c.features.tp_kind != "3d"; }, nullptr, tp2d_require,
+       false, [](const CaseSpec& c) { return (!tp_line(c) || c.features.tp_depth != 1) && c.features.tp_kind != "3d"; },
+       nullptr, tp2d_require,
        tp2d_install, tp2d_entry_terms},
       {"tp3d", K::Degree, "3D tensor parallelism: case key tp_kind 3d (q x q x q ranks; arXiv 2105.14450)", false,
        false, [](const CaseSpec& c) { return c.features.tp_kind == "3d"; }, nullptr,
