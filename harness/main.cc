@@ -35,6 +35,7 @@
 #include "harness/collectives_cmd.h"
 #include "harness/report_page.h"
 #include "harness/schedule_cmd.h"
+#include "harness/tp_compare.h"
 #include "harness/size_check.h"
 #include "reference/model/sizes.h"
 #include "optimized/core/device.h"
@@ -328,6 +329,7 @@ struct AnalyzeArgs {
   int terapipe_slices = 0;  // terapipe
   std::string tp_kind = "1d";
   int tp_depth = 1;
+  bool compare_tp = false;
 };
 
 Layout parse_layout(const std::string& s) {
@@ -411,6 +413,16 @@ int cmd_analyze(const AnalyzeArgs& a) {
   c.tp_kind = a.tp_kind, c.tp_depth = a.tp_depth;
   PB_REQUIRE(a.dtype == "fp32" || a.dtype == "bf16", "--dtype: unknown dtype '", a.dtype, "' (fp32, bf16)");
   c.dtype = a.dtype;
+  if (a.compare_tp) {  // every arrangement of the layout's tp, each validated on its own
+    std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | %s | B=%lld S=%lld\n",
+                (long long)c.model.hidden_size, (long long)c.model.num_attention_heads,
+                (long long)c.model.num_key_value_heads, (long long)c.model.intermediate_size,
+                (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers, c.layout.str().c_str(),
+                a.features.empty() ? "-" : a.features.c_str(), c.dtype.c_str(), (long long)a.micro_batch,
+                (long long)a.seq);
+    print_tp_comparison(c);
+    return 0;
+  }
   validate_case(c, c.layout.world());
   const Prediction p = predict(c);
   std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | %s | B=%lld S=%lld m=%lld, %lld step(s)%s\n",
@@ -505,6 +517,8 @@ int main(int argc, char** argv) {
   analyze->add_option("--terapipe-slices", aa.terapipe_slices, "terapipe: token slices per sequence (default 1)");
   analyze->add_option("--tp-kind", aa.tp_kind, "tp's arrangement: 1d | 2d | 2.5d | 3d")->capture_default_str();
   analyze->add_option("--tp-depth", aa.tp_depth, "tp-kind 2.5d: the depth d (tp = q x q x d)")->capture_default_str();
+  analyze->add_flag("--compare-tp", aa.compare_tp, "instead: every TP arrangement of the layout's tp side by side (1d, "
+                    "1d + sp, 2d, 2.5d for each depth, 3d)");
   analyze->add_option("--bucket-size", aa.bucket_size,
                       "DP gradient buckets (ZeRO-1 shards each): elements per bucket (0: one)")
       ->capture_default_str();

@@ -3,7 +3,8 @@
  * registry entry (optimized/train/registry.cc); the blocks only call the interfaces.
  *
  *   seam               interface (file)                        first strategy
- *   TP linear          TpLinear (parallel/tp_linear.h)         all-reduce; SP (sp_linear.h)
+ *   TP linear          TpLinear (parallel/tp_linear.h)         all-reduce; SP (sp_linear.h); MC2;
+ *                      2D / 2.5D SUMMA (tp2d_linear.h: the linears, the norms, the model's ends)
  *   attention core     AttentionCore (model/attention_core.h)  local
  *   MLP                Mlp (model/mlp.h)                       dense SwiGLU
  *   parameter provider ParamProvider (model/param_provider.h)  resident
