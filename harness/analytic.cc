@@ -71,8 +71,8 @@ Dims make_dims(const Case& c, const Strategies& st, const pp::Schedule* sched, i
   }
   d.params_expert = d.Lmoe * d.El * 3 * H * d.Fe;
   // The norms (H, or their column block H/q), the routers, the experts, and the matrices over
-  // TP: 1/t of each (1D), or a (1/q, 1/q) block (2D / 2.5D).
-  const int64_t matrix_split = tg.kind == TpKind::OneD ? d.t : d.tq * d.tq;
+  // TP: 1/t of each (1D), a (1/q, 1/q) block (2D / 2.5D) or a (1/q^2, 1/q) block (3D).
+  const int64_t matrix_split = tg.kind == TpKind::OneD ? d.t : tg.kind == TpKind::ThreeD ? d.tq * d.tq * d.tq : d.tq * d.tq;
   d.params_local = (2 * d.Lr + d.head) * d.H + d.Lmoe * d.E * H + d.params_expert +
                    ((d.emb + d.head) * d.V * H + d.Lr * (2 * H * H + 2 * H * d.G * d.D) +
                     (d.Lr - d.Lmoe) * 3 * H * d.F) /

@@ -100,11 +100,11 @@ std::string layout(const json& c) {
   for (const char* d : {"dp", "tp", "pp", "vpp", "cp", "ep"}) {
     auto n = number(object(c, "layout"), d);
     if (n && *n > 1) out += (out.empty() ? "" : " ") + std::string(d) + fmt("%.0f", *n);
-    const std::string kind = text(object(c, "layout"), "tp_kind", "1d");  // a grid's arrangement
-    if (std::string(d) == "tp" && kind != "1d") {
-      const auto depth = number(object(c, "layout"), "tp_depth");
-      out += " (" + kind + (depth && *depth > 1 ? fmt(", d%.0f", *depth) : "") + ")";
-    }
+  }
+  const std::string kind = text(object(c, "tp_grid"), "kind", "1d");  // a grid of the tp ranks: "tp4 (2d)"
+  if (kind != "1d") {
+    const auto depth = number(object(c, "tp_grid"), "depth");
+    out += " (" + kind + (depth && *depth > 1 ? fmt(", d%.0f", *depth) : "") + ")";
   }
   return out.empty() ? "1 rank" : out;
 }

@@ -44,7 +44,8 @@ json error_result(const Case& c, const std::string& status, const std::string& m
           {"features", c.features},
           {"schedule", c.layout.pp > 1 ? json(c.schedule) : json(nullptr)},
           {"layout", {{"dp", c.layout.dp}, {"tp", c.layout.tp}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp},
-                      {"cp", c.layout.cp}, {"ep", c.layout.ep}, {"tp_kind", c.tp_kind}, {"tp_depth", c.tp_depth}}},
+                      {"cp", c.layout.cp}, {"ep", c.layout.ep}}},
+          {"tp_grid", {{"kind", c.tp_kind}, {"depth", c.tp_depth}}},  // how the tp ranks are arranged (tp_grid.h)
           {"backend", c.backend},
           {"dtype", c.dtype},
           {"steps", c.train.steps},

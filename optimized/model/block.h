@@ -54,6 +54,7 @@ struct BlockEnv {
   // mb % K, whose rows have the positions slice_pos[mb % K]; the cross-slice K/V state.
   const std::vector<IndexTensor>* slice_pos = nullptr;
   TeraPipeKV* terapipe = nullptr;
+  int64_t Vh = 0;                     // the head's vocabulary columns (V/TP; a grid's V/q)
   const IndexTensor& positions(int mb) const {
     return slice_pos ? (*slice_pos)[size_t(mb) % slice_pos->size()] : pos;
   }

@@ -86,7 +86,7 @@ DistModel::DistModel(const DistModelConfig& cfg, ProcessGrid& grid)
                           mc.head_dim(), mc.num_attention_heads / t, mc.num_key_value_heads / t,
                           mc.intermediate_size / t, cfg.dtype, params_, *tp_, *provider_, *policy_, pos_, &grid.cp(),
                           cfg.cp_contiguous, grid.cp_ulysses(), grid.cp_ring(), &grid.ep(), &grid.tp_cp(),
-                          K > 0 ? &slice_pos_ : nullptr, terapipe_.get()});
+                          K > 0 ? &slice_pos_ : nullptr, terapipe_.get(), mc.vocab_size / t});
   for (int c = 0; c < placement_.v; ++c) {
     const int s = stage_of(c);
     auto& blocks = chunks_.emplace_back();

@@ -103,7 +103,7 @@ double DistOptimizer::step_stage() {
 void DistOptimizer::sum_replicated_grads() {
   if (!model_.tp_linear().replicated_grads_partial()) return;  // SP: each rank saw N/TP rows (2D: N/q)
   Tensor norms = model_.params().replicated_grads();
-  model_.tp_linear().replicated_grads_group().all_reduce(norms);
+  model_.tp_linear().sum_replicated_grads(norms);
 }
 
 double DistOptimizer::reduced_squares(bool summed) {

@@ -44,7 +44,10 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
     counts_replicated_ = tp_rank == 0;
   } else {
     const TpGrid::Coords c = tp_grid.coords(tp_rank);
-    counts_replicated_ = c.i == 0 && c.k == 0, counts_sharded_ = c.k == 0;
+    if (tp_grid.kind == TpKind::ThreeD)  // the norms replicated over the (i, j) plane
+      counts_replicated_ = c.i == 0 && c.j == 0;
+    else  // over the column group and the depth, which holds copies of everything
+      counts_replicated_ = c.i == 0 && c.k == 0, counts_sharded_ = c.k == 0;
   }
   size_t n_dense = params_.size();
   for (const auto& p : params_) {

@@ -39,7 +39,7 @@
 
 namespace pb {
 
-enum class ShardDim { None, Rows, Cols, Block };  // Block: 2D / 2.5D, (row0, col0) of a grid
+enum class ShardDim { None, Rows, Cols, Block };  // Block: 2D / 2.5D / 3D, (row0, col0) of a grid
 enum class ParamPart { Grad, Master };  // which tensor of a parameter gather_global reassembles
 
 class ProcessGrid;
@@ -104,15 +104,16 @@ class DistParams {
   static std::vector<ShardedParam> enumerate(const ref::ModelConfig& mc, int tp, int tp_rank,
                                              const std::function<bool(const std::string&)>& keep, int ep, int ep_rank,
                                              const TpGrid& tp_grid = {});
-  // Under 2D / 2.5D TP: the norm weights (their column block j, replicated over i and k),
-  // then every matrix as its (i, j) block (param_layout.cc).
+  // Under 2D / 2.5D / 3D TP: the norm weights (their column block, replicated), then every
+  // matrix as its block of the grid (param_layout.cc).
   static std::vector<ShardedParam> enumerate_blocks(const ref::ModelConfig& mc, const TpGrid& grid,
                                                     const TpGrid::Coords& c,
                                                     const std::function<bool(const std::string&)>& keep);
   // Whether this rank's copy of the replicated tensors (norm weights, routers) and of the
   // sharded ones counts in the gradient norm and is the one read back: TP rank 0's
   // replicated ones and every sharded one under 1D; under 2D / 2.5D the replicated ones of
-  // (i, k) = (0, 0) and the sharded ones of depth 0.
+  // (i, k) = (0, 0) and the sharded ones of depth 0; under 3D the replicated ones of (i, j) =
+  // (0, 0) and every sharded one.
   bool counts_replicated() const { return counts_replicated_; }
   bool counts_sharded() const { return counts_sharded_; }
   const TpGrid& tp_grid() const { return tpg_; }

@@ -51,7 +51,7 @@ Tensor HeadBlock::forward(BlockCtx& ctx, const Tensor& x) {
   S->rstd = BlockEnv::stat(e.Ns);
   S->xf = e.act(e.Ns, e.H);
   e.tp.norm_forward(S->xf, S->rstd, x, W[0], float(e.mc.rms_norm_eps));
-  S->logits = e.act(e.N, head_->rows);
+  S->logits = e.act(e.N, e.Vh);
   e.tp.column_forward({&S->logits}, S->xf, {&W[1]});
   ctx.loss = e.tp.loss_mean(vocab_ce_forward(S->ce, S->logits, S->labels, e.tp.head_vocab_start(e.mc.vocab_size),
                                              e.tp.vocab_group()));
@@ -64,7 +64,7 @@ Tensor HeadBlock::backward(BlockCtx& ctx, const Tensor&) {
   Saved& S = saved_.of(ctx.mb);
   e.policy.before_backward(S);
   Weights W(e.provider, {norm_, head_});
-  Tensor dlogits = e.work(e.N, head_->rows), dxf = e.work(e.Ns, e.H);
+  Tensor dlogits = e.work(e.N, e.Vh), dxf = e.work(e.Ns, e.H);
   Tensor dx = e.work(e.Ns, e.H);
   vocab_ce_backward(dlogits, S.ce, S.logits, S.labels, e.tp.head_vocab_start(e.mc.vocab_size), S.grad_scale);
   e.tp.column_backward(dxf, {&head_->g}, {&dlogits}, S.xf, {&W[1]});

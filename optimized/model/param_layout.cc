@@ -131,12 +131,15 @@ std::vector<ShardedParam> DistParams::enumerate(const ref::ModelConfig& mc, int 
 
 // 2D / 2.5D (parallel/tp2d_linear.h): every matrix a (rows / q, cols / q) block, the norms
 // (1, H / q) column blocks replicated over the column group (and the depth).
+// 3D (parallel/tp3d_strategy.h): every matrix a (rows / q^2, cols / q) block, the norms (1, H/q)
+// column blocks replicated over the (i, j) plane.
 std::vector<ShardedParam> DistParams::enumerate_blocks(const ref::ModelConfig& mc, const TpGrid& grid,
                                                        const TpGrid::Coords& c,
                                                        const std::function<bool(const std::string&)>& keep) {
-  PB_REQUIRE(mc.num_local_experts == 0, "tp_kind ", grid.kind == TpKind::TwoD ? "2d" : "2.5d",
+  const bool cube = grid.kind == TpKind::ThreeD;
+  PB_REQUIRE(mc.num_local_experts == 0, "tp_kind ", cube ? "3d" : grid.kind == TpKind::TwoD ? "2d" : "2.5d",
              ": an MoE model is not available with it in this build");
-  const int64_t q = grid.q;
+  const int64_t q = grid.q, rq = cube ? q * q : q;  // a matrix's row blocks
   std::vector<ShardedParam> norms, blocks;
   ref::for_each_param_shape(mc, [&](const std::string& name, int64_t rows, int64_t cols, bool is_vector) {
     if (keep && !keep(name)) return;
@@ -145,13 +148,23 @@ std::vector<ShardedParam> DistParams::enumerate_blocks(const ref::ModelConfig& m
     p.global_rows = rows, p.global_cols = cols;
     p.is_norm = p.replicated = is_vector;
     p.dim = ShardDim::Block;
-    PB_REQUIRE(cols % q == 0 && (is_vector || rows % q == 0), "tp grid side ", q, " does not divide the ", rows,
+    PB_REQUIRE(cols % q == 0 && (is_vector || rows % rq == 0), "tp grid side ", q, " does not divide the ", rows,
                " x ", cols, " of ", name);
-    // The embedding's rows (vocabulary) over the column group, its hidden over the row; a
-    // SUMMA weight W (out, in): output block j, input block i (tp2d_summa.h).
     const bool embedding = name == "model.embed_tokens.weight";
-    const int64_t rb = is_vector ? 0 : embedding ? c.i : c.j, cb = is_vector || embedding ? c.j : c.i;
-    p.rows = is_vector ? rows : rows / q, p.cols = cols / q;
+    const bool second = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
+    int64_t rb = 0, cb = 0;  // the row block (of rq) and the column block (of q)
+    if (is_vector) {
+      cb = cube ? c.k : c.j;
+    } else if (!cube) {  // the embedding's vocabulary over the column group; SUMMA's W: block (j, i)
+      rb = embedding ? c.i : c.j, cb = embedding ? c.j : c.i;
+    } else if (embedding) {  // the vocabulary over the (i, j) plane, the hidden width over k
+      rb = c.i * q + c.j, cb = c.k;
+    } else if (second) {  // o, down: output block k, its sub-block i; input block j (tp3d_linear.h)
+      rb = c.k * q + c.i, cb = c.j;
+    } else {  // q, k, v, gate, up, the LM head: output block j, its sub-block i; input block k
+      rb = c.j * q + c.i, cb = c.k;
+    }
+    p.rows = is_vector ? rows : rows / rq, p.cols = cols / q;
     p.row0 = rb * p.rows, p.col0 = cb * p.cols;
     (is_vector ? norms : blocks).push_back(std::move(p));
   });

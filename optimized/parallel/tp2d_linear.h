@@ -41,7 +41,7 @@ class TpSumma final : public TpLinear {
   Tensor gather(const Tensor& x) override;             // AG down the column (the embedding's backward)
   void reduce(Tensor& out, Tensor& partial) override;  // RS down the column (the embedding's forward)
   bool replicated_grads_partial() const override { return true; }
-  Communicator& replicated_grads_group() override { return col_; }
+  void sum_replicated_grads(Tensor& g) override { col_.all_reduce(g); }
   std::vector<int64_t> embedding_rows(const std::vector<int64_t>& tokens) const override;
   std::vector<int64_t> head_rows(const std::vector<int64_t>& labels) const override;
   int64_t embedding_vocab_start(int64_t V) const override { return V / grid_.q * me_.i; }

@@ -62,8 +62,9 @@ class TpLinear {
   // Whether replicated weights (the norms) saw only this rank's rows, so their gradients
   // must be all-reduced over TP before the step.
   virtual bool replicated_grads_partial() const = 0;
-  // The group those gradients are summed over (SP: TP; 2D: the column group).
-  virtual Communicator& replicated_grads_group() { return tp_; }
+  // Sums those gradients (g: the leading block of the gradient buffer) over the ranks that
+  // saw the other rows: TP (SP), the column group (2D), the (i, j) plane (3D).
+  virtual void sum_replicated_grads(Tensor& g) { tp_.all_reduce(g); }
 
   // The ends of the model and the norms, where a grid strategy (2D, tp2d_linear.h) differs
   // from a line of ranks; the defaults are 1D's (all the micro-batch's rows everywhere):

@@ -18,6 +18,7 @@
 #include "optimized/parallel/dp_grad_sync.h"
 #include "optimized/parallel/sp_linear.h"
 #include "optimized/parallel/tp2d_linear.h"
+#include "optimized/parallel/tp3d_strategy.h"
 #include "optimized/parallel/tp_grid.h"
 #include "optimized/parallel/tp_vocab.h"
 #include "optimized/train/memory_techniques.h"
@@ -54,8 +55,9 @@ void tp_terms(const CaseSpec& c, const Dims& d, Terms& t) {
 // --- tp2d: 2D / 2.5D tensor parallelism (case keys tp_kind, tp_depth; parallel/tp2d_linear.h) ---
 bool tp_line(const CaseSpec& c) { return c.features.tp_kind == "1d"; }
 TpGrid tp_grid_of(const CaseSpec& c) { return TpGrid::of(c.features.tp_kind, c.layout.tp, c.features.tp_depth); }
-void tp2d_require(const CaseSpec& c) {
-  const TpGrid g = tp_grid_of(c);  // a rank count that is not q^2 or q^2 d: one line
+// What a grid's sizes need (q divides the widths; 3D: the matrices' output rows split in q^2)
+// and what it does not compose with in this build.
+void tp_grid_require(const CaseSpec& c, const TpGrid& g) {
   const auto& mc = c.model;
   const std::string kind = "tp_kind " + c.features.tp_kind + " (q = " + std::to_string(g.q) + ")";
   for (const auto& [what, n] : {std::pair<const char*, int64_t>{"hidden_size", mc.hidden_size},
@@ -63,6 +65,15 @@ void tp2d_require(const CaseSpec& c) {
                                 {"num_key_value_heads", mc.num_key_value_heads},
                                 {"intermediate_size", mc.intermediate_size}, {"vocab_size", mc.vocab_size}})
     PB_REQUIRE(n % g.q == 0, "invalid layout: ", kind, " does not divide ", what, " ", n);
+  if (g.kind == TpKind::ThreeD) {  // each weight's output rows in q^2 blocks
+    const int64_t q2 = int64_t(g.q) * g.q, D = mc.head_dim();
+    for (const auto& [what, n] : {std::pair<const char*, int64_t>{"hidden_size", mc.hidden_size},
+                                  {"num_attention_heads x head_dim", mc.num_attention_heads * D},
+                                  {"num_key_value_heads x head_dim", mc.num_key_value_heads * D},
+                                  {"intermediate_size", mc.intermediate_size}, {"vocab_size", mc.vocab_size}})
+      PB_REQUIRE(n % q2 == 0, "invalid layout: ", kind, " splits each weight's output rows in q^2 = ", q2,
+                 " blocks: it does not divide ", what, " ", n);
+  }
   PB_REQUIRE(c.train.micro_batch_size % g.row_blocks() == 0, "invalid layout: ", kind, " splits each micro-batch's ",
              "sequences in ", g.row_blocks(), " blocks; micro_batch_size ", c.train.micro_batch_size,
              " does not divide");
@@ -80,10 +91,11 @@ void tp2d_require(const CaseSpec& c) {
   if (c.layout.pp > 1) {
     const pp::Schedule s = schedule_for(c);
     PB_REQUIRE(!s.split_backward && !s.bidir && s.update_every == 0 && s.slices == 0, "invalid case: ", kind,
-               " reduces the weight gradients inside SUMMA's backward: schedules gpipe, 1f1b and interleaved only, "
-               "not ", c.schedule);
+               " reduces the weight gradients inside its linears' backward: schedules gpipe, 1f1b and interleaved "
+               "only, not ", c.schedule);
   }
 }
+void tp_nd_require(const CaseSpec& c) { tp_grid_require(c, tp_grid_of(c)); }  // (a bad rank count: one line)
 void tp2d_install(const CaseSpec& c, Strategies& s) {
   const int64_t q = tp_grid_of(c).q;
   s.tp_linear = [](ProcessGrid& grid, GradSink& sink) {
@@ -97,6 +109,22 @@ void tp2d_install(const CaseSpec& c, Strategies& s) {
   s.head_workspace = tp2d_head_workspace;
   s.tp_comm_buffers = tp2d_comm_buffers;
 }
+// --- tp3d: 3D tensor parallelism (case key tp_kind 3d; parallel/tp3d_strategy.h) ---
+void tp3d_install(const CaseSpec& c, Strategies& s) {
+  const int64_t q = tp_grid_of(c).q;
+  s.tp_linear = [](ProcessGrid& grid, GradSink& sink) {
+    return std::make_unique<TpCube>(grid.tp(), sink, *grid.tp_row(), *grid.tp_col(), *grid.tp_depth(), grid.tp_grid());
+  };
+  s.tp_linear_terms = [q](const Dims& d, Terms& t) { tp3d_terms(d, q, t); };
+  s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
+  s.attention_workspace = tp3d_attention_workspace;
+  s.mlp_workspace = tp3d_mlp_workspace;
+  s.embedding_workspace = tp3d_embedding_workspace;
+  s.head_workspace = tp3d_head_workspace;
+  s.tp_comm_buffers = tp3d_comm_buffers;
+}
+void tp3d_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) { tp3d_terms(d, tp_grid_of(c).q, t); }
+
 void tp2d_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) {
   tp2d_terms(d, tp_grid_of(c).q, t);
   if (c.layout.dp == 1) dp_terms(d, t);  // 2.5D: the gradients are averaged over the depth (with dp > 1: dp's entry)
@@ -335,12 +363,12 @@ const std::vector<Technique>& techniques() {
       {"tp2d", K::Degree, "2D / 2.5D tensor parallelism: case key tp_kind 2d (q x q ranks, SUMMA linears; Optimus, "
        "arXiv 2104.05343) or 2.5d (tp_depth d layers of q x q sharing the batch; Tesseract, arXiv 2105.14500)", true,
        false, [](const CaseSpec& c) { return (!tp_line(c) || c.features.tp_depth != 1) && c.features.tp_kind != "3d"; },
-       nullptr, tp2d_require,
+       nullptr, tp_nd_require,
        tp2d_install, tp2d_entry_terms},
-      {"tp3d", K::Degree, "3D tensor parallelism: case key tp_kind 3d (q x q x q ranks; arXiv 2105.14450)", false,
-       false, [](const CaseSpec& c) { return c.features.tp_kind == "3d"; }, nullptr,
-       [](const CaseSpec&) { throw Error("invalid layout: tp_kind 3d is not available in this build yet"); }, nullptr,
-       nullptr},
+      {"tp3d", K::Degree, "3D tensor parallelism: case key tp_kind 3d (q x q x q ranks, linears gathering over two "
+       "directions and reduce-scattering over the third; Bian et al., arXiv 2105.14450)", true, false,
+       [](const CaseSpec& c) { return c.features.tp_kind == "3d"; }, nullptr, tp_nd_require, tp3d_install,
+       tp3d_entry_terms},
       {"sp", K::Feature, "Megatron sequence parallelism: norms and residuals on S/TP shards (arXiv 2205.05198)", true,
        false, [](const CaseSpec& c) { return c.features.sp; }, [](Features& f) { f.sp = true; }, sp_require,
        sp_install, nullptr},

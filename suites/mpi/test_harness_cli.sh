@@ -38,6 +38,7 @@ for c in r["cases"]:
     for k in ["name", "features", "layout", "backend", "dtype", "status", "checks", "throughput", "memory", "comm"]:
         assert k in c, (c["name"], k)
     assert set(c["layout"]) == {"dp", "tp", "pp", "vpp", "cp", "ep"}
+    assert c["tp_grid"] == {"kind": "1d", "depth": 1}, c["tp_grid"]
     assert c["status"] == "pass", c["name"]
     for ch in c["checks"]:
         assert set(ch) >= {"tensor", "rel_err", "max_abs", "tol", "pass"}

@@ -8,8 +8,9 @@
  *     summa_terms exactly;
  *   - 2.5D on 2 layers of 2 x 2 (8 ranks): SUMMA per layer on its half of the batch, the
  *     weight gradient summed over the depth group equal to the dense one of the whole batch;
- *   - the 3D linear on 2 x 2 x 2 ranks: y, dx and dW^T equal the dense products at each rank's
- *     blocks, and every rank's communication equals linear3d_terms exactly. */
+ *   - the 3D linear on 2 x 2 x 2 ranks, two weights on one input: y, dx and dW equal the dense
+ *     products at each rank's blocks, and every rank's communication equals linear3d_terms
+ *     exactly. */
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -199,8 +200,10 @@ TEST(Summa, TesseractLayersSumToTheWholeBatch) {
   expect_close(dw, wdw, "dW over both layers");
 }
 
-// 3D: rank (i, j, k) = i + 2j + 4k; x rows: batch block i, sub-block j; W^T rows: input block
-// k, sub-block i; y rows: batch block i, sub-block k (tp3d_linear.h).
+// 3D: rank (i, j, k) = i + 2j + 4k; x rows: batch block i, sub-block j, columns input block k;
+// W (out, in) rows: output block j, sub-block i, columns input block k; y rows: batch block i,
+// sub-block k, columns output block j (tp3d_linear.h). Two weights on one input (q and k of
+// a layer): the shared gathers and dx's one reduce-scatter.
 TEST(Linear3d, EqualsTheDenseProductWithExactCommunication) {
   if (world_size() != 8) GTEST_SKIP() << "a 2 x 2 x 2 grid: 8 ranks";
   const TpGrid g = TpGrid::of("3d", 8);
@@ -208,48 +211,63 @@ TEST(Linear3d, EqualsTheDenseProductWithExactCommunication) {
   const TpGrid::Coords c = g.coords(world_rank());
   const auto input = split_world("input", c.i + 4 * c.k, c.j), weight = split_world("weight", c.j + 4 * c.k, c.i);
   const auto output = split_world("output", c.i + 4 * c.j, c.k);
-  const int64_t B = 8, in = 4, out = 6, b = B / (q * q), ib = in / (q * q);
-  // Global X (B, in), W^T (in, out), dY (B, out); this rank's blocks.
+  const int64_t B = 8, in = 4, b = B / (q * q);
+  const std::vector<int64_t> outs = {8, 4};
+  const float wsalt[2] = {0.5f, 0.6f}, dysalt[2] = {0.9f, 1.7f};
+  // Global X (B, in), W_w (out_w, in) with W(o, k) = value(k, o), dY_w (B, out_w); this rank's blocks.
   const int64_t xr = c.i * (B / q) + c.j * b, yr = c.i * (B / q) + c.k * b;
   const Tensor x = sub_matrix(xr, b, c.k * (in / q), in / q, 0.2f);
-  const Tensor wt = sub_matrix(c.k * (in / q) + c.i * ib, ib, c.j * (out / q), out / q, 0.5f);
-  const Tensor dy = sub_matrix(yr, b, c.j * (out / q), out / q, 0.9f);
+  std::vector<Tensor> w, dy, y, dw;
+  for (size_t v = 0; v < outs.size(); ++v) {
+    const int64_t out = outs[v], ob = out / (q * q), o0 = c.j * (out / q) + c.i * ob;
+    Tensor t = Tensor::empty({ob, in / q}, MemCategory::Workspace);
+    for (int64_t a = 0; a < ob; ++a)
+      for (int64_t e = 0; e < in / q; ++e) t.f32()[a * (in / q) + e] = value(c.k * (in / q) + e, o0 + a, wsalt[v]);
+    w.push_back(t);
+    dy.push_back(sub_matrix(yr, b, c.j * (out / q), out / q, dysalt[v]));
+    y.push_back(Tensor::empty({b, out / q}, MemCategory::Workspace));
+    dw.push_back(Tensor::zeros({ob, in / q}, MemCategory::Workspace));
+  }
   CommLedger::get().clear();
-  Tensor y = Tensor::empty({b, out / q}, MemCategory::Workspace);
   {
     PhaseScope phase(Phase::Forward);
-    linear3d_forward(y, x, wt, *input, *weight, *output);
+    linear3d_forward({&y[0], &y[1]}, x, {&w[0], &w[1]}, *input, *weight, *output);
   }
-  Tensor dx = Tensor::empty({b, in / q}, MemCategory::Workspace), dwt = Tensor::zeros({ib, out / q}, MemCategory::Workspace);
+  Tensor dx = Tensor::empty({b, in / q}, MemCategory::Workspace);
   {
     PhaseScope phase(Phase::Backward);
-    linear3d_backward(dx, dwt, dy, x, wt, *input, *weight, *output);
+    linear3d_backward(dx, {&dw[0], &dw[1]}, {&dy[0], &dy[1]}, x, {&w[0], &w[1]}, *input, *weight, *output);
   }
-  std::vector<double> wy, wdx, wdw;
-  for (int64_t a = 0; a < b; ++a)  // y = X W (W^T given): rows yr.., output block j
-    for (int64_t e = 0; e < out / q; ++e) {
-      double s = 0;
-      for (int64_t k = 0; k < in; ++k) s += double(value(yr + a, k, 0.2f)) * value(k, c.j * (out / q) + e, 0.5f);
-      wy.push_back(s);
-    }
-  for (int64_t a = 0; a < b; ++a)  // dx = dY W^T^T: rows xr.., input block k
+  for (size_t v = 0; v < outs.size(); ++v) {
+    const int64_t out = outs[v], ob = out / (q * q), o0 = c.j * (out / q) + c.i * ob;
+    std::vector<double> wy, wdw;
+    for (int64_t a = 0; a < b; ++a)  // y = X W^T: rows yr.., output block j
+      for (int64_t e = 0; e < out / q; ++e) {
+        double s = 0;
+        for (int64_t k = 0; k < in; ++k) s += double(value(yr + a, k, 0.2f)) * value(k, c.j * (out / q) + e, wsalt[v]);
+        wy.push_back(s);
+      }
+    for (int64_t a = 0; a < ob; ++a)  // dW = dY^T X: output rows o0.., input block k
+      for (int64_t e = 0; e < in / q; ++e) {
+        double s = 0;
+        for (int64_t n = 0; n < B; ++n) s += double(value(n, o0 + a, dysalt[v])) * value(n, c.k * (in / q) + e, 0.2f);
+        wdw.push_back(s);
+      }
+    expect_close(y[v], wy, "y");
+    expect_close(dw[v], wdw, "dW");
+  }
+  std::vector<double> wdx;
+  for (int64_t a = 0; a < b; ++a)  // dx = sum_w dY_w W_w: rows xr.., input block k
     for (int64_t e = 0; e < in / q; ++e) {
       double s = 0;
-      for (int64_t o = 0; o < out; ++o) s += double(value(xr + a, o, 0.9f)) * value(c.k * (in / q) + e, o, 0.5f);
+      for (size_t v = 0; v < outs.size(); ++v)
+        for (int64_t o = 0; o < outs[v]; ++o)
+          s += double(value(xr + a, o, dysalt[v])) * value(c.k * (in / q) + e, o, wsalt[v]);
       wdx.push_back(s);
     }
-  for (int64_t a = 0; a < ib; ++a)  // dW^T = X^T dY: input rows k, sub-block i; output block j
-    for (int64_t e = 0; e < out / q; ++e) {
-      double s = 0;
-      for (int64_t n = 0; n < B; ++n)
-        s += double(value(n, c.k * (in / q) + c.i * ib + a, 0.2f)) * value(n, c.j * (out / q) + e, 0.9f);
-      wdw.push_back(s);
-    }
-  expect_close(y, wy, "y");
   expect_close(dx, wdx, "dx");
-  expect_close(dwt, wdw, "dW^T");
   Terms t;
-  linear3d_terms("input", "weight", "output", q, 1, B, in, out, 4, t);
+  linear3d_terms("input", "weight", "output", q, 1, B, in, outs, 4, t);
   expect_ledger_is(t);
 }
 
