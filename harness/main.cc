@@ -428,7 +428,8 @@ int cmd_analyze(const AnalyzeArgs& a) {
   std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | %s | B=%lld S=%lld m=%lld, %lld step(s)%s\n",
               (long long)c.model.hidden_size, (long long)c.model.num_attention_heads,
               (long long)c.model.num_key_value_heads, (long long)c.model.intermediate_size,
-              (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers, c.layout.str().c_str(),
+              (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers,
+              (c.layout.str() + (c.tp_kind == "1d" ? "" : " (" + c.tp_kind + ")")).c_str(),
               a.features.empty() ? "-" : a.features.c_str(), c.dtype.c_str(), (long long)a.micro_batch, (long long)a.seq,
               (long long)a.micro_batches, (long long)a.steps,
               c.layout.pp > 1 ? (" | schedule " + c.schedule).c_str() : "");

@@ -189,6 +189,25 @@ assert rows and rows.keys() == measured.keys(), (rows, measured)
 for k in rows:
     assert rows[k][:2] == measured[k][:2] and abs(rows[k][2] - measured[k][2]) < 0.5, (k, rows[k], measured[k])
 PY
+# analyze --compare-tp: tp 4 as 1d, 1d + sp, 2d (its parameters as analyze --tp-kind 2d says) and 3d refused.
+"$pb" analyze --model "$work/m.json" --layout tp4 --micro-batch 2 --seq 8 --compare-tp > "$work/compare_tp" \
+  || bad "analyze --compare-tp exit"
+"$pb" analyze --model "$work/m.json" --layout tp4 --tp-kind 2d --micro-batch 2 --seq 8 > "$work/analyze2d" \
+  || bad "analyze --tp-kind 2d exit"
+python3 - "$work/compare_tp" "$work/analyze2d" <<'PY' && ok "analyze --compare-tp: the arrangements side by side" || bad "analyze --compare-tp"
+import sys
+table = {}
+for line in open(sys.argv[1]):
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == 5:
+        table[cells[0]] = cells[1:]
+assert table[""] == ["1d", "1d + sp", "2d", "3d"], table[""]
+assert table["parameters (elements)"][3] == "—", table
+text = open(sys.argv[1]).read()
+assert "3d: case analyze: tp_kind 3d arranges the tp ranks as q x q x q: tp must be a cube, got tp 4" in text, text
+line = [l for l in open(sys.argv[2]) if l.startswith("parameters:")][0]
+assert line.split()[3] == table["parameters (elements)"][2], (line, table)
+PY
 "$pb" analyze --model "$work/m.json" --layout tp2 --features sp --micro-batch 2 --seq 8 --dtype bf16 > "$work/analyze16" \
   || bad "analyze --dtype bf16 exit"
 python3 - "$work/analyze" "$work/analyze16" <<'PY' && ok "analyze --dtype bf16 halves the activation transfers" || bad "analyze --dtype bf16"
