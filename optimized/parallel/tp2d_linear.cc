@@ -10,10 +10,11 @@
 namespace pb {
 
 TpSumma::TpSumma(Communicator& tp, GradSink& sink, Communicator& row, Communicator& col, const TpGrid& grid)
-    : TpLinear(tp, sink), row_(row), col_(col), grid_(grid), me_(grid.coords(tp.rank())) {
-  PB_REQUIRE(row.size() == grid.q && col.size() == grid.q && tp.size() == grid.size(), "tp 2d: row ", row.size(),
-             ", column ", col.size(), " and tp ", tp.size(), " do not make a ", grid.q, " x ", grid.q, " x ", grid.d,
-             " grid");
+    : TpGridLinear(tp, sink, grid, row, row, grid.q, int64_t(grid.coords(tp.rank()).k) * grid.q + grid.coords(tp.rank()).i),
+      row_(row),
+      col_(col) {
+  PB_REQUIRE(row.size() == grid.q && col.size() == grid.q, "tp 2d: row ", row.size(), " and column ", col.size(),
+             " do not make a ", grid.q, " x ", grid.q, " grid");
 }
 
 Tensor TpSumma::gather(const Tensor& x) {
@@ -24,39 +25,11 @@ Tensor TpSumma::gather(const Tensor& x) {
 
 void TpSumma::reduce(Tensor& out, Tensor& partial) { col_.reduce_scatter(out, partial); }
 
-namespace {
-// Block b of n equal blocks of v.
-std::vector<int64_t> block_of(const std::vector<int64_t>& v, int64_t n, int64_t b) {
-  PB_REQUIRE(int64_t(v.size()) % n == 0, "tp 2d: ", v.size(), " token rows do not split in ", n, " blocks");
-  const int64_t len = int64_t(v.size()) / n;
-  return {v.begin() + b * len, v.begin() + (b + 1) * len};
-}
-}  // namespace
-
 std::vector<int64_t> TpSumma::embedding_rows(const std::vector<int64_t>& tokens) const {
-  return block_of(tokens, grid_.d, me_.k);
-}
-
-std::vector<int64_t> TpSumma::head_rows(const std::vector<int64_t>& labels) const {
-  return block_of(labels, int64_t(grid_.d) * grid_.q, int64_t(me_.k) * grid_.q + me_.i);
+  return row_block(tokens, grid_.d, me_.k);  // the depth layer's
 }
 
 double TpSumma::loss_mean(double local) { return col_.all_reduce_scalar(local) / grid_.q; }
-
-void TpSumma::norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
-  Tensor ss = Tensor::empty({x.rows()}, MemCategory::Workspace, DType::F32);  // (N) the row's sum of squares
-  ops::row_dot(ss, x, x, Tensor());
-  row_.all_reduce(ss);
-  ops::rmsnorm_forward_stats(y, rstd, x, w, ss, x.cols() * grid_.q, eps);
-}
-
-void TpSumma::norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd,
-                            const Tensor& w) {
-  Tensor dot = Tensor::empty({x.rows()}, MemCategory::Workspace, DType::F32);  // (N) sum_h dy x g
-  ops::row_dot(dot, dy, x, w);
-  row_.all_reduce(dot);
-  ops::rmsnorm_backward_stats(dx, dw, dy, x, rstd, w, dot, x.cols() * grid_.q);
-}
 
 void TpSumma::column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws) {
   summa_forward(ys, x, ws, row_, col_);
@@ -64,14 +37,14 @@ void TpSumma::column_forward(const std::vector<Tensor*>& ys, const Tensor& x, co
 
 void TpSumma::column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
                               const Tensor& x, const std::vector<const Tensor*>& ws) {
-  PB_REQUIRE(!defer_, "tp 2d: the weight gradients are reduced inside SUMMA's backward; no split backward");
+  no_split_backward();
   summa_backward(dx, dws, dys, x, ws, row_, col_);
 }
 
 void TpSumma::row_forward(Tensor& y, const Tensor& x, const Tensor& w) { summa_forward({&y}, x, {&w}, row_, col_); }
 
 void TpSumma::row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
-  PB_REQUIRE(!defer_, "tp 2d: the weight gradients are reduced inside SUMMA's backward; no split backward");
+  no_split_backward();
   summa_backward(dx, {&dw}, {&dy}, x, {&w}, row_, col_);
 }
 
@@ -93,7 +66,9 @@ void tp2d_terms(const Dims& d, int64_t q, Terms& t) {
   t.call("tp_col", CommOp::AllReduce, d.grad_phase(), d.steps * d.updates, fp * norms * d.H, q);
 }
 
-BlockWorkspace tp2d_attention_workspace(const Dims& d, const BlockWorkspace& core) {
+namespace {
+
+BlockWorkspace attention_workspace(const Dims& d, const BlockWorkspace& core) {
   const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, aD = d.a * d.D;
   const int64_t qkv = e * n * (d.a + d.g) * d.D;
   return {std::max({fp * n, qkv + e * n * aD, qkv + core.forward, qkv + 2 * e * n * h}),
@@ -103,7 +78,7 @@ BlockWorkspace tp2d_attention_workspace(const Dims& d, const BlockWorkspace& cor
                     3 * qkv + 2 * e * n * h + fp * n})};
 }
 
-BlockWorkspace tp2d_mlp_workspace(const Dims& d) {
+BlockWorkspace mlp_workspace(const Dims& d) {
   const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, f = d.f;
   const int64_t base = e * n * h + 3 * e * n * f;
   return {std::max({fp * n, e * n * f, 2 * e * n * h}),
@@ -111,14 +86,14 @@ BlockWorkspace tp2d_mlp_workspace(const Dims& d) {
                     base + e * q * n * h + 2 * fp * q * f * h + std::max(e * n * h, fp * f * h), 2 * e * n * h + fp * n})};
 }
 
-BlockWorkspace tp2d_head_workspace(const Dims& d) {
+BlockWorkspace head_workspace(const Dims& d) {
   const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, v = d.V / q;
   return {std::max(fp * n, e * n * v), e * n * v + 2 * e * n * h + std::max(e * q * n * h + fp * q * v * h + fp * v * h, fp * n)};
 }
 
-BlockWorkspace tp2d_embedding_workspace(const Dims& d) { return {d.e * d.tq * d.N * d.H, 0}; }
+BlockWorkspace embedding_workspace(const Dims& d) { return {d.e * d.tq * d.N * d.H, 0}; }
 
-BlockWorkspace tp2d_comm_buffers(const Dims& d, bool first, bool last, bool layers) {
+BlockWorkspace comm_buffers(const Dims& d, bool first, bool last, bool layers) {
   const int64_t e = d.e, n = d.N, h = d.H, aD = d.a * d.D, f = d.f;
   int64_t most = 0;
   if (layers)  // x and q's weight (the largest of q, k, v), o's; gate's, down's
@@ -126,5 +101,10 @@ BlockWorkspace tp2d_comm_buffers(const Dims& d, bool first, bool last, bool laye
   if (last) most = std::max(most, e * (n * h + d.V / d.tq * h));
   return {most, std::max(most, first ? e * d.tq * n * h : 0)};
 }
+
+}  // namespace
+
+const GridBlockBytes tp2d_block_bytes = {attention_workspace, mlp_workspace, embedding_workspace, head_workspace,
+                                         comm_buffers};
 
 }  // namespace pb

@@ -28,30 +28,21 @@
  */
 #pragma once
 
-#include "optimized/parallel/tp_grid.h"
-#include "optimized/parallel/tp_linear.h"
+#include "optimized/parallel/tp_grid_linear.h"
 
 namespace pb {
 
-class TpSumma final : public TpLinear {
+class TpSumma final : public TpGridLinear {
  public:
   // tp: the grid's q^2 d ranks; row, col: the rank's row and column groups (q ranks each).
   TpSumma(Communicator& tp, GradSink& sink, Communicator& row, Communicator& col, const TpGrid& grid);
-  int64_t outer_rows(int64_t N) const override { return N; }
   Tensor gather(const Tensor& x) override;             // AG down the column (the embedding's backward)
   void reduce(Tensor& out, Tensor& partial) override;  // RS down the column (the embedding's forward)
-  bool replicated_grads_partial() const override { return true; }
   void sum_replicated_grads(Tensor& g) override { col_.all_reduce(g); }
   std::vector<int64_t> embedding_rows(const std::vector<int64_t>& tokens) const override;
-  std::vector<int64_t> head_rows(const std::vector<int64_t>& labels) const override;
   int64_t embedding_vocab_start(int64_t V) const override { return V / grid_.q * me_.i; }
   int64_t head_vocab_start(int64_t V) const override { return V / grid_.q * me_.j; }
-  Communicator& vocab_group() override { return row_; }
   double loss_mean(double local) override;
-  float loss_share() const override { return 1.0f / float(grid_.q); }
-  void norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) override;
-  void norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd,
-                     const Tensor& w) override;
   void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws) override;
   void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
                        const Tensor& x, const std::vector<const Tensor*>& ws) override;
@@ -60,8 +51,6 @@ class TpSumma final : public TpLinear {
 
  private:
   Communicator &row_, &col_;
-  TpGrid grid_;
-  TpGrid::Coords me_;
 };
 
 // The strategy's communication over a step (terms.h; under 2D / 2.5D the dims are the
@@ -92,10 +81,6 @@ void tp2d_terms(const Dims& d, int64_t q, Terms& t);
 //   embedding fwd  e q N H (the depth layer's partial rows)
 // and the communication buffers: one broadcast block of x and one of a weight at a time
 // (forward and backward), the embedding's gathered gradient e q N H in the backward.
-BlockWorkspace tp2d_attention_workspace(const Dims& d, const BlockWorkspace& core);
-BlockWorkspace tp2d_mlp_workspace(const Dims& d);
-BlockWorkspace tp2d_head_workspace(const Dims& d);
-BlockWorkspace tp2d_embedding_workspace(const Dims& d);
-BlockWorkspace tp2d_comm_buffers(const Dims& d, bool first, bool last, bool layers);
+extern const GridBlockBytes tp2d_block_bytes;
 
 }  // namespace pb

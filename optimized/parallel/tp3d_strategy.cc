@@ -11,11 +11,14 @@ namespace pb {
 
 TpCube::TpCube(Communicator& tp, GradSink& sink, Communicator& jg, Communicator& ig, Communicator& kg,
                const TpGrid& grid)
-    : TpLinear(tp, sink), j_(jg), i_(ig), k_(kg), grid_(grid), me_(grid.coords(tp.rank())) {
-  PB_REQUIRE(grid.kind == TpKind::ThreeD && jg.size() == grid.q && ig.size() == grid.q && kg.size() == grid.q &&
-                 tp.size() == grid.size(),
-             "tp 3d: groups of ", jg.size(), ", ", ig.size(), " and ", kg.size(), " ranks and tp ", tp.size(),
-             " do not make a ", grid.q, "^3 grid");
+    : TpGridLinear(tp, sink, grid, kg, jg, int64_t(grid.q) * grid.q,
+                   int64_t(grid.coords(tp.rank()).i) * grid.q + grid.coords(tp.rank()).k),
+      j_(jg),
+      i_(ig),
+      k_(kg) {
+  PB_REQUIRE(grid.kind == TpKind::ThreeD && jg.size() == grid.q && ig.size() == grid.q && kg.size() == grid.q,
+             "tp 3d: groups of ", jg.size(), ", ", ig.size(), " and ", kg.size(), " ranks do not make a ", grid.q,
+             "^3 grid");
 }
 
 Tensor TpCube::gather(const Tensor& x) {
@@ -37,31 +40,8 @@ void TpCube::sum_replicated_grads(Tensor& g) {
   j_.all_reduce(g);
 }
 
-std::vector<int64_t> TpCube::head_rows(const std::vector<int64_t>& labels) const {
-  const int64_t blocks = int64_t(grid_.q) * grid_.q, b = int64_t(me_.i) * grid_.q + me_.k;
-  PB_REQUIRE(int64_t(labels.size()) % blocks == 0, "tp 3d: ", labels.size(), " rows do not split in ", blocks,
-             " blocks");
-  const int64_t len = int64_t(labels.size()) / blocks;
-  return {labels.begin() + b * len, labels.begin() + (b + 1) * len};
-}
-
 double TpCube::loss_mean(double local) {
   return k_.all_reduce_scalar(i_.all_reduce_scalar(local)) / (grid_.q * grid_.q);
-}
-
-void TpCube::norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
-  Tensor ss = Tensor::empty({x.rows()}, MemCategory::Workspace, DType::F32);  // (N) the row's sum of squares
-  ops::row_dot(ss, x, x, Tensor());
-  k_.all_reduce(ss);
-  ops::rmsnorm_forward_stats(y, rstd, x, w, ss, x.cols() * grid_.q, eps);
-}
-
-void TpCube::norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd,
-                           const Tensor& w) {
-  Tensor dot = Tensor::empty({x.rows()}, MemCategory::Workspace, DType::F32);  // (N) sum_h dy x g
-  ops::row_dot(dot, dy, x, w);
-  k_.all_reduce(dot);
-  ops::rmsnorm_backward_stats(dx, dw, dy, x, rstd, w, dot, x.cols() * grid_.q);
 }
 
 void TpCube::column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws) {
@@ -70,14 +50,14 @@ void TpCube::column_forward(const std::vector<Tensor*>& ys, const Tensor& x, con
 
 void TpCube::column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
                              const Tensor& x, const std::vector<const Tensor*>& ws) {
-  PB_REQUIRE(!defer_, "tp 3d: the weight gradients are reduced inside the 3D linear's backward; no split backward");
+  no_split_backward();
   linear3d_backward(dx, dws, dys, x, ws, j_, i_, k_);
 }
 
 void TpCube::row_forward(Tensor& y, const Tensor& x, const Tensor& w) { linear3d_forward({&y}, x, {&w}, k_, i_, j_); }
 
 void TpCube::row_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
-  PB_REQUIRE(!defer_, "tp 3d: the weight gradients are reduced inside the 3D linear's backward; no split backward");
+  no_split_backward();
   linear3d_backward(dx, {&dw}, {&dy}, x, {&w}, k_, i_, j_);
 }
 
@@ -104,15 +84,14 @@ void tp3d_terms(const Dims& d, int64_t q, Terms& t) {
 }
 
 namespace {
+
 // One 3D linear's backward transient beyond its input and the block's own: dX (e q n in),
 // then max(the second product of dX's size, a weight's dW and its share: 4 out in (1 + 1/q)).
 int64_t linear_bwd(const Dims& d, int64_t in, int64_t out, bool several) {
   const int64_t e = d.e, q = d.tq, n = d.N, fp = Dims::fp;
   return e * q * n * in + std::max(several ? e * q * n * in : 0, fp * out * in + fp * (out / q) * in);
 }
-}  // namespace
-
-BlockWorkspace tp3d_attention_workspace(const Dims& d, const BlockWorkspace& core) {
+BlockWorkspace attention_workspace(const Dims& d, const BlockWorkspace& core) {
   const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, aD = d.a * d.D;
   const int64_t qkv = e * n * (d.a + d.g) * d.D;
   return {std::max({fp * n, qkv + e * q * n * aD, qkv + core.forward, qkv + e * n * h + e * q * n * h}),
@@ -120,21 +99,21 @@ BlockWorkspace tp3d_attention_workspace(const Dims& d, const BlockWorkspace& cor
                     3 * qkv + e * n * h + linear_bwd(d, h, aD, true), 3 * qkv + 2 * e * n * h + fp * n})};
 }
 
-BlockWorkspace tp3d_mlp_workspace(const Dims& d) {
+BlockWorkspace mlp_workspace(const Dims& d) {
   const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, f = d.f;
   const int64_t base = e * n * h + 3 * e * n * f;
   return {std::max({fp * n, e * q * n * f, e * n * h + e * q * n * h}),
           std::max({base + linear_bwd(d, f, h, false), base + linear_bwd(d, h, f, true), 2 * e * n * h + fp * n})};
 }
 
-BlockWorkspace tp3d_head_workspace(const Dims& d) {
+BlockWorkspace head_workspace(const Dims& d) {
   const int64_t e = d.e, n = d.N, h = d.H, q = d.tq, fp = Dims::fp, v = d.V / q;
   return {std::max(fp * n, e * q * n * v), e * n * v + 2 * e * n * h + std::max(linear_bwd(d, h, v, false), fp * n)};
 }
 
-BlockWorkspace tp3d_embedding_workspace(const Dims& d) { return {d.e * d.tq * d.tq * d.N * d.H, 0}; }
+BlockWorkspace embedding_workspace(const Dims& d) { return {d.e * d.tq * d.tq * d.N * d.H, 0}; }
 
-BlockWorkspace tp3d_comm_buffers(const Dims& d, bool first, bool last, bool layers) {
+BlockWorkspace comm_buffers(const Dims& d, bool first, bool last, bool layers) {
   const int64_t e = d.e, q = d.tq, n = d.N, h = d.H, aD = d.a * d.D, f = d.f, v = d.V / q;
   // A 3D linear: forward the gathered x (e q n in) and one weight (e out in); backward its dy too (e q n out).
   auto fwd = [&](int64_t in, int64_t out) { return e * (q * n * in + out * in); };
@@ -147,5 +126,10 @@ BlockWorkspace tp3d_comm_buffers(const Dims& d, bool first, bool last, bool laye
   if (first) cb = {std::max(cb.forward, e * q * n * h), std::max(cb.backward, e * (q + q * q) * n * h)};
   return cb;
 }
+
+}  // namespace
+
+const GridBlockBytes tp3d_block_bytes = {attention_workspace, mlp_workspace, embedding_workspace, head_workspace,
+                                         comm_buffers};
 
 }  // namespace pb

@@ -24,29 +24,20 @@
  */
 #pragma once
 
-#include "optimized/parallel/tp_grid.h"
-#include "optimized/parallel/tp_linear.h"
+#include "optimized/parallel/tp_grid_linear.h"
 
 namespace pb {
 
-class TpCube final : public TpLinear {
+class TpCube final : public TpGridLinear {
  public:
   // tp: the grid's q^3 ranks; jg, ig, kg: the rank's groups varying j, i and k (q ranks each).
   TpCube(Communicator& tp, GradSink& sink, Communicator& jg, Communicator& ig, Communicator& kg, const TpGrid& grid);
-  int64_t outer_rows(int64_t N) const override { return N; }
   Tensor gather(const Tensor& x) override;             // the embedding's backward: AG over j, then over i
   void reduce(Tensor& out, Tensor& partial) override;  // the embedding's forward: RS over i, then over j
-  bool replicated_grads_partial() const override { return true; }
   void sum_replicated_grads(Tensor& g) override;       // over i, then over j
-  std::vector<int64_t> head_rows(const std::vector<int64_t>& labels) const override;
   int64_t embedding_vocab_start(int64_t V) const override { return V / (grid_.q * grid_.q) * (me_.i * grid_.q + me_.j); }
   int64_t head_vocab_start(int64_t V) const override { return V / grid_.q * me_.j; }
-  Communicator& vocab_group() override { return j_; }
   double loss_mean(double local) override;
-  float loss_share() const override { return 1.0f / float(grid_.q * grid_.q); }
-  void norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) override;
-  void norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& rstd,
-                     const Tensor& w) override;
   void column_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std::vector<const Tensor*>& ws) override;
   void column_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::vector<const Tensor*>& dys,
                        const Tensor& x, const std::vector<const Tensor*>& ws) override;
@@ -55,8 +46,6 @@ class TpCube final : public TpLinear {
 
  private:
   Communicator &j_, &i_, &k_;
-  TpGrid grid_;
-  TpGrid::Coords me_;
 };
 
 // The strategy's communication over a step (terms.h; the dims are the rank's: N = B S/q^2
@@ -84,10 +73,6 @@ void tp3d_terms(const Dims& d, int64_t q, Terms& t);
 // and the communication buffers: forward the gathered x with one gathered weight, backward
 // with that weight's gathered dy too; the embedding's e q n h forward and e (q + q^2) n h
 // backward.
-BlockWorkspace tp3d_attention_workspace(const Dims& d, const BlockWorkspace& core);
-BlockWorkspace tp3d_mlp_workspace(const Dims& d);
-BlockWorkspace tp3d_head_workspace(const Dims& d);
-BlockWorkspace tp3d_embedding_workspace(const Dims& d);
-BlockWorkspace tp3d_comm_buffers(const Dims& d, bool first, bool last, bool layers);
+extern const GridBlockBytes tp3d_block_bytes;
 
 }  // namespace pb

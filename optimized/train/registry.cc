@@ -96,32 +96,27 @@ void tp_grid_require(const CaseSpec& c, const TpGrid& g) {
   }
 }
 void tp_nd_require(const CaseSpec& c) { tp_grid_require(c, tp_grid_of(c)); }  // (a bad rank count: one line)
-void tp2d_install(const CaseSpec& c, Strategies& s) {
-  const int64_t q = tp_grid_of(c).q;
-  s.tp_linear = [](ProcessGrid& grid, GradSink& sink) {
-    return std::make_unique<TpSumma>(grid.tp(), sink, *grid.tp_row(), *grid.tp_col(), grid.tp_grid());
-  };
-  s.tp_linear_terms = [q](const Dims& d, Terms& t) { tp2d_terms(d, q, t); };
+// A grid strategy's linears, terms and block workspace (its own files) behind the TP seam.
+void install_grid(Strategies& s, std::unique_ptr<TpLinear> (*make)(ProcessGrid&, GradSink&), int64_t q,
+                  void (*terms)(const Dims&, int64_t, Terms&), const GridBlockBytes& bytes) {
+  s.tp_linear = make;
+  s.tp_linear_terms = [q, terms](const Dims& d, Terms& t) { terms(d, q, t); };
   s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
-  s.attention_workspace = tp2d_attention_workspace;
-  s.mlp_workspace = tp2d_mlp_workspace;
-  s.embedding_workspace = tp2d_embedding_workspace;
-  s.head_workspace = tp2d_head_workspace;
-  s.tp_comm_buffers = tp2d_comm_buffers;
+  s.attention_workspace = bytes.attention, s.mlp_workspace = bytes.mlp, s.embedding_workspace = bytes.embedding;
+  s.head_workspace = bytes.head, s.tp_comm_buffers = bytes.comm_buffers;
+}
+std::unique_ptr<TpLinear> make_summa(ProcessGrid& g, GradSink& sink) {
+  return std::make_unique<TpSumma>(g.tp(), sink, *g.tp_row(), *g.tp_col(), g.tp_grid());
+}
+std::unique_ptr<TpLinear> make_cube(ProcessGrid& g, GradSink& sink) {
+  return std::make_unique<TpCube>(g.tp(), sink, *g.tp_row(), *g.tp_col(), *g.tp_depth(), g.tp_grid());
+}
+void tp2d_install(const CaseSpec& c, Strategies& s) {
+  install_grid(s, make_summa, tp_grid_of(c).q, tp2d_terms, tp2d_block_bytes);
 }
 // --- tp3d: 3D tensor parallelism (case key tp_kind 3d; parallel/tp3d_strategy.h) ---
 void tp3d_install(const CaseSpec& c, Strategies& s) {
-  const int64_t q = tp_grid_of(c).q;
-  s.tp_linear = [](ProcessGrid& grid, GradSink& sink) {
-    return std::make_unique<TpCube>(grid.tp(), sink, *grid.tp_row(), *grid.tp_col(), *grid.tp_depth(), grid.tp_grid());
-  };
-  s.tp_linear_terms = [q](const Dims& d, Terms& t) { tp3d_terms(d, q, t); };
-  s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
-  s.attention_workspace = tp3d_attention_workspace;
-  s.mlp_workspace = tp3d_mlp_workspace;
-  s.embedding_workspace = tp3d_embedding_workspace;
-  s.head_workspace = tp3d_head_workspace;
-  s.tp_comm_buffers = tp3d_comm_buffers;
+  install_grid(s, make_cube, tp_grid_of(c).q, tp3d_terms, tp3d_block_bytes);
 }
 void tp3d_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) { tp3d_terms(d, tp_grid_of(c).q, t); }
 
