@@ -1,10 +1,10 @@
 /* 2D, 2.5D and 3D tensor parallelism in the model (parallel/tp2d_linear.h, tp3d_strategy.h;
- * case keys tp_kind and tp_depth) against the reference on 4 and 8 ranks (8 oversubscribed;
- * tiny models):
+ * case keys tp_kind and tp_depth) against the reference on 4, 8 and 16 ranks (8 and 16
+ * oversubscribed; tiny models):
  *   - the loss, every step-1 gradient, the gradient norm and every parameter after 3 steps equal
  *     the reference's (fp32 rule; bf16 against the fp32 reference with the bf16 rule) for 2D on
- *     2 x 2 ranks, 2.5D on 2 x 2 x 2, 3D on 2 x 2 x 2, and 2D with DP and with PP (1f1b,
- *     interleaved);
+ *     2 x 2 ranks, 2.5D on 2 x 2 x 2, 3D on 2 x 2 x 2, 2D with DP and with PP (1f1b,
+ *     interleaved), and on 16 ranks 3D with DP and with PP and 2.5D with DP;
  *   - every rank's communication equals the analytic terms exactly (SUMMA's broadcasts and
  *     reduce-scatters, the norms' row statistics, the embedding's and the loss's column
  *     collectives, the depth's averaging with DP; 3D's gathers and reduce-scatters over its
@@ -56,6 +56,12 @@ static std::vector<Case> cases_for(int world) {
   Case vpp = grid_case("pp2_vpp2_tp4_2d", "2d", 4, 1, ref::ModelConfig::dense(32, 8, 4, 48, 64, 4));
   vpp.layout.pp = 2, vpp.layout.vpp = 2, vpp.schedule = "interleaved", vpp.train.num_micro_batches = 4;
   all.push_back(vpp);
+  Case dp3 = grid_case("dp2_tp8_3d", "3d", 8), pp3 = grid_case("pp2_tp8_3d_1f1b", "3d", 8);  // 16 ranks
+  dp3.layout.dp = 2;
+  pp3.layout.pp = 2, pp3.schedule = "1f1b", pp3.train.num_micro_batches = 4;
+  Case dp25 = grid_case("dp2_tp8_2p5d_d2", "2.5d", 8, 2);
+  dp25.layout.dp = 2;
+  for (const Case& c : {dp3, pp3, dp25}) all.push_back(c);
   add_bf16_copies(all, {"tp4_2d", "tp8_2p5d_d2", "tp8_3d"});
   return cases_of_world(all, world);
 }
