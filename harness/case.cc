@@ -285,6 +285,11 @@ ref::TrainConfig Case::reference_train() const {
   return t;
 }
 
+std::string Case::layout_str() const {
+  if (tp_kind == "1d") return layout.str();
+  return layout.str() + " (" + tp_kind + (tp_depth > 1 ? ", d" + std::to_string(tp_depth) : "") + ")";
+}
+
 Case Case::one_rank() const {
   Case c = *this;
   c.layout = Layout{};

@@ -61,6 +61,8 @@ struct Case {
   Case one_rank() const;
   // The registry's typed features of the names, with the CP options.
   Features typed_features() const;
+  // The layout's degrees and the arrangement of a grid's tp ranks: "dp2 tp8 (2.5d, d2)".
+  std::string layout_str() const;
 };
 
 struct Suite {

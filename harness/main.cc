@@ -158,7 +158,7 @@ int cmd_list() {
     for (const auto& c : s.cases) {
       std::string feats;
       for (const auto& f : c.features) feats += (feats.empty() ? "" : ",") + f;
-      std::printf("    %-24s %-14s %-10s ranks %-3d %s %s, %lld steps%s\n", c.name.c_str(), c.layout.str().c_str(),
+      std::printf("    %-24s %-14s %-10s ranks %-3d %s %s, %lld steps%s\n", c.name.c_str(), c.layout_str().c_str(),
                   feats.empty() ? "-" : feats.c_str(), c.layout.world(), c.backend.c_str(), c.dtype.c_str(),
                   (long long)c.train.steps, c.layout.pp > 1 ? (", " + c.schedule).c_str() : "");
     }
@@ -230,7 +230,7 @@ int cmd_run(const RunArgs& a) {
       const std::string eta = i == 0 ? std::string("") : " eta " + std::to_string(int(std::lround(
                                                             elapsed / double(i) * double(suite.cases.size() - i)))) + "s";
       std::fprintf(stderr, "[%zu/%zu %6.1fs%s] %-24s %-12s ... ", i + 1, suite.cases.size(), elapsed, eta.c_str(),
-                   c.name.c_str(), c.layout.str().c_str());
+                   c.name.c_str(), c.layout_str().c_str());
       std::fflush(stderr);
     }
     json result;
@@ -417,7 +417,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
     std::printf("model: H=%lld A=%lld G=%lld F=%lld V=%lld L=%lld | layout %s | features %s | %s | B=%lld S=%lld\n",
                 (long long)c.model.hidden_size, (long long)c.model.num_attention_heads,
                 (long long)c.model.num_key_value_heads, (long long)c.model.intermediate_size,
-                (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers, c.layout.str().c_str(),
+                (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers, c.layout_str().c_str(),
                 a.features.empty() ? "-" : a.features.c_str(), c.dtype.c_str(), (long long)a.micro_batch,
                 (long long)a.seq);
     print_tp_comparison(c);
@@ -429,7 +429,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
               (long long)c.model.hidden_size, (long long)c.model.num_attention_heads,
               (long long)c.model.num_key_value_heads, (long long)c.model.intermediate_size,
               (long long)c.model.vocab_size, (long long)c.model.num_hidden_layers,
-              (c.layout.str() + (c.tp_kind == "1d" ? "" : " (" + c.tp_kind + ")")).c_str(),
+              c.layout_str().c_str(),
               a.features.empty() ? "-" : a.features.c_str(), c.dtype.c_str(), (long long)a.micro_batch, (long long)a.seq,
               (long long)a.micro_batches, (long long)a.steps,
               c.layout.pp > 1 ? (" | schedule " + c.schedule).c_str() : "");
