@@ -101,7 +101,7 @@ double DistOptimizer::step_stage() {
 }
 
 void DistOptimizer::sum_replicated_grads() {
-  if (!model_.tp_linear().replicated_grads_partial()) return;  // SP: each rank saw N/TP rows (2D: N/q)
+  if (!model_.tp_linear().replicated_grads_partial()) return;  // SP: each rank saw N/TP rows (grids: a row block)
   Tensor norms = model_.params().replicated_grads();
   model_.tp_linear().sum_replicated_grads(norms);
 }
@@ -126,7 +126,7 @@ double DistOptimizer::reduced_squares(bool summed) {
   // weights and routers: the leading block) except on tp rank 0, so that they count once
   // across TP. On the CPU bitwise the per-tensor loop `sq += sum_squares(p.g)`. The experts
   // (the last block) count once across TP too, and once per EP rank: summed over EP.
-  // (2D / 2.5D: the copies that count, dist_params.h; a 2.5D depth layer but the first
+  // (2D / 2.5D / 3D: the copies that count, dist_params.h; a 2.5D depth layer but the first
   // counts none.)
   const int64_t skip = P.counts_replicated() ? 0 : P.replicated_numel();
   double sq = P.counts_sharded() ? sum_squares(skip, x0, false) : 0.0;
