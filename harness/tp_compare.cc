@@ -1,7 +1,6 @@
 /* The TP arrangements side by side (see tp_compare.h). */
 #include "harness/tp_compare.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <tuple>
 #include <map>
@@ -33,8 +32,7 @@ std::vector<Column> arrangements(const Case& base) {
   const int t = base.layout.tp;
   // (kind, depth, with SP): Megatron's 1d alone and, where the case has no sp, with it
   std::vector<std::tuple<std::string, int, bool>> kinds = {{"1d", 1, false}};
-  const bool sp = std::find(base.features.begin(), base.features.end(), "sp") != base.features.end();
-  if (!sp) kinds.emplace_back("1d", 1, true);
+  if (!base.typed_features().sp) kinds.emplace_back("1d", 1, true);
   kinds.emplace_back("2d", 1, false);
   for (int d = 2; d <= t; ++d)
     if (t % d == 0) {

@@ -137,4 +137,12 @@ class Communicator {
   int rank_ = 0, size_ = 1;
 };
 
+// A new (size * rows(in), cols) CommBuffers tensor holding g's all-gather of in (the rows of
+// g's ranks in order): the gathered copy of a TP strategy.
+inline Tensor all_gathered(Communicator& g, const Tensor& in) {
+  Tensor out = Tensor::empty({g.size() * in.rows(), in.cols()}, MemCategory::CommBuffers, in.dtype());
+  g.all_gather(out, in);
+  return out;
+}
+
 }  // namespace pb

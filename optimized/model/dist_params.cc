@@ -35,8 +35,7 @@ DistParams::DistParams(const ref::ModelConfig& mc, int tp, int tp_rank, uint64_t
       shards_(shards),
       shard_rank_(shard_rank),
       expert_shards_(expert_shards),
-      expert_rank_(expert_shard_rank),
-      tpg_(tp_grid) {
+      expert_rank_(expert_shard_rank) {
   PB_REQUIRE(!(offload && reuse_), "offload with reuse_fp32_param: the master is in host memory, no device bytes "
                                    "to share with the weights");
   params_ = enumerate(mc, tp, tp_rank, keep, ep, ep_rank, tp_grid);

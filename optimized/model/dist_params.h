@@ -116,7 +116,6 @@ class DistParams {
   // (0, 0) and every sharded one.
   bool counts_replicated() const { return counts_replicated_; }
   bool counts_sharded() const { return counts_sharded_; }
-  const TpGrid& tp_grid() const { return tpg_; }
   // The local experts of each (layer, projection), in buffer order: one (E/EP * out, in)
   // parameter each ("model.layers.{l}.block_sparse_moe.local_experts.{w1|w3|w2}",
   // global_rows x global_cols = out x in of one expert), at its first expert's offset. The
@@ -222,7 +221,6 @@ class DistParams {
   int64_t replicated_numel_ = 0, norm_numel_ = 0, expert_offset_ = 0;
   int shards_ = 1, shard_rank_ = 0, expert_shards_ = 1, expert_rank_ = 0;
   int64_t shard_ = 0;
-  TpGrid tpg_;
   bool counts_replicated_ = true, counts_sharded_ = true;
 };
 

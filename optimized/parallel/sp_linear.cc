@@ -3,11 +3,7 @@
 
 namespace pb {
 
-Tensor TpSequenceParallel::gather(const Tensor& shard) {
-  Tensor full = Tensor::empty({shard.rows() * tp_.size(), shard.cols()}, MemCategory::CommBuffers, shard.dtype());
-  tp_.all_gather(full, shard);
-  return full;
-}
+Tensor TpSequenceParallel::gather(const Tensor& shard) { return all_gathered(tp_, shard); }
 
 void TpSequenceParallel::reduce(Tensor& out, Tensor& partial) { tp_.reduce_scatter(out, partial); }
 

@@ -17,11 +17,7 @@ TpSumma::TpSumma(Communicator& tp, GradSink& sink, Communicator& row, Communicat
              " do not make a ", grid.q, " x ", grid.q, " grid");
 }
 
-Tensor TpSumma::gather(const Tensor& x) {
-  Tensor full = Tensor::empty({x.rows() * grid_.q, x.cols()}, MemCategory::CommBuffers, x.dtype());
-  col_.all_gather(full, x);
-  return full;
-}
+Tensor TpSumma::gather(const Tensor& x) { return all_gathered(col_, x); }
 
 void TpSumma::reduce(Tensor& out, Tensor& partial) { col_.reduce_scatter(out, partial); }
 

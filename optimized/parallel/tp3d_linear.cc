@@ -7,12 +7,6 @@
 namespace pb {
 
 namespace {
-Tensor gathered(Communicator& g, const Tensor& t) {  // the rows of g's ranks, in order
-  Tensor out = Tensor::empty({g.size() * t.rows(), t.cols()}, MemCategory::CommBuffers, t.dtype());
-  g.all_gather(out, t);
-  return out;
-}
-
 void check_cube(const Communicator& input, const Communicator& weight, const Communicator& output) {
   PB_REQUIRE(weight.size() == input.size() && output.size() == input.size(), "linear3d: groups of ", input.size(),
              ", ", weight.size(), " and ", output.size(), " ranks are not a cube");
@@ -24,9 +18,9 @@ void linear3d_forward(const std::vector<Tensor*>& ys, const Tensor& x, const std
   check_cube(input, weight, output);
   const int q = input.size();
   PB_REQUIRE(ys.size() == ws.size() && !ws.empty(), "linear3d: ", ys.size(), " outputs for ", ws.size(), " weights");
-  const Tensor X = gathered(input, x);  // (B/q, in/q)
+  const Tensor X = all_gathered(input, x);  // (B/q, in/q)
   for (size_t w = 0; w < ws.size(); ++w) {
-    const Tensor Wb = gathered(weight, *ws[w]);  // (out/q, in/q)
+    const Tensor Wb = all_gathered(weight, *ws[w]);  // (out/q, in/q)
     PB_REQUIRE(X.cols() == Wb.cols() && ys[w]->rows() * q == X.rows() && ys[w]->cols() == Wb.rows(), "linear3d: y ",
                ys[w]->shape_str(), " from x ", x.shape_str(), " and W ", ws[w]->shape_str(), " on a ", q, "^3 grid");
     Tensor part = Tensor::empty({X.rows(), Wb.rows()}, MemCategory::Workspace, ys[w]->dtype());
@@ -41,10 +35,10 @@ void linear3d_backward(Tensor& dx, const std::vector<Tensor*>& dws, const std::v
   check_cube(input, weight, output);
   PB_REQUIRE(dws.size() == ws.size() && dys.size() == ws.size() && !ws.empty(), "linear3d: ", dws.size(),
              " weight gradients and ", dys.size(), " output gradients for ", ws.size(), " weights");
-  const Tensor X = gathered(input, x);  // (B/q, in/q)
+  const Tensor X = all_gathered(input, x);  // (B/q, in/q)
   Tensor dX = Tensor::empty({X.rows(), X.cols()}, MemCategory::Workspace, dx.dtype());
   for (size_t w = 0; w < ws.size(); ++w) {
-    const Tensor Wb = gathered(weight, *ws[w]), dY = gathered(output, *dys[w]);  // (out/q, in/q), (B/q, out/q)
+    const Tensor Wb = all_gathered(weight, *ws[w]), dY = all_gathered(output, *dys[w]);  // (out/q, in/q), (B/q, out/q)
     if (w == 0) {
       ops::linear_backward_input(dX, dY, Wb);
     } else {

@@ -22,11 +22,8 @@ TpCube::TpCube(Communicator& tp, GradSink& sink, Communicator& jg, Communicator&
 }
 
 Tensor TpCube::gather(const Tensor& x) {
-  Tensor mid = Tensor::empty({x.rows() * grid_.q, x.cols()}, MemCategory::CommBuffers, x.dtype());  // rows block i
-  j_.all_gather(mid, x);
-  Tensor full = Tensor::empty({mid.rows() * grid_.q, x.cols()}, MemCategory::CommBuffers, x.dtype());
-  i_.all_gather(full, mid);
-  return full;
+  const Tensor mid = all_gathered(j_, x);  // rows block i
+  return all_gathered(i_, mid);
 }
 
 void TpCube::reduce(Tensor& out, Tensor& partial) {

@@ -97,11 +97,11 @@ void tp_grid_require(const CaseSpec& c, const TpGrid& g) {
 }
 void tp_nd_require(const CaseSpec& c) { tp_grid_require(c, tp_grid_of(c)); }  // (a bad rank count: one line)
 // A grid strategy's linears, terms and block workspace (its own files) behind the TP seam.
-void install_grid(Strategies& s, std::unique_ptr<TpLinear> (*make)(ProcessGrid&, GradSink&), int64_t q,
-                  void (*terms)(const Dims&, int64_t, Terms&), const GridBlockBytes& bytes) {
+// (Its communication is its registry entry's terms; the rows outside the linears are the
+// defaults' N: the rank's own block.)
+void install_grid(Strategies& s, std::unique_ptr<TpLinear> (*make)(ProcessGrid&, GradSink&),
+                  const GridBlockBytes& bytes) {
   s.tp_linear = make;
-  s.tp_linear_terms = [q, terms](const Dims& d, Terms& t) { terms(d, q, t); };
-  s.tp_outer_rows = [](int64_t N, int64_t) { return N; };
   s.attention_workspace = bytes.attention, s.mlp_workspace = bytes.mlp, s.embedding_workspace = bytes.embedding;
   s.head_workspace = bytes.head, s.tp_comm_buffers = bytes.comm_buffers;
 }
@@ -111,12 +111,12 @@ std::unique_ptr<TpLinear> make_summa(ProcessGrid& g, GradSink& sink) {
 std::unique_ptr<TpLinear> make_cube(ProcessGrid& g, GradSink& sink) {
   return std::make_unique<TpCube>(g.tp(), sink, *g.tp_row(), *g.tp_col(), *g.tp_depth(), g.tp_grid());
 }
-void tp2d_install(const CaseSpec& c, Strategies& s) {
-  install_grid(s, make_summa, tp_grid_of(c).q, tp2d_terms, tp2d_block_bytes);
+void tp2d_install(const CaseSpec&, Strategies& s) {
+  install_grid(s, make_summa, tp2d_block_bytes);
 }
 // --- tp3d: 3D tensor parallelism (case key tp_kind 3d; parallel/tp3d_strategy.h) ---
-void tp3d_install(const CaseSpec& c, Strategies& s) {
-  install_grid(s, make_cube, tp_grid_of(c).q, tp3d_terms, tp3d_block_bytes);
+void tp3d_install(const CaseSpec&, Strategies& s) {
+  install_grid(s, make_cube, tp3d_block_bytes);
 }
 void tp3d_entry_terms(const CaseSpec& c, const Dims& d, Terms& t) { tp3d_terms(d, tp_grid_of(c).q, t); }
 
