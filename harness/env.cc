@@ -3,6 +3,7 @@
 
 #include "optimized/comm/nccl_communicator.h"
 #include "optimized/core/device.h"
+#include "optimized/kernels/cpu/sgemm.h"
 
 #include <mpi.h>
 #include <unistd.h>
@@ -57,6 +58,7 @@ nlohmann::json environment(int world_size) {
           {"host", host},
           {"cpu_model", cpu},
           {"cores", std::thread::hardware_concurrency()},
+          {"cpu_gemm", cpu::sgemm_backend()},
           {"compiler", compiler},
           {"build_type", PB_BUILD_TYPE},
           {"mpi_library", mpi_lib},

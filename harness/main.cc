@@ -12,8 +12,10 @@
  * message; --timeout aborts a case that runs too long instead of hanging.
  */
 #include <mpi.h>
+#include <sched.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -37,6 +39,7 @@
 #include "harness/schedule_cmd.h"
 #include "harness/tp_compare.h"
 #include "harness/size_check.h"
+#include "optimized/kernels/cpu/parallel.h"
 #include "reference/model/sizes.h"
 #include "optimized/core/device.h"
 #include "optimized/core/fatal.h"
@@ -170,8 +173,24 @@ struct RunArgs {
   std::string suite, out, md, csv, backend;
   double timeout = 900;
   bool skip_larger = false;
+  int threads = 0;  // CPU kernel threads per rank; 0: this rank's share of its node's cores
   RunOptions opt;
 };
+
+// The CPU kernels' threads of this rank: --threads, or the cores this process may run on
+// shared by the ranks of its node (at least 1).
+int kernel_threads(int requested) {
+  if (requested > 0) return requested;
+  MPI_Comm node;
+  int on_node = 1;
+  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  MPI_CHECK(MPI_Comm_size(node, &on_node));
+  MPI_CHECK(MPI_Comm_free(&node));
+  cpu_set_t set;
+  const int usable = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, std::min(usable, cores / std::max(1, on_node)));
+}
 
 int cmd_run(const RunArgs& a) {
   int rank = 0, world = 1;
@@ -201,8 +220,11 @@ int cmd_run(const RunArgs& a) {
     return "the " + cases + " saved in " + a.out + " (\"complete\": false)";
   };
   set_interrupt_context("before the first case; " + saved(0));
+  const int threads = kernel_threads(a.threads);
+  cpu::set_threads(threads);
   json results = {{"schema", "parabench.results/1"}, {"suite", suite.name}, {"env", environment(world)},
                   {"complete", false}, {"cases", json::array()}};
+  results["env"]["threads"] = threads;
   {
     const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
     char buf[32];
@@ -476,6 +498,9 @@ int main(int argc, char** argv) {
   run->add_option("--backend", ra.backend, "run every case on this backend (overrides the case files)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   run->add_flag("--skip-larger", ra.skip_larger, "skip (instead of failing) cases that need more ranks than started");
+  run->add_option("--threads", ra.threads,
+                  "CPU kernel threads per rank (results are bitwise the same for any count); default: the "
+                  "rank's share of its node's cores");
   run->add_option("--timeout", ra.timeout, "seconds per case before the job is aborted")->capture_default_str();
   run->add_option("--peak-tflops", ra.opt.peak_tflops, "stated peak TFLOP/s per rank for MFU");
   run->add_option("--inject-failure", ra.opt.inject_failure_rank, "(test) this rank throws in its first step")
@@ -553,6 +578,8 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    PB_REQUIRE(!run->parsed() || (ra.threads >= 0 && ra.threads <= 1024), "--threads must be 1 .. 1024 (or 0: "
+               "the default), got ", ra.threads);
     PB_REQUIRE(!run->parsed() || (std::isfinite(ra.timeout) && ra.timeout > 0),
                "--timeout must be a positive number of seconds, got ", ra.timeout);
     PB_REQUIRE(!run->parsed() || ra.opt.inject_nan_step == -1 || ra.opt.inject_nan_step >= 1,

@@ -400,6 +400,7 @@ std::string environment_line(const json& results) {
   const std::pair<std::string, std::string> items[] = {
       {"created", text(results, "created")}, {"git", text(env, "git_sha")}, {"host", text(env, "host")},
       {"cpu", text(env, "cpu_model")}, {"world size", text(env, "world_size")},
+      {"threads per rank", text(env, "threads", "")},
       {"mpi", text(env, "mpi_library")}, {"gpu", text(env, "gpu", "")}};
   std::string out = "suite **" + md_cell(text(results, "suite")) + "**";
   for (const auto& [label, value] : items)

@@ -31,8 +31,9 @@ python3 - "$work/r.json" <<'PY' && ok "results schema complete" || bad "results 
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["schema"] == "parabench.results/1"
-for k in ["git_sha", "host", "cpu_model", "cores", "compiler", "mpi_library", "mpi_version", "cuda_version", "nccl_version"]:
+for k in ["git_sha", "host", "cpu_model", "cores", "threads", "compiler", "mpi_library", "mpi_version", "cuda_version", "nccl_version"]:
     assert k in r["env"], k
+assert isinstance(r["env"]["threads"], int) and r["env"]["threads"] >= 1, r["env"]["threads"]
 assert len(r["cases"]) == 3
 for c in r["cases"]:
     for k in ["name", "features", "layout", "backend", "dtype", "status", "checks", "throughput", "memory", "comm"]:

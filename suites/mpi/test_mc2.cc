@@ -5,8 +5,8 @@
  * equals SP's bitwise (fp32 and bf16, 1, 2 and 4 chunks of 4 rows or more); its bytes per
  * op and phase are SP's, the split ones in chunks times as many calls; all_gather_at puts
  * each rank's rows in their place. Bitwise needs the CPU GEMM's rows to be independent of
- * how many rows it is given: Eigen's product of m rows equals those rows of a larger one
- * when m is a multiple of 4 (the product's panel width over the rows, measured at these
+ * how many rows it is given (optimized/kernels/cpu/sgemm.h): the AVX2 kernel's rows are
+ * stable for any chunk; the Eigen fallback's only for multiples of 4 (measured at these
  * shapes; m = 2 differs in the last bit), so chunks of 2 rows are checked to fp32 rounding.
  * Training: cases with mc2 (chunks of 4 rows or more) are bitwise the same cases with SP alone, with
  * communication and every memory category of every rank as predicted, the same bytes as

@@ -1,23 +1,43 @@
 /* CPU pieces of the vocab-parallel cross-entropy (Megatron-LM's
  * VocabParallelCrossEntropy): local row max, local sum of exp, the target logit where
- * this rank owns the label, and the backward softmax - onehot with the global max and sum. */
+ * this rank owns the label, and the backward softmax - onehot with the global max and sum.
+ *   logits, dlogits (N, V/tp); mx, se, tl (N)
+ * Each is one pass over the logits, rows in fixed blocks on the kernel threads (every row on
+ * its own: bitwise the same for any thread count). The forward is two passes, max then sum
+ * of exp, because under TP the max is all-reduced between them (as Megatron-LM does); the
+ * backward's softmax, scale and one-hot are one. */
 #include <cmath>
 
 #include "optimized/kernels/cpu/cpu_kernels.h"
+#include "optimized/kernels/cpu/parallel.h"
+#include "reference/common/error.h"
 
 namespace pb::cpu {
 
+namespace {
+constexpr int64_t kRows = 16;  // rows per block
+}  // namespace
+
 void ce_row_max(Tensor& mx, const Tensor& logits, const Stream&) {
+  PB_REQUIRE(mx.numel() == logits.rows(), "ce_row_max: mx ", mx.shape_str(), " for logits ", logits.shape_str());
   const auto z = as_mat(logits);
-  for (int64_t t = 0; t < z.rows(); ++t) mx.f32()[t] = z.row(t).maxCoeff();
+  parallel_blocks(z.rows(), kRows, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) mx.f32()[t] = z.row(t).maxCoeff();
+  });
 }
 
 void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx, const Stream&) {
+  PB_REQUIRE(se.numel() == logits.rows() && mx.numel() == logits.rows(), "ce_sum_exp: se ", se.shape_str(), ", mx ",
+             mx.shape_str(), " for logits ", logits.shape_str());
   const auto z = as_mat(logits);
-  for (int64_t t = 0; t < z.rows(); ++t) se.f32()[t] = (z.row(t).array() - mx.f32()[t]).exp().sum();
+  parallel_blocks(z.rows(), kRows, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) se.f32()[t] = (z.row(t).array() - mx.f32()[t]).exp().sum();
+  });
 }
 
 void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start, const Stream&) {
+  PB_REQUIRE(tl.numel() == logits.rows() && int64_t(labels.size()) == logits.rows(), "ce_target_logit: tl ",
+             tl.shape_str(), ", ", labels.size(), " labels for logits ", logits.shape_str());
   const auto z = as_mat(logits);
   for (int64_t t = 0; t < z.rows(); ++t) {
     const int64_t c = labels[size_t(t)] - vocab_start;
@@ -33,13 +53,19 @@ double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl, const S
 
 void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se,
                  const std::vector<int64_t>& labels, int64_t vocab_start, float scale, const Stream&) {
+  PB_REQUIRE(dlogits.numel() == logits.numel() && mx.numel() == logits.rows() && se.numel() == logits.rows() &&
+                 int64_t(labels.size()) == logits.rows(),
+             "ce_backward: dlogits ", dlogits.shape_str(), ", mx ", mx.shape_str(), ", se ", se.shape_str(), ", ",
+             labels.size(), " labels for logits ", logits.shape_str());
   const auto z = as_mat(logits);
   auto d = as_mat(dlogits);
-  for (int64_t t = 0; t < z.rows(); ++t) {
-    d.row(t) = ((z.row(t).array() - mx.f32()[t]).exp() / se.f32()[t] * scale).matrix();
-    const int64_t c = labels[size_t(t)] - vocab_start;
-    if (c >= 0 && c < z.cols()) d(t, c) -= scale;
-  }
+  parallel_blocks(z.rows(), kRows, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      d.row(t) = ((z.row(t).array() - mx.f32()[t]).exp() / se.f32()[t] * scale).matrix();
+      const int64_t c = labels[size_t(t)] - vocab_start;
+      if (c >= 0 && c < z.cols()) d(t, c) -= scale;
+    }
+  });
 }
 
 // Index tensors: their host values.

@@ -1,21 +1,66 @@
-/* CPU linear: Y = X W^T, dX = dY W, dW += dY^T X, through Eigen's GEMM on the tensors'
- * memory (no copies). */
+/* CPU linear: Y = X W^T, dX = dY W, dW += dY^T X, one SGEMM per block on the tensors'
+ * memory (no copies), on the kernel threads (parallel.h).
+ *   x (N, in), w (out, in), y (N, out); dW (out, in) accumulates
+ *
+ * The SGEMM (sgemm.h): this project's packed AVX2/FMA kernel (row-stable), else Eigen's.
+ * OpenBLAS and Eigen were measured first (optimized/kernels/cpu/NOTES.md).
+ *
+ * Partition: the output's rows in fixed blocks (block_rows below, a function of the shape
+ * only), each block one SGEMM with the whole reduction: every output element is computed by
+ * the same call whatever the thread count, so the result is bitwise the same for 1, 2 or N
+ * threads. Each block packs the shared operand again; at most 4 blocks of >= 128 rows keep
+ * that small. */
+#include <algorithm>
+
 #include "optimized/kernels/cpu/cpu_kernels.h"
+#include "optimized/kernels/cpu/parallel.h"
+#include "optimized/kernels/cpu/sgemm.h"
 #include "reference/common/error.h"
 
+
 namespace pb::cpu {
+
+namespace {
+
+// Rows per block of an (M, .) output: 1 to 4 blocks of at least 128 rows, a multiple of 48
+// (whole panels of the SGEMM's kernel: sgemm.h).
+int64_t block_rows(int64_t M) {
+  const int64_t blocks = std::clamp<int64_t>(M / 128, 1, 4);
+  return std::max<int64_t>(48, ((M + blocks - 1) / blocks + 47) / 48 * 48);
+}
+
+// C (M, n) = op(A) op(B) (+ C with accumulate), C's rows in the fixed blocks; A's rows of a
+// block start at row b (ta: A's column b).
+void gemm_rows(bool ta, bool tb, int64_t M, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+               int64_t ldb, bool accumulate, float* C) {
+  parallel_blocks(M, block_rows(M), [&](int64_t b, int64_t e) {
+    sgemm(ta, tb, e - b, n, k, ta ? A + b : A + b * lda, lda, B, ldb, accumulate ? 1.0f : 0.0f, C + b * n, n);
+  });
+}
+
+}  // namespace
 
 void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Stream&) {
   PB_REQUIRE(x.cols() == w.cols() && y.rows() == x.rows() && y.cols() == w.rows(), "linear_forward: y ", y.shape_str(),
              " = x ", x.shape_str(), " W^T ", w.shape_str());
-  as_mat(y).noalias() = as_mat(x) * as_mat(w).transpose();  // (N, out)
+  const int64_t N = x.rows(), in = x.cols(), out = w.rows();
+  gemm_rows(false, true, N, out, in, x.f32(), in, w.f32(), in, false, y.f32());  // (N, out)
 }
 
 void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, const Stream&) {
   PB_REQUIRE(dy.cols() == w.rows() && dx.rows() == dy.rows() && dx.cols() == w.cols(), "linear_backward_input: dx ",
              dx.shape_str(), " = dy ", dy.shape_str(), " W ", w.shape_str());
-  as_mat(dx).noalias() = as_mat(dy) * as_mat(w);  // (N, in)
+  const int64_t N = dy.rows(), in = w.cols(), out = w.rows();
+  gemm_rows(false, false, N, in, out, dy.f32(), out, w.f32(), in, false, dx.f32());  // (N, in)
 }
+
+namespace {
+// dW (out, in) (+)= dY^T X: blocks of dW's rows (dY's columns).
+void weight_grad(float* dw, const Tensor& dy, const Tensor& x, bool accumulate) {
+  const int64_t N = dy.rows(), out = dy.cols(), in = x.cols();
+  gemm_rows(true, false, out, in, N, dy.f32(), out, x.f32(), in, accumulate, dw);  // (out, in)
+}
+}  // namespace
 
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const Stream&) {
   PB_REQUIRE(dw.rows() == dy.cols() && dw.cols() == x.cols() && dy.rows() == x.rows(), "linear_backward_weight: dW ",
@@ -26,10 +71,9 @@ void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const
     Tensor xf = Tensor::empty(x.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
     cast(dyf, dy);
     cast(xf, x);
-    as_mat(dw).noalias() += as_mat(dyf).transpose() * as_mat(xf);
-    return;
+    return weight_grad(dw.f32(), dyf, xf, true);
   }
-  as_mat(dw).noalias() += as_mat(dy).transpose() * as_mat(x);  // (out, in)
+  weight_grad(dw.f32(), dy, x, true);
 }
 
 void linear_weight_product(Tensor& p, const Tensor& dy, const Tensor& x, const Stream&) {
@@ -37,7 +81,7 @@ void linear_weight_product(Tensor& p, const Tensor& dy, const Tensor& x, const S
              p.shape_str(), " = dy^T ", dy.shape_str(), " x ", x.shape_str());
   PB_REQUIRE(p.dtype() == DType::F32 && dy.dtype() == DType::F32 && x.dtype() == DType::F32,
              "linear_weight_product: fp32 operands (ops.h promotes bf16)");
-  as_mat(p).noalias() = as_mat(dy).transpose() * as_mat(x);  // (out, in)
+  weight_grad(p.f32(), dy, x, false);
 }
 
 }  // namespace pb::cpu

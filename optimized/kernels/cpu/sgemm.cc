@@ -1,0 +1,190 @@
+/* The CPU SGEMM (see sgemm.h): a packed, register-blocked kernel for AVX2 + FMA in the
+ * manner of BLIS (Van Zee & van de Geijn, "BLIS: A Framework for Rapidly Instantiating BLAS
+ * Functionality", ACM TOMS 2015; Goto & van de Geijn, ACM TOMS 2008), and Eigen's GEMM
+ * where the compiler targets no AVX2/FMA.
+ *
+ *   loops   jc over n by NC, pc over k by KC (pack B: KC x NC in panels of 16 columns),
+ *           ic over m by MC (pack A: MC x KC in panels of 6 rows), then 6 x 16 micro-tiles
+ *   tile    12 ymm accumulators; per k: two loads of B, six broadcasts of A, twelve FMAs
+ *   C       first k-block: C = acc (beta 0) or C + acc; later k-blocks C + acc (beta other
+ *           than 0 and 1 scales C first)
+ * Row- and column-stable by construction: every element is one FMA chain over each k-block
+ * of KC (a constant) in k order, the same instructions wherever the element sits in its
+ * tile, the missing rows and columns of an edge tile being zeros in the packed panels. So a
+ * row of C has the same bits whatever other rows the call computes (MC2's chunks equal SP's
+ * whole products: parallel/mc2_linear.h), and any fixed partition of C over threads gives the
+ * same bits for any thread count.
+ *
+ * OpenBLAS 0.3.21 was measured first (faster than Eigen here: optimized/kernels/cpu/NOTES.md)
+ * and rejected: its rows depend on their position in the call (its Zen kernel sums a row
+ * differently at positions 0 and 5 of a 6-row group), which would break MC2's bitwise rule. */
+#include "optimized/kernels/cpu/sgemm.h"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define PB_SGEMM_AVX2 1
+#endif
+
+namespace pb::cpu {
+
+namespace {
+
+using RMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Strided = Eigen::Map<const RMat, 0, Eigen::OuterStride<>>;
+
+[[maybe_unused]] void eigen_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
+                                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  Eigen::Map<RMat, 0, Eigen::OuterStride<>> Cm(C, m, n, Eigen::OuterStride<>(ldc));
+  const Strided Am(A, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
+  const Strided Bm(B, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
+  if (beta == 0.0f) Cm.setZero();
+  else if (beta != 1.0f) Cm *= beta;
+  if (ta && tb) Cm.noalias() += Am.transpose() * Bm.transpose();
+  else if (ta) Cm.noalias() += Am.transpose() * Bm;
+  else if (tb) Cm.noalias() += Am * Bm.transpose();
+  else Cm.noalias() += Am * Bm;
+}
+
+#ifdef PB_SGEMM_AVX2
+constexpr int64_t MR = 6, NR = 16, KC = 256, MC = 120, NC = 4096;
+
+// A panel of w rows of a matrix op(X) (k-major: out[k * w + i] = op(X)(r0 + i, p0 + k)),
+// zero-padded to w rows. Each source line is read contiguously: op(X) = X reads row r0 + i
+// over k; op(X) = X^T reads X's row p0 + k over i.
+void pack_panel(bool trans, const float* X, int64_t ldx, int64_t r0, int64_t rows, int64_t p0, int64_t kc, int64_t w,
+                float* out) {
+  if (rows < w) std::fill(out, out + kc * w, 0.0f);
+  if (trans) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = X + (p0 + k) * ldx + r0;
+      for (int64_t i = 0; i < rows; ++i) out[k * w + i] = src[i];
+    }
+  } else {
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* src = X + (r0 + i) * ldx + p0;
+      for (int64_t k = 0; k < kc; ++k) out[k * w + i] = src[k];
+    }
+  }
+}
+
+// op(A) rows [i0, i0 + mc) x cols [p0, p0 + kc) into panels of MR rows.
+void pack_a(bool ta, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* out) {
+  for (int64_t ir = 0; ir < mc; ir += MR)
+    pack_panel(ta, A, lda, i0 + ir, std::min(MR, mc - ir), p0, kc, MR, out + ir * kc);
+}
+
+// op(B) rows [p0, p0 + kc) x cols [j0, j0 + nc) into panels of NR columns: the panels of
+// op(B)^T's rows, so op(B) = B is the transposed read.
+void pack_b(bool tb, const float* B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* out) {
+  for (int64_t jr = 0; jr < nc; jr += NR)
+    pack_panel(!tb, B, ldb, j0 + jr, std::min(NR, nc - jr), p0, kc, NR, out + jr * kc);
+}
+
+// C tile (mr <= MR, nr <= NR) = acc (overwrite) or C + acc, acc = a panel x b panel over kc.
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool overwrite) {
+  // The twelve accumulators as named registers (an array indexed in a loop may be spilled).
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    __m256 ai = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(ai, b0, c00), c01 = _mm256_fmadd_ps(ai, b1, c01);
+    ai = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(ai, b0, c10), c11 = _mm256_fmadd_ps(ai, b1, c11);
+    ai = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(ai, b0, c20), c21 = _mm256_fmadd_ps(ai, b1, c21);
+    ai = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(ai, b0, c30), c31 = _mm256_fmadd_ps(ai, b1, c31);
+    ai = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(ai, b0, c40), c41 = _mm256_fmadd_ps(ai, b1, c41);
+    ai = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(ai, b0, c50), c51 = _mm256_fmadd_ps(ai, b1, c51);
+  }
+  const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (mr == MR && nr == NR) {
+    for (int64_t i = 0; i < MR; ++i) {
+      float* ci = c + i * ldc;
+      if (overwrite) {
+        _mm256_storeu_ps(ci, acc[i][0]);
+        _mm256_storeu_ps(ci + 8, acc[i][1]);
+      } else {
+        _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]));
+        _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]));
+      }
+    }
+    return;
+  }
+  alignas(32) float t[MR][NR];
+  for (int64_t i = 0; i < MR; ++i) {
+    _mm256_store_ps(t[i], acc[i][0]);
+    _mm256_store_ps(t[i] + 8, acc[i][1]);
+  }
+  for (int64_t i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = overwrite ? t[i][j] : c[i * ldc + j] + t[i][j];
+}
+
+void avx2_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+               int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (beta != 0.0f && beta != 1.0f)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) C[i * ldc + j] *= beta;
+  thread_local std::vector<float> abuf, bbuf;
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = std::min(NC, n - jc), ncp = (nc + NR - 1) / NR * NR;
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = std::min(KC, k - pc);
+      if (bbuf.size() < size_t(kc * ncp)) bbuf.resize(size_t(kc * ncp));
+      pack_b(tb, B, ldb, pc, kc, jc, nc, bbuf.data());
+      const bool overwrite = pc == 0 && beta == 0.0f;
+      for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mc = std::min(MC, m - ic), mcp = (mc + MR - 1) / MR * MR;
+        if (abuf.size() < size_t(kc * mcp)) abuf.resize(size_t(kc * mcp));
+        pack_a(ta, A, lda, ic, mc, pc, kc, abuf.data());
+        for (int64_t jr = 0; jr < nc; jr += NR)
+          for (int64_t ir = 0; ir < mc; ir += MR)
+            micro(kc, abuf.data() + ir * kc, bbuf.data() + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                  std::min(MR, mc - ir), std::min(NR, nc - jr), overwrite);
+      }
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+           int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {  // an empty sum: C = beta C
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+#ifdef PB_SGEMM_AVX2
+  avx2_gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+#else
+  eigen_gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+std::string sgemm_backend() {
+#ifdef PB_SGEMM_AVX2
+  return "avx2-fma 6x16";
+#else
+  return "eigen";
+#endif
+}
+
+bool sgemm_rows_stable() {
+#ifdef PB_SGEMM_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace pb::cpu
