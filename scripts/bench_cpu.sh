@@ -31,7 +31,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for t in $threads; do
   echo "threads $t: parabench ..." >&2
-  OMPI_MCA_hwloc_base_binding_policy=none "$bench" --benchmark_filter="BM_TrainStep/threads:$t\$" \
+  OMPI_MCA_hwloc_base_binding_policy=none "$bench" --benchmark_filter="BM_TrainStep/threads:$t/" \
     --benchmark_repetitions="$reps" --benchmark_format=json > "$tmp/ours-$t.json"
   echo "threads $t: pytorch ..." >&2
   python3 scripts/bench_torch_cpu.py --threads "$t" --json > "$tmp/torch-$t.jsonl"

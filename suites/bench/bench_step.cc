@@ -8,7 +8,7 @@
  * and reports the second (the first warms up: the allocator's cache, the RoPE table), so
  * the aggregates over repetitions are over independent steps. The argument is the kernel
  * thread count (kernels/cpu/parallel.h).
- *   bench_step [--benchmark_repetitions=9] [--benchmark_filter=TrainStep/1] */
+ *   bench_step --benchmark_repetitions=9 [--benchmark_filter=threads:1/] */
 #include <benchmark/benchmark.h>
 #include <mpi.h>
 
@@ -37,7 +37,6 @@ BENCHMARK(BM_TrainStep)
     ->Arg(1)
     ->Arg(2)
     ->Iterations(1)
-    ->Repetitions(9)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
