@@ -20,9 +20,9 @@
  * A tile pair no key of which is visible to any of its queries is skipped (the causal upper
  * triangle); a pair with every key visible is not masked.
  *
- * Every tile product is an Eigen GEMM on strided maps of the tensors; the order of every sum
- * is fixed by the shape, so the result is bitwise the same for any thread count. It differs
- * from the reference's row-by-row order within the fp32 rule. */
+ * Every tile product is the backend's SGEMM (sgemm.h) on the tensors' strided rows; the
+ * order of every sum is fixed by the shape, so the result is bitwise the same for any thread
+ * count. It differs from the reference's row-by-row order within the fp32 rule. */
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -31,6 +31,7 @@
 
 #include "optimized/kernels/cpu/cpu_kernels.h"
 #include "optimized/kernels/cpu/parallel.h"
+#include "optimized/kernels/cpu/sgemm.h"
 #include "reference/common/error.h"
 
 namespace pb::cpu {
@@ -133,7 +134,8 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
       const CRows K(k.f32() + (b * g.Sk + j0) * kw + kv * g.D, c, g.D, Eigen::OuterStride<>(kw));
       const CRows V(v.f32() + (b * g.Sk + j0) * kw + kv * g.D, c, g.D, Eigen::OuterStride<>(kw));
       auto St = Sc.leftCols(c);
-      St.noalias() = g.scale * Q * K.transpose();  // (n, c)
+      sgemm(false, true, n, c, g.D, Q.data(), qw, K.data(), kw, 0.0f, St.data(), kBc);  // Q K^T (n, c)
+      St *= g.scale;
       if (vis == 1) g.mask(St, i0, j0, kNegInf);
       for (int64_t r = 0; r < n; ++r) {
         const float mn = std::max(m[r], St.row(r).maxCoeff());
@@ -150,7 +152,7 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
         if (alpha != 1.0f) O.row(r) *= alpha;
         m[r] = mn;
       }
-      O.noalias() += St * V;  // (n, D)
+      sgemm(false, false, n, g.D, c, St.data(), kBc, V.data(), kw, 1.0f, O.data(), g.D);  // O += P V (n, D)
     }
     Rows Out(o.f32() + (b * g.S + i0) * qw + a * g.D, n, g.D, Eigen::OuterStride<>(qw));
     float* L = lse.f32() + (b * g.A + a) * g.S + i0;
@@ -209,19 +211,21 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
           Rows dQ(dq.f32() + off, n, g.D, Eigen::OuterStride<>(qw));
           auto Pt = P.topLeftCorner(n, c);
           auto dPt = dP.topLeftCorner(n, c);
-          Pt.noalias() = g.scale * Q * K.transpose();  // (n, c)
+          sgemm(false, true, n, c, g.D, Q.data(), qw, K.data(), kw, 0.0f, Pt.data(), kBc);  // Q K^T (n, c)
+          Pt *= g.scale;
           const float* L = lse.f32() + (b * g.A + a) * g.S + i0;
           for (int64_t r = 0; r < n; ++r) {
             if (std::isinf(L[r])) Pt.row(r).setZero();  // fully masked row: no gradient
             else Pt.row(r) = (Pt.row(r).array() - L[r]).exp().matrix();
           }
           if (vis == 1) g.mask(Pt, i0, j0, 0.0f);
-          dV.noalias() += Pt.transpose() * dO;  // (c, D)
-          dPt.noalias() = dO * V.transpose();   // (n, c)
+          sgemm(true, false, c, g.D, n, Pt.data(), kBc, dO.data(), qw, 1.0f, dV.data(), g.D);  // dV += P^T dO (c, D)
+          sgemm(false, true, n, c, g.D, dO.data(), qw, V.data(), kw, 0.0f, dPt.data(), kBc);   // dP = dO V^T (n, c)
           for (int64_t r = 0; r < n; ++r)
             dPt.row(r) = Pt.row(r).cwiseProduct((dPt.row(r).array() - Di[h * g.S + i0 + r]).matrix());
-          dQ.noalias() += g.scale * dPt * K;               // (n, D)
-          dK.noalias() += g.scale * dPt.transpose() * Q;  // (c, D)
+          dPt *= g.scale;                                                                        // scale dS
+          sgemm(false, false, n, g.D, c, dPt.data(), kBc, K.data(), kw, 1.0f, dQ.data(), qw);  // dQ += dS K (n, D)
+          sgemm(true, false, c, g.D, n, dPt.data(), kBc, Q.data(), qw, 1.0f, dK.data(), g.D);  // dK += dS^T Q (c, D)
         }
       }
       Rows(dk.f32() + (b * g.Sk + j0) * kw + kv * g.D, c, g.D, Eigen::OuterStride<>(kw)) = dK;

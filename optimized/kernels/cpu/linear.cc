@@ -5,11 +5,10 @@
  * The SGEMM (sgemm.h): this project's packed AVX2/FMA kernel (row-stable), else Eigen's.
  * OpenBLAS and Eigen were measured first (optimized/kernels/cpu/NOTES.md).
  *
- * Partition: the output's rows in fixed blocks (block_rows below, a function of the shape
- * only), each block one SGEMM with the whole reduction: every output element is computed by
- * the same call whatever the thread count, so the result is bitwise the same for 1, 2 or N
- * threads. Each block packs the shared operand again; at most 4 blocks of >= 128 rows keep
- * that small. */
+ * Partition: the output in fixed blocks (split_of below, a function of the shape only),
+ * each block one SGEMM with the whole reduction: every output element is computed by the
+ * same call whatever the thread count, so the result is bitwise the same for 1, 2 or N
+ * threads. */
 #include <algorithm>
 
 #include "optimized/kernels/cpu/cpu_kernels.h"
@@ -22,19 +21,33 @@ namespace pb::cpu {
 
 namespace {
 
-// Rows per block of an (M, .) output: 1 to 4 blocks of at least 128 rows, a multiple of 48
-// (whole panels of the SGEMM's kernel: sgemm.h).
-int64_t block_rows(int64_t M) {
-  const int64_t blocks = std::clamp<int64_t>(M / 128, 1, 4);
-  return std::max<int64_t>(48, ((M + blocks - 1) / blocks + 47) / 48 * 48);
+// The fixed partition of an (M, n) output, a function of the shape only: 2 blocks of rows
+// when M >= 256, else 2 blocks of columns when n >= 256, else 1 block. Blocks are multiples
+// of 48 rows (whole micro-tiles of the SGEMM: sgemm.h) or 16 columns. Each block packs the
+// operand it shares with the other again, so there are few and large ones.
+struct Split {
+  bool rows;
+  int64_t grain;
+};
+Split split_of(int64_t M, int64_t n) {
+  if (M >= 256) return {true, (M / 2 + 47) / 48 * 48};
+  if (n >= 256) return {false, (n / 2 + 15) / 16 * 16};
+  return {true, std::max<int64_t>(M, 1)};
 }
 
-// C (M, n) = op(A) op(B) (+ C with accumulate), C's rows in the fixed blocks; A's rows of a
-// block start at row b (ta: A's column b).
+// C (M, n) = op(A) op(B) (+ C with accumulate) over the blocks of the split, on the pool.
+// A row block starts at op(A)'s row b (ta: A's column b); a column block at op(B)'s column b
+// (tb: B's row b).
 void gemm_rows(bool ta, bool tb, int64_t M, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
                int64_t ldb, bool accumulate, float* C) {
-  parallel_blocks(M, block_rows(M), [&](int64_t b, int64_t e) {
-    sgemm(ta, tb, e - b, n, k, ta ? A + b : A + b * lda, lda, B, ldb, accumulate ? 1.0f : 0.0f, C + b * n, n);
+  const Split sp = split_of(M, n);
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (sp.rows)
+    return parallel_blocks(M, sp.grain, [&](int64_t b, int64_t e) {
+      sgemm(ta, tb, e - b, n, k, ta ? A + b : A + b * lda, lda, B, ldb, beta, C + b * n, n);
+    });
+  parallel_blocks(n, sp.grain, [&](int64_t b, int64_t e) {
+    sgemm(ta, tb, M, e - b, k, A, lda, tb ? B + b * ldb : B + b, ldb, beta, C + b, n);
   });
 }
 

@@ -22,6 +22,7 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -89,8 +90,9 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
   // The twelve accumulators as named registers (an array indexed in a loop may be spilled).
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
-    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);  // packs are 64-byte aligned
     __m256 ai = _mm256_broadcast_ss(a);
     c00 = _mm256_fmadd_ps(ai, b0, c00), c01 = _mm256_fmadd_ps(ai, b1, c01);
     ai = _mm256_broadcast_ss(a + 1);
@@ -127,26 +129,34 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = overwrite ? t[i][j] : c[i * ldc + j] + t[i][j];
 }
 
+// n floats of v, 64-byte aligned: every B panel (NR·kc floats from the start) and every
+// k-step in it (NR floats = 64 bytes) is then aligned for the micro-kernel's loads.
+float* aligned(std::vector<float>& v, int64_t n) {
+  if (v.size() < size_t(n) + 16) v.resize(size_t(n) + 16);
+  const auto addr = reinterpret_cast<uintptr_t>(v.data());
+  return v.data() + (16 - (addr / sizeof(float)) % 16) % 16;
+}
+
 void avx2_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
                int64_t ldb, float beta, float* C, int64_t ldc) {
   if (beta != 0.0f && beta != 1.0f)
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) C[i * ldc + j] *= beta;
-  thread_local std::vector<float> abuf, bbuf;
+  thread_local std::vector<float> abuf_v, bbuf_v;
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc), ncp = (nc + NR - 1) / NR * NR;
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = std::min(KC, k - pc);
-      if (bbuf.size() < size_t(kc * ncp)) bbuf.resize(size_t(kc * ncp));
-      pack_b(tb, B, ldb, pc, kc, jc, nc, bbuf.data());
+      float* bbuf = aligned(bbuf_v, kc * ncp);
+      pack_b(tb, B, ldb, pc, kc, jc, nc, bbuf);
       const bool overwrite = pc == 0 && beta == 0.0f;
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic), mcp = (mc + MR - 1) / MR * MR;
-        if (abuf.size() < size_t(kc * mcp)) abuf.resize(size_t(kc * mcp));
-        pack_a(ta, A, lda, ic, mc, pc, kc, abuf.data());
+        float* abuf = aligned(abuf_v, kc * mcp);
+        pack_a(ta, A, lda, ic, mc, pc, kc, abuf);
         for (int64_t jr = 0; jr < nc; jr += NR)
           for (int64_t ir = 0; ir < mc; ir += MR)
-            micro(kc, abuf.data() + ir * kc, bbuf.data() + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+            micro(kc, abuf + ir * kc, bbuf + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
                   std::min(MR, mc - ir), std::min(NR, nc - jr), overwrite);
       }
     }
