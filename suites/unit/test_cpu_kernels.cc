@@ -287,8 +287,10 @@ TEST(AdamW, OnePassMatchesFloat64) {
 }
 
 TEST(Linear, ProductsMatchFloat64) {
+  // (100, 300, 272): fewer than 256 rows, so the blocks split the columns (linear.cc), and
+  // more than one k-block of the SGEMM (KC 256).
   for (auto [N, in, out] : {std::tuple<int64_t, int64_t, int64_t>{37, 64, 130}, {512, 256, 768}, {1, 128, 64},
-                            {300, 96, 2048}}) {
+                            {300, 96, 2048}, {100, 300, 272}}) {
     const Tensor x = randn({N, in}, "lx"), w = randn({out, in}, "lw"), dy = randn({N, out}, "ldy");
     const Tensor dw0 = randn({out, in}, "ldw0");
     const auto outs = across_threads([&] {
@@ -312,7 +314,7 @@ TEST(Linear, ProductsMatchFloat64) {
 // Row-stable products (sgemm.h), which MC2's chunked linears rely on: the rows of y and dx
 // computed in chunks of any length at any offset are bitwise the whole product's rows.
 TEST(Linear, RowsAreTheSameInChunks) {
-  const int64_t N = 101, in = 96, out = 40;
+  const int64_t N = 101, in = 296, out = 40;  // in > KC: two k-blocks
   const Tensor x = randn({N, in}, "cx"), w = randn({out, in}, "cw"), dy = randn({N, out}, "cdy");
   Tensor y = make({N, out}, kNaN), dx = make({N, in}, kNaN);
   ops::linear_forward(y, x, w);

@@ -23,7 +23,7 @@ namespace {
 
 // The fixed partition of an (M, n) output, a function of the shape only: 2 blocks of rows
 // when M >= 256, else 2 blocks of columns when n >= 256, else 1 block. Blocks are multiples
-// of 48 rows (whole micro-tiles of the SGEMM: sgemm.h) or 16 columns. Each block packs the
+// of 48 rows or 32 columns (whole micro-tiles of either SGEMM kernel: sgemm.h). Each block packs the
 // operand it shares with the other again, so there are few and large ones.
 struct Split {
   bool rows;
@@ -31,7 +31,7 @@ struct Split {
 };
 Split split_of(int64_t M, int64_t n) {
   if (M >= 256) return {true, (M / 2 + 47) / 48 * 48};
-  if (n >= 256) return {false, (n / 2 + 15) / 16 * 16};
+  if (n >= 256) return {false, (n / 2 + 31) / 32 * 32};
   return {true, std::max<int64_t>(M, 1)};
 }
 

@@ -25,9 +25,13 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
-#define PB_SGEMM_AVX2 1
+#define PB_SGEMM_PACKED 1
+#define PB_SGEMM_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define PB_SGEMM_PACKED 1
 #endif
 
 namespace pb::cpu {
@@ -50,8 +54,13 @@ using Strided = Eigen::Map<const RMat, 0, Eigen::OuterStride<>>;
   else Cm.noalias() += Am * Bm;
 }
 
-#ifdef PB_SGEMM_AVX2
-constexpr int64_t MR = 6, NR = 16, KC = 256, MC = 120, NC = 4096;
+#ifdef PB_SGEMM_PACKED
+#ifdef PB_SGEMM_AVX512
+constexpr int64_t MR = 12, NR = 32;  // 24 zmm accumulators
+#else
+constexpr int64_t MR = 6, NR = 16;  // 12 ymm accumulators
+#endif
+constexpr int64_t KC = 256, MC = 120, NC = 4096;
 
 // A panel of w rows of a matrix op(X) (k-major: out[k * w + i] = op(X)(r0 + i, p0 + k)),
 // zero-padded to w rows. Each source line is read contiguously: op(X) = X reads row r0 + i
@@ -85,6 +94,51 @@ void pack_b(bool tb, const float* B, int64_t ldb, int64_t p0, int64_t kc, int64_
     pack_panel(!tb, B, ldb, j0 + jr, std::min(NR, nc - jr), p0, kc, NR, out + jr * kc);
 }
 
+#ifdef PB_SGEMM_AVX512
+// C tile (mr <= MR, nr <= NR) = acc (overwrite) or C + acc, acc = a panel x b panel over kc.
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool overwrite) {
+  // 24 accumulators (12 rows x 2 zmm of 16 columns), named so that none is spilled.
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+  __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+#define PB_ROW(i, r0, r1)                       \
+  {                                             \
+    const __m512 ai = _mm512_set1_ps(a[i]);     \
+    r0 = _mm512_fmadd_ps(ai, b0, r0);           \
+    r1 = _mm512_fmadd_ps(ai, b1, r1);           \
+  }
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);  // packs are 64-byte aligned
+    PB_ROW(0, c00, c01) PB_ROW(1, c10, c11) PB_ROW(2, c20, c21) PB_ROW(3, c30, c31)
+    PB_ROW(4, c40, c41) PB_ROW(5, c50, c51) PB_ROW(6, c60, c61) PB_ROW(7, c70, c71)
+    PB_ROW(8, c80, c81) PB_ROW(9, c90, c91) PB_ROW(10, ca0, ca1) PB_ROW(11, cb0, cb1)
+  }
+#undef PB_ROW
+  const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
+                             {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
+  if (mr == MR && nr == NR) {
+    for (int64_t i = 0; i < MR; ++i) {
+      float* ci = c + i * ldc;
+      if (overwrite) {
+        _mm512_storeu_ps(ci, acc[i][0]);
+        _mm512_storeu_ps(ci + 16, acc[i][1]);
+      } else {
+        _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
+        _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+      }
+    }
+    return;
+  }
+  alignas(64) float t[MR][NR];
+  for (int64_t i = 0; i < MR; ++i) {
+    _mm512_store_ps(t[i], acc[i][0]);
+    _mm512_store_ps(t[i] + 16, acc[i][1]);
+  }
+  for (int64_t i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = overwrite ? t[i][j] : c[i * ldc + j] + t[i][j];
+}
+#else
 // C tile (mr <= MR, nr <= NR) = acc (overwrite) or C + acc, acc = a panel x b panel over kc.
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool overwrite) {
   // The twelve accumulators as named registers (an array indexed in a loop may be spilled).
@@ -129,6 +183,8 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = overwrite ? t[i][j] : c[i * ldc + j] + t[i][j];
 }
 
+#endif
+
 // n floats of v, 64-byte aligned: every B panel (NR·kc floats from the start) and every
 // k-step in it (NR floats = 64 bytes) is then aligned for the micro-kernel's loads.
 float* aligned(std::vector<float>& v, int64_t n) {
@@ -137,7 +193,7 @@ float* aligned(std::vector<float>& v, int64_t n) {
   return v.data() + (16 - (addr / sizeof(float)) % 16) % 16;
 }
 
-void avx2_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+void packed_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
                int64_t ldb, float beta, float* C, int64_t ldc) {
   if (beta != 0.0f && beta != 1.0f)
     for (int64_t i = 0; i < m; ++i)
@@ -174,15 +230,17 @@ void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, in
       for (int64_t j = 0; j < n; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-#ifdef PB_SGEMM_AVX2
-  avx2_gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
+#ifdef PB_SGEMM_PACKED
+  packed_gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
 #else
   eigen_gemm(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
 
 std::string sgemm_backend() {
-#ifdef PB_SGEMM_AVX2
+#if defined(PB_SGEMM_AVX512)
+  return "avx512 12x32";
+#elif defined(PB_SGEMM_PACKED)
   return "avx2-fma 6x16";
 #else
   return "eigen";
@@ -190,7 +248,7 @@ std::string sgemm_backend() {
 }
 
 bool sgemm_rows_stable() {
-#ifdef PB_SGEMM_AVX2
+#ifdef PB_SGEMM_PACKED
   return true;
 #else
   return false;
