@@ -1,11 +1,13 @@
-/* The CPU SGEMM (see sgemm.h): a packed, register-blocked kernel for AVX2 + FMA in the
- * manner of BLIS (Van Zee & van de Geijn, "BLIS: A Framework for Rapidly Instantiating BLAS
- * Functionality", ACM TOMS 2015; Goto & van de Geijn, ACM TOMS 2008), and Eigen's GEMM
- * where the compiler targets no AVX2/FMA.
+/* The CPU SGEMM (see sgemm.h): a packed, register-blocked kernel in the manner of BLIS
+ * (Van Zee & van de Geijn, "BLIS: A Framework for Rapidly Instantiating BLAS Functionality",
+ * ACM TOMS 2015; Goto & van de Geijn, ACM TOMS 2008) for AVX-512 or AVX2 + FMA, and Eigen's
+ * GEMM where the compiler targets neither.
  *
- *   loops   jc over n by NC, pc over k by KC (pack B: KC x NC in panels of 16 columns),
- *           ic over m by MC (pack A: MC x KC in panels of 6 rows), then 6 x 16 micro-tiles
- *   tile    12 ymm accumulators; per k: two loads of B, six broadcasts of A, twelve FMAs
+ *   loops   jc over n by NC, pc over k by KC (pack B: KC x NC in panels of NR columns),
+ *           ic over m by MC (pack A: MC x KC in panels of MR rows), then MR x NR micro-tiles
+ *   tile    AVX-512: 12 x 32, 24 zmm accumulators; per k two loads of B, twelve broadcasts
+ *           of A, 24 FMAs.  AVX2: 6 x 16, 12 ymm accumulators; two loads, six broadcasts,
+ *           twelve FMAs.
  *   C       first k-block: C = acc (beta 0) or C + acc; later k-blocks C + acc (beta other
  *           than 0 and 1 scales C first)
  * Row- and column-stable by construction: every element is one FMA chain over each k-block
@@ -13,7 +15,8 @@
  * tile, the missing rows and columns of an edge tile being zeros in the packed panels. So a
  * row of C has the same bits whatever other rows the call computes (MC2's chunks equal SP's
  * whole products: parallel/mc2_linear.h), and any fixed partition of C over threads gives the
- * same bits for any thread count.
+ * same bits for any thread count. The two kernels do the same arithmetic per element (the
+ * same k-blocks, the same FMA chain, the same final add), so they give the same bits.
  *
  * OpenBLAS 0.3.21 was measured first (faster than Eigen here: optimized/kernels/cpu/NOTES.md)
  * and rejected: its rows depend on their position in the call (its Zen kernel sums a row
@@ -62,9 +65,33 @@ constexpr int64_t MR = 6, NR = 16;  // 12 ymm accumulators
 #endif
 constexpr int64_t KC = 256, MC = 120, NC = 4096;
 
+// out (8 lines of stride ldo) = the transpose of src's 8 x 8 block (8 lines of stride lds).
+void transpose8(const float* src, int64_t lds, float* out, int64_t ldo) {
+  __m256 r[8], t[8], u[8];
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * lds);
+  for (int j = 0; j < 8; j += 2) t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]), t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+  for (int j = 0; j < 8; j += 4) {  // [a_c b_c c_c d_c | a_c+4 ...] for c = 0..3
+    u[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44), u[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+    u[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44), u[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    _mm256_storeu_ps(out + c * ldo, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
+    _mm256_storeu_ps(out + (c + 4) * ldo, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
+  }
+}
+
+// The same for a 4 x 4 block.
+void transpose4(const float* src, int64_t lds, float* out, int64_t ldo) {
+  __m128 r0 = _mm_loadu_ps(src), r1 = _mm_loadu_ps(src + lds), r2 = _mm_loadu_ps(src + 2 * lds),
+         r3 = _mm_loadu_ps(src + 3 * lds);
+  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+  _mm_storeu_ps(out, r0), _mm_storeu_ps(out + ldo, r1), _mm_storeu_ps(out + 2 * ldo, r2), _mm_storeu_ps(out + 3 * ldo, r3);
+}
+
 // A panel of w rows of a matrix op(X) (k-major: out[k * w + i] = op(X)(r0 + i, p0 + k)),
-// zero-padded to w rows. Each source line is read contiguously: op(X) = X reads row r0 + i
-// over k; op(X) = X^T reads X's row p0 + k over i.
+// zero-padded to w rows. op(X) = X^T copies X's row p0 + k over i; op(X) = X transposes
+// blocks of 8 (then 4) rows x 8 (then 4) k in registers, the rest one element at a time.
+// Only data moves, so the packing has no effect on the bits.
 void pack_panel(bool trans, const float* X, int64_t ldx, int64_t r0, int64_t rows, int64_t p0, int64_t kc, int64_t w,
                 float* out) {
   if (rows < w) std::fill(out, out + kc * w, 0.0f);
@@ -73,11 +100,21 @@ void pack_panel(bool trans, const float* X, int64_t ldx, int64_t r0, int64_t row
       const float* src = X + (p0 + k) * ldx + r0;
       for (int64_t i = 0; i < rows; ++i) out[k * w + i] = src[i];
     }
-  } else {
-    for (int64_t i = 0; i < rows; ++i) {
+    return;
+  }
+  int64_t i = 0;
+  for (const int64_t blk : {int64_t(8), int64_t(4)}) {
+    for (; i + blk <= rows; i += blk) {
       const float* src = X + (r0 + i) * ldx + p0;
-      for (int64_t k = 0; k < kc; ++k) out[k * w + i] = src[k];
+      int64_t k = 0;
+      for (; k + blk <= kc; k += blk) (blk == 8 ? transpose8 : transpose4)(src + k, ldx, out + k * w + i, w);
+      for (; k < kc; ++k)
+        for (int64_t ii = 0; ii < blk; ++ii) out[k * w + i + ii] = src[ii * ldx + k];
     }
+  }
+  for (; i < rows; ++i) {
+    const float* src = X + (r0 + i) * ldx + p0;
+    for (int64_t k = 0; k < kc; ++k) out[k * w + i] = src[k];
   }
 }
 
