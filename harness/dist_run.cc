@@ -2,8 +2,10 @@
 #include "harness/dist_run.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "optimized/comm/nccl_communicator.h"
+#include "optimized/comm/nccl_select.h"
 #include "optimized/core/allocator.h"
 #include "optimized/core/fatal.h"
 #include "optimized/model/dist_params.h"
@@ -47,16 +49,21 @@ bool select_device(MPI_Comm comm) {
   MPI_CHECK(MPI_Comm_free(&node));
   cuda_select_device(local);
   TrackingAllocator::device().reset_peaks();
-  // NCCL refuses two ranks on one GPU: with more ranks than GPUs on a node, MPI (staged).
-  int ok = nccl_built() && local_size <= cuda_device_count() ? 1 : 0;
+  // NCCL refuses two ranks on one GPU: with more ranks than GPUs on a node, MPI (staged);
+  // PB_NO_NCCL forces MPI (optimized/comm/nccl_select.h). One rank's "no" is everyone's.
+  const NcclChoice choice = choose_nccl(nccl_built(), std::getenv("PB_NO_NCCL"), local_size, cuda_device_count());
+  int ok = choice.use ? 1 : 0;
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm));
-  const bool nccl = ok == 1;
-  static bool said = false;
-  if (!nccl && !said && rank == 0)
-    std::fprintf(stderr, "backend cuda: %d ranks share %d GPU(s) on a node (or no NCCL): collectives go through "
-                         "MPI, staged through host memory\n", local_size, cuda_device_count());
-  said = said || !nccl;
-  return nccl;
+  std::string why = choice.use ? "backend cuda: another node cannot use NCCL: collectives go through MPI" : choice.why;
+  if (ok) {  // NCCL once over all ranks: a failing setup falls back to MPI instead of aborting
+    std::string error;
+    ok = nccl_probe(comm, &error) ? 1 : 0;
+    if (!ok) why = nccl_fallback_line(error);
+  }
+  static bool said = false;  // one line per process, on rank 0
+  if (!ok && !said && rank == 0) std::fprintf(stderr, "%s\n", why.c_str());
+  said = said || !ok;
+  return ok == 1;
 }
 
 TrainStepConfig train_config(const Case& c, Device dev, bool nccl, const RunOptions& opt) {

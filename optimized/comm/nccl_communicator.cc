@@ -62,14 +62,35 @@ class StreamRequest : public Request {
   std::string what_;
 };
 
+// NCCL over the ranks of comm, bootstrapped through MPI (every rank of comm calls it). A
+// failure on any rank is agreed on over comm (no rank is left waiting in a collective of
+// the bootstrap): null on every rank, with NCCL's message in `error`.
+ncclComm_t init_nccl(MPI_Comm comm, int rank, int size, std::string& error) {
+  ncclUniqueId id{};
+  ncclResult_t r = rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
+  int ok = r == ncclSuccess ? 1 : 0;
+  MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
+  if (!ok) {
+    error = rank == 0 ? std::string("ncclGetUniqueId: ") + ncclGetErrorString(r) : "ncclGetUniqueId failed on rank 0";
+    return nullptr;
+  }
+  MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, comm));
+  ncclComm_t c = nullptr;
+  r = ncclCommInitRank(&c, size, id, rank);
+  int mine = r == ncclSuccess ? 1 : 0, all = 0;
+  MPI_CHECK(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm));
+  if (all) return c;
+  if (mine) ncclCommDestroy(c);
+  error = mine ? std::string("ncclCommInitRank failed on another rank")
+               : std::string("ncclCommInitRank: ") + ncclGetErrorString(r) + " " + ncclGetLastError(nullptr);
+  return nullptr;
+}
+
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(std::string name, MPI_Comm comm, int rank, int size)
-      : Communicator(std::move(name), rank, size), stream_(Stream::create(Device::CUDA)) {
-    ncclUniqueId id;
-    if (rank == 0) NCCL_CHECK(nullptr, ncclGetUniqueId(&id));
-    MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, comm));
-    NCCL_CHECK(nullptr, ncclCommInitRank(&comm_, size, id, rank));
+  // comm_: an initialized NCCL communicator over the ranks of comm (init_nccl), owned.
+  NcclCommunicator(std::string name, MPI_Comm comm, int rank, int size, ncclComm_t nccl)
+      : Communicator(std::move(name), rank, size), stream_(Stream::create(Device::CUDA)), comm_(nccl) {
     MPI_CHECK(MPI_Comm_dup(comm, &mpi_));
   }
   ~NcclCommunicator() override {
@@ -323,18 +344,35 @@ std::string nccl_version() {
   return std::to_string(v / 10000) + "." + std::to_string((v / 100) % 100) + "." + std::to_string(v % 100);
 }
 
-std::unique_ptr<Communicator> make_nccl_communicator(const std::string& name, MPI_Comm comm) {
+std::unique_ptr<Communicator> try_make_nccl_communicator(const std::string& name, MPI_Comm comm,
+                                                         std::string* error) {
   int rank = 0, size = 1;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   MPI_CHECK(MPI_Comm_size(comm, &size));
-  return std::make_unique<NcclCommunicator>(name, comm, rank, size);
+  std::string why;
+  ncclComm_t c = init_nccl(comm, rank, size, why);
+  if (!c) {
+    if (error) *error = why;
+    return nullptr;
+  }
+  return std::make_unique<NcclCommunicator>(name, comm, rank, size, c);
 }
 #else
 bool nccl_built() { return false; }
 std::string nccl_version() { return ""; }
-std::unique_ptr<Communicator> make_nccl_communicator(const std::string&, MPI_Comm) {
-  throw Error("nccl: this build has no NCCL");
+std::unique_ptr<Communicator> try_make_nccl_communicator(const std::string&, MPI_Comm, std::string* error) {
+  if (error) *error = "this build has no NCCL";
+  return nullptr;
 }
 #endif
+
+std::unique_ptr<Communicator> make_nccl_communicator(const std::string& name, MPI_Comm comm) {
+  std::string error;
+  auto c = try_make_nccl_communicator(name, comm, &error);
+  PB_REQUIRE(c, "nccl ", name, ": ", error);
+  return c;
+}
+
+bool nccl_probe(MPI_Comm comm, std::string* error) { return try_make_nccl_communicator("probe", comm, error) != nullptr; }
 
 }  // namespace pb

@@ -21,7 +21,17 @@ bool nccl_built();
 std::string nccl_version();  // "2.28.x" or ""
 
 // Creates an NCCL communicator over the ranks of `comm` (all must call it). Throws
-// without NCCL.
+// without NCCL, or where NCCL's setup fails on any rank (one line: NCCL's message).
 std::unique_ptr<Communicator> make_nccl_communicator(const std::string& name, MPI_Comm comm);
+
+// The same, or null on every rank of `comm` where NCCL's setup (ncclGetUniqueId,
+// ncclCommInitRank) fails on any of them, with the reason in *error (where given): the
+// caller falls back to MPI instead of aborting.
+std::unique_ptr<Communicator> try_make_nccl_communicator(const std::string& name, MPI_Comm comm,
+                                                         std::string* error = nullptr);
+
+// Whether an NCCL communicator over `comm` can be set up (created and destroyed again;
+// all ranks of comm call it and get the same answer).
+bool nccl_probe(MPI_Comm comm, std::string* error = nullptr);
 
 }  // namespace pb

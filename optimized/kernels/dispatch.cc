@@ -10,6 +10,7 @@
  *   CUDA                  the kernel launches on the stream.
  * Ops that return a value synchronize the op's stream only. */
 #include "optimized/kernels/dispatch_util.h"
+#include "optimized/kernels/shape_checks.h"
 
 namespace pb::ops {
 
@@ -54,7 +55,22 @@ void linear_weight_product(Tensor& p, const Tensor& dy, const Tensor& x, const S
   }
   PB_DISPATCH(dy.device(), linear_weight_product, p, dy, x);
 }
+// A copy between devices is a transfer (on the GPU side's stream: the given one if it is a
+// CUDA stream); a conversion between devices is refused (checks::copy_route).
+static bool between_devices(const char* op, Tensor& dst, const Tensor& src, const Stream& stream) {
+  switch (checks::copy_route(dst.device(), dst.dtype(), src.device(), src.dtype())) {
+    case checks::CopyRoute::SameDevice: return false;
+    case checks::CopyRoute::Transfer:
+      transfer(dst, src, stream.defined() && stream.device() == Device::CUDA ? stream : Stream{});
+      return true;
+    case checks::CopyRoute::Refused: break;
+  }
+  throw Error(detail::concat(op, ": ", dtype_name(src.dtype()), " ", src.shape_str(), " into ", dtype_name(dst.dtype()),
+                             " ", dst.shape_str(), " on another device (cast on one device, then ops::transfer)"));
+}
+
 void copy(Tensor& dst, const Tensor& src, const Stream& stream) {
+  if (between_devices("copy", dst, src, stream)) return;
   const OnStream on(stream, src.device());
   if (dst.dtype() != src.dtype()) return cast(dst, src);
   PB_DISPATCH(src.device(), copy, dst, src);
@@ -349,6 +365,7 @@ void adamw_reuse(Tensor& hi, Tensor& lo, const Tensor& g, Tensor& m, Tensor& v, 
 }
 
 void cast(Tensor& dst, const Tensor& src, const Stream& stream) {
+  if (between_devices("cast", dst, src, stream)) return;
   const OnStream on(stream, src.device());
   PB_DISPATCH(src.device(), cast, dst, src);
 }

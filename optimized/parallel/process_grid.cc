@@ -2,6 +2,7 @@
 #include "optimized/parallel/process_grid.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "optimized/comm/nccl_communicator.h"
 #include "optimized/core/fatal.h"
@@ -12,14 +13,24 @@ namespace pb {
 // One group: an MPI communicator (owning the split), or NCCL over the split. NCCL only
 // where it moves tensors between several ranks: a group of one rank short-circuits every
 // call, and `world` and `mp` only all-reduce host scalars (mp: the squared gradient norm),
-// so they stay on MPI and hold no NCCL communicator.
+// so they stay on MPI and hold no NCCL communicator. Where NCCL's setup fails for a group
+// (after the runner's probe succeeded), that group falls back to MPI, said once per process
+// by the group's first rank.
 static std::unique_ptr<Communicator> make_group(MPI_Comm c, const char* name, bool nccl) {
-  int size = 1;
+  int size = 1, rank = 0;
   MPI_CHECK(MPI_Comm_size(c, &size));
+  MPI_CHECK(MPI_Comm_rank(c, &rank));
   const std::string n = name;
   const bool moves_tensors = n != "world" && n != "mp";
   if (!nccl || size == 1 || !moves_tensors) return std::make_unique<MpiCommunicator>(name, c);
-  auto g = make_nccl_communicator(name, c);
+  std::string error;
+  auto g = try_make_nccl_communicator(name, c, &error);
+  if (!g) {
+    static bool said = false;
+    if (!said && rank == 0) std::fprintf(stderr, "group %s: NCCL setup failed (%s): MPI carries it\n", name, error.c_str());
+    said = true;
+    return std::make_unique<MpiCommunicator>(name, c);
+  }
   MPI_CHECK(MPI_Comm_free(&c));
   return g;
 }

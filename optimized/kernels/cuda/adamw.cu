@@ -1,6 +1,7 @@
 /* CUDA AdamW on one tensor (formula in reference/model/adamw.h), element-wise. */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "optimized/kernels/shape_checks.h"
 
 namespace pb::cuda {
 
@@ -41,6 +42,8 @@ __global__ void adamw_reuse_kernel(uint16_t* hi, uint16_t* lo, const float* g, f
 
 void adamw_reuse(Tensor& hi, Tensor& lo, const Tensor& g, Tensor& m, Tensor& v, const ops::AdamHyper& h,
                  const Stream& stream) {
+  checks::adamw_operands("adamw_reuse (cuda)", hi, g, m, v);
+  PB_REQUIRE(lo.numel() == hi.numel(), "adamw_reuse (cuda): hi ", hi.shape_str(), ", lo ", lo.shape_str());
   if (!hi.numel()) return;
   adamw_reuse_kernel<<<blocks_for(hi.numel()), kThreads, 0, cu(stream)>>>(hi.bf16_bits(), lo.bf16_bits(), g.f32(),
                                                                             m.f32(), v.f32(), h, hi.numel());
@@ -48,6 +51,7 @@ void adamw_reuse(Tensor& hi, Tensor& lo, const Tensor& g, Tensor& m, Tensor& v, 
 }
 
 void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const ops::AdamHyper& h, const Stream& stream) {
+  checks::adamw_operands("adamw (cuda)", w, g, m, v);
   if (!w.numel()) return;
   adamw_kernel<<<blocks_for(w.numel()), kThreads, 0, cu(stream)>>>(w.f32(), g.f32(), m.f32(), v.f32(), h, w.numel());
   CUDA_CHECK_LAUNCH();

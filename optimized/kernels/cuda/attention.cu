@@ -24,6 +24,7 @@
  */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "optimized/kernels/shape_checks.h"
 #include "reference/common/error.h"
 
 namespace pb::cuda {
@@ -169,16 +170,8 @@ __global__ void attn_bwd_dkv_kernel(T* dk, T* dv, const T* dout, const T* q, con
 Dims dims(const ops::AttnShape& a, const Tensor& q, const Tensor& k, const Tensor& v, IndexTensor& qp,
           IndexTensor& kp, const Stream& stream) {
   const int64_t Sk = a.keys();
-  PB_REQUIRE(a.D > 0 && a.D <= 32 * kMaxPerLane, "attention (cuda): head dim ", a.D, " not in 1..",
-             32 * kMaxPerLane);
-  PB_REQUIRE(a.G > 0 && a.A % a.G == 0, "attention (cuda): heads ", a.A, " not divisible by kv heads ", a.G);
-  PB_REQUIRE(a.qpos.empty() || int64_t(a.qpos.size()) == a.S, "attention (cuda): ", a.qpos.size(),
-             " query positions for S = ", a.S);
-  PB_REQUIRE(a.kpos.empty() || int64_t(a.kpos.size()) == Sk, "attention (cuda): ", a.kpos.size(),
-             " key positions for Sk = ", Sk);
-  PB_REQUIRE(q.numel() == a.B * a.S * a.A * a.D && k.numel() == a.B * Sk * a.G * a.D && v.numel() == k.numel(),
-             "attention (cuda): q ", q.shape_str(), ", k ", k.shape_str(), ", v ", v.shape_str(), " for B ", a.B,
-             " S ", a.S, " Sk ", Sk, " A ", a.A, " G ", a.G, " D ", a.D);
+  checks::attention_inputs("attention (cuda)", a, q, k, v);
+  PB_REQUIRE(a.D <= 32 * kMaxPerLane, "attention (cuda): head dim ", a.D, " not in 1..", 32 * kMaxPerLane);
   if (!a.qpos.empty()) qp = on_device(a.qpos, stream);
   if (!a.kpos.empty()) kp = on_device(a.kpos, stream);
   return {a.B,
@@ -224,6 +217,7 @@ void backward_t(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Te
 void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttnShape& a, const Stream& stream) {
   IndexTensor qp, kp;
   const Dims s = dims(a, q, k, v, qp, kp, stream);
+  checks::attention_forward_outputs("attention forward (cuda)", a, o, lse, q);
   if (!s.B || !s.S || !s.A) return;  // no query rows (Sk = 0 is fine: every row sees nothing)
   if (q.dtype() == DType::BF16)
     forward_t<bf16>(o, lse, q, k, v, s, cu(stream));
@@ -235,8 +229,7 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                         const Tensor& v, const Tensor& o, const Tensor& lse, const ops::AttnShape& a, const Stream& stream) {
   IndexTensor qp, kp;
   const Dims s = dims(a, q, k, v, qp, kp, stream);
-  PB_REQUIRE(lse.numel() == s.B * s.A * s.S, "attention backward (cuda): lse ", lse.shape_str(), " for B*A ",
-             s.B * s.A, " x S ", s.S);
+  checks::attention_backward_operands("attention backward (cuda)", a, dq, dk, dv, dout, q, k, o, lse);
   if (!s.B) return;
   const StreamScope on(stream, Device::CUDA);  // the workspace belongs to the op's stream
   if (q.dtype() == DType::BF16)

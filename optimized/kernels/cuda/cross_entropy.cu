@@ -6,6 +6,7 @@
  * bf16); the statistics mx, se and the target logit stay fp32. */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "optimized/kernels/shape_checks.h"
 #include "reference/common/error.h"
 
 namespace pb::cuda {
@@ -81,9 +82,9 @@ void backward_t(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const T
 
 template <class Index>
 void target_logit(Tensor& tl, const Tensor& logits, const Index& labels, int64_t vocab_start, const Stream& stream) {
+  checks::ce_row_stats("ce_target_logit (cuda)", logits, {&tl});
+  checks::ce_labels("ce_target_logit (cuda)", logits, int64_t(labels.size()));
   if (!logits.rows()) return;
-  PB_REQUIRE(int64_t(labels.size()) >= logits.rows(), "ce_target_logit: ", labels.size(), " labels for logits ",
-             logits.shape_str());
   const IndexTensor l = on_device(labels, stream);
   if (logits.dtype() == DType::BF16)
     target_t<bf16>(tl, logits, l.device_data(stream), vocab_start, cu(stream));
@@ -94,9 +95,8 @@ void target_logit(Tensor& tl, const Tensor& logits, const Index& labels, int64_t
 template <class Index>
 void ce_bwd(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se, const Index& labels,
             int64_t vocab_start, float scale, const Stream& stream) {
+  checks::ce_backward_operands("ce_backward (cuda)", dlogits, logits, mx, se, int64_t(labels.size()));
   if (!logits.rows()) return;
-  PB_REQUIRE(dlogits.numel() == logits.numel() && int64_t(labels.size()) >= logits.rows(), "ce_backward: dlogits ",
-             dlogits.shape_str(), ", logits ", logits.shape_str(), ", ", labels.size(), " labels");
   const IndexTensor l = on_device(labels, stream);
   if (logits.dtype() == DType::BF16)
     backward_t<bf16>(dlogits, logits, mx, se, l.device_data(stream), vocab_start, scale, cu(stream));
@@ -107,6 +107,7 @@ void ce_bwd(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tenso
 }  // namespace
 
 void ce_row_max(Tensor& mx, const Tensor& logits, const Stream& stream) {
+  checks::ce_row_stats("ce_row_max (cuda)", logits, {&mx});
   if (!logits.rows()) return;
   if (logits.dtype() == DType::BF16)
     row_max_t<bf16>(mx, logits, cu(stream));
@@ -115,6 +116,7 @@ void ce_row_max(Tensor& mx, const Tensor& logits, const Stream& stream) {
 }
 
 void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx, const Stream& stream) {
+  checks::ce_row_stats("ce_sum_exp (cuda)", logits, {&se, &mx});
   if (!logits.rows()) return;
   if (logits.dtype() == DType::BF16)
     sum_exp_t<bf16>(se, logits, mx, cu(stream));
@@ -133,6 +135,7 @@ void ce_target_logit(Tensor& tl, const Tensor& logits, const IndexTensor& labels
 }
 
 double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl, const Stream& stream) {
+  checks::ce_loss_operands("ce_loss_sum (cuda)", mx, se, tl);
   const int64_t N = mx.numel();
   if (!N) return 0;
   DeviceScratch rows(static_cast<size_t>(N), stream);

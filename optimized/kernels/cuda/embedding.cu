@@ -8,6 +8,7 @@
  * or bf16 (read as fp32) and the accumulated dtable is an fp32 main grad. */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "optimized/kernels/shape_checks.h"
 #include "reference/common/error.h"
 
 namespace pb::cuda {
@@ -58,6 +59,7 @@ void forward(Tensor& y, const Index& tok, const Tensor& table, int64_t vocab_sta
 // upload on the op's stream.
 void backward(Tensor& dtable, const Tensor& dy, const std::vector<int64_t>& tok, int64_t vocab_start,
               const Stream& stream) {
+  checks::embedding_backward_operands("embedding_backward (cuda)", dtable, dy, int64_t(tok.size()));
   const int64_t V = dtable.rows();
   std::vector<std::vector<int64_t>> by_row(static_cast<size_t>(V));
   for (size_t t = 0; t < tok.size(); ++t) {

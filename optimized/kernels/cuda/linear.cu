@@ -9,9 +9,13 @@
  * stored as bf16 (the fp32 result rounded), dW stays an fp32 main grad (the matmul-add of
  * gradient-accumulation fusion, Megatron-LM: Narayanan et al., arXiv 2104.04473).
  * The handles are bound to the op's stream (cublasSetStream) before each call.
+ * Edges (checks::gemm_plan): an empty output launches nothing; an inner dimension of 0
+ * (k = in, out or N) never reaches cuBLAS (which refuses its leading dimension 0): an
+ * overwritten output is set to 0, an accumulated dW stays as it is.
  */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "optimized/kernels/shape_checks.h"
 #include "reference/common/error.h"
 
 namespace pb::cuda {
@@ -58,6 +62,18 @@ bool all_bf16(const Tensor& a, const Tensor& b, const Tensor& c, const char* op)
   return bf;
 }
 
+// Whether the GEMM (m, n, k) into c runs: false when there is nothing to compute, after
+// zeroing c for an overwriting GEMM with k = 0 (C = 0 * C); the dims fit cuBLAS's int.
+bool plan(const char* op, int64_t m, int64_t n, int64_t k, float beta, Tensor& c, cudaStream_t s) {
+  checks::blas_dims(op, {m, n, k});
+  switch (checks::gemm_plan(m, n, k, beta)) {
+    case checks::GemmPlan::Run: return true;
+    case checks::GemmPlan::ZeroC: CUDA_CHECK(cudaMemsetAsync(c.raw(), 0, c.bytes(), s)); return false;
+    case checks::GemmPlan::Nothing: return false;
+  }
+  return false;
+}
+
 }  // namespace
 
 void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Stream& stream) {
@@ -66,7 +82,7 @@ void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Stream& s
   const int N = int(x.rows()), in = int(w.cols()), out = int(w.rows());
   const float one = 1.0f, zero = 0.0f;
   const bool bf = all_bf16(y, x, w, "linear_forward");
-  if (N == 0 || out == 0) return;
+  if (!plan("linear_forward", w.rows(), x.rows(), w.cols(), 0.0f, y, cu(stream))) return;
   if (bf) return gemm_bf16(cu(stream), CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, w.raw(), in, x.raw(), in, 0.0f, y.raw(), CUDA_R_16BF, out);
   CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, &one, w.f32(), in, x.f32(), in, &zero,
                            y.f32(), out));
@@ -78,7 +94,7 @@ void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, const 
   const int N = int(dy.rows()), in = int(w.cols()), out = int(w.rows());
   const float one = 1.0f, zero = 0.0f;
   const bool bf = all_bf16(dx, dy, w, "linear_backward_input");
-  if (N == 0 || in == 0) return;
+  if (!plan("linear_backward_input", w.cols(), dy.rows(), w.rows(), 0.0f, dx, cu(stream))) return;
   if (bf) return gemm_bf16(cu(stream), CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, w.raw(), in, dy.raw(), out, 0.0f, dx.raw(), CUDA_R_16BF, in);
   CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, &one, w.f32(), in, dy.f32(), out, &zero,
                            dx.f32(), in));
@@ -90,7 +106,7 @@ void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x, const
   PB_REQUIRE(dw.dtype() == DType::F32 && dy.dtype() == x.dtype(), "linear_backward_weight: fp32 dW, matching inputs");
   const int N = int(x.rows()), in = int(x.cols()), out = int(dy.cols());
   const float one = 1.0f;
-  if (in == 0 || out == 0) return;
+  if (!plan("linear_backward_weight", x.cols(), dy.cols(), x.rows(), 1.0f, dw, cu(stream))) return;
   if (dy.dtype() == DType::BF16)  // matmul-add: bf16 inputs, fp32 product accumulated into main_grad
     return gemm_bf16(cu(stream), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, x.raw(), in, dy.raw(), out, 1.0f, dw.raw(), CUDA_R_32F, in);
   CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, &one, x.f32(), in, dy.f32(), out, &one,
@@ -103,7 +119,7 @@ void linear_weight_product(Tensor& p, const Tensor& dy, const Tensor& x, const S
   const int N = int(x.rows()), in = int(x.cols()), out = int(dy.cols());
   const float one = 1.0f, zero = 0.0f;
   const bool bf = all_bf16(p, dy, x, "linear_weight_product");
-  if (in == 0 || out == 0) return;
+  if (!plan("linear_weight_product", x.cols(), dy.cols(), x.rows(), 0.0f, p, cu(stream))) return;
   if (bf) return gemm_bf16(cu(stream), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, x.raw(), in, dy.raw(), out, 0.0f, p.raw(), CUDA_R_16BF, in);
   CUBLAS_CHECK(cublasSgemm(cublas(cu(stream)), CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, &one, x.f32(), in, dy.f32(), out, &zero,
                            p.f32(), in));

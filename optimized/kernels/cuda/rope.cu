@@ -6,6 +6,7 @@
  * once for every op that reads them (the model's four RoPE calls per layer). */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "optimized/kernels/shape_checks.h"
 #include "reference/common/error.h"
 
 namespace pb::cuda {
@@ -38,9 +39,8 @@ void rope_t(Tensor& y, const Tensor& x, const int64_t* pos, int64_t N, int64_t h
 
 template <class Index>
 void rope(Tensor& y, const Tensor& x, const Index& pos, int64_t D, double theta, float sign, const Stream& stream) {
+  checks::rope_operands("rope (cuda)", y, x, int64_t(pos.size()), D);
   const int64_t N = x.rows(), heads = x.cols() / D;
-  PB_REQUIRE(y.numel() == x.numel() && int64_t(pos.size()) >= N, "rope: x ", x.shape_str(), ", y ", y.shape_str(),
-             ", ", pos.size(), " positions");
   if (!N) return;
   const IndexTensor p = on_device(pos, stream);
   if (x.dtype() == DType::BF16)
