@@ -52,12 +52,14 @@ for t in threads:
                  "parabench_max_ms": max(times), "parabench_steps": len(times),
                  "torch_eager_ms": peer["eager"]["step_ms_median"], "torch_sdpa_ms": peer["sdpa"]["step_ms_median"],
                  "torch_best": best["attn"], "ratio": ours_ms / best["step_ms_median"],
-                 "torch_version": best["torch"]})
+                 "torch_version": best["torch"], "torch_cpu_capability": best.get("cpu_capability", "?"),
+                 "torch_blas": best.get("blas", "?"), "cpu_gemm": ours.get("context", {}).get("cpu_gemm", "?")})
 head = ("| threads | parabench ms/step | PyTorch eager | PyTorch SDPA | ratio (ours / PyTorch's best) |\n"
         "|---:|---:|---:|---:|---:|\n")
 lines = [f"| {r['threads']} | {r['parabench_ms']:.1f} | {r['torch_eager_ms']:.1f} | {r['torch_sdpa_ms']:.1f} | "
          f"{r['ratio']:.2f} |" for r in rows]
-md = (f"CPU: {cpu} ({os.cpu_count()} cores), PyTorch {rows[0]['torch_version']}, "
+md = (f"CPU: {cpu} ({os.cpu_count()} cores); parabench SGEMM {rows[0]['cpu_gemm']}; PyTorch {rows[0]['torch_version']} "
+      f"({rows[0]['torch_blas']}, {rows[0]['torch_cpu_capability']}), "
       f"{datetime.date.today().isoformat()}. Default model (H 256, A 8, G 4, F 768, V 2048, L 4; B 4, S 128; fp32), "
       "one rank, forward + backward + clip + AdamW; medians (parabench over "
       f"{rows[0]['parabench_steps']} independent steps, PyTorch over steps 2..12).\n\n" + head + "\n".join(lines) + "\n")

@@ -115,7 +115,9 @@ def run(attn):
         times.append((time.perf_counter() - t0) * 1e3)
         losses.append(loss.item())
     timed = sorted(times[1:] if len(times) > 1 else times)
+    blas = "mkl" if torch.backends.mkl.is_available() else "other"
     return {"peer": "pytorch", "torch": torch.__version__, "attn": attn, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas": blas,
             "step_ms_median": statistics.median(timed), "step_ms_min": timed[0], "step_ms_max": timed[-1],
             "timed_steps": len(timed), "first_loss": losses[0], "last_loss": losses[-1]}
 

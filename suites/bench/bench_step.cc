@@ -13,6 +13,7 @@
 #include <mpi.h>
 
 #include "optimized/kernels/cpu/parallel.h"
+#include "optimized/kernels/cpu/sgemm.h"
 #include "optimized/train/train_step.h"
 #include "reference/model/flops.h"
 
@@ -45,6 +46,7 @@ BENCHMARK(BM_TrainStep)
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("cpu_gemm", pb::cpu::sgemm_backend());  // which SGEMM kernel ran
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   pb::cpu::set_threads(1);
