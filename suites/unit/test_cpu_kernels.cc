@@ -82,6 +82,19 @@ struct AttnCase {
   int64_t B, S, A, G, D;
 };
 
+// o, lse, dq, dk, dv of the optimized attention (outputs pre-filled with NaN), the same bits
+// for 1, 2 and 3 threads (across_threads).
+std::vector<Tensor> attention_across_threads(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
+                                             const ops::AttnShape& sh) {
+  return across_threads([&] {
+    Tensor o = make(q.shape(), kNaN), lse = make({sh.B * sh.A, sh.S}, kNaN);
+    ops::attention_forward(o, lse, q, k, v, sh);
+    Tensor dq = make(q.shape(), kNaN), dk = make(k.shape(), kNaN), dv = make(v.shape(), kNaN);
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, sh);
+    return std::vector<Tensor>{o, lse, dq, dk, dv};
+  });
+}
+
 class Attention : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(Attention, ForwardAndBackwardMatchTheReference) {
@@ -89,13 +102,7 @@ TEST_P(Attention, ForwardAndBackwardMatchTheReference) {
   const ops::AttnShape sh{B, S, A, G, D};
   const Tensor q = randn({B * S, A * D}, "q"), k = randn({B * S, G * D}, "k"), v = randn({B * S, G * D}, "v");
   const Tensor dout = randn({B * S, A * D}, "dout");
-  const auto outs = across_threads([&] {
-    Tensor o = make({B * S, A * D}, kNaN), lse = make({B * A, S}, kNaN);
-    ops::attention_forward(o, lse, q, k, v, sh);
-    Tensor dq = make({B * S, A * D}, kNaN), dk = make({B * S, G * D}, kNaN), dv = make({B * S, G * D}, kNaN);
-    ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, sh);
-    return std::vector<Tensor>{o, lse, dq, dk, dv};
-  });
+  const auto outs = attention_across_threads(q, k, v, dout, sh);
   const std::vector<int64_t> pos = ref::iota_positions(S);
   const ref::AttentionShape rs{B, S, S, A, G, D};
   MatD o, lse, dq, dk, dv;
@@ -138,13 +145,7 @@ TEST(AttentionPositions, PartialBlocksMatchTheReference) {
   const Tensor dout = randn({B * S, A * D}, "pd");
   for (const Pos& p : cases) {
     const ops::AttnShape sh{B, S, A, G, D, Sk, p.q, p.k};
-    const auto outs = across_threads([&] {
-      Tensor o = make({B * S, A * D}, kNaN), lse = make({B * A, S}, kNaN);
-      ops::attention_forward(o, lse, q, k, v, sh);
-      Tensor dq = make({B * S, A * D}, kNaN), dk = make({B * Sk, G * D}, kNaN), dv = make({B * Sk, G * D}, kNaN);
-      ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse, sh);
-      return std::vector<Tensor>{o, lse, dq, dk, dv};
-    });
+    const auto outs = attention_across_threads(q, k, v, dout, sh);
     const ref::AttentionShape rs{B, S, Sk, A, G, D};
     MatD o, lse, dq, dk, dv;
     ref::attention_forward(o, lse, mat(q), mat(k), mat(v), rs, p.q, p.k);

@@ -131,6 +131,40 @@ void pack_b(bool tb, const float* B, int64_t ldb, int64_t p0, int64_t kc, int64_
     pack_panel(!tb, B, ldb, j0 + jr, std::min(NR, nc - jr), p0, kc, NR, out + jr * kc);
 }
 
+// The vector of the kernel's ISA (VL floats) and the four operations store_tile needs.
+#ifdef PB_SGEMM_AVX512
+using Vec = __m512;
+constexpr int64_t VL = 16;
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+#else
+using Vec = __m256;
+constexpr int64_t VL = 8;
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+#endif
+static_assert(NR == 2 * VL, "a micro-tile row is two vectors");
+
+// The C tile (mr <= MR rows, nr <= NR columns) = acc (overwrite) or C + acc: whole tiles
+// straight from the registers, edge tiles through a scratch tile (the same additions).
+void store_tile(const Vec (&acc)[MR][2], float* c, int64_t ldc, int64_t mr, int64_t nr, bool overwrite) {
+  if (mr == MR && nr == NR) {
+    for (int64_t i = 0; i < MR; ++i)
+      for (int h = 0; h < 2; ++h) {
+        float* p = c + i * ldc + h * VL;
+        vstore(p, overwrite ? acc[i][h] : vadd(vload(p), acc[i][h]));
+      }
+    return;
+  }
+  alignas(64) float t[MR][NR];
+  for (int64_t i = 0; i < MR; ++i)
+    for (int h = 0; h < 2; ++h) vstore(t[i] + h * VL, acc[i][h]);
+  for (int64_t i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = overwrite ? t[i][j] : c[i * ldc + j] + t[i][j];
+}
+
 #ifdef PB_SGEMM_AVX512
 // C tile (mr <= MR, nr <= NR) = acc (overwrite) or C + acc, acc = a panel x b panel over kc.
 void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr, bool overwrite) {
@@ -154,26 +188,7 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
 #undef PB_ROW
   const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
                              {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
-  if (mr == MR && nr == NR) {
-    for (int64_t i = 0; i < MR; ++i) {
-      float* ci = c + i * ldc;
-      if (overwrite) {
-        _mm512_storeu_ps(ci, acc[i][0]);
-        _mm512_storeu_ps(ci + 16, acc[i][1]);
-      } else {
-        _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
-        _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
-      }
-    }
-    return;
-  }
-  alignas(64) float t[MR][NR];
-  for (int64_t i = 0; i < MR; ++i) {
-    _mm512_store_ps(t[i], acc[i][0]);
-    _mm512_store_ps(t[i] + 16, acc[i][1]);
-  }
-  for (int64_t i = 0; i < mr; ++i)
-    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = overwrite ? t[i][j] : c[i * ldc + j] + t[i][j];
+  store_tile(acc, c, ldc, mr, nr, overwrite);
 }
 #else
 // C tile (mr <= MR, nr <= NR) = acc (overwrite) or C + acc, acc = a panel x b panel over kc.
@@ -198,26 +213,7 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
     c50 = _mm256_fmadd_ps(ai, b0, c50), c51 = _mm256_fmadd_ps(ai, b1, c51);
   }
   const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  if (mr == MR && nr == NR) {
-    for (int64_t i = 0; i < MR; ++i) {
-      float* ci = c + i * ldc;
-      if (overwrite) {
-        _mm256_storeu_ps(ci, acc[i][0]);
-        _mm256_storeu_ps(ci + 8, acc[i][1]);
-      } else {
-        _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]));
-        _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]));
-      }
-    }
-    return;
-  }
-  alignas(32) float t[MR][NR];
-  for (int64_t i = 0; i < MR; ++i) {
-    _mm256_store_ps(t[i], acc[i][0]);
-    _mm256_store_ps(t[i] + 8, acc[i][1]);
-  }
-  for (int64_t i = 0; i < mr; ++i)
-    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = overwrite ? t[i][j] : c[i * ldc + j] + t[i][j];
+  store_tile(acc, c, ldc, mr, nr, overwrite);
 }
 
 #endif
