@@ -1,9 +1,9 @@
 /* Shape checks of the kernels' operands, shared by the backends (kernels/cuda calls them
  * before any launch, so that a shape bug is one error line, not an illegal address later;
- * the CPU kernels have the same checks inline). Each function throws pb::Error (PB_REQUIRE,
- * reference/common/error.h) with one line naming `op` and the operands' shapes; none reads
- * tensor data, so they run on the host for tensors of either device and are unit-tested
- * without a GPU (suites/unit/test_shape_checks.cc).
+ * the CPU attention calls them too, the other CPU kernels have their checks inline). Each
+ * function throws pb::Error (PB_REQUIRE, reference/common/error.h) with one line naming `op`
+ * and the operands' shapes; none reads tensor data, so they run on the host for tensors of
+ * either device and are unit-tested without a GPU (suites/unit/test_shape_checks.cc).
  *
  * Also here, as plain functions of sizes and devices:
  *   gemm_plan    what a GEMM C = A B + beta C with some dimension 0 must do (cuBLAS

@@ -32,7 +32,7 @@
 #include "optimized/kernels/cpu/cpu_kernels.h"
 #include "optimized/kernels/cpu/parallel.h"
 #include "optimized/kernels/cpu/sgemm.h"
-#include "reference/common/error.h"
+#include "optimized/kernels/shape_checks.h"
 
 namespace pb::cpu {
 
@@ -45,18 +45,6 @@ using RMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajo
 using Rows = Eigen::Map<RMat, 0, Eigen::OuterStride<>>;         // a head's rows inside a tensor
 using CRows = Eigen::Map<const RMat, 0, Eigen::OuterStride<>>;  // (rows, D), stride heads*D
 using Buf = Eigen::Map<RMat>;                                   // a contiguous scratch tile
-
-void check(const ops::AttnShape& s, const Tensor& q, const Tensor& k, const Tensor& v) {
-  const int64_t Sk = s.keys();
-  PB_REQUIRE(s.G > 0 && s.A % s.G == 0, "attention: heads ", s.A, " not divisible by kv heads ", s.G);
-  PB_REQUIRE(s.qpos.empty() || int64_t(s.qpos.size()) == s.S, "attention: ", s.qpos.size(), " query positions for S = ",
-             s.S);
-  PB_REQUIRE(s.kpos.empty() || int64_t(s.kpos.size()) == Sk, "attention: ", s.kpos.size(), " key positions for Sk = ",
-             Sk);
-  PB_REQUIRE(q.numel() == s.B * s.S * s.A * s.D && k.numel() == s.B * Sk * s.G * s.D && v.numel() == k.numel(),
-             "attention: q ", q.shape_str(), ", k ", k.shape_str(), ", v ", v.shape_str(), " for B ", s.B, " S ", s.S,
-             " Sk ", Sk, " A ", s.A, " G ", s.G, " D ", s.D);
-}
 
 // The shape, its positions and each tile's position range.
 struct Geometry {
@@ -111,10 +99,9 @@ float* scratch(std::vector<float>& v, int64_t n) {
 
 void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        const ops::AttnShape& s, const Stream&) {
-  check(s, q, k, v);
+  checks::attention_inputs("attention forward", s, q, k, v);
+  checks::attention_forward_outputs("attention forward", s, o, lse, q);
   const Geometry g(s);
-  PB_REQUIRE(o.numel() == q.numel() && lse.numel() == g.B * g.A * g.S, "attention forward: o ", o.shape_str(),
-             ", lse ", lse.shape_str(), " for q ", q.shape_str());
   const int64_t qw = g.A * g.D, kw = g.G * g.D, nq = g.q_tiles();
   parallel_for(g.B * g.A * nq, [&](int64_t task) {
     const int64_t b = task / (g.A * nq), a = task / nq % g.A, qi = task % nq, kv = a / g.rep;
@@ -170,14 +157,9 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& o, const Tensor& lse, const ops::AttnShape& s, const Stream&) {
-  check(s, q, k, v);
+  checks::attention_inputs("attention backward", s, q, k, v);
+  checks::attention_backward_operands("attention backward", s, dq, dk, dv, dout, q, k, o, lse);
   const Geometry g(s);
-  PB_REQUIRE(lse.numel() == g.B * g.A * g.S, "attention backward: lse ", lse.shape_str(), " for B*A ", g.B * g.A,
-             " x S ", g.S);
-  PB_REQUIRE(dq.numel() == q.numel() && dout.numel() == q.numel() && o.numel() == q.numel() &&
-                 dk.numel() == k.numel() && dv.numel() == k.numel(),
-             "attention backward: dq ", dq.shape_str(), ", dk ", dk.shape_str(), ", dv ", dv.shape_str(), ", dout ",
-             dout.shape_str(), ", o ", o.shape_str(), " for q ", q.shape_str(), ", k ", k.shape_str());
   const int64_t qw = g.A * g.D, kw = g.G * g.D, nq = g.q_tiles();
   parallel_for(g.B * g.G, [&](int64_t task) {
     const int64_t b = task / g.G, kv = task % g.G, a0 = kv * g.rep;
