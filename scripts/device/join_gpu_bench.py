@@ -141,8 +141,8 @@ def markdown(rows, missing, ceil, ours_ctx: dict, peer_env: dict) -> str:
     head = [f"GPU kernels side by side: ours ({ours_ctx.get('device', '?')}) and PyTorch "
             f"({peer_env.get('torch', '?')} on {peer_env.get('gpu', peer_env.get('device', '?'))}).",
             f"Ceilings: GEMM {fmt_rate(g[0], 'FLOP/s')} ({g[1] or '-'}), copy {fmt_rate(c[0], 'bytes/s')} "
-            f"({c[1] or '-'}). ratio = PyTorch ms / ours ms (> 1: ours faster).", "",
-            "| op | shape | ours ms | ours rate | PyTorch ms | PyTorch impl | PyTorch rate | ratio | ours of ceiling "
+            f"({c[1] or '-'}). speed-up = PyTorch ms / ours ms (> 1: ours faster).", "",
+            "| op | shape | ours ms | ours rate | PyTorch ms | PyTorch impl | PyTorch rate | speed-up (PyTorch ms / ours ms) | ours of ceiling "
             "| PyTorch of ceiling |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
