@@ -10,6 +10,11 @@
  * dV), the D elements of a row spread over the 32 lanes; O(S) memory per head, online
  * softmax, and no atomics, so results are deterministic. The tensor-core kernels of the
  * performance targets replace it later behind the same signature.
+ * Opt-in flash path (flash_attention.cu, UNVERIFIED: never run on a GPU): with
+ * PB_CUDA_FLASH=1 in the environment (read once) or cuda::set_flash_attention(true), bf16
+ * operands with head dim 64 or 128 go to the tensor-core FlashAttention-2 kernels instead
+ * (flash_attention_applies); everything else, and everything by default, runs the kernels
+ * below, which stay the oracle.
  *   forward : m, l online over the visible j; o = sum_j e^(s_ij - m) v_j / l; lse = m + log l
  *             (no visible j: o = 0, lse = -inf)
  *   backward: D_i = dO_i . o_i; p = e^(s_ij - lse_i); ds = p (dO_i . v_j - D_i)
@@ -24,6 +29,7 @@
  */
 #include "optimized/kernels/cuda/common.cuh"
 #include "optimized/kernels/cuda/cuda_kernels.h"
+#include "optimized/kernels/cuda/flash_attention.h"
 #include "optimized/kernels/shape_checks.h"
 #include "reference/common/error.h"
 
@@ -215,6 +221,7 @@ void backward_t(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Te
 }  // namespace
 
 void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttnShape& a, const Stream& stream) {
+  if (flash_attention_applies(a, {&o, &q, &k, &v})) return flash_attention_forward(o, lse, q, k, v, a, stream);
   IndexTensor qp, kp;
   const Dims s = dims(a, q, k, v, qp, kp, stream);
   checks::attention_forward_outputs("attention forward (cuda)", a, o, lse, q);
@@ -227,6 +234,8 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& o, const Tensor& lse, const ops::AttnShape& a, const Stream& stream) {
+  if (flash_attention_applies(a, {&dq, &dk, &dv, &dout, &q, &k, &v, &o}))
+    return flash_attention_backward(dq, dk, dv, dout, q, k, v, o, lse, a, stream);
   IndexTensor qp, kp;
   const Dims s = dims(a, q, k, v, qp, kp, stream);
   checks::attention_backward_operands("attention backward (cuda)", a, dq, dk, dv, dout, q, k, o, lse);
