@@ -22,7 +22,7 @@
 #   results/gpu/<tag>-{peer,ours}.json, <tag>-kernels.{md,json}     (<tag> = <GPU>-<date>)
 # Environment: PB_BENCH_REPS (20), PB_BENCH_ATTN_REPS (5), PB_BUILD_DIR (build-gpu),
 # PB_PREFIX (/tmp/pb-deps), PB_DEBS_DIR (.device/debs), PB_PEER_ARGS (extra peer flags, e.g.
-# --no-compile), PB_BUILD_TIMEOUT (1200 s), PB_PEER_TIMEOUT (480 s), PB_OURS_TIMEOUT (240 s
+# --no-compile), PB_BUILD_TIMEOUT (420 s: under the 600 s per device call; rerun to resume), PB_PEER_TIMEOUT (480 s), PB_OURS_TIMEOUT (240 s
 # per group). PB_BENCH_GPU_DRY_RUN=1 prints the commands instead of running them.
 # The exit code is non-zero when any step failed.
 set -uo pipefail
@@ -116,7 +116,7 @@ peer_json=$res/$tag-peer.json
 step peer "${PB_PEER_TIMEOUT:-480}" python3 scripts/device/peer_pytorch.py --reps "$reps" --json "$peer_json" \
   ${PB_PEER_ARGS:-}
 built=0
-if unpack_debs && configure && step build "${PB_BUILD_TIMEOUT:-1200}" cmake --build "$build" -j "$(nproc)" \
+if unpack_debs && configure && step build "${PB_BUILD_TIMEOUT:-420}" cmake --build "$build" -j "$(nproc)" \
   --target bench_cuda_kernels; then
   built=1
 fi
