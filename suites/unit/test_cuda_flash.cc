@@ -38,6 +38,7 @@
 #include "optimized/kernels/cuda/flash_attention.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/counter_rng.h"
+#include "suites/unit/cuda_test_util.h"
 
 namespace pb::test {
 
@@ -65,20 +66,6 @@ Tensor randn(std::vector<int64_t> shape, const std::string& name, float scale = 
   return t;
 }
 
-Tensor f32_host(const Tensor& t) {
-  Tensor h = to_device(t, Device::CPU);
-  if (h.dtype() == DType::F32) return h;
-  Tensor f = Tensor::empty(h.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
-  ops::cast(f, h);
-  return f;
-}
-
-Tensor bf16_of(const Tensor& f) {
-  Tensor b = Tensor::empty(f.shape(), MemCategory::Workspace, DType::BF16, Device::CPU);
-  ops::cast(b, f);
-  return b;
-}
-
 Tensor nan_f32(std::vector<int64_t> shape, Device d) {
   Tensor h = Tensor::empty(std::move(shape), MemCategory::Workspace, DType::F32, Device::CPU);
   std::fill_n(h.f32(), h.numel(), std::numeric_limits<float>::quiet_NaN());
@@ -92,25 +79,6 @@ Tensor nan_bf16_dev(std::vector<int64_t> shape) {
 }
 
 Tensor dev(const Tensor& h) { return to_device(h, Device::CUDA); }
-
-// ||gpu - ref|| / ||ref|| over fp32 host values; NaN in gpu fails; with `infinities`, an
-// infinite entry must be equal in both and the rest is compared.
-double rel(const Tensor& gpu, const Tensor& ref, bool infinities = false) {
-  const Tensor g = f32_host(gpu), c = f32_host(ref);
-  if (g.numel() != c.numel()) return INFINITY;
-  double d = 0, n = 0;
-  for (int64_t i = 0; i < c.numel(); ++i) {
-    const double a = g.f32()[i], b = c.f32()[i];
-    if (infinities && (std::isinf(a) || std::isinf(b))) {
-      if (a != b) return INFINITY;
-      continue;
-    }
-    if (!std::isfinite(a)) return INFINITY;
-    d += (a - b) * (a - b);
-    n += b * b;
-  }
-  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
-}
 
 // Where gpu and ref differ most, as "row r col c: gpu x ref y" (cols: the row width) —
 // for a layout bug, the pattern of the bad columns says which fragment is wrong.

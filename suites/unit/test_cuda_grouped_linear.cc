@@ -17,6 +17,7 @@
 #include "optimized/core/device.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/counter_rng.h"
+#include "suites/unit/cuda_test_util.h"
 
 namespace pb::test {
 
@@ -47,33 +48,6 @@ Tensor nan_host(std::vector<int64_t> shape, DType dt = DType::F32) {
   else
     std::fill_n(h.bf16_bits(), h.numel(), uint16_t(0x7fc0));  // quiet NaN
   return h;
-}
-
-Tensor f32_host(const Tensor& t) {
-  Tensor h = to_device(t, Device::CPU);
-  if (h.dtype() == DType::F32) return h;
-  Tensor f = Tensor::empty(h.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
-  ops::cast(f, h);
-  return f;
-}
-
-Tensor bf16_of(const Tensor& f) {
-  Tensor b = Tensor::empty(f.shape(), MemCategory::Workspace, DType::BF16, Device::CPU);
-  ops::cast(b, f);
-  return b;
-}
-
-// ||a - b|| / ||b|| over fp32 host copies; a NaN or infinity in a fails.
-double rel(const Tensor& a, const Tensor& b) {
-  const Tensor x = f32_host(a), y = f32_host(b);
-  if (x.numel() != y.numel()) return INFINITY;
-  double d = 0, n = 0;
-  for (int64_t i = 0; i < y.numel(); ++i) {
-    if (!std::isfinite(x.f32()[i])) return INFINITY;
-    d += std::pow(double(x.f32()[i]) - y.f32()[i], 2);
-    n += std::pow(double(y.f32()[i]), 2);
-  }
-  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
 }
 
 constexpr double kTol = 2e-6;

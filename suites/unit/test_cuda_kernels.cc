@@ -17,6 +17,7 @@
 #include "optimized/core/device.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/counter_rng.h"
+#include "suites/unit/cuda_test_util.h"
 
 namespace pb::test {
 
@@ -49,23 +50,6 @@ static Tensor nan_host(std::vector<int64_t> shape) {
   return h;
 }
 
-// The values of a tensor of either dtype and device as an fp32 host tensor (bf16 widened
-// exactly).
-static Tensor f32_host(const Tensor& t) {
-  Tensor h = to_device(t, Device::CPU);
-  if (h.dtype() == DType::F32) return h;
-  Tensor f = Tensor::empty(h.shape(), MemCategory::Workspace, DType::F32, Device::CPU);
-  ops::cast(f, h);
-  return f;
-}
-
-// A bf16 host copy of an fp32 host tensor (round to nearest even).
-static Tensor bf16_of(const Tensor& f) {
-  Tensor b = Tensor::empty(f.shape(), MemCategory::Workspace, DType::BF16, Device::CPU);
-  ops::cast(b, f);
-  return b;
-}
-
 static Tensor nan_bf16_host(std::vector<int64_t> shape) {
   Tensor h = Tensor::empty(std::move(shape), MemCategory::Workspace, DType::BF16, Device::CPU);
   std::fill_n(h.bf16_bits(), h.numel(), uint16_t(0x7fc0));  // quiet NaN
@@ -73,26 +57,6 @@ static Tensor nan_bf16_host(std::vector<int64_t> shape) {
 }
 
 static Tensor nan_bf16_dev(std::vector<int64_t> shape) { return dev(nan_bf16_host(std::move(shape))); }
-
-// ||gpu - cpu|| / ||cpu|| with both tensors' values as fp32 on the host (either dtype);
-// NaN anywhere in gpu fails. With infinities (an lse: -inf for rows that see no key) an
-// infinite entry must be the same in both and the error is over the finite entries.
-static double rel(const Tensor& gpu, const Tensor& cpu, bool infinities = false) {
-  const Tensor g = f32_host(gpu), c = f32_host(cpu);
-  if (g.numel() != c.numel()) return INFINITY;
-  double d = 0, n = 0;
-  for (int64_t i = 0; i < c.numel(); ++i) {
-    const double a = g.f32()[i], b = c.f32()[i];
-    if (infinities && (std::isinf(a) || std::isinf(b))) {
-      if (a != b) return INFINITY;
-      continue;
-    }
-    if (!std::isfinite(a)) return INFINITY;
-    d += (a - b) * (a - b);
-    n += b * b;
-  }
-  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
-}
 
 constexpr double kTol = 2e-6;
 

@@ -25,6 +25,7 @@
 #include "optimized/core/stream.h"
 #include "optimized/kernels/ops.h"
 #include "reference/common/counter_rng.h"
+#include "suites/unit/cuda_test_util.h"
 
 namespace pb::test {
 
@@ -64,28 +65,6 @@ Tensor nan_host(std::vector<int64_t> shape, DType dt = DType::F32) {
 }
 
 Tensor nan_dev(std::vector<int64_t> shape, DType dt = DType::F32) { return dev(nan_host(std::move(shape), dt)); }
-
-Tensor f32_host(const Tensor& t) {
-  Tensor h = to_device(t, Device::CPU);
-  if (h.dtype() == DType::F32) return h;
-  Tensor f = host(h.shape());
-  ops::cast(f, h);
-  return f;
-}
-
-// ||gpu - cpu|| / ||cpu||, as fp32 host values; NaN in gpu fails.
-double rel(const Tensor& gpu, const Tensor& cpu) {
-  const Tensor g = f32_host(gpu), c = f32_host(cpu);
-  if (g.numel() != c.numel()) return INFINITY;
-  double d = 0, n = 0;
-  for (int64_t i = 0; i < c.numel(); ++i) {
-    const double a = g.f32()[i], b = c.f32()[i];
-    if (!std::isfinite(a)) return INFINITY;
-    d += (a - b) * (a - b);
-    n += b * b;
-  }
-  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
-}
 
 // The same bytes (a GPU result on the host against the CPU's).
 bool same_bytes(const Tensor& gpu, const Tensor& cpu) {
