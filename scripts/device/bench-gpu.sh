@@ -27,6 +27,8 @@
 # The exit code is non-zero when any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=scripts/device/deps.sh
+. scripts/device/deps.sh
 prefix=${PB_PREFIX:-/tmp/pb-deps}
 debs_dir=${PB_DEBS_DIR:-.device/debs}
 build=${PB_BUILD_DIR:-build-gpu}
@@ -83,21 +85,18 @@ unpack_debs() {
     return 1
   fi
   mkdir -p "$prefix"
-  # shellcheck disable=SC2016  # expanded by the inner sh
-  step deps 600 sh -c 'p=$1; shift; for d in "$@"; do dpkg -x "$d" "$p" || exit 1; done' sh "$prefix" "${debs[@]}"
+  step deps 600 sh -c "$DEPS_UNPACK" sh "$prefix" "${debs[@]}"
 }
 
 # As scripts/device/gpu-suite.sh configures, with the benchmarks on.
 configure() {
-  local lib=$prefix/usr/lib/x86_64-linux-gnu
   if [ -f "$build/CMakeCache.txt" ]; then
     step configure 600 cmake -S . -B "$build" -DPB_BUILD_BENCH=ON
     return
   fi
+  deps_cmake_args "$prefix"
   step configure 600 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPB_BUILD_BENCH=ON \
-    -DCMAKE_PREFIX_PATH="$prefix/usr;$lib/cmake;$prefix/usr/share/eigen3/cmake;$prefix/usr/share/cmake" \
-    -DMPI_CXX_SKIP_MPICXX=ON -DMPI_CXX_HEADER_DIR="$prefix/usr/include/x86_64-linux-gnu/mpich" \
-    -DMPI_CXX_LIB_NAMES=mpich -DMPI_mpich_LIBRARY="$lib/libmpich.so"
+    "${DEPS_CMAKE_ARGS[@]}"
 }
 
 # ours NAME FILTER REPS: one group of bench_cuda_kernels into the work folder.

@@ -30,6 +30,8 @@
 # PB_SMOKE_TIMEOUT (900), PB_PREFLIGHT_TIMEOUT (20 per command tried).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=scripts/device/deps.sh
+. scripts/device/deps.sh
 prefix=${PB_PREFIX:-/tmp/pb-deps}
 debs_dir=${PB_DEBS_DIR:-.device/debs}
 build=${PB_BUILD_DIR:-build-gpu}
@@ -114,9 +116,7 @@ unpack_debs() {
     return 1
   fi
   mkdir -p "$prefix"
-  # shellcheck disable=SC2016  # expanded by the inner sh
-  run_step deps 600 "${#debs[@]} packages" sh -c 'p=$1; shift; for d in "$@"; do dpkg -x "$d" "$p" || exit 1; done' \
-    sh "$prefix" "${debs[@]}"
+  run_step deps 600 "${#debs[@]} packages" sh -c "$DEPS_UNPACK" sh "$prefix" "${debs[@]}"
 }
 
 # The folder of the pip wheel's NCCL (nvidia-nccl-cu*: nvidia/nccl/{lib,include}), or "".
@@ -126,18 +126,16 @@ nccl_wheel_root() {
 }
 
 configure() {
-  local lib=$prefix/usr/lib/x86_64-linux-gnu nccl_root note=""
+  local nccl_root note=""
   nccl_root=$(nccl_wheel_root)
   local nccl_args=()
   if [ -n "$nccl_root" ] && [ -d "$nccl_root" ]; then
     nccl_args=(-DPB_NCCL_ROOT="$nccl_root")
     note="NCCL hint $nccl_root"
   fi
+  deps_cmake_args "$prefix"
   run_step configure 600 "$note" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPB_BUILD_BENCH=OFF \
-    -DCMAKE_PREFIX_PATH="$prefix/usr;$lib/cmake;$prefix/usr/share/eigen3/cmake;$prefix/usr/share/cmake" \
-    -DMPI_CXX_SKIP_MPICXX=ON -DMPI_CXX_HEADER_DIR="$prefix/usr/include/x86_64-linux-gnu/mpich" \
-    -DMPI_CXX_LIB_NAMES=mpich -DMPI_mpich_LIBRARY="$lib/libmpich.so" -DMPIEXEC_EXECUTABLE="$mpiexec" \
-    "${nccl_args[@]}"
+    "${DEPS_CMAKE_ARGS[@]}" -DMPIEXEC_EXECUTABLE="$mpiexec" "${nccl_args[@]}"
   grep -h "parabench:" "$out/logs/configure.log" >"$out/configure-summary.txt" 2>/dev/null || true
 }
 
