@@ -31,6 +31,7 @@
 
 #include "optimized/kernels/cpu/cpu_kernels.h"
 #include "optimized/kernels/cpu/parallel.h"
+#include "optimized/kernels/cpu/scratch.h"
 #include "optimized/kernels/cpu/sgemm.h"
 #include "optimized/kernels/shape_checks.h"
 
@@ -84,17 +85,6 @@ struct Geometry {
   }
 };
 
-// n floats of a thread's scratch, 64-byte aligned. The alignment matters for the bits:
-// Eigen's element-wise exp takes the elements before the first aligned packet through the
-// scalar std::exp and the rest through its packet exp, so an unaligned buffer would give
-// results that depend on which thread's buffer a task used.
-float* scratch(std::vector<float>& v, int64_t n) {
-  constexpr size_t kAlign = 64 / sizeof(float);
-  if (v.size() < size_t(n) + kAlign) v.resize(size_t(n) + kAlign);
-  const auto addr = reinterpret_cast<uintptr_t>(v.data());
-  return v.data() + (kAlign - (addr / sizeof(float)) % kAlign) % kAlign;
-}
-
 }  // namespace
 
 void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -107,8 +97,8 @@ void attention_forward(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k,
     const int64_t b = task / (g.A * nq), a = task / nq % g.A, qi = task % nq, kv = a / g.rep;
     const int64_t i0 = qi * kBr, n = std::min(kBr, g.S - i0);
     thread_local std::vector<float> s_buf, o_buf, ml_buf;
-    Buf Sc(scratch(s_buf, n * kBc), n, kBc), O(scratch(o_buf, n * g.D), n, g.D);
-    float* m = scratch(ml_buf, 2 * n);
+    Buf Sc(aligned64(s_buf, n * kBc), n, kBc), O(aligned64(o_buf, n * g.D), n, g.D);
+    float* m = aligned64(ml_buf, 2 * n);
     float* l = m + n;
     O.setZero();
     std::fill(m, m + n, kNegInf);
@@ -165,7 +155,7 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
     const int64_t b = task / g.G, kv = task % g.G, a0 = kv * g.rep;
     thread_local std::vector<float> di_buf, p_buf, dp_buf, dkv_buf;
     // Di = dO . o for the group's query heads; dQ of those heads starts at 0.
-    float* Di = scratch(di_buf, g.rep * g.S);
+    float* Di = aligned64(di_buf, g.rep * g.S);
     for (int64_t h = 0; h < g.rep; ++h) {
       const int64_t off = b * g.S * qw + (a0 + h) * g.D;
       const CRows dO(dout.f32() + off, g.S, g.D, Eigen::OuterStride<>(qw)), Ov(o.f32() + off, g.S, g.D,
@@ -173,8 +163,8 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
       for (int64_t i = 0; i < g.S; ++i) Di[h * g.S + i] = dO.row(i).dot(Ov.row(i));
       Rows(dq.f32() + off, g.S, g.D, Eigen::OuterStride<>(qw)).setZero();
     }
-    Buf P(scratch(p_buf, kBr * kBc), kBr, kBc), dP(scratch(dp_buf, kBr * kBc), kBr, kBc);
-    float* dkv = scratch(dkv_buf, 2 * kBc * g.D);
+    Buf P(aligned64(p_buf, kBr * kBc), kBr, kBc), dP(aligned64(dp_buf, kBr * kBc), kBr, kBc);
+    float* dkv = aligned64(dkv_buf, 2 * kBc * g.D);
     for (int64_t kj = 0; kj < g.k_tiles(); ++kj) {
       const int64_t j0 = kj * kBc, c = std::min(kBc, g.Sk - j0);
       const CRows K(k.f32() + (b * g.Sk + j0) * kw + kv * g.D, c, g.D, Eigen::OuterStride<>(kw));

@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "optimized/kernels/cpu/scratch.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define PB_SGEMM_PACKED 1
@@ -218,13 +220,6 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, in
 
 #endif
 
-// n floats of v, 64-byte aligned: every B panel (NR·kc floats from the start) and every
-// k-step in it (NR floats = 64 bytes) is then aligned for the micro-kernel's loads.
-float* aligned(std::vector<float>& v, int64_t n) {
-  if (v.size() < size_t(n) + 16) v.resize(size_t(n) + 16);
-  const auto addr = reinterpret_cast<uintptr_t>(v.data());
-  return v.data() + (16 - (addr / sizeof(float)) % 16) % 16;
-}
 
 void packed_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
                int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -236,12 +231,12 @@ void packed_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float*
     const int64_t nc = std::min(NC, n - jc), ncp = (nc + NR - 1) / NR * NR;
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = std::min(KC, k - pc);
-      float* bbuf = aligned(bbuf_v, kc * ncp);
+      float* bbuf = aligned64(bbuf_v, kc * ncp);  // each panel and k-step (NR floats) 64-byte aligned
       pack_b(tb, B, ldb, pc, kc, jc, nc, bbuf);
       const bool overwrite = pc == 0 && beta == 0.0f;
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic), mcp = (mc + MR - 1) / MR * MR;
-        float* abuf = aligned(abuf_v, kc * mcp);
+        float* abuf = aligned64(abuf_v, kc * mcp);
         pack_a(ta, A, lda, ic, mc, pc, kc, abuf);
         for (int64_t jr = 0; jr < nc; jr += NR)
           for (int64_t ir = 0; ir < mc; ir += MR)
