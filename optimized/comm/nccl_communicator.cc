@@ -357,12 +357,27 @@ std::unique_ptr<Communicator> try_make_nccl_communicator(const std::string& name
   }
   return std::make_unique<NcclCommunicator>(name, comm, rank, size, c);
 }
+
+bool nccl_probe(MPI_Comm comm, std::string* error) {  // NCCL's setup alone: no stream, no MPI dup
+  int rank = 0, size = 1;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  std::string why;
+  ncclComm_t c = init_nccl(comm, rank, size, why);
+  if (c) ncclCommDestroy(c);
+  else if (error) *error = why;
+  return c != nullptr;
+}
 #else
 bool nccl_built() { return false; }
 std::string nccl_version() { return ""; }
 std::unique_ptr<Communicator> try_make_nccl_communicator(const std::string&, MPI_Comm, std::string* error) {
   if (error) *error = "this build has no NCCL";
   return nullptr;
+}
+bool nccl_probe(MPI_Comm, std::string* error) {
+  if (error) *error = "this build has no NCCL";
+  return false;
 }
 #endif
 
@@ -372,7 +387,5 @@ std::unique_ptr<Communicator> make_nccl_communicator(const std::string& name, MP
   PB_REQUIRE(c, "nccl ", name, ": ", error);
   return c;
 }
-
-bool nccl_probe(MPI_Comm comm, std::string* error) { return try_make_nccl_communicator("probe", comm, error) != nullptr; }
 
 }  // namespace pb

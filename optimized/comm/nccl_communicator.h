@@ -30,7 +30,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const std::string& name, MP
 std::unique_ptr<Communicator> try_make_nccl_communicator(const std::string& name, MPI_Comm comm,
                                                          std::string* error = nullptr);
 
-// Whether an NCCL communicator over `comm` can be set up (created and destroyed again;
+// Whether NCCL can be set up over `comm` (ncclCommInitRank, then destroyed again;
 // all ranks of comm call it and get the same answer).
 bool nccl_probe(MPI_Comm comm, std::string* error = nullptr);
 
