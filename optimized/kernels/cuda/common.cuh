@@ -21,6 +21,7 @@
 #include "optimized/core/index_tensor.h"
 #include "optimized/core/stream.h"
 #include "optimized/core/tensor.h"
+#include "optimized/kernels/shape_checks.h"
 #include "reference/common/error.h"
 
 namespace pb::cuda {
@@ -31,6 +32,18 @@ constexpr int kThreads = 256;
 inline cudaStream_t cu(const Stream& s) { return static_cast<cudaStream_t>(s.resolve(Device::CUDA).cuda_stream()); }
 
 using bf16 = __nv_bfloat16;
+
+// Whether a GEMM (m, n, k) into c (`bytes` bytes) calls cuBLAS: false when there is nothing
+// to compute, after zeroing c for an overwriting GEMM with k = 0 (C = 0 * C; cuBLAS refuses
+// k = 0 with its minimal leading dimensions). checks::gemm_plan decides.
+inline bool gemm_runs(int64_t m, int64_t n, int64_t k, float beta, void* c, size_t bytes, cudaStream_t s) {
+  switch (checks::gemm_plan(m, n, k, beta)) {
+    case checks::GemmPlan::Run: return true;
+    case checks::GemmPlan::ZeroC: CUDA_CHECK(cudaMemsetAsync(c, 0, bytes, s)); return false;
+    case checks::GemmPlan::Nothing: return false;
+  }
+  return false;
+}
 
 // Element type <-> fp32 in device code: widening is exact; narrowing to bf16 rounds to
 // nearest, ties to even (the rounding of ops::cast and of float_to_bf16 on the host).

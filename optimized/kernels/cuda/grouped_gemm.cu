@@ -19,17 +19,6 @@ namespace pb::cuda {
 
 namespace {
 
-// Whether group GEMM (m, n, k) into c (m * n floats from c) runs: false when there is
-// nothing to compute, after zeroing c for an overwriting GEMM with k = 0.
-bool plan(int64_t m, int64_t n, int64_t k, float beta, float* c, cudaStream_t s) {
-  switch (checks::gemm_plan(m, n, k, beta)) {
-    case checks::GemmPlan::Run: return true;
-    case checks::GemmPlan::ZeroC: CUDA_CHECK(cudaMemsetAsync(c, 0, size_t(m * n) * sizeof(float), s)); return false;
-    case checks::GemmPlan::Nothing: return false;
-  }
-  return false;
-}
-
 void int_dims(const char* op, const Tensor& w, const std::vector<int64_t>& sizes) {
   checks::blas_dims(op, {w.dim(1), w.dim(2)});
   for (int64_t n : sizes) checks::blas_dims(op, {n});
@@ -46,7 +35,7 @@ void grouped_gemm_forward(Tensor& y, const Tensor& x, const Tensor& w, const std
   int64_t r = 0;
   for (size_t e = 0; e < sizes.size(); ++e) {
     const int n = int(sizes[e]);
-    if (plan(F, n, H, 0.0f, y.f32() + r * F, s))
+    if (gemm_runs(F, n, H, 0.0f, y.f32() + r * F, size_t(n) * F * sizeof(float), s))
       CUBLAS_CHECK(cublasSgemm(cublas(s), CUBLAS_OP_N, CUBLAS_OP_N, F, n, H, &one, w.f32() + int64_t(e) * H * F, F,
                                x.f32() + r * H, H, &zero, y.f32() + r * F, F));
     r += n;
@@ -64,10 +53,10 @@ void grouped_gemm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tenso
   for (size_t e = 0; e < sizes.size(); ++e) {
     const int n = int(sizes[e]);
     const float* we = w.f32() + int64_t(e) * H * F;
-    if (plan(H, n, F, 0.0f, dx.f32() + r * H, s))  // dx_i (n, H)
+    if (gemm_runs(H, n, F, 0.0f, dx.f32() + r * H, size_t(n) * H * sizeof(float), s))  // dx_i (n, H)
       CUBLAS_CHECK(cublasSgemm(cublas(s), CUBLAS_OP_T, CUBLAS_OP_N, H, n, F, &one, we, F, dy.f32() + r * F, F, &zero,
                                dx.f32() + r * H, H));
-    if (plan(F, H, n, 1.0f, dw.f32() + int64_t(e) * H * F, s))  // dW_i (H, F) += ...
+    if (gemm_runs(F, H, n, 1.0f, dw.f32() + int64_t(e) * H * F, size_t(H) * F * sizeof(float), s))  // dW_i (H, F) += ...
       CUBLAS_CHECK(cublasSgemm(cublas(s), CUBLAS_OP_N, CUBLAS_OP_T, F, H, n, &one, dy.f32() + r * F, F,
                                x.f32() + r * H, H, &one, dw.f32() + int64_t(e) * H * F, F));
     r += n;

@@ -62,16 +62,10 @@ bool all_bf16(const Tensor& a, const Tensor& b, const Tensor& c, const char* op)
   return bf;
 }
 
-// Whether the GEMM (m, n, k) into c runs: false when there is nothing to compute, after
-// zeroing c for an overwriting GEMM with k = 0 (C = 0 * C); the dims fit cuBLAS's int.
+// gemm_runs (common.cuh) with the dims checked against cuBLAS's int.
 bool plan(const char* op, int64_t m, int64_t n, int64_t k, float beta, Tensor& c, cudaStream_t s) {
   checks::blas_dims(op, {m, n, k});
-  switch (checks::gemm_plan(m, n, k, beta)) {
-    case checks::GemmPlan::Run: return true;
-    case checks::GemmPlan::ZeroC: CUDA_CHECK(cudaMemsetAsync(c.raw(), 0, c.bytes(), s)); return false;
-    case checks::GemmPlan::Nothing: return false;
-  }
-  return false;
+  return gemm_runs(m, n, k, beta, c.raw(), size_t(c.bytes()), s);
 }
 
 }  // namespace
