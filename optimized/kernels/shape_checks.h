@@ -1,6 +1,6 @@
 /* Shape checks of the kernels' operands, shared by the backends (kernels/cuda calls them
  * before any launch, so that a shape bug is one error line, not an illegal address later;
- * the CPU attention calls them too, the other CPU kernels have their checks inline). Each
+ * the CPU attention and cross-entropy call them too; the other CPU kernels check inline). Each
  * function throws pb::Error (PB_REQUIRE, reference/common/error.h) with one line naming `op`
  * and the operands' shapes; none reads tensor data, so they run on the host for tensors of
  * either device and are unit-tested without a GPU (suites/unit/test_shape_checks.cc).

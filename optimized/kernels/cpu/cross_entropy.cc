@@ -10,7 +10,7 @@
 
 #include "optimized/kernels/cpu/cpu_kernels.h"
 #include "optimized/kernels/cpu/parallel.h"
-#include "reference/common/error.h"
+#include "optimized/kernels/shape_checks.h"
 
 namespace pb::cpu {
 
@@ -19,7 +19,7 @@ constexpr int64_t kRows = 16;  // rows per block
 }  // namespace
 
 void ce_row_max(Tensor& mx, const Tensor& logits, const Stream&) {
-  PB_REQUIRE(mx.numel() == logits.rows(), "ce_row_max: mx ", mx.shape_str(), " for logits ", logits.shape_str());
+  checks::ce_row_stats("ce_row_max", logits, {&mx});
   const auto z = as_mat(logits);
   parallel_blocks(z.rows(), kRows, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) mx.f32()[t] = z.row(t).maxCoeff();
@@ -27,8 +27,7 @@ void ce_row_max(Tensor& mx, const Tensor& logits, const Stream&) {
 }
 
 void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx, const Stream&) {
-  PB_REQUIRE(se.numel() == logits.rows() && mx.numel() == logits.rows(), "ce_sum_exp: se ", se.shape_str(), ", mx ",
-             mx.shape_str(), " for logits ", logits.shape_str());
+  checks::ce_row_stats("ce_sum_exp", logits, {&se, &mx});
   const auto z = as_mat(logits);
   parallel_blocks(z.rows(), kRows, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) se.f32()[t] = (z.row(t).array() - mx.f32()[t]).exp().sum();
@@ -36,8 +35,8 @@ void ce_sum_exp(Tensor& se, const Tensor& logits, const Tensor& mx, const Stream
 }
 
 void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t>& labels, int64_t vocab_start, const Stream&) {
-  PB_REQUIRE(tl.numel() == logits.rows() && int64_t(labels.size()) == logits.rows(), "ce_target_logit: tl ",
-             tl.shape_str(), ", ", labels.size(), " labels for logits ", logits.shape_str());
+  checks::ce_row_stats("ce_target_logit", logits, {&tl});
+  checks::ce_labels("ce_target_logit", logits, int64_t(labels.size()));
   const auto z = as_mat(logits);
   for (int64_t t = 0; t < z.rows(); ++t) {
     const int64_t c = labels[size_t(t)] - vocab_start;
@@ -46,6 +45,7 @@ void ce_target_logit(Tensor& tl, const Tensor& logits, const std::vector<int64_t
 }
 
 double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl, const Stream&) {
+  checks::ce_loss_operands("ce_loss_sum", mx, se, tl);
   double loss = 0;  // in row order, in double, identically on every TP rank
   for (int64_t t = 0; t < mx.numel(); ++t) loss += std::log(double(se.f32()[t])) + mx.f32()[t] - tl.f32()[t];
   return loss;
@@ -53,10 +53,7 @@ double ce_loss_sum(const Tensor& mx, const Tensor& se, const Tensor& tl, const S
 
 void ce_backward(Tensor& dlogits, const Tensor& logits, const Tensor& mx, const Tensor& se,
                  const std::vector<int64_t>& labels, int64_t vocab_start, float scale, const Stream&) {
-  PB_REQUIRE(dlogits.numel() == logits.numel() && mx.numel() == logits.rows() && se.numel() == logits.rows() &&
-                 int64_t(labels.size()) == logits.rows(),
-             "ce_backward: dlogits ", dlogits.shape_str(), ", mx ", mx.shape_str(), ", se ", se.shape_str(), ", ",
-             labels.size(), " labels for logits ", logits.shape_str());
+  checks::ce_backward_operands("ce_backward", dlogits, logits, mx, se, int64_t(labels.size()));
   const auto z = as_mat(logits);
   auto d = as_mat(dlogits);
   parallel_blocks(z.rows(), kRows, [&](int64_t b, int64_t e) {
