@@ -15,13 +15,21 @@ cd "$(dirname "$0")/.."
 threads="1 2"
 reps=9
 out=""
+usage='(--threads "1 2", --reps N, --out PATH)'
 while [ $# -gt 0 ]; do
   case "$1" in
+    --threads | --reps | --out)
+      [ $# -ge 2 ] || { echo "bench_cpu.sh: error: $1 needs a value $usage" >&2; exit 2; } ;;&
     --threads) threads="$2"; shift 2 ;;
     --reps) reps="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    *) echo "bench_cpu.sh: error: unknown argument '$1' (--threads \"1 2\", --reps N, --out PATH)" >&2; exit 2 ;;
+    *) echo "bench_cpu.sh: error: unknown argument '$1' $usage" >&2; exit 2 ;;
   esac
+done
+[[ "$reps" =~ ^[1-9][0-9]*$ ]] || { echo "bench_cpu.sh: error: --reps '$reps' (a positive integer)" >&2; exit 2; }
+[ -n "${threads// /}" ] || { echo "bench_cpu.sh: error: --threads is empty (e.g. \"1 2\")" >&2; exit 2; }
+for t in $threads; do
+  [[ "$t" =~ ^[1-9][0-9]*$ ]] || { echo "bench_cpu.sh: error: --threads '$threads' (positive integers)" >&2; exit 2; }
 done
 build=${PB_BUILD_DIR:-build}
 bench="$build/bin/bench_step"
@@ -29,6 +37,7 @@ bench="$build/bin/bench_step"
 python3 -c "import torch" 2> /dev/null || { echo "bench_cpu.sh: error: PyTorch is not installed (pip install torch)" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+[ -n "${threads// /}" ] || { echo "bench_cpu.sh: error: --threads is empty (e.g. \"1 2\")" >&2; exit 2; }
 for t in $threads; do
   echo "threads $t: parabench ..." >&2
   OMPI_MCA_hwloc_base_binding_policy=none "$bench" --benchmark_filter="BM_TrainStep/threads:$t/" \
