@@ -34,10 +34,18 @@ done
 build=${PB_BUILD_DIR:-build}
 bench="$build/bin/bench_step"
 [ -x "$bench" ] || { echo "bench_cpu.sh: error: $bench not built (scripts/bootstrap.sh builds it)" >&2; exit 2; }
+for t in $threads; do  # the thread counts bench_step registers
+  OMPI_MCA_hwloc_base_binding_policy=none "$bench" --benchmark_list_tests --benchmark_filter="BM_TrainStep/threads:$t/" \
+    2> /dev/null | grep -q . || {
+    have=$(OMPI_MCA_hwloc_base_binding_policy=none "$bench" --benchmark_list_tests 2> /dev/null |
+      sed -n 's|.*/threads:\([0-9]*\)/.*|\1|p' | sort -un | paste -sd' ')
+    echo "bench_cpu.sh: error: bench_step has no $t-thread benchmark (it has: ${have:-none})" >&2
+    exit 2
+  }
+done
 python3 -c "import torch" 2> /dev/null || { echo "bench_cpu.sh: error: PyTorch is not installed (pip install torch)" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-[ -n "${threads// /}" ] || { echo "bench_cpu.sh: error: --threads is empty (e.g. \"1 2\")" >&2; exit 2; }
 for t in $threads; do
   echo "threads $t: parabench ..." >&2
   OMPI_MCA_hwloc_base_binding_policy=none "$bench" --benchmark_filter="BM_TrainStep/threads:$t/" \
